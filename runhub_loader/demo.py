@@ -1,0 +1,86 @@
+"""A small demo shop: a few weeks of checkouts, payments, leads and signups, loaded through the
+same API a real shop's back end would call (so a re-run is idempotent)."""
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+DEMO_OWNER = uuid.UUID("00000000-0000-4000-8000-000000000001")
+DEMO_NAME = "Demo Coffee Roasters"
+CUSTOMERS = [
+    ("amira@example.com", "Amira Haddad", "ar"), ("ben@example.com", "Ben Carter", "en"),
+    ("chloe@example.com", "Chloé Martin", "fr"), ("diego@example.com", "Diego López", "es"),
+    ("eva@example.com", "Eva Schmidt", "de"), ("farid@example.com", "Farid Nasser", "ar"),
+    ("grace@example.com", "Grace Kim", "en"), ("hugo@example.com", "Hugo Bernard", "fr"),
+    ("ines@example.com", "Inés García", "es"), ("jonas@example.com", "Jonas Weber", "de"),
+    ("kate@example.com", "Kate O'Neill", "en"), ("liam@example.com", "Liam Murphy", "en"),
+]
+
+
+def demo_events(now: datetime, days: int = 21) -> list[dict]:
+    """The last `days` days of a small shop. Each calendar day's events depend on that day alone,
+    so a re-run (even days later) ingests only what is new."""
+    first_day = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days)
+    events = []
+    for offset in range(days + 1):
+        day = first_day + timedelta(days=offset)
+        events += [e for e in _day_events(day) if datetime.fromisoformat(e["occurredAt"]) <= now]
+    return events
+
+
+def _day_events(day: datetime) -> list[dict]:
+    rng = random.Random(day.strftime("%Y%m%d"))
+    stamp = day.strftime("%Y%m%d")
+    events = []
+    for n in range(rng.randint(2, 6)):
+        email, name, locale = rng.choice(CUSTOMERS)
+        customer = {"email": email, "name": name, "locale": locale}
+        at = day + timedelta(minutes=rng.randint(0, 24 * 60 - 1))
+        cart = f"cart-{stamp}-{n}"
+        amount = rng.choice([1800, 2400, 3600, 5200, 8900])
+        events.append(_event("checkout_started", at, f"{cart}:checkout", cart, customer, amount,
+                             {"cartId": cart, "items": rng.randint(1, 4)}))
+        if rng.random() < 0.6:  # most checkouts convert within a couple of hours
+            events.append(_event("payment_succeeded", at + timedelta(minutes=rng.randint(1, 120)),
+                                 f"{cart}:payment", cart, customer, amount, {"cartId": cart}))
+    if rng.random() < 0.7:
+        email, name, locale = rng.choice(CUSTOMERS)
+        customer = {"email": email, "name": name, "locale": locale}
+        at = day + timedelta(hours=rng.randint(8, 20))
+        events.append(_event("lead_created", at, f"lead-{stamp}", None, customer, None, {"source": "form"}))
+        events.append(_event("user_signed_up", at + timedelta(minutes=5), f"signup-{stamp}", None, customer, None, {}))
+    return events
+
+
+def _event(kind, at, key, correlation, customer, amount, payload) -> dict:
+    event = {"type": kind, "occurredAt": at.isoformat(), "idempotencyKey": key,
+             "customer": customer, "payload": payload}
+    if correlation:
+        event["correlationId"] = correlation
+    if amount is not None:
+        event.update(amountCents=amount, currency="USD")
+    return event
+
+
+def load(database_url: str, now: datetime | None = None) -> dict:
+    """Create the demo shop (once) and ingest its events; returns what is there."""
+    now = now or datetime.now(timezone.utc)
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT id FROM runhub.projects WHERE owner_id = %s AND name = %s",
+                           (DEMO_OWNER, DEMO_NAME)).fetchone()
+        project = row[0] if row else conn.execute(
+            "SELECT runhub.create_project(%s, %s, 'America/New_York', 'USD', 'en', 'coffee')",
+            (DEMO_NAME, DEMO_OWNER)).fetchone()[0]
+        inserted = 0
+        for event in demo_events(now):
+            result = conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event))).fetchone()[0]
+            inserted += result["inserted"]
+        conn.commit()
+        counts = dict(conn.execute(
+            "SELECT event_type, count(*) FROM runhub.business_events WHERE project_id = %s GROUP BY 1 ORDER BY 1",
+            (project,)).fetchall())
+    return {"project": str(project), "name": DEMO_NAME, "inserted": inserted, "events": counts}

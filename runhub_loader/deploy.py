@@ -1,0 +1,248 @@
+"""`runhub deploy`: migrations under yoyo's lock, then `sql/` and the PL/Python bundle, in one
+transaction; then the pg_cron jobs, by name, in the cron database."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import tuple_row
+from yoyo import get_backend, read_migrations
+
+from . import __version__, logs
+from .plpy_bundle import bundle_statements
+
+log = logs.get("deploy")
+
+DEFAULT_SOURCE = Path(__file__).resolve().parent.parent
+CODE_FOLDERS = ("migrations", "sql", "plpython")
+
+
+class DeployError(RuntimeError):
+    """The deploy failed and changed nothing in the target database's schema."""
+
+
+@dataclass
+class DeployResult:
+    version: str
+    checksum: str
+    applied_migrations: list[str] = field(default_factory=list)
+    changed: bool = False
+    cron: "CronReport | None" = None
+
+
+@dataclass
+class CronReport:
+    available: bool
+    reason: str = ""
+    scheduled: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    jobs: list[dict] = field(default_factory=list)  # what should run, for scheduling by other means
+
+
+def code_checksum(source: Path) -> str:
+    """sha256 over every deployable file's path and content, in a fixed order."""
+    digest = hashlib.sha256()
+    for folder in CODE_FOLDERS:
+        for path in sorted((source / folder).rglob("*")):
+            if path.is_file() and path.suffix in (".sql", ".py"):
+                digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def yoyo_url(database_url: str) -> str:
+    """yoyo wants postgresql+psycopg://user:pass@host:port/db with extra options as query args."""
+    params = conninfo_to_dict(database_url)
+    user = params.pop("user", "")
+    password = params.pop("password", "")
+    dbname = params.pop("dbname", "")
+    host = params.pop("host", "")
+    port = params.pop("port", "")
+    query = dict(params)
+    netloc = ""
+    if user:
+        netloc = _url_quote(user)
+        if password:
+            netloc += ":" + _url_quote(password)
+        netloc += "@"
+    if host and not host.startswith("/"):
+        netloc += host + (f":{port}" if port else "")
+    else:
+        if host:
+            query["host"] = host
+        if port:
+            query["port"] = port
+    querystring = "&".join(f"{k}={_url_quote(str(v))}" for k, v in query.items())
+    return f"postgresql+psycopg://{netloc}/{dbname}" + (f"?{querystring}" if querystring else "")
+
+
+def _url_quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+def sql_files(source: Path) -> list[Path]:
+    return sorted((source / "sql").glob("*.sql"))
+
+
+def _last_checksum(conn) -> str | None:
+    exists = conn.execute("SELECT to_regclass('runhub.deployments') IS NOT NULL").fetchone()[0]
+    if not exists:
+        return None
+    row = conn.execute("SELECT checksum FROM runhub.deployments ORDER BY id DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def pending_migrations(database_url: str, source: Path = DEFAULT_SOURCE) -> list[str]:
+    backend = get_backend(yoyo_url(database_url))
+    try:
+        return [m.id for m in backend.to_apply(read_migrations(str(source / "migrations")))]
+    finally:
+        backend.connection.close()
+
+
+def deploy(database_url: str, source: Path = DEFAULT_SOURCE, schedule_cron: bool = True) -> DeployResult:
+    source = Path(source).resolve()
+    checksum = code_checksum(source)
+    result = DeployResult(version=__version__, checksum=checksum)
+    with logs.bound(deploy_id=str(uuid.uuid4())):
+        log.info("deploy_started", source=str(source), version=__version__, checksum=checksum[:12])
+        backend = get_backend(yoyo_url(database_url))
+        try:
+            migrations = read_migrations(str(source / "migrations"))
+            backend.ensure_internal_schema_updated()
+            with backend.lock():
+                pending = backend.to_apply(migrations)
+                if not pending and _last_checksum(backend.connection) == checksum:
+                    log.info("deploy_up_to_date")
+                else:
+                    _apply_all(backend, pending, source, checksum)
+                    result.changed = True
+                    result.applied_migrations = [m.id for m in pending]
+        finally:
+            backend.connection.close()
+        if schedule_cron:
+            result.cron = register_cron_jobs(database_url)
+        log.info("deploy_finished", changed=result.changed, migrations=result.applied_migrations)
+    return result
+
+
+def _apply_all(backend, pending, source: Path, checksum: str) -> None:
+    """Everything in one transaction: any failure leaves the database as it was."""
+    conn = backend.connection
+    backend.begin()
+    step = "extensions"
+    try:
+        _ensure_extensions(conn)
+        for migration in pending:
+            step = f"migration {migration.id}"
+            log.info("migration_applying", migration=migration.id)
+            migration.process_steps(backend, "apply")  # a savepoint inside our transaction
+            backend.mark_one(migration, log=False)
+            backend.log_migration(migration, "apply")
+        for path in sql_files(source):
+            step = f"sql/{path.name}"
+            conn.execute(path.read_text())
+        step = "plpython bundle"
+        for statement, params in bundle_statements(source):
+            conn.execute(statement, params)
+        step = "recording the deployment"
+        conn.execute(
+            "INSERT INTO runhub.deployments (version, checksum, migrations) VALUES (%s, %s, %s)",
+            (__version__, checksum, [m.id for m in pending]))
+        backend.commit()
+    except Exception as exc:
+        backend.rollback()
+        log.error("deploy_failed", step=step, error=str(exc).strip())
+        raise DeployError(f"deploy failed at {step}; nothing was changed: {str(exc).strip()}") from exc
+
+
+def _ensure_extensions(conn) -> None:
+    for name in ("plpython3u", "jsonb_plpython3u"):
+        installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (name,)).fetchone()
+        if not installed:
+            conn.execute(pgsql.SQL("CREATE EXTENSION {}").format(pgsql.Identifier(name)))
+
+
+# -- pg_cron -----------------------------------------------------------------------------------
+
+def cron_state(conn) -> tuple[bool, str, str]:
+    """(usable, reason if not, cron database name) for the server behind conn."""
+    preload, available, cron_db = conn.cursor(row_factory=tuple_row).execute(
+        """SELECT current_setting('shared_preload_libraries'),
+                  EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron'),
+                  coalesce(current_setting('cron.database_name', true), 'postgres')""").fetchone()
+    if not available:
+        return False, "pg_cron is not installed on this server (package postgresql-15-cron)", cron_db
+    if "pg_cron" not in [p.strip() for p in preload.split(",")]:
+        return False, "pg_cron is not in shared_preload_libraries (needs a server restart)", cron_db
+    return True, "", cron_db
+
+
+def job_prefix(dbname: str) -> str:
+    return f"runhub:{dbname}:"
+
+
+def wanted_jobs(conn, dbname: str, cron_db: str) -> list[dict]:
+    rows = conn.execute("SELECT name, schedule, command, in_cron_database FROM runhub.cron_jobs() ORDER BY name")
+    return [
+        {"jobname": job_prefix(dbname) + name, "schedule": schedule, "command": command,
+         "database": cron_db if in_cron_db else dbname}
+        for name, schedule, command, in_cron_db in rows.fetchall()
+    ]
+
+
+def register_cron_jobs(database_url: str) -> CronReport:
+    """Schedule this database's jobs by name; drop the ones it no longer wants. Idempotent."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        dbname = conn.info.dbname
+        usable, reason, cron_db = cron_state(conn)
+        jobs = wanted_jobs(conn, dbname, cron_db)
+    report = CronReport(available=usable, reason=reason, jobs=jobs)
+    if not usable:
+        log.warning("cron_unavailable", reason=reason, jobs=[j["jobname"] for j in jobs])
+        return report
+    try:
+        with psycopg.connect(make_conninfo(database_url, dbname=cron_db), autocommit=True) as cron:
+            cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+            existing = {row[0]: row[1:] for row in cron.execute(
+                "SELECT jobname, schedule, command, database FROM cron.job WHERE jobname LIKE %s",
+                (job_prefix(dbname) + "%",)).fetchall()}
+            for job in jobs:
+                if existing.pop(job["jobname"], None) == (job["schedule"], job["command"], job["database"]):
+                    report.unchanged.append(job["jobname"])
+                    continue
+                cron.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)",
+                             (job["jobname"], job["schedule"], job["command"], job["database"]))
+                report.scheduled.append(job["jobname"])
+            for jobname in existing:
+                cron.execute("SELECT cron.unschedule(%s)", (jobname,))
+                report.removed.append(jobname)
+    except psycopg.Error as exc:
+        report.available = False
+        report.reason = f"could not manage pg_cron in database {cron_db}: {str(exc).strip()}"
+        log.warning("cron_unavailable", reason=report.reason)
+    return report
+
+
+def unschedule_cron_jobs(database_url: str) -> list[str]:
+    """Remove every job of this database (used when a database is dropped, e.g. in tests)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        dbname = conn.info.dbname
+        usable, _, cron_db = cron_state(conn)
+    if not usable:
+        return []
+    with psycopg.connect(make_conninfo(database_url, dbname=cron_db), autocommit=True) as cron:
+        if not cron.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone():
+            return []
+        rows = cron.execute("SELECT jobname FROM cron.job WHERE jobname LIKE %s", (job_prefix(dbname) + "%",))
+        names = [r[0] for r in rows.fetchall()]
+        for name in names:
+            cron.execute("SELECT cron.unschedule(%s)", (name,))
+    return names

@@ -1,0 +1,151 @@
+-- Projects, members and the actor's role. The role is always looked up here, never taken from
+-- the caller.
+
+-- The signed-in user of this transaction (SET LOCAL runhub.user_id), or null.
+CREATE OR REPLACE FUNCTION runhub.current_user_id()
+RETURNS uuid
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_raw text := nullif(current_setting('runhub.user_id', true), '');
+BEGIN
+    RETURN v_raw::uuid;
+EXCEPTION WHEN invalid_text_representation THEN
+    RETURN NULL;  -- a malformed setting identifies nobody
+END
+$$;
+
+-- The projects the current user is a member of (for RLS policies; definer rights avoid recursion).
+CREATE OR REPLACE FUNCTION runhub._my_project_ids()
+RETURNS SETOF uuid
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT m.project_id FROM runhub.project_members m WHERE m.user_id = runhub.current_user_id()
+$$;
+
+-- Raise PT404 unless the project exists; returns it locked for share when asked.
+CREATE OR REPLACE FUNCTION runhub._require_project(p_project uuid)
+RETURNS runhub.projects
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_project runhub.projects;
+BEGIN
+    IF p_project IS NULL THEN
+        PERFORM runhub._invalid('common.invalidInput', 'project', 'is required');
+    END IF;
+    SELECT * INTO v_project FROM runhub.projects WHERE id = p_project;
+    IF NOT FOUND THEN
+        PERFORM runhub._raise('projects.notFound', jsonb_build_object('projectId', p_project));
+    END IF;
+    RETURN v_project;
+END
+$$;
+
+-- Rank of a role, for "at least" comparisons.
+CREATE OR REPLACE FUNCTION runhub._role_rank(p_role text)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT CASE p_role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' THEN 1 ELSE 0 END $$;
+
+-- The actor's role in the project. Authorization comes first: a non-member (or an unknown
+-- project) gets PT404 without learning which; a member below p_min_role gets PT403.
+CREATE OR REPLACE FUNCTION runhub._authorize(p_project uuid, p_actor uuid, p_min_role text DEFAULT 'member')
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_role text;
+BEGIN
+    IF p_project IS NULL THEN
+        PERFORM runhub._invalid('common.invalidInput', 'project', 'is required');
+    END IF;
+    IF p_actor IS NULL THEN
+        PERFORM runhub._invalid('common.invalidInput', 'actor', 'is required');
+    END IF;
+    SELECT m.role INTO v_role FROM runhub.project_members m
+     WHERE m.project_id = p_project AND m.user_id = p_actor;
+    IF v_role IS NULL THEN
+        PERFORM runhub._raise('projects.notFound', jsonb_build_object('projectId', p_project));
+    END IF;
+    IF runhub._role_rank(v_role) < runhub._role_rank(p_min_role) THEN
+        PERFORM runhub._raise('auth.roleRequired', jsonb_build_object('required', p_min_role, 'role', v_role));
+    END IF;
+    RETURN v_role;
+END
+$$;
+
+-- Whether tz is an IANA zone name this server knows (not an abbreviation or POSIX string).
+CREATE OR REPLACE FUNCTION runhub._is_timezone(p_tz text)
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = p_tz) $$;
+
+-- Create a project; its owner becomes its first member. Returns the project id.
+CREATE OR REPLACE FUNCTION runhub.create_project(
+    p_name text, p_owner uuid, p_timezone text, p_currency text,
+    p_locale text DEFAULT 'en', p_industry text DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_id uuid;
+BEGIN
+    IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 200 THEN
+        PERFORM runhub._invalid('common.invalidInput', 'name', 'must be 1 to 200 characters');
+    END IF;
+    IF p_owner IS NULL THEN
+        PERFORM runhub._invalid('common.invalidInput', 'owner', 'is required');
+    END IF;
+    IF p_timezone IS NULL OR NOT runhub._is_timezone(p_timezone) THEN
+        PERFORM runhub._raise('projects.invalidTimezone', jsonb_build_object('timezone', p_timezone));
+    END IF;
+    IF p_currency IS NULL OR NOT EXISTS (SELECT 1 FROM runhub.currencies WHERE code = p_currency) THEN
+        PERFORM runhub._raise('projects.invalidCurrency', jsonb_build_object('currency', p_currency));
+    END IF;
+    IF p_locale IS NULL OR p_locale NOT IN ('en', 'ar', 'fr', 'es', 'de') THEN
+        PERFORM runhub._raise('projects.invalidLocale', jsonb_build_object('locale', p_locale));
+    END IF;
+    IF p_industry IS NOT NULL AND p_industry !~ '^[a-z][a-z0-9_-]{0,39}$' THEN
+        PERFORM runhub._invalid('common.invalidInput', 'industry',
+                                'must be a lower-case tag of at most 40 characters');
+    END IF;
+    INSERT INTO runhub.projects (name, owner_id, timezone, currency, locale, industry)
+    VALUES (btrim(p_name), p_owner, p_timezone, p_currency, p_locale, p_industry)
+    RETURNING id INTO v_id;
+    INSERT INTO runhub.project_members (project_id, user_id, role) VALUES (v_id, p_owner, 'owner');
+    RETURN v_id;
+END
+$$;
+
+-- Add a member, or change an existing member's role. A project always keeps an owner.
+CREATE OR REPLACE FUNCTION runhub.add_member(p_project uuid, p_user uuid, p_role text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_user IS NULL THEN
+        PERFORM runhub._invalid('common.invalidInput', 'user', 'is required');
+    END IF;
+    IF p_role IS NULL OR p_role NOT IN ('owner', 'admin', 'member') THEN
+        PERFORM runhub._invalid('common.invalidInput', 'role', 'must be owner, admin or member');
+    END IF;
+    -- Lock the project row: concurrent demotions must not both see "another owner remains".
+    PERFORM runhub._require_project(p_project);
+    PERFORM 1 FROM runhub.projects WHERE id = p_project FOR UPDATE;
+    INSERT INTO runhub.project_members (project_id, user_id, role) VALUES (p_project, p_user, p_role)
+    ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role
+    WHERE runhub.project_members.role IS DISTINCT FROM excluded.role;
+    IF NOT EXISTS (SELECT 1 FROM runhub.project_members WHERE project_id = p_project AND role = 'owner') THEN
+        PERFORM runhub._raise('projects.lastOwner', jsonb_build_object('projectId', p_project));
+    END IF;
+END
+$$;

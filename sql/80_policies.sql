@@ -1,0 +1,13 @@
+-- Row-level security for runhub_reader: a signed-in user (SET LOCAL runhub.user_id) sees the rows
+-- of the projects they are a member of, and nothing else. Policies have no CREATE OR REPLACE,
+-- so each is dropped and recreated on every deploy, inside the deploy's transaction.
+
+DROP POLICY IF EXISTS projects_member_read ON runhub.projects;
+CREATE POLICY projects_member_read ON runhub.projects
+    FOR SELECT TO runhub_reader
+    USING (id IN (SELECT runhub._my_project_ids()));
+
+DROP POLICY IF EXISTS project_members_member_read ON runhub.project_members;
+CREATE POLICY project_members_member_read ON runhub.project_members
+    FOR SELECT TO runhub_reader
+    USING (project_id IN (SELECT runhub._my_project_ids()));

@@ -1,0 +1,15 @@
+-- Who may call what. Nothing in the schema is callable by PUBLIC; each role gets exactly the
+-- functions the contract gives it (docs/sql-contract.md). Applied last, after every function exists.
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA runhub FROM PUBLIC, runhub_app, runhub_sender, runhub_reader;
+
+-- The application's server side: the API, no table access.
+GRANT EXECUTE ON FUNCTION
+    runhub.create_project(text, uuid, text, text, text, text),
+    runhub.add_member(uuid, uuid, text),
+    runhub.error_catalog()
+TO runhub_app;
+
+-- Direct reads for a signed-in user: what the RLS policies call.
+GRANT EXECUTE ON FUNCTION runhub.current_user_id(), runhub._my_project_ids(), runhub.error_catalog()
+TO runhub_reader;
