@@ -11,3 +11,8 @@ DROP POLICY IF EXISTS project_members_member_read ON runhub.project_members;
 CREATE POLICY project_members_member_read ON runhub.project_members
     FOR SELECT TO runhub_reader
     USING (project_id IN (SELECT runhub._my_project_ids()));
+
+DROP POLICY IF EXISTS business_events_member_read ON runhub.business_events;
+CREATE POLICY business_events_member_read ON runhub.business_events
+    FOR SELECT TO runhub_reader
+    USING (project_id IN (SELECT runhub._my_project_ids()));

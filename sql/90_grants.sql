@@ -7,6 +7,8 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA runhub FROM PUBLIC, runhub_app, runhub_sen
 GRANT EXECUTE ON FUNCTION
     runhub.create_project(text, uuid, text, text, text, text),
     runhub.add_member(uuid, uuid, text),
+    runhub.ingest_event(uuid, jsonb),
+    runhub.list_events(uuid, text, jsonb, int),
     runhub.error_catalog()
 TO runhub_app;
 
