@@ -269,8 +269,8 @@ BEGIN
             ELSE jsonb_build_object('id', v_last.id) END;
     END IF;
     RETURN jsonb_build_object(
-        'events', coalesce((SELECT jsonb_agg(runhub._event_json(e) ORDER BY ord)
-                              FROM unnest(v_page) WITH ORDINALITY AS u(e, ord)), '[]'),
+        'events', coalesce((SELECT jsonb_agg(runhub._event_json(v_page[i]) ORDER BY i)
+                              FROM generate_subscripts(v_page, 1) AS i), '[]'),
         'nextCursor', v_next);
 END
 $$;

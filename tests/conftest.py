@@ -1,0 +1,113 @@
+"""Shared fixtures: a real PostgreSQL 15 cluster (pg_cron, plpython3u), runhub deployed once into a
+template database, and a fresh clone of it for every test (pytest-postgresql's noproc factory).
+
+`scripts/test` starts the cluster and exports RUNHUB_TEST_HOME; run alone, pytest starts its own.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+from pytest_postgresql import factories
+
+from runhub_loader.deploy import deploy
+from runhub_loader.embedded import Cluster
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _test_cluster() -> Cluster:
+    home = os.environ.get("RUNHUB_TEST_HOME")
+    if home:
+        return Cluster(Path(home))
+    home = Path(tempfile.mkdtemp(prefix="runhub-pytest-"))
+    home.chmod(0o755)
+    cluster = Cluster(home)
+    cluster.start(fast=True)
+    atexit.register(cluster.destroy)
+    os.environ["RUNHUB_TEST_HOME"] = str(home)
+    return cluster
+
+
+CLUSTER = _test_cluster()
+
+
+def _deploy_template(host, port, user, dbname, password=None, **_):
+    deploy(CLUSTER.url(dbname), schedule_cron=False)
+
+
+postgresql_noproc = factories.postgresql_noproc(
+    host=str(CLUSTER.socketdir), port=CLUSTER.port, user="postgres", dbname="runhub_test",
+    load=[_deploy_template])
+postgresql = factories.postgresql("postgresql_noproc")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    return CLUSTER
+
+
+@pytest.fixture
+def db_url(postgresql) -> str:
+    """URL of this test's own freshly deployed database."""
+    return CLUSTER.url(postgresql.info.dbname)
+
+
+@pytest.fixture
+def conn(db_url):
+    """An autocommit connection to this test's database, as the deploying superuser."""
+    with psycopg.connect(db_url, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def fresh_db(cluster):
+    """An empty database with nothing deployed, dropped afterwards (with its cron jobs)."""
+    name = f"runhub_empty_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield cluster.url(name)
+    from runhub_loader.deploy import unschedule_cron_jobs
+
+    unschedule_cron_jobs(cluster.url(name))
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+# -- calling the API ---------------------------------------------------------------------------
+
+def new_project(conn, owner=None, timezone="Europe/Paris", currency="EUR", locale="en", industry=None):
+    owner = owner or uuid.uuid4()
+    project = conn.execute("SELECT runhub.create_project('Shop', %s, %s, %s, %s, %s)",
+                           (owner, timezone, currency, locale, industry)).fetchone()[0]
+    return project, owner
+
+
+def ingest(conn, project, event: dict) -> dict:
+    return conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event))).fetchone()[0]
+
+
+def event(kind="checkout_started", at="2026-11-20T10:00:00Z", key=None, **extra) -> dict:
+    body = {"type": kind, "occurredAt": at, "idempotencyKey": key or uuid.uuid4().hex}
+    body.update(extra)
+    return body
+
+
+def assert_refused(excinfo, sqlstate: str, key: str) -> dict:
+    """The error contract: SQLSTATE, MESSAGE = i18n key, DETAIL = JSON params, HINT = English."""
+    err = excinfo.value
+    assert err.sqlstate == sqlstate, (err.sqlstate, err.diag.message_primary)
+    assert err.diag.message_primary == key
+    assert err.diag.message_hint, "every refusal carries a plain-English hint"
+    return json.loads(err.diag.message_detail)
+
+
+def count_rows(conn, table: str) -> int:
+    return conn.execute(f"SELECT count(*) FROM runhub.{table}").fetchone()[0]
