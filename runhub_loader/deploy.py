@@ -146,12 +146,12 @@ def _apply_all(backend, pending, source: Path, checksum: str) -> None:
             migration.process_steps(backend, "apply")  # a savepoint inside our transaction
             backend.mark_one(migration, log=False)
             backend.log_migration(migration, "apply")
+        step = "plpython bundle"  # first: SQL functions may call the wrappers, and grants come last
+        for statement, params in bundle_statements(source):
+            conn.execute(statement, params)
         for path in sql_files(source):
             step = f"sql/{path.name}"
             conn.execute(path.read_text())
-        step = "plpython bundle"
-        for statement, params in bundle_statements(source):
-            conn.execute(statement, params)
         step = "recording the deployment"
         conn.execute(
             "INSERT INTO runhub.deployments (version, checksum, migrations) VALUES (%s, %s, %s)",

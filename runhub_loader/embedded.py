@@ -132,8 +132,9 @@ class Cluster:
     def initialized(self) -> bool:
         return (self.datadir / "PG_VERSION").exists()
 
-    def init(self, fast: bool = False) -> None:
-        """Create the cluster: initdb, runhub's server settings, a random free port."""
+    def init(self, fast: bool = False, cron: bool = True) -> None:
+        """Create the cluster: initdb, runhub's server settings, a random free port.
+        cron=False leaves pg_cron out of shared_preload_libraries (to test servers without it)."""
         self.home.mkdir(parents=True, exist_ok=True)
         root = self._choose_root()
         state = {"root": str(root), "port": _free_port(), "password": secrets.token_urlsafe(18), "fast": fast}
@@ -151,14 +152,14 @@ class Cluster:
             "port": state["port"],
             "listen_addresses": "'127.0.0.1'",
             "unix_socket_directories": f"'{self.socketdir}'",
-            "shared_preload_libraries": "'pg_cron'",
-            "cron.database_name": "'postgres'",
-            "cron.use_background_workers": "on",
             "max_worker_processes": 32,
             "max_connections": 200,
             "timezone": "'UTC'",
             "log_line_prefix": "'%m [%p] %q%u@%d '",
         }
+        if cron:
+            settings.update({"shared_preload_libraries": "'pg_cron'", "cron.database_name": "'postgres'",
+                             "cron.use_background_workers": "on"})
         if fast:  # throwaway test clusters: durability buys nothing there
             settings.update({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
         conf = "".join(f"{k} = {v}\n" for k, v in settings.items())
@@ -177,10 +178,10 @@ class Cluster:
         proc = self._run([str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), "status"], check=False)
         return proc.returncode == 0
 
-    def start(self, fast: bool = False) -> None:
+    def start(self, fast: bool = False, cron: bool = True) -> None:
         """Initialise if needed, start if stopped, and make sure the runhub database exists."""
         if not self.initialized():
-            self.init(fast=fast)
+            self.init(fast=fast, cron=cron)
         if not self.running():
             self._own(self.socketdir, 0o700)
             self._run([

@@ -1,5 +1,7 @@
 -- Who may call what. Nothing in the schema is callable by PUBLIC; each role gets exactly the
--- functions the contract gives it (docs/sql-contract.md). Applied last, after every function exists.
+-- functions the contract gives it (docs/sql-contract.md). Applied last, after every function exists:
+-- a per-schema ALTER DEFAULT PRIVILEGES cannot take away PUBLIC's default EXECUTE, so this revoke
+-- is what protects every function, including those added by later files.
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA runhub FROM PUBLIC, runhub_app, runhub_sender, runhub_reader;
 

@@ -1,0 +1,175 @@
+"""The loader: idempotent deploys, upgrades from an older checkout, atomic failure, pg_cron jobs."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, event, ingest, new_project
+from runhub_loader.cli import main as cli
+from runhub_loader.deploy import DeployError, deploy
+
+# The first commit with a deployable tree (migration 0001 only): the "older checkout".
+FOUNDATION_COMMIT = "9b1dc09e5c5db2ef3c960c28d6049683da0ae0e8"
+PG_DUMP = "/usr/lib/postgresql/15/bin/pg_dump"
+
+
+def schema_dump(url: str) -> str:
+    """The schema as pg_dump sees it (no data, no ownership noise)."""
+    out = subprocess.run([PG_DUMP, "--schema-only", "--no-owner", "--dbname", url],
+                         check=True, capture_output=True, text=True).stdout
+    noise = ("-- Dumped", "\\restrict", "\\unrestrict")  # version banners and per-dump random keys
+    return "\n".join(line for line in out.splitlines() if not line.startswith(noise))
+
+
+def row_counts(url: str) -> dict:
+    with psycopg.connect(url) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("runhub.deployments", "runhub.plpython_modules", "_yoyo_migration", "_yoyo_log")}
+
+
+def checkout_copy(tmp_path: Path, name: str = "checkout") -> Path:
+    """A copy of this checkout's deployable folders, to modify."""
+    target = tmp_path / name
+    for folder in ("migrations", "sql", "plpython"):
+        shutil.copytree(REPO / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def cron_jobs(cluster, dbname: str) -> dict:
+    with psycopg.connect(cluster.url("postgres")) as conn:
+        rows = conn.execute("SELECT jobname, jobid, schedule, command, database FROM cron.job WHERE jobname LIKE %s",
+                            (f"runhub:{dbname}:%",)).fetchall()
+    return {r[0]: r[1:] for r in rows}
+
+
+def test_deploying_twice_changes_nothing(fresh_db):
+    first = deploy(fresh_db)
+    assert first.changed and first.applied_migrations == ["0001_foundation", "0002_business_events"]
+    before_schema, before_rows = schema_dump(fresh_db), row_counts(fresh_db)
+    second = deploy(fresh_db)
+    assert not second.changed and second.applied_migrations == []
+    assert schema_dump(fresh_db) == before_schema
+    assert row_counts(fresh_db) == before_rows
+
+
+def test_upgrade_from_an_older_checkout(fresh_db, cluster, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", FOUNDATION_COMMIT, "migrations", "sql", "plpython"],
+                             capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"this clone lacks the foundation commit's history: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    assert deploy(fresh_db, old).applied_migrations == ["0001_foundation"]
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        project, owner = new_project(conn)
+
+    upgraded = deploy(fresh_db)
+    assert upgraded.applied_migrations == ["0002_business_events"]
+    with psycopg.connect(fresh_db, autocommit=True) as conn:  # old data survives, new API works on it
+        assert conn.execute("SELECT owner_id FROM runhub.projects WHERE id = %s", (project,)).fetchone()[0] == owner
+        assert ingest(conn, project, event())["inserted"]
+
+    reference = f"runhub_ref_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{reference}"')
+    try:
+        deploy(cluster.url(reference), schedule_cron=False)
+        assert schema_dump(fresh_db) == schema_dump(cluster.url(reference)), "upgrade must equal a fresh install"
+    finally:
+        with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{reference}" WITH (FORCE)')
+
+
+def test_a_failing_deploy_leaves_the_database_as_it_was(fresh_db, tmp_path):
+    deploy(fresh_db)
+    before_schema, before_rows = schema_dump(fresh_db), row_counts(fresh_db)
+    broken = checkout_copy(tmp_path)
+    (broken / "migrations" / "0099_new_table.sql").write_text(
+        "-- depends: 0002_business_events\nCREATE TABLE runhub.brand_new (id int);\n")
+    (broken / "sql" / "50_new_function.sql").write_text(
+        "CREATE FUNCTION runhub.brand_new_fn() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;\n")
+    (broken / "sql" / "99_broken.sql").write_text("CREATE FUNCTION runhub.oops( RETURNS;\n")
+    with pytest.raises(DeployError, match="99_broken.sql"):
+        deploy(fresh_db, broken)
+    assert schema_dump(fresh_db) == before_schema
+    assert row_counts(fresh_db) == before_rows
+
+
+def test_a_failing_first_deploy_creates_no_runhub_schema(fresh_db, tmp_path):
+    broken = checkout_copy(tmp_path)
+    (broken / "sql" / "99_broken.sql").write_text("SELECT 1/0;\n")
+    with pytest.raises(DeployError, match="division by zero"):
+        deploy(fresh_db, broken)
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT to_regnamespace('runhub')").fetchone()[0] is None
+        assert conn.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0] == 0
+
+
+def test_concurrent_deploys_apply_once(fresh_db):
+    results, errors = [], []
+    barrier = threading.Barrier(3)
+
+    def run():
+        barrier.wait()
+        try:
+            results.append(deploy(fresh_db, schedule_cron=False))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert sorted(r.changed for r in results) == [False, False, True]
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT count(*) FROM runhub.deployments").fetchone()[0] == 1
+
+
+def test_cron_jobs_are_registered_by_name_and_kept_in_step(fresh_db, cluster, tmp_path):
+    dbname = psycopg.conninfo.conninfo_to_dict(fresh_db)["dbname"]
+    report = deploy(fresh_db).cron
+    assert report.available and report.scheduled == [f"runhub:{dbname}:purge-cron-history"]
+    jobs = cron_jobs(cluster, dbname)
+    jobid, schedule, command, database = jobs[f"runhub:{dbname}:purge-cron-history"]
+    assert database == "postgres" and "job_run_details" in command
+
+    assert deploy(fresh_db).cron.unchanged == [f"runhub:{dbname}:purge-cron-history"]
+    assert cron_jobs(cluster, dbname)[f"runhub:{dbname}:purge-cron-history"][0] == jobid
+
+    changed = checkout_copy(tmp_path)
+    cron_sql = changed / "sql" / "95_cron.sql"
+    cron_sql.write_text(cron_sql.read_text().replace("'17 3 * * *'", "'42 4 * * *'"))
+    assert deploy(fresh_db, changed).cron.scheduled == [f"runhub:{dbname}:purge-cron-history"]
+    assert cron_jobs(cluster, dbname)[f"runhub:{dbname}:purge-cron-history"][1] == "42 4 * * *"
+
+
+def test_status_reports_version_pending_cron_and_tables(fresh_db):
+    runner = CliRunner()
+    before = runner.invoke(cli, ["--database-url", fresh_db, "status"])
+    assert before.exit_code == 0, before.output
+    assert "nothing yet" in before.output and "2 pending" in before.output
+    assert runner.invoke(cli, ["--database-url", fresh_db, "deploy"]).exit_code == 0
+    after = runner.invoke(cli, ["--database-url", fresh_db, "status"])
+    assert after.exit_code == 0, after.output
+    assert "matches this checkout" in after.output and "0 pending" in after.output
+    assert "purge-cron-history" in after.output and "business_events" in after.output
+    assert "Python 3." in after.output
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    commands = [[], ["db"], ["db", "start"], ["db", "stop"], ["db", "status"], ["db", "url"], ["db", "destroy"],
+                ["deploy"], ["status"], ["demo"]]
+    for command in commands:
+        result = runner.invoke(cli, command + ["--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output, (command, result.output)
