@@ -96,7 +96,8 @@ if _pkg is None:
     _have = hashlib.sha256("".join(r["name"] + ":" + r["sha256"] + "\\n" for r in _rows).encode()).hexdigest()
     if _have != "{sha}":
         plpy.error("runhub: PL/Python modules do not match this function's bundle",
-                   hint="a deploy is in progress or failed half-way; retry, or run runhub deploy")
+                   hint="a deploy is in progress or failed half-way; retry, or run runhub deploy",
+                   sqlstate="55000")
     _sources = {{r["name"]: r["source"] for r in _rows}}
     _pkg = types.ModuleType("_runhub_plpython_{short}")
     _pkg.__path__ = []
