@@ -212,8 +212,8 @@ def register_cron_jobs(database_url: str) -> CronReport:
         with psycopg.connect(make_conninfo(database_url, dbname=cron_db), autocommit=True) as cron:
             cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
             existing = {row[0]: row[1:] for row in cron.execute(
-                "SELECT jobname, schedule, command, database FROM cron.job WHERE jobname LIKE %s",
-                (job_prefix(dbname) + "%",)).fetchall()}
+                "SELECT jobname, schedule, command, database FROM cron.job WHERE starts_with(jobname, %s)",
+                (job_prefix(dbname),)).fetchall()}
             for job in jobs:
                 if existing.pop(job["jobname"], None) == (job["schedule"], job["command"], job["database"]):
                     report.unchanged.append(job["jobname"])
@@ -241,7 +241,7 @@ def unschedule_cron_jobs(database_url: str) -> list[str]:
     with psycopg.connect(make_conninfo(database_url, dbname=cron_db), autocommit=True) as cron:
         if not cron.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone():
             return []
-        rows = cron.execute("SELECT jobname FROM cron.job WHERE jobname LIKE %s", (job_prefix(dbname) + "%",))
+        rows = cron.execute("SELECT jobname FROM cron.job WHERE starts_with(jobname, %s)", (job_prefix(dbname),))
         names = [r[0] for r in rows.fetchall()]
         for name in names:
             cron.execute("SELECT cron.unschedule(%s)", (name,))

@@ -58,8 +58,8 @@ def _cron(database_url: str, dbname: str, usable: bool, reason: str, cron_db: st
                      FROM cron.job j
                      LEFT JOIN LATERAL (SELECT status, start_time, return_message FROM cron.job_run_details r
                                          WHERE r.jobid = j.jobid ORDER BY r.runid DESC LIMIT 1) d ON true
-                    WHERE j.jobname LIKE %s ORDER BY j.jobname""",
-                (job_prefix(dbname) + "%",)).fetchall()
+                    WHERE starts_with(j.jobname, %s) ORDER BY j.jobname""",
+                (job_prefix(dbname),)).fetchall()
     except psycopg.Error as exc:
         return {"available": False, "reason": str(exc).strip()}
     for job in jobs:

@@ -80,12 +80,24 @@ BEGIN
 END
 $$;
 
--- Whether tz is an IANA zone name this server knows (not an abbreviation or POSIX string).
+-- Whether tz is an IANA Area/Location name this server knows, or UTC. pg_timezone_names also lists
+-- abbreviations and legacy names (EST is UTC-5 all year, localtime follows the host's config) and the
+-- posix/ copies: none of those is a place a shop is in.
 CREATE OR REPLACE FUNCTION runhub._is_timezone(p_tz text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = p_tz) $$;
+AS $$
+    SELECT (p_tz = 'UTC' OR (p_tz ~ '^[A-Za-z]+/' AND p_tz !~ '^(posix|right)/'))
+       AND EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = p_tz)
+$$;
+
+-- Text trimmed of every kind of leading and trailing white space (btrim only strips spaces).
+CREATE OR REPLACE FUNCTION runhub._trim(p_text text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT regexp_replace(p_text, '^[[:space:]\u00a0\u200b\ufeff]+|[[:space:]\u00a0\u200b\ufeff]+$', '', 'g') $$;
 
 -- Create a project; its owner becomes its first member. Returns the project id.
 CREATE OR REPLACE FUNCTION runhub.create_project(
@@ -98,7 +110,7 @@ AS $$
 DECLARE
     v_id uuid;
 BEGIN
-    IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 200 THEN
+    IF p_name IS NULL OR length(runhub._trim(p_name)) NOT BETWEEN 1 AND 200 THEN
         PERFORM runhub._invalid('common.invalidInput', 'name', 'must be 1 to 200 characters');
     END IF;
     IF p_owner IS NULL THEN
@@ -118,7 +130,7 @@ BEGIN
                                 'must be a lower-case tag of at most 40 characters');
     END IF;
     INSERT INTO runhub.projects (name, owner_id, timezone, currency, locale, industry)
-    VALUES (btrim(p_name), p_owner, p_timezone, p_currency, p_locale, p_industry)
+    VALUES (runhub._trim(p_name), p_owner, p_timezone, p_currency, p_locale, p_industry)
     RETURNING id INTO v_id;
     INSERT INTO runhub.project_members (project_id, user_id, role) VALUES (v_id, p_owner, 'owner');
     RETURN v_id;

@@ -44,8 +44,8 @@ def checkout_copy(tmp_path: Path, name: str = "checkout") -> Path:
 
 def cron_jobs(cluster, dbname: str) -> dict:
     with psycopg.connect(cluster.url("postgres")) as conn:
-        rows = conn.execute("SELECT jobname, jobid, schedule, command, database FROM cron.job WHERE jobname LIKE %s",
-                            (f"runhub:{dbname}:%",)).fetchall()
+        rows = conn.execute("SELECT jobname, jobid, schedule, command, database FROM cron.job WHERE starts_with(jobname, %s)",
+                            (f"runhub:{dbname}:",)).fetchall()
     return {r[0]: r[1:] for r in rows}
 
 
@@ -173,3 +173,24 @@ def test_every_command_has_help():
     for command in commands:
         result = runner.invoke(cli, command + ["--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, (command, result.output)
+
+
+def test_cron_jobs_of_similarly_named_databases_stay_apart(cluster):
+    """'_' is a LIKE wildcard: shop_1's jobs must not be mistaken for shopX1's."""
+    from runhub_loader.deploy import unschedule_cron_jobs
+
+    suffix = uuid.uuid4().hex[:8]
+    names = [f"shop_1{suffix}", f"shopX1{suffix}"]
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
+        for name in names:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        for name in names:
+            deploy(cluster.url(name))
+        assert unschedule_cron_jobs(cluster.url(names[0])) == [f"runhub:{names[0]}:purge-cron-history"]
+        assert list(cron_jobs(cluster, names[1])) == [f"runhub:{names[1]}:purge-cron-history"]
+    finally:
+        with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
+            for name in names:
+                unschedule_cron_jobs(cluster.url(name))
+                admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

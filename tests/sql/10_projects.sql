@@ -1,0 +1,161 @@
+-- Projects and members: create_project, add_member and the role check runhub._authorize.
+-- Users are plain uuids (runhub has no users table); the actor's role always comes from
+-- project_members.
+BEGIN;
+\ir helpers.psql
+SELECT plan(58);
+
+\set owner   '''aaaaaaaa-0000-4000-8000-000000000001'''
+\set owner2  '''aaaaaaaa-0000-4000-8000-000000000002'''
+\set admin   '''aaaaaaaa-0000-4000-8000-000000000003'''
+\set member  '''aaaaaaaa-0000-4000-8000-000000000004'''
+\set nobody  '''aaaaaaaa-0000-4000-8000-0000000000ff'''
+\set unknown '''bbbbbbbb-0000-4000-8000-0000000000ff'''
+
+-- ---------------------------------------------------------------------------------------------
+-- create_project, happy path: name trimmed, locale defaults to en, industry to null, and the
+-- owner becomes the project's one member, with role owner.
+SELECT runhub.create_project('  Corner Café  ', :owner, 'Europe/Rome', 'EUR') AS p \gset
+SELECT isnt(:'p'::uuid, NULL, 'create_project returns the new project id');
+SELECT results_eq(format($$SELECT name, owner_id, timezone, currency::text, locale, industry
+                             FROM runhub.projects WHERE id = %L$$, :'p'),
+                  format($$VALUES ('Corner Café', %L::uuid, 'Europe/Rome', 'EUR', 'en', NULL::text)$$, :owner),
+                  'the project is stored: name trimmed, locale en, industry null');
+SELECT results_eq(format($$SELECT user_id, role FROM runhub.project_members WHERE project_id = %L$$, :'p'),
+                  format($$VALUES (%L::uuid, 'owner')$$, :owner),
+                  'the owner is the one member, with role owner');
+SELECT results_eq(format($$SELECT digest_enabled, digest_next_at, settings FROM runhub.projects WHERE id = %L$$, :'p'),
+                  $$VALUES (false, NULL::timestamptz, '{}'::jsonb)$$,
+                  'a new project has digests off and empty settings');
+
+SELECT runhub.create_project('Boulangerie', :owner2, 'America/New_York', 'USD', 'fr', 'bakery_2-x') AS p2 \gset
+SELECT results_eq(format($$SELECT locale, industry, timezone FROM runhub.projects WHERE id = %L$$, :'p2'),
+                  $$VALUES ('fr', 'bakery_2-x', 'America/New_York')$$,
+                  'explicit locale and industry are stored');
+SELECT lives_ok(format($$SELECT runhub.create_project(%L, %L, 'UTC', 'JPY', 'ar')$$, repeat('x', 200), :owner),
+                'a 200-character name, UTC, JPY and ar are accepted (upper bounds)');
+SELECT lives_ok(format($$SELECT runhub.create_project('Etc', %L, 'Etc/GMT+5', 'KWD', 'de')$$, :owner),
+                'an Etc/ zone name is accepted');
+SELECT isnt(runhub.create_project('Twin', :owner, 'UTC', 'EUR'), :'p'::uuid,
+            'a second project with the same owner gets its own id');
+
+-- ---------------------------------------------------------------------------------------------
+-- create_project refusals: each bad input gets its SQLSTATE and key, and nothing is written.
+SELECT count(*) AS projects_before FROM runhub.projects \gset
+SELECT count(*) AS members_before FROM runhub.project_members \gset
+
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project(NULL, %L, 'UTC', 'EUR')$$, :owner)),
+          'PT400 common.invalidInput name', 'null name: PT400 common.invalidInput (name)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('', %L, 'UTC', 'EUR')$$, :owner)),
+          'PT400 common.invalidInput name', 'empty name: PT400 common.invalidInput (name)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('    ', %L, 'UTC', 'EUR')$$, :owner)),
+          'PT400 common.invalidInput name', 'blank name: PT400 common.invalidInput (name)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project(E'\t\n', %L, 'UTC', 'EUR')$$, :owner)),
+          'PT400 common.invalidInput name', 'a name of tabs and newlines: PT400 common.invalidInput (name)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project(E'\u00a0', %L, 'UTC', 'EUR')$$, :owner)),
+          'PT400 common.invalidInput name', 'a name of a no-break space: PT400 common.invalidInput (name)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project(%L, %L, 'UTC', 'EUR')$$, repeat('x', 201), :owner)),
+          'PT400 common.invalidInput name', '201-character name: PT400 common.invalidInput (name)');
+SELECT is(pg_temp.refusal($$SELECT runhub.create_project('Shop', NULL, 'UTC', 'EUR')$$),
+          'PT400 common.invalidInput owner', 'null owner: PT400 common.invalidInput (owner)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'Mars/Olympus', 'EUR')$$, :owner)),
+          'PT400 projects.invalidTimezone', 'Mars/Olympus: PT400 projects.invalidTimezone');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, NULL, 'EUR')$$, :owner)),
+          'PT400 projects.invalidTimezone', 'null timezone: PT400 projects.invalidTimezone');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'CEST', 'EUR')$$, :owner)),
+          'PT400 projects.invalidTimezone', 'CEST (an abbreviation only): PT400 projects.invalidTimezone');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'UTC+3', 'EUR')$$, :owner)),
+          'PT400 projects.invalidTimezone', 'UTC+3 (a POSIX string): PT400 projects.invalidTimezone');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'Europe/Rome ', 'EUR')$$, :owner)),
+          'PT400 projects.invalidTimezone', 'a zone name with a trailing space: PT400 projects.invalidTimezone');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'UTC', 'XYZ')$$, :owner)),
+          'PT400 projects.invalidCurrency', 'XYZ: PT400 projects.invalidCurrency');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'UTC', 'usd')$$, :owner)),
+          'PT400 projects.invalidCurrency', 'usd (lower case): PT400 projects.invalidCurrency');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'UTC', NULL)$$, :owner)),
+          'PT400 projects.invalidCurrency', 'null currency: PT400 projects.invalidCurrency');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'UTC', 'EUR', 'it')$$, :owner)),
+          'PT400 projects.invalidLocale', 'locale it: PT400 projects.invalidLocale');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'UTC', 'EUR', NULL)$$, :owner)),
+          'PT400 projects.invalidLocale', 'null locale: PT400 projects.invalidLocale');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'UTC', 'EUR', 'en', 'Bad Tag')$$, :owner)),
+          'PT400 common.invalidInput industry', 'industry Bad Tag: PT400 common.invalidInput (industry)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'UTC', 'EUR', 'en', %L)$$, :owner, repeat('a', 41))),
+          'PT400 common.invalidInput industry', '41-character industry: PT400 common.invalidInput (industry)');
+
+SELECT is((SELECT count(*) FROM runhub.projects), :'projects_before'::bigint, 'refused create_project calls wrote no project');
+SELECT is((SELECT count(*) FROM runhub.project_members), :'members_before'::bigint, 'refused create_project calls wrote no member');
+
+-- Only IANA zone names, not abbreviations or files that happen to sit in the zoneinfo directory:
+-- pg_timezone_names lists EST (a fixed UTC-5 zone that never observes DST, i.e. wrong for New York
+-- half of the year), localtime (a symlink to the host's /etc/localtime: its meaning changes with
+-- the server's configuration), posixrules and Factory.
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'EST', 'USD')$$, :owner)),
+          'PT400 projects.invalidTimezone', 'EST (an abbreviation): PT400 projects.invalidTimezone');
+SELECT is(ARRAY(SELECT tz FROM unnest(ARRAY['localtime', 'posixrules', 'Factory']) tz
+                 WHERE pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, %L, 'USD')$$, :owner, tz))
+                       IS DISTINCT FROM 'PT400 projects.invalidTimezone'),
+          '{}'::text[],
+          'localtime, posixrules and Factory (zoneinfo files, not zones) are refused');
+
+-- ---------------------------------------------------------------------------------------------
+-- add_member: adds, changes a role, refuses bad input, and never leaves a project without an owner.
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'admin')$$, :'p', :admin), 'add_member adds an admin');
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'member')$$, :'p', :member), 'add_member adds a member');
+SELECT results_eq(format($$SELECT user_id, role FROM runhub.project_members WHERE project_id = %L ORDER BY user_id$$, :'p'),
+                  format($$VALUES (%L::uuid, 'owner'), (%L::uuid, 'admin'), (%L::uuid, 'member')$$, :owner, :admin, :member),
+                  'the project has its owner, admin and member');
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'admin')$$, :'p', :member), 'add_member changes an existing member''s role');
+SELECT results_eq(format($$SELECT role FROM runhub.project_members WHERE project_id = %L AND user_id = %L$$, :'p', :member),
+                  $$VALUES ('admin')$$, 'the role changed in place: one row, now admin');
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'admin')$$, :'p', :member), 'setting the same role again is a no-op');
+
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, 'superuser')$$, :'p', :nobody)),
+          'PT400 common.invalidInput role', 'role superuser: PT400 common.invalidInput (role)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, 'Owner')$$, :'p', :nobody)),
+          'PT400 common.invalidInput role', 'role Owner (wrong case): PT400 common.invalidInput (role)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, NULL)$$, :'p', :nobody)),
+          'PT400 common.invalidInput role', 'null role: PT400 common.invalidInput (role)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, NULL, 'member')$$, :'p')),
+          'PT400 common.invalidInput user', 'null user: PT400 common.invalidInput (user)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, 'member')$$, :unknown, :nobody)),
+          'PT404 projects.notFound', 'unknown project: PT404 projects.notFound');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(NULL, %L, 'member')$$, :nobody)),
+          'PT400 common.invalidInput project', 'null project: PT400 common.invalidInput (project)');
+SELECT is_empty(format($$SELECT 1 FROM runhub.project_members WHERE user_id = %L$$, :nobody),
+                'refused add_member calls added nobody');
+
+-- The last owner cannot be demoted; once a second owner exists, the first one can be.
+SELECT throws_ok(format($$SELECT runhub.add_member(%L, %L, 'admin')$$, :'p', :owner),
+                 'PT409', 'projects.lastOwner', 'demoting the last owner: PT409 projects.lastOwner');
+SELECT is((SELECT role FROM runhub.project_members WHERE project_id = :'p' AND user_id = :owner), 'owner',
+          'the refused demotion left the owner''s role unchanged');
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'owner')$$, :'p', :owner2), 'a second owner is added');
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'member')$$, :'p', :owner),
+                'with another owner present, the first owner can be demoted');
+SELECT throws_ok(format($$SELECT runhub.add_member(%L, %L, 'member')$$, :'p', :owner2),
+                 'PT409', 'projects.lastOwner', 'demoting the now-only owner: PT409 projects.lastOwner');
+SELECT results_eq(format($$SELECT user_id, role FROM runhub.project_members WHERE project_id = %L AND role = 'owner'$$, :'p'),
+                  format($$VALUES (%L::uuid, 'owner')$$, :owner2),
+                  'the project still has exactly its one owner');
+
+-- ---------------------------------------------------------------------------------------------
+-- runhub._authorize: a non-member learns nothing (PT404, as for an unknown project); a member below
+-- the required role gets PT403. Members now: owner2 owner, owner member, admin admin, member admin.
+SELECT is(runhub._authorize(:'p', :owner2, 'owner'), 'owner', 'an owner passes an owner check and gets its role back');
+SELECT is(runhub._authorize(:'p', :admin, 'admin'), 'admin', 'an admin passes an admin check');
+SELECT is(runhub._authorize(:'p', :owner), 'member', 'a member passes the default (member) check');
+SELECT is(pg_temp.refusal(format($$SELECT runhub._authorize(%L, %L)$$, :'p', :nobody)),
+          'PT404 projects.notFound', 'a non-member: PT404 projects.notFound');
+SELECT is(pg_temp.refusal(format($$SELECT runhub._authorize(%L, %L)$$, :unknown, :nobody)),
+          'PT404 projects.notFound', 'an unknown project: the same PT404 projects.notFound (no existence leak)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub._authorize(%L, %L, 'admin')$$, :'p', :owner)),
+          'PT403 auth.roleRequired', 'a member asking for admin: PT403 auth.roleRequired');
+SELECT is((pg_temp.caught(format($$SELECT runhub._authorize(%L, %L, 'owner')$$, :'p', :admin)) ->> 'detail')::jsonb,
+          '{"role": "admin", "required": "owner"}'::jsonb,
+          'an admin asking for owner: PT403 names the required and the actual role');
+SELECT is(pg_temp.refusal(format($$SELECT runhub._authorize(%L, NULL)$$, :'p')),
+          'PT400 common.invalidInput actor', 'a null actor: PT400 common.invalidInput (actor)');
+
+SELECT * FROM finish();
+ROLLBACK;

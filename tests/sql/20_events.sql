@@ -1,0 +1,257 @@
+-- Business events: ingest_event (validation, normalization, idempotency), the append-only guard,
+-- and list_events in timeline and ingestion order with cursors. The exhaustive bad-input sweep is
+-- pytest's; here one representative refusal per field.
+BEGIN;
+\ir helpers.psql
+SELECT plan(101);
+
+SELECT runhub.create_project('Events shop', 'cccccccc-0000-4000-8000-000000000001', 'UTC', 'EUR') AS p \gset
+SELECT runhub.create_project('Other shop', 'cccccccc-0000-4000-8000-000000000002', 'Asia/Tokyo', 'JPY') AS q \gset
+
+-- The refusal an event gets from ingest_event in project p (see pg_temp.refusal).
+CREATE FUNCTION pg_temp.ingest_refusal(p_project uuid, p_event jsonb)
+RETURNS text LANGUAGE sql
+AS $$ SELECT pg_temp.refusal(format('SELECT runhub.ingest_event(%L, %L)', p_project, p_event)) $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Happy path: every field stored, e-mail normalized, occurredAt turned into an instant.
+\set full '{"type": "checkout_completed", "occurredAt": "2024-05-01T10:00:00+02:00", "idempotencyKey": "order-77", "correlationId": "cart-9", "customer": {"email": "  Ana.Doe@Example.COM ", "name": "Ana Doe", "locale": "fr-CA"}, "amountCents": 1234, "currency": "EUR", "payload": {"cart": {"items": 2}, "note": "déjà vu"}}'
+SELECT runhub.ingest_event(:'p', :'full') AS first \gset
+SELECT is((:'first'::jsonb) -> 'inserted', 'true'::jsonb, 'ingest_event: inserted = true for a new event');
+SELECT is(((:'first'::jsonb) ->> 'eventId')::bigint,
+          (SELECT id FROM runhub.business_events WHERE project_id = :'p' AND idempotency_key = 'order-77'),
+          'ingest_event: eventId is the stored row''s id');
+SELECT is(jsonb_typeof((:'first'::jsonb) -> 'eventId'), 'number', 'eventId is a JSON number');
+SELECT results_eq(format($$SELECT event_type, occurred_at, idempotency_key, correlation_id, customer_email,
+                                  customer_name, customer_locale, amount_cents, currency::text, payload
+                             FROM runhub.business_events WHERE project_id = %L$$, :'p'),
+                  $$VALUES ('checkout_completed', '2024-05-01T08:00:00Z'::timestamptz, 'order-77', 'cart-9',
+                            'ana.doe@example.com', 'Ana Doe', 'fr-CA', 1234::bigint, 'EUR',
+                            '{"cart": {"items": 2}, "note": "déjà vu"}'::jsonb)$$,
+                  'every field stored; e-mail lower-cased and trimmed; occurredAt +02:00 stored as 08:00 UTC');
+SELECT is((SELECT received_at FROM runhub.business_events WHERE project_id = :'p'), now(),
+          'received_at is the server''s time, not the sender''s');
+
+SELECT runhub.ingest_event(:'p', '{"type": "lead_created", "occurredAt": "2024-05-01T12:00:00Z", "idempotencyKey": "lead-1"}') AS minimal \gset
+SELECT results_eq(format($$SELECT correlation_id, customer_email, customer_name, customer_locale, amount_cents, currency::text, payload
+                             FROM runhub.business_events WHERE id = %s$$, (:'minimal'::jsonb) ->> 'eventId'),
+                  $$VALUES (NULL::text, NULL::text, NULL::text, NULL::text, NULL::bigint, NULL::text, '{}'::jsonb)$$,
+                  'a minimal event (type, occurredAt, idempotencyKey) stores nulls and an empty payload');
+SELECT lives_ok(format($$SELECT runhub.ingest_event(%L, %L)$$, :'p',
+                       '{"type": "x", "occurredAt": "2024-05-01 12:00+0530", "idempotencyKey": "k", "customer": null, "amountCents": null, "currency": null, "payload": null}'),
+                'explicit JSON nulls are the same as absent fields; +0530 and a space separator are ISO 8601');
+SELECT is((SELECT occurred_at FROM runhub.business_events WHERE project_id = :'p' AND idempotency_key = 'k'),
+          '2024-05-01T06:30:00Z'::timestamptz, 'a +0530 offset is applied');
+SELECT lives_ok(format($$SELECT runhub.ingest_event(%L, %L)$$, :'p',
+                       jsonb_build_object('type', 'big', 'occurredAt', '2024-05-01T00:00:00Z', 'idempotencyKey', 'big',
+                                          'amountCents', 9007199254740991, 'currency', 'JPY',
+                                          'payload', jsonb_build_object('x', repeat('a', 32759)))),
+                'boundaries accepted: amountCents 2^53-1, payload of exactly 32768 bytes');
+
+-- ---------------------------------------------------------------------------------------------
+-- Idempotency on (project, idempotencyKey): a replay returns the first event's id, inserted = false,
+-- and writes nothing, even when the replay's content differs.
+SELECT is(runhub.ingest_event(:'p', :'full'),
+          jsonb_build_object('eventId', ((:'first'::jsonb) ->> 'eventId')::bigint, 'inserted', false),
+          'a replay returns the same eventId with inserted = false');
+SELECT is(runhub.ingest_event(:'p', (:'full'::jsonb) || '{"amountCents": 1, "type": "other"}'),
+          jsonb_build_object('eventId', ((:'first'::jsonb) ->> 'eventId')::bigint, 'inserted', false),
+          'a replay with different content also returns the first event');
+SELECT results_eq(format($$SELECT count(*)::int, min(amount_cents), min(event_type) FROM runhub.business_events
+                            WHERE project_id = %L AND idempotency_key = 'order-77'$$, :'p'),
+                  $$VALUES (1, 1234::bigint, 'checkout_completed')$$,
+                  'one row for the key, and the first event''s content is kept');
+SELECT is((runhub.ingest_event(:'q', :'full')) -> 'inserted', 'true'::jsonb,
+          'the same idempotencyKey in another project is a new event');
+SELECT isnt((SELECT id FROM runhub.business_events WHERE project_id = :'q' AND idempotency_key = 'order-77'),
+            ((:'first'::jsonb) ->> 'eventId')::bigint, '... with its own id');
+
+-- ---------------------------------------------------------------------------------------------
+-- Refusals, one representative per field: SQLSTATE, key and field; none writes a row.
+\set ok_event '{"type": "checkout_started", "occurredAt": "2024-05-01T10:00:00Z", "idempotencyKey": "bad-1"}'
+SELECT count(*) AS events_before FROM runhub.business_events \gset
+
+SELECT is(pg_temp.ingest_refusal(:'p', '[]'), 'PT400 events.invalid event', 'an array: events.invalid (event)');
+SELECT is(pg_temp.ingest_refusal(:'p', NULL), 'PT400 events.invalid event', 'a null event: events.invalid (event)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"colour": "red"}'),
+          'PT400 events.unknownField colour', 'an unknown top-level field: events.unknownField (colour)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) - 'type'), 'PT400 events.invalid type', 'no type: events.invalid (type)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"type": "Checkout"}'), 'PT400 events.invalid type',
+          'an upper-case type: events.invalid (type)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"type": 42}'), 'PT400 events.invalid type',
+          'a numeric type: events.invalid (type)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) - 'occurredAt'), 'PT400 events.invalid occurredAt',
+          'no occurredAt: events.invalid (occurredAt)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"occurredAt": "2024-05-01T10:00:00"}'),
+          'PT400 events.invalid occurredAt', 'occurredAt without an offset: events.invalid (the session TimeZone must not decide)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"occurredAt": "2024-02-30T10:00:00Z"}'),
+          'PT400 events.invalid occurredAt', 'occurredAt on 30 February: events.invalid, not a 22008');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"occurredAt": "1999-12-31T23:59:59Z"}'),
+          'PT400 events.invalid occurredAt', 'occurredAt before 2000: events.invalid');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || jsonb_build_object('occurredAt', to_char(now() + interval '2 days', 'YYYY-MM-DD"T"HH24:MI:SSOF'))),
+          'PT400 events.invalid occurredAt', 'occurredAt two days ahead: events.invalid');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) - 'idempotencyKey'), 'PT400 events.invalid idempotencyKey',
+          'no idempotencyKey: events.invalid (idempotencyKey)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || jsonb_build_object('idempotencyKey', repeat('k', 256))),
+          'PT400 events.invalid idempotencyKey', 'a 256-character idempotencyKey: events.invalid');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"correlationId": 7}'), 'PT400 events.invalid correlationId',
+          'a numeric correlationId: events.invalid (correlationId)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"customer": "ana@example.com"}'), 'PT400 events.invalid customer',
+          'customer as a string: events.invalid (customer)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"customer": {"phone": "555"}}'),
+          'PT400 events.unknownField customer.phone', 'an unknown customer field: events.unknownField (customer.phone)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"customer": {"email": "not-an-email"}}'),
+          'PT400 events.invalid customer.email', 'a bad e-mail: events.invalid (customer.email)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || jsonb_build_object('customer', jsonb_build_object('name', repeat('n', 201)))),
+          'PT400 events.invalid customer.name', 'a 201-character name: events.invalid (customer.name)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"customer": {"locale": "EN_us"}}'),
+          'PT400 events.invalid customer.locale', 'a bad locale: events.invalid (customer.locale)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"amountCents": -1, "currency": "EUR"}'),
+          'PT400 events.invalid amountCents', 'a negative amount: events.invalid (amountCents)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"amountCents": 12.5, "currency": "EUR"}'),
+          'PT400 events.invalid amountCents', 'a fractional amount: events.invalid (amountCents)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"amountCents": "100", "currency": "EUR"}'),
+          'PT400 events.invalid amountCents', 'an amount as a string: events.invalid (amountCents)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"amountCents": 9007199254740992, "currency": "EUR"}'),
+          'PT400 events.invalid amountCents', 'an amount above 2^53-1: events.invalid (amountCents)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"amountCents": 100, "currency": "usd"}'),
+          'PT400 events.invalid currency', 'a lower-case currency: events.invalid (currency)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"amountCents": 100}'),
+          'PT400 events.invalid currency', 'an amount without a currency: events.invalid (currency)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"currency": "EUR"}'),
+          'PT400 events.invalid amountCents', 'a currency without an amount: events.invalid (amountCents)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"payload": [1, 2]}'),
+          'PT400 events.invalid payload', 'an array payload: events.invalid (payload)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || jsonb_build_object('payload', jsonb_build_object('x', repeat('a', 32760)))),
+          'PT413 events.payloadTooLarge', 'a payload of 32769 bytes: PT413 events.payloadTooLarge');
+SELECT is((pg_temp.caught(format('SELECT runhub.ingest_event(%L, %L)', :'p',
+                                 (:'ok_event'::jsonb) || jsonb_build_object('payload', jsonb_build_object('x', repeat('a', 32760)))))
+           ->> 'detail')::jsonb,
+          '{"bytes": 32769, "maxBytes": 32768}'::jsonb, 'payloadTooLarge reports the size and the limit');
+SELECT is(pg_temp.ingest_refusal('cccccccc-0000-4000-8000-0000000000ff', :'ok_event'), 'PT404 projects.notFound',
+          'an unknown project: PT404 projects.notFound');
+SELECT is(pg_temp.ingest_refusal(NULL, :'ok_event'), 'PT400 common.invalidInput project',
+          'a null project: PT400 common.invalidInput (project)');
+SELECT is((SELECT count(*) FROM runhub.business_events), :'events_before'::bigint, 'no refused event wrote a row');
+
+-- ---------------------------------------------------------------------------------------------
+-- Append-only: UPDATE, DELETE and TRUNCATE are refused even for the superuser; deleting the
+-- project is the one way events go, by cascade.
+SELECT throws_ok(format($$UPDATE runhub.business_events SET amount_cents = 1 WHERE project_id = %L$$, :'p'),
+                 'PT409', 'events.appendOnly', 'UPDATE: PT409 events.appendOnly');
+SELECT is((pg_temp.caught($$UPDATE runhub.business_events SET payload = '{}'$$) ->> 'detail')::jsonb,
+          '{"operation": "UPDATE"}'::jsonb, 'the refusal names the operation');
+SELECT throws_ok(format($$DELETE FROM runhub.business_events WHERE project_id = %L$$, :'p'),
+                 'PT409', 'events.appendOnly', 'DELETE: PT409 events.appendOnly');
+SELECT throws_ok($$TRUNCATE runhub.business_events$$, 'PT409', 'events.appendOnly', 'TRUNCATE: PT409 events.appendOnly');
+SELECT is((pg_temp.caught($$TRUNCATE runhub.business_events$$) ->> 'detail')::jsonb,
+          '{"operation": "TRUNCATE"}'::jsonb, 'the TRUNCATE refusal names TRUNCATE');
+SELECT is((SELECT count(*) FROM runhub.business_events), :'events_before'::bigint, 'every event is still there');
+SELECT cmp_ok((SELECT count(*) FROM runhub.business_events WHERE project_id = :'q')::int, '>', 0, 'project q has events');
+SELECT lives_ok(format($$DELETE FROM runhub.projects WHERE id = %L$$, :'q'), 'deleting a project with events is allowed');
+SELECT is_empty(format($$SELECT id FROM runhub.business_events WHERE project_id = %L$$, :'q'),
+                'its events were deleted by the cascade');
+SELECT is((SELECT count(*) FROM runhub.business_events), :'events_before'::bigint - 1,
+          'other projects'' events are untouched');
+
+-- ---------------------------------------------------------------------------------------------
+-- list_events: a project with a tie on occurred_at (e3, e4) and a late arrival (e6: oldest
+-- occurredAt, newest id). Timeline = occurred_at DESC, id DESC; ingestion = id DESC.
+SELECT runhub.create_project('List shop', 'cccccccc-0000-4000-8000-000000000003', 'UTC', 'EUR') AS l \gset
+SELECT runhub.create_project('Empty shop', 'cccccccc-0000-4000-8000-000000000004', 'UTC', 'EUR') AS empty \gset
+CREATE FUNCTION pg_temp.signup(p_project uuid, p_key text, p_at text)
+RETURNS boolean LANGUAGE sql
+AS $$ SELECT (runhub.ingest_event(p_project, jsonb_build_object(
+        'type', 'signup', 'idempotencyKey', p_key, 'occurredAt', '2024-06-01T' || p_at || ':00Z')) ->> 'inserted')::boolean $$;
+-- One statement per event, so that ids follow this order.
+SELECT ok(pg_temp.signup(:'l', 'e1', '10:00'), 'e1 ingested (10:00)');
+SELECT ok(pg_temp.signup(:'l', 'e2', '11:00'), 'e2 ingested (11:00)');
+SELECT ok(pg_temp.signup(:'l', 'e3', '12:00'), 'e3 ingested (12:00)');
+SELECT ok(pg_temp.signup(:'l', 'e4', '12:00'), 'e4 ingested (12:00, same instant as e3)');
+SELECT ok(pg_temp.signup(:'l', 'e5', '13:00'), 'e5 ingested (13:00)');
+SELECT ok(pg_temp.signup(:'l', 'e6', '09:00'), 'e6 ingested last, but occurred first (09:00): a late arrival');
+SELECT id AS e4 FROM runhub.business_events WHERE project_id = :'l' AND idempotency_key = 'e4' \gset
+SELECT id AS e5 FROM runhub.business_events WHERE project_id = :'l' AND idempotency_key = 'e5' \gset
+
+-- Both orders, one page.
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l')), '{e5,e4,e3,e2,e1,e6}',
+          'timeline (the default): occurred_at DESC, id DESC; the late e6 is last, e4 before e3');
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l', 'ingestion')), '{e6,e5,e4,e3,e2,e1}',
+          'ingestion: id DESC; the late e6 is first');
+SELECT is(runhub.list_events(:'l') -> 'nextCursor', 'null'::jsonb, 'nextCursor is null when everything fits');
+SELECT is(runhub.list_events(:'l', 'timeline', NULL, 6) -> 'nextCursor', 'null'::jsonb,
+          'nextCursor is null when the last page is exactly full (no empty extra page)');
+SELECT is(runhub.list_events(:'empty'), '{"events": [], "nextCursor": null}'::jsonb,
+          'a project without events: no events, null cursor');
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l', 'timeline', 'null'::jsonb, 50)), '{e5,e4,e3,e2,e1,e6}',
+          'a JSON null cursor is the first page');
+
+-- The event shape: what ingest_event takes, plus id and receivedAt.
+SELECT is((SELECT e FROM jsonb_array_elements(runhub.list_events(:'p', 'timeline', NULL, 500) -> 'events') e
+            WHERE e ->> 'idempotencyKey' = 'order-77'),
+          jsonb_build_object('id', ((:'first'::jsonb) ->> 'eventId')::bigint,
+                             'receivedAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                             'type', 'checkout_completed', 'occurredAt', '2024-05-01T08:00:00.000000Z',
+                             'idempotencyKey', 'order-77', 'correlationId', 'cart-9',
+                             'customer', jsonb_build_object('email', 'ana.doe@example.com', 'name', 'Ana Doe', 'locale', 'fr-CA'),
+                             'amountCents', 1234, 'currency', 'EUR',
+                             'payload', '{"cart": {"items": 2}, "note": "déjà vu"}'::jsonb),
+          'a listed event has the ingest shape (normalized), plus id and receivedAt, instants in UTC with Z');
+SELECT is(pg_temp.page_keys(runhub.list_events(:'p', 'timeline', NULL, 500)) @> '{e1}', false,
+          'list_events never returns another project''s events');
+
+-- Cursors: their shape per order, and paging through without gaps or duplicates.
+SELECT is(runhub.list_events(:'l', 'timeline', NULL, 2) -> 'nextCursor',
+          jsonb_build_object('occurredAt', '2024-06-01T12:00:00.000000Z', 'id', :e4),
+          'timeline cursor: {occurredAt, id} of the last event on the page');
+SELECT is(runhub.list_events(:'l', 'ingestion', NULL, 2) -> 'nextCursor', jsonb_build_object('id', :e5),
+          'ingestion cursor: {id} of the last event on the page');
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l', 'timeline', jsonb_build_object('occurredAt', '2024-06-01T12:00:00.000000Z', 'id', :e4), 2)),
+          '{e3,e2}', 'the page after a cursor that splits the 12:00 tie starts with e3');
+SELECT is(pg_temp.all_pages(:'l', 'timeline', 1), '{e5,e4,e3,e2,e1,e6}', 'timeline, pages of 1: no gap, no duplicate');
+SELECT is(pg_temp.all_pages(:'l', 'timeline', 2), '{e5,e4,e3,e2,e1,e6}', 'timeline, pages of 2: no gap, no duplicate');
+SELECT is(pg_temp.all_pages(:'l', 'timeline', 4), '{e5,e4,e3,e2,e1,e6}', 'timeline, pages of 4: no gap, no duplicate');
+SELECT is(pg_temp.all_pages(:'l', 'ingestion', 1), '{e6,e5,e4,e3,e2,e1}', 'ingestion, pages of 1: no gap, no duplicate');
+SELECT is(pg_temp.all_pages(:'l', 'ingestion', 4), '{e6,e5,e4,e3,e2,e1}', 'ingestion, pages of 4: no gap, no duplicate');
+SELECT is(runhub.list_events(:'l', 'timeline', runhub.list_events(:'l', 'timeline', NULL, 5) -> 'nextCursor', 5),
+          jsonb_build_object('events', runhub.list_events(:'l', 'ingestion', NULL, 1) -> 'events', 'nextCursor', NULL),
+          'the last page (pages of 5) holds e6 alone and has a null nextCursor');
+
+-- A late arrival while a client pages: it shows up in its place, never twice, nothing skipped.
+SELECT runhub.list_events(:'l', 'timeline', NULL, 3) AS tl_page1 \gset
+SELECT runhub.list_events(:'l', 'ingestion', NULL, 3) AS in_page1 \gset
+SELECT ok(pg_temp.signup(:'l', 'e7', '09:30'), 'e7 arrives late (09:30) between pages');
+SELECT is(pg_temp.page_keys(:'tl_page1') || pg_temp.page_keys(runhub.list_events(:'l', 'timeline', (:'tl_page1'::jsonb) -> 'nextCursor', 50)),
+          '{e5,e4,e3,e2,e1,e7,e6}', 'timeline: the rest of the pages has e7 in its place, between e1 and e6');
+SELECT is(pg_temp.page_keys(:'in_page1') || pg_temp.page_keys(runhub.list_events(:'l', 'ingestion', (:'in_page1'::jsonb) -> 'nextCursor', 50)),
+          '{e6,e5,e4,e3,e2,e1}', 'ingestion: the rest of the pages is unchanged (e7 is newer than the cursor)');
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l', 'ingestion', NULL, 1)), '{e7}', 'ingestion: a fresh first page starts with e7');
+
+-- Bad order, limit and cursor: PT400 with their keys; an unknown project: PT404.
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'newest')$$, :'l')), 'PT400 events.invalidOrder', 'order newest: events.invalidOrder');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, NULL)$$, :'l')), 'PT400 events.invalidOrder', 'a null order: events.invalidOrder');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', NULL, 0)$$, :'l')), 'PT400 events.invalidLimit', 'limit 0: events.invalidLimit');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', NULL, 501)$$, :'l')), 'PT400 events.invalidLimit', 'limit 501: events.invalidLimit');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', NULL, NULL)$$, :'l')), 'PT400 events.invalidLimit', 'a null limit: events.invalidLimit');
+SELECT lives_ok(format($$SELECT runhub.list_events(%L, 'ingestion', NULL, 500)$$, :'l'), 'limit 500 is accepted');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', '[]')$$, :'l')), 'PT400 events.invalidCursor', 'an array cursor: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', '"abc"')$$, :'l')), 'PT400 events.invalidCursor', 'a string cursor: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', '{"id": 5}')$$, :'l')), 'PT400 events.invalidCursor',
+          'an ingestion cursor in timeline order: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'ingestion', '{"id": 5, "occurredAt": "2024-06-01T12:00:00Z"}')$$, :'l')),
+          'PT400 events.invalidCursor', 'a timeline cursor in ingestion order: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'ingestion', '{"id": "5"}')$$, :'l')), 'PT400 events.invalidCursor', 'a string id: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'ingestion', '{"id": -1}')$$, :'l')), 'PT400 events.invalidCursor', 'a negative id: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'ingestion', '{"id": 1.5}')$$, :'l')), 'PT400 events.invalidCursor', 'a fractional id: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'ingestion', '{"id": 1e30}')$$, :'l')), 'PT400 events.invalidCursor', 'an id beyond bigint: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', '{"id": 5, "occurredAt": "2024-06-01T12:00:00"}')$$, :'l')),
+          'PT400 events.invalidCursor', 'a cursor occurredAt without an offset: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', '{"id": 5, "occurredAt": "2024-13-01T12:00:00Z"}')$$, :'l')),
+          'PT400 events.invalidCursor', 'a cursor occurredAt in month 13: events.invalidCursor');
+SELECT is(pg_temp.refusal($$SELECT runhub.list_events('cccccccc-0000-4000-8000-0000000000ff')$$), 'PT404 projects.notFound',
+          'an unknown project: PT404 projects.notFound');
+SELECT is(pg_temp.refusal($$SELECT runhub.list_events(NULL)$$), 'PT400 common.invalidInput project',
+          'a null project: PT400 common.invalidInput (project)');
+
+SELECT * FROM finish();
+ROLLBACK;

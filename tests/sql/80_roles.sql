@@ -1,0 +1,227 @@
+-- Roles (DESIGN.md, "Roles"): runhub_app may EXECUTE the API and nothing else; runhub_sender has
+-- neither the API nor tables; PUBLIC can call nothing; runhub_reader reads project data through RLS,
+-- limited to the projects of runhub.current_user_id(), and writes nothing. Privileges are checked
+-- in the catalog first, then by acting as each role (SET LOCAL ROLE) and watching it fail (42501).
+BEGIN;
+\ir helpers.psql
+SELECT plan(83);
+
+-- ---------------------------------------------------------------------------------------------
+-- The roles exist, are not superusers, and cannot bypass RLS.
+SELECT has_role('runhub_app');
+SELECT has_role('runhub_sender');
+SELECT has_role('runhub_reader');
+SELECT is_empty($$SELECT rolname FROM pg_roles
+                   WHERE rolname IN ('runhub_app', 'runhub_sender', 'runhub_reader')
+                     AND (rolsuper OR rolbypassrls OR rolcreaterole OR rolcreatedb)$$,
+                'no runhub role is superuser, BYPASSRLS, CREATEROLE or CREATEDB');
+SELECT is_empty($$SELECT rolname FROM pg_roles
+                   WHERE rolname IN ('runhub_app', 'runhub_sender', 'runhub_reader') AND rolcanlogin$$,
+                'the runhub roles are NOLOGIN (they are granted to login roles)');
+SELECT is_empty($$SELECT r.rolname, m.rolname FROM pg_auth_members am
+                    JOIN pg_roles r ON r.oid = am.member JOIN pg_roles m ON m.oid = am.roleid
+                   WHERE r.rolname IN ('runhub_app', 'runhub_sender', 'runhub_reader')$$,
+                'no runhub role inherits another role''s privileges');
+
+-- ---------------------------------------------------------------------------------------------
+-- Catalog: who may EXECUTE what. PUBLIC nothing (sql/99_grants.sql revokes it after every function
+-- exists, PL/Python wrappers included), runhub_app exactly the API, runhub_reader exactly what its
+-- RLS policies call, runhub_sender none of the API.
+SELECT is_empty($$SELECT p.oid::regprocedure
+                    FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                   WHERE p.pronamespace = 'runhub'::regnamespace AND a.grantee = 0 AND a.privilege_type = 'EXECUTE'$$,
+                'PUBLIC has EXECUTE on no function in schema runhub');
+SELECT is_empty($$SELECT a.privilege_type
+                    FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a
+                   WHERE n.nspname = 'runhub' AND a.grantee = 0$$,
+                'PUBLIC has neither USAGE nor CREATE on schema runhub');
+
+SELECT function_privs_are('runhub', 'create_project', ARRAY['text', 'uuid', 'text', 'text', 'text', 'text'], 'runhub_app', ARRAY['EXECUTE'],
+                          'runhub_app can EXECUTE create_project');
+SELECT function_privs_are('runhub', 'add_member', ARRAY['uuid', 'uuid', 'text'], 'runhub_app', ARRAY['EXECUTE'],
+                          'runhub_app can EXECUTE add_member');
+SELECT function_privs_are('runhub', 'ingest_event', ARRAY['uuid', 'jsonb'], 'runhub_app', ARRAY['EXECUTE'],
+                          'runhub_app can EXECUTE ingest_event');
+SELECT function_privs_are('runhub', 'list_events', ARRAY['uuid', 'text', 'jsonb', 'integer'], 'runhub_app', ARRAY['EXECUTE'],
+                          'runhub_app can EXECUTE list_events');
+SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
+                   WHERE p.pronamespace = 'runhub'::regnamespace AND p.proname LIKE '\_%'
+                     AND has_function_privilege('runhub_app', p.oid, 'EXECUTE')$$,
+                'runhub_app can EXECUTE no internal (_-prefixed) function');
+SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_app', p.oid, 'EXECUTE')$$,
+              ARRAY['runhub.create_project(text,uuid,text,text,text,text)', 'runhub.add_member(uuid,uuid,text)',
+                    'runhub.ingest_event(uuid,jsonb)', 'runhub.list_events(uuid,text,jsonb,integer)',
+                    'runhub.error_catalog()'],
+              'runhub_app can EXECUTE exactly the API (and error_catalog)');
+SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_reader', p.oid, 'EXECUTE')$$,
+              ARRAY['runhub.current_user_id()', 'runhub._my_project_ids()', 'runhub.error_catalog()'],
+              'runhub_reader can EXECUTE exactly what its policies call (and error_catalog)');
+SELECT is_empty($$SELECT f FROM unnest(ARRAY['runhub.create_project(text,uuid,text,text,text,text)', 'runhub.add_member(uuid,uuid,text)',
+                                                'runhub.ingest_event(uuid,jsonb)', 'runhub.list_events(uuid,text,jsonb,integer)']) f
+                   WHERE has_function_privilege('runhub_sender', f::regprocedure, 'EXECUTE')
+                      OR has_function_privilege('runhub_reader', f::regprocedure, 'EXECUTE')$$,
+                'neither runhub_sender nor runhub_reader can EXECUTE an API function');
+
+-- Catalog: table access. runhub_app and runhub_sender none at all; runhub_reader SELECT on the
+-- three project tables only.
+SELECT is_empty($$SELECT c.oid::regclass, r.rolname, p.priv
+                    FROM pg_class c
+                   CROSS JOIN (VALUES ('runhub_app'), ('runhub_sender')) r(rolname)
+                   CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) p(priv)
+                   WHERE c.relnamespace = 'runhub'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                     AND has_table_privilege(r.rolname, c.oid, p.priv)$$,
+                'runhub_app and runhub_sender have no privilege on any table or view in runhub');
+SELECT is_empty($$SELECT c.oid::regclass, r.rolname
+                    FROM pg_class c CROSS JOIN (VALUES ('runhub_app'), ('runhub_sender'), ('runhub_reader')) r(rolname)
+                   WHERE c.relnamespace = 'runhub'::regnamespace AND c.relkind = 'S'
+                     AND has_sequence_privilege(r.rolname, c.oid, 'USAGE, SELECT, UPDATE')$$,
+                'no runhub role has any privilege on a sequence in runhub');
+SELECT is_empty($$SELECT c.oid::regclass, p.priv
+                    FROM pg_class c, aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a,
+                         LATERAL (SELECT a.privilege_type AS priv) p
+                   WHERE c.relnamespace = 'runhub'::regnamespace AND a.grantee = 0$$,
+                'PUBLIC has no privilege on any relation in runhub');
+SELECT table_privs_are('runhub', 'projects', 'runhub_reader', ARRAY['SELECT'], 'runhub_reader: SELECT only on projects');
+SELECT table_privs_are('runhub', 'project_members', 'runhub_reader', ARRAY['SELECT'], 'runhub_reader: SELECT only on project_members');
+SELECT table_privs_are('runhub', 'business_events', 'runhub_reader', ARRAY['SELECT'], 'runhub_reader: SELECT only on business_events');
+SELECT table_privs_are('runhub', 'deployments', 'runhub_reader', '{}'::text[], 'runhub_reader: nothing on deployments');
+SELECT table_privs_are('runhub', 'plpython_modules', 'runhub_reader', '{}'::text[], 'runhub_reader: nothing on plpython_modules');
+
+-- ---------------------------------------------------------------------------------------------
+-- Fixture, as the superuser: P1 (owner A, plus member M) with two events, P2 (owner B) with one.
+\set a '''dddddddd-0000-4000-8000-00000000000a'''
+\set b '''dddddddd-0000-4000-8000-00000000000b'''
+\set m '''dddddddd-0000-4000-8000-00000000000c'''
+\set stranger '''dddddddd-0000-4000-8000-0000000000ff'''
+SELECT runhub.create_project('Project one', :a, 'UTC', 'EUR') AS p1 \gset
+SELECT runhub.create_project('Project two', :b, 'UTC', 'EUR') AS p2 \gset
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'member')$$, :'p1', :m), 'fixture: M is a member of P1');
+SELECT lives_ok(format($$SELECT runhub.ingest_event(%1$L, '{"type": "signup", "occurredAt": "2024-01-01T00:00:00Z", "idempotencyKey": "p1-a"}'),
+                               runhub.ingest_event(%1$L, '{"type": "signup", "occurredAt": "2024-01-02T00:00:00Z", "idempotencyKey": "p1-b"}'),
+                               runhub.ingest_event(%2$L, '{"type": "signup", "occurredAt": "2024-01-03T00:00:00Z", "idempotencyKey": "p2-a"}')$$,
+                       :'p1', :'p2'),
+                'fixture: two events in P1, one in P2');
+
+-- ---------------------------------------------------------------------------------------------
+-- runhub_app: the API works through SECURITY DEFINER; tables and internals are refused.
+SET LOCAL ROLE runhub_app;
+SELECT lives_ok(format($$SELECT runhub.create_project('App project', %L, 'UTC', 'EUR')$$, :a), 'runhub_app can create a project');
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'admin')$$, :'p2', :stranger), 'runhub_app can add a member');
+SELECT is(runhub.ingest_event(:'p1', '{"type": "signup", "occurredAt": "2024-01-04T00:00:00Z", "idempotencyKey": "p1-a"}') -> 'inserted',
+          'false'::jsonb, 'runhub_app can ingest (here: a replay)');
+SELECT is(jsonb_array_length(runhub.list_events(:'p1') -> 'events'), 2, 'runhub_app can list events');
+SELECT throws_ok($$SELECT * FROM runhub.projects$$, '42501', NULL, 'runhub_app cannot SELECT projects');
+SELECT throws_ok($$SELECT * FROM runhub.project_members$$, '42501', NULL, 'runhub_app cannot SELECT project_members');
+SELECT throws_ok($$SELECT * FROM runhub.business_events$$, '42501', NULL, 'runhub_app cannot SELECT business_events');
+SELECT throws_ok($$SELECT * FROM runhub.deployments$$, '42501', NULL, 'runhub_app cannot SELECT deployments');
+SELECT throws_ok(format($$INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key)
+                          VALUES (%L, 'x', now(), 'forged')$$, :'p1'),
+                 '42501', NULL, 'runhub_app cannot INSERT into business_events');
+SELECT throws_ok(format($$INSERT INTO runhub.project_members (project_id, user_id, role) VALUES (%L, %L, 'owner')$$, :'p1', :stranger),
+                 '42501', NULL, 'runhub_app cannot INSERT into project_members');
+SELECT throws_ok(format($$UPDATE runhub.projects SET name = 'x' WHERE id = %L$$, :'p1'), '42501', NULL, 'runhub_app cannot UPDATE projects');
+SELECT throws_ok($$SELECT runhub._raise('projects.notFound')$$, '42501', NULL, 'runhub_app cannot call runhub._raise');
+SELECT throws_ok(format($$SELECT runhub._event_from_json(%L, '{}')$$, :'p1'), '42501', NULL, 'runhub_app cannot call runhub._event_from_json');
+SELECT throws_ok(format($$SELECT runhub._authorize(%L, %L)$$, :'p1', :a), '42501', NULL, 'runhub_app cannot call runhub._authorize');
+SELECT throws_ok($$SELECT runhub._my_project_ids()$$, '42501', NULL, 'runhub_app cannot call runhub._my_project_ids');
+RESET ROLE;
+
+-- ---------------------------------------------------------------------------------------------
+-- runhub_sender: no API, no tables (its claim/record functions come with the outbox).
+SET LOCAL ROLE runhub_sender;
+SELECT throws_ok(format($$SELECT runhub.create_project('x', %L, 'UTC', 'EUR')$$, :a), '42501', NULL, 'runhub_sender cannot call create_project');
+SELECT throws_ok(format($$SELECT runhub.ingest_event(%L, '{}')$$, :'p1'), '42501', NULL, 'runhub_sender cannot call ingest_event');
+SELECT throws_ok(format($$SELECT runhub.list_events(%L)$$, :'p1'), '42501', NULL, 'runhub_sender cannot call list_events');
+SELECT throws_ok($$SELECT * FROM runhub.business_events$$, '42501', NULL, 'runhub_sender cannot SELECT business_events');
+SELECT throws_ok($$SELECT * FROM runhub.projects$$, '42501', NULL, 'runhub_sender cannot SELECT projects');
+RESET ROLE;
+
+-- ---------------------------------------------------------------------------------------------
+-- runhub_reader with no runhub.user_id at all (never set in this session): sees nothing.
+SELECT is(current_setting('runhub.user_id', true), NULL, 'runhub.user_id is not set yet in this session');
+SET LOCAL ROLE runhub_reader;
+SELECT is_empty($$SELECT id FROM runhub.projects$$, 'no user id: no project is visible');
+SELECT is_empty($$SELECT project_id FROM runhub.project_members$$, 'no user id: no member is visible');
+SELECT is_empty($$SELECT id FROM runhub.business_events$$, 'no user id: no event is visible');
+RESET ROLE;
+
+-- A malformed or empty user id identifies nobody (and is not an error).
+SET LOCAL runhub.user_id = 'not-a-uuid';
+SET LOCAL ROLE runhub_reader;
+SELECT lives_ok($$SELECT count(*) FROM runhub.projects$$, 'malformed user id: reading is not an error');
+SELECT is_empty($$SELECT id FROM runhub.projects$$, 'malformed user id: no project is visible');
+SELECT is_empty($$SELECT id FROM runhub.business_events$$, 'malformed user id: no event is visible');
+RESET ROLE;
+SET LOCAL runhub.user_id = '';
+SET LOCAL ROLE runhub_reader;
+SELECT is_empty($$SELECT id FROM runhub.projects$$, 'empty user id: no project is visible');
+RESET ROLE;
+SET LOCAL runhub.user_id = 'dddddddd-0000-4000-8000-0000000000ee';
+SET LOCAL ROLE runhub_reader;
+SELECT is_empty($$SELECT id FROM runhub.projects$$, 'a user who is nobody''s member: no project is visible');
+SELECT is_empty($$SELECT id FROM runhub.business_events$$, 'a user who is nobody''s member: no event is visible');
+RESET ROLE;
+
+-- Owner A: P1 only, with its members and its two events.
+SET LOCAL runhub.user_id = 'dddddddd-0000-4000-8000-00000000000a';
+SET LOCAL ROLE runhub_reader;
+SELECT is(runhub.current_user_id(), :a::uuid, 'current_user_id() reads SET LOCAL runhub.user_id');
+SELECT set_eq($$SELECT name FROM runhub.projects$$, ARRAY['Project one', 'App project'], 'A sees P1 and the project created for A, not P2');
+SELECT set_eq($$SELECT user_id, role FROM runhub.project_members WHERE project_id IN (SELECT id FROM runhub.projects WHERE name = 'Project one')$$,
+              format($$VALUES (%L::uuid, 'owner'), (%L::uuid, 'member')$$, :a, :m),
+              'A sees P1''s members: A (owner) and M (member)');
+SELECT is_empty(format($$SELECT 1 FROM runhub.project_members WHERE project_id = %L$$, :'p2'), 'A sees none of P2''s members');
+SELECT set_eq($$SELECT idempotency_key FROM runhub.business_events$$, ARRAY['p1-a', 'p1-b'], 'A sees exactly P1''s events');
+SELECT is_empty(format($$SELECT 1 FROM runhub.projects WHERE id = %L$$, :'p2'), 'A asking for P2 by id gets no row');
+
+-- ... and writes nothing, not even to its own project.
+SELECT throws_ok(format($$INSERT INTO runhub.projects (name, owner_id, timezone, currency) VALUES ('x', %L, 'UTC', 'EUR')$$, :a),
+                 '42501', NULL, 'runhub_reader cannot INSERT projects');
+SELECT throws_ok(format($$UPDATE runhub.projects SET name = 'renamed' WHERE id = %L$$, :'p1'), '42501', NULL,
+                 'runhub_reader cannot UPDATE its own project');
+SELECT throws_ok(format($$DELETE FROM runhub.projects WHERE id = %L$$, :'p1'), '42501', NULL, 'runhub_reader cannot DELETE its own project');
+SELECT throws_ok(format($$INSERT INTO runhub.project_members (project_id, user_id, role) VALUES (%L, %L, 'owner')$$, :'p2', :a),
+                 '42501', NULL, 'runhub_reader cannot INSERT project_members (no joining P2)');
+SELECT throws_ok(format($$UPDATE runhub.project_members SET role = 'owner' WHERE user_id = %L$$, :m), '42501', NULL,
+                 'runhub_reader cannot UPDATE project_members');
+SELECT throws_ok($$DELETE FROM runhub.project_members$$, '42501', NULL, 'runhub_reader cannot DELETE project_members');
+SELECT throws_ok(format($$INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key)
+                          VALUES (%L, 'x', now(), 'forged')$$, :'p1'),
+                 '42501', NULL, 'runhub_reader cannot INSERT business_events');
+SELECT throws_ok($$UPDATE runhub.business_events SET payload = '{}'$$, '42501', NULL, 'runhub_reader cannot UPDATE business_events');
+SELECT throws_ok($$DELETE FROM runhub.business_events$$, '42501', NULL, 'runhub_reader cannot DELETE business_events');
+SELECT throws_ok($$TRUNCATE runhub.business_events$$, '42501', NULL, 'runhub_reader cannot TRUNCATE business_events');
+SELECT throws_ok($$SELECT * FROM runhub.deployments$$, '42501', NULL, 'runhub_reader cannot SELECT deployments');
+SELECT throws_ok(format($$SELECT runhub.list_events(%L)$$, :'p2'), '42501', NULL,
+                 'runhub_reader cannot call list_events (a SECURITY DEFINER read around RLS)');
+SELECT throws_ok(format($$SELECT runhub.create_project('x', %L, 'UTC', 'EUR')$$, :a), '42501', NULL, 'runhub_reader cannot call create_project');
+SELECT throws_ok(format($$SELECT runhub.add_member(%L, %L, 'owner')$$, :'p2', :a), '42501', NULL, 'runhub_reader cannot call add_member');
+RESET ROLE;
+
+-- Member M: P1 too. Owner B: P2 only.
+SET LOCAL runhub.user_id = 'dddddddd-0000-4000-8000-00000000000c';
+SET LOCAL ROLE runhub_reader;
+SELECT set_eq($$SELECT id FROM runhub.projects$$, ARRAY[:'p1'::uuid], 'M (a plain member) sees P1 only');
+SELECT set_eq($$SELECT idempotency_key FROM runhub.business_events$$, ARRAY['p1-a', 'p1-b'], 'M sees P1''s events');
+RESET ROLE;
+SET LOCAL runhub.user_id = 'dddddddd-0000-4000-8000-00000000000b';
+SET LOCAL ROLE runhub_reader;
+SELECT set_eq($$SELECT id FROM runhub.projects$$, ARRAY[:'p2'::uuid], 'B sees P2 only');
+SELECT set_eq($$SELECT user_id, role FROM runhub.project_members$$,
+              format($$VALUES (%L::uuid, 'owner'), (%L::uuid, 'admin')$$, :b, :stranger),
+              'B sees P2''s members only');
+SELECT set_eq($$SELECT idempotency_key FROM runhub.business_events$$, ARRAY['p2-a'], 'B sees P2''s event only');
+RESET ROLE;
+
+-- Membership is read live: once M is removed from P1 (by the superuser), M sees nothing.
+DELETE FROM runhub.project_members WHERE project_id = :'p1' AND user_id = :m;
+SET LOCAL runhub.user_id = 'dddddddd-0000-4000-8000-00000000000c';
+SET LOCAL ROLE runhub_reader;
+SELECT is_empty($$SELECT id FROM runhub.projects$$, 'a removed member no longer sees the project');
+SELECT is_empty($$SELECT id FROM runhub.business_events$$, 'a removed member no longer sees its events');
+RESET ROLE;
+
+SELECT * FROM finish();
+ROLLBACK;
