@@ -126,11 +126,13 @@ BEGIN
         IF v_key IS NOT NULL THEN
             PERFORM runhub._raise('events.unknownField', jsonb_build_object('field', 'customer.' || v_key));
         END IF;
-        v_row.customer_email := lower(btrim(runhub._event_string(v_customer -> 'email', 'customer.email', 254)));
-        IF v_row.customer_email !~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' THEN
-            PERFORM runhub._invalid('events.invalid', 'customer.email', 'is not an e-mail address');
+        -- Trimmed of every kind of white space before the length check: an address padded with an
+        -- invisible character would never match the same customer's other events.
+        v_row.customer_email := lower(runhub._trim(runhub._event_string(v_customer -> 'email', 'customer.email', 1000)));
+        IF length(v_row.customer_email) > 254 OR v_row.customer_email !~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$' THEN
+            PERFORM runhub._invalid('events.invalid', 'customer.email', 'is not an e-mail address of at most 254 characters');
         END IF;
-        v_row.customer_name := runhub._event_string(v_customer -> 'name', 'customer.name', 200);
+        v_row.customer_name := nullif(runhub._trim(runhub._event_string(v_customer -> 'name', 'customer.name', 200)), '');
         v_row.customer_locale := runhub._event_string(v_customer -> 'locale', 'customer.locale', 35);
         IF v_row.customer_locale !~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$' THEN
             PERFORM runhub._invalid('events.invalid', 'customer.locale', 'is not a language tag such as en or fr-CA');
@@ -291,7 +293,7 @@ BEGIN
         PERFORM runhub._raise('events.invalidCursor', jsonb_build_object(
             'order', p_order, 'reason', 'expected exactly the fields ' || array_to_string(v_expected, ', ')));
     END IF;
-    IF jsonb_typeof(p_cursor -> 'id') <> 'number' OR (p_cursor ->> 'id') !~ '^\d{1,18}$' THEN
+    IF jsonb_typeof(p_cursor -> 'id') <> 'number' OR (p_cursor ->> 'id') !~ '^[1-9]\d{0,17}$' THEN
         PERFORM runhub._raise('events.invalidCursor', jsonb_build_object('order', p_order, 'reason', 'id must be a positive integer'));
     END IF;
     after_id := (p_cursor ->> 'id')::bigint;
