@@ -16,7 +16,7 @@ from runhub_loader.cli import main as cli
 from runhub_loader.deploy import DeployError, deploy
 
 # The first commit with a deployable tree (migration 0001 only): the "older checkout".
-FOUNDATION_COMMIT = "9b1dc09e5c5db2ef3c960c28d6049683da0ae0e8"
+FOUNDATION_COMMIT = "ea3d50cde48ee7fcf7ed7655a9750083bab0085b"
 PG_DUMP = "/usr/lib/postgresql/15/bin/pg_dump"
 
 
