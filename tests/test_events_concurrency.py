@@ -131,20 +131,26 @@ def _block_waiters(conn, first, sessions, futures):
     assert not any(f.done() for f in futures)
 
 
-def test_waiters_see_the_first_writers_event_once_it_commits(db_url, conn, sessions):
-    project, _ = new_project(conn)
-    body = event("lead_created", key=f"lead-{uuid.uuid4().hex}")
+def _race_waiters_against_first_writer(db_url, conn, sessions, project, body, finish):
+    """Hold a first write open, queue N waiters behind it, then finish(first) and collect them."""
     first, first_result = _hold_first_write(db_url, conn, project, body)
     try:
         with ThreadPoolExecutor(max_workers=N) as pool:
             futures = _start_waiters(pool, sessions, project, body)
             _block_waiters(conn, first, sessions, futures)
-            first.commit()
+            finish(first)
             done, not_done = wait(futures, timeout=DEADLINE_SECONDS)
             assert not not_done
-            results = [f.result() for f in futures]
+            return first_result, [f.result() for f in futures]
     finally:
         first.close()
+
+
+def test_waiters_see_the_first_writers_event_once_it_commits(db_url, conn, sessions):
+    project, _ = new_project(conn)
+    body = event("lead_created", key=f"lead-{uuid.uuid4().hex}")
+    first_result, results = _race_waiters_against_first_writer(
+        db_url, conn, sessions, project, body, lambda first: first.commit())
 
     assert results == [{"eventId": first_result["eventId"], "inserted": False}] * N
     assert _rows_for_key(conn, project, body["idempotencyKey"]) == [(first_result["eventId"],)]
@@ -154,17 +160,8 @@ def test_waiters_see_the_first_writers_event_once_it_commits(db_url, conn, sessi
 def test_exactly_one_waiter_inserts_when_the_first_writer_rolls_back(db_url, conn, sessions):
     project, _ = new_project(conn)
     body = event("lead_created", key=f"lead-{uuid.uuid4().hex}")
-    first, first_result = _hold_first_write(db_url, conn, project, body)
-    try:
-        with ThreadPoolExecutor(max_workers=N) as pool:
-            futures = _start_waiters(pool, sessions, project, body)
-            _block_waiters(conn, first, sessions, futures)
-            first.rollback()
-            done, not_done = wait(futures, timeout=DEADLINE_SECONDS)
-            assert not not_done
-            results = [f.result() for f in futures]
-    finally:
-        first.close()
+    first_result, results = _race_waiters_against_first_writer(
+        db_url, conn, sessions, project, body, lambda first: first.rollback())
 
     winners = [r for r in results if r["inserted"]]
     assert len(winners) == 1, results
