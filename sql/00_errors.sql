@@ -22,7 +22,44 @@ AS $$
     ('events.appendOnly',            'PT409', 'Business events are append-only: {operation} is refused'),
     ('events.invalidCursor',         'PT400', 'The cursor does not fit the {order} order: {reason}'),
     ('events.invalidOrder',          'PT400', 'order must be timeline or ingestion, not {order}'),
-    ('events.invalidLimit',          'PT400', 'limit must be between 1 and {max}, not {limit}')
+    ('events.invalidLimit',          'PT400', 'limit must be between 1 and {max}, not {limit}'),
+    ('workflows.actionNotFound',     'PT404', 'There is no action {actionId}'),
+    ('workflows.runNotFound',        'PT404', 'There is no run {runId} in this project'),
+    ('workflows.invalidParams',      'PT400', 'Parameter {field} is invalid: {reason}'),
+    ('workflows.unknownParam',       'PT400', '{actionId} takes no parameter {field}'),
+    ('workflows.paramsTooLarge',     'PT413', 'The parameters are {bytes} bytes; the limit is {maxBytes}'),
+    ('workflows.idempotencyKeyReused', 'PT409', 'This idempotency key was used for run {runId} with other parameters'),
+    ('workflows.runNotCancellable',  'PT409', 'Run {runId} is {status}: there is nothing left to cancel'),
+    ('workflows.policy.actorNotMember', 'PT403', 'Whoever triggered this run is no longer a member of the project'),
+    ('workflows.policy.ownerRequired', 'PT403', 'Only the project owner can run this action; you are {role}'),
+    ('workflows.policy.rateLimited', 'PT429', 'At most {limit} workflow triggers per minute per project; retry in {retryAfterSeconds} s'),
+    ('workflows.policy.cooldownActive', 'PT409', 'This action ran less than {cooldownMinutes} minutes ago; wait {minutes} more minutes'),
+    ('workflows.policy.previewRequired', 'PT422', 'Preview this action with the same parameters (within {maxAgeMinutes} minutes) before running it'),
+    ('workflows.policy.noRecipients', 'PT422', 'No recipients match the criteria ({count}; at least {min} needed)'),
+    ('workflows.policy.tooManyRecipients', 'PT422', 'Too many recipients ({count}); the maximum is {max}'),
+    ('workflows.requires.integration', 'PT422', 'Connect the {integration} integration first'),
+    ('workflows.requires.setting',   'PT422', 'Set the project setting {setting} first'),
+    ('workflows.requires.events',    'PT422', 'This needs at least {minCount} {eventType} event(s) first'),
+    ('workflows.requires.recipients', 'PT422', 'This needs customers to send to ({source})'),
+    ('workflows.requires.unknown',   'PT422', 'A prerequisite of type {type} is not met')
+$$;
+
+-- The catalog's English hint for key with params filled in (null for an unknown key).
+CREATE OR REPLACE FUNCTION runhub._hint(p_key text, p_params jsonb DEFAULT '{}')
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_hint  text;
+    v_param record;
+BEGIN
+    SELECT c.hint INTO v_hint FROM runhub.error_catalog() c WHERE c.key = p_key;
+    FOR v_param IN SELECT * FROM jsonb_each_text(coalesce(p_params, '{}')) LOOP
+        v_hint := replace(v_hint, '{' || v_param.key || '}', coalesce(v_param.value, 'null'));
+    END LOOP;
+    RETURN v_hint;
+END
 $$;
 
 -- Raise the catalog's error for key, with params as JSON detail and the hint filled in.
@@ -33,18 +70,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_state text;
-    v_hint  text;
-    v_param record;
 BEGIN
-    SELECT c.sqlstate, c.hint INTO v_state, v_hint FROM runhub.error_catalog() c WHERE c.key = p_key;
+    SELECT c.sqlstate INTO v_state FROM runhub.error_catalog() c WHERE c.key = p_key;
     IF v_state IS NULL THEN  -- a programming error, not bad input: fail loudly
         RAISE EXCEPTION 'runhub._raise: % is not in runhub.error_catalog()', p_key USING ERRCODE = 'XX000';
     END IF;
-    FOR v_param IN SELECT * FROM jsonb_each_text(coalesce(p_params, '{}')) LOOP
-        v_hint := replace(v_hint, '{' || v_param.key || '}', coalesce(v_param.value, 'null'));
-    END LOOP;
     RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = p_key,
-        DETAIL = coalesce(p_params, '{}')::text, HINT = v_hint;
+        DETAIL = coalesce(p_params, '{}')::text, HINT = runhub._hint(p_key, p_params);
 END
 $$;
 

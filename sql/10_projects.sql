@@ -129,9 +129,10 @@ BEGIN
         PERFORM runhub._invalid('common.invalidInput', 'industry',
                                 'must be a lower-case tag of at most 40 characters');
     END IF;
-    INSERT INTO runhub.projects (name, owner_id, timezone, currency, locale, industry)
-    VALUES (runhub._trim(p_name), p_owner, p_timezone, p_currency, p_locale, p_industry)
-    RETURNING id INTO v_id;
+    v_id := gen_random_uuid();
+    INSERT INTO runhub.projects (id, name, owner_id, timezone, currency, locale, industry, trigger_counter)
+    VALUES (v_id, runhub._trim(p_name), p_owner, p_timezone, p_currency, p_locale, p_industry,
+            runhub._create_trigger_counter(v_id));
     INSERT INTO runhub.project_members (project_id, user_id, role) VALUES (v_id, p_owner, 'owner');
     RETURN v_id;
 END
@@ -159,5 +160,82 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM runhub.project_members WHERE project_id = p_project AND role = 'owner') THEN
         PERFORM runhub._raise('projects.lastOwner', jsonb_build_object('projectId', p_project));
     END IF;
+END
+$$;
+
+-- A project's create_run counter (see runhub._count_trigger): a sequence, because it must not roll back.
+CREATE OR REPLACE FUNCTION runhub._create_trigger_counter(p_project uuid)
+RETURNS regclass
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_name text := 'trigger_counter_' || replace(p_project::text, '-', '');
+BEGIN
+    EXECUTE format('CREATE SEQUENCE runhub.%I', v_name);
+    RETURN format('runhub.%I', v_name)::regclass;
+END
+$$;
+
+-- A deleted project takes its counter with it.
+CREATE OR REPLACE FUNCTION runhub._drop_trigger_counter()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format('DROP SEQUENCE IF EXISTS %s', OLD.trigger_counter);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER projects_drop_trigger_counter
+    AFTER DELETE ON runhub.projects
+    FOR EACH ROW EXECUTE FUNCTION runhub._drop_trigger_counter();
+
+-- Validate and merge project settings: shopUrl (https link base for recovery links),
+-- frequencyCapHours (0-168: no second workflow e-mail to a customer within it; default 16),
+-- integrations (connected integrations: payments, email). null removes a key.
+CREATE OR REPLACE FUNCTION runhub.update_project_settings(p_project uuid, p_actor uuid, p_settings jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_key    text;
+    v_value  jsonb;
+    v_merged jsonb;
+BEGIN
+    PERFORM runhub._authorize(p_project, p_actor, 'admin');
+    IF p_settings IS NULL OR jsonb_typeof(p_settings) <> 'object' THEN
+        PERFORM runhub._invalid('common.invalidInput', 'settings', 'must be a JSON object');
+    END IF;
+    FOR v_key, v_value IN SELECT * FROM jsonb_each(p_settings) LOOP
+        CONTINUE WHEN v_value = 'null';
+        CASE v_key
+        WHEN 'shopUrl' THEN
+            IF jsonb_typeof(v_value) <> 'string' OR length(v_value #>> '{}') > 500
+               OR (v_value #>> '{}') !~ '^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s?#]*)?$' THEN
+                PERFORM runhub._invalid('common.invalidInput', 'shopUrl', 'must be an http(s) URL without query or fragment');
+            END IF;
+        WHEN 'frequencyCapHours' THEN
+            IF jsonb_typeof(v_value) <> 'number' OR (v_value::text) !~ '^\d{1,3}$' OR (v_value::text)::int > 168 THEN
+                PERFORM runhub._invalid('common.invalidInput', 'frequencyCapHours', 'must be a whole number of hours, 0 to 168');
+            END IF;
+        WHEN 'integrations' THEN
+            IF jsonb_typeof(v_value) <> 'array' OR EXISTS (
+                SELECT 1 FROM jsonb_array_elements(v_value) i
+                 WHERE jsonb_typeof(i) <> 'string' OR i #>> '{}' NOT IN ('payments', 'email')) THEN
+                PERFORM runhub._invalid('common.invalidInput', 'integrations', 'must be a list of payments, email');
+            END IF;
+        ELSE
+            PERFORM runhub._raise('common.unknownField', jsonb_build_object('field', v_key));
+        END CASE;
+    END LOOP;
+    UPDATE runhub.projects
+       SET settings = jsonb_strip_nulls(settings || p_settings)
+     WHERE id = p_project
+    RETURNING settings INTO v_merged;
+    RETURN v_merged;
 END
 $$;

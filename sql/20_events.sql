@@ -307,3 +307,44 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Keep runhub.customers in step with the events of each INSERT statement (one upsert per customer,
+-- in e-mail order so concurrent batches lock rows in the same order). Our own *_email_sent events
+-- are not customer activity.
+CREATE OR REPLACE FUNCTION runhub._customers_from_events()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO runhub.customers AS c (project_id, email, name, locale, first_seen_at, last_seen_at,
+                                       signed_up_at, last_engaged_at, last_paid_at)
+    SELECT e.project_id, e.customer_email,
+           (array_agg(e.customer_name ORDER BY e.occurred_at DESC) FILTER (WHERE e.customer_name IS NOT NULL))[1],
+           (array_agg(e.customer_locale ORDER BY e.occurred_at DESC) FILTER (WHERE e.customer_locale IS NOT NULL))[1],
+           min(e.occurred_at), max(e.occurred_at),
+           max(e.occurred_at) FILTER (WHERE e.event_type = 'user_signed_up'),
+           max(e.occurred_at) FILTER (WHERE e.event_type <> 'user_signed_up'),
+           max(e.occurred_at) FILTER (WHERE e.event_type = 'payment_succeeded')
+      FROM new_events e
+     WHERE e.customer_email IS NOT NULL AND e.event_type !~ '_email_sent$'
+     GROUP BY e.project_id, e.customer_email
+     ORDER BY e.project_id, e.customer_email
+    ON CONFLICT (project_id, email) DO UPDATE SET
+        name            = CASE WHEN excluded.last_seen_at >= c.last_seen_at
+                               THEN coalesce(excluded.name, c.name) ELSE coalesce(c.name, excluded.name) END,
+        locale          = CASE WHEN excluded.last_seen_at >= c.last_seen_at
+                               THEN coalesce(excluded.locale, c.locale) ELSE coalesce(c.locale, excluded.locale) END,
+        first_seen_at   = least(c.first_seen_at, excluded.first_seen_at),
+        last_seen_at    = greatest(c.last_seen_at, excluded.last_seen_at),
+        signed_up_at    = greatest(c.signed_up_at, excluded.signed_up_at),
+        last_engaged_at = greatest(c.last_engaged_at, excluded.last_engaged_at),
+        last_paid_at    = greatest(c.last_paid_at, excluded.last_paid_at);
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER business_events_customers
+    AFTER INSERT ON runhub.business_events
+    REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION runhub._customers_from_events();

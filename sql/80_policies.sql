@@ -16,3 +16,23 @@ DROP POLICY IF EXISTS business_events_member_read ON runhub.business_events;
 CREATE POLICY business_events_member_read ON runhub.business_events
     FOR SELECT TO runhub_reader
     USING (project_id IN (SELECT runhub._my_project_ids()));
+
+DROP POLICY IF EXISTS customers_member_read ON runhub.customers;
+CREATE POLICY customers_member_read ON runhub.customers
+    FOR SELECT TO runhub_reader
+    USING (project_id IN (SELECT runhub._my_project_ids()));
+
+DROP POLICY IF EXISTS suppressions_member_read ON runhub.suppressions;
+CREATE POLICY suppressions_member_read ON runhub.suppressions
+    FOR SELECT TO runhub_reader
+    USING (project_id IN (SELECT runhub._my_project_ids()));
+
+DROP POLICY IF EXISTS workflow_runs_member_read ON runhub.workflow_runs;
+CREATE POLICY workflow_runs_member_read ON runhub.workflow_runs
+    FOR SELECT TO runhub_reader
+    USING (project_id IN (SELECT runhub._my_project_ids()));
+
+DROP POLICY IF EXISTS workflow_run_recipients_member_read ON runhub.workflow_run_recipients;
+CREATE POLICY workflow_run_recipients_member_read ON runhub.workflow_run_recipients
+    FOR SELECT TO runhub_reader
+    USING (project_id IN (SELECT runhub._my_project_ids()));

@@ -8,6 +8,12 @@ LANGUAGE sql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
     VALUES
+    -- The fallback behind NOTIFY: runs whose wake-up was missed, and runs whose execution lease expired.
+    ('process-runs', '* * * * *', 'SELECT runhub.cron_process_runs()', false),
+    -- Previews only matter for the 15 minutes create_run accepts them.
+    ('purge-previews', '41 * * * *',
+     $cmd$DELETE FROM runhub.previews p WHERE p.created_at < now() - interval '1 day'
+           AND NOT EXISTS (SELECT 1 FROM runhub.workflow_runs r WHERE r.preview_id = p.id)$cmd$, false),
     -- pg_cron keeps every run's details forever unless told otherwise.
     ('purge-cron-history', '17 3 * * *',
      $cmd$DELETE FROM cron.job_run_details WHERE end_time < now() - interval '7 days'$cmd$, true)

@@ -11,8 +11,26 @@ GRANT EXECUTE ON FUNCTION
     runhub.add_member(uuid, uuid, text),
     runhub.ingest_event(uuid, jsonb),
     runhub.list_events(uuid, text, jsonb, int),
+    runhub.update_project_settings(uuid, uuid, jsonb),
+    runhub.list_actions(uuid, uuid),
+    runhub.preview(uuid, uuid, text, jsonb),
+    runhub.create_run(uuid, uuid, text, text, jsonb, timestamptz, uuid),
+    runhub.get_run(uuid, uuid, uuid),
+    runhub.list_runs(uuid, uuid, jsonb),
+    runhub.cancel_run(uuid, uuid, uuid),
+    runhub.suppress(uuid, text, text),
+    runhub.criteria_text(text, jsonb, jsonb),
+    runhub.exclusion_label(text, int),
     runhub.error_catalog()
 TO runhub_app;
+
+-- The daemon: it wakes on NOTIFY and drives runs (the outbox functions come with the sender).
+GRANT EXECUTE ON FUNCTION
+    runhub.process_runs(int),
+    runhub.claim_runs(text, int, int),
+    runhub.execute_run(uuid, text),
+    runhub.heartbeat_run(uuid, text, int)
+TO runhub_sender;
 
 -- Direct reads for a signed-in user: what the RLS policies call.
 GRANT EXECUTE ON FUNCTION runhub.current_user_id(), runhub._my_project_ids(), runhub.error_catalog()

@@ -1,0 +1,496 @@
+-- Workflows, trigger side: the registry as the actor sees it, preview, create_run, reading and
+-- cancelling runs, suppressions. Policy decisions come from runhub._evaluate_policy (plpython/policy.py).
+
+-- The action or PT404.
+CREATE OR REPLACE FUNCTION runhub._require_action(p_action text)
+RETURNS runhub.actions
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_action runhub.actions;
+BEGIN
+    SELECT * INTO v_action FROM runhub.actions WHERE id = p_action;
+    IF NOT FOUND THEN
+        PERFORM runhub._raise('workflows.actionNotFound', jsonb_build_object('actionId', p_action));
+    END IF;
+    RETURN v_action;
+END
+$$;
+
+-- Raise the refusal of a policy decision, if it refuses.
+CREATE OR REPLACE FUNCTION runhub._enforce(p_decision jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT (p_decision ->> 'allowed')::boolean THEN
+        PERFORM runhub._raise(p_decision ->> 'reason', coalesce(p_decision -> 'reasonParams', '{}'));
+    END IF;
+    RETURN p_decision;
+END
+$$;
+
+-- Authorization comes first: a member below the action's required role is refused before any
+-- other rule is looked at.
+CREATE OR REPLACE FUNCTION runhub._authorize_action(p_role text, p_action runhub.actions)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT runhub._enforce(runhub._evaluate_policy(
+        jsonb_build_object('role', p_role, 'requiredRole', p_action.required_role)))
+$$;
+
+-- Params of an action, validated and with defaults filled in (what is stored on the run).
+CREATE OR REPLACE FUNCTION runhub._workflow_params(p_action text, p_params jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c_max_bytes CONSTANT int := 32768;
+    v_params jsonb := coalesce(p_params, '{}');
+    v_key    text;
+    v_bytes  int;
+    v_allowed text[] := CASE p_action WHEN 'send_promo' THEN ARRAY['subject', 'content', 'segmentation', 'isUpdate']
+                                      ELSE ARRAY[]::text[] END;
+BEGIN
+    IF jsonb_typeof(v_params) <> 'object' THEN
+        PERFORM runhub._invalid('workflows.invalidParams', 'params', 'must be a JSON object');
+    END IF;
+    v_bytes := octet_length(v_params::text);
+    IF v_bytes > c_max_bytes THEN
+        PERFORM runhub._raise('workflows.paramsTooLarge', jsonb_build_object('bytes', v_bytes, 'maxBytes', c_max_bytes));
+    END IF;
+    SELECT k INTO v_key FROM jsonb_object_keys(v_params) k WHERE k <> ALL (v_allowed) ORDER BY k LIMIT 1;
+    IF v_key IS NOT NULL THEN
+        PERFORM runhub._raise('workflows.unknownParam', jsonb_build_object('field', v_key, 'actionId', p_action));
+    END IF;
+    IF p_action <> 'send_promo' THEN
+        RETURN v_params;
+    END IF;
+    IF jsonb_typeof(v_params -> 'subject') IS DISTINCT FROM 'string'
+       OR length(runhub._trim(v_params ->> 'subject')) NOT BETWEEN 1 AND 200 THEN
+        PERFORM runhub._invalid('workflows.invalidParams', 'subject', 'is required: 1 to 200 characters');
+    END IF;
+    IF jsonb_typeof(v_params -> 'content') IS DISTINCT FROM 'string'
+       OR length(runhub._trim(v_params ->> 'content')) NOT BETWEEN 1 AND 20000 THEN
+        PERFORM runhub._invalid('workflows.invalidParams', 'content', 'is required: 1 to 20000 characters');
+    END IF;
+    IF v_params ? 'segmentation' AND (jsonb_typeof(v_params -> 'segmentation') <> 'string'
+       OR v_params ->> 'segmentation' NOT IN ('recent_7d', 'recent_30d', 'all')) THEN
+        PERFORM runhub._invalid('workflows.invalidParams', 'segmentation', 'must be recent_7d, recent_30d or all');
+    END IF;
+    IF v_params ? 'isUpdate' AND jsonb_typeof(v_params -> 'isUpdate') <> 'boolean' THEN
+        PERFORM runhub._invalid('workflows.invalidParams', 'isUpdate', 'must be true or false');
+    END IF;
+    RETURN jsonb_build_object('segmentation', 'recent_30d', 'isUpdate', false) || v_params;
+END
+$$;
+
+-- Each prerequisite of the action with whether the project meets it.
+CREATE OR REPLACE FUNCTION runhub._requirements(p_project runhub.projects, p_action runhub.actions)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_agg(r || jsonb_build_object('satisfied', CASE r ->> 'type'
+        WHEN 'hasIntegration' THEN coalesce(p_project.settings -> 'integrations', '[]') ? (r ->> 'integration')
+        WHEN 'hasSetting' THEN coalesce(p_project.settings ->> (r ->> 'setting'), '') <> ''
+        WHEN 'hasEvents' THEN (SELECT count(*) FROM (
+                SELECT 1 FROM runhub.business_events e
+                 WHERE e.project_id = p_project.id AND e.event_type = r ->> 'eventType'
+                 LIMIT coalesce((r ->> 'minCount')::int, 1)) x) >= coalesce((r ->> 'minCount')::int, 1)
+        WHEN 'hasRecipients' THEN EXISTS (
+                SELECT 1 FROM runhub.customers c
+                 WHERE c.project_id = p_project.id AND c.last_seen_at > now() - interval '30 days')
+        ELSE false END) ORDER BY ord), '[]')
+      FROM jsonb_array_elements(p_action.requires) WITH ORDINALITY AS x(r, ord)
+$$;
+
+-- When the action last ran in the project (queued, running or succeeded: failed and cancelled runs
+-- sent nothing and do not hold the cooldown), other than p_except.
+CREATE OR REPLACE FUNCTION runhub._last_run_at(p_project uuid, p_action text, p_except uuid DEFAULT NULL,
+                                               p_before timestamptz DEFAULT 'infinity')
+RETURNS timestamptz
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT max(r.requested_at) FROM runhub.workflow_runs r
+     WHERE r.project_id = p_project AND r.action_id = p_action AND r.status IN ('queued', 'running', 'succeeded')
+       AND r.id IS DISTINCT FROM p_except AND r.requested_at < p_before
+$$;
+
+-- Count one create_run call against the project's limit of 10 per minute. Callers hold the project
+-- row lock, so the read-then-set below cannot race. The count lives in a sequence: it survives the
+-- rollback of a call that a later rule refuses. Value = minute since epoch * 2^20 + calls in it.
+CREATE OR REPLACE FUNCTION runhub._count_trigger(p_counter regclass)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c_limit  CONSTANT int := 10;
+    v_epoch  numeric := extract(epoch FROM clock_timestamp());
+    v_minute bigint := floor(v_epoch / 60);
+    v_last   bigint := pg_sequence_last_value(p_counter);
+    v_count  bigint;
+BEGIN
+    IF v_last IS NULL OR v_last >> 20 <> v_minute THEN
+        v_count := 1;
+        PERFORM setval(p_counter, (v_minute << 20) + 1);
+    ELSE
+        v_count := nextval(p_counter) & ((1 << 20) - 1);
+    END IF;
+    RETURN jsonb_build_object('count', v_count, 'limit', c_limit, 'windowSeconds', 60,
+                              'retryAfterSeconds', ceil((v_minute + 1) * 60 - v_epoch));
+END
+$$;
+
+-- The facts a policy layer decides on, for runhub._evaluate_policy.
+CREATE OR REPLACE FUNCTION runhub._policy_facts(p_project runhub.projects, p_action runhub.actions, p_role text,
+                                                p_recipient_count int, p_last_run_at timestamptz)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'policy', p_action.policy, 'requiredRole', p_action.required_role, 'role', p_role,
+        'requirements', runhub._requirements(p_project, p_action),
+        'lastRunAt', runhub._iso(p_last_run_at), 'now', runhub._iso(now()),
+        'recipientCount', p_recipient_count)
+$$;
+
+-- Who the action would e-mail now: exact count, counts per exclusion, and the first five.
+CREATE OR REPLACE FUNCTION runhub._audience_summary(p_project uuid, p_action text, p_params jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH r AS MATERIALIZED (SELECT * FROM runhub._recipients(p_project, p_action, p_params, now()))
+    SELECT jsonb_build_object(
+        'count', (SELECT count(*) FROM r WHERE excluded_by IS NULL),
+        'excludedCounts', (SELECT coalesce(jsonb_object_agg(excluded_by, n), '{}') FROM (
+            SELECT excluded_by, count(*) AS n FROM r WHERE excluded_by IS NOT NULL GROUP BY excluded_by) x),
+        'sample', (SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', email, 'name', name))
+                                             ORDER BY email), '[]')
+                     FROM (SELECT email, name FROM r WHERE excluded_by IS NULL ORDER BY email LIMIT 5) s))
+$$;
+
+-- The preview of an action: who, why, who not, warnings, and whether policy would refuse it now.
+CREATE OR REPLACE FUNCTION runhub.preview(p_project uuid, p_actor uuid, p_action text, p_params jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_role     text := runhub._authorize(p_project, p_actor);
+    v_action   runhub.actions := runhub._require_action(p_action);
+    v_project  runhub.projects;
+    v_params   jsonb;
+    v_audience jsonb;
+    v_decision jsonb;
+    v_blocked  jsonb;
+    v_preview  uuid;
+    v_cap      int;
+BEGIN
+    PERFORM runhub._authorize_action(v_role, v_action);
+    v_params := runhub._workflow_params(p_action, p_params);
+    SELECT * INTO v_project FROM runhub.projects WHERE id = p_project;
+    v_audience := runhub._audience_summary(p_project, p_action, v_params);
+    v_decision := runhub._evaluate_policy(runhub._policy_facts(v_project, v_action, v_role,
+        (v_audience ->> 'count')::int, runhub._last_run_at(p_project, p_action)));
+    IF NOT (v_decision ->> 'allowed')::boolean THEN
+        v_blocked := jsonb_build_object('reason', v_decision ->> 'reason', 'reasonParams', v_decision -> 'reasonParams');
+    END IF;
+    INSERT INTO runhub.previews (project_id, actor, action_id, params, params_hash, recipient_count, blocked)
+    VALUES (p_project, p_actor, p_action, v_params, md5(v_params::text), (v_audience ->> 'count')::int, v_blocked)
+    RETURNING id INTO v_preview;
+    v_cap := runhub._frequency_cap_hours(v_project.settings);
+    RETURN jsonb_strip_nulls(jsonb_build_object(
+        'previewId', v_preview,
+        'count', v_audience -> 'count',
+        'sample', v_audience -> 'sample',
+        'criteria', runhub.criteria_text(p_action, v_action.policy, v_params),
+        'exclusions', (SELECT coalesce(jsonb_agg(runhub.exclusion_label(x, v_cap) ORDER BY ord), '[]')
+                         FROM unnest(v_action.exclusions) WITH ORDINALITY AS u(x, ord)),
+        'excluded', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                'exclusion', x, 'label', runhub.exclusion_label(x, v_cap),
+                                'count', coalesce((v_audience -> 'excludedCounts' ->> x)::int, 0)) ORDER BY ord), '[]')
+                       FROM unnest(v_action.exclusions) WITH ORDINALITY AS u(x, ord)),
+        'warnings', coalesce(v_decision -> 'warnings', '[]'),
+        'blocked', v_blocked,
+        'params', v_params));
+END
+$$;
+
+-- Create a run: authorize, count the call, validate, deduplicate, then the trigger-time policy on
+-- the preview's count. Idempotent on (project, action, idempotency key).
+CREATE OR REPLACE FUNCTION runhub.create_run(
+    p_project uuid, p_actor uuid, p_action text, p_idempotency_key text, p_params jsonb DEFAULT '{}',
+    p_client_requested_at timestamptz DEFAULT NULL, p_preview_id uuid DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_role     text := runhub._authorize(p_project, p_actor);
+    v_action   runhub.actions := runhub._require_action(p_action);
+    v_project  runhub.projects;
+    v_params   jsonb;
+    v_existing runhub.workflow_runs;
+    v_preview  runhub.previews;
+    v_facts    jsonb;
+    v_run      uuid;
+BEGIN
+    PERFORM runhub._authorize_action(v_role, v_action);
+    -- One create_run at a time per project: the rate count, the cooldown and the idempotency
+    -- lookup below are then exact under concurrency. NO KEY UPDATE leaves event ingestion alone.
+    SELECT * INTO v_project FROM runhub.projects WHERE id = p_project FOR NO KEY UPDATE;
+    PERFORM runhub._enforce(runhub._evaluate_policy(
+        jsonb_build_object('rate', runhub._count_trigger(v_project.trigger_counter))));
+    IF p_idempotency_key IS NULL OR length(p_idempotency_key) NOT BETWEEN 1 AND 255 THEN
+        PERFORM runhub._invalid('workflows.invalidParams', 'idempotencyKey', 'is required: 1 to 255 characters');
+    END IF;
+    v_params := runhub._workflow_params(p_action, p_params);
+
+    SELECT * INTO v_existing FROM runhub.workflow_runs
+     WHERE project_id = p_project AND action_id = p_action AND idempotency_key = p_idempotency_key;
+    IF FOUND THEN
+        IF v_existing.params IS DISTINCT FROM v_params THEN
+            PERFORM runhub._raise('workflows.idempotencyKeyReused', jsonb_build_object('runId', v_existing.id));
+        END IF;
+        RETURN jsonb_build_object('runId', v_existing.id, 'status', v_existing.status, 'deduplicated', true);
+    END IF;
+
+    SELECT * INTO v_preview FROM runhub.previews
+     WHERE project_id = p_project AND action_id = p_action AND actor = p_actor
+       AND params_hash = md5(v_params::text) AND params = v_params
+       AND created_at > now() - make_interval(mins => (v_action.policy ->> 'previewMaxAgeMinutes')::int)
+       AND (p_preview_id IS NULL OR id = p_preview_id)
+     ORDER BY created_at DESC LIMIT 1;
+    v_facts := runhub._policy_facts(v_project, v_action, v_role, coalesce(v_preview.recipient_count, 0),
+                                    runhub._last_run_at(p_project, p_action))
+               || jsonb_build_object('previewFound', v_preview.id IS NOT NULL OR NOT (v_action.policy ->> 'requirePreview')::boolean);
+    PERFORM runhub._enforce(runhub._evaluate_policy(v_facts));
+
+    INSERT INTO runhub.workflow_runs (project_id, action_id, idempotency_key, params, client_requested_at,
+                                      preview_id, recipient_count_estimate, triggered_by, triggered_by_role)
+    VALUES (p_project, p_action, p_idempotency_key, v_params, p_client_requested_at,
+            v_preview.id, v_preview.recipient_count, p_actor, v_role)
+    RETURNING id INTO v_run;
+    PERFORM pg_notify('runhub_runs', v_run::text);
+    RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_created', 'runId', v_run,
+        'projectId', p_project, 'actionId', p_action, 'recipientCountEstimate', v_preview.recipient_count);
+    RETURN jsonb_build_object('runId', v_run, 'status', 'queued', 'deduplicated', false);
+END
+$$;
+
+-- Delivery counts of a run from its recipients.
+CREATE OR REPLACE FUNCTION runhub._run_totals(p_run uuid)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'totalRecipients', count(*),
+        'successful', count(*) FILTER (WHERE status = 'sent'),
+        'failed', count(*) FILTER (WHERE status = 'failed'),
+        'pending', count(*) FILTER (WHERE status = 'queued'),
+        'cancelled', count(*) FILTER (WHERE status = 'cancelled'))
+      FROM runhub.workflow_run_recipients WHERE run_id = p_run
+$$;
+
+-- A run in the WorkflowRun shape. A run still delivering shows its live counts as result.
+CREATE OR REPLACE FUNCTION runhub._run_json(r runhub.workflow_runs)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'id', r.id, 'projectId', r.project_id, 'actionId', r.action_id, 'status', r.status,
+        'requestedAt', runhub._iso(r.requested_at), 'clientRequestedAt', runhub._iso(r.client_requested_at),
+        'startedAt', runhub._iso(r.started_at), 'executedAt', runhub._iso(r.executed_at),
+        'completedAt', runhub._iso(r.completed_at), 'cancelRequestedAt', runhub._iso(r.cancel_requested_at),
+        'recipientCountEstimate', r.recipient_count_estimate, 'attempts', r.attempts,
+        'leaseExpiresAt', runhub._iso(r.lease_expires_at), 'triggeredBy', r.triggered_by, 'previewId', r.preview_id,
+        'result', CASE WHEN r.result IS NOT NULL THEN r.result
+                       WHEN r.executed_at IS NOT NULL THEN runhub._run_totals(r.id) END))
+        || jsonb_build_object(
+        'params', r.params,
+        'stale', r.status = 'running' AND r.started_at < now() - interval '30 minutes',
+        'outcome', NULL)
+$$;
+
+-- A run of the project or PT404.
+CREATE OR REPLACE FUNCTION runhub._require_run(p_project uuid, p_run uuid)
+RETURNS runhub.workflow_runs
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run runhub.workflow_runs;
+BEGIN
+    SELECT * INTO v_run FROM runhub.workflow_runs WHERE id = p_run AND project_id = p_project;
+    IF NOT FOUND THEN
+        PERFORM runhub._raise('workflows.runNotFound', jsonb_build_object('runId', p_run));
+    END IF;
+    RETURN v_run;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION runhub.get_run(p_project uuid, p_actor uuid, p_run uuid)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM runhub._authorize(p_project, p_actor);
+    RETURN runhub._run_json(runhub._require_run(p_project, p_run));
+END
+$$;
+
+-- Runs of the project, newest first. filters: actionId, status, limit (1-100, default 20).
+CREATE OR REPLACE FUNCTION runhub.list_runs(p_project uuid, p_actor uuid, p_filters jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_filters jsonb := coalesce(p_filters, '{}');
+    v_key     text;
+    v_limit   int;
+BEGIN
+    PERFORM runhub._authorize(p_project, p_actor);
+    IF jsonb_typeof(v_filters) <> 'object' THEN
+        PERFORM runhub._invalid('common.invalidInput', 'filters', 'must be a JSON object');
+    END IF;
+    SELECT k INTO v_key FROM jsonb_object_keys(v_filters) k WHERE k NOT IN ('actionId', 'status', 'limit') LIMIT 1;
+    IF v_key IS NOT NULL THEN
+        PERFORM runhub._raise('common.unknownField', jsonb_build_object('field', v_key));
+    END IF;
+    IF v_filters ? 'actionId' AND (jsonb_typeof(v_filters -> 'actionId') <> 'string'
+       OR NOT EXISTS (SELECT 1 FROM runhub.actions WHERE id = v_filters ->> 'actionId')) THEN
+        PERFORM runhub._invalid('common.invalidInput', 'actionId', 'is not an action');
+    END IF;
+    IF v_filters ? 'status' AND (jsonb_typeof(v_filters -> 'status') <> 'string'
+       OR v_filters ->> 'status' NOT IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')) THEN
+        PERFORM runhub._invalid('common.invalidInput', 'status', 'must be queued, running, succeeded, failed or cancelled');
+    END IF;
+    IF v_filters ? 'limit' AND (jsonb_typeof(v_filters -> 'limit') <> 'number' OR (v_filters ->> 'limit') !~ '^\d{1,3}$'
+       OR (v_filters ->> 'limit')::int NOT BETWEEN 1 AND 100) THEN
+        PERFORM runhub._invalid('common.invalidInput', 'limit', 'must be 1 to 100');
+    END IF;
+    v_limit := coalesce((v_filters ->> 'limit')::int, 20);
+    RETURN coalesce((SELECT jsonb_agg(runhub._run_json(r) ORDER BY r.requested_at DESC, r.id DESC) FROM (
+        SELECT * FROM runhub.workflow_runs
+         WHERE project_id = p_project
+           AND (NOT v_filters ? 'actionId' OR action_id = v_filters ->> 'actionId')
+           AND (NOT v_filters ? 'status' OR status = v_filters ->> 'status')
+         ORDER BY requested_at DESC, id DESC LIMIT v_limit) r), '[]');
+END
+$$;
+
+-- Stop what is not sent yet. A queued run, or one whose execution has not written its messages,
+-- is cancelled outright (a worker still holding its lease will find it gone); a delivering run has
+-- its queued messages cancelled; messages already handed to the SMTP server run their course.
+CREATE OR REPLACE FUNCTION runhub.cancel_run(p_project uuid, p_actor uuid, p_run uuid)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_role text := runhub._authorize(p_project, p_actor);
+    v_run  runhub.workflow_runs := runhub._require_run(p_project, p_run);
+BEGIN
+    PERFORM runhub._authorize_action(v_role, runhub._require_action(v_run.action_id));
+    SELECT * INTO v_run FROM runhub.workflow_runs WHERE id = p_run FOR UPDATE;  -- waits for an executing worker
+    IF v_run.status NOT IN ('queued', 'running') THEN
+        PERFORM runhub._raise('workflows.runNotCancellable', jsonb_build_object('runId', p_run, 'status', v_run.status));
+    END IF;
+    UPDATE runhub.outbox SET status = 'cancelled' WHERE run_id = p_run AND status = 'queued';
+    UPDATE runhub.workflow_run_recipients SET status = 'cancelled', updated_at = now()
+     WHERE run_id = p_run AND status = 'queued';
+    UPDATE runhub.workflow_runs
+       SET status = 'cancelled', cancel_requested_at = now(), completed_at = now(),
+           lease_owner = NULL, lease_expires_at = NULL,
+           result = runhub._run_totals(p_run) || jsonb_build_object('errorSummary', 'Cancelled by ' || v_role)
+     WHERE id = p_run
+    RETURNING * INTO v_run;
+    RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_cancelled', 'runId', p_run, 'actor', p_actor);
+    RETURN runhub._run_json(v_run);
+END
+$$;
+
+-- The action registry as this actor sees it: each action with whether it can run now and why not,
+-- its last run and (once attribution exists) its last outcome.
+CREATE OR REPLACE FUNCTION runhub.list_actions(p_project uuid, p_actor uuid)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_role    text := runhub._authorize(p_project, p_actor);
+    v_project runhub.projects;
+BEGIN
+    SELECT * INTO v_project FROM runhub.projects WHERE id = p_project;
+    RETURN (SELECT jsonb_agg(runhub._action_json(a, d, lr) ORDER BY a.position)
+              FROM runhub.actions a
+             CROSS JOIN LATERAL (SELECT runhub._evaluate_policy(jsonb_build_object(
+                   'role', v_role, 'requiredRole', a.required_role, 'policy', a.policy,
+                   'requirements', runhub._requirements(v_project, a),
+                   'lastRunAt', runhub._iso(runhub._last_run_at(p_project, a.id)), 'now', runhub._iso(now()))) AS d) dd(d)
+             LEFT JOIN LATERAL (SELECT * FROM runhub.workflow_runs r
+                                 WHERE r.project_id = p_project AND r.action_id = a.id
+                                 ORDER BY r.requested_at DESC LIMIT 1) lr ON true);
+END
+$$;
+
+-- An ActionDefinition with availability and last run.
+CREATE OR REPLACE FUNCTION runhub._action_json(a runhub.actions, p_decision jsonb, p_last runhub.workflow_runs)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object(
+        'id', a.id, 'label', a.label, 'type', a.type, 'risk', a.risk, 'requiredRole', a.required_role,
+        'confirmRequired', a.confirm_required, 'supportsPreview', a.supports_preview, 'ui', a.ui,
+        'outcome', a.outcome, 'requires', a.requires,
+        'policy', a.policy, 'exclusions', to_jsonb(a.exclusions),
+        'available', (p_decision ->> 'allowed')::boolean,
+        'reason', p_decision -> 'reason', 'reasonParams', p_decision -> 'reasonParams',
+        'lastRun', CASE WHEN p_last.id IS NOT NULL THEN jsonb_strip_nulls(jsonb_build_object(
+            'id', p_last.id, 'status', p_last.status, 'requestedAt', runhub._iso(p_last.requested_at),
+            'completedAt', runhub._iso(p_last.completed_at),
+            'result', coalesce(p_last.result, CASE WHEN p_last.executed_at IS NOT NULL THEN runhub._run_totals(p_last.id) END))) END,
+        'lastOutcome', NULL)
+$$;
+
+-- Record a suppressed address: no workflow e-mails it again, and its queued messages are cancelled.
+CREATE OR REPLACE FUNCTION runhub.suppress(p_project uuid, p_email text, p_reason text DEFAULT 'manual')
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_email text := lower(runhub._trim(p_email));
+BEGIN
+    PERFORM runhub._require_project(p_project);
+    IF v_email IS NULL OR length(v_email) > 254 OR v_email !~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$' THEN
+        PERFORM runhub._invalid('common.invalidInput', 'email', 'is not an e-mail address');
+    END IF;
+    IF p_reason IS NULL OR p_reason NOT IN ('unsubscribed', 'bounced', 'complained', 'manual') THEN
+        PERFORM runhub._invalid('common.invalidInput', 'reason', 'must be unsubscribed, bounced, complained or manual');
+    END IF;
+    INSERT INTO runhub.suppressions (project_id, email, reason) VALUES (p_project, v_email, p_reason)
+    ON CONFLICT (project_id, email) DO NOTHING;
+    WITH cancelled AS (
+        UPDATE runhub.outbox SET status = 'cancelled', last_error = 'suppressed: ' || p_reason
+         WHERE project_id = p_project AND to_email = v_email AND status = 'queued'
+        RETURNING recipient_id)
+    UPDATE runhub.workflow_run_recipients SET status = 'cancelled', updated_at = now()
+     WHERE id IN (SELECT recipient_id FROM cancelled);
+END
+$$;

@@ -1,0 +1,210 @@
+-- Workflows, execution side: claiming runs with a lease, executing them on fresh data (the
+-- execution-time policy layer), heartbeats, and the sweep that pg_cron runs every minute.
+
+-- Claim up to p_max runs for p_worker: queued ones, and running ones whose execution lease expired
+-- (their worker died before writing the messages). One statement, SKIP LOCKED.
+CREATE OR REPLACE FUNCTION runhub.claim_runs(p_worker text, p_max int DEFAULT 10, p_lease_seconds int DEFAULT 300)
+RETURNS SETOF uuid
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_worker IS NULL OR length(p_worker) NOT BETWEEN 1 AND 200 THEN
+        PERFORM runhub._invalid('common.invalidInput', 'worker', 'is required: 1 to 200 characters');
+    END IF;
+    IF p_max IS NULL OR p_max NOT BETWEEN 1 AND 1000 OR p_lease_seconds IS NULL OR p_lease_seconds NOT BETWEEN 5 AND 86400 THEN
+        PERFORM runhub._invalid('common.invalidInput', 'max', 'max must be 1-1000 and lease 5-86400 seconds');
+    END IF;
+    RETURN QUERY
+    WITH claimable AS (
+        SELECT r.id FROM runhub.workflow_runs r
+         WHERE r.status = 'queued'
+            OR (r.status = 'running' AND r.executed_at IS NULL AND r.lease_expires_at < clock_timestamp())
+         ORDER BY r.requested_at
+         LIMIT p_max
+         FOR UPDATE SKIP LOCKED)
+    UPDATE runhub.workflow_runs r
+       SET status = 'running', started_at = coalesce(r.started_at, now()), attempts = r.attempts + 1,
+           lease_owner = p_worker, lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
+           last_heartbeat_at = clock_timestamp()
+      FROM claimable c
+     WHERE r.id = c.id
+    RETURNING r.id;
+END
+$$;
+
+-- Extend p_worker's lease on a run it is executing; false when it no longer holds it.
+CREATE OR REPLACE FUNCTION runhub.heartbeat_run(p_run uuid, p_worker text, p_lease_seconds int DEFAULT 300)
+RETURNS boolean
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH extended AS (
+        UPDATE runhub.workflow_runs
+           SET lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
+               last_heartbeat_at = clock_timestamp()
+         WHERE id = p_run AND status = 'running' AND executed_at IS NULL
+           AND lease_owner = p_worker AND lease_expires_at > clock_timestamp()
+        RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM extended)
+$$;
+
+-- The recipient's mail locale: theirs if we have templates for it, else the project's.
+CREATE OR REPLACE FUNCTION runhub._mail_locale(p_customer_locale text, p_project_locale text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN split_part(p_customer_locale, '-', 1) IN ('en', 'ar', 'fr', 'es', 'de')
+                THEN split_part(p_customer_locale, '-', 1) ELSE coalesce(p_project_locale, 'en') END
+$$;
+
+-- End a run that execution refused or could not finish, with its reason.
+CREATE OR REPLACE FUNCTION runhub._fail_run(p_run uuid, p_reason text, p_params jsonb, p_summary text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE runhub.workflow_runs
+       SET status = 'failed', completed_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+           result = jsonb_build_object('totalRecipients', 0, 'successful', 0, 'failed', 0,
+                                       'errorSummary', p_summary, 'reason', p_reason, 'reasonParams', p_params)
+     WHERE id = p_run;
+    RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_failed', 'runId', p_run,
+                                             'reason', p_reason, 'errorSummary', p_summary);
+END
+$$;
+
+-- Execute a run p_worker has claimed: on fresh data, build the recipients, apply the
+-- execution-time policy (role, cooldown, recipient count), and write one recipient row and one
+-- outbox message each, in this transaction. Does nothing unless p_worker still holds the lease.
+-- Returns the run's status afterwards, or 'lease_lost'.
+CREATE OR REPLACE FUNCTION runhub.execute_run(p_run uuid, p_worker text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_run      runhub.workflow_runs;
+    v_action   runhub.actions;
+    v_project  runhub.projects;
+    v_role     text;
+    v_count    int;
+    v_decision jsonb;
+BEGIN
+    SELECT * INTO v_run FROM runhub.workflow_runs WHERE id = p_run FOR UPDATE;
+    IF NOT FOUND OR v_run.status <> 'running' OR v_run.executed_at IS NOT NULL
+       OR v_run.lease_owner IS DISTINCT FROM p_worker OR v_run.lease_expires_at <= clock_timestamp() THEN
+        RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_lease_lost', 'runId', p_run, 'worker', p_worker);
+        RETURN 'lease_lost';
+    END IF;
+    RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_started', 'runId', p_run,
+        'projectId', v_run.project_id, 'actionId', v_run.action_id, 'attempt', v_run.attempts);
+    -- Executions of one project one at a time: the frequency cap spans all its workflows.
+    PERFORM pg_advisory_xact_lock(hashtextextended('runhub.execute:' || v_run.project_id, 0));
+    SELECT * INTO v_action FROM runhub.actions WHERE id = v_run.action_id;
+    SELECT * INTO v_project FROM runhub.projects WHERE id = v_run.project_id;
+    SELECT m.role INTO v_role FROM runhub.project_members m
+     WHERE m.project_id = v_run.project_id AND m.user_id = v_run.triggered_by;
+    BEGIN
+        INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email, name, locale, cart_id,
+                                                    amount_cents, currency, link)
+        SELECT p_run, v_run.project_id, r.email, r.name, runhub._mail_locale(r.locale, v_project.locale),
+               r.cart_id, r.amount_cents, r.currency,
+               CASE WHEN v_run.action_id = 'recover_abandoned' THEN
+                   rtrim(v_project.settings ->> 'shopUrl', '/') || '/checkout?wid=' || p_run
+                   || '&cart=' || replace(replace(replace(coalesce(r.cart_id, ''), '%', '%25'), '&', '%26'), '#', '%23')
+               END
+          FROM runhub._recipients(v_run.project_id, v_run.action_id, v_run.params, now()) r
+         WHERE r.excluded_by IS NULL
+         ORDER BY r.email;
+        GET DIAGNOSTICS v_count = ROW_COUNT;
+        v_decision := runhub._evaluate_policy(runhub._policy_facts(v_project, v_action, v_role, v_count,
+            runhub._last_run_at(v_run.project_id, v_run.action_id, p_run, v_run.requested_at)) - 'requirements');
+        IF NOT (v_decision ->> 'allowed')::boolean THEN
+            RAISE EXCEPTION USING ERRCODE = 'RH001', MESSAGE = v_decision::text;  -- undo the recipients
+        END IF;
+    EXCEPTION WHEN SQLSTATE 'RH001' THEN
+        PERFORM runhub._fail_run(p_run, v_decision ->> 'reason', v_decision -> 'reasonParams',
+                                 runhub._hint(v_decision ->> 'reason', v_decision -> 'reasonParams'));
+        RETURN 'failed';
+    END;
+
+    INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, variables, message_id)
+    SELECT rc.project_id, p_run, rc.id,
+           CASE WHEN v_run.action_id = 'send_promo' AND (v_run.params ->> 'isUpdate')::boolean THEN 'update'
+                ELSE v_action.template END,
+           rc.locale, rc.email, rc.name,
+           jsonb_strip_nulls(jsonb_build_object(
+               'projectName', v_project.name, 'customerName', rc.name, 'link', rc.link, 'cartId', rc.cart_id,
+               'amountCents', rc.amount_cents, 'currency', rc.currency, 'actionId', v_run.action_id,
+               'runId', p_run, 'subject', v_run.params ->> 'subject', 'content', v_run.params ->> 'content')),
+           format('<%s.%s@runhub>', p_run, rc.id)
+      FROM runhub.workflow_run_recipients rc
+     WHERE rc.run_id = p_run;
+    UPDATE runhub.workflow_runs
+       SET executed_at = now(), lease_owner = NULL, lease_expires_at = NULL
+     WHERE id = p_run;
+    PERFORM pg_notify('runhub_outbox', p_run::text);
+    RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_recipients_written', 'runId', p_run,
+                                             'recipientCount', v_count);
+    RETURN 'running';
+END
+$$;
+
+-- Claim and execute up to p_max runs in this transaction (for the daemon and the cron sweep).
+-- A run whose execution raises is released for a retry, and failed after 5 attempts.
+CREATE OR REPLACE FUNCTION runhub.process_runs(p_max int DEFAULT 10)
+RETURNS int
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c_max_attempts CONSTANT int := 5;
+    v_worker text := format('process_runs/%s/%s', pg_backend_pid(), txid_current());
+    v_run    uuid;
+    v_done   int := 0;
+    v_error  text;
+BEGIN
+    FOR v_run IN SELECT runhub.claim_runs(v_worker, p_max) LOOP
+        BEGIN
+            PERFORM runhub.execute_run(v_run, v_worker);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT;
+            RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_error', 'runId', v_run, 'error', v_error);
+            IF (SELECT attempts FROM runhub.workflow_runs WHERE id = v_run) >= c_max_attempts THEN
+                PERFORM runhub._fail_run(v_run, 'workflows.executionError', jsonb_build_object('error', v_error),
+                                         'Execution failed ' || c_max_attempts || ' times; last error: ' || v_error);
+            ELSE  -- let the lease lapse a little later: another sweep retries it
+                UPDATE runhub.workflow_runs SET lease_expires_at = clock_timestamp() + interval '30 seconds'
+                 WHERE id = v_run;
+            END IF;
+        END;
+        v_done := v_done + 1;
+    END LOOP;
+    RETURN v_done;
+END
+$$;
+
+-- The minute sweep: picks up runs whose NOTIFY was missed and runs whose lease expired. Overlapping
+-- sweeps (pg_cron replays missed runs) skip instead of queueing up.
+CREATE OR REPLACE FUNCTION runhub.cron_process_runs()
+RETURNS int
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtextextended('runhub.cron_process_runs', 0)) THEN
+        RETURN 0;
+    END IF;
+    RETURN runhub.process_runs(100);
+END
+$$;
+
+-- Runs that have been running for over 30 minutes: flagged for review.
+CREATE OR REPLACE VIEW runhub.stale_runs AS
+    SELECT r.id, r.project_id, r.action_id, r.started_at, r.executed_at, r.attempts, r.lease_owner,
+           r.lease_expires_at, now() - r.started_at AS running_for
+      FROM runhub.workflow_runs r
+     WHERE r.status = 'running' AND r.started_at < now() - interval '30 minutes';
