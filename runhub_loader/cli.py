@@ -173,4 +173,12 @@ def demo(obj: Context) -> None:
     click.echo(f"demo shop {result['name']} ({result['project']}): {result['inserted']} new event(s)")
     for kind, count in result["events"].items():
         click.echo(f"  {kind:20} {count}")
+    click.echo("actions, previewed as the owner:")
+    for action in result["actions"]:
+        preview = result["previews"][action["id"]]
+        state = "available" if action["available"] else f"unavailable ({action['reason']})"
+        blocked = f", blocked: {preview['blocked']['reason']}" if "blocked" in preview else ""
+        click.echo(f"  {action['id']:18} {state}: {preview['count']} recipient(s){blocked}")
+        click.echo(f"    {preview['criteria']}; excluded: "
+                   + (", ".join(f"{x['count']} {x['exclusion']}" for x in preview["excluded"]) or "nothing"))
 

@@ -75,6 +75,9 @@ def load(database_url: str, now: datetime | None = None) -> dict:
         project = row[0] if row else conn.execute(
             "SELECT runhub.create_project(%s, %s, 'America/New_York', 'USD', 'en', 'coffee')",
             (DEMO_NAME, DEMO_OWNER)).fetchone()[0]
+        conn.execute("SELECT runhub.update_project_settings(%s, %s, %s)",
+                     (project, DEMO_OWNER, Jsonb({"shopUrl": "https://coffee.example",
+                                                  "integrations": ["payments", "email"]})))
         inserted = 0
         for event in demo_events(now):
             result = conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event))).fetchone()[0]
@@ -83,4 +86,14 @@ def load(database_url: str, now: datetime | None = None) -> dict:
         counts = dict(conn.execute(
             "SELECT event_type, count(*) FROM runhub.business_events WHERE project_id = %s GROUP BY 1 ORDER BY 1",
             (project,)).fetchall())
-    return {"project": str(project), "name": DEMO_NAME, "inserted": inserted, "events": counts}
+        actions = conn.execute("SELECT runhub.list_actions(%s, %s)", (project, DEMO_OWNER)).fetchone()[0]
+        previews = {a["id"]: conn.execute("SELECT runhub.preview(%s, %s, %s, %s)",
+                                          (project, DEMO_OWNER, a["id"], Jsonb(DEMO_PARAMS.get(a["id"], {})))
+                                          ).fetchone()[0] for a in actions}
+        conn.commit()
+    return {"project": str(project), "name": DEMO_NAME, "inserted": inserted, "events": counts,
+            "actions": actions, "previews": previews}
+
+
+DEMO_PARAMS = {"send_promo": {"subject": "20% off beans this week", "content": "Fresh roasts, 20% off.",
+                              "segmentation": "recent_30d"}}

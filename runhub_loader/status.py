@@ -21,6 +21,7 @@ def collect(database_url: str, source=DEFAULT_SOURCE) -> dict:
             report["deployed"] = last and {**last, "deployed_at": last["deployed_at"].isoformat()}
             report["code_matches_checkout"] = bool(last) and last["checksum"] == code_checksum(source)
             report["tables"] = _table_sizes(conn)
+            report["queues"] = _queues(conn)
             report["plpython"] = _plpython(conn)
         usable, reason, cron_db = cron_state(conn)
     report["pending_migrations"] = pending_migrations(database_url, source)
@@ -37,6 +38,27 @@ def _table_sizes(conn) -> list[dict]:
             WHERE n.nspname = 'runhub' AND c.relkind = 'r'
             ORDER BY pg_total_relation_size(c.oid) DESC, c.relname"""
     ).fetchall()
+
+
+def _queues(conn) -> dict | None:
+    """Runs and outbox messages by state, and the runs stuck in running for over 30 minutes."""
+    if not conn.execute("SELECT to_regclass('runhub.workflow_runs') IS NOT NULL AS ok").fetchone()["ok"]:
+        return None
+    runs = conn.execute(
+        """SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
+                  count(*) FILTER (WHERE status = 'running' AND executed_at IS NULL) AS executing,
+                  count(*) FILTER (WHERE status = 'running' AND executed_at IS NOT NULL) AS delivering,
+                  extract(epoch FROM now() - min(requested_at) FILTER (WHERE status = 'queued'))::int AS oldest_queued_s
+             FROM runhub.workflow_runs WHERE status IN ('queued', 'running')""").fetchone()
+    outbox = conn.execute(
+        """SELECT count(*) FILTER (WHERE status = 'queued' AND next_attempt_at <= now()) AS due,
+                  count(*) FILTER (WHERE status = 'queued' AND next_attempt_at > now()) AS retrying,
+                  count(*) FILTER (WHERE status = 'sending') AS sending
+             FROM runhub.outbox WHERE status IN ('queued', 'sending')""").fetchone()
+    stale = conn.execute(
+        """SELECT id::text, action_id, attempts, extract(epoch FROM running_for)::int AS running_s
+             FROM runhub.stale_runs ORDER BY started_at LIMIT 10""").fetchall()
+    return {"runs": runs, "outbox": outbox, "stale_runs": stale}
 
 
 def _plpython(conn) -> dict:
@@ -83,6 +105,17 @@ def render(report: dict) -> str:
         py = report["plpython"]
         lines.append("plpython     " + (f"error: {py['error']}" if "error" in py
                                          else f"Python {py['python']}, modules {', '.join(py['modules'])}"))
+    queues = report.get("queues")
+    if queues:
+        runs, outbox = queues["runs"], queues["outbox"]
+        oldest = f", oldest queued {runs['oldest_queued_s']} s" if runs["oldest_queued_s"] is not None else ""
+        lines.append(f"runs         {runs['queued']} queued, {runs['executing']} executing, "
+                     f"{runs['delivering']} delivering{oldest}")
+        lines.append(f"outbox       {outbox['due']} due, {outbox['retrying']} waiting to retry, {outbox['sending']} sending")
+        stale = queues["stale_runs"]
+        lines.append(f"stuck runs   {len(stale)} running for over 30 minutes" + (":" if stale else ""))
+        for run in stale:
+            lines.append(f"  {run['id']}  {run['action_id']:18} {run['running_s'] // 60} min, attempt {run['attempts']}")
     cron = report["cron"]
     if not cron["available"]:
         lines.append(f"cron         unavailable: {cron['reason']}")

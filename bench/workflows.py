@@ -1,0 +1,205 @@
+"""Workflow benchmarks: preview latency on a big shop, and the cost of executing a run.
+
+    .venv/bin/python bench/workflows.py            # embedded cluster in .runhub-bench (kept for re-runs)
+    .venv/bin/python bench/workflows.py --rebuild  # reload the data set
+
+Data: 5,000,000 events over 10,000 projects; one project holds 50,000 customers. Prints, per action,
+preview p50/p95 (target p95 <= 50 ms) with the plan of its recipient query, and the ratio of
+executing a 1,000-recipient run to a bare INSERT ... SELECT of the same rows into a plain table
+(target <= 2), both measured side by side in this process.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from runhub_loader.deploy import deploy  # noqa: E402
+from runhub_loader.embedded import Cluster  # noqa: E402
+
+OWNER = uuid.UUID("00000000-0000-4000-8000-00000000b0b0")
+BIG_CUSTOMERS = 50_000
+PROJECTS = 10_000
+TOTAL_EVENTS = 5_000_000
+BIG_EVENTS = 500_000
+SETTINGS = {"shopUrl": "https://big.example", "integrations": ["payments", "email"]}
+
+
+def load(conn) -> None:
+    """The data set, generated in the server (a few minutes, once)."""
+    t0 = time.monotonic()
+    print(f"loading {PROJECTS} projects and {TOTAL_EVENTS} events ...", flush=True)
+    conn.execute("SELECT runhub.create_project('Big shop', %s, 'Europe/Paris', 'EUR')", (OWNER,))
+    conn.execute("SELECT runhub.create_project('Shop ' || g, gen_random_uuid(), 'America/New_York', 'USD') "
+                 "FROM generate_series(2, %s) g", (PROJECTS,))
+    big = big_project(conn)
+    conn.execute("SELECT runhub.update_project_settings(%s, %s, %s)", (big, OWNER, Jsonb(SETTINGS)))
+    conn.commit()
+    # The big shop: 50,000 customers over 60 days; checkouts (60% paid within the hour by
+    # correlation id), leads, and 2,000 sign-ups in the last week.
+    conn.execute("""
+        INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                                            customer_email, customer_name, customer_locale, amount_cents, currency, payload)
+        SELECT %(p)s, kind, at0, kind || ':' || g, 'cart-' || g, 'c' || (g %% %(n)s) || '@big.example',
+               'Customer ' || (g %% %(n)s), (ARRAY['en','fr','de','es','ar'])[1 + g %% 5],
+               CASE WHEN kind = 'lead_created' THEN NULL ELSE 1000 + g %% 9000 END,
+               CASE WHEN kind = 'lead_created' THEN NULL ELSE 'EUR' END,
+               jsonb_build_object('cartId', 'cart-' || g)
+          FROM generate_series(1, %(events)s / 2) g,
+               LATERAL (SELECT now() - (g::float / (%(events)s / 2)) * interval '60 days' AS at) t,
+               LATERAL (VALUES ('checkout_started', t.at - interval '20 minutes'), ('payment_succeeded', t.at),
+                               ('lead_created', t.at)) AS v(kind, at0)
+         WHERE (kind = 'checkout_started') OR (kind = 'payment_succeeded' AND g %% 5 < 3)
+            OR (kind = 'lead_created' AND g %% 5 = 4)
+    """, {"p": big, "n": BIG_CUSTOMERS, "events": BIG_EVENTS})
+    conn.execute("""
+        INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, customer_email)
+        SELECT %(p)s, 'user_signed_up', now() - (g::float / 2000) * interval '7 days', 'signup:' || g,
+               's' || g || '@big.example'
+          FROM generate_series(1, 2000) g
+    """, {"p": big})
+    conn.commit()
+    print(f"  big shop loaded ({time.monotonic() - t0:.0f} s)", flush=True)
+    # Everyone else: ~450 events each, 50 customers each, in 10 batches to bound memory.
+    per_project = (TOTAL_EVENTS - BIG_EVENTS - 2000) // (PROJECTS - 1)
+    for batch in range(10):
+        conn.execute("""
+            INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                                                customer_email, amount_cents, currency)
+            SELECT p.id, (ARRAY['checkout_started','payment_succeeded','lead_created','user_signed_up'])[1 + g %% 4],
+                   now() - (g::float / %(k)s) * interval '90 days', 'e' || g, 'cart-' || (g / 2),
+                   'c' || (g %% 50) || '@shop.example',
+                   CASE WHEN g %% 4 < 2 THEN 1000 + g ELSE NULL END, CASE WHEN g %% 4 < 2 THEN 'USD' ELSE NULL END
+              FROM (SELECT id FROM runhub.projects WHERE id <> %(p)s ORDER BY id
+                     OFFSET %(off)s LIMIT %(lim)s) p,
+                   generate_series(1, %(k)s) g
+        """, {"p": big, "k": per_project, "off": batch * (PROJECTS - 1) // 10,
+              "lim": (PROJECTS - 1) // 10 + (1 if batch == 9 else 0)})
+        conn.commit()
+        print(f"  batch {batch + 1}/10 ({time.monotonic() - t0:.0f} s)", flush=True)
+    conn.execute("ANALYZE")
+    conn.commit()
+    total = conn.execute("SELECT count(*) FROM runhub.business_events").fetchone()[0]
+    print(f"loaded {total} events in {time.monotonic() - t0:.0f} s", flush=True)
+
+
+def big_project(conn):
+    return conn.execute("SELECT id FROM runhub.projects WHERE owner_id = %s", (OWNER,)).fetchone()[0]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+PREVIEWS = [
+    ("recover_abandoned", {}),
+    ("send_promo", {"subject": "Hello", "content": "Sale", "segmentation": "recent_7d"}),
+    ("send_promo", {"subject": "Hello", "content": "Sale", "segmentation": "recent_30d"}),
+    ("send_promo", {"subject": "Hello", "content": "Sale", "segmentation": "all"}),
+    ("onboard_users", {}),
+]
+
+
+def bench_previews(conn, project, rounds: int) -> bool:
+    print("\npreview latency, big shop (50,000 customers), client-side, ms:")
+    ok = True
+    for action, params in PREVIEWS:
+        times, result = [], None
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            result = conn.execute("SELECT runhub.preview(%s, %s, %s, %s)",
+                                  (project, OWNER, action, Jsonb(params))).fetchone()[0]
+            times.append((time.perf_counter() - t0) * 1000)
+            conn.rollback()
+        p50, p95 = percentile(times, 0.5), percentile(times, 0.95)
+        ok &= p95 <= 50
+        label = action + (f" {params['segmentation']}" if "segmentation" in params else "")
+        print(f"  {label:28} count {result['count']:>6}  p50 {p50:6.1f}  p95 {p95:6.1f}  "
+              f"{'ok' if p95 <= 50 else 'OVER 50 ms'}")
+    action, params = "send_promo", {"subject": "Hello", "content": "Sale", "segmentation": "all", "isUpdate": False}
+    plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT count(*) FROM runhub._recipients(%s, %s, %s, now())",
+                        (project, action, Jsonb(params))).fetchall()
+    conn.rollback()
+    print("\nplan of the recipient query (send_promo, all):")
+    print("\n".join("  " + row[0] for row in plan))
+    return ok
+
+
+def bench_execution(conn, rounds: int) -> bool:
+    """A project whose promo audience is exactly 1,000; each round rolls back."""
+    owner = uuid.uuid4()
+    project = conn.execute("SELECT runhub.create_project('Exec shop', %s, 'UTC', 'EUR')", (owner,)).fetchone()[0]
+    conn.execute("SELECT runhub.update_project_settings(%s, %s, %s)", (project, owner, Jsonb(SETTINGS)))
+    conn.execute("""INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, customer_email, customer_name)
+                    SELECT %s, 'lead_created', now() - interval '1 hour', 'lead:' || g, 'x' || g || '@exec.example', 'X ' || g
+                      FROM generate_series(1, 1000) g""", (project,))
+    conn.execute("CREATE TABLE IF NOT EXISTS public.bench_plain (email text, name text, locale text, cart_id text,"
+                 " amount_cents bigint, currency char(3), excluded_by text)")
+    conn.commit()
+    params = {"subject": "Hello", "content": "Sale", "segmentation": "recent_7d"}
+    run_times, bare_times = [], []
+    for i in range(rounds):
+        conn.execute("SELECT runhub.preview(%s, %s, 'send_promo', %s)", (project, owner, Jsonb(params)))
+        run = conn.execute("SELECT runhub.create_run(%s, %s, 'send_promo', %s, %s)",
+                           (project, owner, f"k{i}", Jsonb(params))).fetchone()[0]["runId"]
+        conn.execute("UPDATE runhub.workflow_runs SET status = 'running', started_at = now(), lease_owner = 'bench',"
+                     " lease_expires_at = now() + interval '5 minutes' WHERE id = %s", (run,))
+        t0 = time.perf_counter()
+        status = conn.execute("SELECT runhub.execute_run(%s, 'bench')", (run,)).fetchone()[0]
+        run_times.append(time.perf_counter() - t0)
+        written = conn.execute("SELECT count(*) FROM runhub.outbox WHERE run_id = %s", (run,)).fetchone()[0]
+        assert status == "running" and written == 1000, (status, written)
+        conn.rollback()
+        t0 = time.perf_counter()
+        conn.execute("INSERT INTO public.bench_plain SELECT * FROM runhub._recipients(%s, 'send_promo', %s, now())"
+                     " WHERE excluded_by IS NULL", (project, Jsonb({**params, "isUpdate": False})))
+        bare_times.append(time.perf_counter() - t0)
+        conn.rollback()
+    run_ms, bare_ms = statistics.median(run_times) * 1000, statistics.median(bare_times) * 1000
+    ratio = run_ms / bare_ms
+    print(f"\nexecuting a 1,000-recipient run: median {run_ms:.1f} ms (recipients + outbox + policy)")
+    print(f"bare INSERT ... SELECT of the same rows into a plain table: median {bare_ms:.1f} ms")
+    print(f"ratio {ratio:.2f} (target <= 2): {'ok' if ratio <= 2 else 'OVER'}")
+    return ratio <= 2
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", help="a server to use instead of the embedded one")
+    parser.add_argument("--home", default=".runhub-bench", help="embedded cluster folder [.runhub-bench]")
+    parser.add_argument("--rebuild", action="store_true", help="drop and reload the data set")
+    parser.add_argument("--rounds", type=int, default=60)
+    args = parser.parse_args()
+    if args.database_url:
+        url = args.database_url
+    else:
+        cluster = Cluster(Path(args.home).resolve())
+        cluster.start(fast=True)
+        with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
+            exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = 'runhub_bench'").fetchone()
+            if args.rebuild and exists:
+                admin.execute("DROP DATABASE runhub_bench WITH (FORCE)")
+                exists = None
+            if not exists:
+                admin.execute("CREATE DATABASE runhub_bench")
+        url = cluster.url("runhub_bench")
+    deploy(url, schedule_cron=False)
+    with psycopg.connect(url) as conn:
+        if conn.execute("SELECT count(*) FROM runhub.projects").fetchone()[0] < PROJECTS:
+            load(conn)
+        project = big_project(conn)
+        ok = bench_previews(conn, project, args.rounds)
+        ok &= bench_execution(conn, max(10, args.rounds // 3))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
