@@ -143,15 +143,19 @@ def bench_execution(conn, rounds: int) -> bool:
                       FROM generate_series(1, 1000) g""", (project,))
     conn.execute("CREATE TABLE IF NOT EXISTS public.bench_plain (email text, name text, locale text, cart_id text,"
                  " amount_cents bigint, currency char(3), excluded_by text)")
+    conn.execute("CREATE TABLE IF NOT EXISTS public.bench_plain_messages (to_email text, locale text,"
+                 " variables jsonb, message_id text)")
     conn.commit()
     params = {"subject": "Hello", "content": "Sale", "segmentation": "recent_7d"}
-    run_times, bare_times = [], []
+    run_times, bare_times, both_times = [], [], []
+    full_params = {**params, "isUpdate": False}
     for i in range(rounds):
-        conn.execute("SELECT runhub.preview(%s, %s, 'send_promo', %s)", (project, owner, Jsonb(params)))
-        run = conn.execute("SELECT runhub.create_run(%s, %s, 'send_promo', %s, %s)",
-                           (project, owner, f"k{i}", Jsonb(params))).fetchone()[0]["runId"]
-        conn.execute("UPDATE runhub.workflow_runs SET status = 'running', started_at = now(), lease_owner = 'bench',"
-                     " lease_expires_at = now() + interval '5 minutes' WHERE id = %s", (run,))
+        # A claimed run, as claim_runs leaves it (create_run's rate limit counts even rolled-back calls).
+        run = conn.execute(
+            """INSERT INTO runhub.workflow_runs (project_id, action_id, idempotency_key, params, triggered_by,
+                                                 triggered_by_role, status, started_at, lease_owner, lease_expires_at)
+               VALUES (%s, 'send_promo', %s, %s, %s, 'owner', 'running', now(), 'bench', now() + interval '5 minutes')
+               RETURNING id""", (project, f"k{i}", Jsonb(full_params), owner)).fetchone()[0]
         t0 = time.perf_counter()
         status = conn.execute("SELECT runhub.execute_run(%s, 'bench')", (run,)).fetchone()[0]
         run_times.append(time.perf_counter() - t0)
@@ -160,14 +164,23 @@ def bench_execution(conn, rounds: int) -> bool:
         conn.rollback()
         t0 = time.perf_counter()
         conn.execute("INSERT INTO public.bench_plain SELECT * FROM runhub._recipients(%s, 'send_promo', %s, now())"
-                     " WHERE excluded_by IS NULL", (project, Jsonb({**params, "isUpdate": False})))
+                     " WHERE excluded_by IS NULL", (project, Jsonb(full_params)))
         bare_times.append(time.perf_counter() - t0)
+        conn.execute(  # what execution writes besides: one message row each, with its variables
+            """INSERT INTO public.bench_plain_messages
+               SELECT email, coalesce(locale, 'en'), jsonb_build_object('projectName', 'Exec shop',
+                      'customerName', name, 'subject', 'Hello', 'content', 'Sale'), '<' || email || '@runhub>'
+                 FROM public.bench_plain""")
+        both_times.append(time.perf_counter() - t0)
         conn.rollback()
-    run_ms, bare_ms = statistics.median(run_times) * 1000, statistics.median(bare_times) * 1000
+    run_ms, bare_ms, both_ms = (statistics.median(t) * 1000 for t in (run_times, bare_times, both_times))
     ratio = run_ms / bare_ms
     print(f"\nexecuting a 1,000-recipient run: median {run_ms:.1f} ms (recipients + outbox + policy)")
-    print(f"bare INSERT ... SELECT of the same rows into a plain table: median {bare_ms:.1f} ms")
-    print(f"ratio {ratio:.2f} (target <= 2): {'ok' if ratio <= 2 else 'OVER'}")
+    print(f"bare INSERT ... SELECT of the recipient rows into a plain table: median {bare_ms:.1f} ms")
+    print(f"  ratio {ratio:.2f} (target <= 2): {'ok' if ratio <= 2 else 'OVER'}")
+    print(f"bare INSERT ... SELECTs of every row execution writes (recipients and messages) into plain tables: "
+          f"median {both_ms:.1f} ms")
+    print(f"  ratio {run_ms / both_ms:.2f}")
     return ratio <= 2
 
 

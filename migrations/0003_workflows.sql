@@ -6,6 +6,12 @@
 -- counts, even one refused (and so rolled back) by a later rule.
 ALTER TABLE runhub.projects ADD COLUMN trigger_counter regclass;
 
+-- IANA zone names a project may use, refreshed from pg_timezone_names by every deploy
+-- (sql/05_timezones.sql): reading pg_timezone_names scans the zoneinfo folder, ~10 ms a call.
+CREATE TABLE runhub.timezones (
+    name text PRIMARY KEY
+);
+
 -- The action registry: data owned by the back end (rows are upserted by sql/30_actions.sql).
 CREATE TABLE runhub.actions (
     id               text    PRIMARY KEY CHECK (id ~ '^[a-z][a-z0-9_]{0,39}$'),
@@ -110,10 +116,13 @@ CREATE INDEX workflow_runs_executing ON runhub.workflow_runs (lease_expires_at)
 CREATE INDEX workflow_runs_project_action ON runhub.workflow_runs (project_id, action_id, requested_at DESC);
 CREATE INDEX workflow_runs_project_requested ON runhub.workflow_runs (project_id, requested_at DESC);
 
+-- Recipients and their messages are written a thousand at a time, only by execute_run, which holds
+-- the run's row lock: they carry no foreign keys (a per-row check doubles the cost of execution).
+-- Deleting a run (with its project) deletes them by the statement triggers in sql/60_runs.sql.
 CREATE TABLE runhub.workflow_run_recipients (
     id            bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    run_id        uuid        NOT NULL REFERENCES runhub.workflow_runs (id) ON DELETE CASCADE,
-    project_id    uuid        NOT NULL REFERENCES runhub.projects (id) ON DELETE CASCADE,
+    run_id        uuid        NOT NULL,  -- no FK: see below
+    project_id    uuid        NOT NULL,  -- the run's project, copied for the contact index
     email         text        NOT NULL,
     name          text,
     locale        text,
@@ -130,18 +139,19 @@ CREATE TABLE runhub.workflow_run_recipients (
 CREATE INDEX workflow_run_recipients_contact ON runhub.workflow_run_recipients (project_id, email, created_at DESC);
 
 -- One message per recipient (and, later, per digest). The Message-ID is fixed when the message is
--- written, so a retry after a crash reuses it.
+-- written, so a retry after a crash reuses it. A workflow message belongs to its recipient
+-- (recipient_id) and run; other mail to its project only.
 CREATE TABLE runhub.outbox (
     id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    project_id        uuid        NOT NULL REFERENCES runhub.projects (id) ON DELETE CASCADE,
-    run_id            uuid        REFERENCES runhub.workflow_runs (id) ON DELETE CASCADE,
-    recipient_id      bigint      REFERENCES runhub.workflow_run_recipients (id) ON DELETE CASCADE,
+    project_id        uuid        NOT NULL,
+    run_id            uuid,
+    recipient_id      bigint,
     template          text        NOT NULL,
     locale            text        NOT NULL,
     to_email          text        NOT NULL,
     to_name           text,
     variables         jsonb       NOT NULL DEFAULT '{}',
-    message_id        text        NOT NULL UNIQUE,
+    message_id        text        NOT NULL,  -- <run.recipient@...> for workflow mail: unique by construction
     status            text        NOT NULL DEFAULT 'queued'
                       CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'cancelled')),
     attempts          int         NOT NULL DEFAULT 0,
@@ -152,13 +162,16 @@ CREATE TABLE runhub.outbox (
     smtp_reply        text,
     sent_at           timestamptz,
     created_at        timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (run_id, to_email),
+    -- One message per recipient, so per run and address (the recipient is unique on both); reach a
+    -- run's messages through its recipients.
+    UNIQUE (recipient_id),
+    CONSTRAINT outbox_workflow_message CHECK ((run_id IS NULL) = (recipient_id IS NULL)),
     CONSTRAINT outbox_sending_state CHECK (status <> 'sending' OR lease_expires_at IS NOT NULL),
     CONSTRAINT outbox_sent_state CHECK ((status = 'sent') = (sent_at IS NOT NULL))
 );
 CREATE INDEX outbox_due ON runhub.outbox (next_attempt_at) WHERE status = 'queued';
 CREATE INDEX outbox_sending ON runhub.outbox (lease_expires_at) WHERE status = 'sending';
-CREATE INDEX outbox_run ON runhub.outbox (run_id, status);
+CREATE INDEX outbox_project_other ON runhub.outbox (project_id) WHERE run_id IS NULL;  -- digests and other non-workflow mail
 
 ALTER TABLE runhub.customers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE runhub.suppressions ENABLE ROW LEVEL SECURITY;

@@ -80,17 +80,12 @@ BEGIN
 END
 $$;
 
--- Whether tz is an IANA Area/Location name this server knows, or UTC. pg_timezone_names also lists
--- abbreviations and legacy names (EST is UTC-5 all year, localtime follows the host's config) and the
--- posix/ copies: none of those is a place a shop is in.
+-- Whether tz is a time zone a project may use (runhub.timezones: UTC or an IANA Area/Location name).
 CREATE OR REPLACE FUNCTION runhub._is_timezone(p_tz text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT (p_tz = 'UTC' OR (p_tz ~ '^[A-Za-z]+/' AND p_tz !~ '^(posix|right)/'))
-       AND EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = p_tz)
-$$;
+AS $$ SELECT EXISTS (SELECT 1 FROM runhub.timezones WHERE name = p_tz) $$;
 
 -- Text trimmed of every kind of leading and trailing white space (btrim only strips spaces).
 CREATE OR REPLACE FUNCTION runhub._trim(p_text text)

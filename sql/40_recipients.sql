@@ -7,7 +7,6 @@ CREATE OR REPLACE FUNCTION runhub._audience(p_project uuid, p_action text, p_pol
 RETURNS TABLE (email text, name text, locale text, cart_id text, correlation_id text,
                amount_cents bigint, currency char(3), since timestamptz)
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
     -- recover_abandoned: each customer's latest checkout in the window (timeline order).
     (SELECT DISTINCT ON (e.customer_email)
@@ -41,47 +40,56 @@ $$;
 
 -- The audience with each member's exclusion (null: included). Exclusions are tried in the order the
 -- action lists them, and only those it lists: what is not listed is not enforced, and not shown.
+-- _audience and _recipients pin no search_path, so that the planner can inline them into the
+-- query that calls them (a SET clause forbids inlining; on 50,000 customers that is 3x the time).
+-- Every name in them is schema-qualified, and they run with the invoker's rights.
 CREATE OR REPLACE FUNCTION runhub._recipients(p_project uuid, p_action text, p_params jsonb, p_at timestamptz)
 RETURNS TABLE (email text, name text, locale text, cart_id text, amount_cents bigint, currency char(3),
                excluded_by text)
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
     WITH definition AS (
-        SELECT a.exclusions, a.policy, runhub._frequency_cap_hours(p.settings) AS cap_hours
+        SELECT a.policy, runhub._frequency_cap_hours(p.settings) AS cap_hours,
+               'converted' = ANY (a.exclusions) AS x_converted,
+               'alreadyContacted' = ANY (a.exclusions) AS x_contacted,
+               'alreadyOnboarded' = ANY (a.exclusions) AS x_onboarded,
+               'suppressed' = ANY (a.exclusions) AS x_suppressed,
+               'frequencyCap' = ANY (a.exclusions) AS x_capped
           FROM runhub.actions a, runhub.projects p
          WHERE a.id = p_action AND p.id = p_project
-    ), recently_contacted AS (  -- anyone a workflow mailed (or will) within the frequency cap
+    ), recently_contacted AS (
         SELECT DISTINCT r.email
           FROM runhub.workflow_run_recipients r, definition d
-         WHERE r.project_id = p_project AND r.status IN ('queued', 'sent')
+         WHERE d.x_capped AND r.project_id = p_project AND r.status IN ('queued', 'sent')
            AND r.created_at > p_at - make_interval(hours => d.cap_hours)
+    ), suppressed AS (
+        SELECT s.email FROM runhub.suppressions s, definition d WHERE d.x_suppressed AND s.project_id = p_project
     )
     SELECT a.email, a.name, a.locale, a.cart_id, a.amount_cents, a.currency,
            CASE
-           WHEN 'converted' = ANY (d.exclusions) AND (
-                    cu.last_paid_at >= a.since
+           WHEN d.x_converted AND (
+                    EXISTS (SELECT 1 FROM runhub.customers cu
+                             WHERE cu.project_id = p_project AND cu.email = a.email AND cu.last_paid_at >= a.since)
                  OR EXISTS (SELECT 1 FROM runhub.business_events pe
                              WHERE pe.project_id = p_project AND pe.event_type = 'payment_succeeded'
                                AND pe.correlation_id = a.correlation_id AND pe.occurred_at >= a.since))
                 THEN 'converted'
-           WHEN 'alreadyContacted' = ANY (d.exclusions) AND EXISTS (
+           WHEN d.x_contacted AND EXISTS (
                     SELECT 1 FROM runhub.workflow_run_recipients r
                      WHERE r.project_id = p_project AND r.email = a.email AND r.cart_id = a.cart_id
                        AND r.status IN ('queued', 'sent'))
                 THEN 'alreadyContacted'
-           WHEN 'alreadyOnboarded' = ANY (d.exclusions) AND EXISTS (
+           WHEN d.x_onboarded AND EXISTS (
                     SELECT 1 FROM runhub.workflow_run_recipients r
                       JOIN runhub.workflow_runs w ON w.id = r.run_id
                      WHERE r.project_id = p_project AND r.email = a.email AND w.action_id = 'onboard_users'
                        AND r.status IN ('queued', 'sent'))
                 THEN 'alreadyOnboarded'
-           WHEN 'suppressed' = ANY (d.exclusions) AND s.email IS NOT NULL THEN 'suppressed'
-           WHEN 'frequencyCap' = ANY (d.exclusions) AND rc.email IS NOT NULL THEN 'frequencyCap'
+           WHEN s.email IS NOT NULL THEN 'suppressed'
+           WHEN rc.email IS NOT NULL THEN 'frequencyCap'
            END
       FROM definition d
      CROSS JOIN LATERAL runhub._audience(p_project, p_action, d.policy, p_params, p_at) a
-      LEFT JOIN runhub.customers cu ON cu.project_id = p_project AND cu.email = a.email
-      LEFT JOIN runhub.suppressions s ON s.project_id = p_project AND s.email = a.email
+      LEFT JOIN suppressed s ON s.email = a.email
       LEFT JOIN recently_contacted rc ON rc.email = a.email
 $$;

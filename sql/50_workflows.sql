@@ -164,19 +164,33 @@ AS $$
 $$;
 
 -- Who the action would e-mail now: exact count, counts per exclusion, and the first five.
+-- PL/pgSQL so each query is planned for the action at hand (custom plans prune the builder's
+-- other branches); jit off because compiling costs more than these queries take.
 CREATE OR REPLACE FUNCTION runhub._audience_summary(p_project uuid, p_action text, p_params jsonb)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
-    WITH r AS MATERIALIZED (SELECT * FROM runhub._recipients(p_project, p_action, p_params, now()))
+DECLARE
+    v_summary jsonb;
+BEGIN
     SELECT jsonb_build_object(
-        'count', (SELECT count(*) FROM r WHERE excluded_by IS NULL),
-        'excludedCounts', (SELECT coalesce(jsonb_object_agg(excluded_by, n), '{}') FROM (
-            SELECT excluded_by, count(*) AS n FROM r WHERE excluded_by IS NOT NULL GROUP BY excluded_by) x),
-        'sample', (SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', email, 'name', name))
-                                             ORDER BY email), '[]')
-                     FROM (SELECT email, name FROM r WHERE excluded_by IS NULL ORDER BY email LIMIT 5) s))
+        'count', count(*) FILTER (WHERE r.excluded_by IS NULL),
+        'excludedCounts', jsonb_build_object(
+            'converted', count(*) FILTER (WHERE r.excluded_by = 'converted'),
+            'alreadyContacted', count(*) FILTER (WHERE r.excluded_by = 'alreadyContacted'),
+            'alreadyOnboarded', count(*) FILTER (WHERE r.excluded_by = 'alreadyOnboarded'),
+            'suppressed', count(*) FILTER (WHERE r.excluded_by = 'suppressed'),
+            'frequencyCap', count(*) FILTER (WHERE r.excluded_by = 'frequencyCap')))
+      INTO v_summary
+      FROM runhub._recipients(p_project, p_action, p_params, now()) r;
+    RETURN v_summary || jsonb_build_object('sample', (
+        SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', s.email, 'name', s.name))
+                                  ORDER BY s.email), '[]')
+          FROM (SELECT r.email, r.name FROM runhub._recipients(p_project, p_action, p_params, now()) r
+                 WHERE r.excluded_by IS NULL ORDER BY r.email LIMIT 5) s));
+END
 $$;
 
 -- The preview of an action: who, why, who not, warnings, and whether policy would refuse it now.
@@ -184,6 +198,7 @@ CREATE OR REPLACE FUNCTION runhub.preview(p_project uuid, p_actor uuid, p_action
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
     v_role     text := runhub._authorize(p_project, p_actor);
@@ -410,9 +425,13 @@ BEGIN
     IF v_run.status NOT IN ('queued', 'running') THEN
         PERFORM runhub._raise('workflows.runNotCancellable', jsonb_build_object('runId', p_run, 'status', v_run.status));
     END IF;
-    UPDATE runhub.outbox SET status = 'cancelled' WHERE run_id = p_run AND status = 'queued';
+    WITH cancelled AS (  -- only messages not yet handed to the sender
+        UPDATE runhub.outbox o SET status = 'cancelled', last_error = 'cancelled'
+          FROM runhub.workflow_run_recipients r
+         WHERE r.run_id = p_run AND o.recipient_id = r.id AND o.status = 'queued'
+        RETURNING o.recipient_id)
     UPDATE runhub.workflow_run_recipients SET status = 'cancelled', updated_at = now()
-     WHERE run_id = p_run AND status = 'queued';
+     WHERE id IN (SELECT recipient_id FROM cancelled);
     UPDATE runhub.workflow_runs
        SET status = 'cancelled', cancel_requested_at = now(), completed_at = now(),
            lease_owner = NULL, lease_expires_at = NULL,
@@ -486,10 +505,11 @@ BEGIN
     END IF;
     INSERT INTO runhub.suppressions (project_id, email, reason) VALUES (p_project, v_email, p_reason)
     ON CONFLICT (project_id, email) DO NOTHING;
-    WITH cancelled AS (
-        UPDATE runhub.outbox SET status = 'cancelled', last_error = 'suppressed: ' || p_reason
-         WHERE project_id = p_project AND to_email = v_email AND status = 'queued'
-        RETURNING recipient_id)
+    WITH cancelled AS (  -- only messages not yet handed to the sender
+        UPDATE runhub.outbox o SET status = 'cancelled', last_error = 'suppressed: ' || p_reason
+          FROM runhub.workflow_run_recipients r
+         WHERE r.project_id = p_project AND r.email = v_email AND o.recipient_id = r.id AND o.status = 'queued'
+        RETURNING o.recipient_id)
     UPDATE runhub.workflow_run_recipients SET status = 'cancelled', updated_at = now()
      WHERE id IN (SELECT recipient_id FROM cancelled);
 END

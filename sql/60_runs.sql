@@ -84,6 +84,7 @@ CREATE OR REPLACE FUNCTION runhub.execute_run(p_run uuid, p_worker text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
     v_run      runhub.workflow_runs;
@@ -208,3 +209,39 @@ CREATE OR REPLACE VIEW runhub.stale_runs AS
            r.lease_expires_at, now() - r.started_at AS running_for
       FROM runhub.workflow_runs r
      WHERE r.status = 'running' AND r.started_at < now() - interval '30 minutes';
+
+-- Recipients and messages have no foreign keys (see migration 0003): deleting runs, or a project,
+-- deletes them here, set-based.
+CREATE OR REPLACE FUNCTION runhub._delete_run_children()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    WITH gone AS (
+        DELETE FROM runhub.workflow_run_recipients r USING deleted_runs d WHERE r.run_id = d.id RETURNING r.id)
+    DELETE FROM runhub.outbox o USING gone g WHERE o.recipient_id = g.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER workflow_runs_delete_children
+    AFTER DELETE ON runhub.workflow_runs
+    REFERENCING OLD TABLE AS deleted_runs
+    FOR EACH STATEMENT EXECUTE FUNCTION runhub._delete_run_children();
+
+CREATE OR REPLACE FUNCTION runhub._delete_project_mail()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM runhub.outbox o USING deleted_projects d WHERE o.project_id = d.id AND o.run_id IS NULL;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER projects_delete_mail
+    AFTER DELETE ON runhub.projects
+    REFERENCING OLD TABLE AS deleted_projects
+    FOR EACH STATEMENT EXECUTE FUNCTION runhub._delete_project_mail();

@@ -15,6 +15,14 @@ SELECT has_table('runhub', 'business_events', 'table runhub.business_events exis
 SELECT has_table('runhub', 'currencies', 'table runhub.currencies exists');
 SELECT has_table('runhub', 'deployments', 'table runhub.deployments exists');
 SELECT has_table('runhub', 'plpython_modules', 'table runhub.plpython_modules exists');
+SELECT has_table('runhub', 'actions', 'table runhub.actions exists');
+SELECT has_table('runhub', 'customers', 'table runhub.customers exists');
+SELECT has_table('runhub', 'suppressions', 'table runhub.suppressions exists');
+SELECT has_table('runhub', 'previews', 'table runhub.previews exists');
+SELECT has_table('runhub', 'workflow_runs', 'table runhub.workflow_runs exists');
+SELECT has_table('runhub', 'workflow_run_recipients', 'table runhub.workflow_run_recipients exists');
+SELECT has_table('runhub', 'outbox', 'table runhub.outbox exists');
+SELECT has_view('runhub', 'stale_runs', 'view runhub.stale_runs exists');
 
 -- ---------------------------------------------------------------------------------------------
 -- projects: identity, owner, time zone and money settings, digest schedule.
@@ -90,6 +98,95 @@ SELECT col_is_pk('runhub', 'plpython_modules', 'name', 'plpython_modules.name is
 SELECT col_type_is('runhub', 'plpython_modules', 'source', 'text', 'plpython_modules.source is text');
 SELECT col_type_is('runhub', 'plpython_modules', 'sha256', 'text', 'plpython_modules.sha256 is text');
 
+-- projects.trigger_counter: the per-project sequence counting create_run calls.
+SELECT col_type_is('runhub', 'projects', 'trigger_counter', 'regclass', 'projects.trigger_counter is regclass');
+SELECT col_not_null('runhub', 'projects', 'trigger_counter', 'projects.trigger_counter is NOT NULL');
+
+-- actions: the registry, as data.
+SELECT col_is_pk('runhub', 'actions', 'id', 'actions.id is the primary key');
+SELECT col_type_is('runhub', 'actions', 'id', 'text', 'actions.id is text');
+SELECT col_type_is('runhub', 'actions', 'required_role', 'text', 'actions.required_role is text');
+SELECT col_type_is('runhub', 'actions', 'policy', 'jsonb', 'actions.policy is jsonb');
+SELECT col_not_null('runhub', 'actions', 'policy', 'actions.policy is NOT NULL');
+SELECT col_type_is('runhub', 'actions', 'requires', 'jsonb', 'actions.requires is jsonb');
+SELECT col_type_is('runhub', 'actions', 'exclusions', 'text[]', 'actions.exclusions is text[]');
+SELECT col_type_is('runhub', 'actions', 'position', 'integer', 'actions.position is integer');
+
+-- customers: one row per (project, e-mail), kept by a trigger on business_events.
+SELECT col_is_pk('runhub', 'customers', ARRAY['project_id', 'email'], 'customers key is (project_id, email)');
+SELECT fk_ok('runhub', 'customers', 'project_id', 'runhub', 'projects', 'id', 'customers.project_id references projects');
+SELECT col_type_is('runhub', 'customers', 'last_seen_at', 'timestamp with time zone', 'customers.last_seen_at is timestamptz');
+SELECT col_not_null('runhub', 'customers', 'last_seen_at', 'customers.last_seen_at is NOT NULL');
+SELECT col_type_is('runhub', 'customers', 'signed_up_at', 'timestamp with time zone', 'customers.signed_up_at is timestamptz');
+SELECT col_type_is('runhub', 'customers', 'last_engaged_at', 'timestamp with time zone', 'customers.last_engaged_at is timestamptz');
+SELECT col_type_is('runhub', 'customers', 'last_paid_at', 'timestamp with time zone', 'customers.last_paid_at is timestamptz');
+
+-- suppressions and previews.
+SELECT col_is_pk('runhub', 'suppressions', ARRAY['project_id', 'email'], 'suppressions key is (project_id, email)');
+SELECT fk_ok('runhub', 'suppressions', 'project_id', 'runhub', 'projects', 'id', 'suppressions.project_id references projects');
+SELECT col_type_is('runhub', 'suppressions', 'reason', 'text', 'suppressions.reason is text');
+SELECT col_is_pk('runhub', 'previews', 'id', 'previews.id is the primary key');
+SELECT col_has_default('runhub', 'previews', 'id', 'previews.id has a default');
+SELECT fk_ok('runhub', 'previews', 'action_id', 'runhub', 'actions', 'id', 'previews.action_id references actions');
+SELECT col_type_is('runhub', 'previews', 'actor', 'uuid', 'previews.actor is uuid');
+SELECT col_type_is('runhub', 'previews', 'params', 'jsonb', 'previews.params is jsonb');
+SELECT col_type_is('runhub', 'previews', 'recipient_count', 'integer', 'previews.recipient_count is integer');
+
+-- workflow_runs: idempotent on (project, action, key); the lifecycle as CHECK constraints.
+SELECT col_is_pk('runhub', 'workflow_runs', 'id', 'workflow_runs.id is the primary key');
+SELECT col_type_is('runhub', 'workflow_runs', 'id', 'uuid', 'workflow_runs.id is uuid');
+SELECT col_has_default('runhub', 'workflow_runs', 'id', 'workflow_runs.id has a default');
+SELECT fk_ok('runhub', 'workflow_runs', 'project_id', 'runhub', 'projects', 'id', 'workflow_runs.project_id references projects');
+SELECT fk_ok('runhub', 'workflow_runs', 'action_id', 'runhub', 'actions', 'id', 'workflow_runs.action_id references actions');
+SELECT fk_ok('runhub', 'workflow_runs', 'preview_id', 'runhub', 'previews', 'id', 'workflow_runs.preview_id references previews');
+SELECT col_default_is('runhub', 'workflow_runs', 'status', 'queued', 'workflow_runs.status defaults to queued');
+SELECT col_type_is('runhub', 'workflow_runs', 'params', 'jsonb', 'workflow_runs.params is jsonb');
+SELECT col_type_is('runhub', 'workflow_runs', 'requested_at', 'timestamp with time zone', 'workflow_runs.requested_at is timestamptz');
+SELECT col_has_default('runhub', 'workflow_runs', 'requested_at', 'workflow_runs.requested_at has a default (server truth)');
+SELECT col_type_is('runhub', 'workflow_runs', 'lease_expires_at', 'timestamp with time zone', 'workflow_runs.lease_expires_at is timestamptz');
+SELECT col_type_is('runhub', 'workflow_runs', 'attempts', 'integer', 'workflow_runs.attempts is integer');
+SELECT col_not_null('runhub', 'workflow_runs', 'triggered_by', 'workflow_runs.triggered_by is NOT NULL');
+SELECT col_not_null('runhub', 'workflow_runs', 'triggered_by_role', 'workflow_runs.triggered_by_role is NOT NULL');
+SELECT col_is_unique('runhub', 'workflow_runs', ARRAY['project_id', 'action_id', 'idempotency_key'],
+                     'workflow_runs is unique on (project_id, action_id, idempotency_key): idempotent create_run');
+SELECT set_has($$SELECT conname::text FROM pg_constraint WHERE conrelid = 'runhub.workflow_runs'::regclass AND contype = 'c'$$,
+               $$VALUES ('workflow_runs_running_state'), ('workflow_runs_finished_state'), ('workflow_runs_result_state'),
+                        ('workflow_runs_queued_state'), ('workflow_runs_status_check')$$,
+               'workflow_runs has its lifecycle CHECK constraints (running, finished, result, queued) and the status check');
+SELECT matches((SELECT pg_get_constraintdef(oid) FROM pg_constraint
+                 WHERE conrelid = 'runhub.workflow_runs'::regclass AND conname = 'workflow_runs_status_check'),
+               'queued.*running.*succeeded.*failed.*cancelled', 'the status check lists the five statuses');
+
+-- workflow_run_recipients and outbox.
+SELECT col_is_pk('runhub', 'workflow_run_recipients', 'id', 'workflow_run_recipients.id is the primary key');
+SELECT ok((SELECT attidentity = 'a' FROM pg_attribute
+            WHERE attrelid = 'runhub.workflow_run_recipients'::regclass AND attname = 'id'),
+          'workflow_run_recipients.id is GENERATED ALWAYS AS IDENTITY');
+SELECT col_is_unique('runhub', 'workflow_run_recipients', ARRAY['run_id', 'email'], 'one recipient per (run, e-mail)');
+SELECT col_type_is('runhub', 'workflow_run_recipients', 'amount_cents', 'bigint', 'workflow_run_recipients.amount_cents is bigint');
+SELECT col_default_is('runhub', 'workflow_run_recipients', 'status', 'queued', 'workflow_run_recipients.status defaults to queued');
+SELECT col_is_pk('runhub', 'outbox', 'id', 'outbox.id is the primary key');
+SELECT col_is_unique('runhub', 'outbox', 'message_id', 'outbox.message_id is unique');
+SELECT col_is_unique('runhub', 'outbox', ARRAY['run_id', 'to_email'], 'one message per (run, address)');
+SELECT col_not_null('runhub', 'outbox', 'message_id', 'outbox.message_id is NOT NULL (fixed when written)');
+SELECT set_has($$SELECT conname::text FROM pg_constraint WHERE conrelid = 'runhub.outbox'::regclass AND contype = 'c'$$,
+               $$VALUES ('outbox_sending_state'), ('outbox_sent_state')$$, 'outbox has its state CHECK constraints');
+-- Deleting a project takes its customers, suppressions, previews and runs; a purged preview only
+-- unlinks its run. (Recipients and messages go with their run: tests/sql/30_workflows.sql.)
+SELECT results_eq($$SELECT c.conrelid::regclass::text, a.attname::text COLLATE "default", c.confdeltype::text
+                      FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+                     WHERE c.contype = 'f' AND c.conrelid IN ('runhub.customers'::regclass, 'runhub.suppressions'::regclass,
+                           'runhub.previews'::regclass, 'runhub.workflow_runs'::regclass)
+                       AND a.attname IN ('project_id', 'preview_id')
+                     ORDER BY c.conrelid::regclass::text COLLATE "C", a.attname::text COLLATE "C"$$,
+                  $$VALUES ('runhub.customers', 'project_id', 'c'), ('runhub.previews', 'project_id', 'c'),
+                           ('runhub.suppressions', 'project_id', 'c'),
+                           ('runhub.workflow_runs', 'preview_id', 'n'), ('runhub.workflow_runs', 'project_id', 'c')$$,
+                  'foreign keys cascade from projects; a purged preview sets preview_id to null');
+SELECT columns_are('runhub', 'stale_runs', ARRAY['id', 'project_id', 'action_id', 'started_at', 'executed_at', 'attempts',
+                                                'lease_owner', 'lease_expires_at', 'running_for'],
+                   'stale_runs has its columns');
+
 -- ---------------------------------------------------------------------------------------------
 -- Indexes the hot paths rely on: both list orders, type-in-window lookups, the hourly digest scan.
 SELECT has_index('runhub', 'business_events', 'business_events_timeline', ARRAY['project_id', 'occurred_at', 'id'],
@@ -105,14 +202,49 @@ SELECT has_index('runhub', 'business_events', 'business_events_type_time', ARRAY
 SELECT has_index('runhub', 'projects', 'projects_digest_due', 'digest_next_at', 'projects_digest_due is on digest_next_at');
 SELECT matches(pg_get_indexdef('runhub.projects_digest_due'::regclass), 'WHERE \(digest_next_at IS NOT NULL\)$',
                'projects_digest_due is partial: only projects with a next digest');
+-- Workflows: audiences, payments by correlation, claiming, cooldown and listing, the frequency cap, the outbox.
+SELECT matches(pg_get_indexdef('runhub.customers_last_seen'::regclass), '\(project_id, last_seen_at DESC\)$',
+               'customers_last_seen is on (project_id, last_seen_at DESC)');
+SELECT matches(pg_get_indexdef('runhub.customers_signed_up'::regclass), '\(project_id, signed_up_at DESC\) WHERE \(signed_up_at IS NOT NULL\)$',
+               'customers_signed_up is on (project_id, signed_up_at DESC), partial');
+SELECT matches(pg_get_indexdef('runhub.business_events_payment_correlation'::regclass),
+               '\(project_id, correlation_id\) WHERE \(\(event_type = ''payment_succeeded''::text\) AND \(correlation_id IS NOT NULL\)\)$',
+               'business_events_payment_correlation: payments by correlation id, partial');
+SELECT has_index('runhub', 'previews', 'previews_lookup', ARRAY['project_id', 'action_id', 'actor', 'params_hash', 'created_at'],
+                 'previews_lookup is on (project_id, action_id, actor, params_hash, created_at)');
+SELECT matches(pg_get_indexdef('runhub.workflow_runs_queued'::regclass), '\(requested_at\) WHERE \(status = ''queued''::text\)$',
+               'workflow_runs_queued: queued runs by requested_at, partial');
+SELECT matches(pg_get_indexdef('runhub.workflow_runs_executing'::regclass),
+               '\(lease_expires_at\) WHERE \(\(status = ''running''::text\) AND \(executed_at IS NULL\)\)$',
+               'workflow_runs_executing: leases of runs not yet executed, partial');
+SELECT matches(pg_get_indexdef('runhub.workflow_runs_project_action'::regclass), '\(project_id, action_id, requested_at DESC\)$',
+               'workflow_runs_project_action is on (project_id, action_id, requested_at DESC)');
+SELECT matches(pg_get_indexdef('runhub.workflow_runs_project_requested'::regclass), '\(project_id, requested_at DESC\)$',
+               'workflow_runs_project_requested is on (project_id, requested_at DESC)');
+SELECT matches(pg_get_indexdef('runhub.workflow_run_recipients_contact'::regclass), '\(project_id, email, created_at DESC\)$',
+               'workflow_run_recipients_contact is on (project_id, email, created_at DESC)');
+SELECT matches(pg_get_indexdef('runhub.outbox_due'::regclass), '\(next_attempt_at\) WHERE \(status = ''queued''::text\)$',
+               'outbox_due: queued messages by next_attempt_at, partial');
 
 -- ---------------------------------------------------------------------------------------------
 -- Row-level security: enabled on the three tables runhub_reader may read, one SELECT policy each.
 SELECT is_empty($$SELECT c.relname FROM pg_class c
                    WHERE c.oid IN ('runhub.projects'::regclass, 'runhub.project_members'::regclass,
-                                   'runhub.business_events'::regclass)
+                                   'runhub.business_events'::regclass, 'runhub.customers'::regclass,
+                                   'runhub.suppressions'::regclass, 'runhub.workflow_runs'::regclass,
+                                   'runhub.workflow_run_recipients'::regclass)
                      AND NOT c.relrowsecurity$$,
-                'RLS is enabled on projects, project_members and business_events');
+                'RLS is enabled on every table runhub_reader may read that holds project rows');
+SELECT policies_are('runhub', 'customers', ARRAY['customers_member_read'], 'customers has exactly its read policy');
+SELECT policies_are('runhub', 'suppressions', ARRAY['suppressions_member_read'], 'suppressions has exactly its read policy');
+SELECT policies_are('runhub', 'workflow_runs', ARRAY['workflow_runs_member_read'], 'workflow_runs has exactly its read policy');
+SELECT policies_are('runhub', 'workflow_run_recipients', ARRAY['workflow_run_recipients_member_read'],
+                    'workflow_run_recipients has exactly its read policy');
+SELECT is_empty($$SELECT tablename, policyname, cmd, roles FROM pg_policies
+                   WHERE schemaname = 'runhub'
+                     AND (cmd <> 'SELECT' OR roles <> '{runhub_reader}'::name[]
+                          OR qual !~ '^\((project_id|id) IN \( SELECT runhub\._my_project_ids\(\) AS _my_project_ids\)\)$')$$,
+                'every policy is SELECT, for runhub_reader, limited to the projects of _my_project_ids()');
 SELECT policies_are('runhub', 'projects', ARRAY['projects_member_read'], 'projects has exactly its read policy');
 SELECT policies_are('runhub', 'project_members', ARRAY['project_members_member_read'], 'project_members has exactly its read policy');
 SELECT policies_are('runhub', 'business_events', ARRAY['business_events_member_read'], 'business_events has exactly its read policy');
@@ -123,7 +255,8 @@ SELECT policy_roles_are('runhub', 'business_events', 'business_events_member_rea
                         'business_events_member_read applies to runhub_reader');
 
 -- ---------------------------------------------------------------------------------------------
--- Triggers on business_events: row-level BEFORE UPDATE OR DELETE, statement-level BEFORE TRUNCATE.
+-- Triggers on business_events: row-level BEFORE UPDATE OR DELETE, statement-level BEFORE TRUNCATE,
+-- and the statement-level AFTER INSERT that keeps runhub.customers up to date.
 SELECT has_trigger('runhub', 'business_events', 'business_events_append_only', 'append-only trigger exists');
 SELECT trigger_is('runhub', 'business_events', 'business_events_append_only', 'runhub', '_business_events_append_only',
                   'append-only trigger calls runhub._business_events_append_only');
@@ -138,6 +271,17 @@ SELECT results_eq($$SELECT tgname::text COLLATE "default", tgtype::int, tgenable
                   $$VALUES ('business_events_append_only', 1 + 2 + 8 + 16, 'O'),
                            ('business_events_no_truncate', 2 + 32, 'O')$$,
                   'the triggers fire BEFORE UPDATE/DELETE per row and BEFORE TRUNCATE, and are enabled');
+SELECT trigger_is('runhub', 'business_events', 'business_events_customers', 'runhub', '_customers_from_events',
+                  'business_events_customers calls runhub._customers_from_events');
+SELECT results_eq($$SELECT tgtype::int, tgenabled::text, tgnewtable::text COLLATE "default" FROM pg_trigger
+                     WHERE tgrelid = 'runhub.business_events'::regclass AND tgname = 'business_events_customers'$$,
+                  $$VALUES (4, 'O', 'new_events')$$,
+                  'business_events_customers fires AFTER INSERT per statement, with the new rows as new_events');
+SELECT trigger_is('runhub', 'projects', 'projects_drop_trigger_counter', 'runhub', '_drop_trigger_counter',
+                  'projects_drop_trigger_counter calls runhub._drop_trigger_counter');
+SELECT results_eq($$SELECT tgtype::int, tgenabled::text FROM pg_trigger
+                     WHERE tgrelid = 'runhub.projects'::regclass AND tgname = 'projects_drop_trigger_counter'$$,
+                  $$VALUES (1 + 8, 'O')$$, 'projects_drop_trigger_counter fires AFTER DELETE per row');
 
 -- ---------------------------------------------------------------------------------------------
 -- API functions: signatures, return types, SECURITY DEFINER (they run for roles without table access).
@@ -151,6 +295,59 @@ SELECT is_definer('runhub', 'create_project', ARRAY['text', 'uuid', 'text', 'tex
 SELECT is_definer('runhub', 'add_member', ARRAY['uuid', 'uuid', 'text'], 'add_member is SECURITY DEFINER');
 SELECT is_definer('runhub', 'ingest_event', ARRAY['uuid', 'jsonb'], 'ingest_event is SECURITY DEFINER');
 SELECT is_definer('runhub', 'list_events', ARRAY['uuid', 'text', 'jsonb', 'integer'], 'list_events is SECURITY DEFINER');
+-- Workflows API, the worker functions and the cron sweep.
+SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_result(p.oid), p.prosecdef
+                      FROM pg_proc p
+                     WHERE p.oid IN ('runhub.update_project_settings(uuid,uuid,jsonb)'::regprocedure,
+                                     'runhub.list_actions(uuid,uuid)'::regprocedure,
+                                     'runhub.preview(uuid,uuid,text,jsonb)'::regprocedure,
+                                     'runhub.create_run(uuid,uuid,text,text,jsonb,timestamptz,uuid)'::regprocedure,
+                                     'runhub.get_run(uuid,uuid,uuid)'::regprocedure,
+                                     'runhub.list_runs(uuid,uuid,jsonb)'::regprocedure,
+                                     'runhub.cancel_run(uuid,uuid,uuid)'::regprocedure,
+                                     'runhub.suppress(uuid,text,text)'::regprocedure,
+                                     'runhub.process_runs(integer)'::regprocedure,
+                                     'runhub.claim_runs(text,integer,integer)'::regprocedure,
+                                     'runhub.heartbeat_run(uuid,text,integer)'::regprocedure,
+                                     'runhub.execute_run(uuid,text)'::regprocedure,
+                                     'runhub.cron_process_runs()'::regprocedure)
+                     ORDER BY p.oid::regprocedure::text COLLATE "C"$$,
+                  $$VALUES ('runhub.cancel_run(uuid,uuid,uuid)', 'jsonb', true),
+                           ('runhub.claim_runs(text,integer,integer)', 'SETOF uuid', true),
+                           ('runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)', 'jsonb', true),
+                           ('runhub.cron_process_runs()', 'integer', true),
+                           ('runhub.execute_run(uuid,text)', 'text', true),
+                           ('runhub.get_run(uuid,uuid,uuid)', 'jsonb', true),
+                           ('runhub.heartbeat_run(uuid,text,integer)', 'boolean', true),
+                           ('runhub.list_actions(uuid,uuid)', 'jsonb', true),
+                           ('runhub.list_runs(uuid,uuid,jsonb)', 'jsonb', true),
+                           ('runhub.preview(uuid,uuid,text,jsonb)', 'jsonb', true),
+                           ('runhub.process_runs(integer)', 'integer', true),
+                           ('runhub.suppress(uuid,text,text)', 'void', true),
+                           ('runhub.update_project_settings(uuid,uuid,jsonb)', 'jsonb', true)$$,
+                  'the workflow functions exist with their return types, all SECURITY DEFINER');
+SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(p.oid)
+                      FROM pg_proc p
+                     WHERE p.oid IN ('runhub.preview(uuid,uuid,text,jsonb)'::regprocedure,
+                                     'runhub.create_run(uuid,uuid,text,text,jsonb,timestamptz,uuid)'::regprocedure,
+                                     'runhub.list_runs(uuid,uuid,jsonb)'::regprocedure,
+                                     'runhub.suppress(uuid,text,text)'::regprocedure,
+                                     'runhub.process_runs(integer)'::regprocedure,
+                                     'runhub.claim_runs(text,integer,integer)'::regprocedure,
+                                     'runhub.heartbeat_run(uuid,text,integer)'::regprocedure)
+                     ORDER BY p.oid::regprocedure::text COLLATE "C"$$,
+                  $$VALUES ('runhub.claim_runs(text,integer,integer)', 'p_worker text, p_max integer DEFAULT 10, p_lease_seconds integer DEFAULT 300'),
+                           ('runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)',
+                            'p_project uuid, p_actor uuid, p_action text, p_idempotency_key text, p_params jsonb DEFAULT ''{}''::jsonb, p_client_requested_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_preview_id uuid DEFAULT NULL::uuid'),
+                           ('runhub.heartbeat_run(uuid,text,integer)', 'p_run uuid, p_worker text, p_lease_seconds integer DEFAULT 300'),
+                           ('runhub.list_runs(uuid,uuid,jsonb)', 'p_project uuid, p_actor uuid, p_filters jsonb DEFAULT ''{}''::jsonb'),
+                           ('runhub.preview(uuid,uuid,text,jsonb)', 'p_project uuid, p_actor uuid, p_action text, p_params jsonb DEFAULT ''{}''::jsonb'),
+                           ('runhub.process_runs(integer)', 'p_max integer DEFAULT 10'),
+                           ('runhub.suppress(uuid,text,text)', 'p_project uuid, p_email text, p_reason text DEFAULT ''manual''::text')$$,
+                  'defaults of the contract: params {}, filters {}, reason manual, max 10, lease 300 s');
+SELECT function_returns('runhub', 'criteria_text', ARRAY['text', 'jsonb', 'jsonb'], 'text', 'criteria_text(action, policy, params) returns text');
+SELECT function_returns('runhub', 'exclusion_label', ARRAY['text', 'integer'], 'text', 'exclusion_label(exclusion, hours) returns text');
+SELECT function_lang_is('runhub', '_evaluate_policy', ARRAY['jsonb'], 'plpython3u', 'the policy layer, _evaluate_policy(jsonb), is PL/Python');
 -- Defaults of the contract: locale 'en', industry null; order 'timeline', cursor null, limit 50.
 SELECT is((SELECT pg_get_function_arguments('runhub.create_project(text, uuid, text, text, text, text)'::regprocedure)),
           'p_name text, p_owner uuid, p_timezone text, p_currency text, p_locale text DEFAULT ''en''::text, p_industry text DEFAULT NULL::text',
@@ -161,6 +358,15 @@ SELECT is((SELECT pg_get_function_arguments('runhub.list_events(uuid, text, json
 -- Internal helpers run with the caller's rights.
 SELECT isnt_definer('runhub', '_raise', ARRAY['text', 'jsonb'], '_raise is not SECURITY DEFINER');
 SELECT isnt_definer('runhub', '_event_from_json', ARRAY['uuid', 'jsonb'], '_event_from_json is not SECURITY DEFINER');
+SELECT isnt_definer('runhub', '_recipients', ARRAY['uuid', 'text', 'jsonb', 'timestamp with time zone'], '_recipients is not SECURITY DEFINER');
+SELECT isnt_definer('runhub', '_evaluate_policy', ARRAY['jsonb'], '_evaluate_policy is not SECURITY DEFINER');
+SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
+                   WHERE p.pronamespace = 'runhub'::regnamespace AND p.prosecdef
+                     AND p.proname NOT IN ('create_project', 'add_member', 'ingest_event', 'list_events', 'update_project_settings',
+                                           'list_actions', 'preview', 'create_run', 'get_run', 'list_runs', 'cancel_run', 'suppress',
+                                           'process_runs', 'claim_runs', 'execute_run', 'heartbeat_run', 'cron_process_runs',
+                                           '_my_project_ids')$$,
+                'no function other than the API, the worker functions and _my_project_ids is SECURITY DEFINER');
 
 -- Every function in schema runhub pins search_path (a definer function without it can be hijacked
 -- through objects in the caller's search_path).
@@ -172,11 +378,17 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                 'every function in schema runhub has SET search_path = pg_catalog, pg_temp');
 
 -- ---------------------------------------------------------------------------------------------
--- The deploy left its traces: a deployments row naming both migrations, and the pg_cron job.
+-- The deploy left its traces: a deployments row naming the migrations, and the pg_cron jobs.
 SELECT ok(EXISTS (SELECT 1 FROM runhub.deployments
-                   WHERE migrations @> ARRAY['0001_foundation', '0002_business_events']
+                   WHERE migrations @> ARRAY['0001_foundation', '0002_business_events', '0003_workflows']
                      AND checksum ~ '^[0-9a-f]{64}$' AND version <> ''),
-          'the deploy recorded a deployments row with its checksum and both migrations');
+          'the deploy recorded a deployments row with its checksum and the three migrations');
+SELECT results_eq($$SELECT name, schedule, command, in_cron_database FROM runhub.cron_jobs() WHERE name = 'process-runs'$$,
+                  $$VALUES ('process-runs', '* * * * *', 'SELECT runhub.cron_process_runs()', false)$$,
+                  'process-runs: runhub.cron_process_runs() every minute, in this database');
+SELECT results_eq($$SELECT schedule ~ '^[0-9]+ \* \* \* \*$', command ~ '^DELETE FROM runhub\.previews ', in_cron_database
+                      FROM runhub.cron_jobs() WHERE name = 'purge-previews'$$,
+                  $$VALUES (true, true, false)$$, 'purge-previews: hourly, deletes old previews, in this database');
 -- cron.job lives in database postgres (cron.database_name); here we check what the loader registers
 -- from: runhub.cron_jobs(), named runhub:<database>:<name>, run in the cron database.
 SELECT ok(EXISTS (SELECT 1 FROM runhub.cron_jobs() j

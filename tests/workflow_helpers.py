@@ -1,0 +1,169 @@
+"""Helpers shared by the workflow tests (test_workflows_*.py): a project ready for actions, events
+stamped relative to now, the preview -> create_run -> process_runs flow, and the house tools for real
+concurrent sessions (one connection per session, waiting on pg_stat_activity, never on sleeps)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from conftest import ingest, new_project
+
+SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"]}
+PROMO = {"subject": "Winter sale", "content": "Everything -20% this week"}
+DEADLINE_SECONDS = 30.0
+# Every session gives up rather than hang the suite if something never releases.
+SESSION_OPTIONS = "-c statement_timeout=60s -c lock_timeout=60s"
+
+
+def connect(db_url, autocommit=True):
+    return psycopg.connect(db_url, autocommit=autocommit, options=SESSION_OPTIONS)
+
+
+# -- projects and events -----------------------------------------------------------------------
+
+def ready_project(conn, settings=None, **kwargs):
+    """A project with the settings every action needs (or the given ones); returns (project, owner)."""
+    project, owner = new_project(conn, **kwargs)
+    conn.execute("SELECT runhub.update_project_settings(%s, %s, %s)",
+                 (project, owner, Jsonb(SETTINGS if settings is None else settings)))
+    return project, owner
+
+
+def add_member(conn, project, role):
+    user = uuid.uuid4()
+    conn.execute("SELECT runhub.add_member(%s, %s, %s)", (project, user, role))
+    return user
+
+
+def ago(hours: float = 0, base: dt.datetime | None = None) -> str:
+    """An ISO 8601 instant `hours` before base (default: now), with an explicit UTC offset."""
+    base = base or dt.datetime.now(dt.timezone.utc)
+    return (base - dt.timedelta(hours=hours)).isoformat()
+
+
+def checkout(conn, project, email, hours=1.0, cart=None, correlation="auto", amount=4200, name=None):
+    """A checkout_started `hours` ago. correlation='auto' uses the cart id (or a fresh one)."""
+    cart = cart or f"cart-{uuid.uuid4().hex[:8]}"
+    customer = {"email": email} | ({"name": name} if name else {})
+    body = {"type": "checkout_started", "occurredAt": ago(hours), "idempotencyKey": uuid.uuid4().hex,
+            "customer": customer, "amountCents": amount, "currency": "EUR", "payload": {"cartId": cart}}
+    if correlation == "auto":
+        body["correlationId"] = cart
+    elif correlation is not None:
+        body["correlationId"] = correlation
+    ingest(conn, project, body)
+    return cart
+
+
+def signup(conn, project, email, hours=1.0):
+    ingest(conn, project, {"type": "user_signed_up", "occurredAt": ago(hours), "idempotencyKey": uuid.uuid4().hex,
+                           "customer": {"email": email}})
+
+
+def checkouts(conn, project, n, prefix="c", hours=1.0):
+    """n customers with a checkout each, e-mails <prefix>00@ex.com ...; returns the e-mails."""
+    emails = [f"{prefix}{i:02d}@ex.com" for i in range(n)]
+    for e in emails:
+        checkout(conn, project, e, hours=hours)
+    return emails
+
+
+# -- the workflow API --------------------------------------------------------------------------
+
+def preview(conn, project, actor, action, params=None) -> dict:
+    return conn.execute("SELECT runhub.preview(%s, %s, %s, %s)",
+                        (project, actor, action, Jsonb(params or {}))).fetchone()[0]
+
+
+def create_run(conn, project, actor, action, key, params=None, preview_id=None) -> dict:
+    return conn.execute("SELECT runhub.create_run(%s, %s, %s, %s, %s, NULL, %s)",
+                        (project, actor, action, key, Jsonb(params or {}), preview_id)).fetchone()[0]
+
+
+def process_runs(conn, n=10) -> int:
+    return conn.execute("SELECT runhub.process_runs(%s)", (n,)).fetchone()[0]
+
+
+def get_run(conn, project, actor, run) -> dict:
+    return conn.execute("SELECT runhub.get_run(%s, %s, %s)", (project, actor, run)).fetchone()[0]
+
+
+def run_row(conn, run) -> dict:
+    cur = conn.execute("SELECT * FROM runhub.workflow_runs WHERE id = %s", (run,))
+    row = cur.fetchone()
+    return None if row is None else dict(zip([d.name for d in cur.description], row))
+
+
+def runs_of(conn, project) -> list:
+    return [r[0] for r in conn.execute("SELECT id FROM runhub.workflow_runs WHERE project_id = %s", (project,))]
+
+
+def recipients(conn, run) -> list[tuple]:
+    """(email, name, status, link) of a run's recipients, in e-mail order (the database's)."""
+    return conn.execute("SELECT email, name, status, link FROM runhub.workflow_run_recipients"
+                        " WHERE run_id = %s ORDER BY email", (run,)).fetchall()
+
+
+def outbox(conn, run) -> list[tuple]:
+    return conn.execute("SELECT to_email, status, template, message_id, variables FROM runhub.outbox"
+                        " WHERE run_id = %s ORDER BY to_email", (run,)).fetchall()
+
+
+def snapshot(conn) -> dict:
+    """Row counts of everything a workflow call could write."""
+    tables = ["workflow_runs", "workflow_run_recipients", "outbox", "previews", "customers", "suppressions",
+              "business_events", "project_members"]
+    return {t: conn.execute(f"SELECT count(*) FROM runhub.{t}").fetchone()[0] for t in tables}
+
+
+def attempt(fn, *args, **kwargs):
+    """('ok', value) or ('err', sqlstate, i18n key, detail) — for collecting results from threads."""
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except psycopg.Error as err:
+        detail = err.diag.message_detail
+        try:
+            detail = json.loads(detail) if detail else None
+        except ValueError:
+            pass
+        return ("err", err.sqlstate, err.diag.message_primary, detail)
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+def wait_until(condition, what: str, deadline_seconds: float = DEADLINE_SECONDS):
+    """Poll condition() until it holds; fail (not hang) after the deadline."""
+    deadline = time.monotonic() + deadline_seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)  # a polling interval, not a synchronisation guess
+
+
+def blocked_by(monitor, blocker_pid: int) -> set[int]:
+    """Backends of this database waiting for a heavyweight lock held by blocker_pid."""
+    rows = monitor.execute(
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        "   AND %s = ANY (pg_blocking_pids(pid))", (blocker_pid,)).fetchall()
+    return {r[0] for r in rows}
+
+
+def db_minute(conn) -> int:
+    """The database clock's minute since the epoch (the rate limiter's window)."""
+    return conn.execute("SELECT floor(extract(epoch FROM clock_timestamp()) / 60)::bigint").fetchone()[0]
+
+
+def wait_for_fresh_minute(conn, need_seconds: float = 15.0) -> int:
+    """The rate limit counts per clock minute: if fewer than need_seconds remain in the database's
+    current minute, sleep into the next one (the only sleep these tests use). Returns the minute."""
+    left = conn.execute("SELECT 60 - extract(epoch FROM clock_timestamp())::numeric % 60").fetchone()[0]
+    if left < need_seconds:
+        time.sleep(float(left) + 0.2)
+    return db_minute(conn)
