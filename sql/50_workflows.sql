@@ -183,8 +183,8 @@ BEGIN
             'alreadyOnboarded', count(*) FILTER (WHERE r.excluded_by = 'alreadyOnboarded'),
             'suppressed', count(*) FILTER (WHERE r.excluded_by = 'suppressed'),
             'frequencyCap', count(*) FILTER (WHERE r.excluded_by = 'frequencyCap')))
-      INTO v_summary
-      FROM runhub._recipients(p_project, p_action, p_params, now()) r;
+      INTO v_summary  -- OFFSET 0: compute each row's exclusion once, not once per FILTER
+      FROM (SELECT r.excluded_by FROM runhub._recipients(p_project, p_action, p_params, now()) r OFFSET 0) r;
     RETURN v_summary || jsonb_build_object('sample', (
         SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', s.email, 'name', s.name))
                                   ORDER BY s.email), '[]')

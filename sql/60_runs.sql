@@ -49,16 +49,6 @@ AS $$
     SELECT EXISTS (SELECT 1 FROM extended)
 $$;
 
--- The recipient's mail locale: theirs if we have templates for it, else the project's.
-CREATE OR REPLACE FUNCTION runhub._mail_locale(p_customer_locale text, p_project_locale text)
-RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT CASE WHEN split_part(p_customer_locale, '-', 1) IN ('en', 'ar', 'fr', 'es', 'de')
-                THEN split_part(p_customer_locale, '-', 1) ELSE coalesce(p_project_locale, 'en') END
-$$;
-
 -- End a run that execution refused or could not finish, with its reason.
 CREATE OR REPLACE FUNCTION runhub._fail_run(p_run uuid, p_reason text, p_params jsonb, p_summary text)
 RETURNS void
@@ -90,9 +80,11 @@ DECLARE
     v_run      runhub.workflow_runs;
     v_action   runhub.actions;
     v_project  runhub.projects;
-    v_role     text;
-    v_count    int;
-    v_decision jsonb;
+    v_role      text;
+    v_count     int;
+    v_decision  jsonb;
+    v_link_base text;
+    v_template  text;
 BEGIN
     SELECT * INTO v_run FROM runhub.workflow_runs WHERE id = p_run FOR UPDATE;
     IF NOT FOUND OR v_run.status <> 'running' OR v_run.executed_at IS NOT NULL
@@ -108,21 +100,28 @@ BEGIN
     SELECT * INTO v_project FROM runhub.projects WHERE id = v_run.project_id;
     SELECT m.role INTO v_role FROM runhub.project_members m
      WHERE m.project_id = v_run.project_id AND m.user_id = v_run.triggered_by;
+    v_link_base := rtrim(v_project.settings ->> 'shopUrl', '/') || '/checkout?wid=' || p_run || '&cart=';
+    v_template := CASE WHEN v_run.action_id = 'send_promo' AND (v_run.params ->> 'isUpdate')::boolean
+                       THEN 'update' ELSE v_action.template END;
     BEGIN
+        -- Expressions inline rather than helper calls: they run once per recipient.
         INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email, name, locale, cart_id,
                                                     amount_cents, currency, link)
-        SELECT p_run, v_run.project_id, r.email, r.name, runhub._mail_locale(r.locale, v_project.locale),
+        SELECT p_run, v_run.project_id, r.email, r.name,
+               CASE WHEN split_part(r.locale, '-', 1) IN ('en', 'ar', 'fr', 'es', 'de')
+                    THEN split_part(r.locale, '-', 1) ELSE v_project.locale END,
                r.cart_id, r.amount_cents, r.currency,
                CASE WHEN v_run.action_id = 'recover_abandoned' THEN
-                   rtrim(v_project.settings ->> 'shopUrl', '/') || '/checkout?wid=' || p_run
-                   || '&cart=' || replace(replace(replace(coalesce(r.cart_id, ''), '%', '%25'), '&', '%26'), '#', '%23')
+                   v_link_base || replace(replace(replace(coalesce(r.cart_id, ''), '%', '%25'), '&', '%26'), '#', '%23')
                END
           FROM runhub._recipients(v_run.project_id, v_run.action_id, v_run.params, now()) r
          WHERE r.excluded_by IS NULL
          ORDER BY r.email;
         GET DIAGNOSTICS v_count = ROW_COUNT;
-        v_decision := runhub._evaluate_policy(runhub._policy_facts(v_project, v_action, v_role, v_count,
-            runhub._last_run_at(v_run.project_id, v_run.action_id, p_run, v_run.requested_at)) - 'requirements');
+        v_decision := runhub._evaluate_policy(jsonb_build_object(
+            'role', v_role, 'requiredRole', v_action.required_role, 'policy', v_action.policy,
+            'lastRunAt', runhub._iso(runhub._last_run_at(v_run.project_id, v_run.action_id, p_run, v_run.requested_at)),
+            'now', runhub._iso(now()), 'recipientCount', v_count));
         IF NOT (v_decision ->> 'allowed')::boolean THEN
             RAISE EXCEPTION USING ERRCODE = 'RH001', MESSAGE = v_decision::text;  -- undo the recipients
         END IF;
@@ -132,16 +131,11 @@ BEGIN
         RETURN 'failed';
     END;
 
-    INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, variables, message_id)
-    SELECT rc.project_id, p_run, rc.id,
-           CASE WHEN v_run.action_id = 'send_promo' AND (v_run.params ->> 'isUpdate')::boolean THEN 'update'
-                ELSE v_action.template END,
-           rc.locale, rc.email, rc.name,
-           jsonb_strip_nulls(jsonb_build_object(
-               'projectName', v_project.name, 'customerName', rc.name, 'link', rc.link, 'cartId', rc.cart_id,
-               'amountCents', rc.amount_cents, 'currency', rc.currency, 'actionId', v_run.action_id,
-               'runId', p_run, 'subject', v_run.params ->> 'subject', 'content', v_run.params ->> 'content')),
-           format('<%s.%s@runhub>', p_run, rc.id)
+    -- The message carries what is fixed now (template, locale, address, Message-ID); what it says
+    -- comes from its recipient, run and project when the sender renders it.
+    INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id)
+    SELECT rc.project_id, p_run, rc.id, v_template, rc.locale, rc.email, rc.name,
+           '<' || p_run || '.' || rc.id || '@runhub>'
       FROM runhub.workflow_run_recipients rc
      WHERE rc.run_id = p_run;
     UPDATE runhub.workflow_runs

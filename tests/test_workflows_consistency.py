@@ -304,6 +304,8 @@ def _check_action(conn, w: World, action: str, params: dict):
         assert [m[4]["link"] for m in messages] == links
     else:
         assert {r[3] for r in rows} <= {None}
+    if action == "send_promo":
+        assert {(m[4]["subject"], m[4]["content"]) for m in messages} <= {(params["subject"], params["content"])}
     # This run is now earlier workflow mail for the actions that follow.
     w.mail.extend(Mail(e, 0, "queued", action, cart) for e, cart in expected)
 
@@ -356,3 +358,27 @@ def test_recovery_link_carries_any_cart_id_intact(conn, cart):
     assert (parts.scheme, parts.netloc, parts.path, parts.fragment) == ("https", "shop.example", "/checkout", "")
     assert " " not in link, f"a URL has no raw spaces: {link!r}"
     assert parse_qs(parts.query, strict_parsing=True) == {"wid": [run], "cart": [cart]}, link
+
+
+# -- execution reads fresh data ----------------------------------------------------------------
+
+def test_an_address_suppressed_after_the_preview_gets_nothing_and_later_suppression_cancels(conn):
+    project, owner = ready_project(conn)
+    for email in ("ann@ex.com", "bob@ex.com", "cy@ex.com"):
+        checkout(conn, project, email)
+    assert preview(conn, project, owner, "recover_abandoned")["count"] == 3
+    run = create_run(conn, project, owner, "recover_abandoned", "k")["runId"]
+    conn.execute("SELECT runhub.suppress(%s, %s, 'unsubscribed')", (project, " BOB@ex.com "))
+    assert process_runs(conn) == 1
+    assert [r[0] for r in recipients(conn, run)] == ["ann@ex.com", "cy@ex.com"]
+
+    # Suppressed once written: the queued message and its recipient are cancelled, nobody else's.
+    other, other_owner = ready_project(conn)
+    checkout(conn, other, "ann@ex.com")
+    preview(conn, other, other_owner, "recover_abandoned")
+    other_run = create_run(conn, other, other_owner, "recover_abandoned", "k")["runId"]
+    assert process_runs(conn) == 1
+    conn.execute("SELECT runhub.suppress(%s, %s, 'bounced')", (project, "ann@ex.com"))
+    assert [(r[0], r[2]) for r in recipients(conn, run)] == [("ann@ex.com", "cancelled"), ("cy@ex.com", "queued")]
+    assert [(m[0], m[1]) for m in outbox(conn, run)] == [("ann@ex.com", "cancelled"), ("cy@ex.com", "queued")]
+    assert [(m[0], m[1]) for m in outbox(conn, other_run)] == [("ann@ex.com", "queued")]

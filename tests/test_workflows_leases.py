@@ -12,7 +12,7 @@ import pytest
 
 from conftest import assert_refused
 from workflow_helpers import (DEADLINE_SECONDS, attempt, blocked_by, checkouts, connect, create_run, get_run, outbox,
-                              preview, process_runs, ready_project, recipients, run_row, wait_until)
+                              preview, process_runs, ready_project, recipients, run_row, signup, wait_until)
 
 RECOVER = "recover_abandoned"
 
@@ -149,14 +149,19 @@ def test_heartbeat_with_a_bad_lease_length_is_refused_and_never_drops_the_lease(
 
 def test_claim_skips_a_run_whose_execution_is_in_progress(db_url, conn, workers):
     """A worker executing in an open transaction holds the run row: another worker's claim skips it
-    (SKIP LOCKED) even once the lease looks expired, and after the commit there is nothing to claim."""
+    (SKIP LOCKED) even once the lease has expired, and after the commit there is nothing to claim."""
     _, b = workers
     project, owner, run = _queued_run(conn, 2)
     a = connect(db_url, autocommit=False)
     try:
         assert _claim(a, "worker-a") == [run]
+        a.execute("UPDATE runhub.workflow_runs SET lease_expires_at = clock_timestamp() + interval '3 seconds'"
+                  " WHERE id = %s", (run,))
         a.commit()
         assert _execute(a, run, "worker-a") == "running"  # uncommitted: A holds the row lock
+        wait_until(lambda: conn.execute("SELECT lease_expires_at < clock_timestamp() FROM runhub.workflow_runs"
+                                        " WHERE id = %s", (run,)).fetchone()[0],
+                   "worker A's lease to expire while it executes", deadline_seconds=20)
         with ThreadPoolExecutor(max_workers=1) as pool:
             future = pool.submit(_claim, b, "worker-b")
             assert future.result(timeout=DEADLINE_SECONDS) == [], "claim must skip, not wait"
@@ -166,6 +171,37 @@ def test_claim_skips_a_run_whose_execution_is_in_progress(db_url, conn, workers)
     assert _claim(b, "worker-b") == []
     assert _written(conn, run) == (2, 2)
     assert run_row(conn, run)["attempts"] == 1
+
+
+def test_executions_in_one_project_are_serialized_so_the_frequency_cap_holds(db_url, conn, workers):
+    """Two workers execute two actions of one project at once: the second waits for the first
+    (the project's execution lock), then sees its recipients and caps the shared customers."""
+    _, b = workers
+    project, owner = ready_project(conn)
+    shared = checkouts(conn, project, 3, prefix="both", hours=2)
+    for email in shared + ["signup-only@ex.com"]:
+        signup(conn, project, email, hours=1)  # signed up after their checkout: nothing since
+    preview(conn, project, owner, RECOVER)
+    preview(conn, project, owner, "onboard_users")
+    recover = create_run(conn, project, owner, RECOVER, "r")["runId"]
+    onboard = create_run(conn, project, owner, "onboard_users", "o")["runId"]
+    a = connect(db_url, autocommit=False)
+    try:
+        assert _claim(a, "worker-a", 1) == [recover]
+        a.commit()
+        assert _claim(b, "worker-b", 1) == [onboard]
+        assert _execute(a, recover, "worker-a") == "running"  # not committed yet
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(_execute, b, onboard, "worker-b")
+            wait_until(lambda: b.info.backend_pid in blocked_by(conn, a.info.backend_pid),
+                       "worker B's execution to wait for worker A's")
+            assert not future.done()
+            a.commit()
+            assert future.result(timeout=DEADLINE_SECONDS) == "running"
+    finally:
+        a.close()
+    assert [r[0] for r in recipients(conn, recover)] == shared
+    assert [r[0] for r in recipients(conn, onboard)] == ["signup-only@ex.com"], "the others were just mailed"
 
 
 def _twenty_queued_runs(conn):
@@ -297,6 +333,22 @@ def test_cancel_behind_an_execution_that_rolls_back_cancels_the_run_outright(db_
         canceller.close()
     assert _written(conn, run) == (0, 0)
     assert _claim(conn, "worker-b") == []
+
+
+def test_cancel_of_a_delivering_run_lets_messages_being_sent_run_their_course(conn):
+    project, owner, run = _queued_run(conn, 3)
+    assert process_runs(conn) == 1
+    # The sender has taken the first message.
+    conn.execute("UPDATE runhub.outbox SET status = 'sending', lease_owner = 'sender',"
+                 " lease_expires_at = now() + interval '1 minute' WHERE run_id = %s AND to_email = 'c00@ex.com'", (run,))
+    cancelled = conn.execute("SELECT runhub.cancel_run(%s, %s, %s)", (project, owner, run)).fetchone()[0]
+    assert cancelled["status"] == "cancelled"
+    assert [(m[0], m[1]) for m in outbox(conn, run)] == [
+        ("c00@ex.com", "sending"), ("c01@ex.com", "cancelled"), ("c02@ex.com", "cancelled")]
+    assert [(r[0], r[2]) for r in recipients(conn, run)] == [
+        ("c00@ex.com", "queued"), ("c01@ex.com", "cancelled"), ("c02@ex.com", "cancelled")]
+    assert cancelled["result"]["cancelled"] == 2 and cancelled["result"]["totalRecipients"] == 3
+    assert cancelled["result"]["errorSummary"] == "Cancelled by owner"
 
 
 def test_cancel_of_a_claimed_run_leaves_its_worker_nothing_to_do(conn, workers):

@@ -407,6 +407,19 @@ def test_execution_time_actor_removed_after_create_run(conn):
     _assert_failed_at_execution(conn, project, owner, run, "workflows.policy.actorNotMember", {"required": "admin"})
 
 
+def test_execution_never_writes_a_recovery_message_without_its_link(conn):
+    """The shop URL is removed between create_run and execution: a recovery e-mail without its
+    checkout link is useless, so execution must refuse (as create_run would) rather than send it."""
+    project, owner = _recover_ready(conn, 2)
+    run = create_run(conn, project, owner, RECOVER, "k")["runId"]
+    conn.execute("SELECT runhub.update_project_settings(%s, %s, '{\"shopUrl\": null}')", (project, owner))
+    assert process_runs(conn) == 1
+    links = [r[3] for r in recipients(conn, run)]
+    status = run_row(conn, run)
+    assert status["status"] == "failed" or (links and all(link and link.startswith("http") for link in links)), (
+        status["status"], links, [m[4] for m in outbox(conn, run)])
+
+
 def test_execution_time_actor_promoted_still_runs(conn):
     project, owner = ready_project(conn)
     checkouts(conn, project, 2)
@@ -575,6 +588,24 @@ def test_double_click_makes_one_run(conn, open_sessions, round_):
     assert len(runs) == 1
     assert {r[1]["runId"] for r in results} == {str(runs[0])}
     assert sorted(r[1]["deduplicated"] for r in results) == [False, True]
+
+
+def test_a_create_run_in_progress_blocks_neither_ingestion_nor_previews(db_url, conn):
+    """create_run serializes on the project row with NO KEY UPDATE: events and previews go on."""
+    project, owner = _recover_ready(conn, 2)
+    first = connect(db_url, autocommit=False)
+    other = connect(db_url)
+    try:
+        create_run(first, project, owner, RECOVER, "k")  # holds the project row, uncommitted
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(lambda: (checkout(other, project, "late@ex.com"),
+                                          preview(other, project, owner, RECOVER)["count"]))
+            assert future.result(timeout=DEADLINE_SECONDS)[1] == 3
+        first.commit()
+    finally:
+        first.close()
+        other.close()
+    assert len(runs_of(conn, project)) == 1
 
 
 def _second_click_behind_an_open_first(db_url, conn, finish):

@@ -3,7 +3,7 @@
 -- something the contract relies on fails here first, with a readable message.
 BEGIN;
 \ir helpers.psql
-SELECT plan(104);
+SELECT plan(196);
 
 -- ---------------------------------------------------------------------------------------------
 -- Schema, extensions and tables.

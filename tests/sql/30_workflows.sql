@@ -11,7 +11,7 @@
 -- are not about the limit reset their project's counter first (pg_temp.reset_rate).
 BEGIN;
 \ir helpers.psql
-SELECT plan(269);
+SELECT plan(279);
 
 \set owner    '''ffffffff-0000-4000-8000-000000000001'''
 \set admin    '''ffffffff-0000-4000-8000-000000000002'''
@@ -108,6 +108,23 @@ BEGIN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_constraint = CONSTRAINT_NAME;
     END;
     RETURN CASE WHEN v_state = 'ZZ999' THEN 'no error' ELSE v_state || ' ' || coalesce(nullif(v_constraint, ''), '?') END;
+END
+$$;
+
+-- pg_temp.refusal, with whatever the statement wrote rolled back.
+CREATE FUNCTION pg_temp.refusal_undone(p_sql text)
+RETURNS text LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_refusal text;
+BEGIN
+    BEGIN
+        v_refusal := pg_temp.refusal(p_sql);
+        RAISE EXCEPTION USING ERRCODE = 'ZZ998', MESSAGE = 'roll back';
+    EXCEPTION WHEN SQLSTATE 'ZZ998' THEN
+        NULL;
+    END;
+    RETURN v_refusal;
 END
 $$;
 
@@ -841,6 +858,10 @@ SELECT results_eq(format($$SELECT status, lease_owner, attempts, started_at, lea
                   $$VALUES ('running', 'worker-1', 1, now(), true)$$,
                   'claimed: running, leased to worker-1 for 300 s, attempt 1');
 SELECT is_empty($$SELECT runhub.claim_runs('worker-2', 10, 300)$$, 'worker-2 cannot claim a run whose lease is held');
+SELECT matches(pg_temp.refusal_undone(format('SELECT runhub.heartbeat_run(%L, %L, NULL)', :'ops2', 'worker-1')), '^PT400 ',
+               'heartbeat_run with a null lease length: PT400 (no input raises anything but a PTxyz error)');
+SELECT matches(pg_temp.refusal_undone(format('SELECT runhub.heartbeat_run(%L, %L, -100)', :'ops2', 'worker-1')), '^PT400 ',
+               'heartbeat_run with a negative lease length: PT400, as claim_runs refuses it');
 SELECT is(runhub.execute_run(:'ops2', 'worker-2'), 'lease_lost', 'worker-2 cannot execute it: lease_lost');
 SELECT is_empty(format($$SELECT 1 FROM runhub.workflow_run_recipients WHERE run_id = %L$$, :'ops2'), '... and wrote nothing');
 SELECT lease_expires_at AS ops2_lease FROM runhub.workflow_runs WHERE id = :'ops2' \gset
@@ -908,6 +929,19 @@ UPDATE runhub.actions SET policy = policy || '{"cooldownMinutes": 60}' WHERE id 
 SELECT is(pg_temp.detail(pg_temp.cancel_sql(:'ops', :owner, :'ops4')), jsonb_build_object('runId', :'ops4', 'status', 'failed'),
           'cancelling a failed run: runNotCancellable, status failed');
 
+-- Execution re-checks the cooldown: a run that got past it (here, by moving ops-2 to 10 minutes
+-- before the new run) is failed at execution.
+SELECT pg_temp.ev(:'ops', 'user_signed_up', 'ops5', '1 day', '{"email": "ops5@example.com"}') \g /dev/null
+SELECT runhub.create_run(:'ops', :member, 'onboard_users', 'ops-5') ->> 'runId' AS ops5 \gset
+UPDATE runhub.workflow_runs SET requested_at = now() - interval '10 minutes' WHERE id = :'ops2';
+SELECT is(runhub.process_runs(), 1, 'process_runs takes ops-5');
+SELECT results_eq(format($$SELECT status, result FROM runhub.workflow_runs WHERE id = %L$$, :'ops5'),
+                  $$VALUES ('failed', '{"totalRecipients": 0, "successful": 0, "failed": 0, "reason": "workflows.policy.cooldownActive",
+                                        "reasonParams": {"minutes": 50, "cooldownMinutes": 60},
+                                        "errorSummary": "This action ran less than 60 minutes ago; wait 50 more minutes"}'::jsonb)$$,
+                  'another run of the action 10 minutes earlier: failed at execution with workflows.policy.cooldownActive');
+SELECT is_empty(format($$SELECT 1 FROM runhub.workflow_run_recipients WHERE run_id = %L$$, :'ops5'), '... and no recipients written');
+
 -- Stale runs: running for over 30 minutes.
 UPDATE runhub.workflow_runs SET started_at = now() - interval '31 minutes' WHERE id = :'ops2';
 SELECT is(runhub.get_run(:'ops', :owner, :'ops2') -> 'stale', 'true'::jsonb, 'a run running for 31 minutes is stale');
@@ -921,14 +955,14 @@ SELECT is(jsonb_build_array(runhub.get_run(:'ops', :owner, :'ops2') -> 'stale', 
 -- ---------------------------------------------------------------------------------------------
 -- get_run / list_runs.
 UPDATE runhub.workflow_runs r SET requested_at = now() - make_interval(hours => v.h)
-  FROM (VALUES ('ops-1', 4), ('ops-2', 3), ('ops-3', 2), ('ops-4', 1)) v(k, h)
+  FROM (VALUES ('ops-1', 4), ('ops-2', 3), ('ops-3', 2), ('ops-4', 1), ('ops-5', 5)) v(k, h)
  WHERE r.project_id = :'ops' AND r.idempotency_key = v.k;
 CREATE FUNCTION pg_temp.run_keys(p_runs jsonb)
 RETURNS text[] LANGUAGE sql
 AS $$ SELECT coalesce(array_agg(k.idempotency_key ORDER BY n), '{}')
         FROM jsonb_array_elements(p_runs) WITH ORDINALITY AS t(r, n)
         JOIN runhub.workflow_runs k ON k.id = (r ->> 'id')::uuid $$;
-SELECT is(pg_temp.run_keys(runhub.list_runs(:'ops', :member)), '{ops-4,ops-3,ops-2,ops-1}', 'list_runs: newest first');
+SELECT is(pg_temp.run_keys(runhub.list_runs(:'ops', :member)), '{ops-4,ops-3,ops-2,ops-1,ops-5}', 'list_runs: newest first');
 SELECT is(pg_temp.run_keys(runhub.list_runs(:'ops', :member, '{"status": "cancelled"}')), '{ops-3,ops-1}', 'list_runs filtered by status');
 SELECT is(pg_temp.run_keys(runhub.list_runs(:'ops', :member, '{"actionId": "onboard_users", "limit": 2}')), '{ops-4,ops-3}',
           'list_runs filtered by action, limited');
@@ -1030,6 +1064,29 @@ SELECT lives_ok((SELECT command FROM runhub.cron_jobs() WHERE name = 'purge-prev
 SELECT set_eq(format($$SELECT id FROM runhub.previews WHERE project_id = %L$$, :'rl'), ARRAY[:'rl_preview'::uuid],
               'old previews are purged, except one a run refers to');
 SELECT ok((SELECT count(*) FROM runhub.previews WHERE project_id = :'rec') > 0, 'recent previews are kept');
+
+-- Deleting a run takes its recipients and messages; deleting a project takes all of its workflow rows.
+CREATE FUNCTION pg_temp.rows_of(p_project uuid)
+RETURNS jsonb LANGUAGE sql
+AS $$ SELECT jsonb_build_object(
+        'customers', (SELECT count(*) FROM runhub.customers WHERE project_id = p_project),
+        'suppressions', (SELECT count(*) FROM runhub.suppressions WHERE project_id = p_project),
+        'previews', (SELECT count(*) FROM runhub.previews WHERE project_id = p_project),
+        'runs', (SELECT count(*) FROM runhub.workflow_runs WHERE project_id = p_project),
+        'recipients', (SELECT count(*) FROM runhub.workflow_run_recipients WHERE project_id = p_project),
+        'outbox', (SELECT count(*) FROM runhub.outbox WHERE project_id = p_project)) $$;
+SELECT pg_temp.rows_of(:'promo') AS promo_rows \gset
+DELETE FROM runhub.workflow_runs WHERE id = :'promo2';
+SELECT is_empty(format($$SELECT 1 FROM runhub.workflow_run_recipients WHERE run_id = %1$L UNION ALL SELECT 1 FROM runhub.outbox WHERE run_id = %1$L$$, :'promo2'),
+                'deleting a run deletes its recipients and messages');
+SELECT is(pg_temp.rows_of(:'promo'), (:'promo_rows'::jsonb) || jsonb_build_object(
+              'runs', ((:'promo_rows'::jsonb) ->> 'runs')::int - 1,
+              'recipients', ((:'promo_rows'::jsonb) ->> 'recipients')::int - 4, 'outbox', ((:'promo_rows'::jsonb) ->> 'outbox')::int - 4),
+          '... and nothing else of the project');
+SELECT ok((SELECT bool_and(n::int > 0) FROM jsonb_each_text(pg_temp.rows_of(:'rec')) AS t(k, n)), 'the recover project has rows of every kind');
+DELETE FROM runhub.projects WHERE id = :'rec';
+SELECT is(pg_temp.rows_of(:'rec'), '{"customers": 0, "suppressions": 0, "previews": 0, "runs": 0, "recipients": 0, "outbox": 0}'::jsonb,
+          'deleting a project deletes its customers, suppressions, previews, runs, recipients and messages');
 
 SELECT * FROM finish();
 ROLLBACK;

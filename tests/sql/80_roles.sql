@@ -1,10 +1,11 @@
--- Roles (DESIGN.md, "Roles"): runhub_app may EXECUTE the API and nothing else; runhub_sender has
--- neither the API nor tables; PUBLIC can call nothing; runhub_reader reads project data through RLS,
--- limited to the projects of runhub.current_user_id(), and writes nothing. Privileges are checked
+-- Roles (docs/sql-contract.md, "Roles"): runhub_app may EXECUTE the API and nothing else;
+-- runhub_sender drives runs (process_runs, claim_runs, execute_run, heartbeat_run) and has no API
+-- and no tables; PUBLIC can call nothing; runhub_reader reads project data through RLS, limited to
+-- the projects of runhub.current_user_id(), and writes nothing. Privileges are checked
 -- in the catalog first, then by acting as each role (SET LOCAL ROLE) and watching it fail (42501).
 BEGIN;
 \ir helpers.psql
-SELECT plan(83);
+SELECT plan(140);
 
 -- ---------------------------------------------------------------------------------------------
 -- The roles exist, are not superusers, and cannot bypass RLS.
@@ -51,21 +52,42 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_app', p.oid, 'EXECUTE')$$,
               ARRAY['runhub.create_project(text,uuid,text,text,text,text)', 'runhub.add_member(uuid,uuid,text)',
+                    'runhub.update_project_settings(uuid,uuid,jsonb)',
                     'runhub.ingest_event(uuid,jsonb)', 'runhub.list_events(uuid,text,jsonb,integer)',
+                    'runhub.list_actions(uuid,uuid)', 'runhub.preview(uuid,uuid,text,jsonb)',
+                    'runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)',
+                    'runhub.get_run(uuid,uuid,uuid)', 'runhub.list_runs(uuid,uuid,jsonb)', 'runhub.cancel_run(uuid,uuid,uuid)',
+                    'runhub.suppress(uuid,text,text)', 'runhub.criteria_text(text,jsonb,jsonb)', 'runhub.exclusion_label(text,integer)',
                     'runhub.error_catalog()'],
-              'runhub_app can EXECUTE exactly the API (and error_catalog)');
+              'runhub_app can EXECUTE exactly the API (and criteria_text, exclusion_label, error_catalog)');
+SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
+                 WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_sender', p.oid, 'EXECUTE')$$,
+              ARRAY['runhub.process_runs(integer)', 'runhub.claim_runs(text,integer,integer)', 'runhub.execute_run(uuid,text)',
+                    'runhub.heartbeat_run(uuid,text,integer)'],
+              'runhub_sender can EXECUTE exactly process_runs, claim_runs, execute_run and heartbeat_run');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_reader', p.oid, 'EXECUTE')$$,
               ARRAY['runhub.current_user_id()', 'runhub._my_project_ids()', 'runhub.error_catalog()'],
               'runhub_reader can EXECUTE exactly what its policies call (and error_catalog)');
 SELECT is_empty($$SELECT f FROM unnest(ARRAY['runhub.create_project(text,uuid,text,text,text,text)', 'runhub.add_member(uuid,uuid,text)',
-                                                'runhub.ingest_event(uuid,jsonb)', 'runhub.list_events(uuid,text,jsonb,integer)']) f
+                                                'runhub.ingest_event(uuid,jsonb)', 'runhub.list_events(uuid,text,jsonb,integer)',
+                                                'runhub.update_project_settings(uuid,uuid,jsonb)', 'runhub.list_actions(uuid,uuid)',
+                                                'runhub.preview(uuid,uuid,text,jsonb)',
+                                                'runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)',
+                                                'runhub.get_run(uuid,uuid,uuid)', 'runhub.list_runs(uuid,uuid,jsonb)',
+                                                'runhub.cancel_run(uuid,uuid,uuid)', 'runhub.suppress(uuid,text,text)']) f
                    WHERE has_function_privilege('runhub_sender', f::regprocedure, 'EXECUTE')
                       OR has_function_privilege('runhub_reader', f::regprocedure, 'EXECUTE')$$,
                 'neither runhub_sender nor runhub_reader can EXECUTE an API function');
+SELECT is_empty($$SELECT f FROM unnest(ARRAY['runhub.process_runs(integer)', 'runhub.claim_runs(text,integer,integer)',
+                                                'runhub.execute_run(uuid,text)', 'runhub.heartbeat_run(uuid,text,integer)',
+                                                'runhub.cron_process_runs()']) f
+                   WHERE has_function_privilege('runhub_app', f::regprocedure, 'EXECUTE')
+                      OR has_function_privilege('runhub_reader', f::regprocedure, 'EXECUTE')$$,
+                'neither runhub_app nor runhub_reader can drive runs (process_runs, claim_runs, execute_run, heartbeat_run, cron_process_runs)');
 
 -- Catalog: table access. runhub_app and runhub_sender none at all; runhub_reader SELECT on the
--- three project tables only.
+-- project tables and the action registry only.
 SELECT is_empty($$SELECT c.oid::regclass, r.rolname, p.priv
                     FROM pg_class c
                    CROSS JOIN (VALUES ('runhub_app'), ('runhub_sender')) r(rolname)
@@ -86,6 +108,17 @@ SELECT is_empty($$SELECT c.oid::regclass, p.priv
 SELECT table_privs_are('runhub', 'projects', 'runhub_reader', ARRAY['SELECT'], 'runhub_reader: SELECT only on projects');
 SELECT table_privs_are('runhub', 'project_members', 'runhub_reader', ARRAY['SELECT'], 'runhub_reader: SELECT only on project_members');
 SELECT table_privs_are('runhub', 'business_events', 'runhub_reader', ARRAY['SELECT'], 'runhub_reader: SELECT only on business_events');
+SELECT table_privs_are('runhub', 'actions', 'runhub_reader', ARRAY['SELECT'], 'runhub_reader: SELECT only on actions');
+SELECT table_privs_are('runhub', 'customers', 'runhub_reader', ARRAY['SELECT'], 'runhub_reader: SELECT only on customers');
+SELECT table_privs_are('runhub', 'suppressions', 'runhub_reader', ARRAY['SELECT'], 'runhub_reader: SELECT only on suppressions');
+SELECT table_privs_are('runhub', 'workflow_runs', 'runhub_reader', ARRAY['SELECT'], 'runhub_reader: SELECT only on workflow_runs');
+SELECT table_privs_are('runhub', 'workflow_run_recipients', 'runhub_reader', ARRAY['SELECT'], 'runhub_reader: SELECT only on workflow_run_recipients');
+SELECT set_eq($$SELECT c.relname::text FROM pg_class c
+                 WHERE c.relnamespace = 'runhub'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                   AND has_table_privilege('runhub_reader', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')$$,
+              ARRAY['projects', 'project_members', 'business_events', 'actions', 'customers', 'suppressions',
+                    'workflow_runs', 'workflow_run_recipients'],
+              'runhub_reader has privileges on exactly these relations (not previews, outbox, stale_runs, ...)');
 SELECT table_privs_are('runhub', 'deployments', 'runhub_reader', '{}'::text[], 'runhub_reader: nothing on deployments');
 SELECT table_privs_are('runhub', 'plpython_modules', 'runhub_reader', '{}'::text[], 'runhub_reader: nothing on plpython_modules');
 
@@ -103,6 +136,16 @@ SELECT lives_ok(format($$SELECT runhub.ingest_event(%1$L, '{"type": "signup", "o
                                runhub.ingest_event(%2$L, '{"type": "signup", "occurredAt": "2024-01-03T00:00:00Z", "idempotencyKey": "p2-a"}')$$,
                        :'p1', :'p2'),
                 'fixture: two events in P1, one in P2');
+-- Workflow rows written directly (visibility is the point here, not how they are made).
+INSERT INTO runhub.customers (project_id, email, first_seen_at, last_seen_at)
+VALUES (:'p1', 'c1@example.com', now(), now()), (:'p1', 'c2@example.com', now(), now()), (:'p2', 'c3@example.com', now(), now());
+INSERT INTO runhub.suppressions (project_id, email, reason) VALUES (:'p1', 'c2@example.com', 'manual'), (:'p2', 'c3@example.com', 'bounced');
+INSERT INTO runhub.workflow_runs (id, project_id, action_id, idempotency_key, triggered_by, triggered_by_role)
+VALUES ('dddddddd-0000-4000-8000-0000000000a1', :'p1', 'onboard_users', 'run-p1', :a, 'owner'),
+       ('dddddddd-0000-4000-8000-0000000000b1', :'p2', 'onboard_users', 'run-p2', :b, 'owner');
+INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email)
+VALUES ('dddddddd-0000-4000-8000-0000000000a1', :'p1', 'c1@example.com'),
+       ('dddddddd-0000-4000-8000-0000000000b1', :'p2', 'c3@example.com');
 
 -- ---------------------------------------------------------------------------------------------
 -- runhub_app: the API works through SECURITY DEFINER; tables and internals are refused.
@@ -126,17 +169,55 @@ SELECT throws_ok($$SELECT runhub._raise('projects.notFound')$$, '42501', NULL, '
 SELECT throws_ok(format($$SELECT runhub._event_from_json(%L, '{}')$$, :'p1'), '42501', NULL, 'runhub_app cannot call runhub._event_from_json');
 SELECT throws_ok(format($$SELECT runhub._authorize(%L, %L)$$, :'p1', :a), '42501', NULL, 'runhub_app cannot call runhub._authorize');
 SELECT throws_ok($$SELECT runhub._my_project_ids()$$, '42501', NULL, 'runhub_app cannot call runhub._my_project_ids');
+-- The workflow API works for runhub_app (through SECURITY DEFINER, PL/Python policy included).
+SELECT is(runhub.update_project_settings(:'p1', :a, '{"integrations": ["email"]}'), '{"integrations": ["email"]}'::jsonb,
+          'runhub_app can update project settings');
+SELECT is(jsonb_array_length(runhub.list_actions(:'p1', :a)), 3, 'runhub_app can list actions');
+SELECT is(runhub.preview(:'p1', :a, 'onboard_users') ->> 'criteria', 'People who signed up in the last 7 days and have done nothing since',
+          'runhub_app can preview');
+SELECT throws_ok(format($$SELECT runhub.create_run(%L, %L, 'onboard_users', 'app-1')$$, :'p1', :a), 'PT422', 'workflows.requires.events',
+                 'runhub_app can call create_run (here: refused by policy, no sign-up yet)');
+SELECT is(runhub.get_run(:'p1', :a, 'dddddddd-0000-4000-8000-0000000000a1') ->> 'status', 'queued', 'runhub_app can get a run');
+SELECT is(jsonb_array_length(runhub.list_runs(:'p1', :a)), 1, 'runhub_app can list runs');
+SELECT lives_ok(format($$SELECT runhub.suppress(%L, 'c9@example.com')$$, :'p1'), 'runhub_app can suppress an address');
+SELECT is(runhub.exclusion_label('suppressed', 16), 'Unsubscribed, bounced or suppressed addresses', 'runhub_app can call exclusion_label');
+SELECT is(runhub.criteria_text('send_promo', '{}', '{"segmentation": "recent_7d"}'), 'Customers and leads seen in the last 7 days',
+          'runhub_app can call criteria_text');
+SELECT is(runhub.cancel_run(:'p1', :a, 'dddddddd-0000-4000-8000-0000000000a1') ->> 'status', 'cancelled', 'runhub_app can cancel a run');
+SELECT throws_ok($$SELECT * FROM runhub.workflow_runs$$, '42501', NULL, 'runhub_app cannot SELECT workflow_runs');
+SELECT throws_ok($$SELECT * FROM runhub.outbox$$, '42501', NULL, 'runhub_app cannot SELECT outbox');
+SELECT throws_ok($$SELECT * FROM runhub.customers$$, '42501', NULL, 'runhub_app cannot SELECT customers');
+SELECT throws_ok($$SELECT * FROM runhub.actions$$, '42501', NULL, 'runhub_app cannot SELECT actions');
+SELECT throws_ok(format($$INSERT INTO runhub.suppressions (project_id, email, reason) VALUES (%L, 'x@example.com', 'manual')$$, :'p1'),
+                 '42501', NULL, 'runhub_app cannot INSERT into suppressions');
+SELECT throws_ok($$SELECT runhub.process_runs()$$, '42501', NULL, 'runhub_app cannot call process_runs');
+SELECT throws_ok($$SELECT runhub.claim_runs('app')$$, '42501', NULL, 'runhub_app cannot call claim_runs');
+SELECT throws_ok(format($$SELECT * FROM runhub._recipients(%L, 'onboard_users', '{}', now())$$, :'p1'), '42501', NULL,
+                 'runhub_app cannot call runhub._recipients');
+SELECT throws_ok($$SELECT runhub._evaluate_policy('{}')$$, '42501', NULL, 'runhub_app cannot call runhub._evaluate_policy');
 RESET ROLE;
 
 -- ---------------------------------------------------------------------------------------------
--- runhub_sender: no API, no tables (its claim/record functions come with the outbox).
+-- runhub_sender: drives runs through its four functions; no API, no tables.
 SET LOCAL ROLE runhub_sender;
+SELECT is(runhub.process_runs(), 1, 'runhub_sender can call process_runs (it takes P2''s queued run)');
+SELECT is_empty($$SELECT runhub.claim_runs('sender-1')$$, 'runhub_sender can call claim_runs');
+SELECT is(runhub.heartbeat_run('dddddddd-0000-4000-8000-0000000000b1', 'sender-1'), false, 'runhub_sender can call heartbeat_run');
+SELECT is(runhub.execute_run('dddddddd-0000-4000-8000-0000000000b1', 'sender-1'), 'lease_lost', 'runhub_sender can call execute_run');
+SELECT throws_ok(format($$SELECT runhub.create_run(%L, %L, 'onboard_users', 'x')$$, :'p2', :b), '42501', NULL, 'runhub_sender cannot call create_run');
+SELECT throws_ok(format($$SELECT runhub.preview(%L, %L, 'onboard_users')$$, :'p2', :b), '42501', NULL, 'runhub_sender cannot call preview');
+SELECT throws_ok(format($$SELECT runhub.suppress(%L, 'x@example.com')$$, :'p2'), '42501', NULL, 'runhub_sender cannot call suppress');
+SELECT throws_ok($$SELECT * FROM runhub.workflow_runs$$, '42501', NULL, 'runhub_sender cannot SELECT workflow_runs');
+SELECT throws_ok($$SELECT * FROM runhub.outbox$$, '42501', NULL, 'runhub_sender cannot SELECT outbox');
+SELECT throws_ok($$UPDATE runhub.workflow_runs SET status = 'cancelled'$$, '42501', NULL, 'runhub_sender cannot UPDATE workflow_runs');
 SELECT throws_ok(format($$SELECT runhub.create_project('x', %L, 'UTC', 'EUR')$$, :a), '42501', NULL, 'runhub_sender cannot call create_project');
 SELECT throws_ok(format($$SELECT runhub.ingest_event(%L, '{}')$$, :'p1'), '42501', NULL, 'runhub_sender cannot call ingest_event');
 SELECT throws_ok(format($$SELECT runhub.list_events(%L)$$, :'p1'), '42501', NULL, 'runhub_sender cannot call list_events');
 SELECT throws_ok($$SELECT * FROM runhub.business_events$$, '42501', NULL, 'runhub_sender cannot SELECT business_events');
 SELECT throws_ok($$SELECT * FROM runhub.projects$$, '42501', NULL, 'runhub_sender cannot SELECT projects');
 RESET ROLE;
+SELECT is((SELECT status FROM runhub.workflow_runs WHERE idempotency_key = 'run-p2'), 'failed',
+          'the sender''s process_runs executed P2''s run (no recipients: failed)');
 
 -- ---------------------------------------------------------------------------------------------
 -- runhub_reader with no runhub.user_id at all (never set in this session): sees nothing.
@@ -145,6 +226,10 @@ SET LOCAL ROLE runhub_reader;
 SELECT is_empty($$SELECT id FROM runhub.projects$$, 'no user id: no project is visible');
 SELECT is_empty($$SELECT project_id FROM runhub.project_members$$, 'no user id: no member is visible');
 SELECT is_empty($$SELECT id FROM runhub.business_events$$, 'no user id: no event is visible');
+SELECT is_empty($$SELECT email FROM runhub.customers UNION ALL SELECT email FROM runhub.suppressions
+                  UNION ALL SELECT id::text FROM runhub.workflow_runs UNION ALL SELECT email FROM runhub.workflow_run_recipients$$,
+                'no user id: no customer, suppression, run or recipient is visible');
+SELECT is((SELECT count(*)::int FROM runhub.actions), 3, 'the action registry is readable without a user (it is not project data)');
 RESET ROLE;
 
 -- A malformed or empty user id identifies nobody (and is not an error).
@@ -175,6 +260,22 @@ SELECT set_eq($$SELECT user_id, role FROM runhub.project_members WHERE project_i
 SELECT is_empty(format($$SELECT 1 FROM runhub.project_members WHERE project_id = %L$$, :'p2'), 'A sees none of P2''s members');
 SELECT set_eq($$SELECT idempotency_key FROM runhub.business_events$$, ARRAY['p1-a', 'p1-b'], 'A sees exactly P1''s events');
 SELECT is_empty(format($$SELECT 1 FROM runhub.projects WHERE id = %L$$, :'p2'), 'A asking for P2 by id gets no row');
+SELECT set_eq($$SELECT email FROM runhub.customers$$, ARRAY['c1@example.com', 'c2@example.com'], 'A sees exactly P1''s customers');
+SELECT set_eq($$SELECT email FROM runhub.suppressions$$, ARRAY['c2@example.com', 'c9@example.com'], 'A sees exactly P1''s suppressions');
+SELECT set_eq($$SELECT idempotency_key FROM runhub.workflow_runs$$, ARRAY['run-p1'], 'A sees exactly P1''s runs');
+SELECT set_eq($$SELECT email FROM runhub.workflow_run_recipients$$, ARRAY['c1@example.com'], 'A sees exactly P1''s recipients');
+SELECT is_empty(format($$SELECT 1 FROM runhub.workflow_runs WHERE project_id = %L$$, :'p2'), 'A asking for P2''s runs gets no row');
+SELECT throws_ok($$SELECT * FROM runhub.outbox$$, '42501', NULL, 'runhub_reader cannot SELECT outbox');
+SELECT throws_ok($$SELECT * FROM runhub.previews$$, '42501', NULL, 'runhub_reader cannot SELECT previews');
+SELECT throws_ok($$SELECT * FROM runhub.stale_runs$$, '42501', NULL, 'runhub_reader cannot SELECT stale_runs');
+SELECT throws_ok($$UPDATE runhub.workflow_runs SET status = 'cancelled'$$, '42501', NULL, 'runhub_reader cannot UPDATE workflow_runs');
+SELECT throws_ok($$DELETE FROM runhub.suppressions$$, '42501', NULL, 'runhub_reader cannot DELETE suppressions (no un-suppressing)');
+SELECT throws_ok(format($$INSERT INTO runhub.customers (project_id, email, first_seen_at, last_seen_at) VALUES (%L, 'x@example.com', now(), now())$$, :'p1'),
+                 '42501', NULL, 'runhub_reader cannot INSERT customers');
+SELECT throws_ok($$UPDATE runhub.actions SET risk = 'low'$$, '42501', NULL, 'runhub_reader cannot UPDATE the action registry');
+SELECT throws_ok($$SELECT runhub.process_runs()$$, '42501', NULL, 'runhub_reader cannot call process_runs');
+SELECT throws_ok(format($$SELECT runhub.get_run(%L, %L, 'dddddddd-0000-4000-8000-0000000000a1')$$, :'p1', :a), '42501', NULL,
+                 'runhub_reader cannot call get_run');
 
 -- ... and writes nothing, not even to its own project.
 SELECT throws_ok(format($$INSERT INTO runhub.projects (name, owner_id, timezone, currency) VALUES ('x', %L, 'UTC', 'EUR')$$, :a),
@@ -205,6 +306,7 @@ SET LOCAL runhub.user_id = 'dddddddd-0000-4000-8000-00000000000c';
 SET LOCAL ROLE runhub_reader;
 SELECT set_eq($$SELECT id FROM runhub.projects$$, ARRAY[:'p1'::uuid], 'M (a plain member) sees P1 only');
 SELECT set_eq($$SELECT idempotency_key FROM runhub.business_events$$, ARRAY['p1-a', 'p1-b'], 'M sees P1''s events');
+SELECT set_eq($$SELECT idempotency_key FROM runhub.workflow_runs$$, ARRAY['run-p1'], 'M (a plain member) sees P1''s runs');
 RESET ROLE;
 SET LOCAL runhub.user_id = 'dddddddd-0000-4000-8000-00000000000b';
 SET LOCAL ROLE runhub_reader;
@@ -213,6 +315,10 @@ SELECT set_eq($$SELECT user_id, role FROM runhub.project_members$$,
               format($$VALUES (%L::uuid, 'owner'), (%L::uuid, 'admin')$$, :b, :stranger),
               'B sees P2''s members only');
 SELECT set_eq($$SELECT idempotency_key FROM runhub.business_events$$, ARRAY['p2-a'], 'B sees P2''s event only');
+SELECT set_eq($$SELECT 'customer ' || email FROM runhub.customers UNION ALL SELECT 'suppression ' || email FROM runhub.suppressions
+                UNION ALL SELECT 'run ' || idempotency_key FROM runhub.workflow_runs UNION ALL SELECT 'recipient ' || email FROM runhub.workflow_run_recipients$$,
+              ARRAY['customer c3@example.com', 'suppression c3@example.com', 'run run-p2', 'recipient c3@example.com'],
+              'B sees P2''s customer, suppression, run and recipient only');
 RESET ROLE;
 
 -- Membership is read live: once M is removed from P1 (by the superuser), M sees nothing.
@@ -221,6 +327,8 @@ SET LOCAL runhub.user_id = 'dddddddd-0000-4000-8000-00000000000c';
 SET LOCAL ROLE runhub_reader;
 SELECT is_empty($$SELECT id FROM runhub.projects$$, 'a removed member no longer sees the project');
 SELECT is_empty($$SELECT id FROM runhub.business_events$$, 'a removed member no longer sees its events');
+SELECT is_empty($$SELECT id::text FROM runhub.workflow_runs UNION ALL SELECT email FROM runhub.customers$$,
+                'a removed member no longer sees its runs or customers');
 RESET ROLE;
 
 SELECT * FROM finish();
