@@ -206,7 +206,10 @@ BEGIN
         PERFORM runhub._invalid('common.invalidInput', 'settings', 'must be a JSON object');
     END IF;
     FOR v_key, v_value IN SELECT * FROM jsonb_each(p_settings) LOOP
-        CONTINUE WHEN v_value = 'null';
+        IF v_key NOT IN ('shopUrl', 'frequencyCapHours', 'integrations') THEN
+            PERFORM runhub._raise('common.unknownField', jsonb_build_object('field', v_key));
+        END IF;
+        CONTINUE WHEN v_value = 'null';  -- removes the key
         CASE v_key
         WHEN 'shopUrl' THEN
             IF jsonb_typeof(v_value) <> 'string' OR length(v_value #>> '{}') > 500
@@ -223,8 +226,6 @@ BEGIN
                  WHERE jsonb_typeof(i) <> 'string' OR i #>> '{}' NOT IN ('payments', 'email')) THEN
                 PERFORM runhub._invalid('common.invalidInput', 'integrations', 'must be a list of payments, email');
             END IF;
-        ELSE
-            PERFORM runhub._raise('common.unknownField', jsonb_build_object('field', v_key));
         END CASE;
     END LOOP;
     UPDATE runhub.projects

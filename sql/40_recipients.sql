@@ -9,7 +9,11 @@ LANGUAGE sql STABLE
 AS $$
     -- recover_abandoned: each customer's latest checkout in the window (timeline order).
     (SELECT DISTINCT ON (e.customer_email)
-            e.customer_email, e.customer_name, e.customer_locale,
+            e.customer_email,
+            coalesce(e.customer_name, (SELECT c.name FROM runhub.customers c
+                                        WHERE c.project_id = p_project AND c.email = e.customer_email)),
+            coalesce(e.customer_locale, (SELECT c.locale FROM runhub.customers c
+                                          WHERE c.project_id = p_project AND c.email = e.customer_email)),
             coalesce(e.payload ->> 'cartId', e.correlation_id), e.correlation_id,
             e.amount_cents, e.currency, e.occurred_at
        FROM runhub.business_events e

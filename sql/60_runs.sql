@@ -8,6 +8,8 @@ RETURNS SETOF uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    c_max_attempts CONSTANT int := 5;
 BEGIN
     IF p_worker IS NULL OR length(p_worker) NOT BETWEEN 1 AND 200 THEN
         PERFORM runhub._invalid('common.invalidInput', 'worker', 'is required: 1 to 200 characters');
@@ -15,6 +17,15 @@ BEGIN
     IF p_max IS NULL OR p_max NOT BETWEEN 1 AND 1000 OR p_lease_seconds IS NULL OR p_lease_seconds NOT BETWEEN 5 AND 86400 THEN
         PERFORM runhub._invalid('common.invalidInput', 'max', 'max must be 1-1000 and lease 5-86400 seconds');
     END IF;
+    -- A run whose execution kept failing (its worker died or it raised, c_max_attempts times) is
+    -- given up rather than claimed forever.
+    UPDATE runhub.workflow_runs
+       SET status = 'failed', completed_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+           result = jsonb_build_object('totalRecipients', 0, 'successful', 0, 'failed', 0,
+               'errorSummary', format('Execution did not finish in %s attempts', attempts),
+               'reason', 'workflows.executionError', 'reasonParams', jsonb_build_object('attempts', attempts))
+     WHERE status = 'running' AND executed_at IS NULL AND lease_expires_at < clock_timestamp()
+       AND attempts >= c_max_attempts;
     RETURN QUERY
     WITH claimable AS (
         SELECT r.id FROM runhub.workflow_runs r
@@ -36,17 +47,32 @@ $$;
 -- Extend p_worker's lease on a run it is executing; false when it no longer holds it.
 CREATE OR REPLACE FUNCTION runhub.heartbeat_run(p_run uuid, p_worker text, p_lease_seconds int DEFAULT 300)
 RETURNS boolean
-LANGUAGE sql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    WITH extended AS (
-        UPDATE runhub.workflow_runs
-           SET lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
-               last_heartbeat_at = clock_timestamp()
-         WHERE id = p_run AND status = 'running' AND executed_at IS NULL
-           AND lease_owner = p_worker AND lease_expires_at > clock_timestamp()
-        RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM extended)
+BEGIN
+    IF p_lease_seconds IS NULL OR p_lease_seconds NOT BETWEEN 5 AND 86400 THEN
+        PERFORM runhub._invalid('common.invalidInput', 'leaseSeconds', 'must be 5 to 86400');
+    END IF;
+    UPDATE runhub.workflow_runs
+       SET lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
+           last_heartbeat_at = clock_timestamp()
+     WHERE id = p_run AND status = 'running' AND executed_at IS NULL
+       AND lease_owner = p_worker AND lease_expires_at > clock_timestamp();
+    RETURN FOUND;
+END
+$$;
+
+-- A URL query value: UTF-8 bytes outside RFC 3986's unreserved set, percent-encoded.
+CREATE OR REPLACE FUNCTION runhub._url_encode(p_text text)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(string_agg(CASE WHEN chr(b) ~ '^[A-Za-z0-9._~-]$' AND b < 128 THEN chr(b)
+                                    ELSE '%' || upper(lpad(to_hex(b), 2, '0')) END, '' ORDER BY i), '')
+      FROM (SELECT i, get_byte(convert_to(p_text, 'UTF8'), i) AS b
+              FROM generate_series(0, octet_length(convert_to(p_text, 'UTF8')) - 1) AS i) bytes
 $$;
 
 -- End a run that execution refused or could not finish, with its reason.
@@ -112,7 +138,7 @@ BEGIN
                     THEN split_part(r.locale, '-', 1) ELSE v_project.locale END,
                r.cart_id, r.amount_cents, r.currency,
                CASE WHEN v_run.action_id = 'recover_abandoned' THEN
-                   v_link_base || replace(replace(replace(coalesce(r.cart_id, ''), '%', '%25'), '&', '%26'), '#', '%23')
+                   v_link_base || runhub._url_encode(coalesce(r.cart_id, ''))
                END
           FROM runhub._recipients(v_run.project_id, v_run.action_id, v_run.params, now()) r
          WHERE r.excluded_by IS NULL

@@ -111,8 +111,10 @@ def recipients(conn, run) -> list[tuple]:
 
 
 def outbox(conn, run) -> list[tuple]:
-    return conn.execute("SELECT to_email, status, template, message_id, variables FROM runhub.outbox"
-                        " WHERE run_id = %s ORDER BY to_email", (run,)).fetchall()
+    """(to_email, status, template, message_id, recipient e-mail) of a run's messages, by address."""
+    return conn.execute("SELECT o.to_email, o.status, o.template, o.message_id, r.email FROM runhub.outbox o"
+                        " LEFT JOIN runhub.workflow_run_recipients r ON r.id = o.recipient_id AND r.run_id = o.run_id"
+                        " WHERE o.run_id = %s ORDER BY o.to_email", (run,)).fetchall()
 
 
 def snapshot(conn) -> dict:

@@ -3,7 +3,7 @@
 -- something the contract relies on fails here first, with a readable message.
 BEGIN;
 \ir helpers.psql
-SELECT plan(196);
+SELECT plan(197);
 
 -- ---------------------------------------------------------------------------------------------
 -- Schema, extensions and tables.
@@ -166,8 +166,8 @@ SELECT col_is_unique('runhub', 'workflow_run_recipients', ARRAY['run_id', 'email
 SELECT col_type_is('runhub', 'workflow_run_recipients', 'amount_cents', 'bigint', 'workflow_run_recipients.amount_cents is bigint');
 SELECT col_default_is('runhub', 'workflow_run_recipients', 'status', 'queued', 'workflow_run_recipients.status defaults to queued');
 SELECT col_is_pk('runhub', 'outbox', 'id', 'outbox.id is the primary key');
-SELECT col_is_unique('runhub', 'outbox', 'message_id', 'outbox.message_id is unique');
-SELECT col_is_unique('runhub', 'outbox', ARRAY['run_id', 'to_email'], 'one message per (run, address)');
+SELECT col_is_unique('runhub', 'outbox', 'recipient_id', 'one message per recipient, so per (run, address)');
+SELECT col_not_null('runhub', 'outbox', 'project_id', 'every message belongs to a project');
 SELECT col_not_null('runhub', 'outbox', 'message_id', 'outbox.message_id is NOT NULL (fixed when written)');
 SELECT set_has($$SELECT conname::text FROM pg_constraint WHERE conrelid = 'runhub.outbox'::regclass AND contype = 'c'$$,
                $$VALUES ('outbox_sending_state'), ('outbox_sent_state')$$, 'outbox has its state CHECK constraints');
@@ -369,13 +369,25 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                 'no function other than the API, the worker functions and _my_project_ids is SECURITY DEFINER');
 
 -- Every function in schema runhub pins search_path (a definer function without it can be hijacked
--- through objects in the caller's search_path).
+-- through objects in the caller's search_path). The one exception is the recipient builder
+-- (_audience, _recipients), left unpinned so that the planner can inline it (sql/40_recipients.sql):
+-- it must then run with its caller's rights and be callable by no role, so that it only ever runs
+-- under the pinned search_path of the SECURITY DEFINER function that calls it.
 SELECT cmp_ok((SELECT count(*) FROM pg_proc WHERE pronamespace = 'runhub'::regnamespace)::int, '>=', 20,
               'schema runhub has its functions (so the next check is not vacuous)');
 SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace
-                     AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)$$,
-                'every function in schema runhub has SET search_path = pg_catalog, pg_temp');
+                     AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
+                     AND p.proname NOT IN ('_audience', '_recipients')$$,
+                'every function in schema runhub but the recipient builder has SET search_path = pg_catalog, pg_temp');
+SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
+                    LEFT JOIN pg_roles r ON r.rolname IN ('runhub_app', 'runhub_sender', 'runhub_reader')
+                                        AND has_function_privilege(r.oid, p.oid, 'EXECUTE')
+                   WHERE p.pronamespace = 'runhub'::regnamespace AND p.proname IN ('_audience', '_recipients')
+                     AND (p.prosecdef OR r.rolname IS NOT NULL
+                          OR EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+                                      WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))$$,
+                'the unpinned recipient builder is not SECURITY DEFINER and no runhub role nor PUBLIC may call it');
 
 -- ---------------------------------------------------------------------------------------------
 -- The deploy left its traces: a deployments row naming the migrations, and the pg_cron jobs.
