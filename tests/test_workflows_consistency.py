@@ -264,6 +264,11 @@ def _sample_of(rows):
 
 def _check_action(conn, w: World, action: str, params: dict):
     expected, excluded_counts, blocked = _model(w, action, params.get("segmentation", "recent_30d"))
+    # "E-mail order" is the database's collation: let it order the model's recipients too.
+    carts = dict(expected)
+    expected = [(e, carts[e]) for e in conn.execute(
+        "SELECT coalesce(array_agg(e ORDER BY e), '{}') FROM unnest(%s::text[]) e", ([e for e, _ in expected],)
+    ).fetchone()[0]]
     p = preview(conn, w.project, w.owner, action, params)
     # coverage, shown by --hypothesis-show-statistics
     hevent(f"{action}: {blocked or ('over 5 recipients' if len(expected) > 5 else f'{len(expected)} recipients')}")
