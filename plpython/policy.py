@@ -114,11 +114,12 @@ def evaluate(facts: dict) -> dict:
                                       maxAgeMinutes=_number(policy["previewMaxAgeMinutes"])))
     if count is not None:
         checks.append(lambda: check_recipients(count, policy))
+    warnings = warnings_for(count, policy) if count is not None else []
     for check in checks:
         refusal = check()
         if refusal:
-            return refusal
-    return {"allowed": True, "warnings": warnings_for(count, policy) if count is not None else []}
+            return {**refusal, "warnings": warnings}
+    return {"allowed": True, "warnings": warnings}
 
 
 @sql_function("runhub._evaluate_policy(p_facts jsonb) RETURNS jsonb")

@@ -19,6 +19,7 @@ AS $$
        FROM runhub.business_events e
       WHERE p_action = 'recover_abandoned'
         AND e.project_id = p_project AND e.event_type = 'checkout_started' AND e.customer_email IS NOT NULL
+        AND coalesce(e.payload ->> 'cartId', e.correlation_id) IS NOT NULL  -- no cart, nothing to link back to
         AND e.occurred_at > p_at - make_interval(hours => (
                 SELECT (x.policy ->> 'windowHours')::int FROM runhub.actions x WHERE x.id = 'recover_abandoned'))
         AND e.occurred_at <= p_at

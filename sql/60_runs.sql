@@ -146,6 +146,7 @@ BEGIN
         GET DIAGNOSTICS v_count = ROW_COUNT;
         v_decision := runhub._evaluate_policy(jsonb_build_object(
             'role', v_role, 'requiredRole', v_action.required_role, 'policy', v_action.policy,
+            'requirements', runhub._requirements(v_project, v_action),  -- e.g. shopUrl removed since
             'lastRunAt', runhub._iso(runhub._last_run_at(v_run.project_id, v_run.action_id, p_run, v_run.requested_at)),
             'now', runhub._iso(now()), 'recipientCount', v_count));
         IF NOT (v_decision ->> 'allowed')::boolean THEN

@@ -184,7 +184,8 @@ def _model(w: World, action: str, segmentation: str):
     audience = {}  # email -> (cart, exclusion-checking facts)
     if action == "recover_abandoned":
         for email, evs in by_email.items():
-            recent = [e for e in evs if e.kind == "checkout_started" and e.hours < 24]
+            # only checkouts with a cart id: without one a recovery mail has nothing to link back to
+            recent = [e for e in evs if e.kind == "checkout_started" and e.hours < 24 and e.cart]
             if recent:
                 audience[email] = max(recent, key=lambda e: (-e.hours, e.idx))
     elif action == "send_promo":
