@@ -164,13 +164,14 @@ AS $$
 $$;
 
 -- Who the action would e-mail now: exact count, counts per exclusion, and the first five.
--- PL/pgSQL so each query is planned for the action at hand (custom plans prune the builder's
--- other branches); jit off because compiling costs more than these queries take.
+-- Each query is planned for the action and project at hand (custom plans prune the builder's other
+-- branches; a generic plan cannot); jit off because compiling costs more than these queries take.
 CREATE OR REPLACE FUNCTION runhub._audience_summary(p_project uuid, p_action text, p_params jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_summary jsonb;
@@ -185,6 +186,9 @@ BEGIN
             'frequencyCap', count(*) FILTER (WHERE r.excluded_by = 'frequencyCap')))
       INTO v_summary  -- OFFSET 0: compute each row's exclusion once, not once per FILTER
       FROM (SELECT r.excluded_by FROM runhub._recipients(p_project, p_action, p_params, now()) r OFFSET 0) r;
+    IF (v_summary ->> 'count')::int = 0 THEN
+        RETURN v_summary || '{"sample": []}';
+    END IF;
     RETURN v_summary || jsonb_build_object('sample', (
         SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', s.email, 'name', s.name))
                                   ORDER BY s.email), '[]')
