@@ -9,6 +9,7 @@ import atexit
 import json
 import os
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -111,3 +112,26 @@ def assert_refused(excinfo, sqlstate: str, key: str) -> dict:
 
 def count_rows(conn, table: str) -> int:
     return conn.execute(f"SELECT count(*) FROM runhub.{table}").fetchone()[0]
+
+
+# -- waiting on real concurrent sessions ----------------------------------------------------------
+
+DEADLINE_SECONDS = 30.0
+
+
+def wait_until(condition, what: str, deadline_seconds: float = DEADLINE_SECONDS):
+    """Poll condition() until it holds; fail (not hang) after the deadline."""
+    deadline = time.monotonic() + deadline_seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.005)  # a polling interval, not a synchronisation guess
+
+
+def blocked_by(monitor, blocker_pid: int) -> set[int]:
+    """Backends of this database waiting for a heavyweight lock held by blocker_pid."""
+    rows = monitor.execute(
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        "   AND %s = ANY (pg_blocking_pids(pid))", (blocker_pid,)).fetchall()
+    return {r[0] for r in rows}

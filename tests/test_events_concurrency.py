@@ -12,10 +12,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import count_rows, event, new_project
+from conftest import DEADLINE_SECONDS, blocked_by, count_rows, event, new_project, wait_until
 
 N = 32
-DEADLINE_SECONDS = 30.0
 # Every session gives up rather than hang the suite if something never releases.
 SESSION_OPTIONS = "-c statement_timeout=60s -c lock_timeout=60s"
 
@@ -33,22 +32,6 @@ def _rows_for_key(conn, project, key):
                         (project, key)).fetchall()
 
 
-def _wait_until(condition, what: str):
-    """Poll condition() until it holds; fail (not hang) after DEADLINE_SECONDS."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)  # a polling interval, not a synchronisation guess
-
-
-def _sessions_blocked_by(monitor, blocker_pid: int) -> set[int]:
-    """Backends of this database that wait for a heavyweight lock held by blocker_pid."""
-    rows = monitor.execute(
-        "SELECT pid FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        "   AND %s = ANY (pg_blocking_pids(pid))", (blocker_pid,)).fetchall()
-    return {r[0] for r in rows}
 
 
 @pytest.fixture
@@ -120,7 +103,7 @@ def _hold_first_write(db_url, conn, project, body):
 def _block_waiters(conn, first, sessions, futures):
     first_pid = first.info.backend_pid
     waiter_pids = {c.info.backend_pid for c in sessions}
-    _wait_until(lambda: _sessions_blocked_by(conn, first_pid) >= waiter_pids,
+    wait_until(lambda: blocked_by(conn, first_pid) >= waiter_pids,
                 f"{len(waiter_pids)} sessions to block on the first writer's transaction")
     # They block on the first writer's transaction id, and none has returned.
     waiting = conn.execute(

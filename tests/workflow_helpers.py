@@ -12,11 +12,10 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import ingest, new_project
+from conftest import DEADLINE_SECONDS, blocked_by, ingest, new_project, wait_until  # noqa: F401 (re-exported)
 
 SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"]}
 PROMO = {"subject": "Winter sale", "content": "Everything -20% this week"}
-DEADLINE_SECONDS = 30.0
 # Every session gives up rather than hang the suite if something never releases.
 SESSION_OPTIONS = "-c statement_timeout=60s -c lock_timeout=60s"
 
@@ -139,22 +138,6 @@ def attempt(fn, *args, **kwargs):
 
 # -- concurrency -------------------------------------------------------------------------------
 
-def wait_until(condition, what: str, deadline_seconds: float = DEADLINE_SECONDS):
-    """Poll condition() until it holds; fail (not hang) after the deadline."""
-    deadline = time.monotonic() + deadline_seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)  # a polling interval, not a synchronisation guess
-
-
-def blocked_by(monitor, blocker_pid: int) -> set[int]:
-    """Backends of this database waiting for a heavyweight lock held by blocker_pid."""
-    rows = monitor.execute(
-        "SELECT pid FROM pg_stat_activity"
-        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        "   AND %s = ANY (pg_blocking_pids(pid))", (blocker_pid,)).fetchall()
-    return {r[0] for r in rows}
 
 
 def db_minute(conn) -> int:
