@@ -181,4 +181,12 @@ def demo(obj: Context) -> None:
         click.echo(f"  {action['id']:18} {state}: {preview['count']} recipient(s){blocked}")
         click.echo(f"    {preview['criteria']}; excluded: "
                    + (", ".join(f"{x['count']} {x['exclusion']}" for x in preview["excluded"]) or "nothing"))
+    run = result["run"]
+    if run and "blocked" in run:
+        click.echo(f"recovery run: not now ({run['blocked']})")
+    elif run:
+        again = " (today's, already created)" if run["deduplicated"] else ""
+        click.echo(f"recovery run {run['id']}{again}: {run['status']}, result {json.dumps(run.get('result'))}")
+        for email, link in run["links"]:
+            click.echo(f"  {email:24} {link}")
 

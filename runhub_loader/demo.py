@@ -91,8 +91,28 @@ def load(database_url: str, now: datetime | None = None) -> dict:
                                           (project, DEMO_OWNER, a["id"], Jsonb(DEMO_PARAMS.get(a["id"], {})))
                                           ).fetchone()[0] for a in actions}
         conn.commit()
+        run = _run_recovery(conn, project, previews.get("recover_abandoned"), now)
     return {"project": str(project), "name": DEMO_NAME, "inserted": inserted, "events": counts,
-            "actions": actions, "previews": previews}
+            "actions": actions, "previews": previews, "run": run}
+
+
+def _run_recovery(conn, project, preview, now: datetime) -> dict | None:
+    """Run today's recovery (one a day: the idempotency key is the date) and execute it now, as the
+    daemon or the minute sweep would."""
+    if not preview:
+        return None
+    if "blocked" in preview:
+        return {"blocked": preview["blocked"]["reason"]}
+    created = conn.execute(
+        "SELECT runhub.create_run(%s, %s, 'recover_abandoned', %s, '{}', now(), %s)",
+        (project, DEMO_OWNER, f"demo-recovery-{now:%Y-%m-%d}", preview["previewId"])).fetchone()[0]
+    conn.commit()
+    conn.execute("SELECT runhub.process_runs(10)")
+    conn.commit()
+    run = conn.execute("SELECT runhub.get_run(%s, %s, %s)", (project, DEMO_OWNER, created["runId"])).fetchone()[0]
+    links = conn.execute("SELECT email, link FROM runhub.workflow_run_recipients WHERE run_id = %s ORDER BY email",
+                         (created["runId"],)).fetchall()
+    return {**run, "deduplicated": created["deduplicated"], "links": links}
 
 
 DEMO_PARAMS = {"send_promo": {"subject": "20% off beans this week", "content": "Fresh roasts, 20% off.",

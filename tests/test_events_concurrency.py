@@ -4,7 +4,6 @@ waiting sessions, never by sleeping for a guessed duration."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
 
