@@ -1,0 +1,20 @@
+"""The demo shop behind the README's main job: loads, previews, runs a recovery, and re-runs cleanly."""
+from __future__ import annotations
+
+from runhub_loader.demo import load
+
+
+def test_the_demo_runs_the_loop_and_is_idempotent(db_url):
+    first = load(db_url)
+    assert first["inserted"] > 100 and set(first["events"]) >= {"checkout_started", "payment_succeeded"}
+    assert {a["id"] for a in first["actions"]} == {"recover_abandoned", "send_promo", "onboard_users"}
+    run, preview = first["run"], first["previews"]["recover_abandoned"]
+    if "blocked" in preview:  # the last 24 hours of demo data may hold no abandoned checkout
+        assert run == {"blocked": preview["blocked"]["reason"]}
+    else:
+        assert run["status"] == "running" and run["result"]["totalRecipients"] == len(run["links"]) == preview["count"]
+        assert all(f"/checkout?wid={run['id']}&cart=" in link for _, link in run["links"])
+
+    again = load(db_url)
+    assert again["inserted"] == 0 and again["events"] == first["events"]
+    assert again["project"] == first["project"]
