@@ -131,19 +131,27 @@ BEGIN
     v_template := CASE WHEN v_run.action_id = 'send_promo' AND (v_run.params ->> 'isUpdate')::boolean
                        THEN 'update' ELSE v_action.template END;
     BEGIN
-        -- Expressions inline rather than helper calls: they run once per recipient.
-        INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email, name, locale, cart_id,
-                                                    amount_cents, currency, link)
-        SELECT p_run, v_run.project_id, r.email, r.name,
-               CASE WHEN split_part(r.locale, '-', 1) IN ('en', 'ar', 'fr', 'es', 'de')
-                    THEN split_part(r.locale, '-', 1) ELSE v_project.locale END,
-               r.cart_id, r.amount_cents, r.currency,
-               CASE WHEN v_run.action_id = 'recover_abandoned' THEN
-                   v_link_base || runhub._url_encode(coalesce(r.cart_id, ''))
-               END
-          FROM runhub._recipients(v_run.project_id, v_run.action_id, v_run.params, now()) r
-         WHERE r.excluded_by IS NULL
-         ORDER BY r.email;
+        -- One statement writes each recipient and its message (expressions inline rather than
+        -- helper calls: they run once per recipient). The message carries what is fixed now
+        -- (template, locale, address, Message-ID); what it says comes from its recipient, run and
+        -- project when the sender renders it.
+        WITH recipients AS (
+            INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email, name, locale, cart_id,
+                                                        amount_cents, currency, link)
+            SELECT p_run, v_run.project_id, r.email, r.name,
+                   CASE WHEN split_part(r.locale, '-', 1) IN ('en', 'ar', 'fr', 'es', 'de')
+                        THEN split_part(r.locale, '-', 1) ELSE v_project.locale END,
+                   r.cart_id, r.amount_cents, r.currency,
+                   CASE WHEN v_run.action_id = 'recover_abandoned'
+                        THEN v_link_base || runhub._url_encode(coalesce(r.cart_id, '')) END
+              FROM runhub._recipients(v_run.project_id, v_run.action_id, v_run.params, now()) r
+             WHERE r.excluded_by IS NULL
+             ORDER BY r.email
+            RETURNING id, project_id, email, name, locale)
+        INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id)
+        SELECT rc.project_id, p_run, rc.id, v_template, rc.locale, rc.email, rc.name,
+               '<' || p_run || '.' || rc.id || '@runhub>'
+          FROM recipients rc;
         GET DIAGNOSTICS v_count = ROW_COUNT;
         v_decision := runhub._evaluate_policy(jsonb_build_object(
             'role', v_role, 'requiredRole', v_action.required_role, 'policy', v_action.policy,
@@ -151,7 +159,7 @@ BEGIN
             'lastRunAt', runhub._iso(runhub._last_run_at(v_run.project_id, v_run.action_id, p_run, v_run.requested_at)),
             'now', runhub._iso(now()), 'recipientCount', v_count));
         IF NOT (v_decision ->> 'allowed')::boolean THEN
-            RAISE EXCEPTION USING ERRCODE = 'RH001', MESSAGE = v_decision::text;  -- undo the recipients
+            RAISE EXCEPTION USING ERRCODE = 'RH001', MESSAGE = v_decision::text;  -- undo what was written
         END IF;
     EXCEPTION WHEN SQLSTATE 'RH001' THEN
         PERFORM runhub._fail_run(p_run, v_decision ->> 'reason', v_decision -> 'reasonParams',
@@ -159,13 +167,6 @@ BEGIN
         RETURN 'failed';
     END;
 
-    -- The message carries what is fixed now (template, locale, address, Message-ID); what it says
-    -- comes from its recipient, run and project when the sender renders it.
-    INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id)
-    SELECT rc.project_id, p_run, rc.id, v_template, rc.locale, rc.email, rc.name,
-           '<' || p_run || '.' || rc.id || '@runhub>'
-      FROM runhub.workflow_run_recipients rc
-     WHERE rc.run_id = p_run;
     UPDATE runhub.workflow_runs
        SET executed_at = now(), lease_owner = NULL, lease_expires_at = NULL
      WHERE id = p_run;
