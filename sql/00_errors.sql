@@ -41,7 +41,8 @@ AS $$
     ('workflows.requires.setting',   'PT422', 'Set the project setting {setting} first'),
     ('workflows.requires.events',    'PT422', 'This needs at least {minCount} {eventType} event(s) first'),
     ('workflows.requires.recipients', 'PT422', 'This needs customers to send to ({source})'),
-    ('workflows.requires.unknown',   'PT422', 'A prerequisite of type {type} is not met')
+    ('workflows.requires.unknown',   'PT422', 'A prerequisite of type {type} is not met'),
+    ('mail.invalidUnsubscribeToken', 'PT400', 'This unsubscribe link is not valid')
 $$;
 
 -- The catalog's English hint for key with params filled in (null for an unknown key).

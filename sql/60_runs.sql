@@ -222,6 +222,7 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtextextended('runhub.cron_process_runs', 0)) THEN
         RETURN 0;
     END IF;
+    PERFORM runhub._complete_done_runs();  -- runs whose last messages were cancelled, not sent
     RETURN runhub.process_runs(100);
 END
 $$;

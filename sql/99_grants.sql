@@ -19,6 +19,7 @@ GRANT EXECUTE ON FUNCTION
     runhub.list_runs(uuid, uuid, jsonb),
     runhub.cancel_run(uuid, uuid, uuid),
     runhub.suppress(uuid, text, text),
+    runhub.unsubscribe(text),
     runhub.criteria_text(text, jsonb, jsonb),
     runhub.exclusion_label(text, int),
     runhub.error_catalog()
@@ -29,7 +30,13 @@ GRANT EXECUTE ON FUNCTION
     runhub.process_runs(int),
     runhub.claim_runs(text, int, int),
     runhub.execute_run(uuid, text),
-    runhub.heartbeat_run(uuid, text, int)
+    runhub.heartbeat_run(uuid, text, int),
+    runhub.claim_messages(text, int, int),
+    runhub.heartbeat_messages(text, bigint[], int),
+    runhub.release_messages(text, bigint[]),
+    runhub.record_sent(bigint, text, text),
+    runhub.record_failure(bigint, text, int, text),
+    runhub.unsubscribe_token(uuid, text)
 TO runhub_sender;
 
 -- Direct reads for a signed-in user: what the RLS policies call.

@@ -3,7 +3,7 @@
 -- something the contract relies on fails here first, with a readable message.
 BEGIN;
 \ir helpers.psql
-SELECT plan(197);
+SELECT plan(215);
 
 -- ---------------------------------------------------------------------------------------------
 -- Schema, extensions and tables.
@@ -22,6 +22,7 @@ SELECT has_table('runhub', 'previews', 'table runhub.previews exists');
 SELECT has_table('runhub', 'workflow_runs', 'table runhub.workflow_runs exists');
 SELECT has_table('runhub', 'workflow_run_recipients', 'table runhub.workflow_run_recipients exists');
 SELECT has_table('runhub', 'outbox', 'table runhub.outbox exists');
+SELECT has_table('runhub', 'secrets', 'table runhub.secrets exists');
 SELECT has_view('runhub', 'stale_runs', 'view runhub.stale_runs exists');
 
 -- ---------------------------------------------------------------------------------------------
@@ -171,6 +172,37 @@ SELECT col_not_null('runhub', 'outbox', 'project_id', 'every message belongs to 
 SELECT col_not_null('runhub', 'outbox', 'message_id', 'outbox.message_id is NOT NULL (fixed when written)');
 SELECT set_has($$SELECT conname::text FROM pg_constraint WHERE conrelid = 'runhub.outbox'::regclass AND contype = 'c'$$,
                $$VALUES ('outbox_sending_state'), ('outbox_sent_state')$$, 'outbox has its state CHECK constraints');
+-- outbox.smtp_code (0004_sender): the SMTP server's last answer, 200-599, null until there is one.
+SELECT col_type_is('runhub', 'outbox', 'smtp_code', 'integer', 'outbox.smtp_code is integer');
+SELECT col_is_null('runhub', 'outbox', 'smtp_code', 'outbox.smtp_code is nullable (no answer yet, or none at all)');
+SELECT col_hasnt_default('runhub', 'outbox', 'smtp_code', 'outbox.smtp_code has no default');
+SELECT is(ARRAY(SELECT v.code || ' -> ' || pg_temp.refusal(format(
+                           $$INSERT INTO runhub.outbox (project_id, template, locale, to_email, message_id, smtp_code)
+                             VALUES ('eeeeeeee-0000-4000-8000-0000000000aa', 'digest', 'en', 'x@example.com', '<x@runhub>', %s)$$, v.code))
+                  FROM unnest(ARRAY[199, 600, -1]) v(code)),
+          ARRAY['199 -> 23514 new row for relation "outbox" violates check constraint "outbox_smtp_code_check"',
+                '600 -> 23514 new row for relation "outbox" violates check constraint "outbox_smtp_code_check"',
+                '-1 -> 23514 new row for relation "outbox" violates check constraint "outbox_smtp_code_check"'],
+          'outbox.smtp_code is checked to be 200-599 (199, 600 and -1 are refused)');
+SELECT lives_ok($$INSERT INTO runhub.outbox (project_id, template, locale, to_email, message_id, smtp_code)
+                  VALUES ('eeeeeeee-0000-4000-8000-0000000000aa', 'digest', 'en', 'x@example.com', '<x1@runhub>', 200),
+                         ('eeeeeeee-0000-4000-8000-0000000000aa', 'digest', 'en', 'x@example.com', '<x2@runhub>', 599),
+                         ('eeeeeeee-0000-4000-8000-0000000000aa', 'digest', 'en', 'x@example.com', '<x3@runhub>', NULL)$$,
+                'outbox.smtp_code 200, 599 and null are accepted');
+DELETE FROM runhub.outbox WHERE project_id = 'eeeeeeee-0000-4000-8000-0000000000aa';
+
+-- secrets (0004_sender): deploy secrets, readable by the owner only (tests/sql/80_roles.sql).
+SELECT col_is_pk('runhub', 'secrets', 'name', 'secrets.name is the primary key');
+SELECT col_type_is('runhub', 'secrets', 'name', 'text', 'secrets.name is text');
+SELECT col_type_is('runhub', 'secrets', 'value', 'bytea', 'secrets.value is bytea');
+SELECT col_not_null('runhub', 'secrets', 'value', 'secrets.value is NOT NULL');
+SELECT col_type_is('runhub', 'secrets', 'created_at', 'timestamp with time zone', 'secrets.created_at is timestamptz');
+SELECT col_has_default('runhub', 'secrets', 'created_at', 'secrets.created_at has a default');
+SELECT results_eq($$SELECT name, octet_length(value), value <> decode(repeat('00', 32), 'hex') FROM runhub.secrets ORDER BY name$$,
+                  $$VALUES ('unsubscribe', 32, true)$$,
+                  'the deploy generated the unsubscribe secret: 32 bytes, not all zero');
+SELECT throws_ok($$INSERT INTO runhub.secrets (name, value) VALUES ('short', decode(repeat('ab', 15), 'hex'))$$,
+                 '23514', NULL, 'a secret shorter than 16 bytes is refused');
 -- Deleting a project takes its customers, suppressions, previews and runs; a purged preview only
 -- unlinks its run. (Recipients and messages go with their run: tests/sql/30_workflows.sql.)
 SELECT results_eq($$SELECT c.conrelid::regclass::text, a.attname::text COLLATE "default", c.confdeltype::text
@@ -310,22 +342,54 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_result(p.o
                                      'runhub.claim_runs(text,integer,integer)'::regprocedure,
                                      'runhub.heartbeat_run(uuid,text,integer)'::regprocedure,
                                      'runhub.execute_run(uuid,text)'::regprocedure,
-                                     'runhub.cron_process_runs()'::regprocedure)
+                                     'runhub.cron_process_runs()'::regprocedure,
+                                     'runhub.claim_messages(text,integer,integer)'::regprocedure,
+                                     'runhub.heartbeat_messages(text,bigint[],integer)'::regprocedure,
+                                     'runhub.release_messages(text,bigint[])'::regprocedure,
+                                     'runhub.record_sent(bigint,text,text)'::regprocedure,
+                                     'runhub.record_failure(bigint,text,integer,text)'::regprocedure,
+                                     'runhub.unsubscribe_token(uuid,text)'::regprocedure,
+                                     'runhub.unsubscribe(text)'::regprocedure)
                      ORDER BY p.oid::regprocedure::text COLLATE "C"$$,
                   $$VALUES ('runhub.cancel_run(uuid,uuid,uuid)', 'jsonb', true),
+                           ('runhub.claim_messages(text,integer,integer)', 'SETOF jsonb', true),
                            ('runhub.claim_runs(text,integer,integer)', 'SETOF uuid', true),
                            ('runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)', 'jsonb', true),
                            ('runhub.cron_process_runs()', 'integer', true),
                            ('runhub.execute_run(uuid,text)', 'text', true),
                            ('runhub.get_run(uuid,uuid,uuid)', 'jsonb', true),
+                           ('runhub.heartbeat_messages(text,bigint[],integer)', 'integer', true),
                            ('runhub.heartbeat_run(uuid,text,integer)', 'boolean', true),
                            ('runhub.list_actions(uuid,uuid)', 'jsonb', true),
                            ('runhub.list_runs(uuid,uuid,jsonb)', 'jsonb', true),
                            ('runhub.preview(uuid,uuid,text,jsonb)', 'jsonb', true),
                            ('runhub.process_runs(integer)', 'integer', true),
+                           ('runhub.record_failure(bigint,text,integer,text)', 'text', true),
+                           ('runhub.record_sent(bigint,text,text)', 'text', true),
+                           ('runhub.release_messages(text,bigint[])', 'integer', true),
                            ('runhub.suppress(uuid,text,text)', 'void', true),
+                           ('runhub.unsubscribe(text)', 'void', true),
+                           ('runhub.unsubscribe_token(uuid,text)', 'text', true),
                            ('runhub.update_project_settings(uuid,uuid,jsonb)', 'jsonb', true)$$,
-                  'the workflow functions exist with their return types, all SECURITY DEFINER');
+                  'the workflow and sender functions exist with their return types, all SECURITY DEFINER');
+SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(p.oid)
+                      FROM pg_proc p
+                     WHERE p.oid IN ('runhub.claim_messages(text,integer,integer)'::regprocedure,
+                                     'runhub.heartbeat_messages(text,bigint[],integer)'::regprocedure,
+                                     'runhub.release_messages(text,bigint[])'::regprocedure,
+                                     'runhub.record_sent(bigint,text,text)'::regprocedure,
+                                     'runhub.record_failure(bigint,text,integer,text)'::regprocedure,
+                                     'runhub.unsubscribe_token(uuid,text)'::regprocedure,
+                                     'runhub.unsubscribe(text)'::regprocedure)
+                     ORDER BY p.oid::regprocedure::text COLLATE "C"$$,
+                  $$VALUES ('runhub.claim_messages(text,integer,integer)', 'p_worker text, p_max integer DEFAULT 50, p_lease_seconds integer DEFAULT 120'),
+                           ('runhub.heartbeat_messages(text,bigint[],integer)', 'p_worker text, p_ids bigint[], p_lease_seconds integer DEFAULT 120'),
+                           ('runhub.record_failure(bigint,text,integer,text)', 'p_id bigint, p_worker text, p_smtp_code integer, p_smtp_reply text'),
+                           ('runhub.record_sent(bigint,text,text)', 'p_id bigint, p_worker text, p_smtp_reply text DEFAULT NULL::text'),
+                           ('runhub.release_messages(text,bigint[])', 'p_worker text, p_ids bigint[]'),
+                           ('runhub.unsubscribe(text)', 'p_token text'),
+                           ('runhub.unsubscribe_token(uuid,text)', 'p_project uuid, p_email text')$$,
+                  'sender defaults: claims of up to 50 messages, leases of 120 s, record_sent without a reply');
 SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(p.oid)
                       FROM pg_proc p
                      WHERE p.oid IN ('runhub.preview(uuid,uuid,text,jsonb)'::regprocedure,
@@ -361,12 +425,26 @@ SELECT isnt_definer('runhub', '_event_from_json', ARRAY['uuid', 'jsonb'], '_even
 SELECT isnt_definer('runhub', '_recipients', ARRAY['uuid', 'text', 'jsonb', 'timestamp with time zone'], '_recipients is not SECURITY DEFINER');
 SELECT isnt_definer('runhub', '_evaluate_policy', ARRAY['jsonb'], '_evaluate_policy is not SECURITY DEFINER');
 SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
+                   WHERE p.oid IN ('runhub._message_json(runhub.outbox)'::regprocedure, 'runhub._complete_run_if_done(uuid)'::regprocedure,
+                                   'runhub._complete_done_runs()'::regprocedure, 'runhub._append_sent_event(runhub.outbox)'::regprocedure,
+                                   'runhub._error_summary(uuid)'::regprocedure, 'runhub._sign_unsubscribe(bytea,uuid,text)'::regprocedure,
+                                   'runhub._verify_unsubscribe(bytea,text)'::regprocedure)
+                     AND p.prosecdef$$,
+                'the sender''s internal helpers (_message_json, _complete_run_if_done, _complete_done_runs, _append_sent_event, '
+                '_error_summary, _sign_unsubscribe, _verify_unsubscribe) exist and are not SECURITY DEFINER');
+SELECT function_lang_is('runhub', '_sign_unsubscribe', ARRAY['bytea', 'uuid', 'text'], 'plpython3u',
+                        'unsubscribe tokens are signed in PL/Python (_sign_unsubscribe)');
+SELECT function_lang_is('runhub', '_verify_unsubscribe', ARRAY['bytea', 'text'], 'plpython3u',
+                        'unsubscribe tokens are verified in PL/Python (_verify_unsubscribe)');
+SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace AND p.prosecdef
                      AND p.proname NOT IN ('create_project', 'add_member', 'ingest_event', 'list_events', 'update_project_settings',
                                            'list_actions', 'preview', 'create_run', 'get_run', 'list_runs', 'cancel_run', 'suppress',
                                            'process_runs', 'claim_runs', 'execute_run', 'heartbeat_run', 'cron_process_runs',
+                                           'unsubscribe', 'unsubscribe_token', 'claim_messages', 'heartbeat_messages',
+                                           'release_messages', 'record_sent', 'record_failure',
                                            '_my_project_ids')$$,
-                'no function other than the API, the worker functions and _my_project_ids is SECURITY DEFINER');
+                'no function other than the API, the worker and sender functions and _my_project_ids is SECURITY DEFINER');
 
 -- Every function in schema runhub pins search_path (a definer function without it can be hijacked
 -- through objects in the caller's search_path). The one exception is the recipient builder
@@ -392,9 +470,9 @@ SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
 -- ---------------------------------------------------------------------------------------------
 -- The deploy left its traces: a deployments row naming the migrations, and the pg_cron jobs.
 SELECT ok(EXISTS (SELECT 1 FROM runhub.deployments
-                   WHERE migrations @> ARRAY['0001_foundation', '0002_business_events', '0003_workflows']
+                   WHERE migrations @> ARRAY['0001_foundation', '0002_business_events', '0003_workflows', '0004_sender']
                      AND checksum ~ '^[0-9a-f]{64}$' AND version <> ''),
-          'the deploy recorded a deployments row with its checksum and the three migrations');
+          'the deploy recorded a deployments row with its checksum and the four migrations');
 SELECT results_eq($$SELECT name, schedule, command, in_cron_database FROM runhub.cron_jobs() WHERE name = 'process-runs'$$,
                   $$VALUES ('process-runs', '* * * * *', 'SELECT runhub.cron_process_runs()', false)$$,
                   'process-runs: runhub.cron_process_runs() every minute, in this database');

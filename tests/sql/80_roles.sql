@@ -1,11 +1,13 @@
--- Roles (docs/sql-contract.md, "Roles"): runhub_app may EXECUTE the API and nothing else;
--- runhub_sender drives runs (process_runs, claim_runs, execute_run, heartbeat_run) and has no API
--- and no tables; PUBLIC can call nothing; runhub_reader reads project data through RLS, limited to
--- the projects of runhub.current_user_id(), and writes nothing. Privileges are checked
+-- Roles (docs/sql-contract.md, "Roles"): runhub_app may EXECUTE the API (unsubscribe included) and
+-- nothing else; runhub_sender drives runs (process_runs, claim_runs, execute_run, heartbeat_run)
+-- and delivers their mail (claim_messages, heartbeat_messages, release_messages, record_sent,
+-- record_failure, unsubscribe_token) and has no API and no tables; PUBLIC can call nothing;
+-- runhub_reader reads project data through RLS, limited to the projects of
+-- runhub.current_user_id(), and writes nothing; nobody but the owner reads runhub.secrets. Privileges are checked
 -- in the catalog first, then by acting as each role (SET LOCAL ROLE) and watching it fail (42501).
 BEGIN;
 \ir helpers.psql
-SELECT plan(140);
+SELECT plan(161);
 
 -- ---------------------------------------------------------------------------------------------
 -- The roles exist, are not superusers, and cannot bypass RLS.
@@ -57,14 +59,19 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'runhub.list_actions(uuid,uuid)', 'runhub.preview(uuid,uuid,text,jsonb)',
                     'runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)',
                     'runhub.get_run(uuid,uuid,uuid)', 'runhub.list_runs(uuid,uuid,jsonb)', 'runhub.cancel_run(uuid,uuid,uuid)',
-                    'runhub.suppress(uuid,text,text)', 'runhub.criteria_text(text,jsonb,jsonb)', 'runhub.exclusion_label(text,integer)',
+                    'runhub.suppress(uuid,text,text)', 'runhub.unsubscribe(text)',
+                    'runhub.criteria_text(text,jsonb,jsonb)', 'runhub.exclusion_label(text,integer)',
                     'runhub.error_catalog()'],
-              'runhub_app can EXECUTE exactly the API (and criteria_text, exclusion_label, error_catalog)');
+              'runhub_app can EXECUTE exactly the API, unsubscribe included (and criteria_text, exclusion_label, error_catalog)');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_sender', p.oid, 'EXECUTE')$$,
               ARRAY['runhub.process_runs(integer)', 'runhub.claim_runs(text,integer,integer)', 'runhub.execute_run(uuid,text)',
-                    'runhub.heartbeat_run(uuid,text,integer)'],
-              'runhub_sender can EXECUTE exactly process_runs, claim_runs, execute_run and heartbeat_run');
+                    'runhub.heartbeat_run(uuid,text,integer)',
+                    'runhub.claim_messages(text,integer,integer)', 'runhub.heartbeat_messages(text,bigint[],integer)',
+                    'runhub.release_messages(text,bigint[])', 'runhub.record_sent(bigint,text,text)',
+                    'runhub.record_failure(bigint,text,integer,text)', 'runhub.unsubscribe_token(uuid,text)'],
+              'runhub_sender can EXECUTE exactly the run functions (process_runs, claim_runs, execute_run, heartbeat_run) '
+              'and the mail functions (claim_messages, heartbeat_messages, release_messages, record_sent, record_failure, unsubscribe_token)');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_reader', p.oid, 'EXECUTE')$$,
               ARRAY['runhub.current_user_id()', 'runhub._my_project_ids()', 'runhub.error_catalog()'],
@@ -75,7 +82,8 @@ SELECT is_empty($$SELECT f FROM unnest(ARRAY['runhub.create_project(text,uuid,te
                                                 'runhub.preview(uuid,uuid,text,jsonb)',
                                                 'runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)',
                                                 'runhub.get_run(uuid,uuid,uuid)', 'runhub.list_runs(uuid,uuid,jsonb)',
-                                                'runhub.cancel_run(uuid,uuid,uuid)', 'runhub.suppress(uuid,text,text)']) f
+                                                'runhub.cancel_run(uuid,uuid,uuid)', 'runhub.suppress(uuid,text,text)',
+                                                'runhub.unsubscribe(text)']) f
                    WHERE has_function_privilege('runhub_sender', f::regprocedure, 'EXECUTE')
                       OR has_function_privilege('runhub_reader', f::regprocedure, 'EXECUTE')$$,
                 'neither runhub_sender nor runhub_reader can EXECUTE an API function');
@@ -85,6 +93,14 @@ SELECT is_empty($$SELECT f FROM unnest(ARRAY['runhub.process_runs(integer)', 'ru
                    WHERE has_function_privilege('runhub_app', f::regprocedure, 'EXECUTE')
                       OR has_function_privilege('runhub_reader', f::regprocedure, 'EXECUTE')$$,
                 'neither runhub_app nor runhub_reader can drive runs (process_runs, claim_runs, execute_run, heartbeat_run, cron_process_runs)');
+SELECT is_empty($$SELECT f, r FROM unnest(ARRAY['runhub.claim_messages(text,integer,integer)', 'runhub.heartbeat_messages(text,bigint[],integer)',
+                                                'runhub.release_messages(text,bigint[])', 'runhub.record_sent(bigint,text,text)',
+                                                'runhub.record_failure(bigint,text,integer,text)', 'runhub.unsubscribe_token(uuid,text)',
+                                                'runhub._complete_done_runs()', 'runhub._sign_unsubscribe(bytea,uuid,text)',
+                                                'runhub._verify_unsubscribe(bytea,text)']) f,
+                          unnest(ARRAY['runhub_app', 'runhub_reader']) r
+                   WHERE has_function_privilege(r, f::regprocedure, 'EXECUTE')$$,
+                'neither runhub_app nor runhub_reader can send mail, record outcomes or sign and verify unsubscribe tokens');
 
 -- Catalog: table access. runhub_app and runhub_sender none at all; runhub_reader SELECT on the
 -- project tables and the action registry only.
@@ -121,6 +137,15 @@ SELECT set_eq($$SELECT c.relname::text FROM pg_class c
               'runhub_reader has privileges on exactly these relations (not previews, outbox, stale_runs, ...)');
 SELECT table_privs_are('runhub', 'deployments', 'runhub_reader', '{}'::text[], 'runhub_reader: nothing on deployments');
 SELECT table_privs_are('runhub', 'plpython_modules', 'runhub_reader', '{}'::text[], 'runhub_reader: nothing on plpython_modules');
+-- runhub.secrets (the unsubscribe signing key): the owner only.
+SELECT is_empty($$SELECT r.rolname, p.priv FROM pg_roles r
+                   CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) p(priv)
+                   WHERE NOT r.rolsuper AND r.rolname !~ '^pg_'  -- the predefined pg_read_all_data / pg_write_all_data
+                     AND r.oid <> (SELECT relowner FROM pg_class WHERE oid = 'runhub.secrets'::regclass)
+                     AND has_table_privilege(r.oid, 'runhub.secrets'::regclass, p.priv)$$,
+                'no role but its owner (and superusers and predefined roles) has any privilege on runhub.secrets');
+SELECT is((SELECT relacl FROM pg_class WHERE oid = 'runhub.secrets'::regclass), NULL::aclitem[],
+          'runhub.secrets has no grants at all (owner-only default)');
 
 -- ---------------------------------------------------------------------------------------------
 -- Fixture, as the superuser: P1 (owner A, plus member M) with two events, P2 (owner B) with one.
@@ -149,6 +174,7 @@ VALUES ('dddddddd-0000-4000-8000-0000000000a1', :'p1', 'c1@example.com'),
 
 -- ---------------------------------------------------------------------------------------------
 -- runhub_app: the API works through SECURITY DEFINER; tables and internals are refused.
+SELECT runhub.unsubscribe_token(:'p1', 'c8@example.com') AS c8_token \gset
 SET LOCAL ROLE runhub_app;
 SELECT lives_ok(format($$SELECT runhub.create_project('App project', %L, 'UTC', 'EUR')$$, :a), 'runhub_app can create a project');
 SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'admin')$$, :'p2', :stranger), 'runhub_app can add a member');
@@ -195,10 +221,21 @@ SELECT throws_ok($$SELECT runhub.claim_runs('app')$$, '42501', NULL, 'runhub_app
 SELECT throws_ok(format($$SELECT * FROM runhub._recipients(%L, 'onboard_users', '{}', now())$$, :'p1'), '42501', NULL,
                  'runhub_app cannot call runhub._recipients');
 SELECT throws_ok($$SELECT runhub._evaluate_policy('{}')$$, '42501', NULL, 'runhub_app cannot call runhub._evaluate_policy');
+SELECT throws_ok($$SELECT runhub.unsubscribe('v1.forged.token')$$, 'PT400', 'mail.invalidUnsubscribeToken',
+                 'runhub_app can call unsubscribe (here: a forged token, refused)');
+SELECT lives_ok(format('SELECT runhub.unsubscribe(%L)', :'c8_token'), 'runhub_app can unsubscribe with a valid token (c8 in P1)');
+SELECT throws_ok(format($$SELECT runhub.unsubscribe_token(%L, 'c8@example.com')$$, :'p1'), '42501', NULL,
+                 'runhub_app cannot mint unsubscribe tokens (unsubscribe_token)');
+SELECT throws_ok($$SELECT runhub.claim_messages('app')$$, '42501', NULL, 'runhub_app cannot call claim_messages');
+SELECT throws_ok($$SELECT runhub.record_sent(1, 'app')$$, '42501', NULL, 'runhub_app cannot call record_sent');
+SELECT throws_ok($$SELECT * FROM runhub.secrets$$, '42501', NULL, 'runhub_app cannot SELECT secrets');
 RESET ROLE;
 
 -- ---------------------------------------------------------------------------------------------
--- runhub_sender: drives runs through its four functions; no API, no tables.
+-- runhub_sender: drives runs through its four functions and delivers mail through the outbox
+-- functions; no API, no tables. One message of no run (no event, no run to end) is due in P2.
+INSERT INTO runhub.outbox (project_id, template, locale, to_email, variables, message_id)
+VALUES (:'p2', 'digest', 'en', 'b@example.com', '{"week": 1}', '<digest-roles@runhub>');
 SET LOCAL ROLE runhub_sender;
 SELECT is(runhub.process_runs(), 1, 'runhub_sender can call process_runs (it takes P2''s queued run)');
 SELECT is_empty($$SELECT runhub.claim_runs('sender-1')$$, 'runhub_sender can call claim_runs');
@@ -215,6 +252,22 @@ SELECT throws_ok(format($$SELECT runhub.ingest_event(%L, '{}')$$, :'p1'), '42501
 SELECT throws_ok(format($$SELECT runhub.list_events(%L)$$, :'p1'), '42501', NULL, 'runhub_sender cannot call list_events');
 SELECT throws_ok($$SELECT * FROM runhub.business_events$$, '42501', NULL, 'runhub_sender cannot SELECT business_events');
 SELECT throws_ok($$SELECT * FROM runhub.projects$$, '42501', NULL, 'runhub_sender cannot SELECT projects');
+SELECT runhub.claim_messages('sender-1', 10, 60) AS sender_claim \gset
+SELECT is((:'sender_claim'::jsonb) - ARRAY['id', 'projectId'],
+          '{"messageId": "<digest-roles@runhub>", "runId": null, "template": "digest", "locale": "en", "toEmail": "b@example.com",
+            "toName": null, "attempts": 1, "unsubscribeToken": null, "variables": {"week": 1, "projectName": "Project two"}}'::jsonb,
+          'runhub_sender can call claim_messages (it claims the digest)');
+SELECT is(runhub.heartbeat_messages('sender-1', ARRAY[((:'sender_claim'::jsonb) ->> 'id')::bigint]), 1, 'runhub_sender can call heartbeat_messages');
+SELECT is(runhub.release_messages('sender-1', ARRAY[((:'sender_claim'::jsonb) ->> 'id')::bigint]), 1, 'runhub_sender can call release_messages');
+SELECT is(runhub.record_failure(((:'sender_claim'::jsonb) ->> 'id')::bigint, 'sender-1', 421, '421 busy'), 'lease_lost',
+          'runhub_sender can call record_failure (here: the message was released)');
+SELECT is(runhub.record_sent(((:'sender_claim'::jsonb) ->> 'id')::bigint, 'sender-1', '250 ok'), 'sent', 'runhub_sender can call record_sent');
+SELECT matches(runhub.unsubscribe_token(:'p1', 'c1@example.com'), '^v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$',
+               'runhub_sender can call unsubscribe_token (its PL/Python signer runs with the owner''s rights)');
+SELECT throws_ok($$SELECT runhub.unsubscribe('v1.forged.token')$$, '42501', NULL, 'runhub_sender cannot call unsubscribe');
+SELECT throws_ok($$SELECT * FROM runhub.secrets$$, '42501', NULL, 'runhub_sender cannot SELECT secrets');
+SELECT throws_ok($$SELECT runhub._sign_unsubscribe('\x00', NULL, 'x')$$, '42501', NULL, 'runhub_sender cannot call runhub._sign_unsubscribe');
+SELECT throws_ok($$SELECT runhub._complete_done_runs()$$, '42501', NULL, 'runhub_sender cannot call runhub._complete_done_runs');
 RESET ROLE;
 SELECT is((SELECT status FROM runhub.workflow_runs WHERE idempotency_key = 'run-p2'), 'failed',
           'the sender''s process_runs executed P2''s run (no recipients: failed)');
@@ -261,7 +314,9 @@ SELECT is_empty(format($$SELECT 1 FROM runhub.project_members WHERE project_id =
 SELECT set_eq($$SELECT idempotency_key FROM runhub.business_events$$, ARRAY['p1-a', 'p1-b'], 'A sees exactly P1''s events');
 SELECT is_empty(format($$SELECT 1 FROM runhub.projects WHERE id = %L$$, :'p2'), 'A asking for P2 by id gets no row');
 SELECT set_eq($$SELECT email FROM runhub.customers$$, ARRAY['c1@example.com', 'c2@example.com'], 'A sees exactly P1''s customers');
-SELECT set_eq($$SELECT email FROM runhub.suppressions$$, ARRAY['c2@example.com', 'c9@example.com'], 'A sees exactly P1''s suppressions');
+SELECT set_eq($$SELECT email || ' ' || reason FROM runhub.suppressions$$,
+              ARRAY['c2@example.com manual', 'c9@example.com manual', 'c8@example.com unsubscribed'],
+              'A sees exactly P1''s suppressions (c8 unsubscribed through runhub_app)');
 SELECT set_eq($$SELECT idempotency_key FROM runhub.workflow_runs$$, ARRAY['run-p1'], 'A sees exactly P1''s runs');
 SELECT set_eq($$SELECT email FROM runhub.workflow_run_recipients$$, ARRAY['c1@example.com'], 'A sees exactly P1''s recipients');
 SELECT is_empty(format($$SELECT 1 FROM runhub.workflow_runs WHERE project_id = %L$$, :'p2'), 'A asking for P2''s runs gets no row');
@@ -295,6 +350,8 @@ SELECT throws_ok($$UPDATE runhub.business_events SET payload = '{}'$$, '42501', 
 SELECT throws_ok($$DELETE FROM runhub.business_events$$, '42501', NULL, 'runhub_reader cannot DELETE business_events');
 SELECT throws_ok($$TRUNCATE runhub.business_events$$, '42501', NULL, 'runhub_reader cannot TRUNCATE business_events');
 SELECT throws_ok($$SELECT * FROM runhub.deployments$$, '42501', NULL, 'runhub_reader cannot SELECT deployments');
+SELECT throws_ok($$SELECT * FROM runhub.secrets$$, '42501', NULL, 'runhub_reader cannot SELECT secrets');
+SELECT throws_ok($$SELECT runhub.unsubscribe('v1.forged.token')$$, '42501', NULL, 'runhub_reader cannot call unsubscribe');
 SELECT throws_ok(format($$SELECT runhub.list_events(%L)$$, :'p2'), '42501', NULL,
                  'runhub_reader cannot call list_events (a SECURITY DEFINER read around RLS)');
 SELECT throws_ok(format($$SELECT runhub.create_project('x', %L, 'UTC', 'EUR')$$, :a), '42501', NULL, 'runhub_reader cannot call create_project');
