@@ -190,3 +190,135 @@ def demo(obj: Context) -> None:
         for email, link in run["links"]:
             click.echo(f"  {email:24} {link}")
 
+
+
+# -- mail ---------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--smtp-url", envvar="RUNHUB_SMTP_URL", default="smtp://127.0.0.1:2525", show_default=True,
+              help="smtp[s]://user:pass@host:port?starttls=true — the relay to send through.")
+@click.option("--from", "from_addr", envvar="RUNHUB_MAIL_FROM", default="Run Hub <runhub@localhost>",
+              show_default=True, help="From: address of every mail.")
+@click.option("--unsubscribe-url", envvar="RUNHUB_UNSUBSCRIBE_URL",
+              default="https://localhost/unsubscribe?token={token}", show_default=True,
+              help="One-click unsubscribe link; {token} is replaced by the signed token.")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Messages sent at once (one SMTP session each).")
+@click.option("--rate", type=click.FloatRange(min=0.1), default=None, help="Messages per second, all projects.")
+@click.option("--project-rate", type=click.FloatRange(min=0.1), default=None, help="Messages per second, per project.")
+@click.option("--batch", default=50, show_default=True, type=click.IntRange(1, 1000), help="Messages claimed at once.")
+@click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Poll this often even without a NOTIFY.")
+@click.pass_obj
+def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, concurrency, rate, project_rate, batch,
+           poll_seconds) -> None:
+    """Run the sender daemon: execute runs and deliver the outbox (SIGTERM stops it cleanly)."""
+    from .sender import Sender, SenderConfig
+    from .smtp import SmtpConfig
+
+    config = SenderConfig(database_url=obj.database_url(), smtp=SmtpConfig.from_url(smtp_url),
+                          from_addr=from_addr, unsubscribe_url=unsubscribe_url, concurrency=concurrency,
+                          rate=rate, project_rate=project_rate, batch=batch, poll_seconds=poll_seconds)
+    daemon = Sender(config)
+    daemon.install_signal_handlers()
+    sys.exit(daemon.run())
+
+
+@main.command("smtp-sink")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=2525, show_default=True, type=int)
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to store the .eml files [default: <home>/mail].")
+@click.pass_obj
+def smtp_sink(obj: Context, host: str, port: int, folder: Path | None) -> None:
+    """A local SMTP server that accepts everything and stores each mail as an .eml file."""
+    import signal
+    import threading
+
+    from .smtp import serve_sink
+
+    folder = folder or obj.home / "mail"
+    controller = serve_sink(folder, host, port)
+    click.echo(f"smtp-sink on {host}:{port}, storing mail in {folder}")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    controller.stop()
+
+
+# -- render ---------------------------------------------------------------------------------------
+
+@main.command("render")
+@click.argument("template", type=click.Choice(["recovery", "promo", "update", "onboarding", "digest"]))
+@click.option("--locale", default="en", show_default=True,
+              help="Language tag: en, ar, fr, es, de; others fall back to their language, then en.")
+@click.option("--var", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A variable (repeatable); wins over --vars-json and --sample.")
+@click.option("--vars-json", type=click.File("r", encoding="utf-8"), default=None, metavar="FILE",
+              help="A JSON object of variables ('-' for stdin); the digest's nested ones go here.")
+@click.option("--sample", is_flag=True, help="Start from built-in example variables for TEMPLATE.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Folder for the .eml and .html files.")
+def render_command(template: str, locale: str, pairs: tuple[str, ...], vars_json, sample: bool,
+                   out_dir: Path) -> None:
+    """Render TEMPLATE to an .eml and an .html file for a person to look at (no database needed).
+
+    Workflow mail takes projectName, customerName, link, cartId, amountCents, currency, subject,
+    content and shopUrl; the digest takes the plan's DigestContent (projectName, date, headline,
+    kpis, anomaly, recommendedAction, lastOutcome, runHubUrl, currency) as JSON.
+    """
+    from .render import SAMPLES, RenderError, write_preview
+
+    variables = dict(SAMPLES[template]) if sample else {}
+    if vars_json is not None:
+        try:
+            loaded = json.load(vars_json)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="--vars-json") from exc
+        if not isinstance(loaded, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--vars-json")
+        variables.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--var")
+        variables[key] = value
+    try:
+        for path in write_preview(template, locale, variables, out_dir):
+            click.echo(path)
+    except RenderError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.option("--smtp-port", default=2525, show_default=True, type=int, help="Port of the local sink.")
+@click.option("--until-idle", is_flag=True, help="Exit once nothing is due, instead of running until SIGTERM.")
+@click.pass_obj
+def up(obj: Context, smtp_port: int, until_idle: bool) -> None:
+    """Start the embedded database, deploy, and run the SMTP sink and the sender together.
+
+    Mail goes to the local sink, stored as .eml files under <home>/mail.
+    """
+    from .deploy import deploy as run_deploy
+    from .sender import Sender, SenderConfig
+    from .smtp import SmtpConfig, serve_sink
+
+    url = obj._database_url
+    if not url:
+        obj.cluster.start()
+        url = obj.cluster.url()
+    run_deploy(url)
+    folder = obj.home / "mail"
+    sink = serve_sink(folder, "127.0.0.1", smtp_port)
+    click.echo(f"smtp-sink on 127.0.0.1:{smtp_port}, storing mail in {folder}")
+    before = set(folder.glob("*.eml"))
+    try:
+        daemon = Sender(SenderConfig(database_url=url, smtp=SmtpConfig("127.0.0.1", smtp_port),
+                                     poll_seconds=1.0 if until_idle else 5.0, exit_when_idle=until_idle))
+        daemon.install_signal_handlers()
+        daemon.run()
+    finally:
+        sink.stop()
+    new = sorted(set(folder.glob("*.eml")) - before)
+    click.echo(f"{len(new)} mail(s) delivered to the sink this time" + (f", e.g. {new[0]}" if new else ""))

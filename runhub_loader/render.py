@@ -1,0 +1,495 @@
+"""E-mail rendering: a template, a locale and variables in, a complete RFC 5322 message out.
+
+Templates (Jinja2) and per-locale message catalogs (JSON, no compile step) live in
+runhub_loader/templates/. Everything computed — money, dates, KPI deltas and their colours — is
+computed here, so templates only lay out what they are given: the plan's digest shipped red/green
+logic inside a template and got it wrong for every sign.
+
+Workflow mail (every template but `digest`) carries RFC 8058 one-click unsubscribe headers and a
+visible unsubscribe link. No database is needed: the sender passes what it read from the outbox.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date
+from babel.numbers import (format_currency, format_decimal, format_percent, get_currency_precision,
+                           get_minus_sign_symbol, get_plus_sign_symbol)
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
+
+TEMPLATES = ("recovery", "promo", "update", "onboarding", "digest")
+WORKFLOW_TEMPLATES = frozenset(TEMPLATES) - {"digest"}
+LOCALES = ("en", "ar", "fr", "es", "de")
+DEFAULT_LOCALE = "en"
+RTL_LOCALES = frozenset({"ar"})
+
+GREEN, RED, GREY, AMBER = "#16a34a", "#dc2626", "#6b7280", "#d97706"
+_FONTS = {"ltr": "-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif",
+          "rtl": "Tahoma,Segoe UI,Arial,sans-serif"}  # Tahoma: the Arabic face every client has
+
+
+class RenderError(ValueError):
+    """The inputs cannot make a valid message (unknown template, missing or malformed variable)."""
+
+
+# -- locales and catalogs -------------------------------------------------------------------------
+
+def resolve_locale(locale: str | None) -> str:
+    """The catalog for a language tag: the tag itself, then its primary subtag, then 'en'."""
+    tag = (locale or "").strip().replace("_", "-").lower()
+    for candidate in (tag, tag.split("-")[0]):
+        if candidate in LOCALES:
+            return candidate
+    return DEFAULT_LOCALE
+
+
+def _babel_locale(tag: str | None, language: str) -> Locale:
+    """Numbers and dates follow the full tag when it is in the catalog's language (fr-CA writes
+    money unlike fr), but never a language the text is not in (no Japanese dates in English mail)."""
+    try:
+        parsed = Locale.parse((tag or "").strip().replace("-", "_"))
+    except (ValueError, TypeError, UnknownLocaleError):
+        return Locale.parse(language)
+    return parsed if parsed.language == language else Locale.parse(language)
+
+
+@functools.cache
+def catalog(locale: str) -> Mapping[str, str]:
+    """The messages of one locale of LOCALES (`templates/messages.<locale>.json`)."""
+    path = resources.files(__package__) / "templates" / f"messages.{locale}.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _translator(locale: str) -> Callable[..., str]:
+    messages = catalog(locale)
+
+    def t(key: str, **params: Any) -> str:
+        # A missing key raises: tests/test_render.py renders every branch in every locale.
+        return messages[key].format_map(params)
+    return t
+
+
+# -- values ---------------------------------------------------------------------------------------
+
+_LINE_BREAKS = re.compile(r"\r\n?|[\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls but tab and newline
+
+
+def clean_text(value: Any) -> str | None:
+    """Multi-line user text: newlines normalized, control characters dropped; None when empty."""
+    if value is None:
+        return None
+    text = _CONTROLS.sub("", _LINE_BREAKS.sub("\n", str(value))).strip()
+    return text or None
+
+
+def clean_line(value: Any) -> str | None:
+    """One-line user text, safe in a header: every run of white space (newlines too) is one space.
+    This is what neutralizes header injection in a subject or a name."""
+    text = clean_text(value)
+    return (" ".join(text.split()) or None) if text else None
+
+
+def _decimal(value: Any, name: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise RenderError(f"{name}: not a number: {value!r}")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise RenderError(f"{name}: not a number: {value!r}") from None
+    if not number.is_finite():
+        raise RenderError(f"{name}: not a finite number: {value!r}")
+    return number
+
+
+def _minor_units(value: Any, name: str) -> int | None:
+    number = _decimal(value, name)
+    if number is None:
+        return None
+    if number != number.to_integral_value() or number < 0:
+        raise RenderError(f"{name}: not a whole number of minor units ≥ 0: {value!r}")
+    return int(number)
+
+
+def _currency(value: Any, name: str = "currency") -> str:
+    code = str(value or "").strip().upper()
+    if not re.fullmatch(r"[A-Z]{3}", code):
+        raise RenderError(f"{name}: not an ISO 4217 code: {value!r}")
+    return code
+
+
+def format_money(amount_minor: int, currency: str, locale: Locale | str) -> str:
+    """Minor units as a localized amount, with the currency's own decimals (JPY 0, KWD 3)."""
+    digits = get_currency_precision(currency)
+    return format_currency(Decimal(amount_minor).scaleb(-digits), currency, locale=locale)
+
+
+def _percent(ratio: Decimal, locale: Locale, places: int = 1) -> str:
+    # Rounded to `places` decimals of a percent, with no trailing zeros: 25 %, 12,5 %.
+    ratio = round(ratio * 100, places).normalize() / 100
+    return format_percent(ratio, locale=locale, decimal_quantization=False)
+
+
+def _signed(sign: Decimal, magnitude: str, locale: Locale) -> str:
+    if sign > 0:
+        return get_plus_sign_symbol(locale) + magnitude
+    if sign < 0:
+        return get_minus_sign_symbol(locale) + magnitude
+    return magnitude
+
+
+def delta_color(delta: Decimal | float | int) -> str:
+    """Green up, red down, grey flat; every KPI here is better higher."""
+    return GREEN if delta > 0 else RED if delta < 0 else GREY
+
+
+def _url(value: Any, name: str) -> str | None:
+    """An http(s) link for the body; anything else (javascript:, relative) is refused."""
+    text = clean_line(value)
+    if text is None:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or " " in text:
+        raise RenderError(f"{name}: not an http(s) URL: {value!r}")
+    return text
+
+
+def _header_uri(value: str, scheme: str, name: str) -> str:
+    """A URI for List-Unsubscribe: it goes between angle brackets in a header, so ASCII only."""
+    text = value.strip()
+    parts = urlsplit(text)
+    if (not text.isascii() or not text.isprintable() or any(c in text for c in ' <>"')
+            or parts.scheme.lower() != scheme or not (parts.netloc or (scheme == "mailto" and parts.path))):
+        raise RenderError(f"{name}: not a {scheme} URI usable in List-Unsubscribe: {value!r}")
+    return text
+
+
+def _require(variables: Mapping[str, Any], key: str, template: str, clean=clean_line) -> Any:
+    value = clean(variables.get(key))
+    if value is None:
+        raise RenderError(f"{template}: variable {key!r} is required")
+    return value
+
+
+# -- content --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    text: str
+    html: str
+    locale: str  # the catalog used, after fallback
+
+
+@dataclass(frozen=True)
+class KpiRow:
+    label: str
+    value: str
+    delta: str
+    color: str
+
+
+def paragraphs(text: str | None) -> Markup:
+    """Plain text as HTML: blank lines part paragraphs, single newlines become <br>. Escaped
+    first, so shop-owner content can never be markup."""
+    if not text:
+        return Markup("")
+    blocks = [block for block in re.split(r"\n[ \t]*\n", text) if block.strip()]
+    return Markup("\n").join(
+        Markup('<p style="margin:0 0 16px;">{}</p>').format(
+            Markup("<br>\n").join(escape(line) for line in block.strip("\n").split("\n")))
+        for block in blocks)
+
+
+_env = Environment(
+    loader=PackageLoader(__package__, "templates"),
+    autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False, default=False),
+    undefined=StrictUndefined,  # a typo in a template fails loudly instead of rendering nothing
+    finalize=lambda value: "" if value is None else value,  # an absent optional is never "None"
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_env.filters["paragraphs"] = paragraphs
+
+
+def _kpi_rows(kpis: Mapping[str, Any], currency: str, loc: Locale, t: Callable[..., str]) -> list[KpiRow]:
+    formats: dict[str, Callable[[Decimal], str]] = {
+        "revenue": lambda v: format_money(int(v), currency, loc),  # minor units
+        "leads": lambda v: format_decimal(v, locale=loc),
+        "conversion": lambda v: _percent(v, loc, places=2),  # a ratio: 0.034 is 3.4 %
+    }
+    rows = []
+    for metric, fmt in formats.items():
+        kpi = kpis.get(metric)
+        if not isinstance(kpi, Mapping):
+            continue
+        name = f"kpis.{metric}"
+        value = _decimal(kpi.get("value"), f"{name}.value") or Decimal(0)
+        delta = _decimal(kpi.get("delta"), f"{name}.delta")
+        percent = _decimal(kpi.get("deltaPercent"), f"{name}.deltaPercent")
+        sign = delta if delta is not None else percent if percent is not None else Decimal(0)
+        if percent is not None:  # relative change when known; absolute when there was nothing before
+            delta_text = _signed(sign, _percent(abs(percent) / 100, loc), loc)
+        elif delta is not None:
+            delta_text = _signed(sign, fmt(abs(delta)), loc)
+        else:
+            delta_text = ""
+        rows.append(KpiRow(t(f"digest.kpi.{metric}"), fmt(value), delta_text, delta_color(sign)))
+    return rows
+
+
+def _headline(headline: Mapping[str, Any], loc: Locale, t: Callable[..., str]) -> str:
+    """Written in the mail's language from metric and delta (a percent) when it has them; the
+    generator's own `text` (likely English) is the fallback."""
+    metric = headline.get("metric")
+    delta = _decimal(headline.get("delta"), "headline.delta")
+    if metric in ("revenue", "leads", "conversion") and delta is not None:
+        if delta == 0:
+            return t("digest.headline.noChange")
+        direction = "Up" if delta > 0 else "Down"
+        return t(f"digest.headline.{metric}{direction}", percent=_percent(abs(delta) / 100, loc))
+    return clean_line(headline.get("text")) or t("digest.headline.noChange")
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _proof(last: Mapping[str, Any], currency: str, loc: Locale, t: Callable[..., str]) -> dict | None:
+    """The last outcome, with its revenue formatted (the plan once showed "USD 129900")."""
+    label = clean_line(last.get("actionLabel"))
+    if label is None:
+        return None
+    outcome = _mapping(last.get("outcome"))
+    cents = _minor_units(outcome.get("revenueCents"), "lastOutcome.outcome.revenueCents")
+    conversions = _decimal(outcome.get("conversions"), "lastOutcome.outcome.conversions")
+    if cents is not None:
+        code = _currency(outcome.get("currency") or currency, "lastOutcome.outcome.currency")
+        amount = format_money(cents, code, loc)
+        text = t("digest.proof.recovered", action=label, amount=amount)
+    else:
+        text = label
+    return {"text": text, "when": clean_line(last.get("when")),
+            "conversions": format_decimal(conversions, locale=loc) if conversions else None}
+
+
+def _digest_context(v: Mapping[str, Any], loc: Locale, t: Callable[..., str]) -> tuple[str, dict]:
+    project = _require(v, "projectName", "digest")
+    raw_date = v.get("date")
+    try:
+        day = raw_date if isinstance(raw_date, date) else date.fromisoformat(str(raw_date).strip()[:10])
+    except ValueError:
+        raise RenderError(f"digest: variable 'date' must be YYYY-MM-DD, got {raw_date!r}") from None
+    run_hub_url = _url(_require(v, "runHubUrl", "digest"), "runHubUrl")
+    # The plan's DigestContent has no currency; revenue is in minor units of `currency` (default USD).
+    currency = _currency(v.get("currency") or "USD")
+
+    anomaly, action = _mapping(v.get("anomaly")), _mapping(v.get("recommendedAction"))
+    anomaly_message, action_label = clean_line(anomaly.get("message")), clean_line(action.get("label"))
+    context = {
+        "project_name": project,
+        "date_text": format_date(day, "full", locale=loc),
+        "headline": _headline(_mapping(v.get("headline")), loc, t),
+        "kpis": _kpi_rows(_mapping(v.get("kpis")), currency, loc, t),
+        "anomaly": anomaly_message and {
+            "message": anomaly_message, "color": RED if anomaly.get("severity") == "high" else AMBER},
+        "action": action_label and {"label": action_label, "reason": clean_line(action.get("reason"))},
+        "proof": _proof(_mapping(v.get("lastOutcome")), currency, loc, t),
+        "run_hub_url": run_hub_url,
+    }
+    return t("digest.subject", projectName=project, date=format_date(day, "long", locale=loc)), context
+
+
+def _workflow_context(template: str, v: Mapping[str, Any], loc: Locale,
+                      t: Callable[..., str]) -> tuple[str, dict]:
+    project = _require(v, "projectName", template)
+    name = clean_line(v.get("customerName"))
+    context: dict[str, Any] = {
+        "project_name": project,
+        "greeting": t("greeting.named", name=name) if name else t("greeting.generic"),
+        "shop_url": _url(v.get("shopUrl"), "shopUrl"),
+    }
+    if template == "recovery":
+        cents = _minor_units(v.get("amountCents"), "amountCents")
+        context.update(
+            link=_url(_require(v, "link", template), "link"),
+            cart_id=clean_line(v.get("cartId")),
+            amount=format_money(cents, _currency(v.get("currency")), loc) if cents is not None else None,
+        )
+        return t("recovery.subject", projectName=project), context
+    if template in ("promo", "update"):
+        context.update(kicker=t(f"{template}.kicker", projectName=project),
+                       content=_require(v, "content", template, clean=clean_text))
+        return _require(v, "subject", template), context
+    return t("onboarding.subject", projectName=project), context
+
+
+def render_content(template: str, locale: str | None, variables: Mapping[str, Any], *,
+                   unsubscribe_url: str | None = None) -> Rendered:
+    """Subject, text and HTML of one e-mail (no headers: see render_message)."""
+    if template not in TEMPLATES:
+        raise RenderError(f"unknown template {template!r}; one of {', '.join(TEMPLATES)}")
+    language = resolve_locale(locale)
+    loc = _babel_locale(locale, language)
+    t = _translator(language)
+    if template == "digest":
+        subject, context = _digest_context(variables, loc, t)
+    else:
+        subject, context = _workflow_context(template, variables, loc, t)
+    direction = "rtl" if language in RTL_LOCALES else "ltr"
+    context.update(
+        t=t, subject=subject, lang=language, dir=direction, font=_FONTS[direction],
+        align="right" if direction == "rtl" else "left", end="left" if direction == "rtl" else "right",
+        unsubscribe_url=unsubscribe_url,
+    )
+    name = "promo" if template == "update" else template  # one layout, different kicker
+    html = _env.get_template(f"{name}.html").render(context)
+    text = _env.get_template(f"{name}.txt").render(context)
+    return Rendered(subject, _tidy(text), _tidy(html), language)
+
+
+def _tidy(text: str) -> str:
+    # Template whitespace control leaves some blank-line runs; collapse them, strip line ends
+    # (but not the signature separator's: "-- " is what clients look for).
+    lines = (line if line == "-- " else line.rstrip() for line in text.split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
+
+
+# -- the message ----------------------------------------------------------------------------------
+
+class _ListUnsubscribeHeader(UnstructuredHeader):
+    """The stock folder turns a long URI into RFC 2047 encoded-words, which no client decodes in
+    List-Unsubscribe; fold only between the <URI>s (validated ASCII, no spaces)."""
+
+    def fold(self, *, policy):
+        uris = re.split(r"(?<=>),\s*", str(self))
+        return f"{self.name}: " + f",{policy.linesep} ".join(uris) + policy.linesep
+
+
+_headers = HeaderRegistry()
+_headers.map_to_type("list-unsubscribe", _ListUnsubscribeHeader)
+# policy.SMTP (CRLF), but 7-bit transfer encodings: a relay that downgrades 8bit bodies would
+# break the DKIM signature.
+POLICY = SMTP.clone(cte_type="7bit", header_factory=_headers)
+
+_MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
+
+
+def _recipient(to_email: str, to_name: str | None) -> Address:
+    local, at, domain = to_email.strip().rpartition("@")
+    if not at or not local or not domain:
+        raise RenderError(f"to_email: not an address: {to_email!r}")
+    try:
+        domain = domain.encode("idna").decode("ascii")  # internationalized domains as A-labels
+        return Address(display_name=clean_line(to_name) or "", addr_spec=f"{local}@{domain}")
+    except (UnicodeError, ValueError) as exc:
+        raise RenderError(f"to_email: not an address: {to_email!r} ({exc})") from None
+
+
+def render_message(template: str, locale: str | None, variables: Mapping[str, Any], *,
+                   message_id: str, to_email: str, to_name: str | None, from_addr: str | Address,
+                   unsubscribe_url: str | None, unsubscribe_mailto: str | None = None,
+                   sent_at: datetime | None = None) -> EmailMessage:
+    """A complete message: headers, and a multipart/alternative of text/plain and text/html.
+
+    `message_id` is used exactly as given (the outbox fixed it when the run executed). Workflow
+    templates need an https `unsubscribe_url` (RFC 8058 one-click, also shown in both parts);
+    `digest` gets no List-Unsubscribe and ignores it. Raises RenderError on bad input.
+    """
+    workflow = template in WORKFLOW_TEMPLATES
+    if not (message_id.isascii() and message_id.isprintable() and _MESSAGE_ID.fullmatch(message_id)):
+        raise RenderError(f"message_id: not <local@domain>: {message_id!r}")
+    uris: list[str] = []
+    if workflow:
+        if not unsubscribe_url:
+            raise RenderError(f"{template}: workflow mail needs an unsubscribe_url (RFC 8058)")
+        uris.append(_header_uri(unsubscribe_url, "https", "unsubscribe_url"))
+        if unsubscribe_mailto:
+            uris.append(_header_uri(unsubscribe_mailto, "mailto", "unsubscribe_mailto"))
+    rendered = render_content(template, locale, variables, unsubscribe_url=uris[0] if uris else None)
+
+    msg = EmailMessage(policy=POLICY)
+    if isinstance(from_addr, str) and _LINE_BREAKS.search(from_addr):
+        raise RenderError(f"from_addr: contains a line break: {from_addr!r}")
+    msg["From"] = from_addr
+    if msg["From"].defects or len(msg["From"].addresses) != 1:
+        raise RenderError(f"from_addr: not one address: {from_addr!r}")
+    msg["To"] = _recipient(to_email, to_name)
+    msg["Subject"] = rendered.subject
+    msg["Date"] = format_datetime(sent_at or datetime.now(timezone.utc))
+    msg["Message-ID"] = message_id
+    if workflow:
+        msg["List-Unsubscribe"] = ", ".join(f"<{uri}>" for uri in uris)
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(rendered.text)
+    msg.add_alternative(rendered.html, subtype="html")
+    for part in msg.iter_parts():
+        del part["MIME-Version"]  # add_alternative stamps one on the part; it belongs on top only
+    msg["Content-Language"] = rendered.locale  # after set_content, which drops Content-* headers
+    return msg
+
+
+# -- previews -------------------------------------------------------------------------------------
+
+_SHOP = "https://sunrise-bakery.example"
+SAMPLES: dict[str, dict[str, Any]] = {
+    "recovery": {"projectName": "Sunrise Bakery", "customerName": "Ann", "cartId": "cart-123",
+                 "link": f"{_SHOP}/checkout?wid=8d2f0c1e-5b7a-4c3e-9f1d-2a6b3c4d5e6f&cart=cart-123",
+                 "amountCents": 4200, "currency": "EUR", "shopUrl": _SHOP},
+    "promo": {"projectName": "Sunrise Bakery", "customerName": "Ann", "shopUrl": _SHOP,
+              "subject": "20% off all pastries this weekend",
+              "content": "Our weekend sale starts Saturday at 7:00.\n\nUse the code SUNRISE20 at checkout.\n"
+                         "It is valid until Sunday evening."},
+    "update": {"projectName": "Sunrise Bakery", "customerName": "Ann", "shopUrl": _SHOP,
+               "subject": "New opening hours",
+               "content": "From 1 March we open at 7:00 every day.\n\nSee you soon!"},
+    "onboarding": {"projectName": "Sunrise Bakery", "customerName": "Ann", "shopUrl": _SHOP},
+    "digest": {
+        "projectName": "Sunrise Bakery", "date": "2026-01-27", "timezone": "Europe/Paris",
+        "currency": "EUR", "runHubUrl": "https://app.runhub.example/projects/sunrise/run",
+        "headline": {"text": "Revenue up 25% yesterday", "delta": 25, "metric": "revenue"},
+        "kpis": {"revenue": {"value": 150000, "delta": 30000, "deltaPercent": 25},
+                 "leads": {"value": 3, "delta": -2, "deltaPercent": -40},
+                 "conversion": {"value": 0.034, "delta": 0, "deltaPercent": 0}},
+        "anomaly": {"type": "leads_drop", "message": "Leads dropped 40% vs last week", "severity": "high"},
+        "recommendedAction": {"id": "send_promo", "label": "Send a promo",
+                              "reason": "3 new leads awaiting response"},
+        "lastOutcome": {"actionLabel": "Cart recovery", "when": "2 days ago",
+                        "outcome": {"conversions": 2, "revenueCents": 17000, "currency": "EUR"}},
+    },
+}
+
+
+def write_preview(template: str, locale: str | None, variables: Mapping[str, Any], out_dir: Path | str,
+                  *, to_email: str = "customer@example.com",
+                  from_addr: str = "Run Hub <noreply@runhub.example>",
+                  unsubscribe_url: str = "https://runhub.example/unsubscribe/preview") -> tuple[Path, Path]:
+    """Render to `<template>.<locale>.eml` and `.html` in out_dir, for a person to look at."""
+    tag = re.sub(r"[^A-Za-z0-9-]", "-", locale or DEFAULT_LOCALE)
+    msg = render_message(
+        template, locale, variables, message_id=f"<preview.{template}.{tag}@runhub.example>",
+        to_email=to_email, to_name=variables.get("customerName"), from_addr=from_addr,
+        unsubscribe_url=unsubscribe_url, unsubscribe_mailto=None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    eml_path, html_path = out / f"{template}.{tag}.eml", out / f"{template}.{tag}.html"
+    eml_path.write_bytes(msg.as_bytes())
+    html_path.write_text(msg.get_body(("html",)).get_content(), encoding="utf-8")
+    return eml_path, html_path

@@ -1,0 +1,130 @@
+"""SMTP delivery for the sender: a reusable connection that reports the server's own answer, and the
+aiosmtpd sink behind `runhub smtp-sink` that stores every mail it accepts as an .eml file."""
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+    implicit_tls: bool = False  # smtps://
+    starttls: bool = False
+    timeout: float = 30.0
+
+    @classmethod
+    def from_url(cls, url: str) -> "SmtpConfig":
+        """smtp[s]://user:pass@host:port?starttls=true&timeout=30"""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError(f"not an smtp:// or smtps:// URL: {url!r}")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return cls(
+            host=parts.hostname, port=parts.port or (465 if parts.scheme == "smtps" else 25),
+            user=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            implicit_tls=parts.scheme == "smtps",
+            starttls=query.get("starttls", "false").lower() in ("1", "true", "yes"),
+            timeout=float(query.get("timeout", 30)),
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the server said about one message: accepted (2xx) or refused (code 4xx/5xx, or None
+    when the connection failed before an answer)."""
+
+    accepted: bool
+    code: int | None
+    reply: str
+
+
+class SmtpConnection:
+    """One SMTP session, opened on first use and reused; reopened after the server drops it."""
+
+    def __init__(self, config: SmtpConfig):
+        self.config = config
+        self._smtp: smtplib.SMTP | None = None
+
+    def _open(self) -> smtplib.SMTP:
+        cfg = self.config
+        if cfg.implicit_tls:
+            smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
+            if cfg.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()  # again, over TLS (RFC 3207)
+        if cfg.user:
+            smtp.login(cfg.user, cfg.password or "")
+        return smtp
+
+    def send(self, message: EmailMessage, sender: str, recipient: str) -> Outcome:
+        """MAIL, RCPT, DATA on the open session; the DATA reply is the verdict."""
+        try:
+            smtp = self._smtp = self._smtp or self._open()
+            smtp.ehlo_or_helo_if_needed()
+            code, reply = smtp.mail(sender)
+            if code >= 400:
+                return self._refused(smtp, code, reply)
+            code, reply = smtp.rcpt(recipient)
+            if code >= 400:
+                return self._refused(smtp, code, reply)
+            code, reply = smtp.data(message.as_bytes())
+            if code >= 400:
+                return self._refused(smtp, code, reply)
+            return Outcome(True, code, reply.decode("utf-8", "replace"))
+        except (smtplib.SMTPException, OSError, socket.timeout) as exc:
+            self.close()
+            code = getattr(exc, "smtp_code", None)
+            return Outcome(False, code if isinstance(code, int) and 400 <= code <= 599 else None,
+                           f"{type(exc).__name__}: {exc}")
+
+    def _refused(self, smtp: smtplib.SMTP, code: int, reply: bytes) -> Outcome:
+        try:
+            smtp.rset()  # keep the session usable for the next message
+        except (smtplib.SMTPException, OSError):
+            self.close()
+        return Outcome(False, code, reply.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                self._smtp.close()
+            self._smtp = None
+
+
+class EmlSink:
+    """aiosmtpd handler: store each accepted mail as <dir>/<time>-<n>.eml."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._count = 0
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        self._count += 1
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{self._count:06d}.eml"
+        (self.folder / name).write_bytes(envelope.original_content or envelope.content)
+        return "250 Message accepted for delivery"
+
+
+def serve_sink(folder: Path, host: str = "127.0.0.1", port: int = 2525):
+    """Start the sink in a background thread; returns the aiosmtpd Controller (call .stop())."""
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(EmlSink(folder), hostname=host, port=port)
+    controller.start()
+    return controller
