@@ -173,7 +173,7 @@ def test_status_reports_version_pending_cron_and_tables(fresh_db):
 def test_every_command_has_help():
     runner = CliRunner()
     commands = [[], ["db"], ["db", "start"], ["db", "stop"], ["db", "status"], ["db", "url"], ["db", "destroy"],
-                ["deploy"], ["status"], ["demo"]]
+                ["deploy"], ["status"], ["demo"], ["sender"], ["smtp-sink"], ["up"], ["render"]]
     for command in commands:
         result = runner.invoke(cli, command + ["--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, (command, result.output)
