@@ -201,7 +201,14 @@ class Sender:
                     self.work.put(message)
                     return
                 db = db if db is not None and not db.closed else self._connect()
-                self._deliver(db, smtp, message)
+                try:
+                    self._deliver(db, smtp, message)
+                except Exception as exc:  # keep the worker alive; the lease lapses and the message is retried
+                    log.error("delivery_error", message_id=message["messageId"], error=repr(exc))
+                    with self._in_flight_lock:
+                        self.in_flight.discard(message["id"])
+                    if db is not None and not db.closed:
+                        db.close()
                 self.wakeup.set()
         finally:
             smtp.close()
