@@ -1,6 +1,24 @@
 -- Workflows, execution side: claiming runs with a lease, executing them on fresh data (the
 -- execution-time policy layer), heartbeats, and the sweep that pg_cron runs every minute.
 
+-- Refuse a claim's bad arguments (shared by claim_runs and claim_messages).
+CREATE OR REPLACE FUNCTION runhub._check_claim(p_worker text, p_max int, p_lease_seconds int, p_max_lease int)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_worker IS NULL OR length(p_worker) NOT BETWEEN 1 AND 200 THEN
+        PERFORM runhub._invalid('common.invalidInput', 'worker', 'is required: 1 to 200 characters');
+    END IF;
+    IF p_max IS NULL OR p_max NOT BETWEEN 1 AND 1000 OR p_lease_seconds IS NULL
+       OR p_lease_seconds NOT BETWEEN 5 AND p_max_lease THEN
+        PERFORM runhub._invalid('common.invalidInput', 'max',
+                                format('max must be 1-1000 and lease 5-%s seconds', p_max_lease));
+    END IF;
+END
+$$;
+
 -- Claim up to p_max runs for p_worker: queued ones, and running ones whose execution lease expired
 -- (their worker died before writing the messages). One statement, SKIP LOCKED.
 CREATE OR REPLACE FUNCTION runhub.claim_runs(p_worker text, p_max int DEFAULT 10, p_lease_seconds int DEFAULT 300)
@@ -11,12 +29,7 @@ AS $$
 DECLARE
     c_max_attempts CONSTANT int := 5;
 BEGIN
-    IF p_worker IS NULL OR length(p_worker) NOT BETWEEN 1 AND 200 THEN
-        PERFORM runhub._invalid('common.invalidInput', 'worker', 'is required: 1 to 200 characters');
-    END IF;
-    IF p_max IS NULL OR p_max NOT BETWEEN 1 AND 1000 OR p_lease_seconds IS NULL OR p_lease_seconds NOT BETWEEN 5 AND 86400 THEN
-        PERFORM runhub._invalid('common.invalidInput', 'max', 'max must be 1-1000 and lease 5-86400 seconds');
-    END IF;
+    PERFORM runhub._check_claim(p_worker, p_max, p_lease_seconds, 86400);
     -- A run whose execution kept failing (its worker died or it raised, c_max_attempts times) is
     -- given up rather than claimed forever.
     UPDATE runhub.workflow_runs

@@ -60,12 +60,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_worker IS NULL OR length(p_worker) NOT BETWEEN 1 AND 200 THEN
-        PERFORM runhub._invalid('common.invalidInput', 'worker', 'is required: 1 to 200 characters');
-    END IF;
-    IF p_max IS NULL OR p_max NOT BETWEEN 1 AND 1000 OR p_lease_seconds IS NULL OR p_lease_seconds NOT BETWEEN 5 AND 3600 THEN
-        PERFORM runhub._invalid('common.invalidInput', 'max', 'max must be 1-1000 and lease 5-3600 seconds');
-    END IF;
+    PERFORM runhub._check_claim(p_worker, p_max, p_lease_seconds, 3600);
     PERFORM runhub._give_up_lost_messages();
     RETURN QUERY
     WITH due AS (
