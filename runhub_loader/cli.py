@@ -209,16 +209,19 @@ def demo(obj: Context) -> None:
 @click.option("--batch", default=50, show_default=True, type=click.IntRange(1, 1000), help="Messages claimed at once.")
 @click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Poll this often even without a NOTIFY.")
+@click.option("--lease-seconds", default=120, show_default=True, type=click.IntRange(5, 3600),
+              help="How long a claimed message stays ours without a heartbeat (a crashed sender's come back after it).")
 @click.pass_obj
 def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, concurrency, rate, project_rate, batch,
-           poll_seconds) -> None:
+           poll_seconds, lease_seconds) -> None:
     """Run the sender daemon: execute runs and deliver the outbox (SIGTERM stops it cleanly)."""
     from .sender import Sender, SenderConfig
     from .smtp import SmtpConfig
 
     config = SenderConfig(database_url=obj.database_url(), smtp=SmtpConfig.from_url(smtp_url),
                           from_addr=from_addr, unsubscribe_url=unsubscribe_url, concurrency=concurrency,
-                          rate=rate, project_rate=project_rate, batch=batch, poll_seconds=poll_seconds)
+                          rate=rate, project_rate=project_rate, batch=batch, poll_seconds=poll_seconds,
+                          lease_seconds=lease_seconds)
     daemon = Sender(config)
     daemon.install_signal_handlers()
     sys.exit(daemon.run())

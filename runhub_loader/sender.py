@@ -66,6 +66,8 @@ class Sender:
         self.config = config
         self.worker_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.stopping = threading.Event()
+        self._stopped_at = float("inf")
+        self._local = threading.local()
         self.wakeup = threading.Event()
         self.work: queue.Queue[dict] = queue.Queue()
         self.in_flight: set[int] = set()
@@ -86,7 +88,7 @@ class Sender:
             try:
                 self._main_loop()
             finally:
-                self.stopping.set()
+                self.stop()
                 for t in threads[:-1]:  # workers finish the message in hand and take no other
                     t.join(timeout=self.config.lease_seconds)
                 self._release_queued()
@@ -94,6 +96,7 @@ class Sender:
         return 0
 
     def stop(self, *_args) -> None:
+        self._stopped_at = min(self._stopped_at, time.monotonic())
         self.stopping.set()
         self.wakeup.set()
 
@@ -190,7 +193,7 @@ class Sender:
     # -- workers ------------------------------------------------------------------------------------
     def _worker(self) -> None:
         smtp = SmtpConnection(self.config.smtp)
-        db = None
+        self._local.db = None
         try:
             while not (self.stopping.is_set() and self.work.empty()):
                 try:
@@ -200,30 +203,39 @@ class Sender:
                 if self.stopping.is_set():  # shutting down: leave it for the release
                     self.work.put(message)
                     return
-                db = db if db is not None and not db.closed else self._connect()
                 try:
-                    self._deliver(db, smtp, message)
+                    self._deliver(smtp, message)
                 except Exception as exc:  # keep the worker alive; the lease lapses and the message is retried
                     log.error("delivery_error", message_id=message["messageId"], error=repr(exc))
                     with self._in_flight_lock:
                         self.in_flight.discard(message["id"])
-                    if db is not None and not db.closed:
-                        db.close()
+                    self._drop_db()
                 self.wakeup.set()
         finally:
             smtp.close()
-            if db is not None:
-                db.close()
+            self._drop_db()
 
-    def _connect(self):
-        while True:
+    def _db(self):
+        """This worker's database connection, reconnecting with backoff. Gives up 30 s into a
+        shutdown: the message's lease then lapses and another sender finishes it."""
+        wait = 0.5
+        while self._local.db is None or self._local.db.closed:
             try:
-                return psycopg.connect(self.config.database_url, autocommit=True)
+                self._local.db = psycopg.connect(self.config.database_url, autocommit=True)
             except psycopg.OperationalError as exc:
-                log.warning("database_unavailable", error=str(exc).strip())
-                time.sleep(1.0)
+                if self.stopping.is_set() and time.monotonic() - self._stopped_at > 30:
+                    raise
+                log.warning("database_unavailable", error=str(exc).strip(), retry_in_s=wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 10.0)
+        return self._local.db
 
-    def _deliver(self, db, smtp: SmtpConnection, message: dict) -> None:
+    def _drop_db(self) -> None:
+        db, self._local.db = getattr(self._local, "db", None), None
+        if db is not None and not db.closed:
+            db.close()
+
+    def _deliver(self, smtp: SmtpConnection, message: dict) -> None:
         from .render import render_message
 
         with logs.bound(run_id=message.get("runId"), message_id=message["messageId"]):
@@ -236,15 +248,17 @@ class Sender:
                     unsubscribe_url=self.config.unsubscribe_url.format(token=token) if token else None)
             except Exception as exc:  # a message we cannot render will never send: fail it for good
                 log.error("render_failed", error=repr(exc))
-                self._record(db, message, Outcome(False, 554, f"render failed: {exc!r}"[:400]))
+                self._record(message, Outcome(False, 554, f"render failed: {exc!r}"[:400]))
                 return
             self.global_rate.wait()
             self.project_rate.wait(message["projectId"])
             outcome = smtp.send(email, _address(self.config.from_addr), message["toEmail"])
-            self._record(db, message, outcome)
+            self._record(message, outcome)
 
-    def _record(self, db, message: dict, outcome: Outcome) -> None:
+    def _record(self, message: dict, outcome: Outcome) -> None:
+        """Record what the server said, retrying across database outages: a 250 must not be lost."""
         while True:
+            db = self._db()
             try:
                 if outcome.accepted:
                     status = db.execute("SELECT runhub.record_sent(%s, %s, %s)",
@@ -255,8 +269,7 @@ class Sender:
                 break
             except psycopg.OperationalError as exc:  # keep the outcome until the database is back
                 log.warning("record_retry", error=str(exc).strip())
-                time.sleep(1.0)
-                db = self._connect()
+                self._drop_db()
         with self._in_flight_lock:
             self.in_flight.discard(message["id"])
         self.totals[status] += 1
