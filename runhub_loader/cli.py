@@ -313,6 +313,7 @@ def up(obj: Context, smtp_port: int, until_idle: bool) -> None:
         url = obj.cluster.url()
     run_deploy(url)
     folder = obj.home / "mail"
+    smtp_port = _port_or_free(smtp_port)
     sink = serve_sink(folder, "127.0.0.1", smtp_port)
     click.echo(f"smtp-sink on 127.0.0.1:{smtp_port}, storing mail in {folder}")
     before = set(folder.glob("*.eml"))
@@ -325,3 +326,16 @@ def up(obj: Context, smtp_port: int, until_idle: bool) -> None:
         sink.stop()
     new = sorted(set(folder.glob("*.eml")) - before)
     click.echo(f"{len(new)} mail(s) delivered to the sink this time" + (f", e.g. {new[0]}" if new else ""))
+
+
+def _port_or_free(port: int) -> int:
+    """port if it is free on loopback, else any free one (so `up` works beside another sink)."""
+    import socket
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
