@@ -18,10 +18,12 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from email.utils import parseaddr
 
 import psycopg
 
 from . import logs
+from .render import render_message
 from .smtp import Outcome, SmtpConfig, SmtpConnection
 
 log = logs.get("sender")
@@ -65,6 +67,7 @@ class Sender:
     def __init__(self, config: SenderConfig):
         self.config = config
         self.worker_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.envelope_from = parseaddr(config.from_addr)[1] or config.from_addr  # MAIL FROM, once
         self.stopping = threading.Event()
         self._stopped_at = float("inf")
         self._local = threading.local()
@@ -236,8 +239,6 @@ class Sender:
             db.close()
 
     def _deliver(self, smtp: SmtpConnection, message: dict) -> None:
-        from .render import render_message
-
         with logs.bound(run_id=message.get("runId"), message_id=message["messageId"]):
             token = message.get("unsubscribeToken")
             try:
@@ -252,7 +253,7 @@ class Sender:
                 return
             self.global_rate.wait()
             self.project_rate.wait(message["projectId"])
-            outcome = smtp.send(email, _address(self.config.from_addr), message["toEmail"])
+            outcome = smtp.send(email, self.envelope_from, message["toEmail"])
             self._record(message, outcome)
 
     def _record(self, message: dict, outcome: Outcome) -> None:
@@ -294,9 +295,3 @@ class Sender:
             except psycopg.Error as exc:
                 log.warning("heartbeat_failed", error=str(exc).strip())
                 conn = None
-
-
-def _address(from_addr: str) -> str:
-    from email.utils import parseaddr
-
-    return parseaddr(from_addr)[1] or from_addr

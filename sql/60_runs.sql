@@ -32,13 +32,12 @@ BEGIN
     PERFORM runhub._check_claim(p_worker, p_max, p_lease_seconds, 86400);
     -- A run whose execution kept failing (its worker died or it raised, c_max_attempts times) is
     -- given up rather than claimed forever.
-    UPDATE runhub.workflow_runs
-       SET status = 'failed', completed_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-           result = jsonb_build_object('totalRecipients', 0, 'successful', 0, 'failed', 0,
-               'errorSummary', format('Execution did not finish in %s attempts', attempts),
-               'reason', 'workflows.executionError', 'reasonParams', jsonb_build_object('attempts', attempts))
-     WHERE status = 'running' AND executed_at IS NULL AND lease_expires_at < clock_timestamp()
-       AND attempts >= c_max_attempts;
+    PERFORM runhub._fail_run(r.id, 'workflows.executionError', jsonb_build_object('attempts', r.attempts),
+                             format('Execution did not finish in %s attempts', r.attempts))
+       FROM runhub.workflow_runs r
+      WHERE r.status = 'running' AND r.executed_at IS NULL AND r.lease_expires_at < clock_timestamp()
+        AND r.attempts >= c_max_attempts
+        FOR UPDATE SKIP LOCKED;
     RETURN QUERY
     WITH claimable AS (
         SELECT r.id FROM runhub.workflow_runs r
