@@ -12,8 +12,8 @@ projects, and has runhub.process_runs queue their messages in the outbox. Then, 
           from start until the last message is recorded sent (max(sent_at), on the database clock),
           so it includes claiming, rendering, SMTP and recording; the time until run() returns
           (idle detection and shutdown) is printed too.
-  plain   the same messages, rendered beforehand by runhub_loader.render.render_message from the
-          same outbox rows (runhub._message_json) with the same From and unsubscribe URL, sent with
+  plain   the same messages, rendered beforehand by runhub_loader.render.render_bytes from the
+          same outbox rows (runhub._messages_json, as claim_messages gives them) with the same From and unsubscribe URL, sent with
           smtplib.sendmail over one reused connection: the issue's "plain smtplib loop".
   plain x C  the same pre-rendered messages over C connections in C threads (C = --concurrency, as
           the daemon), for reference.
@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader import logs  # noqa: E402
 from runhub_loader.deploy import deploy  # noqa: E402
 from runhub_loader.embedded import Cluster  # noqa: E402
-from runhub_loader.render import SAMPLES, render_message  # noqa: E402
+from runhub_loader.render import SAMPLES, render_bytes  # noqa: E402
 from runhub_loader.sender import Sender, SenderConfig  # noqa: E402
 from runhub_loader.smtp import SmtpConfig  # noqa: E402
 
@@ -146,17 +146,17 @@ def queue_messages(conn, runs: int, recipients: int, tag: str) -> list[uuid.UUID
 def prerender(conn, run_ids) -> tuple[list[tuple[str, str, bytes]], float]:
     """(envelope from, recipient, bytes) of each message, rendered as the daemon renders it, and the
     rendering time in seconds (not part of the baseline's time)."""
-    rows = conn.execute("SELECT runhub._message_json(o) FROM runhub.outbox o WHERE run_id = ANY (%s) ORDER BY id",
-                        (run_ids,)).fetchall()
+    rows = conn.execute("""SELECT runhub._messages_json(array_agg(o.id ORDER BY o.id))
+                             FROM runhub.outbox o WHERE o.run_id = ANY (%s)""", (run_ids,)).fetchall()
     sender = parseaddr(FROM_ADDR)[1]
     t0 = time.perf_counter()
     out = []
     for (m,) in rows:
         token = m.get("unsubscribeToken")
-        mail = render_message(m["template"], m["locale"], m["variables"], message_id=m["messageId"],
+        mail = render_bytes(m["template"], m["locale"], m["variables"], message_id=m["messageId"],
                               to_email=m["toEmail"], to_name=m.get("toName"), from_addr=FROM_ADDR,
                               unsubscribe_url=UNSUBSCRIBE_URL.format(token=token) if token else None)
-        out.append((sender, m["toEmail"], mail.as_bytes()))
+        out.append((sender, m["toEmail"], mail))
     return out, time.perf_counter() - t0
 
 
@@ -263,7 +263,7 @@ def main() -> int:
     logs.setup("json")
     logging.getLogger("runhub").handlers[0].setStream(log_file)
     # Warm the renderer (templates, catalogs, Babel data) as a long-running daemon would be.
-    render_message("onboarding", "fr", SAMPLES["onboarding"], message_id="<warm@bench>", to_email="a@b.example",
+    render_bytes("onboarding", "fr", SAMPLES["onboarding"], message_id="<warm@bench>", to_email="a@b.example",
                    to_name=None, from_addr=FROM_ADDR, unsubscribe_url="https://localhost/u")
 
     n = args.runs * args.recipients

@@ -59,3 +59,10 @@ def sign_unsubscribe(p_secret, p_project, p_email):
 def verify_unsubscribe(p_secret, p_token):
     verified = verify(bytes(p_secret), p_token)
     return list(verified) if verified else None
+
+
+@sql_function("runhub._sign_unsubscribe_many(p_secret bytea, p_projects uuid[], p_emails text[]) RETURNS text[]")
+def sign_unsubscribe_many(p_secret, p_projects, p_emails):
+    """sign() for a batch (one call per claim, not per message)."""
+    secret = bytes(p_secret)
+    return [sign(secret, str(project), email) for project, email in zip(p_projects or [], p_emails or [])]

@@ -146,12 +146,15 @@ def _apply_all(backend, pending, source: Path, checksum: str) -> None:
             migration.process_steps(backend, "apply")  # a savepoint inside our transaction
             backend.mark_one(migration, log=False)
             backend.log_migration(migration, "apply")
+        _note_defined_functions(conn)
         step = "plpython bundle"  # first: SQL functions may call the wrappers, and grants come last
         for statement, params in bundle_statements(source):
             conn.execute(statement, params)
         for path in sql_files(source):
             step = f"sql/{path.name}"
             conn.execute(path.read_text())
+        step = "dropping functions no longer defined"
+        _drop_stale_functions(conn)
         step = "recording the deployment"
         conn.execute(
             "INSERT INTO runhub.deployments (version, checksum, migrations) VALUES (%s, %s, %s)",
@@ -161,6 +164,38 @@ def _apply_all(backend, pending, source: Path, checksum: str) -> None:
         backend.rollback()
         log.error("deploy_failed", step=step, error=str(exc).strip())
         raise DeployError(f"deploy failed at {step}; nothing was changed: {str(exc).strip()}") from exc
+
+
+def _note_defined_functions(conn) -> None:
+    """Until _drop_stale_functions: note every function this deploy creates or replaces (an event
+    trigger of the deploy's own transaction, on a function in pg_temp: nobody else ever sees it)."""
+    conn.execute("CREATE TEMP TABLE runhub_deploy_defined (fn oid PRIMARY KEY) ON COMMIT DROP")
+    conn.execute("""CREATE FUNCTION pg_temp.runhub_deploy_note() RETURNS event_trigger LANGUAGE plpgsql AS $$
+                    BEGIN
+                        INSERT INTO pg_temp.runhub_deploy_defined
+                        SELECT objid FROM pg_event_trigger_ddl_commands() WHERE object_type = 'function'
+                        ON CONFLICT DO NOTHING;
+                    END $$""")
+    conn.execute("""CREATE EVENT TRIGGER runhub_deploy_note ON ddl_command_end WHEN TAG IN ('CREATE FUNCTION')
+                    EXECUTE FUNCTION pg_temp.runhub_deploy_note()""")
+
+
+def _drop_stale_functions(conn) -> None:
+    """Functions live in sql/ and the PL/Python bundle, and every deploy creates or replaces each
+    of them. One in schema runhub that this deploy did not define is an old overload left by a
+    signature change, or a function since removed: drop it, so that an upgraded database equals a
+    fresh one. Without CASCADE: if something still uses it, the deploy fails and says what."""
+    conn.execute("DROP EVENT TRIGGER runhub_deploy_note")
+    stale = conn.execute(
+        """SELECT p.oid::regprocedure::text FROM pg_proc p
+            WHERE p.pronamespace = 'runhub'::regnamespace
+              AND p.oid NOT IN (SELECT fn FROM pg_temp.runhub_deploy_defined)
+              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                                 AND d.objid = p.oid AND d.deptype = 'e')
+            ORDER BY 1""").fetchall()
+    for (name,) in stale:
+        conn.execute(pgsql.SQL("DROP FUNCTION {}").format(pgsql.SQL(name)))
+        log.info("function_dropped", function=name)
 
 
 def _ensure_extensions(conn) -> None:

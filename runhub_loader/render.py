@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
-from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
+from email import message_from_bytes
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
@@ -31,6 +32,8 @@ from babel.numbers import (format_currency, format_decimal, format_percent, get_
                            get_minus_sign_symbol, get_plus_sign_symbol)
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
+
+from . import mime
 
 TEMPLATES = ("recovery", "promo", "update", "onboarding", "digest")
 WORKFLOW_TEMPLATES = frozenset(TEMPLATES) - {"digest"}
@@ -58,6 +61,7 @@ def resolve_locale(locale: str | None) -> str:
     return DEFAULT_LOCALE
 
 
+@functools.lru_cache(maxsize=256)  # Locale.parse looks for the locale's data file on disk each time
 def _babel_locale(tag: str | None, language: str) -> Locale:
     """Numbers and dates follow the full tag when it is in the catalog's language (fr-CA writes
     money unlike fr), but never a language the text is not in (no Japanese dates in English mail)."""
@@ -225,6 +229,7 @@ _env = Environment(
     finalize=lambda value: "" if value is None else value,  # an absent optional is never "None"
     trim_blocks=True,
     lstrip_blocks=True,
+    auto_reload=False,  # templates ship with the package: no stat() of each one on every render
 )
 _env.filters["paragraphs"] = paragraphs
 
@@ -374,47 +379,64 @@ def _tidy(text: str) -> str:
 
 # -- the message ----------------------------------------------------------------------------------
 
-class _ListUnsubscribeHeader(UnstructuredHeader):
-    """The stock folder turns a long URI into RFC 2047 encoded-words, which no client decodes in
-    List-Unsubscribe; fold only between the <URI>s (validated ASCII, no spaces)."""
-
-    def fold(self, *, policy):
-        uris = re.split(r"(?<=>),\s*", str(self))
-        return f"{self.name}: " + f",{policy.linesep} ".join(uris) + policy.linesep
-
-
-_headers = HeaderRegistry()
-_headers.map_to_type("list-unsubscribe", _ListUnsubscribeHeader)
-# policy.SMTP (CRLF), but 7-bit transfer encodings: a relay that downgrades 8bit bodies would
-# break the DKIM signature.
-POLICY = SMTP.clone(cte_type="7bit", header_factory=_headers)
+# Parsing (and so checking) a From or To address, and reading a rendered message back, use the
+# stdlib's SMTP policy (CRLF) with 7-bit transfer encodings: a relay that downgrades 8bit bodies
+# would break the DKIM signature; a message read back is written out again as it came (no
+# refolding: the stock folder would turn a long List-Unsubscribe URI into encoded words, which
+# no client decodes there). Writing is mime.py's.
+POLICY = SMTP.clone(cte_type="7bit", refold_source="none")
 
 _MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
 
 
-def _recipient(to_email: str, to_name: str | None) -> Address:
+def _address(value: str | Address, name: str) -> tuple[str, str]:
+    """(display name, ASCII addr-spec) of one address, or RenderError."""
+    try:
+        if isinstance(value, str):
+            if _LINE_BREAKS.search(value):
+                raise ValueError("contains a line break")
+            parsed = POLICY.header_factory("from", value)
+            if parsed.defects or len(parsed.addresses) != 1:
+                raise ValueError("not one address")
+            value = parsed.addresses[0]
+        if not value.addr_spec.isascii() or not value.username or not value.domain:
+            raise ValueError("not an ASCII address")
+        return clean_line(value.display_name) or "", value.addr_spec
+    except (ValueError, IndexError) as exc:
+        raise RenderError(f"{name}: {exc}: {value!r}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _from_header(from_addr: str | Address) -> str:
+    return f"From: {mime.address(*_address(from_addr, 'from_addr'))}\r\n"
+
+
+def _to_header(to_email: str, to_name: str | None) -> str:
     local, at, domain = to_email.strip().rpartition("@")
-    if not at or not local or not domain:
+    if not at or not local or not domain or not local.isascii():
         raise RenderError(f"to_email: not an address: {to_email!r}")
     try:
         domain = domain.encode("idna").decode("ascii")  # internationalized domains as A-labels
-        return Address(display_name=clean_line(to_name) or "", addr_spec=f"{local}@{domain}")
+        checked = Address(display_name=clean_line(to_name) or "", addr_spec=f"{local}@{domain}")
     except (UnicodeError, ValueError) as exc:
         raise RenderError(f"to_email: not an address: {to_email!r} ({exc})") from None
+    return f"To: {mime.address(*_address(checked, 'to_email'))}\r\n"
 
 
-def render_message(template: str, locale: str | None, variables: Mapping[str, Any], *,
-                   message_id: str, to_email: str, to_name: str | None, from_addr: str | Address,
-                   unsubscribe_url: str | None, unsubscribe_mailto: str | None = None,
-                   sent_at: datetime | None = None) -> EmailMessage:
-    """A complete message: headers, and a multipart/alternative of text/plain and text/html.
+def render_bytes(template: str, locale: str | None, variables: Mapping[str, Any], *,
+                 message_id: str, to_email: str, to_name: str | None, from_addr: str | Address,
+                 unsubscribe_url: str | None, unsubscribe_mailto: str | None = None,
+                 sent_at: datetime | None = None) -> bytes:
+    """A complete message as wire bytes: headers, and a multipart/alternative of text/plain and
+    text/html.
 
     `message_id` is used exactly as given (the outbox fixed it when the run executed). Workflow
     templates need an https `unsubscribe_url` (RFC 8058 one-click, also shown in both parts);
     `digest` gets no List-Unsubscribe and ignores it. Raises RenderError on bad input.
     """
     workflow = template in WORKFLOW_TEMPLATES
-    if not (message_id.isascii() and message_id.isprintable() and _MESSAGE_ID.fullmatch(message_id)):
+    if not (message_id.isascii() and message_id.isprintable() and len(message_id) <= 500
+            and _MESSAGE_ID.fullmatch(message_id)):
         raise RenderError(f"message_id: not <local@domain>: {message_id!r}")
     uris: list[str] = []
     if workflow:
@@ -423,27 +445,24 @@ def render_message(template: str, locale: str | None, variables: Mapping[str, An
         uris.append(_header_uri(unsubscribe_url, "https", "unsubscribe_url"))
         if unsubscribe_mailto:
             uris.append(_header_uri(unsubscribe_mailto, "mailto", "unsubscribe_mailto"))
+    headers = [_from_header(from_addr), _to_header(to_email, to_name)]
     rendered = render_content(template, locale, variables, unsubscribe_url=uris[0] if uris else None)
-
-    msg = EmailMessage(policy=POLICY)
-    if isinstance(from_addr, str) and _LINE_BREAKS.search(from_addr):
-        raise RenderError(f"from_addr: contains a line break: {from_addr!r}")
-    msg["From"] = from_addr
-    if msg["From"].defects or len(msg["From"].addresses) != 1:
-        raise RenderError(f"from_addr: not one address: {from_addr!r}")
-    msg["To"] = _recipient(to_email, to_name)
-    msg["Subject"] = rendered.subject
-    msg["Date"] = format_datetime(sent_at or datetime.now(timezone.utc))
-    msg["Message-ID"] = message_id
+    headers += [
+        mime.header("Subject", rendered.subject),
+        f"Date: {format_datetime(sent_at or datetime.now(timezone.utc))}\r\n",
+        f"Message-ID: {message_id}\r\n",
+    ]
     if workflow:
-        msg["List-Unsubscribe"] = ", ".join(f"<{uri}>" for uri in uris)
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg.set_content(rendered.text)
-    msg.add_alternative(rendered.html, subtype="html")
-    for part in msg.iter_parts():
-        del part["MIME-Version"]  # add_alternative stamps one on the part; it belongs on top only
-    msg["Content-Language"] = rendered.locale  # after set_content, which drops Content-* headers
-    return msg
+        # One <URI> a line: the stock folders would turn a long URI into encoded words, which no
+        # client decodes in List-Unsubscribe.
+        headers.append("List-Unsubscribe: " + ",\r\n ".join(f"<{uri}>" for uri in uris) + "\r\n")
+        headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+    return mime.alternative(headers, rendered.text, rendered.html, rendered.locale)
+
+
+def render_message(template: str, locale: str | None, variables: Mapping[str, Any], **kwargs) -> EmailMessage:
+    """render_bytes, parsed back into an EmailMessage (for previews and inspection)."""
+    return message_from_bytes(render_bytes(template, locale, variables, **kwargs), policy=POLICY)
 
 
 # -- previews -------------------------------------------------------------------------------------
@@ -483,13 +502,14 @@ def write_preview(template: str, locale: str | None, variables: Mapping[str, Any
                   unsubscribe_url: str = "https://runhub.example/unsubscribe/preview") -> tuple[Path, Path]:
     """Render to `<template>.<locale>.eml` and `.html` in out_dir, for a person to look at."""
     tag = re.sub(r"[^A-Za-z0-9-]", "-", locale or DEFAULT_LOCALE)
-    msg = render_message(
+    wire = render_bytes(
         template, locale, variables, message_id=f"<preview.{template}.{tag}@runhub.example>",
         to_email=to_email, to_name=variables.get("customerName"), from_addr=from_addr,
         unsubscribe_url=unsubscribe_url, unsubscribe_mailto=None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     eml_path, html_path = out / f"{template}.{tag}.eml", out / f"{template}.{tag}.html"
-    eml_path.write_bytes(msg.as_bytes())
-    html_path.write_text(msg.get_body(("html",)).get_content(), encoding="utf-8")
+    eml_path.write_bytes(wire)
+    html = message_from_bytes(wire, policy=POLICY).get_body(("html",)).get_content()
+    html_path.write_text(html, encoding="utf-8")
     return eml_path, html_path

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import queue
+import select
 import signal
 import socket
 import threading
@@ -18,12 +19,13 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Callable
 from email.utils import parseaddr
 
 import psycopg
 
 from . import logs
-from .render import render_message
+from .render import render_bytes
 from .smtp import Outcome, SmtpConfig, SmtpConnection
 
 log = logs.get("sender")
@@ -38,7 +40,7 @@ class SenderConfig:
     concurrency: int = 4
     rate: float | None = None          # messages per second, all projects
     project_rate: float | None = None  # messages per second, per project
-    batch: int = 50
+    batch: int = 16                    # claimed ahead of the workers (see _claim)
     lease_seconds: int = 120
     poll_seconds: float = 5.0
     exit_when_idle: bool = False       # stop once nothing is due (for the demo and scripts)
@@ -69,15 +71,20 @@ class Sender:
         self.worker_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.envelope_from = parseaddr(config.from_addr)[1] or config.from_addr  # MAIL FROM, once
         self.stopping = threading.Event()
-        self._stopped_at = float("inf")
-        self._local = threading.local()
-        self.wakeup = threading.Event()
+        # A worker that sees the local queue run low, and stop(), write a byte here: the main loop
+        # selects on it and on its LISTENing connection at once.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._more_due = False  # the last claim was full: more may be due right now
         self.work: queue.Queue[dict] = queue.Queue()
         self.in_flight: set[int] = set()
         self._in_flight_lock = threading.Lock()
         self.global_rate = RateLimiter(config.rate)
         self.project_rate = RateLimiter(config.project_rate)
         self.totals = defaultdict(int)
+        self._busy = 0  # workers holding a message, from taking it until its outcome is recorded
+        self.recorder = Recorder(config.database_url, self.worker_id, self.stopping, lambda: self._busy)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -86,6 +93,8 @@ class Sender:
             threads = [threading.Thread(target=self._worker, name=f"send-{i}", daemon=True)
                        for i in range(self.config.concurrency)]
             threads.append(threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True))
+            recorder = threading.Thread(target=self.recorder.run, name="recorder", daemon=True)
+            recorder.start()
             for t in threads:
                 t.start()
             try:
@@ -94,14 +103,23 @@ class Sender:
                 self.stop()
                 for t in threads[:-1]:  # workers finish the message in hand and take no other
                     t.join(timeout=self.config.lease_seconds)
+                self.recorder.close()
+                recorder.join(timeout=60)
                 self._release_queued()
+                self._wake_r.close()
+                self._wake_w.close()
                 log.info("sender_stopped", **self.totals)
         return 0
 
     def stop(self, *_args) -> None:
-        self._stopped_at = min(self._stopped_at, time.monotonic())
         self.stopping.set()
-        self.wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"!")
+        except OSError:  # full of wake-ups already, or closed: the sender has stopped
+            pass
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -117,36 +135,55 @@ class Sender:
                     conn.execute("LISTEN runhub_outbox")
                     log.info("listening")
                     backoff = 0.5
+                    catch_up = True
                     while not self.stopping.is_set():
-                        self._process_runs(conn)  # catch up first, then after every wake-up
+                        if catch_up:  # first, and after every NOTIFY or poll; not for a refill
+                            self._process_runs(conn)
                         self._claim(conn)
                         if self.config.exit_when_idle and self._idle(conn):
                             log.info("idle")
                             return
-                        self._wait(conn)
+                        catch_up = self._wait(conn)
             except psycopg.Error as exc:  # lost connection, restart, failover: reconnect and catch up
                 log.warning("database_unavailable", error=str(exc).strip(), retry_in_s=backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
-    def _wait(self, conn) -> None:
-        """Until a NOTIFY, free capacity after a full queue, or the poll interval."""
+    def _wait(self, conn) -> bool:
+        """Until the local queue runs low while more is due (False: just refill), or a NOTIFY, a
+        stop, or the poll interval (True: catch up on runs too)."""
         deadline = time.monotonic() + self.config.poll_seconds
         while not self.stopping.is_set():
+            if self._more_due and self.work.qsize() <= self._low_water:
+                return False
             left = deadline - time.monotonic()
             if left <= 0:
-                return
-            for _ in conn.notifies(timeout=min(left, 0.5), stop_after=1):
-                return
-            if self.wakeup.is_set() and self.work.qsize() < self.config.concurrency:
-                self.wakeup.clear()
-                return
+                return True
+            database = conn.fileno()
+            ready, _, _ = select.select([database, self._wake_r], [], [], left)
+            if self._wake_r in ready:
+                self._drain_wakeups()
+                if self.config.exit_when_idle and self._nothing_in_hand():
+                    return True
+            if database in ready and any(True for _ in conn.notifies(timeout=0)):  # raises if the server is gone
+                return True
+        return True
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _nothing_in_hand(self) -> bool:
+        with self._in_flight_lock:
+            return not self.in_flight and self.work.empty()
 
     def _idle(self, conn) -> bool:
         """Nothing in hand, and nothing due: no run to execute, no message due or being sent."""
-        with self._in_flight_lock:
-            if self.in_flight or not self.work.empty():
-                return False
+        if not self._nothing_in_hand():
+            return False
         return conn.execute(
             """SELECT NOT EXISTS (SELECT 1 FROM runhub.workflow_runs
                                    WHERE status = 'queued' OR (status = 'running' AND executed_at IS NULL))
@@ -159,13 +196,20 @@ class Sender:
         if done:
             log.info("runs_processed", runs=done)
 
+    @property
+    def _low_water(self) -> int:
+        return self.config.batch // 2
+
     def _claim(self, conn) -> None:
-        """Claim what the workers can take now: a batch, less what is still queued locally."""
+        """Top the local queue up to a batch. It is refilled when half empty, so the workers never
+        wait on a claim; it is kept small because each claimed message is charged an attempt when
+        claimed: a crash charges one to every message held, sent or not."""
         room = self.config.batch - self.work.qsize()
         if room <= 0:
             return
         rows = conn.execute("SELECT runhub.claim_messages(%s, %s, %s)",
                             (self.worker_id, room, self.config.lease_seconds)).fetchall()
+        self._more_due = len(rows) == room
         for (message,) in rows:
             with self._in_flight_lock:
                 self.in_flight.add(message["id"])
@@ -196,7 +240,6 @@ class Sender:
     # -- workers ------------------------------------------------------------------------------------
     def _worker(self) -> None:
         smtp = SmtpConnection(self.config.smtp)
-        self._local.db = None
         try:
             while not (self.stopping.is_set() and self.work.empty()):
                 try:
@@ -206,43 +249,29 @@ class Sender:
                 if self.stopping.is_set():  # shutting down: leave it for the release
                     self.work.put(message)
                     return
+                with self._in_flight_lock:
+                    self._busy += 1
                 try:
                     self._deliver(smtp, message)
                 except Exception as exc:  # keep the worker alive; the lease lapses and the message is retried
                     log.error("delivery_error", message_id=message["messageId"], error=repr(exc))
                     with self._in_flight_lock:
                         self.in_flight.discard(message["id"])
-                    self._drop_db()
-                self.wakeup.set()
+                finally:
+                    with self._in_flight_lock:
+                        self._busy -= 1
+                if self._more_due and self.work.qsize() <= self._low_water:
+                    self._wake()  # refill
+                elif self.config.exit_when_idle and self._nothing_in_hand():
+                    self._wake()  # see whether all is done
         finally:
             smtp.close()
-            self._drop_db()
-
-    def _db(self):
-        """This worker's database connection, reconnecting with backoff. Gives up 30 s into a
-        shutdown: the message's lease then lapses and another sender finishes it."""
-        wait = 0.5
-        while self._local.db is None or self._local.db.closed:
-            try:
-                self._local.db = psycopg.connect(self.config.database_url, autocommit=True)
-            except psycopg.OperationalError as exc:
-                if self.stopping.is_set() and time.monotonic() - self._stopped_at > 30:
-                    raise
-                log.warning("database_unavailable", error=str(exc).strip(), retry_in_s=wait)
-                time.sleep(wait)
-                wait = min(wait * 2, 10.0)
-        return self._local.db
-
-    def _drop_db(self) -> None:
-        db, self._local.db = getattr(self._local, "db", None), None
-        if db is not None and not db.closed:
-            db.close()
 
     def _deliver(self, smtp: SmtpConnection, message: dict) -> None:
         with logs.bound(run_id=message.get("runId"), message_id=message["messageId"]):
             token = message.get("unsubscribeToken")
             try:
-                email = render_message(
+                email = render_bytes(
                     message["template"], message["locale"], message["variables"],
                     message_id=message["messageId"], to_email=message["toEmail"], to_name=message.get("toName"),
                     from_addr=self.config.from_addr,
@@ -257,20 +286,9 @@ class Sender:
             self._record(message, outcome)
 
     def _record(self, message: dict, outcome: Outcome) -> None:
-        """Record what the server said, retrying across database outages: a 250 must not be lost."""
-        while True:
-            db = self._db()
-            try:
-                if outcome.accepted:
-                    status = db.execute("SELECT runhub.record_sent(%s, %s, %s)",
-                                        (message["id"], self.worker_id, outcome.reply)).fetchone()[0]
-                else:
-                    status = db.execute("SELECT runhub.record_failure(%s, %s, %s, %s)",
-                                        (message["id"], self.worker_id, outcome.code, outcome.reply)).fetchone()[0]
-                break
-            except psycopg.OperationalError as exc:  # keep the outcome until the database is back
-                log.warning("record_retry", error=str(exc).strip())
-                self._drop_db()
+        """Hand the outcome to the recorder and wait until it is in the database: a worker takes its
+        next message only then, so at most one mail per worker is ever out but unrecorded."""
+        status = self.recorder.record(message["id"], outcome)
         with self._in_flight_lock:
             self.in_flight.discard(message["id"])
         self.totals[status] += 1
@@ -295,3 +313,119 @@ class Sender:
             except psycopg.Error as exc:
                 log.warning("heartbeat_failed", error=str(exc).strip())
                 conn = None
+
+
+@dataclass
+class _Pending:
+    message_id: int
+    outcome: Outcome
+    done: threading.Event
+    status: str | None = None
+    error: BaseException | None = None
+
+
+class Recorder:
+    """Writes the workers' outcomes to the database, together: one transaction (record_sent_many
+    for the 250s) for the outcomes of every worker that is waiting, so the sender pays one round
+    trip and one commit for several mails. Having one outcome, it lingers up to LINGER_S for the
+    other busy workers' (they are mid-SMTP, about to report). Across a lost connection it keeps the
+    outcomes and retries on a new one: a 250 must not be lost. It gives up only 30 s into a
+    shutdown (the leases then lapse and another sender finishes those messages)."""
+
+    MAX_BATCH = 200
+    LINGER_S = 0.002
+
+    def __init__(self, database_url: str, worker_id: str, stopping: threading.Event, busy: Callable[[], int]):
+        self.database_url = database_url
+        self.worker_id = worker_id
+        self.stopping = stopping
+        self._busy = busy
+        self._stopped_at: float | None = None
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._conn: psycopg.Connection | None = None
+
+    def record(self, message_id: int, outcome: Outcome) -> str:
+        """The message's status once the outcome is recorded (blocks until then)."""
+        pending = _Pending(message_id, outcome, threading.Event())
+        self._queue.put(pending)
+        pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.status
+
+    def close(self) -> None:
+        """After the last record(): finish what is waiting, then stop."""
+        self._queue.put(None)
+
+    def run(self) -> None:
+        closing = False
+        try:
+            while not closing:
+                batch = [self._queue.get()]
+                linger_until = time.monotonic() + self.LINGER_S
+                while len(batch) < self.MAX_BATCH and None not in batch:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                        continue
+                    except queue.Empty:
+                        pass
+                    left = linger_until - time.monotonic()
+                    if len(batch) >= self._busy() or left <= 0:
+                        break
+                    try:
+                        batch.append(self._queue.get(timeout=left))
+                    except queue.Empty:
+                        break
+                if None in batch:
+                    closing = True
+                    batch = [p for p in batch if p is not None]
+                if batch:
+                    self._write(batch)
+        finally:
+            if self._conn is not None and not self._conn.closed:
+                self._conn.close()
+
+    def _write(self, batch: list[_Pending]) -> None:
+        try:
+            while True:
+                conn = self._connection()
+                try:
+                    self._write_once(conn, batch)
+                    break
+                except psycopg.OperationalError as exc:  # keep the outcomes until the database is back
+                    log.warning("record_retry", error=str(exc).strip(), outcomes=len(batch))
+                    conn.close()
+        except BaseException as exc:  # noqa: BLE001 (handed to the waiting workers)
+            for pending in batch:
+                pending.error = exc
+        for pending in batch:
+            pending.done.set()
+
+    def _write_once(self, conn, batch: list[_Pending]) -> None:
+        accepted = [p for p in batch if p.outcome.accepted]
+        if accepted:
+            rows = conn.execute("SELECT id, status FROM runhub.record_sent_many(%s, %s, %s)",
+                                (self.worker_id, [p.message_id for p in accepted],
+                                 [p.outcome.reply for p in accepted])).fetchall()
+            for pending, (_, status) in zip(accepted, rows):
+                pending.status = status
+        for pending in batch:
+            if not pending.outcome.accepted:
+                pending.status = conn.execute(
+                    "SELECT runhub.record_failure(%s, %s, %s, %s)",
+                    (pending.message_id, self.worker_id, pending.outcome.code, pending.outcome.reply)).fetchone()[0]
+
+    def _connection(self) -> psycopg.Connection:
+        wait = 0.5
+        while self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(self.database_url, autocommit=True)
+            except psycopg.OperationalError as exc:
+                if self.stopping.is_set():
+                    self._stopped_at = self._stopped_at or time.monotonic()
+                    if time.monotonic() - self._stopped_at > 30:
+                        raise
+                log.warning("database_unavailable", error=str(exc).strip(), retry_in_s=wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 10.0)
+        return self._conn

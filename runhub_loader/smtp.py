@@ -7,7 +7,6 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -69,7 +68,7 @@ class SmtpConnection:
             smtp.login(cfg.user, cfg.password or "")
         return smtp
 
-    def send(self, message: EmailMessage, sender: str, recipient: str) -> Outcome:
+    def send(self, message: bytes, sender: str, recipient: str) -> Outcome:
         """MAIL, RCPT, DATA on the open session; the DATA reply is the verdict."""
         try:
             smtp = self._smtp = self._smtp or self._open()
@@ -80,7 +79,7 @@ class SmtpConnection:
             code, reply = smtp.rcpt(recipient)
             if code >= 400:
                 return self._refused(smtp, code, reply)
-            code, reply = smtp.data(message.as_bytes())
+            code, reply = smtp.data(message)
             if code >= 400:
                 return self._refused(smtp, code, reply)
             return Outcome(True, code, reply.decode("utf-8", "replace"))

@@ -28,26 +28,39 @@ BEGIN
 END
 $$;
 
--- A message as the sender renders it: its envelope and everything its template says.
-CREATE OR REPLACE FUNCTION runhub._message_json(o runhub.outbox)
-RETURNS jsonb
-LANGUAGE sql STABLE
+-- Messages as the sender renders them, in the order of p_ids: each one's envelope and everything
+-- its template says. One PL/Python call signs the batch's unsubscribe links (a call per message
+-- cost more than the rest of the claim).
+CREATE OR REPLACE FUNCTION runhub._messages_json(p_ids bigint[])
+RETURNS SETOF jsonb
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_tokens text[];
+BEGIN
+    SELECT runhub._sign_unsubscribe_many((SELECT s.value FROM runhub.secrets s WHERE s.name = 'unsubscribe'),
+                                         array_agg(o.project_id ORDER BY i.n), array_agg(lower(o.to_email) ORDER BY i.n))
+      INTO v_tokens
+      FROM unnest(p_ids) WITH ORDINALITY AS i(id, n) JOIN runhub.outbox o ON o.id = i.id;
+    RETURN QUERY
     SELECT jsonb_build_object(
         'id', o.id, 'messageId', o.message_id, 'projectId', o.project_id, 'runId', o.run_id,
         'template', o.template, 'locale', o.locale, 'toEmail', o.to_email, 'toName', o.to_name,
         'attempts', o.attempts,
-        'unsubscribeToken', CASE WHEN o.run_id IS NOT NULL THEN runhub.unsubscribe_token(o.project_id, o.to_email) END,
+        'unsubscribeToken', CASE WHEN o.run_id IS NOT NULL THEN v_tokens[row_number() OVER (ORDER BY i.n)] END,
         'variables', o.variables || jsonb_strip_nulls(jsonb_build_object(
             'projectName', p.name, 'shopUrl', p.settings ->> 'shopUrl',
             'customerName', rc.name, 'link', rc.link, 'cartId', rc.cart_id,
             'amountCents', rc.amount_cents, 'currency', rc.currency,
             'subject', r.params ->> 'subject', 'content', r.params ->> 'content')))
-      FROM runhub.projects p
+      FROM unnest(p_ids) WITH ORDINALITY AS i(id, n)
+      JOIN runhub.outbox o ON o.id = i.id
+      JOIN runhub.projects p ON p.id = o.project_id
       LEFT JOIN runhub.workflow_run_recipients rc ON rc.id = o.recipient_id
       LEFT JOIN runhub.workflow_runs r ON r.id = o.run_id
-     WHERE p.id = o.project_id
+     ORDER BY i.n;
+END
 $$;
 
 -- Claim up to p_max due messages for p_worker: queued ones whose time has come, and ones whose
@@ -59,23 +72,33 @@ RETURNS SETOF jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_ids bigint[];
 BEGIN
     PERFORM runhub._check_claim(p_worker, p_max, p_lease_seconds, 3600);
     PERFORM runhub._give_up_lost_messages();
-    RETURN QUERY
-    WITH due AS (
+    -- Two index scans that stop after p_max rows each (a sort of every due message would grow
+    -- with the queue): due queued messages, and messages whose sender's lease lapsed.
+    WITH queued_due AS (
+        SELECT o.id, o.run_id, o.project_id, o.to_email, o.next_attempt_at FROM runhub.outbox o
+         WHERE o.status = 'queued' AND o.next_attempt_at <= clock_timestamp()
+         ORDER BY o.next_attempt_at LIMIT p_max FOR UPDATE SKIP LOCKED
+    ), lapsed AS (
+        SELECT o.id, o.run_id, o.project_id, o.to_email, o.next_attempt_at FROM runhub.outbox o
+         WHERE o.status = 'sending' AND o.lease_expires_at < clock_timestamp()
+         ORDER BY o.lease_expires_at LIMIT p_max FOR UPDATE SKIP LOCKED
+    ), candidates AS (
+        SELECT * FROM queued_due UNION ALL SELECT * FROM lapsed
+    ), due AS (
         SELECT o.id,
                CASE WHEN o.run_id IS NULL THEN NULL
                     WHEN EXISTS (SELECT 1 FROM runhub.workflow_runs r WHERE r.id = o.run_id AND r.status = 'cancelled')
                     THEN 'run cancelled'
                     WHEN EXISTS (SELECT 1 FROM runhub.suppressions s WHERE s.project_id = o.project_id AND s.email = o.to_email)
                     THEN 'suppressed' END AS cancel_reason
-          FROM runhub.outbox o
-         WHERE (o.status = 'queued' AND o.next_attempt_at <= clock_timestamp())
-            OR (o.status = 'sending' AND o.lease_expires_at < clock_timestamp())
-         ORDER BY o.next_attempt_at
+          FROM candidates o
+         ORDER BY o.next_attempt_at, o.id
          LIMIT p_max
-         FOR UPDATE SKIP LOCKED
     ), claimed AS (
         UPDATE runhub.outbox o
            SET status = CASE WHEN due.cancel_reason IS NOT NULL THEN 'cancelled' ELSE 'sending' END,
@@ -91,7 +114,10 @@ BEGIN
         UPDATE runhub.workflow_run_recipients rc SET status = 'cancelled', updated_at = now()
           FROM claimed c WHERE c.status = 'cancelled' AND rc.id = c.recipient_id
     )
-    SELECT runhub._message_json(c) FROM claimed c WHERE c.status = 'sending';
+    SELECT array_agg(c.id ORDER BY c.next_attempt_at, c.id) INTO v_ids FROM claimed c WHERE c.status = 'sending';
+    IF v_ids IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM runhub._messages_json(v_ids);
+    END IF;
 END
 $$;
 
@@ -182,54 +208,79 @@ BEGIN
 END
 $$;
 
--- The server accepted the message (SMTP 250). Recorded even if the lease lapsed meanwhile: the mail
--- is out, and forgetting it would send it again. Appends the *_email_sent business event once.
-CREATE OR REPLACE FUNCTION runhub.record_sent(p_id bigint, p_worker text, p_smtp_reply text DEFAULT NULL)
-RETURNS text
+-- The server accepted these messages (SMTP 250 each), recorded in one transaction (see record_sent): p_replies[i] is the server's reply to p_ids[i].
+-- The sender records its workers' outcomes together (one commit for several mails). Returns each
+-- id with its status, in the order given.
+CREATE OR REPLACE FUNCTION runhub.record_sent_many(p_worker text, p_ids bigint[], p_replies text[])
+RETURNS TABLE (id bigint, status text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- lookups by id whatever the batch: planning each call cost more than running it
 AS $$
+#variable_conflict use_column
 DECLARE
-    v_message runhub.outbox;
+    v_runs uuid[];
+    v_run  uuid;
 BEGIN
-    UPDATE runhub.outbox
-       SET status = 'sent', sent_at = now(), smtp_code = 250, smtp_reply = left(p_smtp_reply, 500),
-           lease_owner = NULL, lease_expires_at = NULL
-     WHERE id = p_id AND status IN ('sending', 'queued')
-    RETURNING * INTO v_message;
-    IF NOT FOUND THEN
-        RETURN coalesce((SELECT status FROM runhub.outbox WHERE id = p_id), 'unknown');
+    IF p_ids IS NULL OR p_replies IS NULL OR cardinality(p_ids) <> cardinality(p_replies)
+       OR array_position(p_ids, NULL) IS NOT NULL OR cardinality(p_ids) > 1000 THEN
+        PERFORM runhub._invalid('common.invalidInput', 'ids', 'up to 1000 ids, none null, with one reply each');
     END IF;
-    IF v_message.recipient_id IS NOT NULL THEN
-        UPDATE runhub.workflow_run_recipients SET status = 'sent', updated_at = now() WHERE id = v_message.recipient_id;
-        PERFORM runhub._append_sent_event(v_message);
-        PERFORM runhub._complete_run_if_done(v_message.run_id);
-    END IF;
-    RAISE LOG 'runhub %', jsonb_build_object('event', 'message_sent', 'runId', v_message.run_id,
-        'messageId', v_message.message_id, 'attempts', v_message.attempts, 'worker', p_worker);
-    RETURN 'sent';
+    -- Take the rows in id order: two overlapping batches (a lease lapsed and a second sender
+    -- took the message) then wait for each other instead of deadlocking.
+    PERFORM 1 FROM runhub.outbox o WHERE o.id = ANY (p_ids) ORDER BY o.id FOR UPDATE;
+    WITH input AS (
+        SELECT DISTINCT ON (i.id) i.id, i.reply FROM unnest(p_ids, p_replies) AS i(id, reply) ORDER BY i.id
+    ), sent AS (
+        UPDATE runhub.outbox o
+           SET status = 'sent', sent_at = now(), smtp_code = 250, smtp_reply = left(i.reply, 500),
+               lease_owner = NULL, lease_expires_at = NULL
+          FROM input i
+         WHERE o.id = i.id AND o.status IN ('sending', 'queued')
+        RETURNING o.recipient_id, o.run_id, o.message_id
+    ), recipients AS (
+        UPDATE runhub.workflow_run_recipients rc SET status = 'sent', updated_at = now()
+          FROM sent WHERE rc.id = sent.recipient_id
+        RETURNING rc.*, sent.message_id
+    ), events AS (
+        -- What attribution needs, once per message however often it went out.
+        INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                                            customer_email, customer_name, amount_cents, currency, payload)
+        SELECT rc.project_id, a.sent_event_type, now(), 'mail:' || rc.message_id, rc.cart_id,
+               rc.email, rc.name, rc.amount_cents, rc.currency,
+               jsonb_strip_nulls(jsonb_build_object(
+                   'workflowRunId', rc.run_id, 'recipientEmail', rc.email, 'cartId', rc.cart_id,
+                   'abandonedAmountCents', rc.amount_cents, 'currency', rc.currency,
+                   'recoveryLink', rc.link, 'messageId', rc.message_id))
+          FROM recipients rc
+          JOIN runhub.workflow_runs r ON r.id = rc.run_id
+          JOIN runhub.actions a ON a.id = r.action_id
+        ON CONFLICT (project_id, idempotency_key) DO NOTHING
+    )
+    SELECT array_agg(DISTINCT sent.run_id ORDER BY sent.run_id) FILTER (WHERE sent.run_id IS NOT NULL)
+      INTO v_runs
+      FROM sent;
+    -- After the recipients are updated: each run's lock is taken in id order, once per batch.
+    FOREACH v_run IN ARRAY coalesce(v_runs, '{}') LOOP
+        PERFORM runhub._complete_run_if_done(v_run);
+    END LOOP;
+    RAISE LOG 'runhub %', jsonb_build_object('event', 'messages_sent', 'worker', p_worker, 'ids', p_ids);
+    RETURN QUERY
+    SELECT i.id, coalesce(o.status, 'unknown')
+      FROM unnest(p_ids) WITH ORDINALITY AS i(id, n) LEFT JOIN runhub.outbox o ON o.id = i.id
+     ORDER BY i.n;
 END
 $$;
 
--- The business event for an accepted workflow mail, with what attribution needs.
-CREATE OR REPLACE FUNCTION runhub._append_sent_event(p_message runhub.outbox)
-RETURNS void
-LANGUAGE sql VOLATILE
+-- The server accepted the message (SMTP 250). Recorded even if the lease lapsed meanwhile: the mail
+-- is out, and forgetting it would send it again. Appends the *_email_sent business event once.
+-- Returns the message's status: 'sent', or what it already was ('unknown' if there is no such message).
+CREATE OR REPLACE FUNCTION runhub.record_sent(p_id bigint, p_worker text, p_smtp_reply text DEFAULT NULL)
+RETURNS text
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
-                                        customer_email, customer_name, amount_cents, currency, payload)
-    SELECT p_message.project_id, a.sent_event_type, now(), 'mail:' || p_message.message_id, rc.cart_id,
-           rc.email, rc.name, rc.amount_cents, rc.currency,
-           jsonb_strip_nulls(jsonb_build_object(
-               'workflowRunId', rc.run_id, 'recipientEmail', rc.email, 'cartId', rc.cart_id,
-               'abandonedAmountCents', rc.amount_cents, 'currency', rc.currency,
-               'recoveryLink', rc.link, 'messageId', p_message.message_id))
-      FROM runhub.workflow_run_recipients rc
-      JOIN runhub.workflow_runs r ON r.id = rc.run_id
-      JOIN runhub.actions a ON a.id = r.action_id
-     WHERE rc.id = p_message.recipient_id
-    ON CONFLICT (project_id, idempotency_key) DO NOTHING
+    SELECT r.status FROM runhub.record_sent_many(p_worker, ARRAY[p_id], ARRAY[p_smtp_reply]) r
 $$;
 
 -- The server refused the message, or the connection failed. A 4xx (or no answer) is retried with

@@ -35,6 +35,7 @@ GRANT EXECUTE ON FUNCTION
     runhub.heartbeat_messages(text, bigint[], int),
     runhub.release_messages(text, bigint[]),
     runhub.record_sent(bigint, text, text),
+    runhub.record_sent_many(text, bigint[], text[]),
     runhub.record_failure(bigint, text, int, text),
     runhub.unsubscribe_token(uuid, text)
 TO runhub_sender;

@@ -107,6 +107,36 @@ def test_a_failing_deploy_leaves_the_database_as_it_was(fresh_db, tmp_path):
     assert row_counts(fresh_db) == before_rows
 
 
+def test_functions_no_file_defines_any_more_are_dropped(fresh_db, tmp_path):
+    """An overload left behind by a signature change, or a function since removed from sql/, is
+    dropped by the next deploy (CREATE OR REPLACE alone would keep it), so an upgraded database
+    equals a fresh one. One that something still depends on stops the deploy, naming it."""
+    deploy(fresh_db, schedule_cron=False)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION runhub.process_runs(p_max int, p_old text) RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        conn.execute("CREATE FUNCTION runhub.retired_helper() RETURNS int LANGUAGE sql AS 'SELECT 2'")
+    changed = checkout_copy(tmp_path)
+    (changed / "sql" / "50_new_function.sql").write_text(
+        "CREATE OR REPLACE FUNCTION runhub.brand_new_fn() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;\n")
+    assert deploy(fresh_db, changed, schedule_cron=False).changed
+    with psycopg.connect(fresh_db) as conn:
+        names = {r[0] for r in conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'runhub'::regnamespace")}
+    assert "runhub.retired_helper()" not in names
+    assert "runhub.process_runs(integer,text)" not in names
+    assert {"runhub.process_runs(integer)", "runhub.brand_new_fn()"} <= names
+
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION runhub.still_used() RETURNS int LANGUAGE sql AS 'SELECT 3'")
+        conn.execute("CREATE VIEW public.uses_it AS SELECT runhub.still_used() AS n")
+    before = schema_dump(fresh_db)
+    (changed / "sql" / "50_new_function.sql").write_text(
+        "CREATE OR REPLACE FUNCTION runhub.brand_new_fn() RETURNS int LANGUAGE sql AS $$ SELECT 4 $$;\n")
+    with pytest.raises(DeployError, match=r"dropping functions no longer defined.*still_used"):
+        deploy(fresh_db, changed, schedule_cron=False)
+    assert schema_dump(fresh_db) == before
+
+
 def test_a_failing_first_deploy_creates_no_runhub_schema(fresh_db, tmp_path):
     broken = checkout_copy(tmp_path)
     (broken / "sql" / "99_broken.sql").write_text("SELECT 1/0;\n")

@@ -13,9 +13,9 @@ from aiosmtpd.controller import Controller
 
 from conftest import wait_until
 from runhub_loader import logs
-from runhub_loader.sender import Sender, SenderConfig
-from runhub_loader.smtp import SmtpConfig
-from workflow_helpers import create_run, preview, ready_project, signup
+from runhub_loader.sender import Recorder, Sender, SenderConfig
+from runhub_loader.smtp import Outcome, SmtpConfig
+from workflow_helpers import create_run, preview, process_runs, ready_project, signup
 
 
 class ScriptedSink:
@@ -154,3 +154,64 @@ def test_an_unsubscribe_before_sending_cancels_the_message(conn, sink_factory, r
     run_sender(url)
     wait_until(lambda: run_status(conn, run) == "succeeded", "the run to succeed")
     assert [m["To"].addresses[0].addr_spec for m in sink.accepted] == ["stay@example.com"]
+
+
+# -- the recorder: outcomes of several workers in one transaction --------------------------------
+
+def claimed(conn, run, worker="w-rec"):
+    """Claim the run's messages for `worker`; returns their outbox ids."""
+    rows = conn.execute("SELECT runhub.claim_messages(%s, 100, 120)", (worker,)).fetchall()
+    ids = [m["id"] for (m,) in rows if m["runId"] == run]
+    assert ids, "nothing claimed"
+    return ids
+
+
+def test_the_recorder_writes_the_waiting_workers_outcomes_in_one_transaction(conn, db_url):
+    _, _, run = onboarding_run(conn, ["a@example.com", "b@example.com", "c@example.com", "d@example.com"])
+    process_runs(conn)
+    ids = claimed(conn, run)
+    stopping = threading.Event()
+    busy = [3]  # workers holding a message
+    recorder = Recorder(db_url, "w-rec", stopping, busy=lambda: busy[0])
+    recorder.LINGER_S = 60.0  # the batch must close because 3 outcomes are in, not on a timer
+    thread = threading.Thread(target=recorder.run)
+    thread.start()
+    outcomes = {ids[0]: Outcome(True, 250, "250 a"), ids[1]: Outcome(False, 451, "451 4.3.0 try later"),
+                ids[2]: Outcome(True, 250, "250 c")}
+    statuses = {}
+    workers = [threading.Thread(target=lambda i=i, o=o: statuses.__setitem__(i, recorder.record(i, o)))
+               for i, o in outcomes.items()]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=30)
+    assert statuses == {ids[0]: "sent", ids[1]: "queued", ids[2]: "sent"}
+
+    # One record_sent_many: both sent in the same transaction (the same now()).
+    rows = dict(conn.execute("SELECT id, sent_at FROM runhub.outbox WHERE id = ANY (%s) AND status = 'sent'",
+                             (ids[:3],)).fetchall())
+    assert set(rows) == {ids[0], ids[2]} and rows[ids[0]] == rows[ids[2]]
+    # Alone, the fourth is recorded in a transaction of its own, at once.
+    busy[0] = 1
+    assert recorder.record(ids[3], Outcome(True, 250, "250 d")) == "sent"
+    later = conn.execute("SELECT sent_at FROM runhub.outbox WHERE id = %s", (ids[3],)).fetchone()[0]
+    assert later > rows[ids[0]]
+    recorder.close()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    replies = dict(conn.execute("SELECT id, smtp_reply FROM runhub.outbox WHERE id = ANY (%s)", (ids,)).fetchall())
+    assert replies == {ids[0]: "250 a", ids[1]: "451 4.3.0 try later", ids[2]: "250 c", ids[3]: "250 d"}
+
+
+def test_the_recorder_lingers_no_longer_than_its_limit(conn, db_url):
+    """A worker stuck in a slow SMTP exchange does not hold the others' outcomes beyond LINGER_S."""
+    _, _, run = onboarding_run(conn, ["slowpoke@example.com", "quick@example.com"])
+    process_runs(conn)
+    ids = claimed(conn, run)
+    recorder = Recorder(db_url, "w-rec", threading.Event(), busy=lambda: 2)  # the other one never reports
+    thread = threading.Thread(target=recorder.run)
+    thread.start()
+    assert recorder.record(ids[0], Outcome(True, 250, "250 ok")) == "sent"  # returns: it did not wait for a second
+    recorder.close()
+    thread.join(timeout=30)
+    assert conn.execute("SELECT status FROM runhub.outbox WHERE id = %s", (ids[1],)).fetchone()[0] == "sending"

@@ -347,6 +347,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_result(p.o
                                      'runhub.heartbeat_messages(text,bigint[],integer)'::regprocedure,
                                      'runhub.release_messages(text,bigint[])'::regprocedure,
                                      'runhub.record_sent(bigint,text,text)'::regprocedure,
+                                     'runhub.record_sent_many(text,bigint[],text[])'::regprocedure,
                                      'runhub.record_failure(bigint,text,integer,text)'::regprocedure,
                                      'runhub.unsubscribe_token(uuid,text)'::regprocedure,
                                      'runhub.unsubscribe(text)'::regprocedure)
@@ -366,6 +367,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_result(p.o
                            ('runhub.process_runs(integer)', 'integer', true),
                            ('runhub.record_failure(bigint,text,integer,text)', 'text', true),
                            ('runhub.record_sent(bigint,text,text)', 'text', true),
+                           ('runhub.record_sent_many(text,bigint[],text[])', 'TABLE(id bigint, status text)', true),
                            ('runhub.release_messages(text,bigint[])', 'integer', true),
                            ('runhub.suppress(uuid,text,text)', 'void', true),
                            ('runhub.unsubscribe(text)', 'void', true),
@@ -378,6 +380,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(
                                      'runhub.heartbeat_messages(text,bigint[],integer)'::regprocedure,
                                      'runhub.release_messages(text,bigint[])'::regprocedure,
                                      'runhub.record_sent(bigint,text,text)'::regprocedure,
+                                     'runhub.record_sent_many(text,bigint[],text[])'::regprocedure,
                                      'runhub.record_failure(bigint,text,integer,text)'::regprocedure,
                                      'runhub.unsubscribe_token(uuid,text)'::regprocedure,
                                      'runhub.unsubscribe(text)'::regprocedure)
@@ -386,6 +389,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(
                            ('runhub.heartbeat_messages(text,bigint[],integer)', 'p_worker text, p_ids bigint[], p_lease_seconds integer DEFAULT 120'),
                            ('runhub.record_failure(bigint,text,integer,text)', 'p_id bigint, p_worker text, p_smtp_code integer, p_smtp_reply text'),
                            ('runhub.record_sent(bigint,text,text)', 'p_id bigint, p_worker text, p_smtp_reply text DEFAULT NULL::text'),
+                           ('runhub.record_sent_many(text,bigint[],text[])', 'p_worker text, p_ids bigint[], p_replies text[]'),
                            ('runhub.release_messages(text,bigint[])', 'p_worker text, p_ids bigint[]'),
                            ('runhub.unsubscribe(text)', 'p_token text'),
                            ('runhub.unsubscribe_token(uuid,text)', 'p_project uuid, p_email text')$$,
@@ -425,13 +429,14 @@ SELECT isnt_definer('runhub', '_event_from_json', ARRAY['uuid', 'jsonb'], '_even
 SELECT isnt_definer('runhub', '_recipients', ARRAY['uuid', 'text', 'jsonb', 'timestamp with time zone'], '_recipients is not SECURITY DEFINER');
 SELECT isnt_definer('runhub', '_evaluate_policy', ARRAY['jsonb'], '_evaluate_policy is not SECURITY DEFINER');
 SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
-                   WHERE p.oid IN ('runhub._message_json(runhub.outbox)'::regprocedure, 'runhub._complete_run_if_done(uuid)'::regprocedure,
-                                   'runhub._complete_done_runs()'::regprocedure, 'runhub._append_sent_event(runhub.outbox)'::regprocedure,
+                   WHERE p.oid IN ('runhub._messages_json(bigint[])'::regprocedure, 'runhub._complete_run_if_done(uuid)'::regprocedure,
+                                   'runhub._complete_done_runs()'::regprocedure,
                                    'runhub._error_summary(uuid)'::regprocedure, 'runhub._sign_unsubscribe(bytea,uuid,text)'::regprocedure,
+                                   'runhub._sign_unsubscribe_many(bytea,uuid[],text[])'::regprocedure,
                                    'runhub._verify_unsubscribe(bytea,text)'::regprocedure)
                      AND p.prosecdef$$,
-                'the sender''s internal helpers (_message_json, _complete_run_if_done, _complete_done_runs, _append_sent_event, '
-                '_error_summary, _sign_unsubscribe, _verify_unsubscribe) exist and are not SECURITY DEFINER');
+                'the sender''s internal helpers (_messages_json, _complete_run_if_done, _complete_done_runs, '
+                '_error_summary, _sign_unsubscribe, _sign_unsubscribe_many, _verify_unsubscribe) exist and are not SECURITY DEFINER');
 SELECT function_lang_is('runhub', '_sign_unsubscribe', ARRAY['bytea', 'uuid', 'text'], 'plpython3u',
                         'unsubscribe tokens are signed in PL/Python (_sign_unsubscribe)');
 SELECT function_lang_is('runhub', '_verify_unsubscribe', ARRAY['bytea', 'text'], 'plpython3u',
@@ -442,7 +447,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                                            'list_actions', 'preview', 'create_run', 'get_run', 'list_runs', 'cancel_run', 'suppress',
                                            'process_runs', 'claim_runs', 'execute_run', 'heartbeat_run', 'cron_process_runs',
                                            'unsubscribe', 'unsubscribe_token', 'claim_messages', 'heartbeat_messages',
-                                           'release_messages', 'record_sent', 'record_failure',
+                                           'release_messages', 'record_sent', 'record_sent_many', 'record_failure',
                                            '_my_project_ids')$$,
                 'no function other than the API, the worker and sender functions and _my_project_ids is SECURITY DEFINER');
 

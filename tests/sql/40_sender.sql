@@ -13,7 +13,7 @@
 -- clock_timestamp(), so times they set are checked against both.
 BEGIN;
 \ir helpers.psql
-SELECT plan(149);
+SELECT plan(159);
 
 \set owner '''eeeeeeee-0000-4000-8000-000000000001'''
 
@@ -630,6 +630,50 @@ SELECT results_eq(format($$SELECT email, reason FROM runhub.suppressions WHERE p
                   'zoe is suppressed: unsubscribed');
 SELECT is((SELECT status FROM runhub.outbox WHERE to_email = 'zoe@example.com'), 'sending',
           'her message, already being sent, runs its course');
+
+-- ---------------------------------------------------------------------------------------------
+-- record_sent_many: a batch of outcomes in one call, with record_sent's rules for each.
+SELECT pg_temp.recovery_run('Batch shop', '[{"email": "kai@example.com", "cart": "cart-kai", "amountCents": 900},
+                                            {"email": "lea@example.com", "cart": "cart-lea"},
+                                            {"email": "mo@example.com", "cart": "cart-mo"}]') AS run_m \gset
+SELECT pg_temp.project_of(:'run_m') AS proj_m \gset
+-- Bad batches are refused whole: nothing is recorded.
+SELECT is(ARRAY(SELECT v.args || ' -> ' || pg_temp.refusal('SELECT * FROM runhub.record_sent_many(''wm'', ' || v.args || ')')
+                  FROM (VALUES (format('ARRAY[%s, %s], ARRAY[''250 a'']', pg_temp.msg('kai@example.com'), pg_temp.msg('lea@example.com'))),
+                               (format('ARRAY[%s, NULL], ARRAY[''250 a'', ''250 b'']', pg_temp.msg('kai@example.com'))),
+                               ('NULL, ARRAY[''250'']'), (format('ARRAY[%s], NULL', pg_temp.msg('kai@example.com'))),
+                               (format('array_fill(%s::bigint, ARRAY[1001]), array_fill(''250''::text, ARRAY[1001])',
+                                       pg_temp.msg('kai@example.com')))) v(args)
+                 WHERE pg_temp.refusal('SELECT * FROM runhub.record_sent_many(''wm'', ' || v.args || ')')
+                       IS DISTINCT FROM 'PT400 common.invalidInput ids'),
+          '{}'::text[], 'record_sent_many with ids and replies of different lengths, a null id, null arrays or over 1000 ids: PT400 ids');
+SELECT is((SELECT array_agg(status ORDER BY to_email) FROM runhub.outbox WHERE run_id = :'run_m'), '{queued,queued,queued}',
+          '... and the refused batches recorded nothing');
+SELECT results_eq(format($$SELECT * FROM runhub.record_sent_many('wm', ARRAY[%s, -7, %s, %s], ARRAY['250 kai', '250 none', '250 lea', '250 kai again'])$$,
+                         pg_temp.msg('kai@example.com'), pg_temp.msg('lea@example.com'), pg_temp.msg('kai@example.com')),
+                  format($$VALUES (%s::bigint, 'sent'), (-7, 'unknown'), (%s, 'sent'), (%s, 'sent')$$,
+                         pg_temp.msg('kai@example.com'), pg_temp.msg('lea@example.com'), pg_temp.msg('kai@example.com')),
+                  'a batch: each id''s status in the order given (an unknown id: unknown; an id twice: recorded once)');
+SELECT results_eq(format($$SELECT o.to_email, o.status, o.smtp_reply, r.status FROM runhub.outbox o
+                             JOIN runhub.workflow_run_recipients r ON r.id = o.recipient_id WHERE o.run_id = %L ORDER BY 1$$, :'run_m'),
+                  $$VALUES ('kai@example.com', 'sent', '250 kai', 'sent'), ('lea@example.com', 'sent', '250 lea', 'sent'),
+                           ('mo@example.com', 'queued', NULL, 'queued')$$,
+                  'kai and lea are sent with their own replies (the first of a repeated id), their recipients too; mo is not');
+SELECT results_eq(format($$SELECT e.customer_email, e.correlation_id, e.amount_cents FROM runhub.business_events e
+                             WHERE e.project_id = %L AND e.event_type = 'recovery_email_sent' ORDER BY 1$$, :'proj_m'),
+                  $$VALUES ('kai@example.com', 'cart-kai', 900::bigint), ('lea@example.com', 'cart-lea', NULL)$$,
+                  'one recovery_email_sent event each, with its cart and amount');
+SELECT is((SELECT status FROM runhub.workflow_runs WHERE id = :'run_m'), 'running', 'the run is not over: mo is not final');
+SELECT results_eq(format($$SELECT * FROM runhub.record_sent_many('wm', ARRAY[%s, %s], ARRAY['250 mo', '250 lea twice'])$$,
+                         pg_temp.msg('mo@example.com'), pg_temp.msg('lea@example.com')),
+                  format($$VALUES (%s::bigint, 'sent'), (%s, 'sent')$$, pg_temp.msg('mo@example.com'), pg_temp.msg('lea@example.com')),
+                  'the last message, with one recorded already: both sent');
+SELECT results_eq(format($$SELECT status, result - 'errorSummary' FROM runhub.workflow_runs WHERE id = %L$$, :'run_m'),
+                  $$VALUES ('succeeded', '{"totalRecipients": 3, "successful": 3, "failed": 0, "cancelled": 0}'::jsonb)$$,
+                  'the batch that holds the run''s last message ends it: succeeded, 3 of 3');
+SELECT is((SELECT count(*)::int FROM runhub.business_events WHERE project_id = :'proj_m' AND event_type = 'recovery_email_sent'), 3,
+          'lea''s second record appended no second event');
+SELECT is((SELECT smtp_reply FROM runhub.outbox WHERE to_email = 'lea@example.com'), '250 lea', '... and did not change her message');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -69,9 +69,11 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'runhub.heartbeat_run(uuid,text,integer)',
                     'runhub.claim_messages(text,integer,integer)', 'runhub.heartbeat_messages(text,bigint[],integer)',
                     'runhub.release_messages(text,bigint[])', 'runhub.record_sent(bigint,text,text)',
+                    'runhub.record_sent_many(text,bigint[],text[])',
                     'runhub.record_failure(bigint,text,integer,text)', 'runhub.unsubscribe_token(uuid,text)'],
               'runhub_sender can EXECUTE exactly the run functions (process_runs, claim_runs, execute_run, heartbeat_run) '
-              'and the mail functions (claim_messages, heartbeat_messages, release_messages, record_sent, record_failure, unsubscribe_token)');
+              'and the mail functions (claim_messages, heartbeat_messages, release_messages, record_sent, record_sent_many, '
+              'record_failure, unsubscribe_token)');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_reader', p.oid, 'EXECUTE')$$,
               ARRAY['runhub.current_user_id()', 'runhub._my_project_ids()', 'runhub.error_catalog()'],
@@ -95,8 +97,10 @@ SELECT is_empty($$SELECT f FROM unnest(ARRAY['runhub.process_runs(integer)', 'ru
                 'neither runhub_app nor runhub_reader can drive runs (process_runs, claim_runs, execute_run, heartbeat_run, cron_process_runs)');
 SELECT is_empty($$SELECT f, r FROM unnest(ARRAY['runhub.claim_messages(text,integer,integer)', 'runhub.heartbeat_messages(text,bigint[],integer)',
                                                 'runhub.release_messages(text,bigint[])', 'runhub.record_sent(bigint,text,text)',
+                                                'runhub.record_sent_many(text,bigint[],text[])',
                                                 'runhub.record_failure(bigint,text,integer,text)', 'runhub.unsubscribe_token(uuid,text)',
                                                 'runhub._complete_done_runs()', 'runhub._sign_unsubscribe(bytea,uuid,text)',
+                                                'runhub._sign_unsubscribe_many(bytea,uuid[],text[])',
                                                 'runhub._verify_unsubscribe(bytea,text)']) f,
                           unnest(ARRAY['runhub_app', 'runhub_reader']) r
                    WHERE has_function_privilege(r, f::regprocedure, 'EXECUTE')$$,
