@@ -202,7 +202,7 @@ def demo(obj: Context) -> None:
 @click.option("--unsubscribe-url", envvar="RUNHUB_UNSUBSCRIBE_URL",
               default="https://localhost/unsubscribe?token={token}", show_default=True,
               help="One-click unsubscribe link; {token} is replaced by the signed token.")
-@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 64),
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64),
               help="Messages sent at once (one SMTP session each).")
 @click.option("--rate", type=click.FloatRange(min=0.1), default=None, help="Messages per second, all projects.")
 @click.option("--project-rate", type=click.FloatRange(min=0.1), default=None, help="Messages per second, per project.")

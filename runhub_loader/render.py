@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -346,9 +347,48 @@ def _workflow_context(template: str, v: Mapping[str, Any], loc: Locale,
     return t("onboarding.subject", projectName=project), context
 
 
+# Bulk mail (promo, update, onboarding) differs between the recipients of a run only by the
+# customer's name and the unsubscribe link: its content is rendered once per run, locale and
+# "named or not", with placeholders, and each message gets its own values put in (escaped for
+# HTML). Both values are only ever interpolated, so this is exactly what a full rendering gives;
+# tests/test_render.py checks that it is, for any name and link.
+_BULK_TEMPLATES = frozenset({"promo", "update", "onboarding"})
+_SLOT_KEY = secrets.token_hex(8)  # per process, like the cache: no content can hold a slot by chance
+_NAME_SLOT = f"RunhubName{_SLOT_KEY}"
+_UNSUBSCRIBE_SLOT = f"https://unsubscribe.runhub.invalid/{_SLOT_KEY}"
+
+
 def render_content(template: str, locale: str | None, variables: Mapping[str, Any], *,
                    unsubscribe_url: str | None = None) -> Rendered:
     """Subject, text and HTML of one e-mail (no headers: see render_message)."""
+    if template not in _BULK_TEMPLATES or not unsubscribe_url:
+        return _render_content(template, locale, variables, unsubscribe_url=unsubscribe_url)
+    name = clean_line(variables.get("customerName"))
+    shared = json.dumps({k: v for k, v in variables.items() if k != "customerName"}, sort_keys=True, default=str)
+    slotted = _slotted_content(template, locale, shared, name is not None)
+    fill_text = {_UNSUBSCRIBE_SLOT: unsubscribe_url, _NAME_SLOT: name}
+    fill_html = {_UNSUBSCRIBE_SLOT: str(escape(unsubscribe_url)), _NAME_SLOT: str(escape(name or ""))}
+    return Rendered(_fill(slotted.subject, fill_text), _fill(slotted.text, fill_text),
+                    _fill(slotted.html, fill_html), slotted.locale)
+
+
+@functools.lru_cache(maxsize=512)
+def _slotted_content(template: str, locale: str | None, shared_json: str, named: bool) -> Rendered:
+    variables = json.loads(shared_json)
+    if named:
+        variables["customerName"] = _NAME_SLOT
+    return _render_content(template, locale, variables, unsubscribe_url=_UNSUBSCRIBE_SLOT)
+
+
+_SLOTS = re.compile(f"{re.escape(_UNSUBSCRIBE_SLOT)}|{_NAME_SLOT}")
+
+
+def _fill(text: str, values: Mapping[str, str | None]) -> str:
+    return _SLOTS.sub(lambda m: values[m.group(0)], text)  # one pass: a value is never read as a slot
+
+
+def _render_content(template: str, locale: str | None, variables: Mapping[str, Any], *,
+                    unsubscribe_url: str | None = None) -> Rendered:
     if template not in TEMPLATES:
         raise RenderError(f"unknown template {template!r}; one of {', '.join(TEMPLATES)}")
     language = resolve_locale(locale)
@@ -411,16 +451,22 @@ def _from_header(from_addr: str | Address) -> str:
     return f"From: {mime.address(*_address(from_addr, 'from_addr'))}\r\n"
 
 
-def _to_header(to_email: str, to_name: str | None) -> str:
+@functools.lru_cache(maxsize=4096)
+def envelope_address(to_email: str) -> str:
+    """The address as it goes on the wire (RCPT TO and To): ASCII, an internationalized domain as
+    A-labels. RenderError if it cannot be one (a non-ASCII local part needs SMTPUTF8)."""
     local, at, domain = to_email.strip().rpartition("@")
     if not at or not local or not domain or not local.isascii():
         raise RenderError(f"to_email: not an address: {to_email!r}")
     try:
-        domain = domain.encode("idna").decode("ascii")  # internationalized domains as A-labels
-        checked = Address(display_name=clean_line(to_name) or "", addr_spec=f"{local}@{domain}")
-    except (UnicodeError, ValueError) as exc:
+        domain = domain.encode("idna").decode("ascii")
+        return Address(addr_spec=f"{local}@{domain}").addr_spec
+    except (UnicodeError, ValueError, IndexError) as exc:
         raise RenderError(f"to_email: not an address: {to_email!r} ({exc})") from None
-    return f"To: {mime.address(*_address(checked, 'to_email'))}\r\n"
+
+
+def _to_header(to_email: str, to_name: str | None) -> str:
+    return f"To: {mime.address(clean_line(to_name) or '', envelope_address(to_email))}\r\n"
 
 
 def render_bytes(template: str, locale: str | None, variables: Mapping[str, Any], *,

@@ -25,7 +25,7 @@ from email.utils import parseaddr
 import psycopg
 
 from . import logs
-from .render import render_bytes
+from .render import envelope_address, render_bytes
 from .smtp import Outcome, SmtpConfig, SmtpConnection
 
 log = logs.get("sender")
@@ -37,7 +37,7 @@ class SenderConfig:
     smtp: SmtpConfig
     from_addr: str = "Run Hub <runhub@localhost>"
     unsubscribe_url: str = "https://localhost/unsubscribe?token={token}"
-    concurrency: int = 4
+    concurrency: int = 8                # SMTP sessions, one per worker
     rate: float | None = None          # messages per second, all projects
     project_rate: float | None = None  # messages per second, per project
     batch: int = 16                    # claimed ahead of the workers (see _claim)
@@ -276,13 +276,14 @@ class Sender:
                     message_id=message["messageId"], to_email=message["toEmail"], to_name=message.get("toName"),
                     from_addr=self.config.from_addr,
                     unsubscribe_url=self.config.unsubscribe_url.format(token=token) if token else None)
+                recipient = envelope_address(message["toEmail"])
             except Exception as exc:  # a message we cannot render will never send: fail it for good
                 log.error("render_failed", error=repr(exc))
                 self._record(message, Outcome(False, 554, f"render failed: {exc!r}"[:400]))
                 return
             self.global_rate.wait()
             self.project_rate.wait(message["projectId"])
-            outcome = smtp.send(email, self.envelope_from, message["toEmail"])
+            outcome = smtp.send(email, self.envelope_from, recipient)
             self._record(message, outcome)
 
     def _record(self, message: dict, outcome: Outcome) -> None:

@@ -2,6 +2,7 @@
 aiosmtpd sink behind `runhub smtp-sink` that stores every mail it accepts as an .eml file."""
 from __future__ import annotations
 
+import re
 import smtplib
 import socket
 import ssl
@@ -38,6 +39,9 @@ class SmtpConfig:
         )
 
 
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the server said about one message: accepted (2xx) or refused (code 4xx/5xx, or None
@@ -69,10 +73,14 @@ class SmtpConnection:
         return smtp
 
     def send(self, message: bytes, sender: str, recipient: str) -> Outcome:
-        """MAIL, RCPT, DATA on the open session; the DATA reply is the verdict."""
+        """MAIL, RCPT, DATA on the open session; the reply to the message's end is the verdict.
+        With a server that offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write:
+        two round trips a mail instead of four."""
         try:
             smtp = self._smtp = self._smtp or self._open()
             smtp.ehlo_or_helo_if_needed()
+            if smtp.does_esmtp and smtp.has_extn("pipelining"):
+                return self._send_pipelined(smtp, message, sender, recipient)
             code, reply = smtp.mail(sender)
             if code >= 400:
                 return self._refused(smtp, code, reply)
@@ -88,6 +96,26 @@ class SmtpConnection:
             code = getattr(exc, "smtp_code", None)
             return Outcome(False, code if isinstance(code, int) and 400 <= code <= 599 else None,
                            f"{type(exc).__name__}: {exc}")
+
+    def _send_pipelined(self, smtp: smtplib.SMTP, message: bytes, sender: str, recipient: str) -> Outcome:
+        smtp.send(f"MAIL FROM:{smtplib.quoteaddr(sender)}\r\nRCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n")
+        replies = [smtp.getreply() for _ in range(3)]  # every command gets its reply, in order
+        for code, reply in replies[:2]:
+            if code >= 400:
+                if replies[2][0] == 354:  # a server that took DATA anyway: end it empty, then reset
+                    smtp.send(b".\r\n")
+                    smtp.getreply()
+                return self._refused(smtp, code, reply)
+        code, reply = replies[2]
+        if code != 354:
+            return self._refused(smtp, code, reply) if code >= 400 else self._refused(smtp, 451, reply)
+        # The message is already 7-bit with CRLF line ends: only dot-stuffing is left (RFC 5321 4.5.2).
+        body = _LEADING_DOT.sub(b"..", message)
+        smtp.send(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        code, reply = smtp.getreply()
+        if code >= 400:
+            return self._refused(smtp, code, reply)
+        return Outcome(True, code, reply.decode("utf-8", "replace"))
 
     def _refused(self, smtp: smtplib.SMTP, code: int, reply: bytes) -> Outcome:
         try:
@@ -112,6 +140,12 @@ class EmlSink:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self._count = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        """Offer PIPELINING, as production MTAs do (aiosmtpd reads pipelined commands in order; it
+        just does not say so)."""
+        session.host_name = hostname  # the hook replaces aiosmtpd's own bookkeeping
+        return responses[:-1] + ["250-PIPELINING", responses[-1]]
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
         self._count += 1

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from markupsafe import escape
 
 from runhub_loader import cli
-from runhub_loader.render import (GREEN, GREY, LOCALES, RED, SAMPLES, TEMPLATES, WORKFLOW_TEMPLATES,
-                                  RenderError, catalog, clean_line, delta_color, format_money,
-                                  render_message, resolve_locale, write_preview)
+from runhub_loader.render import (_BULK_TEMPLATES, GREEN, GREY, LOCALES, RED, SAMPLES, TEMPLATES, WORKFLOW_TEMPLATES,
+                                  RenderError, _render_content, catalog, clean_line, delta_color, format_money,
+                                  render_content, render_message, resolve_locale, write_preview)
 
 MESSAGE_ID = "<runid.42@runhub>"
 UNSUBSCRIBE = "https://runhub.example/unsubscribe?token=p1.ann%40example.com.c2lnbmF0dXJl"
@@ -356,3 +356,31 @@ def test_render_command_vars_json_and_errors(tmp_path):
 
 def test_command_offers_every_template():
     assert tuple(cli.main.commands["render"].params[0].type.choices) == TEMPLATES
+
+
+# -- bulk mail: rendered once per run and locale, each recipient's name and link put in ------------
+
+names = st.one_of(st.none(), st.just(""), st.text(max_size=60),
+                  st.sampled_from(['Zoë <b>&amp;</b> "Q"', "O'Brien & Sons", "{name}", "  Ann \n Lee  ", "محمد"]))
+tokens = st.text(string.ascii_letters + string.digits + "-_.~%&=+;", min_size=1, max_size=80)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(template=st.sampled_from(sorted(_BULK_TEMPLATES)), locale=st.sampled_from(LOCALES + ("fr-CA", "de-AT", "pt", None)),
+       name=names, token=tokens, content=st.text(max_size=200))
+def test_bulk_mail_from_the_run_rendering_equals_a_full_rendering(template, locale, name, token, content):
+    variables = dict(SAMPLES[template], customerName=name)
+    if template != "onboarding":
+        variables["content"] = content + " " + _NAME_SLOT_PROBE  # content that looks like a slot stays as it is
+    url = f"https://runhub.example/unsubscribe?token={token}"
+    try:
+        direct = _render_content(template, locale, variables, unsubscribe_url=url)
+    except RenderError as exc:
+        with pytest.raises(RenderError, match=re.escape(str(exc))):
+            render_content(template, locale, variables, unsubscribe_url=url)
+        return
+    assert render_content(template, locale, variables, unsubscribe_url=url) == direct
+    assert render_content(template, locale, variables, unsubscribe_url=url) == direct  # from the cache too
+
+
+_NAME_SLOT_PROBE = "RunhubName0123456789abcdef https://unsubscribe.runhub.invalid/0123456789abcdef"

@@ -19,12 +19,18 @@ from workflow_helpers import create_run, preview, process_runs, ready_project, s
 
 
 class ScriptedSink:
-    """Accepts mail, or answers with scripted codes per recipient: e.g. {'a@x': ['451 ...', '250 OK']}."""
+    """Accepts mail, or answers with scripted codes per recipient: e.g. {'a@x': ['451 ...', '250 OK']}.
+    Offers PIPELINING or not (the sender then sends MAIL, RCPT and DATA in one write, or one by one)."""
 
-    def __init__(self, script: dict[str, list[str]] | None = None):
+    def __init__(self, script: dict[str, list[str]] | None = None, pipelining: bool = False):
+        self.pipelining = pipelining
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.accepted: list[email.message.EmailMessage] = []
         self.lock = threading.Lock()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        session.host_name = hostname
+        return responses[:-1] + (["250-PIPELINING"] if self.pipelining else []) + [responses[-1]]
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         with self.lock:
@@ -41,12 +47,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def sink_factory():
+@pytest.fixture(params=[False, True], ids=["classic", "pipelining"])
+def sink_factory(request):
     controllers = []
 
     def start(script=None):
-        handler = ScriptedSink(script)
+        handler = ScriptedSink(script, pipelining=request.param)
         controller = Controller(handler, hostname="127.0.0.1", port=free_port())
         controller.start()
         controllers.append(controller)

@@ -82,6 +82,12 @@ class FaultSink:
     def _record(self, message_id: str, rcpt: str, to: str) -> None:
         self.accepted.append((self.generation, message_id, rcpt, to))
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
+        """PIPELINING, as runhub smtp-sink and most production MTAs offer it (the classic exchange
+        is covered in test_sender_e2e and test_smtp)."""
+        session.host_name = hostname
+        return responses[:-1] + ["250-PIPELINING", responses[-1]]
+
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
         headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(envelope.content)
         message_id = str(headers["Message-ID"]).strip()
