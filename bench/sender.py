@@ -4,8 +4,11 @@
     .venv/bin/python bench/sender.py --rounds 5 --runs 2 --recipients 1000 --concurrency 4 --batch 50
 
 The sink is `runhub smtp-sink` in its own process on 127.0.0.1 (it stores every mail as an .eml file,
-in a temporary folder). Each round makes --runs onboarding runs of --recipients sign-ups each, in fresh
-projects, and has runhub.process_runs queue their messages in the outbox. Then, in the same round:
+in a temporary folder, and offers PIPELINING as production MTAs do: the daemon uses it, smtplib's
+sendmail does not). Each round makes --runs runs of --action (onboard_users: bulk mail, the same
+content for every recipient but the name and link; recover_abandoned: personal mail, each its own cart
+link and amount) for --recipients customers each, in fresh projects, and has runhub.process_runs
+queue their messages in the outbox. Then, in the same round:
 
   daemon  runhub_loader.sender.Sender, in this process, with the daemon's defaults (and --concurrency,
           --batch), JSON logs as `runhub sender` writes them (to --daemon-log), exit_when_idle: timed
@@ -114,9 +117,18 @@ def wait_delivered(folder: Path, expected: int, timeout: float = 10.0) -> int:
 LOCALES = "ARRAY['en','fr','de','es','ar']"
 
 
-def queue_messages(conn, runs: int, recipients: int, tag: str) -> list[uuid.UUID]:
-    """`runs` onboarding runs of `recipients` sign-ups each (a fresh project each: the cooldown and
-    the alreadyOnboarded exclusion are per project), executed by process_runs into the outbox."""
+ACTIONS = {  # action -> the events that make each of its recipients (g: 1..recipients)
+    "onboard_users": """'user_signed_up', now() - interval '1 hour', 'signup:' || g, NULL, NULL, NULL, '{}'::jsonb""",
+    "recover_abandoned": """'checkout_started', now() - interval '1 hour', 'checkout:' || g, 'cart-' || g,
+                            1000 + g * 7, 'EUR', jsonb_build_object('cartId', 'cart-' || g)""",
+}
+
+
+def queue_messages(conn, runs: int, recipients: int, tag: str, action: str = "onboard_users") -> list[uuid.UUID]:
+    """`runs` runs of `action` for `recipients` customers each (a fresh project each: cooldowns and
+    exclusions are per project), executed by process_runs into the outbox. Onboarding is bulk mail
+    (the same content for all but the name and unsubscribe link); recovery is personal (each
+    message its own cart link and amount)."""
     run_ids = []
     for i in range(runs):
         owner = uuid.uuid4()
@@ -125,14 +137,15 @@ def queue_messages(conn, runs: int, recipients: int, tag: str) -> list[uuid.UUID
         conn.execute("SELECT runhub.update_project_settings(%s, %s, %s)", (project, owner, Jsonb(SETTINGS)))
         conn.execute(f"""
             INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key,
+                                                correlation_id, amount_cents, currency, payload,
                                                 customer_email, customer_name, customer_locale)
-            SELECT %s, 'user_signed_up', now() - interval '1 hour', 'signup:' || g,
+            SELECT %s, {ACTIONS[action]},
                    'user' || g || '@bench.example', 'User ' || g, ({LOCALES})[1 + g %% 5]
               FROM generate_series(1, %s) g""", (project, recipients))
-        shown = conn.execute("SELECT runhub.preview(%s, %s, 'onboard_users', '{}')", (project, owner)).fetchone()[0]
+        shown = conn.execute("SELECT runhub.preview(%s, %s, %s, '{}')", (project, owner, action)).fetchone()[0]
         assert shown["count"] == recipients, shown
-        run = conn.execute("SELECT runhub.create_run(%s, %s, 'onboard_users', 'bench', '{}')",
-                           (project, owner)).fetchone()[0]
+        run = conn.execute("SELECT runhub.create_run(%s, %s, %s, 'bench', '{}')",
+                           (project, owner, action)).fetchone()[0]
         run_ids.append(uuid.UUID(run["runId"]))
     conn.execute("SELECT runhub.process_runs(%s)", (runs,))
     queued = conn.execute("SELECT count(*) FROM runhub.outbox WHERE run_id = ANY (%s) AND status = 'queued'",
@@ -240,16 +253,18 @@ def main() -> int:
                                                "(nothing else may be sending from it)")
     parser.add_argument("--home", default=".runhub-bench", help="embedded cluster folder [.runhub-bench]")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=2, help="onboarding runs per round [2]")
+    parser.add_argument("--runs", type=int, default=2, help="runs per round [2]")
     parser.add_argument("--recipients", type=int, default=1000, help="recipients per run, at most 1000 [1000]")
     parser.add_argument("--concurrency", type=int, default=SenderConfig.concurrency,
                         help=f"the daemon's workers, and the concurrent baseline's [{SenderConfig.concurrency}]")
     parser.add_argument("--batch", type=int, default=SenderConfig.batch,
                         help=f"the daemon's claim batch [{SenderConfig.batch}]")
+    parser.add_argument("--action", choices=sorted(ACTIONS), default="onboard_users",
+                        help="bulk mail (onboard_users) or personal mail (recover_abandoned) [onboard_users]")
     parser.add_argument("--daemon-log", default=os.devnull, help="where the daemon's JSON log lines go [/dev/null]")
     args = parser.parse_args()
     if not 1 <= args.recipients <= 1000:
-        parser.error("--recipients: 1 to 1000 (the onboarding action's maxRecipients)")
+        parser.error("--recipients: 1 to 1000 (the actions' maxRecipients)")
 
     url = database_url(args)
     deploy(url, schedule_cron=False)  # no minute sweep racing the daemon
@@ -270,7 +285,7 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="runhub-bench-sink-"))
     port = free_port()
     sink = start_sink(folder, port)
-    print(f"{args.rounds} rounds of {args.runs} x {args.recipients} onboarding messages to runhub smtp-sink "
+    print(f"{args.rounds} rounds of {args.runs} x {args.recipients} {args.action} messages to runhub smtp-sink "
           f"(own process, 127.0.0.1:{port}); daemon concurrency {args.concurrency}, batch {args.batch}")
     print(f"{'round':>5} {'daemon msg/s':>13} {'(to exit)':>10} {'plain msg/s':>12} "
           f"{'plain x' + str(args.concurrency) + ' msg/s':>15} {'ratio':>6} {'vs x' + str(args.concurrency):>6}"
@@ -279,7 +294,7 @@ def main() -> int:
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             for rnd in range(args.rounds):
-                run_ids = queue_messages(conn, args.runs, args.recipients, f"{os.getpid()}.{rnd}")
+                run_ids = queue_messages(conn, args.runs, args.recipients, f"{os.getpid()}.{rnd}", args.action)
                 messages, render_s = prerender(conn, run_ids)
                 assert len(messages) == n
                 before = delivered(folder)
@@ -315,7 +330,7 @@ def main() -> int:
     print(f"  ratio daemon/plain loop {ratio:.2f} (target >= {TARGET}): {'ok' if ratio >= TARGET else 'UNDER'}")
     print(f"  for reference, daemon/plain over {args.concurrency} connections: {statistics.median(ratios_conc):.2f}")
     print(f"reproduce: .venv/bin/python bench/sender.py --rounds {args.rounds} --runs {args.runs} "
-          f"--recipients {args.recipients} --concurrency {args.concurrency} --batch {args.batch}")
+          f"--recipients {args.recipients} --action {args.action} --concurrency {args.concurrency} --batch {args.batch}")
     return 0 if ratio >= TARGET else 1
 
 
