@@ -238,28 +238,30 @@ class Sender:
             log.warning("release_failed", error=str(exc).strip(), count=len(unstarted))
 
     # -- workers ------------------------------------------------------------------------------------
+    # A worker holds one message at a time. It records that it starts a message before rendering
+    # and sending it (in the same transaction as its previous outcome when the local queue has a
+    # next message ready), and takes the next one only once its outcome is in the database: at
+    # most one mail per worker is ever out but unrecorded.
+
     def _worker(self) -> None:
         smtp = SmtpConnection(self.config.smtp)
+        message = None  # in hand, started
         try:
-            while not (self.stopping.is_set() and self.work.empty()):
+            while message is not None or not self.stopping.is_set():  # stopping: finish the one in hand
+                if message is None:
+                    message = self._take(block=True)
+                    if message is not None and not self._submit(None, None, message)[1]:
+                        message = None
+                    if message is None:
+                        continue
                 try:
-                    message = self.work.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                if self.stopping.is_set():  # shutting down: leave it for the release
-                    self.work.put(message)
-                    return
-                with self._in_flight_lock:
-                    self._busy += 1
-                try:
-                    self._deliver(smtp, message)
-                except Exception as exc:  # keep the worker alive; the lease lapses and the message is retried
+                    outcome = self._attempt(smtp, message)
+                except Exception as exc:  # a bug, not the server's answer: retry it later, with backoff
                     log.error("delivery_error", message_id=message["messageId"], error=repr(exc))
-                    with self._in_flight_lock:
-                        self.in_flight.discard(message["id"])
-                finally:
-                    with self._in_flight_lock:
-                        self._busy -= 1
+                    outcome = Outcome(False, None, f"sender error: {exc!r}"[:400])
+                following = self._take(block=False)
+                started = self._finish(message, outcome, following)
+                message = following if started else None
                 if self._more_due and self.work.qsize() <= self._low_water:
                     self._wake()  # refill
                 elif self.config.exit_when_idle and self._nothing_in_hand():
@@ -267,7 +269,28 @@ class Sender:
         finally:
             smtp.close()
 
-    def _deliver(self, smtp: SmtpConnection, message: dict) -> None:
+    def _take(self, block: bool) -> dict | None:
+        """The next message of the local queue, unless shutting down (it is then left for the release)."""
+        if self.stopping.is_set():
+            return None
+        try:
+            message = self.work.get(timeout=0.5) if block else self.work.get_nowait()
+        except queue.Empty:
+            return None
+        if self.stopping.is_set():
+            self.work.put(message)
+            return None
+        if block:
+            self._set_busy(+1)
+        return message
+
+    def _set_busy(self, delta: int) -> None:
+        with self._in_flight_lock:
+            self._busy += delta
+
+    def _attempt(self, smtp: SmtpConnection, message: dict) -> Outcome:
+        """Render and send; what the server said (a message that cannot be rendered never will be:
+        a permanent failure)."""
         with logs.bound(run_id=message.get("runId"), message_id=message["messageId"]):
             token = message.get("unsubscribeToken")
             try:
@@ -277,25 +300,44 @@ class Sender:
                     from_addr=self.config.from_addr,
                     unsubscribe_url=self.config.unsubscribe_url.format(token=token) if token else None)
                 recipient = envelope_address(message["toEmail"])
-            except Exception as exc:  # a message we cannot render will never send: fail it for good
+            except Exception as exc:
                 log.error("render_failed", error=repr(exc))
-                self._record(message, Outcome(False, 554, f"render failed: {exc!r}"[:400]))
-                return
+                return Outcome(False, 554, f"render failed: {exc!r}"[:400])
             self.global_rate.wait()
             self.project_rate.wait(message["projectId"])
-            outcome = smtp.send(email, self.envelope_from, recipient)
-            self._record(message, outcome)
+            return smtp.send(email, self.envelope_from, recipient)
 
-    def _record(self, message: dict, outcome: Outcome) -> None:
-        """Hand the outcome to the recorder and wait until it is in the database: a worker takes its
-        next message only then, so at most one mail per worker is ever out but unrecorded."""
-        status = self.recorder.record(message["id"], outcome)
+    def _finish(self, message: dict, outcome: Outcome, following: dict | None) -> bool:
+        """Record the outcome (and the start of `following`); whether `following` may be sent."""
+        status, started = self._submit(message, outcome, following)
+        if status is not None:
+            self.totals[status] += 1
+            with logs.bound(run_id=message.get("runId"), message_id=message["messageId"]):
+                log.info("message_" + ("sent" if outcome.accepted else "refused"), status=status,
+                         smtp_code=outcome.code, reply=outcome.reply[:200], attempt=message["attempts"],
+                         sent_total=self.totals["sent"])
+        if following is None or not started:
+            self._set_busy(-1)
+        return bool(following is not None and started)
+
+    def _submit(self, message: dict | None, outcome: Outcome | None, start: dict | None) -> tuple[str | None, bool]:
+        """Through the recorder, wait included. A message whose lease was lost before it started is
+        dropped (another sender has it); if the database cannot be reached (30 s into a shutdown),
+        both are left to their leases."""
+        failed = False
+        try:
+            status, started = self.recorder.record(message and message["id"], outcome, start and start["id"])
+        except Exception as exc:
+            log.error("record_failed", error=repr(exc))
+            status, started, failed = None, False, True
+        if start is not None and not started and not failed:
+            log.warning("lease_lost_before_send", message_id=start["messageId"], run_id=start.get("runId"))
+        done = ([message["id"]] if message else []) + ([start["id"]] if start and not started else [])
         with self._in_flight_lock:
-            self.in_flight.discard(message["id"])
-        self.totals[status] += 1
-        log.info("message_" + ("sent" if outcome.accepted else "refused"), status=status,
-                 smtp_code=outcome.code, reply=outcome.reply[:200], attempt=message["attempts"],
-                 sent_total=self.totals["sent"])
+            self.in_flight.difference_update(done)
+        if message is None and not started:
+            self._set_busy(-1)
+        return status, started
 
     def _heartbeat(self) -> None:
         interval = self.config.lease_seconds / 3
@@ -318,20 +360,22 @@ class Sender:
 
 @dataclass
 class _Pending:
-    message_id: int
-    outcome: Outcome
+    message_id: int | None  # the message whose outcome this is (None: a start only)
+    outcome: Outcome | None
+    start_id: int | None    # the message the worker starts next
     done: threading.Event
     status: str | None = None
+    started: bool = False
     error: BaseException | None = None
 
 
 class Recorder:
-    """Writes the workers' outcomes to the database, together: one transaction (record_sent_many
-    for the 250s) for the outcomes of every worker that is waiting, so the sender pays one round
-    trip and one commit for several mails. Having one outcome, it lingers up to LINGER_S for the
-    other busy workers' (they are mid-SMTP, about to report). Across a lost connection it keeps the
-    outcomes and retries on a new one: a 250 must not be lost. It gives up only 30 s into a
-    shutdown (the leases then lapse and another sender finishes those messages)."""
+    """Writes the workers' outcomes, and the starts of their next messages, to the database
+    together: one statement (record_sent_many for the 250s and start_messages, so one round trip
+    and one commit) for every worker that is waiting; refusals, rare, go one by one. Having one, it
+    lingers up to LINGER_S for the other busy workers' (they are mid-SMTP, about to report). Across a lost connection it keeps what it
+    has and retries on a new one: a 250 must not be lost. It gives up only 30 s into a shutdown
+    (the leases then lapse and another sender finishes those messages)."""
 
     MAX_BATCH = 200
     LINGER_S = 0.002
@@ -345,14 +389,14 @@ class Recorder:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._conn: psycopg.Connection | None = None
 
-    def record(self, message_id: int, outcome: Outcome) -> str:
-        """The message's status once the outcome is recorded (blocks until then)."""
-        pending = _Pending(message_id, outcome, threading.Event())
+    def record(self, message_id: int | None, outcome: Outcome | None, start_id: int | None = None) -> tuple[str | None, bool]:
+        """(the message's status, whether start_id may be sent), once in the database (blocks)."""
+        pending = _Pending(message_id, outcome, start_id, threading.Event())
         self._queue.put(pending)
         pending.done.wait()
         if pending.error is not None:
             raise pending.error
-        return pending.status
+        return pending.status, pending.started
 
     def close(self) -> None:
         """After the last record(): finish what is waiting, then stop."""
@@ -403,18 +447,28 @@ class Recorder:
             pending.done.set()
 
     def _write_once(self, conn, batch: list[_Pending]) -> None:
-        accepted = [p for p in batch if p.outcome.accepted]
-        if accepted:
-            rows = conn.execute("SELECT id, status FROM runhub.record_sent_many(%s, %s, %s)",
-                                (self.worker_id, [p.message_id for p in accepted],
-                                 [p.outcome.reply for p in accepted])).fetchall()
-            for pending, (_, status) in zip(accepted, rows):
-                pending.status = status
-        for pending in batch:
-            if not pending.outcome.accepted:
+        accepted = [p for p in batch if p.outcome is not None and p.outcome.accepted]
+        for pending in batch:  # refusals (rare): one by one, each a transaction of its own
+            if pending.outcome is not None and not pending.outcome.accepted:
                 pending.status = conn.execute(
                     "SELECT runhub.record_failure(%s, %s, %s, %s)",
                     (pending.message_id, self.worker_id, pending.outcome.code, pending.outcome.reply)).fetchone()[0]
+        starting = [p.start_id for p in batch if p.start_id is not None]
+        parts, params = [], []
+        if accepted:
+            parts.append("SELECT 'sent' AS call, r.id, r.status FROM runhub.record_sent_many(%s, %s, %s) r")
+            params += [self.worker_id, [p.message_id for p in accepted], [p.outcome.reply for p in accepted]]
+        if starting:
+            parts.append("SELECT 'start', s, NULL FROM runhub.start_messages(%s, %s) s")
+            params += [self.worker_id, starting]
+        rows = conn.execute(" UNION ALL ".join(parts), params).fetchall() if parts else []
+        # One statement, so one transaction and one round trip.
+        recorded = {message_id: status for call, message_id, status in rows if call == "sent"}
+        held = {message_id for call, message_id, _ in rows if call == "start"}
+        for pending in accepted:
+            pending.status = recorded[pending.message_id]
+        for pending in batch:
+            pending.started = pending.start_id in held
 
     def _connection(self) -> psycopg.Connection:
         wait = 0.5

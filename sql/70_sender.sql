@@ -106,7 +106,8 @@ BEGIN
                attempts = o.attempts + CASE WHEN due.cancel_reason IS NOT NULL THEN 0 ELSE 1 END,
                lease_owner = CASE WHEN due.cancel_reason IS NOT NULL THEN NULL ELSE p_worker END,
                lease_expires_at = CASE WHEN due.cancel_reason IS NOT NULL THEN NULL
-                                       ELSE clock_timestamp() + make_interval(secs => p_lease_seconds) END
+                                       ELSE clock_timestamp() + make_interval(secs => p_lease_seconds) END,
+               started_at = NULL
           FROM due
          WHERE o.id = due.id
         RETURNING o.*
@@ -122,7 +123,9 @@ END
 $$;
 
 -- Messages whose sender's lease lapsed c_max_attempts times without an outcome (the sender dies on
--- them, or they hang it) are failed rather than handed to the next sender forever.
+-- them, or they hang it) are failed rather than handed to the next sender forever. Only if the
+-- lost sender had started them (start_messages): a crash charges every message it held an attempt,
+-- and those it held but never started are innocent.
 CREATE OR REPLACE FUNCTION runhub._give_up_lost_messages()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -138,6 +141,7 @@ BEGIN
                SET status = 'failed', lease_owner = NULL, lease_expires_at = NULL,
                    last_error = format('no outcome after %s attempts: the sender was lost each time', o.attempts)
              WHERE o.status = 'sending' AND o.lease_expires_at < clock_timestamp() AND o.attempts >= c_max_attempts
+               AND o.started_at IS NOT NULL
             RETURNING o.recipient_id, o.run_id),
         failed AS (
             UPDATE runhub.workflow_run_recipients rc SET status = 'failed', updated_at = now()
@@ -190,6 +194,25 @@ BEGIN
 END
 $$;
 
+-- p_worker is about to render and send these messages: note it (see _give_up_lost_messages), in the
+-- transaction that records its previous outcomes. Returns the ids it still holds a lease on; it
+-- must not send the others (their lease lapsed, another sender may have them).
+CREATE OR REPLACE FUNCTION runhub.start_messages(p_worker text, p_ids bigint[])
+RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- as record_sent_many: a few rows by key, one plan
+SET enable_seqscan = off
+AS $$
+BEGIN
+    RETURN QUERY
+    UPDATE runhub.outbox o SET started_at = clock_timestamp()
+     WHERE o.id = ANY (p_ids) AND o.status = 'sending' AND o.lease_owner = p_worker
+       AND o.lease_expires_at > clock_timestamp()
+    RETURNING o.id;
+END
+$$;
+
 -- Give back messages p_worker claimed but will not send (it is shutting down): due again now.
 CREATE OR REPLACE FUNCTION runhub.release_messages(p_worker text, p_ids bigint[])
 RETURNS int
@@ -201,7 +224,7 @@ DECLARE
 BEGIN
     UPDATE runhub.outbox
        SET status = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL,
-           next_attempt_at = clock_timestamp()
+           next_attempt_at = clock_timestamp(), started_at = NULL
      WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker;
     GET DIAGNOSTICS v_released = ROW_COUNT;
     RETURN v_released;  -- a released message of a cancelled run is cancelled by the next claim
@@ -215,7 +238,11 @@ CREATE OR REPLACE FUNCTION runhub.record_sent_many(p_worker text, p_ids bigint[]
 RETURNS TABLE (id bigint, status text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-SET plan_cache_mode = force_generic_plan  -- lookups by id whatever the batch: planning each call cost more than running it
+-- Every statement here touches a few rows by key, whatever the batch: one plan, planned once
+-- (planning cost more than running), and by index even on a small table (a generic plan does not
+-- know the batch is small, and would scan a young outbox whole).
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -226,9 +253,8 @@ BEGIN
        OR array_position(p_ids, NULL) IS NOT NULL OR cardinality(p_ids) > 1000 THEN
         PERFORM runhub._invalid('common.invalidInput', 'ids', 'up to 1000 ids, none null, with one reply each');
     END IF;
-    -- Take the rows in id order: two overlapping batches (a lease lapsed and a second sender
-    -- took the message) then wait for each other instead of deadlocking.
-    PERFORM 1 FROM runhub.outbox o WHERE o.id = ANY (p_ids) ORDER BY o.id FOR UPDATE;
+    -- The input in id order, so rows are taken in id order: two overlapping batches (a lease
+    -- lapsed and a second sender took the message) wait for each other rather than deadlock.
     WITH input AS (
         SELECT DISTINCT ON (i.id) i.id, i.reply FROM unnest(p_ids, p_replies) AS i(id, reply) ORDER BY i.id
     ), sent AS (

@@ -34,6 +34,7 @@ GRANT EXECUTE ON FUNCTION
     runhub.claim_messages(text, int, int),
     runhub.heartbeat_messages(text, bigint[], int),
     runhub.release_messages(text, bigint[]),
+    runhub.start_messages(text, bigint[]),
     runhub.record_sent(bigint, text, text),
     runhub.record_sent_many(text, bigint[], text[]),
     runhub.record_failure(bigint, text, int, text),

@@ -185,7 +185,7 @@ def test_the_recorder_writes_the_waiting_workers_outcomes_in_one_transaction(con
     outcomes = {ids[0]: Outcome(True, 250, "250 a"), ids[1]: Outcome(False, 451, "451 4.3.0 try later"),
                 ids[2]: Outcome(True, 250, "250 c")}
     statuses = {}
-    workers = [threading.Thread(target=lambda i=i, o=o: statuses.__setitem__(i, recorder.record(i, o)))
+    workers = [threading.Thread(target=lambda i=i, o=o: statuses.__setitem__(i, recorder.record(i, o)[0]))
                for i, o in outcomes.items()]
     for w in workers:
         w.start()
@@ -199,7 +199,7 @@ def test_the_recorder_writes_the_waiting_workers_outcomes_in_one_transaction(con
     assert set(rows) == {ids[0], ids[2]} and rows[ids[0]] == rows[ids[2]]
     # Alone, the fourth is recorded in a transaction of its own, at once.
     busy[0] = 1
-    assert recorder.record(ids[3], Outcome(True, 250, "250 d")) == "sent"
+    assert recorder.record(ids[3], Outcome(True, 250, "250 d")) == ("sent", False)
     later = conn.execute("SELECT sent_at FROM runhub.outbox WHERE id = %s", (ids[3],)).fetchone()[0]
     assert later > rows[ids[0]]
     recorder.close()
@@ -207,6 +207,25 @@ def test_the_recorder_writes_the_waiting_workers_outcomes_in_one_transaction(con
     assert not thread.is_alive()
     replies = dict(conn.execute("SELECT id, smtp_reply FROM runhub.outbox WHERE id = ANY (%s)", (ids,)).fetchall())
     assert replies == {ids[0]: "250 a", ids[1]: "451 4.3.0 try later", ids[2]: "250 c", ids[3]: "250 d"}
+
+
+def test_a_start_is_recorded_with_the_previous_outcome_and_only_for_a_lease_still_held(conn, db_url):
+    _, _, run = onboarding_run(conn, ["one@example.com", "two@example.com", "three@example.com"])
+    process_runs(conn)
+    first, second, third = claimed(conn, run)
+    recorder = Recorder(db_url, "w-rec", threading.Event(), busy=lambda: 1)
+    thread = threading.Thread(target=recorder.run)
+    thread.start()
+    assert recorder.record(None, None, first) == (None, True)  # a worker's first message: a start alone
+    assert recorder.record(first, Outcome(True, 250, "250 ok"), second) == ("sent", True)
+    row = conn.execute("SELECT o1.sent_at, o2.started_at FROM runhub.outbox o1, runhub.outbox o2"
+                       " WHERE o1.id = %s AND o2.id = %s", (first, second)).fetchone()
+    assert row[1] is not None and row[0] <= row[1]  # one transaction: sent_at is its start, started_at later
+    conn.execute("UPDATE runhub.outbox SET lease_expires_at = now() - interval '1 second' WHERE id = %s", (third,))
+    assert recorder.record(second, Outcome(True, 250, "250 ok"), third) == ("sent", False)  # its lease lapsed
+    assert conn.execute("SELECT started_at FROM runhub.outbox WHERE id = %s", (third,)).fetchone()[0] is None
+    recorder.close()
+    thread.join(timeout=30)
 
 
 def test_the_recorder_lingers_no_longer_than_its_limit(conn, db_url):
@@ -217,7 +236,7 @@ def test_the_recorder_lingers_no_longer_than_its_limit(conn, db_url):
     recorder = Recorder(db_url, "w-rec", threading.Event(), busy=lambda: 2)  # the other one never reports
     thread = threading.Thread(target=recorder.run)
     thread.start()
-    assert recorder.record(ids[0], Outcome(True, 250, "250 ok")) == "sent"  # returns: it did not wait for a second
+    assert recorder.record(ids[0], Outcome(True, 250, "250 ok")) == ("sent", False)  # it did not wait for a second
     recorder.close()
     thread.join(timeout=30)
     assert conn.execute("SELECT status FROM runhub.outbox WHERE id = %s", (ids[1],)).fetchone()[0] == "sending"

@@ -346,6 +346,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_result(p.o
                                      'runhub.claim_messages(text,integer,integer)'::regprocedure,
                                      'runhub.heartbeat_messages(text,bigint[],integer)'::regprocedure,
                                      'runhub.release_messages(text,bigint[])'::regprocedure,
+                                     'runhub.start_messages(text,bigint[])'::regprocedure,
                                      'runhub.record_sent(bigint,text,text)'::regprocedure,
                                      'runhub.record_sent_many(text,bigint[],text[])'::regprocedure,
                                      'runhub.record_failure(bigint,text,integer,text)'::regprocedure,
@@ -369,6 +370,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_result(p.o
                            ('runhub.record_sent(bigint,text,text)', 'text', true),
                            ('runhub.record_sent_many(text,bigint[],text[])', 'TABLE(id bigint, status text)', true),
                            ('runhub.release_messages(text,bigint[])', 'integer', true),
+                           ('runhub.start_messages(text,bigint[])', 'SETOF bigint', true),
                            ('runhub.suppress(uuid,text,text)', 'void', true),
                            ('runhub.unsubscribe(text)', 'void', true),
                            ('runhub.unsubscribe_token(uuid,text)', 'text', true),
@@ -379,6 +381,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(
                      WHERE p.oid IN ('runhub.claim_messages(text,integer,integer)'::regprocedure,
                                      'runhub.heartbeat_messages(text,bigint[],integer)'::regprocedure,
                                      'runhub.release_messages(text,bigint[])'::regprocedure,
+                                     'runhub.start_messages(text,bigint[])'::regprocedure,
                                      'runhub.record_sent(bigint,text,text)'::regprocedure,
                                      'runhub.record_sent_many(text,bigint[],text[])'::regprocedure,
                                      'runhub.record_failure(bigint,text,integer,text)'::regprocedure,
@@ -391,6 +394,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(
                            ('runhub.record_sent(bigint,text,text)', 'p_id bigint, p_worker text, p_smtp_reply text DEFAULT NULL::text'),
                            ('runhub.record_sent_many(text,bigint[],text[])', 'p_worker text, p_ids bigint[], p_replies text[]'),
                            ('runhub.release_messages(text,bigint[])', 'p_worker text, p_ids bigint[]'),
+                           ('runhub.start_messages(text,bigint[])', 'p_worker text, p_ids bigint[]'),
                            ('runhub.unsubscribe(text)', 'p_token text'),
                            ('runhub.unsubscribe_token(uuid,text)', 'p_project uuid, p_email text')$$,
                   'sender defaults: claims of up to 50 messages, leases of 120 s, record_sent without a reply');
@@ -447,7 +451,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                                            'list_actions', 'preview', 'create_run', 'get_run', 'list_runs', 'cancel_run', 'suppress',
                                            'process_runs', 'claim_runs', 'execute_run', 'heartbeat_run', 'cron_process_runs',
                                            'unsubscribe', 'unsubscribe_token', 'claim_messages', 'heartbeat_messages',
-                                           'release_messages', 'record_sent', 'record_sent_many', 'record_failure',
+                                           'release_messages', 'start_messages', 'record_sent', 'record_sent_many', 'record_failure',
                                            '_my_project_ids')$$,
                 'no function other than the API, the worker and sender functions and _my_project_ids is SECURITY DEFINER');
 

@@ -13,7 +13,7 @@
 -- clock_timestamp(), so times they set are checked against both.
 BEGIN;
 \ir helpers.psql
-SELECT plan(159);
+SELECT plan(171);
 
 \set owner '''eeeeeeee-0000-4000-8000-000000000001'''
 
@@ -674,6 +674,42 @@ SELECT results_eq(format($$SELECT status, result - 'errorSummary' FROM runhub.wo
 SELECT is((SELECT count(*)::int FROM runhub.business_events WHERE project_id = :'proj_m' AND event_type = 'recovery_email_sent'), 3,
           'lea''s second record appended no second event');
 SELECT is((SELECT smtp_reply FROM runhub.outbox WHERE to_email = 'lea@example.com'), '250 lea', '... and did not change her message');
+
+-- ---------------------------------------------------------------------------------------------
+-- start_messages, and giving up on messages whose sender was lost: only those it had started.
+SELECT pg_temp.recovery_run('Lost shop', '[{"email": "pia@example.com", "cart": "c-pia"}, {"email": "quin@example.com", "cart": "c-quin"},
+                                           {"email": "ray@example.com", "cart": "c-ray"}]') AS run_k \gset
+SELECT is(pg_temp.claim('wk'), '{pia@example.com,quin@example.com,ray@example.com}'::text[], 'wk claims the three messages');
+SELECT is((SELECT count(*)::int FROM runhub.outbox WHERE run_id = :'run_k' AND started_at IS NULL), 3, 'claimed, none started');
+SELECT is(ARRAY(SELECT runhub.start_messages('wx', ARRAY[pg_temp.msg('pia@example.com')])), '{}'::bigint[],
+          'another worker cannot start wk''s message');
+SELECT is(ARRAY(SELECT runhub.start_messages('wk', ARRAY[pg_temp.msg('pia@example.com'), pg_temp.msg('quin@example.com'), -3])),
+          ARRAY[pg_temp.msg('pia@example.com'), pg_temp.msg('quin@example.com')], 'wk starts pia''s and quin''s (an unknown id: not returned)');
+UPDATE runhub.outbox SET lease_expires_at = now() - interval '1 second' WHERE to_email = 'ray@example.com';
+SELECT is(ARRAY(SELECT runhub.start_messages('wk', ARRAY[pg_temp.msg('ray@example.com')])), '{}'::bigint[],
+          'ray''s lease lapsed in wk''s queue: wk may not start it (another sender may have it)');
+SELECT results_eq($$SELECT to_email, started_at IS NOT NULL FROM runhub.outbox WHERE run_id = $$ || quote_literal(:'run_k') || $$ ORDER BY 1$$,
+                  $$VALUES ('pia@example.com', true), ('quin@example.com', true), ('ray@example.com', false)$$,
+                  'pia and quin are started, ray is not');
+-- wk dies on its 8th attempt at each, holding all three; quin's lease has not lapsed yet.
+UPDATE runhub.outbox SET attempts = 8, lease_expires_at = now() - interval '1 second' WHERE to_email IN ('pia@example.com', 'ray@example.com');
+UPDATE runhub.outbox SET attempts = 8, lease_expires_at = now() + interval '1 minute' WHERE to_email = 'quin@example.com';
+SELECT is(pg_temp.claim('wk2'), '{ray@example.com}'::text[],
+          'the next claim gives up on pia (started 8 times without an outcome) and takes ray (never started: innocent)');
+SELECT results_eq($$SELECT o.to_email, o.status, o.attempts, o.lease_owner, o.started_at IS NULL, o.last_error, r.status
+                      FROM runhub.outbox o JOIN runhub.workflow_run_recipients r ON r.id = o.recipient_id
+                     WHERE o.run_id = $$ || quote_literal(:'run_k') || $$ ORDER BY 1$$,
+                  $$VALUES ('pia@example.com', 'failed', 8, NULL::text, false, 'no outcome after 8 attempts: the sender was lost each time', 'failed'),
+                           ('quin@example.com', 'sending', 8, 'wk', false, NULL, 'queued'),
+                           ('ray@example.com', 'sending', 9, 'wk2', true, NULL, 'queued')$$,
+                  'pia failed with the reason, her recipient too; quin is still wk''s; ray is wk2''s, attempt 9, not started');
+SELECT is(runhub.record_sent(pg_temp.msg('ray@example.com'), 'wk2', '250 ok'), 'sent', 'ray''s message goes out');
+SELECT is(runhub.record_sent(pg_temp.msg('quin@example.com'), 'wk', '250 ok'), 'sent', 'and quin''s');
+SELECT results_eq(format($$SELECT status, result - 'errorSummary', result ->> 'errorSummary' FROM runhub.workflow_runs WHERE id = %L$$, :'run_k'),
+                  $$VALUES ('succeeded', '{"totalRecipients": 3, "successful": 2, "failed": 1, "cancelled": 0}'::jsonb,
+                            '1 x no outcome after 8 attempts: the sender was lost each time')$$,
+                  'the run succeeded, 2 of 3, pia''s loss summarised');
+SELECT is(runhub.release_messages('wk', ARRAY[pg_temp.msg('quin@example.com')]), 0, 'nothing left to release');
 
 SELECT * FROM finish();
 ROLLBACK;

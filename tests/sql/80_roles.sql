@@ -68,11 +68,11 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
               ARRAY['runhub.process_runs(integer)', 'runhub.claim_runs(text,integer,integer)', 'runhub.execute_run(uuid,text)',
                     'runhub.heartbeat_run(uuid,text,integer)',
                     'runhub.claim_messages(text,integer,integer)', 'runhub.heartbeat_messages(text,bigint[],integer)',
-                    'runhub.release_messages(text,bigint[])', 'runhub.record_sent(bigint,text,text)',
-                    'runhub.record_sent_many(text,bigint[],text[])',
+                    'runhub.release_messages(text,bigint[])', 'runhub.start_messages(text,bigint[])',
+                    'runhub.record_sent(bigint,text,text)', 'runhub.record_sent_many(text,bigint[],text[])',
                     'runhub.record_failure(bigint,text,integer,text)', 'runhub.unsubscribe_token(uuid,text)'],
               'runhub_sender can EXECUTE exactly the run functions (process_runs, claim_runs, execute_run, heartbeat_run) '
-              'and the mail functions (claim_messages, heartbeat_messages, release_messages, record_sent, record_sent_many, '
+              'and the mail functions (claim_messages, heartbeat_messages, release_messages, start_messages, record_sent, record_sent_many, '
               'record_failure, unsubscribe_token)');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_reader', p.oid, 'EXECUTE')$$,
@@ -97,7 +97,7 @@ SELECT is_empty($$SELECT f FROM unnest(ARRAY['runhub.process_runs(integer)', 'ru
                 'neither runhub_app nor runhub_reader can drive runs (process_runs, claim_runs, execute_run, heartbeat_run, cron_process_runs)');
 SELECT is_empty($$SELECT f, r FROM unnest(ARRAY['runhub.claim_messages(text,integer,integer)', 'runhub.heartbeat_messages(text,bigint[],integer)',
                                                 'runhub.release_messages(text,bigint[])', 'runhub.record_sent(bigint,text,text)',
-                                                'runhub.record_sent_many(text,bigint[],text[])',
+                                                'runhub.record_sent_many(text,bigint[],text[])', 'runhub.start_messages(text,bigint[])',
                                                 'runhub.record_failure(bigint,text,integer,text)', 'runhub.unsubscribe_token(uuid,text)',
                                                 'runhub._complete_done_runs()', 'runhub._sign_unsubscribe(bytea,uuid,text)',
                                                 'runhub._sign_unsubscribe_many(bytea,uuid[],text[])',
