@@ -206,8 +206,8 @@ def demo(obj: Context) -> None:
               help="Messages sent at once (one SMTP session each).")
 @click.option("--rate", type=click.FloatRange(min=0.1), default=None, help="Messages per second, all projects.")
 @click.option("--project-rate", type=click.FloatRange(min=0.1), default=None, help="Messages per second, per project.")
-@click.option("--batch", default=16, show_default=True, type=click.IntRange(1, 1000),
-              help="Messages claimed ahead of the workers (each is charged an attempt when claimed).")
+@click.option("--batch", default=32, show_default=True, type=click.IntRange(1, 1000),
+              help="Messages claimed ahead of the workers (the local queue, refilled when half empty).")
 @click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Poll this often even without a NOTIFY.")
 @click.option("--lease-seconds", default=120, show_default=True, type=click.IntRange(5, 3600),

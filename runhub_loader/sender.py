@@ -40,7 +40,7 @@ class SenderConfig:
     concurrency: int = 8                # SMTP sessions, one per worker
     rate: float | None = None          # messages per second, all projects
     project_rate: float | None = None  # messages per second, per project
-    batch: int = 16                    # claimed ahead of the workers (see _claim)
+    batch: int = 32                    # claimed ahead of the workers (see _claim)
     lease_seconds: int = 120
     poll_seconds: float = 5.0
     exit_when_idle: bool = False       # stop once nothing is due (for the demo and scripts)
@@ -202,8 +202,9 @@ class Sender:
 
     def _claim(self, conn) -> None:
         """Top the local queue up to a batch. It is refilled when half empty, so the workers never
-        wait on a claim; it is kept small because each claimed message is charged an attempt when
-        claimed: a crash charges one to every message held, sent or not."""
+        wait on a claim. Each claimed message is charged an attempt: a crash charges one to every
+        message held, which only lengthens a later 4xx backoff (the lost-sender rule counts only
+        messages the sender had started)."""
         room = self.config.batch - self.work.qsize()
         if room <= 0:
             return

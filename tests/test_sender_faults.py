@@ -43,7 +43,7 @@ from workflow_helpers import connect, create_run, preview, ready_project
 
 RUNHUB = Path(sys.executable).parent / "runhub"
 CONCURRENCY = 4
-BATCH = 16  # the CLI's default --batch
+BATCH = 32  # the CLI's default --batch
 
 
 # -- the SMTP sink ---------------------------------------------------------------------------------
