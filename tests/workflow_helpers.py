@@ -100,7 +100,9 @@ def run_row(conn, run) -> dict:
 
 
 def runs_of(conn, project) -> list:
-    return [r[0] for r in conn.execute("SELECT id FROM runhub.workflow_runs WHERE project_id = %s", (project,))]
+    """The project's run ids, in a stable order (heap order changes as rows are updated)."""
+    return [r[0] for r in conn.execute("SELECT id FROM runhub.workflow_runs WHERE project_id = %s ORDER BY id",
+                                       (project,))]
 
 
 def recipients(conn, run) -> list[tuple]:
