@@ -202,9 +202,7 @@ class Sender:
 
     def _claim(self, conn) -> None:
         """Top the local queue up to a batch. It is refilled when half empty, so the workers never
-        wait on a claim. Each claimed message is charged an attempt: a crash charges one to every
-        message held, which only lengthens a later 4xx backoff (the lost-sender rule counts only
-        messages the sender had started)."""
+        wait on a claim. A claim charges nothing: an attempt counts when a worker starts it."""
         room = self.config.batch - self.work.qsize()
         if room <= 0:
             return
@@ -315,7 +313,7 @@ class Sender:
             self.totals[status] += 1
             with logs.bound(run_id=message.get("runId"), message_id=message["messageId"]):
                 log.info("message_" + ("sent" if outcome.accepted else "refused"), status=status,
-                         smtp_code=outcome.code, reply=outcome.reply[:200], attempt=message["attempts"],
+                         smtp_code=outcome.code, reply=outcome.reply[:200], attempt=message["attempts"] + 1,
                          sent_total=self.totals["sent"])
         if following is None or not started:
             self._set_busy(-1)

@@ -103,7 +103,6 @@ BEGIN
         UPDATE runhub.outbox o
            SET status = CASE WHEN due.cancel_reason IS NOT NULL THEN 'cancelled' ELSE 'sending' END,
                last_error = coalesce(due.cancel_reason, o.last_error),
-               attempts = o.attempts + CASE WHEN due.cancel_reason IS NOT NULL THEN 0 ELSE 1 END,
                lease_owner = CASE WHEN due.cancel_reason IS NOT NULL THEN NULL ELSE p_worker END,
                lease_expires_at = CASE WHEN due.cancel_reason IS NOT NULL THEN NULL
                                        ELSE clock_timestamp() + make_interval(secs => p_lease_seconds) END,
@@ -122,10 +121,9 @@ BEGIN
 END
 $$;
 
--- Messages whose sender's lease lapsed c_max_attempts times without an outcome (the sender dies on
--- them, or they hang it) are failed rather than handed to the next sender forever. Only if the
--- lost sender had started them (start_messages): a crash charges every message it held an attempt,
--- and those it held but never started are innocent.
+-- Messages whose sender was lost while sending them, on their c_max_attempts-th attempt (the sender
+-- dies on them, or they hang it), are failed rather than handed to the next sender forever. Only
+-- if the lost sender had started them (start_messages): those it merely held are claimed again.
 CREATE OR REPLACE FUNCTION runhub._give_up_lost_messages()
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -194,9 +192,11 @@ BEGIN
 END
 $$;
 
--- p_worker is about to render and send these messages: note it (see _give_up_lost_messages), in the
--- transaction that records its previous outcomes. Returns the ids it still holds a lease on; it
--- must not send the others (their lease lapsed, another sender may have them).
+-- p_worker is about to render and send these messages: an attempt each (attempts counts sends
+-- begun, not claims: a crashed sender's queue is not charged), noted in started_at (see
+-- _give_up_lost_messages). The sender calls it in the statement that records its previous
+-- outcomes. Returns the ids it still holds a lease on; it must not send the others (their lease
+-- lapsed, another sender may have them).
 CREATE OR REPLACE FUNCTION runhub.start_messages(p_worker text, p_ids bigint[])
 RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -206,7 +206,7 @@ SET enable_seqscan = off
 AS $$
 BEGIN
     RETURN QUERY
-    UPDATE runhub.outbox o SET started_at = clock_timestamp()
+    UPDATE runhub.outbox o SET started_at = clock_timestamp(), attempts = o.attempts + 1
      WHERE o.id = ANY (p_ids) AND o.status = 'sending' AND o.lease_owner = p_worker
        AND o.lease_expires_at > clock_timestamp()
     RETURNING o.id;
@@ -223,7 +223,7 @@ DECLARE
     v_released int;
 BEGIN
     UPDATE runhub.outbox
-       SET status = 'queued', attempts = greatest(attempts - 1, 0), lease_owner = NULL, lease_expires_at = NULL,
+       SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
            next_attempt_at = clock_timestamp(), started_at = NULL
      WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker;
     GET DIAGNOSTICS v_released = ROW_COUNT;

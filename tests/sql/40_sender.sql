@@ -13,7 +13,7 @@
 -- clock_timestamp(), so times they set are checked against both.
 BEGIN;
 \ir helpers.psql
-SELECT plan(171);
+SELECT plan(173);
 
 \set owner '''eeeeeeee-0000-4000-8000-000000000001'''
 
@@ -71,11 +71,27 @@ CREATE FUNCTION pg_temp.row_of(p_email text)
 RETURNS jsonb LANGUAGE sql
 AS $$ SELECT to_jsonb(o) FROM runhub.outbox o WHERE to_email = p_email $$;
 
--- The addresses a claim returned, sorted.
+-- Claim, then start what was claimed, as the sender does (an attempt counts when it starts); the
+-- addresses claimed, sorted.
 CREATE FUNCTION pg_temp.claim(p_worker text, p_max int DEFAULT 50, p_lease int DEFAULT 120)
+RETURNS text[] LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_ids    bigint[];
+    v_emails text[];
+BEGIN
+    SELECT array_agg((m ->> 'id')::bigint), coalesce(array_agg(m ->> 'toEmail' ORDER BY m ->> 'toEmail'), '{}')
+      INTO v_ids, v_emails FROM runhub.claim_messages(p_worker, p_max, p_lease) m;
+    PERFORM runhub.start_messages(p_worker, v_ids);
+    RETURN v_emails;
+END
+$$;
+
+-- The addresses a claim returned, sorted, none started (a sender's local queue).
+CREATE FUNCTION pg_temp.claim_only(p_worker text, p_max int DEFAULT 50)
 RETURNS text[] LANGUAGE sql
 AS $$ SELECT coalesce(array_agg(m ->> 'toEmail' ORDER BY m ->> 'toEmail'), '{}')
-        FROM runhub.claim_messages(p_worker, p_max, p_lease) m $$;
+        FROM runhub.claim_messages(p_worker, p_max, 120) m $$;
 
 -- Move a message's next attempt (here: out of the way of claims, or due again).
 CREATE FUNCTION pg_temp.due_at(p_email text, p_at timestamptz)
@@ -144,33 +160,39 @@ SELECT set_eq($$SELECT m ->> 'toEmail' FROM claimed$$, ARRAY['ann@example.com', 
 SELECT is((SELECT m FROM claimed WHERE m ->> 'toEmail' = 'ann@example.com'),
           (SELECT jsonb_build_object(
                 'id', o.id, 'messageId', o.message_id, 'projectId', :'proj_a', 'runId', :'run_a',
-                'template', 'recovery', 'locale', 'fr', 'toEmail', 'ann@example.com', 'toName', 'Ann', 'attempts', 1,
+                'template', 'recovery', 'locale', 'fr', 'toEmail', 'ann@example.com', 'toName', 'Ann', 'attempts', 0,
                 'unsubscribeToken', runhub.unsubscribe_token(:'proj_a', 'ann@example.com'),
                 'variables', jsonb_build_object(
                     'projectName', 'Sender shop', 'shopUrl', 'https://shop.example/', 'customerName', 'Ann',
                     'link', 'https://shop.example/checkout?wid=' || :'run_a' || '&cart=cart-ann', 'cartId', 'cart-ann',
                     'amountCents', 4200, 'currency', 'EUR'))
              FROM runhub.outbox o WHERE o.to_email = 'ann@example.com'),
-          'a recovery message as claimed: envelope, attempt 1, unsubscribe token, and the variables its template needs');
+          'a recovery message as claimed: envelope, no attempt yet, unsubscribe token, and the variables its template needs');
 SELECT matches((SELECT m ->> 'messageId' FROM claimed WHERE m ->> 'toEmail' = 'ann@example.com'), '^<[^<>@[:space:]]+@[^<>@[:space:]]+>$',
                'the messageId is a Message-ID, <...@...>');
 SELECT is((SELECT m - ARRAY['id', 'messageId'] FROM claimed WHERE m ->> 'toEmail' = 'pat@example.com'),
           jsonb_build_object('projectId', :'proj_b', 'runId', :'run_b', 'template', 'promo', 'locale', 'es',
-                             'toEmail', 'pat@example.com', 'toName', 'Pat', 'attempts', 1,
+                             'toEmail', 'pat@example.com', 'toName', 'Pat', 'attempts', 0,
                              'unsubscribeToken', runhub.unsubscribe_token(:'proj_b', 'pat@example.com'),
                              'variables', '{"projectName": "Promo shop", "customerName": "Pat", "subject": "Spring sale", "content": "Up to 30% off"}'::jsonb),
           'a promo message: subject and content from the run''s params, no link, cart or amount');
 SELECT is((SELECT m - ARRAY['id', 'messageId'] FROM claimed WHERE m ->> 'toEmail' = 'owner@example.com'),
           jsonb_build_object('projectId', :'proj_a', 'runId', NULL, 'template', 'digest', 'locale', 'en',
-                             'toEmail', 'owner@example.com', 'toName', 'Owner', 'attempts', 1, 'unsubscribeToken', NULL,
+                             'toEmail', 'owner@example.com', 'toName', 'Owner', 'attempts', 0, 'unsubscribeToken', NULL,
                              'variables', '{"week": 47, "projectName": "Sender shop", "shopUrl": "https://shop.example/"}'::jsonb),
           'mail of no run (a digest): its own variables plus the project''s, and no unsubscribe token');
-SELECT results_eq($$SELECT to_email, status, attempts, lease_owner,
+SELECT results_eq($$SELECT to_email, status, attempts, lease_owner, started_at,
                            lease_expires_at BETWEEN now() + interval '120 seconds' AND clock_timestamp() + interval '120 seconds'
                       FROM runhub.outbox WHERE to_email IN ('ann@example.com', 'pat@example.com', 'owner@example.com') ORDER BY to_email$$,
-                  $$VALUES ('ann@example.com', 'sending', 1, 'w1', true), ('owner@example.com', 'sending', 1, 'w1', true),
-                           ('pat@example.com', 'sending', 1, 'w1', true)$$,
-                  'the claimed messages are sending, leased to w1 for 120 seconds, attempt 1');
+                  $$VALUES ('ann@example.com', 'sending', 0, 'w1', NULL::timestamptz, true), ('owner@example.com', 'sending', 0, 'w1', NULL, true),
+                           ('pat@example.com', 'sending', 0, 'w1', NULL, true)$$,
+                  'the claimed messages are sending, leased to w1 for 120 seconds, not started: no attempt counted');
+SELECT set_eq($$SELECT runhub.start_messages('w1', ARRAY(SELECT (m ->> 'id')::bigint FROM claimed))$$,
+              $$SELECT (m ->> 'id')::bigint FROM claimed$$, 'w1 starts the three (it holds their leases)');
+SELECT results_eq($$SELECT to_email, attempts, started_at BETWEEN now() AND clock_timestamp()
+                      FROM runhub.outbox WHERE to_email IN ('ann@example.com', 'pat@example.com', 'owner@example.com') ORDER BY to_email$$,
+                  $$VALUES ('ann@example.com', 1, true), ('owner@example.com', 1, true), ('pat@example.com', 1, true)$$,
+                  'started: attempt 1 each, started_at set');
 SELECT results_eq($$SELECT to_email, status, attempts, lease_owner, next_attempt_at = now() + interval '1 hour'
                       FROM runhub.outbox WHERE to_email = 'bob@example.com'$$,
                   $$VALUES ('bob@example.com', 'queued', 0, NULL::text, true)$$,
@@ -259,6 +281,7 @@ SELECT is((SELECT count(*)::int FROM runhub.business_events WHERE idempotency_ke
 -- Run A's last message: bob's, a hard bounce. Not over before; succeeded after.
 SELECT pg_temp.due_at('bob@example.com', now()) \g /dev/null
 SELECT jsonb_agg(m) AS bob_claim FROM runhub.claim_messages('w1') m \gset
+SELECT runhub.start_messages('w1', ARRAY[pg_temp.msg('bob@example.com')]) \g /dev/null
 SELECT is(jsonb_build_array((:'bob_claim'::jsonb) -> 0 -> 'toEmail', (:'bob_claim'::jsonb) -> 0 -> 'toName', jsonb_array_length(:'bob_claim')),
           '["bob@example.com", null, 1]'::jsonb, 'bob''s message is due now: w1 claims it, and only it');
 SELECT is((:'bob_claim'::jsonb) -> 0 -> 'variables',
@@ -513,11 +536,11 @@ SELECT results_eq(format($$SELECT status, result FROM runhub.workflow_runs WHERE
 -- ---------------------------------------------------------------------------------------------
 -- heartbeat_messages and release_messages.
 SELECT pg_temp.recovery_run('Lease shop', '[{"email": "wyn@example.com", "cart": "c-wyn"}, {"email": "xia@example.com", "cart": "c-xia"}]') AS run_g \gset
-SELECT is(cardinality(pg_temp.claim('wg', 1)), 1, 'a claim of at most one message gets one');
-SELECT is(cardinality(pg_temp.claim('wg', 1)), 1, 'the next claim gets the other');
+SELECT is(cardinality(pg_temp.claim_only('wg', 1)), 1, 'a claim of at most one message gets one');
+SELECT is(cardinality(pg_temp.claim_only('wg', 1)), 1, 'the next claim gets the other');
 SELECT results_eq($$SELECT to_email, status, attempts, lease_owner FROM runhub.outbox WHERE to_email IN ('wyn@example.com', 'xia@example.com') ORDER BY 1$$,
-                  $$VALUES ('wyn@example.com', 'sending', 1, 'wg'), ('xia@example.com', 'sending', 1, 'wg')$$,
-                  'wg holds both messages, attempt 1');
+                  $$VALUES ('wyn@example.com', 'sending', 0, 'wg'), ('xia@example.com', 'sending', 0, 'wg')$$,
+                  'wg holds both messages (in its local queue: not started, no attempt)');
 SELECT ARRAY[pg_temp.msg('wyn@example.com'), pg_temp.msg('xia@example.com')] AS g_ids \gset
 SELECT pg_temp.row_of('wyn@example.com') AS wyn_row \gset
 SELECT pg_temp.row_of('xia@example.com') AS xia_row \gset
@@ -679,8 +702,9 @@ SELECT is((SELECT smtp_reply FROM runhub.outbox WHERE to_email = 'lea@example.co
 -- start_messages, and giving up on messages whose sender was lost: only those it had started.
 SELECT pg_temp.recovery_run('Lost shop', '[{"email": "pia@example.com", "cart": "c-pia"}, {"email": "quin@example.com", "cart": "c-quin"},
                                            {"email": "ray@example.com", "cart": "c-ray"}]') AS run_k \gset
-SELECT is(pg_temp.claim('wk'), '{pia@example.com,quin@example.com,ray@example.com}'::text[], 'wk claims the three messages');
-SELECT is((SELECT count(*)::int FROM runhub.outbox WHERE run_id = :'run_k' AND started_at IS NULL), 3, 'claimed, none started');
+SELECT is(pg_temp.claim_only('wk'), '{pia@example.com,quin@example.com,ray@example.com}'::text[], 'wk claims the three messages');
+SELECT is((SELECT count(*)::int FROM runhub.outbox WHERE run_id = :'run_k' AND started_at IS NULL AND attempts = 0), 3,
+          'claimed, none started: no attempt counted');
 SELECT is(ARRAY(SELECT runhub.start_messages('wx', ARRAY[pg_temp.msg('pia@example.com')])), '{}'::bigint[],
           'another worker cannot start wk''s message');
 SELECT is(ARRAY(SELECT runhub.start_messages('wk', ARRAY[pg_temp.msg('pia@example.com'), pg_temp.msg('quin@example.com'), -3])),
@@ -694,15 +718,15 @@ SELECT results_eq($$SELECT to_email, started_at IS NOT NULL FROM runhub.outbox W
 -- wk dies on its 8th attempt at each, holding all three; quin's lease has not lapsed yet.
 UPDATE runhub.outbox SET attempts = 8, lease_expires_at = now() - interval '1 second' WHERE to_email IN ('pia@example.com', 'ray@example.com');
 UPDATE runhub.outbox SET attempts = 8, lease_expires_at = now() + interval '1 minute' WHERE to_email = 'quin@example.com';
-SELECT is(pg_temp.claim('wk2'), '{ray@example.com}'::text[],
+SELECT is(pg_temp.claim_only('wk2'), '{ray@example.com}'::text[],
           'the next claim gives up on pia (started 8 times without an outcome) and takes ray (never started: innocent)');
 SELECT results_eq($$SELECT o.to_email, o.status, o.attempts, o.lease_owner, o.started_at IS NULL, o.last_error, r.status
                       FROM runhub.outbox o JOIN runhub.workflow_run_recipients r ON r.id = o.recipient_id
                      WHERE o.run_id = $$ || quote_literal(:'run_k') || $$ ORDER BY 1$$,
                   $$VALUES ('pia@example.com', 'failed', 8, NULL::text, false, 'no outcome after 8 attempts: the sender was lost each time', 'failed'),
                            ('quin@example.com', 'sending', 8, 'wk', false, NULL, 'queued'),
-                           ('ray@example.com', 'sending', 9, 'wk2', true, NULL, 'queued')$$,
-                  'pia failed with the reason, her recipient too; quin is still wk''s; ray is wk2''s, attempt 9, not started');
+                           ('ray@example.com', 'sending', 8, 'wk2', true, NULL, 'queued')$$,
+                  'pia failed with the reason, her recipient too; quin is still wk''s; ray is wk2''s, not started, its attempts unchanged');
 SELECT is(runhub.record_sent(pg_temp.msg('ray@example.com'), 'wk2', '250 ok'), 'sent', 'ray''s message goes out');
 SELECT is(runhub.record_sent(pg_temp.msg('quin@example.com'), 'wk', '250 ok'), 'sent', 'and quin''s');
 SELECT results_eq(format($$SELECT status, result - 'errorSummary', result ->> 'errorSummary' FROM runhub.workflow_runs WHERE id = %L$$, :'run_k'),
