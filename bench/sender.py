@@ -260,7 +260,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=SenderConfig.batch,
                         help=f"the daemon's claim batch [{SenderConfig.batch}]")
     parser.add_argument("--action", choices=sorted(ACTIONS), default="onboard_users",
-                        help="bulk mail (onboard_users) or personal mail (recover_abandoned) [onboard_users]")
+                        help="onboarding mail (onboard_users) or personal mail, a cart link and amount each (recover_abandoned) [onboard_users]")
     parser.add_argument("--daemon-log", default=os.devnull, help="where the daemon's JSON log lines go [/dev/null]")
     args = parser.parse_args()
     if not 1 <= args.recipients <= 1000:

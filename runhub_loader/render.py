@@ -323,8 +323,8 @@ def _digest_context(v: Mapping[str, Any], loc: Locale, t: Callable[..., str]) ->
     return t("digest.subject", projectName=project, date=format_date(day, "long", locale=loc)), context
 
 
-def _workflow_context(template: str, v: Mapping[str, Any], loc: Locale,
-                      t: Callable[..., str]) -> tuple[str, dict]:
+def _workflow_context(template: str, v: Mapping[str, Any], loc: Locale, t: Callable[..., str],
+                      slots: Mapping[str, str | None] | None = None) -> tuple[str, dict]:
     project = _require(v, "projectName", template)
     name = clean_line(v.get("customerName"))
     context: dict[str, Any] = {
@@ -332,6 +332,9 @@ def _workflow_context(template: str, v: Mapping[str, Any], loc: Locale,
         "greeting": t("greeting.named", name=name) if name else t("greeting.generic"),
         "shop_url": _url(v.get("shopUrl"), "shopUrl"),
     }
+    if template == "recovery" and slots is not None:  # a per-run rendering: see render_content
+        context.update(link=slots["link"], cart_id=slots["cart_id"], amount=slots["amount"])
+        return t("recovery.subject", projectName=project), context
     if template == "recovery":
         cents = _minor_units(v.get("amountCents"), "amountCents")
         context.update(
@@ -347,40 +350,56 @@ def _workflow_context(template: str, v: Mapping[str, Any], loc: Locale,
     return t("onboarding.subject", projectName=project), context
 
 
-# Bulk mail (promo, update, onboarding) differs between the recipients of a run only by the
-# customer's name and the unsubscribe link: its content is rendered once per run, locale and
-# "named or not", with placeholders, and each message gets its own values put in (escaped for
-# HTML). Both values are only ever interpolated, so this is exactly what a full rendering gives;
-# tests/test_render.py checks that it is, for any name and link.
-_BULK_TEMPLATES = frozenset({"promo", "update", "onboarding"})
+# The recipients of a run differ only by a few values that templates interpolate as they are: the
+# customer's name and unsubscribe link, and for recovery the cart's link, reference and amount. So
+# a workflow mail's content is rendered once per run, locale and "which of these are present",
+# with slots, and each message gets its own values put in (escaped for HTML), validated and
+# formatted as a full rendering does. tests/test_render.py checks that the two are the same, for
+# any values.
+_RECIPIENT_KEYS = {"promo": ("customerName",), "update": ("customerName",), "onboarding": ("customerName",),
+                   "recovery": ("customerName", "link", "cartId", "amountCents", "currency")}
 _SLOT_KEY = secrets.token_hex(8)  # per process, like the cache: no content can hold a slot by chance
-_NAME_SLOT = f"RunhubName{_SLOT_KEY}"
+_NAME_SLOT, _CART_SLOT, _AMOUNT_SLOT = (f"Runhub{_SLOT_KEY}{what}" for what in ("Name", "Cart", "Amount"))
 _UNSUBSCRIBE_SLOT = f"https://unsubscribe.runhub.invalid/{_SLOT_KEY}"
+_LINK_SLOT = f"https://link.runhub.invalid/{_SLOT_KEY}"
+_SLOTS = re.compile("|".join(re.escape(slot) for slot in (_UNSUBSCRIBE_SLOT, _LINK_SLOT, _NAME_SLOT, _CART_SLOT, _AMOUNT_SLOT)))
 
 
 def render_content(template: str, locale: str | None, variables: Mapping[str, Any], *,
                    unsubscribe_url: str | None = None) -> Rendered:
     """Subject, text and HTML of one e-mail (no headers: see render_message)."""
-    if template not in _BULK_TEMPLATES or not unsubscribe_url:
+    keys = _RECIPIENT_KEYS.get(template)
+    if keys is None or not unsubscribe_url:
         return _render_content(template, locale, variables, unsubscribe_url=unsubscribe_url)
-    name = clean_line(variables.get("customerName"))
-    shared = json.dumps({k: v for k, v in variables.items() if k != "customerName"}, sort_keys=True, default=str)
-    slotted = _slotted_content(template, locale, shared, name is not None)
-    fill_text = {_UNSUBSCRIBE_SLOT: unsubscribe_url, _NAME_SLOT: name}
-    fill_html = {_UNSUBSCRIBE_SLOT: str(escape(unsubscribe_url)), _NAME_SLOT: str(escape(name or ""))}
-    return Rendered(_fill(slotted.subject, fill_text), _fill(slotted.text, fill_text),
-                    _fill(slotted.html, fill_html), slotted.locale)
+    name, cart_id = clean_line(variables.get("customerName")), clean_line(variables.get("cartId"))
+    shared = json.dumps({k: v for k, v in variables.items() if k not in keys}, sort_keys=True, default=str)
+    slotted = _slotted_content(template, locale, shared, name is not None,
+                               template == "recovery" and cart_id is not None,
+                               template == "recovery" and variables.get("amountCents") not in (None, ""))
+    values = {_UNSUBSCRIBE_SLOT: unsubscribe_url, _NAME_SLOT: name}
+    if template == "recovery":  # in the order _workflow_context validates them
+        cents = _minor_units(variables.get("amountCents"), "amountCents")
+        values[_LINK_SLOT] = _url(_require(variables, "link", template), "link")
+        values[_CART_SLOT] = cart_id
+        if cents is not None:
+            loc = _babel_locale(locale, resolve_locale(locale))
+            values[_AMOUNT_SLOT] = format_money(cents, _currency(variables.get("currency")), loc)
+    html_values = {slot: str(escape(value)) for slot, value in values.items() if value is not None}
+    return Rendered(_fill(slotted.subject, values), _fill(slotted.text, values),
+                    _fill(slotted.html, html_values), slotted.locale)
 
 
 @functools.lru_cache(maxsize=512)
-def _slotted_content(template: str, locale: str | None, shared_json: str, named: bool) -> Rendered:
+def _slotted_content(template: str, locale: str | None, shared_json: str,
+                     named: bool, with_cart: bool, with_amount: bool) -> Rendered:
     variables = json.loads(shared_json)
     if named:
         variables["customerName"] = _NAME_SLOT
-    return _render_content(template, locale, variables, unsubscribe_url=_UNSUBSCRIBE_SLOT)
-
-
-_SLOTS = re.compile(f"{re.escape(_UNSUBSCRIBE_SLOT)}|{_NAME_SLOT}")
+    slots = None
+    if template == "recovery":
+        slots = {"link": _LINK_SLOT, "cart_id": _CART_SLOT if with_cart else None,
+                 "amount": _AMOUNT_SLOT if with_amount else None}
+    return _render_content(template, locale, variables, unsubscribe_url=_UNSUBSCRIBE_SLOT, slots=slots)
 
 
 def _fill(text: str, values: Mapping[str, str | None]) -> str:
@@ -388,7 +407,7 @@ def _fill(text: str, values: Mapping[str, str | None]) -> str:
 
 
 def _render_content(template: str, locale: str | None, variables: Mapping[str, Any], *,
-                    unsubscribe_url: str | None = None) -> Rendered:
+                    unsubscribe_url: str | None = None, slots: Mapping[str, str | None] | None = None) -> Rendered:
     if template not in TEMPLATES:
         raise RenderError(f"unknown template {template!r}; one of {', '.join(TEMPLATES)}")
     language = resolve_locale(locale)
@@ -397,7 +416,7 @@ def _render_content(template: str, locale: str | None, variables: Mapping[str, A
     if template == "digest":
         subject, context = _digest_context(variables, loc, t)
     else:
-        subject, context = _workflow_context(template, variables, loc, t)
+        subject, context = _workflow_context(template, variables, loc, t, slots)
     direction = "rtl" if language in RTL_LOCALES else "ltr"
     context.update(
         t=t, subject=subject, lang=language, dir=direction, font=_FONTS[direction],

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from markupsafe import escape
 
 from runhub_loader import cli
-from runhub_loader.render import (_BULK_TEMPLATES, GREEN, GREY, LOCALES, RED, SAMPLES, TEMPLATES, WORKFLOW_TEMPLATES,
+from runhub_loader.render import (_RECIPIENT_KEYS, GREEN, GREY, LOCALES, RED, SAMPLES, TEMPLATES, WORKFLOW_TEMPLATES,
                                   RenderError, _render_content, catalog, clean_line, delta_color, format_money,
                                   render_content, render_message, resolve_locale, write_preview)
 
@@ -358,20 +358,30 @@ def test_command_offers_every_template():
     assert tuple(cli.main.commands["render"].params[0].type.choices) == TEMPLATES
 
 
-# -- bulk mail: rendered once per run and locale, each recipient's name and link put in ------------
+# -- workflow mail: rendered once per run and locale, each recipient's own values put in ----------
 
 names = st.one_of(st.none(), st.just(""), st.text(max_size=60),
                   st.sampled_from(['Zoë <b>&amp;</b> "Q"', "O'Brien & Sons", "{name}", "  Ann \n Lee  ", "محمد"]))
 tokens = st.text(string.ascii_letters + string.digits + "-_.~%&=+;", min_size=1, max_size=80)
+links = st.one_of(st.none(), st.just(""), st.just("javascript:alert(1)"), st.just("https://shop.example/c?a=1&b=<2>"),
+                  tokens.map(lambda t: f"https://shop.example/checkout?cart={t}"))
+amounts = st.one_of(st.none(), st.just(""), st.just("12.5"), st.just("abc"), st.integers(-10, 10**9), st.just(0))
+currencies = st.one_of(st.none(), st.sampled_from(["EUR", "JPY", "KWD", "usd", "XXX", "E"]))
+# What the slots look like, with another process's key: content holding it must stay as it is.
+SLOT_LOOKALIKES = "Runhub0123456789abcdefName https://unsubscribe.runhub.invalid/0123456789abcdef"
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(template=st.sampled_from(sorted(_BULK_TEMPLATES)), locale=st.sampled_from(LOCALES + ("fr-CA", "de-AT", "pt", None)),
-       name=names, token=tokens, content=st.text(max_size=200))
-def test_bulk_mail_from_the_run_rendering_equals_a_full_rendering(template, locale, name, token, content):
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(template=st.sampled_from(sorted(_RECIPIENT_KEYS)), locale=st.sampled_from(LOCALES + ("fr-CA", "de-AT", "pt", None)),
+       name=names, token=tokens, content=st.text(max_size=200), link=links, amount=amounts, currency=currencies,
+       cart=st.one_of(st.none(), st.text(max_size=30)))
+def test_a_run_rendering_with_each_recipients_values_equals_a_full_rendering(template, locale, name, token, content,
+                                                                            link, amount, currency, cart):
     variables = dict(SAMPLES[template], customerName=name)
-    if template != "onboarding":
-        variables["content"] = content + " " + _NAME_SLOT_PROBE  # content that looks like a slot stays as it is
+    if template in ("promo", "update"):
+        variables["content"] = content + " " + SLOT_LOOKALIKES
+    if template == "recovery":
+        variables.update(link=link, amountCents=amount, currency=currency, cartId=cart)
     url = f"https://runhub.example/unsubscribe?token={token}"
     try:
         direct = _render_content(template, locale, variables, unsubscribe_url=url)
@@ -381,6 +391,3 @@ def test_bulk_mail_from_the_run_rendering_equals_a_full_rendering(template, loca
         return
     assert render_content(template, locale, variables, unsubscribe_url=url) == direct
     assert render_content(template, locale, variables, unsubscribe_url=url) == direct  # from the cache too
-
-
-_NAME_SLOT_PROBE = "RunhubName0123456789abcdef https://unsubscribe.runhub.invalid/0123456789abcdef"
