@@ -9,6 +9,7 @@ claiming, finishes what is in flight, releases the rest and exits 0.
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import queue
 import select
@@ -44,6 +45,11 @@ class SenderConfig:
     lease_seconds: int = 120
     poll_seconds: float = 5.0
     exit_when_idle: bool = False       # stop once nothing is due (for the demo and scripts)
+
+
+def _thread(target, name: str) -> threading.Thread:
+    """A daemon thread that logs with its starter's bound fields (the sender's worker id)."""
+    return threading.Thread(target=contextvars.copy_context().run, args=(target,), name=name, daemon=True)
 
 
 class RateLimiter:
@@ -90,10 +96,9 @@ class Sender:
     def run(self) -> int:
         with logs.bound(worker=self.worker_id):
             log.info("sender_started", concurrency=self.config.concurrency, batch=self.config.batch)
-            threads = [threading.Thread(target=self._worker, name=f"send-{i}", daemon=True)
-                       for i in range(self.config.concurrency)]
-            threads.append(threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True))
-            recorder = threading.Thread(target=self.recorder.run, name="recorder", daemon=True)
+            threads = [_thread(self._worker, f"send-{i}") for i in range(self.config.concurrency)]
+            threads.append(_thread(self._heartbeat, "heartbeat"))
+            recorder = _thread(self.recorder.run, "recorder")
             recorder.start()
             for t in threads:
                 t.start()

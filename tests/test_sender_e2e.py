@@ -7,7 +7,6 @@ import socket
 import threading
 from collections import Counter
 
-import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 
