@@ -63,6 +63,7 @@ def verify_unsubscribe(p_secret, p_token):
 
 @sql_function("runhub._sign_unsubscribe_many(p_secret bytea, p_projects uuid[], p_emails text[]) RETURNS text[]")
 def sign_unsubscribe_many(p_secret, p_projects, p_emails):
-    """sign() for a batch (one call per claim, not per message)."""
+    """sign() for a batch (one call per claim, not per message); None where either is None."""
     secret = bytes(p_secret)
-    return [sign(secret, str(project), email) for project, email in zip(p_projects or [], p_emails or [])]
+    return [sign(secret, str(project), email) if project is not None and email is not None else None
+            for project, email in zip(p_projects or [], p_emails or [])]

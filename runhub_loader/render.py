@@ -323,8 +323,19 @@ def _digest_context(v: Mapping[str, Any], loc: Locale, t: Callable[..., str]) ->
     return t("digest.subject", projectName=project, date=format_date(day, "long", locale=loc)), context
 
 
+def _recovery_values(v: Mapping[str, Any], loc: Locale) -> dict[str, str | None]:
+    """A recovery mail's own values: its cart's link, reference and amount, checked and formatted."""
+    cents = _minor_units(v.get("amountCents"), "amountCents")
+    return {
+        "link": _url(_require(v, "link", "recovery"), "link"),
+        "cart_id": clean_line(v.get("cartId")),
+        "amount": format_money(cents, _currency(v.get("currency")), loc) if cents is not None else None,
+    }
+
+
 def _workflow_context(template: str, v: Mapping[str, Any], loc: Locale, t: Callable[..., str],
-                      slots: Mapping[str, str | None] | None = None) -> tuple[str, dict]:
+                      recovery: Mapping[str, str | None] | None = None) -> tuple[str, dict]:
+    """`recovery`: the recovery values to use instead of v's (slots: see render_content)."""
     project = _require(v, "projectName", template)
     name = clean_line(v.get("customerName"))
     context: dict[str, Any] = {
@@ -332,16 +343,8 @@ def _workflow_context(template: str, v: Mapping[str, Any], loc: Locale, t: Calla
         "greeting": t("greeting.named", name=name) if name else t("greeting.generic"),
         "shop_url": _url(v.get("shopUrl"), "shopUrl"),
     }
-    if template == "recovery" and slots is not None:  # a per-run rendering: see render_content
-        context.update(link=slots["link"], cart_id=slots["cart_id"], amount=slots["amount"])
-        return t("recovery.subject", projectName=project), context
     if template == "recovery":
-        cents = _minor_units(v.get("amountCents"), "amountCents")
-        context.update(
-            link=_url(_require(v, "link", template), "link"),
-            cart_id=clean_line(v.get("cartId")),
-            amount=format_money(cents, _currency(v.get("currency")), loc) if cents is not None else None,
-        )
+        context.update(recovery if recovery is not None else _recovery_values(v, loc))
         return t("recovery.subject", projectName=project), context
     if template in ("promo", "update"):
         context.update(kicker=t(f"{template}.kicker", projectName=project),
@@ -359,10 +362,11 @@ def _workflow_context(template: str, v: Mapping[str, Any], loc: Locale, t: Calla
 _RECIPIENT_KEYS = {"promo": ("customerName",), "update": ("customerName",), "onboarding": ("customerName",),
                    "recovery": ("customerName", "link", "cartId", "amountCents", "currency")}
 _SLOT_KEY = secrets.token_hex(8)  # per process, like the cache: no content can hold a slot by chance
-_NAME_SLOT, _CART_SLOT, _AMOUNT_SLOT = (f"Runhub{_SLOT_KEY}{what}" for what in ("Name", "Cart", "Amount"))
+_NAME_SLOT = f"Runhub{_SLOT_KEY}Name"
 _UNSUBSCRIBE_SLOT = f"https://unsubscribe.runhub.invalid/{_SLOT_KEY}"
-_LINK_SLOT = f"https://link.runhub.invalid/{_SLOT_KEY}"
-_SLOTS = re.compile("|".join(re.escape(slot) for slot in (_UNSUBSCRIBE_SLOT, _LINK_SLOT, _NAME_SLOT, _CART_SLOT, _AMOUNT_SLOT)))
+_RECOVERY_SLOTS = {"link": f"https://link.runhub.invalid/{_SLOT_KEY}",  # a link slot must pass as a URL
+                   "cart_id": f"Runhub{_SLOT_KEY}Cart", "amount": f"Runhub{_SLOT_KEY}Amount"}
+_SLOTS = re.compile("|".join(re.escape(slot) for slot in (_UNSUBSCRIBE_SLOT, _NAME_SLOT, *_RECOVERY_SLOTS.values())))
 
 
 def render_content(template: str, locale: str | None, variables: Mapping[str, Any], *,
@@ -371,35 +375,37 @@ def render_content(template: str, locale: str | None, variables: Mapping[str, An
     keys = _RECIPIENT_KEYS.get(template)
     if keys is None or not unsubscribe_url:
         return _render_content(template, locale, variables, unsubscribe_url=unsubscribe_url)
-    name, cart_id = clean_line(variables.get("customerName")), clean_line(variables.get("cartId"))
+    name = clean_line(variables.get("customerName"))
+    own: dict[str, str | None] = {}
+    invalid = None
+    if template == "recovery":
+        try:
+            own = _recovery_values(variables, _babel_locale(locale, resolve_locale(locale)))
+        except RenderError as exc:  # raised after the shared values are checked, as a full rendering does
+            invalid = exc
     shared = json.dumps({k: v for k, v in variables.items() if k not in keys}, sort_keys=True, default=str)
     slotted = _slotted_content(template, locale, shared, name is not None,
-                               template == "recovery" and cart_id is not None,
-                               template == "recovery" and variables.get("amountCents") not in (None, ""))
-    values = {_UNSUBSCRIBE_SLOT: unsubscribe_url, _NAME_SLOT: name}
-    if template == "recovery":  # in the order _workflow_context validates them
-        cents = _minor_units(variables.get("amountCents"), "amountCents")
-        values[_LINK_SLOT] = _url(_require(variables, "link", template), "link")
-        values[_CART_SLOT] = cart_id
-        if cents is not None:
-            loc = _babel_locale(locale, resolve_locale(locale))
-            values[_AMOUNT_SLOT] = format_money(cents, _currency(variables.get("currency")), loc)
+                               tuple(key for key, value in own.items() if value is not None))
+    if invalid is not None:
+        raise invalid
+    values = {_UNSUBSCRIBE_SLOT: unsubscribe_url, _NAME_SLOT: name,
+              **{_RECOVERY_SLOTS[key]: value for key, value in own.items()}}
     html_values = {slot: str(escape(value)) for slot, value in values.items() if value is not None}
     return Rendered(_fill(slotted.subject, values), _fill(slotted.text, values),
                     _fill(slotted.html, html_values), slotted.locale)
 
 
 @functools.lru_cache(maxsize=512)
-def _slotted_content(template: str, locale: str | None, shared_json: str,
-                     named: bool, with_cart: bool, with_amount: bool) -> Rendered:
+def _slotted_content(template: str, locale: str | None, shared_json: str, named: bool,
+                     present: tuple[str, ...]) -> Rendered:
+    """The content with slots for the recipient's values (`present`: the recovery values it has)."""
     variables = json.loads(shared_json)
     if named:
         variables["customerName"] = _NAME_SLOT
-    slots = None
+    recovery = None
     if template == "recovery":
-        slots = {"link": _LINK_SLOT, "cart_id": _CART_SLOT if with_cart else None,
-                 "amount": _AMOUNT_SLOT if with_amount else None}
-    return _render_content(template, locale, variables, unsubscribe_url=_UNSUBSCRIBE_SLOT, slots=slots)
+        recovery = {key: slot if key in present else None for key, slot in _RECOVERY_SLOTS.items()}
+    return _render_content(template, locale, variables, unsubscribe_url=_UNSUBSCRIBE_SLOT, recovery=recovery)
 
 
 def _fill(text: str, values: Mapping[str, str | None]) -> str:
@@ -407,7 +413,8 @@ def _fill(text: str, values: Mapping[str, str | None]) -> str:
 
 
 def _render_content(template: str, locale: str | None, variables: Mapping[str, Any], *,
-                    unsubscribe_url: str | None = None, slots: Mapping[str, str | None] | None = None) -> Rendered:
+                    unsubscribe_url: str | None = None,
+                    recovery: Mapping[str, str | None] | None = None) -> Rendered:
     if template not in TEMPLATES:
         raise RenderError(f"unknown template {template!r}; one of {', '.join(TEMPLATES)}")
     language = resolve_locale(locale)
@@ -416,7 +423,7 @@ def _render_content(template: str, locale: str | None, variables: Mapping[str, A
     if template == "digest":
         subject, context = _digest_context(variables, loc, t)
     else:
-        subject, context = _workflow_context(template, variables, loc, t, slots)
+        subject, context = _workflow_context(template, variables, loc, t, recovery)
     direction = "rtl" if language in RTL_LOCALES else "ltr"
     context.update(
         t=t, subject=subject, lang=language, dir=direction, font=_FONTS[direction],

@@ -20,8 +20,8 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable
 from email.utils import parseaddr
+from typing import Callable
 
 import psycopg
 
@@ -254,9 +254,12 @@ class Sender:
             while message is not None or not self.stopping.is_set():  # stopping: finish the one in hand
                 if message is None:
                     message = self._take(block=True)
-                    if message is not None and not self._submit(None, None, message)[1]:
-                        message = None
                     if message is None:
+                        continue
+                    self._set_busy(+1)
+                    if not self._submit(None, None, message)[1]:
+                        message = None
+                        self._set_busy(-1)
                         continue
                 try:
                     outcome = self._attempt(smtp, message)
@@ -264,8 +267,9 @@ class Sender:
                     log.error("delivery_error", message_id=message["messageId"], error=repr(exc))
                     outcome = Outcome(False, None, f"sender error: {exc!r}"[:400])
                 following = self._take(block=False)
-                started = self._finish(message, outcome, following)
-                message = following if started else None
+                message = following if self._finish(message, outcome, following) else None
+                if message is None:
+                    self._set_busy(-1)
                 if self._more_due and self.work.qsize() <= self._low_water:
                     self._wake()  # refill
                 elif self.config.exit_when_idle and self._nothing_in_hand():
@@ -284,11 +288,11 @@ class Sender:
         if self.stopping.is_set():
             self.work.put(message)
             return None
-        if block:
-            self._set_busy(+1)
         return message
 
     def _set_busy(self, delta: int) -> None:
+        """A worker holds a message, from taking it until its outcome is recorded: the recorder
+        waits for the busy workers' outcomes (Recorder.LINGER_S)."""
         with self._in_flight_lock:
             self._busy += delta
 
@@ -320,9 +324,7 @@ class Sender:
                 log.info("message_" + ("sent" if outcome.accepted else "refused"), status=status,
                          smtp_code=outcome.code, reply=outcome.reply[:200], attempt=message["attempts"] + 1,
                          sent_total=self.totals["sent"])
-        if following is None or not started:
-            self._set_busy(-1)
-        return bool(following is not None and started)
+        return following is not None and started
 
     def _submit(self, message: dict | None, outcome: Outcome | None, start: dict | None) -> tuple[str | None, bool]:
         """Through the recorder, wait included. A message whose lease was lost before it started is
@@ -339,8 +341,6 @@ class Sender:
         done = ([message["id"]] if message else []) + ([start["id"]] if start and not started else [])
         with self._in_flight_lock:
             self.in_flight.difference_update(done)
-        if message is None and not started:
-            self._set_busy(-1)
         return status, started
 
     def _heartbeat(self) -> None:
@@ -377,9 +377,10 @@ class Recorder:
     """Writes the workers' outcomes, and the starts of their next messages, to the database
     together: one statement (record_sent_many for the 250s and start_messages, so one round trip
     and one commit) for every worker that is waiting; refusals, rare, go one by one. Having one, it
-    lingers up to LINGER_S for the other busy workers' (they are mid-SMTP, about to report). Across a lost connection it keeps what it
-    has and retries on a new one: a 250 must not be lost. It gives up only 30 s into a shutdown
-    (the leases then lapse and another sender finishes those messages)."""
+    lingers up to LINGER_S for the other busy workers' (they are mid-SMTP, about to report).
+    Across a lost connection it keeps what it has and retries on a new one: a 250 must not be
+    lost. It gives up only 30 s into a shutdown (the leases then lapse and another sender finishes
+    those messages)."""
 
     MAX_BATCH = 200
     LINGER_S = 0.002
@@ -412,17 +413,11 @@ class Recorder:
             while not closing:
                 batch = [self._queue.get()]
                 linger_until = time.monotonic() + self.LINGER_S
-                while len(batch) < self.MAX_BATCH and None not in batch:
+                while len(batch) < self.MAX_BATCH and batch[-1] is not None:
+                    # Whatever is waiting; and while some busy worker has not reported, a little more.
+                    wait = linger_until - time.monotonic() if len(batch) < self._busy() else 0.0
                     try:
-                        batch.append(self._queue.get_nowait())
-                        continue
-                    except queue.Empty:
-                        pass
-                    left = linger_until - time.monotonic()
-                    if len(batch) >= self._busy() or left <= 0:
-                        break
-                    try:
-                        batch.append(self._queue.get(timeout=left))
+                        batch.append(self._queue.get(timeout=max(wait, 0.0)))
                     except queue.Empty:
                         break
                 if None in batch:
@@ -465,8 +460,8 @@ class Recorder:
         if starting:
             parts.append("SELECT 'start', s, NULL FROM runhub.start_messages(%s, %s) s")
             params += [self.worker_id, starting]
-        rows = conn.execute(" UNION ALL ".join(parts), params).fetchall() if parts else []
         # One statement, so one transaction and one round trip.
+        rows = conn.execute(" UNION ALL ".join(parts), params).fetchall() if parts else []
         recorded = {message_id: status for call, message_id, status in rows if call == "sent"}
         held = {message_id for call, message_id, _ in rows if call == "start"}
         for pending in accepted:

@@ -87,10 +87,7 @@ class SmtpConnection:
             code, reply = smtp.rcpt(recipient)
             if code >= 400:
                 return self._refused(smtp, code, reply)
-            code, reply = smtp.data(message)
-            if code >= 400:
-                return self._refused(smtp, code, reply)
-            return Outcome(True, code, reply.decode("utf-8", "replace"))
+            return self._verdict(smtp, *smtp.data(message))
         except (smtplib.SMTPException, OSError, socket.timeout) as exc:
             self.close()
             code = getattr(exc, "smtp_code", None)
@@ -107,12 +104,15 @@ class SmtpConnection:
                     smtp.getreply()
                 return self._refused(smtp, code, reply)
         code, reply = replies[2]
-        if code != 354:
-            return self._refused(smtp, code, reply) if code >= 400 else self._refused(smtp, 451, reply)
+        if code != 354:  # no go-ahead for the message: a refusal (a stray 2xx counts as a temporary one)
+            return self._refused(smtp, code if code >= 400 else 451, reply)
         # The message is already 7-bit with CRLF line ends: only dot-stuffing is left (RFC 5321 4.5.2).
         body = _LEADING_DOT.sub(b"..", message)
         smtp.send(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
-        code, reply = smtp.getreply()
+        return self._verdict(smtp, *smtp.getreply())
+
+    def _verdict(self, smtp: smtplib.SMTP, code: int, reply: bytes) -> Outcome:
+        """The reply to the end of the message: accepted, or refused."""
         if code >= 400:
             return self._refused(smtp, code, reply)
         return Outcome(True, code, reply.decode("utf-8", "replace"))
@@ -133,6 +133,13 @@ class SmtpConnection:
             self._smtp = None
 
 
+def ehlo_responses(session, hostname: str, responses: list[str], pipelining: bool = True) -> list[str]:
+    """For an aiosmtpd handle_EHLO hook: offer PIPELINING, as production MTAs do (aiosmtpd reads
+    pipelined commands in order; it just does not say so)."""
+    session.host_name = hostname  # the hook replaces aiosmtpd's own bookkeeping
+    return responses[:-1] + (["250-PIPELINING"] if pipelining else []) + responses[-1:]
+
+
 class EmlSink:
     """aiosmtpd handler: store each accepted mail as <dir>/<time>-<n>.eml."""
 
@@ -142,10 +149,7 @@ class EmlSink:
         self._count = 0
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
-        """Offer PIPELINING, as production MTAs do (aiosmtpd reads pipelined commands in order; it
-        just does not say so)."""
-        session.host_name = hostname  # the hook replaces aiosmtpd's own bookkeeping
-        return responses[:-1] + ["250-PIPELINING", responses[-1]]
+        return ehlo_responses(session, hostname, responses)
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
         self._count += 1

@@ -41,14 +41,14 @@ DECLARE
 BEGIN
     SELECT runhub._sign_unsubscribe_many((SELECT s.value FROM runhub.secrets s WHERE s.name = 'unsubscribe'),
                                          array_agg(o.project_id ORDER BY i.n), array_agg(lower(o.to_email) ORDER BY i.n))
-      INTO v_tokens
-      FROM unnest(p_ids) WITH ORDINALITY AS i(id, n) JOIN runhub.outbox o ON o.id = i.id;
+      INTO v_tokens  -- v_tokens[n] is p_ids[n]'s (null for no such message)
+      FROM unnest(p_ids) WITH ORDINALITY AS i(id, n) LEFT JOIN runhub.outbox o ON o.id = i.id;
     RETURN QUERY
     SELECT jsonb_build_object(
         'id', o.id, 'messageId', o.message_id, 'projectId', o.project_id, 'runId', o.run_id,
         'template', o.template, 'locale', o.locale, 'toEmail', o.to_email, 'toName', o.to_name,
         'attempts', o.attempts,
-        'unsubscribeToken', CASE WHEN o.run_id IS NOT NULL THEN v_tokens[row_number() OVER (ORDER BY i.n)] END,
+        'unsubscribeToken', CASE WHEN o.run_id IS NOT NULL THEN v_tokens[i.n] END,
         'variables', o.variables || jsonb_strip_nulls(jsonb_build_object(
             'projectName', p.name, 'shopUrl', p.settings ->> 'shopUrl',
             'customerName', rc.name, 'link', rc.link, 'cartId', rc.cart_id,
@@ -231,9 +231,10 @@ BEGIN
 END
 $$;
 
--- The server accepted these messages (SMTP 250 each), recorded in one transaction (see record_sent): p_replies[i] is the server's reply to p_ids[i].
--- The sender records its workers' outcomes together (one commit for several mails). Returns each
--- id with its status, in the order given.
+-- The server accepted these messages (SMTP 250 each), recorded in one transaction (see
+-- record_sent): p_replies[i] is the server's reply to p_ids[i]. The sender records its workers'
+-- outcomes together (one commit for several mails). Returns each id with its status, in the order
+-- given.
 CREATE OR REPLACE FUNCTION runhub.record_sent_many(p_worker text, p_ids bigint[], p_replies text[])
 RETURNS TABLE (id bigint, status text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER

@@ -366,6 +366,8 @@ tokens = st.text(string.ascii_letters + string.digits + "-_.~%&=+;", min_size=1,
 links = st.one_of(st.none(), st.just(""), st.just("javascript:alert(1)"), st.just("https://shop.example/c?a=1&b=<2>"),
                   tokens.map(lambda t: f"https://shop.example/checkout?cart={t}"))
 amounts = st.one_of(st.none(), st.just(""), st.just("12.5"), st.just("abc"), st.integers(-10, 10**9), st.just(0))
+# Currencies with 2, 0 and 3 decimals, one in lower case, "XXX" (ISO's "no currency"), and "E",
+# which is not a code: a full rendering refuses it, and so must the per-run one.
 currencies = st.one_of(st.none(), st.sampled_from(["EUR", "JPY", "KWD", "usd", "XXX", "E"]))
 # What the slots look like, with another process's key: content holding it must stay as it is.
 SLOT_LOOKALIKES = "Runhub0123456789abcdefName https://unsubscribe.runhub.invalid/0123456789abcdef"

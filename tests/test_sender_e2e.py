@@ -13,7 +13,7 @@ from aiosmtpd.controller import Controller
 from conftest import wait_until
 from runhub_loader import logs
 from runhub_loader.sender import Recorder, Sender, SenderConfig
-from runhub_loader.smtp import Outcome, SmtpConfig
+from runhub_loader.smtp import Outcome, SmtpConfig, ehlo_responses
 from workflow_helpers import create_run, preview, process_runs, ready_project, signup
 
 
@@ -28,8 +28,7 @@ class ScriptedSink:
         self.lock = threading.Lock()
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
-        session.host_name = hostname
-        return responses[:-1] + (["250-PIPELINING"] if self.pipelining else []) + [responses[-1]]
+        return ehlo_responses(session, hostname, responses, self.pipelining)
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
         with self.lock:

@@ -39,6 +39,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 from conftest import wait_until
+from runhub_loader.smtp import ehlo_responses
 from workflow_helpers import connect, create_run, preview, ready_project
 
 RUNHUB = Path(sys.executable).parent / "runhub"
@@ -85,8 +86,7 @@ class FaultSink:
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
         """PIPELINING, as runhub smtp-sink and most production MTAs offer it (the classic exchange
         is covered in test_sender_e2e and test_smtp)."""
-        session.host_name = hostname
-        return responses[:-1] + ["250-PIPELINING", responses[-1]]
+        return ehlo_responses(session, hostname, responses)
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
         headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(envelope.content)

@@ -10,7 +10,7 @@ import threading
 import pytest
 from aiosmtpd.controller import Controller
 
-from runhub_loader.smtp import EmlSink, SmtpConfig, SmtpConnection
+from runhub_loader.smtp import EmlSink, SmtpConfig, SmtpConnection, ehlo_responses
 
 MESSAGE = (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: dots\r\n\r\n"
            b"line one\r\n.starts with a dot\r\n..two dots\r\n.\r\nlast\r\n")
@@ -26,8 +26,7 @@ class Server:
         self.lock = threading.Lock()
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: N802
-        session.host_name = hostname
-        return responses[:-1] + (["250-PIPELINING"] if self.pipelining else []) + [responses[-1]]
+        return ehlo_responses(session, hostname, responses, self.pipelining)
 
     async def handle_MAIL(self, server, session, envelope, address, options):  # noqa: N802
         if "MAIL" in self.refuse:
