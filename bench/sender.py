@@ -33,7 +33,6 @@ import os
 import queue
 import shutil
 import smtplib
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from psycopg.types.json import Jsonb
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader import logs  # noqa: E402
 from runhub_loader.deploy import deploy  # noqa: E402
-from runhub_loader.embedded import Cluster  # noqa: E402
+from runhub_loader.embedded import Cluster, free_port  # noqa: E402
 from runhub_loader.render import SAMPLES, render_bytes  # noqa: E402
 from runhub_loader.sender import Sender, SenderConfig  # noqa: E402
 from runhub_loader.smtp import SmtpConfig  # noqa: E402
@@ -64,12 +63,6 @@ TARGET = 0.8
 
 
 # -- the sink, in its own process ------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def start_sink(folder: Path, port: int) -> subprocess.Popen:
     """`runhub smtp-sink` as a child process; returns once it answers SMTP."""

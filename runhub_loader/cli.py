@@ -332,10 +332,11 @@ def _port_or_free(port: int) -> int:
     """port if it is free on loopback, else any free one (so `up` works beside another sink)."""
     import socket
 
+    from .embedded import free_port
+
     with socket.socket() as probe:
         try:
             probe.bind(("127.0.0.1", port))
             return port
         except OSError:
-            probe.bind(("127.0.0.1", 0))
-            return probe.getsockname()[1]
+            return free_port()

@@ -51,7 +51,8 @@ def _server_user() -> str | None:
     return os.environ.get("RUNHUB_DB_OS_USER", SUPERUSER)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback now (for the cluster, a sink, a test server)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -137,7 +138,7 @@ class Cluster:
         cron=False leaves pg_cron out of shared_preload_libraries (to test servers without it)."""
         self.home.mkdir(parents=True, exist_ok=True)
         root = self._choose_root()
-        state = {"root": str(root), "port": _free_port(), "password": secrets.token_urlsafe(18), "fast": fast}
+        state = {"root": str(root), "port": free_port(), "password": secrets.token_urlsafe(18), "fast": fast}
         self.state_file.write_text(json.dumps(state, indent=2))
         self.state_file.chmod(0o600)
         self._own(root, 0o755)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import threading
 from collections import Counter
 
@@ -12,9 +11,10 @@ from aiosmtpd.controller import Controller
 
 from conftest import wait_until
 from runhub_loader import logs
+from runhub_loader.embedded import free_port
 from runhub_loader.sender import Recorder, Sender, SenderConfig
 from runhub_loader.smtp import Outcome, SmtpConfig, ehlo_responses
-from workflow_helpers import create_run, preview, process_runs, ready_project, signup
+from workflow_helpers import create_run, preview, process_runs, ready_project, run_status, signup
 
 
 class ScriptedSink:
@@ -37,12 +37,6 @@ class ScriptedSink:
             if answer.startswith("250"):
                 self.accepted.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
             return answer
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(params=[False, True], ids=["classic", "pipelining"])
@@ -90,10 +84,6 @@ def onboarding_run(conn, emails):
     shown = preview(conn, project, owner, "onboard_users")
     assert shown["count"] == len(emails)
     return project, owner, create_run(conn, project, owner, "onboard_users", "first")["runId"]
-
-
-def run_status(conn, run):
-    return conn.execute("SELECT status FROM runhub.workflow_runs WHERE id = %s", (run,)).fetchone()[0]
 
 
 def test_a_run_is_delivered_once_with_its_headers(conn, sink_factory, run_sender):

@@ -23,7 +23,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -39,8 +38,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 from conftest import wait_until
+from runhub_loader.embedded import free_port
 from runhub_loader.smtp import ehlo_responses
-from workflow_helpers import connect, create_run, preview, ready_project
+from workflow_helpers import connect, create_run, preview, ready_project, run_status
 
 RUNHUB = Path(sys.executable).parent / "runhub"
 CONCURRENCY = 4
@@ -147,12 +147,6 @@ class CountingSMTP(SMTP):
 class SinkController(Controller):
     def factory(self):
         return CountingSMTP(self.handler, **self.SMTP_kwargs)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -281,10 +275,6 @@ def outbox_status(conn, run_ids) -> dict[str, tuple]:
     rows = conn.execute("SELECT message_id, status, to_email, attempts, lease_owner, lease_expires_at"
                         " FROM runhub.outbox WHERE run_id = ANY (%s)", (list(run_ids),)).fetchall()
     return {r[0]: tuple(r[1:]) for r in rows}
-
-
-def run_status(conn, run) -> str:
-    return conn.execute("SELECT status FROM runhub.workflow_runs WHERE id = %s", (run,)).fetchone()[0]
 
 
 # -- 1. SIGKILL at random points ----------------------------------------------------------------------

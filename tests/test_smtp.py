@@ -10,6 +10,7 @@ import threading
 import pytest
 from aiosmtpd.controller import Controller
 
+from runhub_loader.embedded import free_port
 from runhub_loader.smtp import EmlSink, SmtpConfig, SmtpConnection, ehlo_responses
 
 MESSAGE = (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: dots\r\n\r\n"
@@ -60,12 +61,6 @@ class WriteLog:
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

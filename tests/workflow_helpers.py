@@ -93,6 +93,10 @@ def get_run(conn, project, actor, run) -> dict:
     return conn.execute("SELECT runhub.get_run(%s, %s, %s)", (project, actor, run)).fetchone()[0]
 
 
+def run_status(conn, run) -> str:
+    return conn.execute("SELECT status FROM runhub.workflow_runs WHERE id = %s", (run,)).fetchone()[0]
+
+
 def run_row(conn, run) -> dict:
     cur = conn.execute("SELECT * FROM runhub.workflow_runs WHERE id = %s", (run,))
     row = cur.fetchone()
