@@ -214,9 +214,9 @@ class Sender:
         rows = conn.execute("SELECT runhub.claim_messages(%s, %s, %s)",
                             (self.worker_id, room, self.config.lease_seconds)).fetchall()
         self._more_due = len(rows) == room
+        with self._in_flight_lock:
+            self.in_flight.update(message["id"] for (message,) in rows)
         for (message,) in rows:
-            with self._in_flight_lock:
-                self.in_flight.add(message["id"])
             self.work.put(message)
         if rows:
             log.info("messages_claimed", count=len(rows), queued_locally=self.work.qsize())

@@ -39,13 +39,18 @@ BEGIN
         AND r.attempts >= c_max_attempts
         FOR UPDATE SKIP LOCKED;
     RETURN QUERY
-    WITH claimable AS (
-        SELECT r.id FROM runhub.workflow_runs r
+    -- As claim_messages: two index scans that stop after p_max rows each, not a sort of all.
+    WITH queued AS (
+        SELECT r.id, r.requested_at FROM runhub.workflow_runs r
          WHERE r.status = 'queued'
-            OR (r.status = 'running' AND r.executed_at IS NULL AND r.lease_expires_at < clock_timestamp())
-         ORDER BY r.requested_at
-         LIMIT p_max
-         FOR UPDATE SKIP LOCKED)
+         ORDER BY r.requested_at LIMIT p_max FOR UPDATE SKIP LOCKED
+    ), lapsed AS (
+        SELECT r.id, r.requested_at FROM runhub.workflow_runs r
+         WHERE r.status = 'running' AND r.executed_at IS NULL AND r.lease_expires_at < clock_timestamp()
+         ORDER BY r.lease_expires_at LIMIT p_max FOR UPDATE SKIP LOCKED
+    ), claimable AS (
+        SELECT c.id FROM (SELECT * FROM queued UNION ALL SELECT * FROM lapsed) c
+         ORDER BY c.requested_at LIMIT p_max)
     UPDATE runhub.workflow_runs r
        SET status = 'running', started_at = coalesce(r.started_at, now()), attempts = r.attempts + 1,
            lease_owner = p_worker, lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
