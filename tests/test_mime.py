@@ -49,22 +49,12 @@ ENCODED_WORD = re.compile(r"=\?([^?]+)\?([bBqQ])\?([^?]*)\?=")
 
 def rfc2047_decode(value: str) -> str:
     """Encoded words decoded, the white space between two of them dropped (RFC 2047 §6.2)."""
-    pieces = re.split(f"({ENCODED_WORD.pattern})", value)
-    out, previous_was_word = [], False
-    i = 0
-    while i < len(pieces):
-        text = pieces[i]
-        word = ENCODED_WORD.fullmatch(pieces[i + 1]) if i + 1 < len(pieces) else None
-        between = text if not (previous_was_word and word and not text.strip()) else ""
-        out.append(between)
-        if word:
-            charset, kind, payload = word.groups()
-            raw = (binascii.a2b_base64(payload) if kind in "bB"
-                   else binascii.a2b_qp(payload.replace("_", " ").encode("ascii"), header=True))
-            out.append(raw.decode(charset))
-        previous_was_word = bool(word)
-        i += 5  # text, the whole word, then its three groups
-    return "".join(out)
+    def decode(word: re.Match) -> str:
+        charset, kind, payload = word.groups()
+        raw = (binascii.a2b_base64(payload) if kind in "bB"
+               else binascii.a2b_qp(payload.replace("_", " ").encode("ascii"), header=True))
+        return raw.decode(charset)
+    return ENCODED_WORD.sub(decode, re.sub(r"(?<=\?=)\s+(?==\?)", "", value))
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
