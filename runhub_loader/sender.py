@@ -189,12 +189,7 @@ class Sender:
         """Nothing in hand, and nothing due: no run to execute, no message due or being sent."""
         if not self._nothing_in_hand():
             return False
-        return conn.execute(
-            """SELECT NOT EXISTS (SELECT 1 FROM runhub.workflow_runs
-                                   WHERE status = 'queued' OR (status = 'running' AND executed_at IS NULL))
-                  AND NOT EXISTS (SELECT 1 FROM runhub.outbox
-                                   WHERE (status = 'queued' AND next_attempt_at <= now()) OR status = 'sending')"""
-        ).fetchone()[0]
+        return conn.execute("SELECT runhub.sender_idle()").fetchone()[0]
 
     def _process_runs(self, conn) -> None:
         done = conn.execute("SELECT runhub.process_runs(10)").fetchone()[0]

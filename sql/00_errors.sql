@@ -17,6 +17,7 @@ AS $$
     ('projects.lastOwner',           'PT409', 'A project must keep at least one owner'),
     ('auth.roleRequired',            'PT403', 'This needs the {required} role; you are {role}'),
     ('events.invalid',               'PT400', 'Event field {field} is invalid: {reason}'),
+    ('events.reservedForRunhub',     'PT400', 'Event field {field} may not be {value}: runhub writes such events itself'),
     ('events.unknownField',          'PT400', 'Event field {field} is not part of the event contract'),
     ('events.payloadTooLarge',       'PT413', 'The event payload is {bytes} bytes; the limit is {maxBytes}'),
     ('events.appendOnly',            'PT409', 'Business events are append-only: {operation} is refused'),
@@ -63,6 +64,20 @@ BEGIN
 END
 $$;
 
+-- Params as they are echoed in DETAIL and HINT: each value cut to 200 characters with a marker,
+-- so that bad input (a 5 MB order, a megabyte of JSON) cannot flood a response or the server log.
+CREATE OR REPLACE FUNCTION runhub._bounded(p_params jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(jsonb_object_agg(p.key, CASE WHEN length(p.text) <= 200 THEN p.value
+               ELSE to_jsonb(left(p.text, 200) || format('… (%s more characters)', length(p.text) - 200)) END), '{}')
+      FROM jsonb_each(CASE WHEN jsonb_typeof(p_params) = 'object' THEN p_params ELSE '{}' END) e,
+           LATERAL (SELECT e.key, e.value,
+                           CASE jsonb_typeof(e.value) WHEN 'string' THEN e.value #>> '{}' ELSE e.value::text END) p(key, value, text)
+$$;
+
 -- Raise the catalog's error for key, with params as JSON detail and the hint filled in.
 CREATE OR REPLACE FUNCTION runhub._raise(p_key text, p_params jsonb DEFAULT '{}')
 RETURNS void
@@ -70,14 +85,15 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_state text;
+    v_state  text;
+    v_params jsonb := runhub._bounded(p_params);
 BEGIN
     SELECT c.sqlstate INTO v_state FROM runhub.error_catalog() c WHERE c.key = p_key;
     IF v_state IS NULL THEN  -- a programming error, not bad input: fail loudly
         RAISE EXCEPTION 'runhub._raise: % is not in runhub.error_catalog()', p_key USING ERRCODE = 'XX000';
     END IF;
     RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = p_key,
-        DETAIL = coalesce(p_params, '{}')::text, HINT = runhub._hint(p_key, p_params);
+        DETAIL = v_params::text, HINT = runhub._hint(p_key, v_params);
 END
 $$;
 

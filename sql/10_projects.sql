@@ -1,7 +1,8 @@
 -- Projects, members and the actor's role. The role is always looked up here, never taken from
 -- the caller.
 
--- The signed-in user of this transaction (SET LOCAL runhub.user_id), or null.
+-- The signed-in user of this transaction: SET LOCAL runhub.user_id, else (behind PostgREST) the
+-- `sub` of the verified JWT in request.jwt.claims; null when neither names a user.
 CREATE OR REPLACE FUNCTION runhub.current_user_id()
 RETURNS uuid
 LANGUAGE plpgsql STABLE
@@ -10,9 +11,12 @@ AS $$
 DECLARE
     v_raw text := nullif(current_setting('runhub.user_id', true), '');
 BEGIN
+    IF v_raw IS NULL THEN
+        v_raw := nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub';
+    END IF;
     RETURN v_raw::uuid;
-EXCEPTION WHEN invalid_text_representation THEN
-    RETURN NULL;  -- a malformed setting identifies nobody
+EXCEPTION WHEN invalid_text_representation OR invalid_parameter_value THEN
+    RETURN NULL;  -- a malformed setting or claim identifies nobody
 END
 $$;
 
@@ -133,22 +137,34 @@ BEGIN
 END
 $$;
 
--- Add a member, or change an existing member's role. A project always keeps an owner.
-CREATE OR REPLACE FUNCTION runhub.add_member(p_project uuid, p_user uuid, p_role text)
+-- As actor, add a member or change a member's role. Owners manage everyone; admins add and change
+-- members and admins but never make or touch an owner; members manage nobody. A project always
+-- keeps an owner.
+CREATE OR REPLACE FUNCTION runhub.add_member(p_project uuid, p_actor uuid, p_user uuid, p_role text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_actor_role  text;
+    v_target_role text;
 BEGIN
+    PERFORM runhub._authorize(p_project, p_actor, 'admin');
     IF p_user IS NULL THEN
         PERFORM runhub._invalid('common.invalidInput', 'user', 'is required');
     END IF;
     IF p_role IS NULL OR p_role NOT IN ('owner', 'admin', 'member') THEN
         PERFORM runhub._invalid('common.invalidInput', 'role', 'must be owner, admin or member');
     END IF;
-    -- Lock the project row: concurrent demotions must not both see "another owner remains".
-    PERFORM runhub._require_project(p_project);
+    -- Lock the project row, then read the roles again: concurrent demotions must not both see
+    -- "another owner remains", nor an actor act on a role taken from it meanwhile.
     PERFORM 1 FROM runhub.projects WHERE id = p_project FOR UPDATE;
+    v_actor_role := runhub._authorize(p_project, p_actor, 'admin');
+    SELECT m.role INTO v_target_role FROM runhub.project_members m
+     WHERE m.project_id = p_project AND m.user_id = p_user;
+    IF v_actor_role <> 'owner' AND 'owner' IN (p_role, v_target_role) THEN
+        PERFORM runhub._raise('auth.roleRequired', jsonb_build_object('required', 'owner', 'role', v_actor_role));
+    END IF;
     INSERT INTO runhub.project_members (project_id, user_id, role) VALUES (p_project, p_user, p_role)
     ON CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role
     WHERE runhub.project_members.role IS DISTINCT FROM excluded.role;

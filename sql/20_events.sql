@@ -70,6 +70,32 @@ BEGIN
 END
 $$;
 
+-- Whether an instant a client sends is plausible: finite, after 2000, at most a day ahead of the
+-- server (timestamptz also holds infinity and years up to 294276).
+CREATE OR REPLACE FUNCTION runhub._is_client_instant(p_at timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT p_at >= '2000-01-01T00:00:00Z' AND p_at <= now() + interval '1 day' $$;
+
+-- Event types runhub writes itself, now and later: its sends (*_email_sent, every action's
+-- sent_event_type) and anything named runhub_*. Clients may not ingest them.
+CREATE OR REPLACE FUNCTION runhub._is_system_event_type(p_type text)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT p_type LIKE '%\_email\_sent' OR p_type LIKE 'runhub\_%'
+        OR EXISTS (SELECT 1 FROM runhub.actions a WHERE a.sent_event_type = p_type)
+$$;
+
+-- Idempotency-key namespaces runhub writes in: mail:<Message-ID> for its sends, runhub:* for later.
+CREATE OR REPLACE FUNCTION runhub._is_system_idempotency_key(p_key text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT lower(p_key) LIKE 'mail:%' OR lower(p_key) LIKE 'runhub:%' $$;
+
 -- Validate an incoming event and return it as a business_events row (id and received_at unset).
 CREATE OR REPLACE FUNCTION runhub._event_from_json(p_project uuid, p_event jsonb)
 RETURNS runhub.business_events
@@ -106,13 +132,22 @@ BEGIN
     v_row.occurred_at := runhub._parse_instant(v_text);
     IF v_row.occurred_at IS NULL THEN
         PERFORM runhub._invalid('events.invalid', 'occurredAt', 'is required: an ISO 8601 instant with an offset');
-    ELSIF v_row.occurred_at < '2000-01-01T00:00:00Z' OR v_row.occurred_at > now() + interval '1 day' THEN
+    ELSIF NOT runhub._is_client_instant(v_row.occurred_at) THEN
         PERFORM runhub._invalid('events.invalid', 'occurredAt', 'must be after 2000 and at most a day ahead of the server');
     END IF;
 
     v_row.idempotency_key := runhub._event_string(p_event -> 'idempotencyKey', 'idempotencyKey', 255);
     IF v_row.idempotency_key IS NULL THEN
         PERFORM runhub._invalid('events.invalid', 'idempotencyKey', 'is required');
+    END IF;
+    -- What runhub records itself (its sends) must never come from a client: a forged send could
+    -- earn a workflow money, and a key taken in advance would silence the real one.
+    IF runhub._is_system_event_type(v_row.event_type) THEN
+        PERFORM runhub._raise('events.reservedForRunhub', jsonb_build_object('field', 'type', 'value', v_row.event_type));
+    END IF;
+    IF runhub._is_system_idempotency_key(v_row.idempotency_key) THEN
+        PERFORM runhub._raise('events.reservedForRunhub', jsonb_build_object(
+            'field', 'idempotencyKey', 'value', split_part(v_row.idempotency_key, ':', 1) || ':…'));
     END IF;
     v_row.correlation_id := runhub._event_string(p_event -> 'correlationId', 'correlationId', 255);
 
@@ -129,8 +164,15 @@ BEGIN
         -- Trimmed of every kind of white space before the length check: an address padded with an
         -- invisible character would never match the same customer's other events.
         v_row.customer_email := lower(runhub._trim(runhub._event_string(v_customer -> 'email', 'customer.email', 1000)));
-        IF length(v_row.customer_email) > 254 OR v_row.customer_email !~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$' THEN
-            PERFORM runhub._invalid('events.invalid', 'customer.email', 'is not an e-mail address of at most 254 characters');
+        -- Only an address the sender can deliver (plpython/addresses.py). Most are lower-case ASCII:
+        -- this pattern is that grammar for them (ASCII_PATTERN there; tests/test_mailbox.py keeps the
+        -- two equal) and saves a PL/Python call; any other address is left to the grammar itself.
+        IF length(v_row.customer_email) > 254
+           OR v_row.customer_email !~ '^(?![^@]*=\?)[a-z0-9!#$%&\x27*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&\x27*+/=?^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+(?![0-9]+$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$' THEN
+            v_row.customer_email := runhub._mailbox(v_row.customer_email);
+            IF v_row.customer_email IS NULL THEN
+                PERFORM runhub._invalid('events.invalid', 'customer.email', 'is not an e-mail address of at most 254 characters');
+            END IF;
         END IF;
         v_row.customer_name := nullif(runhub._trim(runhub._event_string(v_customer -> 'name', 'customer.name', 200)), '');
         v_row.customer_locale := runhub._event_string(v_customer -> 'locale', 'customer.locale', 35);
@@ -223,10 +265,10 @@ AS $$
       || jsonb_build_object('payload', e.payload)
 $$;
 
--- A page of a project's events, newest first, in timeline order (occurred_at DESC, id DESC;
--- cursor {occurredAt, id}) or ingestion order (id DESC; cursor {id}).
+-- A page of a project's events for a member, newest first, in timeline order (occurred_at DESC,
+-- id DESC; cursor {occurredAt, id}) or ingestion order (id DESC; cursor {id}).
 CREATE OR REPLACE FUNCTION runhub.list_events(
-    p_project uuid, p_order text DEFAULT 'timeline', p_cursor jsonb DEFAULT NULL, p_limit int DEFAULT 50)
+    p_project uuid, p_actor uuid, p_order text DEFAULT 'timeline', p_cursor jsonb DEFAULT NULL, p_limit int DEFAULT 50)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -239,7 +281,7 @@ DECLARE
     v_last      runhub.business_events;
     v_next      jsonb;
 BEGIN
-    PERFORM runhub._require_project(p_project);
+    PERFORM runhub._authorize(p_project, p_actor);
     IF p_order IS NULL OR p_order NOT IN ('timeline', 'ingestion') THEN
         PERFORM runhub._raise('events.invalidOrder', jsonb_build_object('order', p_order));
     END IF;
@@ -279,7 +321,7 @@ $$;
 
 -- Validate a list_events cursor for the given order; null cursor means the first page.
 CREATE OR REPLACE FUNCTION runhub._parse_cursor(p_order text, p_cursor jsonb, OUT after_at timestamptz, OUT after_id bigint)
-LANGUAGE plpgsql IMMUTABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -300,9 +342,9 @@ BEGIN
     IF p_order = 'timeline' THEN
         after_at := CASE WHEN jsonb_typeof(p_cursor -> 'occurredAt') = 'string'
                          THEN runhub._parse_instant(p_cursor ->> 'occurredAt') END;
-        IF after_at IS NULL THEN
+        IF after_at IS NULL OR NOT runhub._is_client_instant(after_at) THEN
             PERFORM runhub._raise('events.invalidCursor', jsonb_build_object(
-                'order', p_order, 'reason', 'occurredAt must be an ISO 8601 instant'));
+                'order', p_order, 'reason', 'occurredAt must be an ISO 8601 instant after 2000, at most a day ahead'));
         END IF;
     END IF;
 END

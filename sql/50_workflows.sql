@@ -273,6 +273,10 @@ BEGIN
     IF p_idempotency_key IS NULL OR length(p_idempotency_key) NOT BETWEEN 1 AND 255 THEN
         PERFORM runhub._invalid('workflows.invalidParams', 'idempotencyKey', 'is required: 1 to 255 characters');
     END IF;
+    IF NOT runhub._is_client_instant(p_client_requested_at) THEN  -- null (not given) passes
+        PERFORM runhub._invalid('workflows.invalidParams', 'clientRequestedAt',
+                                'must be a finite instant after 2000, at most a day ahead of the server');
+    END IF;
     v_params := runhub._workflow_params(p_action, p_params);
 
     SELECT * INTO v_existing FROM runhub.workflow_runs
@@ -491,8 +495,9 @@ AS $$
         'lastOutcome', NULL)
 $$;
 
--- Record a suppressed address: no workflow e-mails it again, and its queued messages are cancelled.
-CREATE OR REPLACE FUNCTION runhub.suppress(p_project uuid, p_email text, p_reason text DEFAULT 'manual')
+-- Suppress an address for the project, as an admin: no workflow e-mails it again, and its queued
+-- messages are cancelled.
+CREATE OR REPLACE FUNCTION runhub.suppress(p_project uuid, p_actor uuid, p_email text, p_reason text DEFAULT 'manual')
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -500,19 +505,32 @@ AS $$
 DECLARE
     v_email text := lower(runhub._trim(p_email));
 BEGIN
-    PERFORM runhub._require_project(p_project);
-    IF v_email IS NULL OR length(v_email) > 254 OR v_email !~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$' THEN
+    PERFORM runhub._authorize(p_project, p_actor, 'admin');
+    v_email := runhub._mailbox(v_email);  -- the grammar ingest enforces (plpython/addresses.py)
+    IF v_email IS NULL THEN
         PERFORM runhub._invalid('common.invalidInput', 'email', 'is not an e-mail address');
     END IF;
     IF p_reason IS NULL OR p_reason NOT IN ('unsubscribed', 'bounced', 'complained', 'manual') THEN
         PERFORM runhub._invalid('common.invalidInput', 'reason', 'must be unsubscribed, bounced, complained or manual');
     END IF;
-    INSERT INTO runhub.suppressions (project_id, email, reason) VALUES (p_project, v_email, p_reason)
+    PERFORM runhub._suppress(p_project, v_email, p_reason);
+END
+$$;
+
+-- Record a suppression (for suppress, unsubscribe links and hard bounces; the address is valid
+-- and lower-case) and cancel the address's messages not yet handed to the sender.
+CREATE OR REPLACE FUNCTION runhub._suppress(p_project uuid, p_email text, p_reason text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO runhub.suppressions (project_id, email, reason) VALUES (p_project, p_email, p_reason)
     ON CONFLICT (project_id, email) DO NOTHING;
-    WITH cancelled AS (  -- only messages not yet handed to the sender
+    WITH cancelled AS (
         UPDATE runhub.outbox o SET status = 'cancelled', last_error = 'suppressed: ' || p_reason
           FROM runhub.workflow_run_recipients r
-         WHERE r.project_id = p_project AND r.email = v_email AND o.recipient_id = r.id AND o.status = 'queued'
+         WHERE r.project_id = p_project AND r.email = p_email AND o.recipient_id = r.id AND o.status = 'queued'
         RETURNING o.recipient_id)
     UPDATE runhub.workflow_run_recipients SET status = 'cancelled', updated_at = now()
      WHERE id IN (SELECT recipient_id FROM cancelled);

@@ -3,14 +3,14 @@
 -- a per-schema ALTER DEFAULT PRIVILEGES cannot take away PUBLIC's default EXECUTE, so this revoke
 -- is what protects every function, including those added by later files.
 
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA runhub FROM PUBLIC, runhub_app, runhub_sender, runhub_reader;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA runhub FROM PUBLIC, runhub_app, runhub_ingest, runhub_sender, runhub_reader;
 
--- The application's server side: the API, no table access.
+-- The application's server side: the API, no table access. Every call that acts for a person
+-- names the actor, and the function checks the actor's membership and role.
 GRANT EXECUTE ON FUNCTION
     runhub.create_project(text, uuid, text, text, text, text),
-    runhub.add_member(uuid, uuid, text),
-    runhub.ingest_event(uuid, jsonb),
-    runhub.list_events(uuid, text, jsonb, int),
+    runhub.add_member(uuid, uuid, uuid, text),
+    runhub.list_events(uuid, uuid, text, jsonb, int),
     runhub.update_project_settings(uuid, uuid, jsonb),
     runhub.list_actions(uuid, uuid),
     runhub.preview(uuid, uuid, text, jsonb),
@@ -18,12 +18,15 @@ GRANT EXECUTE ON FUNCTION
     runhub.get_run(uuid, uuid, uuid),
     runhub.list_runs(uuid, uuid, jsonb),
     runhub.cancel_run(uuid, uuid, uuid),
-    runhub.suppress(uuid, text, text),
+    runhub.suppress(uuid, uuid, text, text),
     runhub.unsubscribe(text),
     runhub.criteria_text(text, jsonb, jsonb),
     runhub.exclusion_label(text, int),
     runhub.error_catalog()
 TO runhub_app;
+
+-- The shop's webhook receiver: events in, nothing else (it acts for a system, not a person).
+GRANT EXECUTE ON FUNCTION runhub.ingest_event(uuid, jsonb) TO runhub_ingest;
 
 -- The daemon: it wakes on NOTIFY and drives runs (the outbox functions come with the sender).
 GRANT EXECUTE ON FUNCTION
@@ -38,7 +41,8 @@ GRANT EXECUTE ON FUNCTION
     runhub.record_sent(bigint, text, text),
     runhub.record_sent_many(text, bigint[], text[]),
     runhub.record_failure(bigint, text, int, text),
-    runhub.unsubscribe_token(uuid, text)
+    runhub.unsubscribe_token(uuid, text),
+    runhub.sender_idle()
 TO runhub_sender;
 
 -- Direct reads for a signed-in user: what the RLS policies call.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 from pytest_postgresql import factories
 
@@ -80,6 +81,27 @@ def fresh_db(cluster):
     unschedule_cron_jobs(cluster.url(name))
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def login_as(db_url, conn):
+    """login_as('runhub_app') -> the URL of a fresh LOGIN role granted only that runhub role, for
+    this test's database: calls then go through the grants a deployment gives that component.
+    Roles are cluster-wide, so each is named uniquely and dropped afterwards."""
+    made = []
+
+    def make(*granted: str) -> str:
+        name = f"login_{'_'.join(g.removeprefix('runhub_') for g in granted)}_{uuid.uuid4().hex[:8]}"
+        conn.execute(f'CREATE ROLE "{name}" LOGIN')
+        for role in granted:
+            conn.execute(f'GRANT "{role}" TO "{name}"')
+        made.append(name)
+        return make_conninfo(db_url, user=name)
+
+    yield make
+    for name in made:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
+        conn.execute(f'DROP ROLE "{name}"')
 
 
 # -- calling the API ---------------------------------------------------------------------------
