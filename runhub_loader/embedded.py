@@ -4,17 +4,23 @@ A cluster lives in a project folder (default `.runhub/`), built from the system'
 binaries, with pg_cron preloaded. It listens on a unix socket inside the folder and on 127.0.0.1
 only. PostgreSQL refuses to run as root, so when we are root the server runs as an unprivileged OS
 user (`postgres` unless RUNHUB_DB_OS_USER says otherwise) while the Python side stays root.
+
+Being root, we create and chown the cluster's folders, sometimes in world-writable /var/tmp: every such
+folder is opened without following a symlink and refused when someone else owns it, so a folder
+planted by another local user (say pgdata -> /etc) is never chowned or chmodded.
 """
 from __future__ import annotations
 
-import hashlib
+import errno
 import json
 import os
 import pwd
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +29,9 @@ from urllib.parse import quote
 DEFAULT_DBNAME = "runhub"
 SUPERUSER = "postgres"
 BINDIR_CANDIDATES = ("/usr/lib/postgresql/15/bin",)
+FALLBACK_PARENT = Path("/var/tmp")  # for a home the server's user cannot reach
+FALLBACK_PREFIX = "runhub-"
+CLUSTER_FOLDERS = ("pgdata", "run")  # inside the root; both 0700 and the server user's
 
 
 class EmbeddedError(RuntimeError):
@@ -51,6 +60,59 @@ def _server_user() -> str | None:
     return os.environ.get("RUNHUB_DB_OS_USER", SUPERUSER)
 
 
+def _server_ids() -> tuple[int, int] | None:
+    """(uid, gid) of the server's user, or None when it is ourselves."""
+    user = _server_user()
+    if user is None:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise EmbeddedError(f"OS user {user!r} (RUNHUB_DB_OS_USER) does not exist") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _open_dir_no_follow(name: str | Path, shown: Path, owners: set[int] | None, *, dir_fd: int | None = None,
+                        create: bool = False) -> int:
+    """A descriptor on the directory `name` (relative to dir_fd if given), never through a symlink at
+    its last component. Creates it first if `create` and missing (0700: umask can only narrow it).
+    Refuses a symlink, a non-directory, or a directory owned by anyone outside `owners` (None: any
+    owner): another local user may have planted it for us to chown. `shown` names it in errors."""
+    if create:
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        raise EmbeddedError(f"{shown} is missing; `runhub db destroy` forgets a cluster whose folder is gone") from None
+    except NotADirectoryError:
+        is_link = stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode)
+        raise EmbeddedError(f"refusing {shown}: it is {'a symlink' if is_link else 'not a directory'}; "
+                            "someone may have planted it, so it was left untouched") from None
+    owner = os.fstat(fd).st_uid
+    if owners is not None and owner not in owners:
+        os.close(fd)
+        expected = " or ".join(sorted(_user_name(uid) for uid in owners))
+        raise EmbeddedError(f"refusing {shown}: it is owned by {_user_name(owner)}, not {expected}; "
+                            "someone may have planted it, so it was left untouched")
+    return fd
+
+
+def _set_owner_and_mode(fd: int, ids: tuple[int, int] | None, mode: int) -> None:
+    if ids:
+        os.fchown(fd, *ids)
+    os.fchmod(fd, mode)
+
+
 def free_port() -> int:
     """A TCP port free on loopback now (for the cluster, a sink, a test server)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -70,10 +132,33 @@ class Cluster:
         return self.home / "db.json"
 
     def state(self) -> dict:
+        """db.json: where root keeps (and chowns) the cluster's folders, so only we may have written it.
+        The home may belong to the server's user, who could otherwise swap in a file or a symlink."""
         try:
-            return json.loads(self.state_file.read_text())
+            fd = os.open(self.state_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return {}
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise EmbeddedError(f"refusing {self.state_file}: it is a symlink") from None
+        with os.fdopen(fd, encoding="utf-8") as file:
+            owner = os.fstat(fd).st_uid
+            if owner != os.geteuid():
+                raise EmbeddedError(f"refusing {self.state_file}: it is owned by {_user_name(owner)}, "
+                                    f"not {_user_name(os.geteuid())}")
+            return json.load(file)
+
+    def _save_state(self, state: dict) -> None:
+        """Write db.json under a fresh name (0600), then rename it into place: never through a symlink."""
+        fd, temporary = tempfile.mkstemp(prefix=".db.json.", dir=self.home)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                json.dump(state, file, indent=2)
+            os.replace(temporary, self.state_file)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
     @property
     def root(self) -> Path:
@@ -114,20 +199,39 @@ class Cluster:
 
     def _choose_root(self) -> Path:
         """The home folder itself, unless the server's user cannot reach it (e.g. under /root,
-        mode 700): then a private folder under /var/tmp keyed by the home path."""
-        user = _server_user()
-        if user is None or self._run(["test", "-x", str(self.home)], check=False).returncode == 0:
+        mode 700): then the fallback folder db.json already records, else a new one made by
+        mkdtemp under /var/tmp (an unpredictable name, created atomically 0700 by us)."""
+        recorded = self.state().get("root")
+        if recorded and Path(recorded).parent == FALLBACK_PARENT:
+            return Path(recorded)  # the cluster's place: re-checked by _prepare_folders, never swapped
+        if _server_user() is None or self._run(["test", "-x", str(self.home)], check=False).returncode == 0:
             return self.home
-        digest = hashlib.sha256(str(self.home).encode()).hexdigest()[:12]
-        return Path("/var/tmp") / f"runhub-{digest}"
+        return Path(tempfile.mkdtemp(prefix=FALLBACK_PREFIX, dir=FALLBACK_PARENT))
 
-    def _own(self, path: Path, mode: int) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        user = _server_user()
-        if user:
-            entry = pwd.getpwnam(user)
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-        path.chmod(mode)
+    def _owners(self, folder: Path) -> set[int] | None:
+        """Who may own a folder of the cluster: us (before the chown) or the server's user. The home
+        is the user's own folder (any owner); a fallback root sits in world-writable /var/tmp."""
+        if folder == self.home:
+            return None
+        ids = _server_ids()
+        return {os.geteuid()} | ({ids[0]} if ids else set())
+
+    def _prepare_folders(self, root: Path) -> None:
+        """Give root, pgdata and run (created if missing) to the server's user, mode 0700 (the home:
+        0755). Each is opened without following a symlink and checked before any fchown/fchmod."""
+        ids = _server_ids()
+        root_fd = _open_dir_no_follow(root, root, self._owners(root))
+        try:
+            _set_owner_and_mode(root_fd, ids, 0o755 if root == self.home else 0o700)
+            for name in CLUSTER_FOLDERS:  # run: only the server's user (and root) may use the socket
+                fd = _open_dir_no_follow(name, root / name, self._owners(root / name), dir_fd=root_fd,
+                                         create=True)
+                try:
+                    _set_owner_and_mode(fd, ids, 0o700)
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(root_fd)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def initialized(self) -> bool:
@@ -137,22 +241,28 @@ class Cluster:
         """Create the cluster: initdb, runhub's server settings, a random free port.
         cron=False leaves pg_cron out of shared_preload_libraries (to test servers without it)."""
         self.home.mkdir(parents=True, exist_ok=True)
+        recorded = self.state().get("root")
         root = self._choose_root()
+        try:
+            self._prepare_folders(root)
+            self._initdb(root, fast, cron)
+        except BaseException:
+            if root != self.home and str(root) != recorded:  # the folder mkdtemp just made: ours alone
+                shutil.rmtree(root, ignore_errors=True)
+            raise
+
+    def _initdb(self, root: Path, fast: bool, cron: bool) -> None:
+        datadir, socketdir = root / "pgdata", root / "run"
         state = {"root": str(root), "port": free_port(), "password": secrets.token_urlsafe(18), "fast": fast}
-        self.state_file.write_text(json.dumps(state, indent=2))
-        self.state_file.chmod(0o600)
-        self._own(root, 0o755)
-        self._own(self.datadir, 0o700)
-        self._own(self.socketdir, 0o700)  # only the server's user (and root) may use the socket
         bindir = pg_bindir()
         self._run([
-            str(bindir / "initdb"), "-D", str(self.datadir), "-U", SUPERUSER, "-E", "UTF8",
+            str(bindir / "initdb"), "-D", str(datadir), "-U", SUPERUSER, "-E", "UTF8",
             "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256",
         ])
         settings = {
             "port": state["port"],
             "listen_addresses": "'127.0.0.1'",
-            "unix_socket_directories": f"'{self.socketdir}'",
+            "unix_socket_directories": f"'{socketdir}'",
             "max_worker_processes": 32,
             "max_connections": 200,
             "timezone": "'UTC'",
@@ -164,8 +274,9 @@ class Cluster:
         if fast:  # throwaway test clusters: durability buys nothing there
             settings.update({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
         conf = "".join(f"{k} = {v}\n" for k, v in settings.items())
-        self._write_as_server_user(self.datadir / "runhub.conf", conf)
-        self._append_as_server_user(self.datadir / "postgresql.conf", "\ninclude 'runhub.conf'\n")
+        self._write_as_server_user(datadir / "runhub.conf", conf)
+        self._append_as_server_user(datadir / "postgresql.conf", "\ninclude 'runhub.conf'\n")
+        self._save_state(state)  # last: db.json names a root only once a cluster is in it
 
     def _write_as_server_user(self, path: Path, text: str) -> None:
         self._run(["tee", str(path)], input=text)
@@ -181,10 +292,11 @@ class Cluster:
 
     def start(self, fast: bool = False, cron: bool = True) -> None:
         """Initialise if needed, start if stopped, and make sure the runhub database exists."""
-        if not self.initialized():
-            self.init(fast=fast, cron=cron)
         if not self.running():
-            self._own(self.socketdir, 0o700)
+            if self.initialized():
+                self._prepare_folders(self.root)  # re-check what db.json recorded before using it again
+            else:
+                self.init(fast=fast, cron=cron)
             self._run([
                 str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
                 "-w", "-t", "120", "start",
@@ -203,12 +315,22 @@ class Cluster:
         self._wait_ready()
 
     def destroy(self) -> None:
+        """Stop the cluster, delete its folders and forget it. A recorded root that fails the checks
+        of _prepare_folders (a symlink, someone else's folder) is not ours: it is left untouched."""
         self.stop()
         root = self.root
-        shutil.rmtree(self.datadir, ignore_errors=True)
-        shutil.rmtree(self.socketdir, ignore_errors=True)
-        if root != self.home:
-            shutil.rmtree(root, ignore_errors=True)
+        try:
+            root_fd = _open_dir_no_follow(root, root, self._owners(root))
+        except EmbeddedError:
+            root_fd = None
+        if root_fd is not None:
+            try:
+                for name in CLUSTER_FOLDERS:
+                    shutil.rmtree(name, ignore_errors=True, dir_fd=root_fd)  # never follows symlinks
+            finally:
+                os.close(root_fd)
+            if root != self.home:
+                shutil.rmtree(root, ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
 
     def _wait_ready(self, timeout: float = 60) -> None:
@@ -231,7 +353,7 @@ class Cluster:
                 conn.execute(f'CREATE DATABASE "{DEFAULT_DBNAME}"')
         if not state.get("password_set"):
             state["password_set"] = True
-            self.state_file.write_text(json.dumps(state, indent=2))
+            self._save_state(state)
 
     # -- addresses -------------------------------------------------------------------------------
     def url(self, dbname: str = DEFAULT_DBNAME) -> str:

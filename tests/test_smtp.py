@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
+import pwd
 import socket
+import stat
 import threading
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from runhub_loader.embedded import free_port
-from runhub_loader.smtp import EmlSink, SmtpConfig, SmtpConnection, ehlo_responses
+from runhub_loader.smtp import EmlSink, SmtpConfig, SmtpConnection, UnsafeMailFolder, ehlo_responses
 
 MESSAGE = (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: dots\r\n\r\n"
            b"line one\r\n.starts with a dot\r\n..two dots\r\n.\r\nlast\r\n")
@@ -140,3 +143,71 @@ def test_a_dropped_connection_is_an_outcome_without_a_code_and_the_next_send_rec
     assert conn.send(MESSAGE, "a@example.com", "b@example.com").accepted
     assert len(server.accepted) == 1
     conn.close()
+
+
+# -- the sink's mail is nobody else's to read --------------------------------------------------------
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask, which would make a plain mkdir 755 and a plain file 644."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def test_the_sinks_mail_is_private_whatever_the_umask(serve, tmp_path, umask_022):
+    folder = tmp_path / "home" / "mail"
+    conn, _ = opened(serve(EmlSink(folder)))
+    for rcpt in ("x@example.com", "y@example.com"):
+        assert conn.send(MESSAGE, "a@example.com", rcpt).accepted
+    conn.close()
+    stored = sorted(folder.glob("*.eml"))
+    assert mode(folder) == 0o700
+    assert len(stored) == 2 and [mode(p) for p in stored] == [0o600, 0o600]
+
+
+def test_a_mail_folder_an_older_version_made_is_made_private(tmp_path, umask_022):
+    folder = tmp_path / "mail"
+    folder.mkdir(mode=0o755)
+    EmlSink(folder)
+    assert mode(folder) == 0o700
+
+
+def test_a_sink_restarted_within_the_second_keeps_the_earlier_mail(tmp_path):
+    first, second = EmlSink(tmp_path), EmlSink(tmp_path)
+    stored = [first.store(b"one"), second.store(b"two")]
+    assert stored[0] != stored[1] and [p.read_bytes() for p in stored] == [b"one", b"two"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a folder to another user")
+def test_a_mail_folder_someone_else_owns_is_refused(tmp_path):
+    folder = tmp_path / "mail"
+    folder.mkdir(mode=0o755)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    with pytest.raises(UnsafeMailFolder, match=f"refusing to store mail in {folder}: it belongs to nobody"):
+        EmlSink(folder)
+    assert mode(folder) == 0o755 and list(folder.iterdir()) == []
+
+
+def test_a_mail_folder_swapped_for_a_symlink_gets_no_mail(serve, tmp_path):
+    """Whoever owns the folder's parent (the server's user owns <home>) may swap it at any time."""
+    target = tmp_path / "etc"
+    target.mkdir(mode=0o755)
+    folder = tmp_path / "home" / "mail"
+    folder.parent.mkdir()
+    folder.symlink_to(target)
+    with pytest.raises(UnsafeMailFolder, match=f"refusing to store mail in {folder}: it is a symlink"):
+        EmlSink(folder)
+    folder.unlink()
+    conn, _ = opened(serve(EmlSink(folder)))  # a real folder when the sink starts...
+    folder.rename(tmp_path / "moved")
+    folder.symlink_to(target)  # ...swapped before the mail arrives
+    refused = conn.send(MESSAGE, "a@example.com", "b@example.com")
+    conn.close()
+    assert not refused.accepted
+    assert list(target.iterdir()) == [] and mode(target) == 0o755

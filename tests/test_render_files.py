@@ -1,0 +1,43 @@
+"""`runhub render` writes previews, which may hold a real customer's name and link: only their
+author may read them, whatever the umask."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from click.testing import CliRunner
+
+from runhub_loader.cli import main as cli
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def render_into(out) -> list[str]:
+    result = CliRunner().invoke(cli, ["render", "recovery", "--sample", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return result.output.split()
+
+
+def test_a_new_out_folder_and_its_previews_are_private(tmp_path, umask_022):
+    out = tmp_path / "previews"
+    written = render_into(out)
+    assert mode(out) == 0o700
+    assert len(written) == 2 and [mode(p) for p in written] == [0o600, 0o600]
+    assert os.umask(0o022) == 0o022, "the command puts the umask back"
+
+
+def test_an_existing_out_folder_keeps_its_mode(tmp_path, umask_022):
+    out = tmp_path / "shared"
+    out.mkdir(mode=0o755)
+    written = render_into(out)
+    assert mode(out) == 0o755 and [mode(p) for p in written] == [0o600, 0o600]
