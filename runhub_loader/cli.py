@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -162,6 +164,43 @@ def status(obj: Context, as_json: bool) -> None:
     click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
 
 
+@main.command("rotate-secret")
+@click.option("--revoke-previous", is_flag=True,
+              help="Also revoke every older key (after a leak): the links signed with them STOP WORKING.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation before --revoke-previous.")
+@click.pass_obj
+def rotate_secret(obj: Context, revoke_previous: bool, yes: bool) -> None:
+    """Add a new key for signing one-click unsubscribe links.
+
+    New links are signed with it; links already sent keep working (each names its key). With
+    --revoke-previous every older key is revoked: unsubscribe links already in people's inboxes
+    stop working. Connect as the login that deploys runhub: no runhub role may rotate.
+    """
+    import psycopg
+
+    if revoke_previous and not yes:
+        click.confirm("Revoke every older key? Unsubscribe links already sent will stop working", abort=True)
+    log = logs.get("secrets")
+    try:
+        with psycopg.connect(obj.database_url(), autocommit=True) as conn:
+            rotation = conn.execute("SELECT runhub.rotate_unsubscribe_key(%s)", (revoke_previous,)).fetchone()[0]
+    except psycopg.errors.UndefinedFunction as exc:
+        raise click.ClickException("runhub.rotate_unsubscribe_key is missing: deploy runhub first") from exc
+    except psycopg.Error as exc:
+        log.error("unsubscribe_key_rotation_failed", error=str(exc).strip())
+        raise click.ClickException(f"rotation failed, nothing changed: {str(exc).strip()}") from exc
+    log.info("unsubscribe_key_rotated", key_id=rotation["keyId"], revoked_key_ids=rotation["revokedKeyIds"],
+             active_key_ids=rotation["activeKeyIds"])
+    click.echo(f"unsubscribe key {rotation['keyId']} signs new links; "
+               f"links signed with keys {_ids(rotation['activeKeyIds'])} work")
+    if rotation["revokedKeyIds"]:
+        click.echo(f"revoked keys {_ids(rotation['revokedKeyIds'])}: links signed with them no longer unsubscribe")
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(map(str, ids))
+
+
 @main.command()
 @click.pass_obj
 def demo(obj: Context) -> None:
@@ -288,10 +327,23 @@ def render_command(template: str, locale: str, pairs: tuple[str, ...], vars_json
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--var")
         variables[key] = value
     try:
-        for path in write_preview(template, locale, variables, out_dir):
-            click.echo(path)
+        with _private_new_files():
+            paths = write_preview(template, locale, variables, out_dir)
     except RenderError as exc:
         raise click.ClickException(str(exc)) from exc
+    for path in paths:
+        click.echo(path)
+
+
+@contextmanager
+def _private_new_files():
+    """Files and folders created meanwhile are ours alone (0600/0700) from the start: a preview may
+    hold a real customer's name and link. An existing --out folder or file keeps its mode."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 @main.command()

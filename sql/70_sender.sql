@@ -2,44 +2,102 @@
 -- SMTP server gave it, retry with backoff, and end a run when its last message is final.
 -- A message is marked sent only by record_sent, which the daemon calls after the server said 250.
 
--- The signed token of a one-click unsubscribe link for this address.
+-- The key new unsubscribe tokens are signed with: the newest one not revoked (rotation adds it
+-- before revoking any other, so there always is one).
+CREATE OR REPLACE FUNCTION runhub._unsubscribe_signing_key()
+RETURNS TABLE (kid int, secret bytea)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT k.kid, k.secret FROM runhub.unsubscribe_keys k WHERE k.revoked_at IS NULL ORDER BY k.kid DESC LIMIT 1
+$$;
+
+-- The signed token of a one-click unsubscribe link for this address, under the newest key.
 CREATE OR REPLACE FUNCTION runhub.unsubscribe_token(p_project uuid, p_email text)
 RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT runhub._sign_unsubscribe(s.value, p_project, lower(p_email))
-      FROM runhub.secrets s WHERE s.name = 'unsubscribe'
+    SELECT runhub._sign_unsubscribe(k.kid, k.secret, p_project, lower(p_email))
+      FROM runhub._unsubscribe_signing_key() k
 $$;
 
--- Act on a one-click unsubscribe: suppress the token's address for its project (idempotent).
+-- For operators (`runhub rotate-secret`; no runhub role may call it): a new key signs unsubscribe
+-- tokens from now on while the older ones still verify. p_revoke_previous revokes every older key
+-- as well, after a leak: the links signed with them stop working. Returns the new key's id, the
+-- ids revoked now and the ids that still verify.
+CREATE OR REPLACE FUNCTION runhub.rotate_unsubscribe_key(p_revoke_previous boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_key_id  int;
+    v_revoked int[];
+BEGIN
+    IF p_revoke_previous IS NULL THEN
+        PERFORM runhub._invalid('common.invalidInput', 'revokePrevious', 'must be true or false');
+    END IF;
+    -- One rotation at a time, so each takes the next id; readers (signing, verifying) never wait.
+    LOCK TABLE runhub.unsubscribe_keys IN SHARE ROW EXCLUSIVE MODE;
+    -- 32 bytes from pg_strong_random, as migration 0004 made the first (244 random bits)
+    INSERT INTO runhub.unsubscribe_keys (kid, secret)
+    SELECT coalesce(max(k.kid), 0) + 1,
+           decode(replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''), 'hex')
+      FROM runhub.unsubscribe_keys k
+    RETURNING kid INTO v_key_id;
+    IF p_revoke_previous THEN
+        WITH revoked AS (
+            UPDATE runhub.unsubscribe_keys k SET revoked_at = now()
+             WHERE k.kid < v_key_id AND k.revoked_at IS NULL
+            RETURNING k.kid)
+        SELECT array_agg(r.kid ORDER BY r.kid) INTO v_revoked FROM revoked r;
+    END IF;
+    RAISE LOG 'runhub %', jsonb_build_object('event', 'unsubscribe_key_rotated', 'keyId', v_key_id,
+                                             'revokedKeyIds', coalesce(v_revoked, '{}'));
+    RETURN jsonb_build_object(
+        'keyId', v_key_id,
+        'revokedKeyIds', to_jsonb(coalesce(v_revoked, '{}')),
+        'activeKeyIds', (SELECT jsonb_agg(k.kid ORDER BY k.kid) FROM runhub.unsubscribe_keys k WHERE k.revoked_at IS NULL));
+END
+$$;
+
+-- Act on a one-click unsubscribe: suppress the token's address for its project (idempotent). The
+-- token must be intact and signed by the key it names (v1: key 1), not revoked.
 CREATE OR REPLACE FUNCTION runhub.unsubscribe(p_token text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_parts text[] := runhub._verify_unsubscribe((SELECT value FROM runhub.secrets WHERE name = 'unsubscribe'), p_token);
+    v_parts text[];  -- {project, email}; the project a canonical uuid
 BEGIN
-    IF v_parts IS NULL OR NOT EXISTS (SELECT 1 FROM runhub.projects WHERE id::text = v_parts[1]) THEN
+    IF octet_length(p_token) <= 2000 THEN  -- no token of ours is longer: not worth a trip to Python
+        SELECT runhub._verify_unsubscribe(array_agg(k.kid ORDER BY k.kid), array_agg(k.secret ORDER BY k.kid), p_token)
+          INTO v_parts
+          FROM runhub.unsubscribe_keys k WHERE k.revoked_at IS NULL;
+    END IF;
+    IF v_parts IS NULL OR NOT EXISTS (SELECT 1 FROM runhub.projects WHERE id = v_parts[1]::uuid) THEN
         PERFORM runhub._raise('mail.invalidUnsubscribeToken', '{}');
     END IF;
-    PERFORM runhub.suppress(v_parts[1]::uuid, v_parts[2], 'unsubscribed');
+    PERFORM runhub._suppress(v_parts[1]::uuid, lower(v_parts[2]), 'unsubscribed');
 END
 $$;
 
 -- Messages as the sender renders them, in the order of p_ids: each one's envelope and everything
--- its template says. One PL/Python call signs the batch's unsubscribe links (a call per message
--- cost more than the rest of the claim).
+-- its template says. One PL/Python call signs the batch's unsubscribe links, under the newest key
+-- (a call per message cost more than the rest of the claim).
 CREATE OR REPLACE FUNCTION runhub._messages_json(p_ids bigint[])
 RETURNS SETOF jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_key    record;
     v_tokens text[];
 BEGIN
-    SELECT runhub._sign_unsubscribe_many((SELECT s.value FROM runhub.secrets s WHERE s.name = 'unsubscribe'),
+    SELECT * INTO v_key FROM runhub._unsubscribe_signing_key();
+    SELECT runhub._sign_unsubscribe_many(v_key.kid, v_key.secret,
                                          array_agg(o.project_id ORDER BY i.n), array_agg(lower(o.to_email) ORDER BY i.n))
       INTO v_tokens  -- v_tokens[n] is p_ids[n]'s (null for no such message)
       FROM unnest(p_ids) WITH ORDINALITY AS i(id, n) LEFT JOIN runhub.outbox o ON o.id = i.id;
@@ -350,7 +408,7 @@ BEGIN
     ELSIF v_status = 'failed' AND v_message.recipient_id IS NOT NULL THEN
         UPDATE runhub.workflow_run_recipients SET status = 'failed', updated_at = now() WHERE id = v_message.recipient_id;
         IF p_smtp_code IN (550, 551, 553) OR p_smtp_reply ~ '^(\d{3}[ -])?5\.1\.\d{1,3}(\s|$)' THEN
-            PERFORM runhub.suppress(v_message.project_id, v_message.to_email, 'bounced');
+            PERFORM runhub._suppress(v_message.project_id, lower(v_message.to_email), 'bounced');
         END IF;
         PERFORM runhub._complete_run_if_done(v_message.run_id);
     END IF;
@@ -406,4 +464,17 @@ AS $$
               FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
              WHERE rc.run_id = p_run AND o.status IN ('failed', 'cancelled')
              GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3) top
+$$;
+
+-- Whether the sender has nothing to do: no run to execute, no message due or being sent (for
+-- `runhub sender --until-idle`, which connects as runhub_sender and so cannot read the tables).
+CREATE OR REPLACE FUNCTION runhub.sender_idle()
+RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT NOT EXISTS (SELECT 1 FROM runhub.workflow_runs
+                        WHERE status = 'queued' OR (status = 'running' AND executed_at IS NULL))
+       AND NOT EXISTS (SELECT 1 FROM runhub.outbox
+                        WHERE (status = 'queued' AND next_attempt_at <= now()) OR status = 'sending')
 $$;

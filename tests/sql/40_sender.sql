@@ -3,7 +3,7 @@
 -- *_email_sent business event, record_failure (retries with backoff, permanent failures, hard
 -- bounces suppressing the address, lease_lost), the end of a run once its last message is final
 -- (_complete_run_if_done, _complete_done_runs), and signed one-click unsubscribe links
--- (unsubscribe_token, unsubscribe).
+-- (unsubscribe_token, unsubscribe, rotate_unsubscribe_key).
 --
 -- Every run lives in a project of its own, made by pg_temp.recovery_run (one recover_abandoned run,
 -- executed, its messages queued). claim_messages takes every due message of the database, so each
@@ -13,7 +13,7 @@
 -- clock_timestamp(), so times they set are checked against both.
 BEGIN;
 \ir helpers.psql
-SELECT plan(173);
+SELECT plan(180);
 
 \set owner '''eeeeeeee-0000-4000-8000-000000000001'''
 
@@ -524,7 +524,7 @@ SELECT is(pg_temp.claim('wl'), '{cal@example.com,dan@example.com}'::text[], 'wl 
 SELECT is(runhub.record_sent(pg_temp.msg('dan@example.com'), 'wl'), 'sent', 'dan''s message is sent');
 SELECT is(runhub.cancel_run(:'proj_e3', :owner, :'run_e3') -> 'result' -> 'pending', '1'::jsonb,
           'the owner cancels run E3 while cal''s message is being sent');
-SELECT runhub.suppress(:'proj_e3', 'cal@example.com', 'unsubscribed') \g /dev/null
+SELECT runhub.suppress(:'proj_e3', :owner, 'cal@example.com', 'unsubscribed') \g /dev/null
 UPDATE runhub.outbox SET lease_expires_at = now() - interval '1 second' WHERE to_email = 'cal@example.com';
 SELECT is(pg_temp.claim('wl2'), '{}'::text[], 'wl died; cal unsubscribed meanwhile: her message is cancelled, not reclaimed');
 SELECT runhub._complete_done_runs() \g /dev/null
@@ -588,7 +588,10 @@ SELECT pg_temp.due_at('xia@example.com', now() + interval '1 day') \g /dev/null
 SELECT pg_temp.recovery_run('Unsub shop', '[{"email": "yan@example.com", "cart": "c-yan"}, {"email": "zoe@example.com", "cart": "c-zoe"}]') AS run_h \gset
 SELECT pg_temp.project_of(:'run_h') AS proj_h \gset
 SELECT runhub.unsubscribe_token(:'proj_h', 'yan@example.com') AS tok \gset
-SELECT matches(:'tok'::text, '^v1\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{24}$', 'a token is v1.<payload>.<signature>, base64url without padding');
+SELECT matches(:'tok'::text, '^v2\.[1-9][0-9]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{24}$',
+               'a token is v2.<key id>.<payload>.<signature>, base64url without padding');
+SELECT is(split_part(:'tok', '.', 2)::int, (SELECT max(kid) FROM runhub.unsubscribe_keys WHERE revoked_at IS NULL),
+          'it names the newest key');
 SELECT is(ARRAY[runhub.unsubscribe_token(:'proj_h', 'yan@example.com'), runhub.unsubscribe_token(:'proj_h', 'Yan@Example.COM')],
           ARRAY[:'tok', :'tok']::text[], 'the same address gets the same token, whatever its case');
 SELECT is(ARRAY[runhub.unsubscribe_token(:'proj_a', 'yan@example.com') <> :'tok', runhub.unsubscribe_token(:'proj_h', 'zoe@example.com') <> :'tok'],
@@ -598,33 +601,44 @@ SELECT is(ARRAY[runhub.unsubscribe_token(:'proj_a', 'yan@example.com') <> :'tok'
 CREATE FUNCTION pg_temp.unsub_sql(p_token text)
 RETURNS text LANGUAGE sql
 AS $$ SELECT format('SELECT runhub.unsubscribe(%L)', p_token) $$;
-SELECT split_part(:'tok', '.', 2) AS tok_payload, split_part(:'tok', '.', 3) AS tok_sig \gset
+SELECT split_part(:'tok', '.', 2) AS tok_kid, 'v2.' || split_part(:'tok', '.', 2) AS tok_head,
+       split_part(:'tok', '.', 3) AS tok_payload, split_part(:'tok', '.', 4) AS tok_sig \gset
 SELECT is(ARRAY(SELECT v.label || ' -> ' || pg_temp.refusal(pg_temp.unsub_sql(v.token))
                   FROM (VALUES
-                      ('forged signature', 'v1.' || :'tok_payload' || '.' || left(:'tok_sig', -1)
+                      ('forged signature', :'tok_head' || '.' || :'tok_payload' || '.' || left(:'tok_sig', -1)
                                            || CASE WHEN right(:'tok_sig', 1) = 'A' THEN 'B' ELSE 'A' END),
                       ('truncated by one', left(:'tok', -1)),
-                      ('truncated to its payload', 'v1.' || :'tok_payload'),
-                      ('truncated to 4 bytes of signature', 'v1.' || :'tok_payload' || '.' || left(:'tok_sig', 6)),
-                      ('no signature', 'v1.' || :'tok_payload' || '.'),
+                      ('truncated to its payload', :'tok_head' || '.' || :'tok_payload'),
+                      ('truncated to 4 bytes of signature', :'tok_head' || '.' || :'tok_payload' || '.' || left(:'tok_sig', 6)),
+                      ('no signature', :'tok_head' || '.' || :'tok_payload' || '.'),
                       ('zoe''s address under yan''s signature',
-                          'v1.' || split_part(runhub.unsubscribe_token(:'proj_h', 'zoe@example.com'), '.', 2) || '.' || :'tok_sig'),
+                          :'tok_head' || '.' || split_part(runhub.unsubscribe_token(:'proj_h', 'zoe@example.com'), '.', 3) || '.' || :'tok_sig'),
                       ('yan under another project, with this project''s signature',
-                          'v1.' || split_part(runhub.unsubscribe_token(:'proj_a', 'yan@example.com'), '.', 2) || '.' || :'tok_sig'),
+                          :'tok_head' || '.' || split_part(runhub.unsubscribe_token(:'proj_a', 'yan@example.com'), '.', 3) || '.' || :'tok_sig'),
                       ('signed with another secret',
-                          runhub._sign_unsubscribe(decode(repeat('ab', 32), 'hex'), :'proj_h', 'yan@example.com')),
+                          runhub._sign_unsubscribe(:'tok_kid'::int, decode(repeat('ab', 32), 'hex'), :'proj_h', 'yan@example.com')),
+                      ('signed with the right secret under a key id that does not exist',
+                          runhub._sign_unsubscribe(:'tok_kid'::int + 1000, (SELECT secret FROM runhub.unsubscribe_keys WHERE kid = :'tok_kid'::int),
+                                                   :'proj_h', 'yan@example.com')),
                       ('signed for a project that does not exist',
                           runhub.unsubscribe_token('eeeeeeee-0000-4000-8000-0000000000ff', 'yan@example.com')),
-                      ('version v2', 'v2' || substr(:'tok', 3)),
+                      ('extra characters after each dot', replace(:'tok', '.', '.!!')),
+                      ('padding', :'tok' || '='),
+                      ('a trailing newline', :'tok' || E'\n'),
+                      ('a leading space', ' ' || :'tok'),
+                      ('the key id with a leading zero', 'v2.0' || substr(:'tok', 4)),
+                      ('no key id', 'v2.' || :'tok_payload' || '.' || :'tok_sig'),
+                      ('as a v1 token', 'v1.' || :'tok_payload' || '.' || :'tok_sig'),
+                      ('version v3', 'v3' || substr(:'tok', 3)),
                       ('an extra part', :'tok' || '.x'),
-                      ('not base64', 'v1.' || :'tok_payload' || '.' || '!!!!'),
-                      ('not ASCII', 'v1.é.é'),
+                      ('not base64', :'tok_head' || '.' || :'tok_payload' || '.' || '!!!!'),
+                      ('not ASCII', 'v2.1.é.é'),
                       ('garbage', 'unsubscribe me'),
-                      ('4000 characters', 'v1.' || repeat('A', 3997)),
+                      ('4000 characters', 'v2.1.' || repeat('A', 3995)),
                       ('empty', ''),
                       ('null', NULL)) v(label, token)
                  WHERE pg_temp.refusal(pg_temp.unsub_sql(v.token)) IS DISTINCT FROM 'PT400 mail.invalidUnsubscribeToken'),
-          '{}'::text[], 'forged, truncated, re-signed for another address or project, other-secret, malformed, empty and null tokens: PT400 mail.invalidUnsubscribeToken');
+          '{}'::text[], 'forged, truncated, re-signed for another address or project, other-secret, unknown-key, altered, malformed, empty and null tokens: PT400 mail.invalidUnsubscribeToken');
 SELECT is(pg_temp.caught(pg_temp.unsub_sql('v1.x.y')) - 'sqlstate',
           '{"message": "mail.invalidUnsubscribeToken", "detail": "{}", "hint": "This unsubscribe link is not valid"}'::jsonb,
           'the refusal has the catalog''s hint and no params');
@@ -653,6 +667,17 @@ SELECT results_eq(format($$SELECT email, reason FROM runhub.suppressions WHERE p
                   'zoe is suppressed: unsubscribed');
 SELECT is((SELECT status FROM runhub.outbox WHERE to_email = 'zoe@example.com'), 'sending',
           'her message, already being sent, runs its course');
+
+-- Key rotation: a new key signs, older ones verify until revoked (v1 tokens: tests/test_unsubscribe_keys.py).
+SELECT is(runhub.rotate_unsubscribe_key() - 'activeKeyIds', jsonb_build_object('keyId', :'tok_kid'::int + 1, 'revokedKeyIds', '[]'::jsonb),
+          'a rotation adds the next key and revokes nothing');
+SELECT is(split_part(runhub.unsubscribe_token(:'proj_h', 'yan@example.com'), '.', 2)::int, :'tok_kid'::int + 1, 'new tokens name the new key');
+SELECT lives_ok(pg_temp.unsub_sql(:'tok'), 'a token of the previous key still unsubscribes');
+SELECT to_jsonb(array_agg(kid ORDER BY kid)) AS keys_before FROM runhub.unsubscribe_keys WHERE revoked_at IS NULL \gset
+SELECT is(runhub.rotate_unsubscribe_key(true) - 'keyId', jsonb_build_object('revokedKeyIds', :'keys_before'::jsonb, 'activeKeyIds', jsonb_build_array(:'tok_kid'::int + 2)),
+          'a rotation with p_revoke_previous revokes every older key: only the new one verifies');
+SELECT is(pg_temp.refusal(pg_temp.unsub_sql(:'tok')), 'PT400 mail.invalidUnsubscribeToken', 'a token of a revoked key is refused');
+SELECT lives_ok(pg_temp.unsub_sql(runhub.unsubscribe_token(:'proj_h', 'yan@example.com')), 'a token of the new key unsubscribes');
 
 -- ---------------------------------------------------------------------------------------------
 -- record_sent_many: a batch of outcomes in one call, with record_sent's rules for each.
