@@ -39,10 +39,11 @@ def header(name: str, value: str) -> str:
 
 def address(display_name: str | None, addr_spec: str) -> str:
     """`name <addr>` for a To or From header: a plain ASCII name quoted when it must be, anything
-    else (non-ASCII, or too long for one line) as encoded words."""
+    else (non-ASCII, too long for one line, or holding what a reader would take for an encoded
+    word, even inside quotes) as encoded words of its literal text."""
     if not display_name:
         return addr_spec
-    if display_name.isascii() and len(display_name) <= 60:
+    if display_name.isascii() and len(display_name) <= 60 and "=?" not in display_name:
         return formataddr((display_name, addr_spec))
     return f"{_phrase_words(display_name)} <{addr_spec}>"
 

@@ -11,9 +11,12 @@ visible unsubscribe link. No database is needed: the sender passes what it read 
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import json
 import re
 import secrets
+import sys
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -24,6 +27,7 @@ from email.policy import SMTP
 from email.utils import format_datetime
 from importlib import resources
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -35,6 +39,23 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup, escape
 
 from . import mime
+
+
+def _plpython(name: str) -> ModuleType:
+    """A module of plpython/, the PL/Python source next to this package (where deploy's
+    DEFAULT_SOURCE finds it), imported as `plpython.<name>` as plain pytest does: so the sender
+    runs the very code the server runs."""
+    if "plpython" not in sys.modules:
+        folder = Path(__file__).resolve().parent.parent / "plpython"
+        spec = importlib.util.spec_from_file_location("plpython", folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        package = importlib.util.module_from_spec(spec)
+        sys.modules["plpython"] = package
+        spec.loader.exec_module(package)
+    return importlib.import_module(f"plpython.{name}")
+
+
+addresses = _plpython("addresses")
 
 TEMPLATES = ("recovery", "promo", "update", "onboarding", "digest")
 WORKFLOW_TEMPLATES = frozenset(TEMPLATES) - {"digest"}
@@ -479,16 +500,13 @@ def _from_header(from_addr: str | Address) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def envelope_address(to_email: str) -> str:
-    """The address as it goes on the wire (RCPT TO and To): ASCII, an internationalized domain as
-    A-labels. RenderError if it cannot be one (a non-ASCII local part needs SMTPUTF8)."""
-    local, at, domain = to_email.strip().rpartition("@")
-    if not at or not local or not domain or not local.isascii():
-        raise RenderError(f"to_email: not an address: {to_email!r}")
-    try:
-        domain = domain.encode("idna").decode("ascii")
-        return Address(addr_spec=f"{local}@{domain}").addr_spec
-    except (UnicodeError, ValueError, IndexError) as exc:
-        raise RenderError(f"to_email: not an address: {to_email!r} ({exc})") from None
+    """The address as it goes on the wire (RCPT TO and To): lower-case ASCII, an internationalized
+    domain as A-labels. RenderError unless it is a mailbox by the grammar ingest enforces
+    (plpython/addresses.py): what ingest accepts renders, what it refuses does not."""
+    wire = addresses.ascii_mailbox(to_email)
+    if wire is None:
+        raise RenderError(f"to_email: not an address runhub delivers to: {to_email!r}")
+    return wire
 
 
 def _to_header(to_email: str, to_name: str | None) -> str:

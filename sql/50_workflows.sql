@@ -508,7 +508,7 @@ BEGIN
     PERFORM runhub._authorize(p_project, p_actor, 'admin');
     v_email := runhub._mailbox(v_email);  -- the grammar ingest enforces (plpython/addresses.py)
     IF v_email IS NULL THEN
-        PERFORM runhub._invalid('common.invalidInput', 'email', 'is not an e-mail address');
+        PERFORM runhub._invalid('common.invalidInput', 'email', 'is not a deliverable e-mail address (ASCII local part, host name, at most 254 characters)');
     END IF;
     IF p_reason IS NULL OR p_reason NOT IN ('unsubscribed', 'bounced', 'complained', 'manual') THEN
         PERFORM runhub._invalid('common.invalidInput', 'reason', 'must be unsubscribed, bounced, complained or manual');

@@ -64,6 +64,9 @@ def rfc2047_decode(value: str) -> str:
 @example(text="", html="", subject="x", name="Ünïcode" * 30)
 @example(text="", html="", subject="0" * 70, name=None)
 @example(text="", html="", subject="=?utf-8?q?hi?= there " + "w" * 1000, name=None)
+@example(text="", html="", subject="=?utf-8?b?eA0KQmNjOiBldmlsQHguY29t?=",  # "x\r\nBcc: evil@x.com"
+         name="=?utf-8?b?eA0KQmNjOiBldmlsQHguY29t?=")
+@example(text="", html="", subject="s", name='"=?utf-8?q?Ann?=" a=?b')
 def test_what_goes_in_reads_back(text, html, subject, name):
     headers = [f"From: {mime.address('Shop', 'shop@example.com')}\r\n",
                f"To: {mime.address(name, 'ann@example.com')}\r\n",

@@ -305,8 +305,8 @@ def test_any_unicode_renders_and_never_injects_markup(template, locale, name, pr
         parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
         assert parsed["Message-ID"] == MESSAGE_ID
         assert [a.addr_spec for a in parsed["To"].addresses] == ["ann@example.com"]
-        # The stdlib decodes encoded-word look-alikes ("=?utf-8?q?x?=") when a header is set.
-        if template in ("promo", "update") and "=?" not in subject:
+        # Encoded-word look-alikes ("=?utf-8?q?x?=") too: they are written as encoded words.
+        if template in ("promo", "update"):
             assert parsed["Subject"] == clean_line(transform(subject + "!"))
         return decoded(parsed.get_body(("html",)))
 

@@ -1,0 +1,90 @@
+"""The e-mail addresses runhub accepts: exactly those its sender can deliver and write in a To
+header. One grammar for ingest and suppressions (runhub._mailbox) and for the renderer
+(runhub_loader/render.py), so that an address accepted at ingest always renders and one refused
+never would.
+
+A mailbox here is RFC 5321's, narrowed to what plain SMTP delivers and mail readers show as sent:
+- local part: ASCII, a dot-atom of atext (RFC 5322 §3.2.3): no quoted strings, controls, spaces or
+  brackets; and no "=?", which some readers decode as an encoded word even inside an address;
+- domain: two labels or more, each a hostname label (letters, digits and inner hyphens, 1 to 63)
+  or a Unicode label in IDNA canonical form (it comes back unchanged from its A-label, which must
+  be a hostname label); the last label not all digits (a dotted IP address); no address literals;
+  at most 253 characters as A-labels;
+- the whole address at most 254 characters on the wire (RFC 5321's 256-octet path less "<>"); the
+  local part's own 64 is not enforced (runhub accepted longer ones before; a server that refuses
+  one answers 5xx: a failed send, not a message that cannot be written).
+Addresses are lower-cased first: runhub stores them so. IDNA is the standard library's (IDNA 2003):
+a label it would map to something else (ß to ss, a full-width letter, a zero-width space) is refused
+rather than delivered to another domain than the one shown.
+"""
+from __future__ import annotations
+
+import re
+from encodings import idna
+
+from ._export import sql_function
+
+MAX_ADDRESS = 254
+MAX_DOMAIN = 253
+
+_ATEXT = r"a-z0-9!#$%&\x27*+/=?^_`{|}~-"  # \x27 is "'", written so to fit in a SQL literal
+_LOCAL_PART = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_DIGITS = re.compile(r"[0-9]+")
+_OTHER_DOTS = re.compile("[\u3002\uff0e\uff61]")  # IDNA reads these as dots, this split would not
+
+# The grammar for the common case, as a plain-SQL fast path (sql/20_events.sql) that spares ingest
+# a PL/Python call: lower-case ASCII, no "?" in the local part, a last label that starts with a letter,
+# in the syntax PostgreSQL's regular expressions and Python's share. SQL adds the lengths (address
+# <= 254; domain <= 63, so no label is longer: bounded repetitions make PostgreSQL's regex ten times
+# slower). What it does not match goes to mailbox(). tests/test_mailbox.py proves that within those
+# bounds it matches exactly the addresses mailbox() accepts as they are.
+_FAST_ATEXT = _ATEXT.replace("?", "")
+ASCII_FAST_PATTERN = (rf"^[{_FAST_ATEXT}]+(\.[{_FAST_ATEXT}]+)*"
+                      r"@([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$")
+
+
+def mailbox(text: str | None) -> str | None:
+    """text lower-cased when it is a mailbox runhub can deliver to, else None."""
+    if not isinstance(text, str):
+        return None
+    address = text.lower()
+    return address if _wire_form(address) is not None else None
+
+
+def ascii_mailbox(text: str | None) -> str | None:
+    """The address as it goes on the wire (RCPT TO and To): lower-cased, its domain in A-labels;
+    None when it is not a mailbox runhub can deliver to."""
+    return _wire_form(text.lower()) if isinstance(text, str) else None
+
+
+def _wire_form(address: str) -> str | None:
+    local, at, domain = address.rpartition("@")
+    if not at or "=?" in local or not _LOCAL_PART.fullmatch(local):
+        return None
+    labels = [_a_label(label) for label in domain.split(".")]
+    if len(labels) < 2 or None in labels or _DIGITS.fullmatch(labels[-1]):
+        return None
+    wire_domain = ".".join(labels)
+    wire = f"{local}@{wire_domain}"
+    return wire if len(wire_domain) <= MAX_DOMAIN and len(wire) <= MAX_ADDRESS else None
+
+
+def _a_label(label: str) -> str | None:
+    """The label as a hostname label (an A-label if it is Unicode), or None."""
+    if label.isascii():
+        return label if _HOST_LABEL.fullmatch(label) else None
+    if _OTHER_DOTS.search(label):
+        return None
+    try:
+        a_label = idna.ToASCII(label).decode("ascii")
+        canonical = idna.ToUnicode(a_label) == label
+    except UnicodeError:  # a prohibited character, a bidi mix, too long
+        return None
+    return a_label if canonical and _HOST_LABEL.fullmatch(a_label) else None
+
+
+@sql_function("runhub._mailbox(p_email text) RETURNS text")
+def mailbox_sql(p_email):
+    """mailbox() for SQL: the address lower-cased, or NULL."""
+    return mailbox(p_email)
