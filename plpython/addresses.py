@@ -45,46 +45,54 @@ ASCII_FAST_PATTERN = (rf"^[{_FAST_ATEXT}]+(\.[{_FAST_ATEXT}]+)*"
 
 
 def mailbox(text: str | None) -> str | None:
-    """text lower-cased when it is a mailbox runhub can deliver to, else None."""
-    if not isinstance(text, str):
-        return None
-    address = text.lower()
-    return address if _wire_form(address) is not None else None
+    """text as runhub stores it — lower-cased, an internationalized domain in Unicode (so that
+    ann@xn--bcher-kva.de and ann@bücher.de are one address, suppressed together) — when it is a
+    mailbox runhub can deliver to, else None."""
+    forms = _forms(text.lower()) if isinstance(text, str) else None
+    return forms[0] if forms else None
 
 
 def ascii_mailbox(text: str | None) -> str | None:
     """The address as it goes on the wire (RCPT TO and To): lower-cased, its domain in A-labels;
     None when it is not a mailbox runhub can deliver to."""
-    return _wire_form(text.lower()) if isinstance(text, str) else None
+    forms = _forms(text.lower()) if isinstance(text, str) else None
+    return forms[1] if forms else None
 
 
-def _wire_form(address: str) -> str | None:
+def _forms(address: str) -> tuple[str, str] | None:
+    """(stored form, wire form) of a lower-case address, or None."""
     local, at, domain = address.rpartition("@")
     if not at or "=?" in local or not _LOCAL_PART.fullmatch(local):
         return None
-    labels = [_a_label(label) for label in domain.split(".")]
-    if len(labels) < 2 or None in labels or _DIGITS.fullmatch(labels[-1]):
+    labels = [_label_forms(label) for label in domain.split(".")]
+    if len(labels) < 2 or None in labels or _DIGITS.fullmatch(labels[-1][1]):
         return None
-    wire_domain = ".".join(labels)
+    wire_domain = ".".join(a_label for _, a_label in labels)
     wire = f"{local}@{wire_domain}"
-    return wire if len(wire_domain) <= MAX_DOMAIN and len(wire) <= MAX_ADDRESS else None
+    if len(wire_domain) > MAX_DOMAIN or len(wire) > MAX_ADDRESS:
+        return None
+    return f"{local}@{'.'.join(u_label for u_label, _ in labels)}", wire
 
 
-def _a_label(label: str) -> str | None:
-    """The label as a hostname label (an A-label if it is Unicode), or None."""
-    if label.isascii():
-        return label if _HOST_LABEL.fullmatch(label) else None
+def _label_forms(label: str) -> tuple[str, str] | None:
+    """(Unicode form, hostname-label form) of a domain label, or None. An A-label (xn--) must be
+    the canonical encoding of a Unicode label; a Unicode label must be its own canonical form."""
+    if label.isascii() and not label.startswith("xn--"):
+        return (label, label) if _HOST_LABEL.fullmatch(label) else None
     if _OTHER_DOTS.search(label):
         return None
     try:
-        a_label = idna.ToASCII(label).decode("ascii")
-        canonical = idna.ToUnicode(a_label) == label
-    except UnicodeError:  # a prohibited character, a bidi mix, too long
+        u_label = idna.ToUnicode(label) if label.isascii() else label
+        a_label = idna.ToASCII(u_label).decode("ascii")
+        canonical = idna.ToUnicode(a_label) == u_label and not u_label.isascii()
+    except UnicodeError:  # a prohibited character, a bidi mix, too long, bad punycode
         return None
-    return a_label if canonical and _HOST_LABEL.fullmatch(a_label) else None
+    if not canonical or not _HOST_LABEL.fullmatch(a_label) or (label.isascii() and a_label != label):
+        return None
+    return u_label, a_label
 
 
 @sql_function("runhub._mailbox(p_email text) RETURNS text")
 def mailbox_sql(p_email):
-    """mailbox() for SQL: the address lower-cased, or NULL."""
+    """mailbox() for SQL: the address as runhub stores it, or NULL."""
     return mailbox(p_email)

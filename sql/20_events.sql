@@ -168,7 +168,8 @@ BEGIN
         -- here, sparing a PL/Python call (and a session's first, ~20 ms): ASCII_FAST_PATTERN there,
         -- with the lengths (tests/test_mailbox.py proves it agrees); the grammar takes the rest.
         IF v_row.customer_email !~ '^[a-z0-9!#$%&\x27*+/=^_`{|}~-]+(\.[a-z0-9!#$%&\x27*+/=^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$'
-           OR length(v_row.customer_email) > 254 OR length(split_part(v_row.customer_email, '@', 2)) > 63 THEN
+           OR length(v_row.customer_email) > 254 OR length(split_part(v_row.customer_email, '@', 2)) > 63
+           OR strpos(v_row.customer_email, 'xn--') > 0 THEN  -- A-labels are stored in Unicode
             v_row.customer_email := runhub._mailbox(v_row.customer_email);
             IF v_row.customer_email IS NULL THEN
                 PERFORM runhub._invalid('events.invalid', 'customer.email', 'is not a deliverable e-mail address (ASCII local part, host name, at most 254 characters)');
