@@ -15,8 +15,8 @@ BEGIN
         v_raw := nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub';
     END IF;
     RETURN v_raw::uuid;
-EXCEPTION WHEN invalid_text_representation OR invalid_parameter_value THEN
-    RETURN NULL;  -- a malformed setting or claim identifies nobody
+EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
+    RETURN NULL;  -- a malformed setting or claim (not a uuid, not JSON, absurdly nested) is nobody
 END
 $$;
 

@@ -1,8 +1,8 @@
 -- Workflows, execution side: claiming runs with a lease, executing them on fresh data (the
 -- execution-time policy layer), heartbeats, and the sweep that pg_cron runs every minute.
 
--- Refuse a claim's bad arguments (shared by claim_runs and claim_messages).
-CREATE OR REPLACE FUNCTION runhub._check_claim(p_worker text, p_max int, p_lease_seconds int, p_max_lease int)
+-- Refuse a bad worker name (every function of the sender's takes one, stores it or logs it).
+CREATE OR REPLACE FUNCTION runhub._check_worker(p_worker text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -11,6 +11,17 @@ BEGIN
     IF p_worker IS NULL OR length(p_worker) NOT BETWEEN 1 AND 200 THEN
         PERFORM runhub._invalid('common.invalidInput', 'worker', 'is required: 1 to 200 characters');
     END IF;
+END
+$$;
+
+-- Refuse a claim's bad arguments (shared by claim_runs and claim_messages).
+CREATE OR REPLACE FUNCTION runhub._check_claim(p_worker text, p_max int, p_lease_seconds int, p_max_lease int)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM runhub._check_worker(p_worker);
     IF p_max IS NULL OR p_max NOT BETWEEN 1 AND 1000 OR p_lease_seconds IS NULL
        OR p_lease_seconds NOT BETWEEN 5 AND p_max_lease THEN
         PERFORM runhub._invalid('common.invalidInput', 'max',
@@ -68,6 +79,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM runhub._check_worker(p_worker);
     IF p_lease_seconds IS NULL OR p_lease_seconds NOT BETWEEN 5 AND 86400 THEN
         PERFORM runhub._invalid('common.invalidInput', 'leaseSeconds', 'must be 5 to 86400');
     END IF;
@@ -130,6 +142,7 @@ DECLARE
     v_link_base text;
     v_template  text;
 BEGIN
+    PERFORM runhub._check_worker(p_worker);
     SELECT * INTO v_run FROM runhub.workflow_runs WHERE id = p_run FOR UPDATE;
     IF NOT FOUND OR v_run.status <> 'running' OR v_run.executed_at IS NOT NULL
        OR v_run.lease_owner IS DISTINCT FROM p_worker OR v_run.lease_expires_at <= clock_timestamp() THEN

@@ -20,6 +20,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT runhub._sign_unsubscribe(k.kid, k.secret, p_project, lower(p_email))
       FROM runhub._unsubscribe_signing_key() k
+     WHERE p_project IS NOT NULL AND p_email IS NOT NULL  -- a token for nobody is no token
 $$;
 
 -- For operators (`runhub rotate-secret`; no runhub role may call it): a new key signs unsubscribe
@@ -240,6 +241,7 @@ AS $$
 DECLARE
     v_held int;
 BEGIN
+    PERFORM runhub._check_worker(p_worker);
     IF p_lease_seconds IS NULL OR p_lease_seconds NOT BETWEEN 5 AND 3600 THEN
         PERFORM runhub._invalid('common.invalidInput', 'leaseSeconds', 'must be 5 to 3600');
     END IF;
@@ -263,6 +265,7 @@ SET plan_cache_mode = force_generic_plan  -- as record_sent_many: a few rows by 
 SET enable_seqscan = off
 AS $$
 BEGIN
+    PERFORM runhub._check_worker(p_worker);
     RETURN QUERY
     UPDATE runhub.outbox o SET started_at = clock_timestamp(), attempts = o.attempts + 1
      WHERE o.id = ANY (p_ids) AND o.status = 'sending' AND o.lease_owner = p_worker
@@ -280,6 +283,7 @@ AS $$
 DECLARE
     v_released int;
 BEGIN
+    PERFORM runhub._check_worker(p_worker);
     UPDATE runhub.outbox
        SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
            next_attempt_at = clock_timestamp(), started_at = NULL
@@ -308,8 +312,12 @@ DECLARE
     v_runs uuid[];
     v_run  uuid;
 BEGIN
-    IF p_ids IS NULL OR p_replies IS NULL OR cardinality(p_ids) <> cardinality(p_replies)
-       OR array_position(p_ids, NULL) IS NOT NULL OR cardinality(p_ids) > 1000 THEN
+    PERFORM runhub._check_worker(p_worker);
+    IF p_ids IS NULL OR p_replies IS NULL OR array_ndims(p_ids) > 1 OR array_ndims(p_replies) > 1 THEN
+        PERFORM runhub._invalid('common.invalidInput', 'ids', 'up to 1000 ids, none null, with one reply each');
+    END IF;  -- apart: array_position refuses a multidimensional array, and OR may evaluate it first
+    IF cardinality(p_ids) <> cardinality(p_replies) OR array_position(p_ids, NULL) IS NOT NULL
+       OR cardinality(p_ids) > 1000 THEN
         PERFORM runhub._invalid('common.invalidInput', 'ids', 'up to 1000 ids, none null, with one reply each');
     END IF;
     -- The input in id order, so rows are taken in id order: two overlapping batches (a lease
@@ -382,6 +390,7 @@ DECLARE
     v_permanent boolean := p_smtp_code BETWEEN 500 AND 599;
     v_status    text;
 BEGIN
+    PERFORM runhub._check_worker(p_worker);
     IF p_smtp_code IS NOT NULL AND p_smtp_code NOT BETWEEN 400 AND 599 THEN
         PERFORM runhub._invalid('common.invalidInput', 'smtpCode', 'a failure is a 4xx or 5xx reply, or null');
     END IF;
