@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -327,23 +325,11 @@ def render_command(template: str, locale: str, pairs: tuple[str, ...], vars_json
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--var")
         variables[key] = value
     try:
-        with _private_new_files():
-            paths = write_preview(template, locale, variables, out_dir)
-    except RenderError as exc:
+        paths = write_preview(template, locale, variables, out_dir)
+    except (RenderError, OSError) as exc:  # OSError: e.g. a symlink where a preview goes
         raise click.ClickException(str(exc)) from exc
     for path in paths:
         click.echo(path)
-
-
-@contextmanager
-def _private_new_files():
-    """Files and folders created meanwhile are ours alone (0600/0700) from the start: a preview may
-    hold a real customer's name and link. An existing --out folder or file keeps its mode."""
-    previous = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 @main.command()

@@ -14,6 +14,7 @@ import functools
 import importlib
 import importlib.util
 import json
+import os
 import re
 import secrets
 import sys
@@ -597,9 +598,18 @@ def write_preview(template: str, locale: str | None, variables: Mapping[str, Any
         to_email=to_email, to_name=variables.get("customerName"), from_addr=from_addr,
         unsubscribe_url=unsubscribe_url, unsubscribe_mailto=None)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)  # an existing folder keeps its mode
     eml_path, html_path = out / f"{template}.{tag}.eml", out / f"{template}.{tag}.html"
-    eml_path.write_bytes(wire)
     html = message_from_bytes(wire, policy=POLICY).get_body(("html",)).get_content()
-    html_path.write_text(html, encoding="utf-8")
+    _write_private(eml_path, wire)
+    _write_private(html_path, html.encode("utf-8"))
     return eml_path, html_path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner may read (a preview may hold a real customer's name and link),
+    also when it existed before; never through a symlink someone planted in a shared folder."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        os.fchmod(fd, 0o600)
+        file.write(data)

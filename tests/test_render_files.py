@@ -33,7 +33,6 @@ def test_a_new_out_folder_and_its_previews_are_private(tmp_path, umask_022):
     written = render_into(out)
     assert mode(out) == 0o700
     assert len(written) == 2 and [mode(p) for p in written] == [0o600, 0o600]
-    assert os.umask(0o022) == 0o022, "the command puts the umask back"
 
 
 def test_an_existing_out_folder_keeps_its_mode(tmp_path, umask_022):
@@ -41,3 +40,19 @@ def test_an_existing_out_folder_keeps_its_mode(tmp_path, umask_022):
     out.mkdir(mode=0o755)
     written = render_into(out)
     assert mode(out) == 0o755 and [mode(p) for p in written] == [0o600, 0o600]
+
+
+def test_a_preview_written_again_becomes_private_and_a_planted_symlink_is_refused(tmp_path, umask_022):
+    out = tmp_path / "shared"
+    out.mkdir(mode=0o755)
+    old = out / "recovery.en.eml"
+    old.write_bytes(b"old")
+    old.chmod(0o644)
+    render_into(out)
+    assert mode(old) == 0o600 and old.read_bytes() != b"old"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"keep")
+    old.unlink()
+    old.symlink_to(target)
+    result = CliRunner().invoke(cli, ["render", "recovery", "--sample", "--out", str(out)])
+    assert result.exit_code != 0 and target.read_bytes() == b"keep" and mode(target) == 0o644
