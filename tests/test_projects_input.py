@@ -1,7 +1,8 @@
 """Bad input for runhub.create_project and runhub.add_member: every argument refused with its
-SQLSTATE, i18n key and detail, and nothing written. Hypothesis checks timezone, currency and locale
-against independent sources of truth (pg_timezone_names, runhub.currencies read as Python sets):
-create_project succeeds iff the value is valid."""
+SQLSTATE, i18n key and detail, and nothing written; and add_member's actor rules (owners manage
+everyone, admins manage members and admins but never an owner, members manage nobody). Hypothesis
+checks timezone, currency and locale against independent sources of truth (pg_timezone_names,
+runhub.currencies read as Python sets): create_project succeeds iff the value is valid."""
 from __future__ import annotations
 
 import re
@@ -20,6 +21,13 @@ PROPERTY = settings(max_examples=100, deadline=None, derandomize=True, database=
 
 LOCALES = {"en", "ar", "fr", "es", "de"}
 VALID = {"name": "Shop", "timezone": "Europe/Paris", "currency": "EUR", "locale": "en", "industry": None}
+
+
+def echoed(value):
+    """A param as the error's DETAIL echoes it: strings over 200 characters cut, with a marker."""
+    if isinstance(value, str) and len(value) > 200:
+        return value[:200] + f"\u2026 ({len(value) - 200} more characters)"
+    return value
 
 
 def _counts(conn) -> tuple[int, int]:
@@ -111,7 +119,7 @@ def test_null_owner(conn, existing):
 @pytest.mark.parametrize("tz", [
     "Mars/Olympus", "", " ", "UTC+3", "GMT+3", "+03:00", "europe/paris", "EUROPE/PARIS", "Europe/paris",
     "Europe/Paris ", " Europe/Paris", "Europe//Paris", "Europe/Paris/", "../../etc/passwd", "Europe/Par1s",
-    "Central European Time", "CEST", "x" * 300, None,
+    "Central European Time", "CEST", "y" * 200, "z" * 201, "x" * 300, None,
     # In pg_timezone_names, but not an Area/Location a shop is in (docs/sql-contract.md, _is_timezone):
     "EST", "CET", "PST8PDT", "GMT", "Universal", "Zulu", "localtime", "posixrules", "Factory",
     "posix/Europe/Paris", "right/Europe/Paris",
@@ -119,7 +127,7 @@ def test_null_owner(conn, existing):
 def test_bad_timezone(shared, tz):
     conn, _ = shared
     detail = create_refused(conn, "PT400", "projects.invalidTimezone", timezone=tz)
-    assert detail == {"timezone": tz}
+    assert detail == {"timezone": echoed(tz)}
 
 
 @pytest.mark.parametrize("tz", ["UTC", "Europe/Paris", "America/Argentina/Buenos_Aires", "Asia/Kathmandu",
@@ -160,50 +168,91 @@ def test_industries_that_are_accepted(conn, industry):
     assert conn.execute("SELECT industry FROM runhub.projects WHERE id = %s", (project,)).fetchone()[0] == industry
 
 
-# -- add_member ------------------------------------------------------------------------------------
+# -- add_member(project, actor, user, role) ---------------------------------------------------------
 
-def member_refused(conn, project, user, role, sqlstate, key) -> dict:
-    before = conn.execute("SELECT count(*), coalesce(array_agg(project_id::text || user_id::text || role"
-                          " ORDER BY project_id, user_id), '{}') FROM runhub.project_members").fetchone()
+def _memberships(conn):
+    return conn.execute("SELECT count(*), coalesce(array_agg(project_id::text || user_id::text || role"
+                        " ORDER BY project_id, user_id), '{}') FROM runhub.project_members").fetchone()
+
+
+def member_refused(conn, project, actor, user, role, sqlstate, key) -> dict:
+    before = _memberships(conn)
     projects_before = count_rows(conn, "projects")
     with pytest.raises(psycopg.Error) as excinfo:
-        conn.execute("SELECT runhub.add_member(%s, %s, %s)", (project, user, role))
+        conn.execute("SELECT runhub.add_member(%s, %s, %s, %s)", (project, actor, user, role))
     detail = assert_refused(excinfo, sqlstate, key)
-    after = conn.execute("SELECT count(*), coalesce(array_agg(project_id::text || user_id::text || role"
-                         " ORDER BY project_id, user_id), '{}') FROM runhub.project_members").fetchone()
-    assert after == before, "a refused add_member must change no membership"
+    assert _memberships(conn) == before, "a refused add_member must change no membership"
     assert count_rows(conn, "projects") == projects_before
     return detail
 
 
+def add(conn, project, actor, user, role):
+    conn.execute("SELECT runhub.add_member(%s, %s, %s, %s)", (project, actor, user, role))
+
+
+def roles_of(conn, project) -> dict:
+    return dict(conn.execute("SELECT user_id, role FROM runhub.project_members WHERE project_id = %s",
+                             (project,)).fetchall())
+
+
 def test_add_member_null_project(conn, existing):
-    detail = member_refused(conn, None, uuid.uuid4(), "member", "PT400", "common.invalidInput")
+    _, owner = existing
+    detail = member_refused(conn, None, owner, uuid.uuid4(), "member", "PT400", "common.invalidInput")
     assert detail["field"] == "project"
 
 
 def test_add_member_unknown_project(conn, existing):
+    _, owner = existing
     ghost = uuid.uuid4()
-    detail = member_refused(conn, ghost, uuid.uuid4(), "member", "PT404", "projects.notFound")
+    detail = member_refused(conn, ghost, owner, uuid.uuid4(), "member", "PT404", "projects.notFound")
     assert detail == {"projectId": str(ghost)}
 
 
-def test_add_member_null_user(conn, existing):
+def test_add_member_null_actor(conn, existing):
     project, _ = existing
-    detail = member_refused(conn, project, None, "member", "PT400", "common.invalidInput")
+    detail = member_refused(conn, project, None, uuid.uuid4(), "member", "PT400", "common.invalidInput")
+    assert detail["field"] == "actor"
+
+
+@pytest.mark.parametrize("actor", ["stranger", "self", "other project's owner"])
+def test_add_member_by_a_non_member_is_not_found(conn, existing, actor):
+    project, _ = existing
+    _, other_owner = new_project(conn)
+    user = uuid.uuid4()
+    actor_id = {"stranger": uuid.uuid4(), "self": user, "other project's owner": other_owner}[actor]
+    detail = member_refused(conn, project, actor_id, user, "owner", "PT404", "projects.notFound")
+    assert detail == {"projectId": str(project)}, "a non-member learns nothing, as for an unknown project"
+
+
+def test_add_member_null_user(conn, existing):
+    project, owner = existing
+    detail = member_refused(conn, project, owner, None, "member", "PT400", "common.invalidInput")
     assert detail["field"] == "user"
 
 
 @pytest.mark.parametrize("role", [None, "", "boss", "Owner", "ADMIN", " member", "member ", "viewer", "superuser"])
 def test_add_member_bad_role(shared, role):
-    conn, (project, _) = shared
-    detail = member_refused(conn, project, uuid.uuid4(), role, "PT400", "common.invalidInput")
+    conn, (project, owner) = shared
+    detail = member_refused(conn, project, owner, uuid.uuid4(), role, "PT400", "common.invalidInput")
     assert detail["field"] == "role"
+
+
+@pytest.mark.parametrize("args", [(None, "member"), ("new", "boss"), ("new", None)], ids=["null user", "bad role", "null role"])
+@pytest.mark.parametrize("actor, sqlstate, key", [("stranger", "PT404", "projects.notFound"),
+                                                   ("member", "PT403", "auth.roleRequired")])
+def test_add_member_checks_the_actor_before_the_arguments(conn, existing, args, actor, sqlstate, key):
+    project, owner = existing
+    member = uuid.uuid4()
+    add(conn, project, owner, member, "member")
+    user, role = args
+    member_refused(conn, project, uuid.uuid4() if actor == "stranger" else member,
+                   uuid.uuid4() if user == "new" else user, role, sqlstate, key)
 
 
 @pytest.mark.parametrize("role", ["member", "admin"])
 def test_demoting_the_last_owner_is_refused(conn, existing, role):
     project, owner = existing
-    detail = member_refused(conn, project, owner, role, "PT409", "projects.lastOwner")
+    detail = member_refused(conn, project, owner, owner, role, "PT409", "projects.lastOwner")
     assert detail == {"projectId": str(project)}
     assert conn.execute("SELECT role FROM runhub.project_members WHERE project_id = %s AND user_id = %s",
                         (project, owner)).fetchone()[0] == "owner"
@@ -212,13 +261,61 @@ def test_demoting_the_last_owner_is_refused(conn, existing, role):
 def test_add_member_adds_changes_and_replays(conn, existing):
     project, owner = existing
     user = uuid.uuid4()
-    conn.execute("SELECT runhub.add_member(%s, %s, 'member')", (project, user))
-    conn.execute("SELECT runhub.add_member(%s, %s, 'member')", (project, user))  # a replay changes nothing
-    conn.execute("SELECT runhub.add_member(%s, %s, 'owner')", (project, user))
-    conn.execute("SELECT runhub.add_member(%s, %s, 'admin')", (project, owner))  # another owner remains
-    roles = dict(conn.execute("SELECT user_id, role FROM runhub.project_members WHERE project_id = %s",
-                              (project,)).fetchall())
-    assert roles == {owner: "admin", user: "owner"}
+    add(conn, project, owner, user, "member")
+    add(conn, project, owner, user, "member")  # a replay changes nothing
+    add(conn, project, owner, user, "owner")
+    add(conn, project, owner, owner, "admin")  # another owner remains
+    assert roles_of(conn, project) == {owner: "admin", user: "owner"}
+
+
+@pytest.mark.parametrize("target, role", [("new", "member"), ("new", "admin"), ("new", "owner"),
+                                          ("self", "admin"), ("self", "owner"), ("admin", "member"),
+                                          ("owner", "member")])
+def test_members_manage_nobody(conn, existing, target, role):
+    project, owner = existing
+    member, admin = uuid.uuid4(), uuid.uuid4()
+    add(conn, project, owner, member, "member")
+    add(conn, project, owner, admin, "admin")
+    user = {"new": uuid.uuid4(), "self": member, "admin": admin, "owner": owner}[target]
+    detail = member_refused(conn, project, member, user, role, "PT403", "auth.roleRequired")
+    assert detail == {"required": "admin", "role": "member"}
+
+
+def test_admins_add_and_change_members_and_admins(conn, existing):
+    project, owner = existing
+    admin, newcomer, other_admin = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    add(conn, project, owner, admin, "admin")
+    add(conn, project, admin, newcomer, "member")
+    add(conn, project, admin, newcomer, "admin")
+    add(conn, project, admin, other_admin, "admin")
+    add(conn, project, admin, other_admin, "member")  # an admin demotes another admin
+    add(conn, project, admin, admin, "member")         # ... or itself
+    assert roles_of(conn, project) == {owner: "owner", admin: "member", newcomer: "admin", other_admin: "member"}
+
+
+@pytest.mark.parametrize("target, role", [("new", "owner"), ("self", "owner"), ("member", "owner"), ("admin", "owner"),
+                                          ("owner", "admin"), ("owner", "member"), ("owner", "owner")])
+def test_admins_never_make_an_owner_nor_change_an_owners_role(conn, existing, target, role):
+    project, owner = existing
+    admin, member, other_admin = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    add(conn, project, owner, admin, "admin")
+    add(conn, project, owner, member, "member")
+    add(conn, project, owner, other_admin, "admin")
+    add(conn, project, owner, uuid.uuid4(), "owner")  # a second owner: demoting the first is not lastOwner
+    user = {"new": uuid.uuid4(), "self": admin, "member": member, "admin": other_admin, "owner": owner}[target]
+    detail = member_refused(conn, project, admin, user, role, "PT403", "auth.roleRequired")
+    assert detail == {"required": "owner", "role": "admin"}
+
+
+def test_owners_manage_everyone(conn, existing):
+    project, owner = existing
+    admin, co_owner = uuid.uuid4(), uuid.uuid4()
+    add(conn, project, owner, admin, "admin")
+    add(conn, project, owner, admin, "owner")     # an owner makes an owner
+    add(conn, project, admin, co_owner, "owner")  # ... and so may the new one
+    add(conn, project, co_owner, owner, "member")  # an owner demotes another owner
+    assert roles_of(conn, project) == {owner: "member", admin: "owner", co_owner: "owner"}
+    member_refused(conn, project, owner, owner, "owner", "PT403", "auth.roleRequired")  # the demoted cannot climb back
 
 
 # -- properties: success iff valid, against independent truth ----------------------------------

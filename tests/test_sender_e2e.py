@@ -101,7 +101,7 @@ def test_a_run_is_delivered_once_with_its_headers(conn, sink_factory, run_sender
         assert (status, code) == ("sent", 250)
         mail = messages[message_id]
         assert mail["To"].addresses[0].addr_spec == to_email
-        assert mail["List-Unsubscribe"].startswith("<https://app.example/u?token=v1.")
+        assert mail["List-Unsubscribe"].startswith("<https://app.example/u?token=v2.")
         assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     result = conn.execute("SELECT result FROM runhub.workflow_runs WHERE id = %s", (run,)).fetchone()[0]
     assert result["successful"] == len(emails) and result["failed"] == 0

@@ -213,7 +213,7 @@ def test_every_kind_of_outcome_counts_and_the_11th_replay_is_limited(conn):
 def test_calls_refused_for_membership_or_role_are_not_counted_and_limits_are_per_project(conn):
     project, owner = _recover_ready(conn, 2)
     other, other_owner = _recover_ready(conn, 2)
-    member = add_member(conn, project, "member")
+    member = add_member(conn, project, owner, "member")
     minute = wait_for_fresh_minute(conn)
     for i in range(12):
         with pytest.raises(psycopg.Error) as exc:
@@ -276,7 +276,7 @@ def test_trigger_time_preview_required(conn, case):
     project, owner = ready_project(conn)
     checkouts(conn, project, 2)
     signup(conn, project, "s@ex.com")
-    other_owner = add_member(conn, project, "owner")
+    other_owner = add_member(conn, project, owner, "owner")
     PREVIEW_MISMATCHES[case](conn, project, owner, other_owner)
     preview_id = None
     if case == "preview_id of another preview":  # a matching preview exists, but the id names another
@@ -376,10 +376,10 @@ def test_execution_time_audience_emptied_after_the_preview(conn):
 def test_execution_time_owner_demoted_after_create_run(conn):
     project, owner = ready_project(conn)
     checkouts(conn, project, 2)
-    add_member(conn, project, "owner")  # someone else keeps the project owned
+    other_owner = add_member(conn, project, owner, "owner")  # someone else keeps the project owned
     preview(conn, project, owner, "send_promo", PROMO)
     run = create_run(conn, project, owner, "send_promo", "k", PROMO)["runId"]
-    conn.execute("SELECT runhub.add_member(%s, %s, 'admin')", (project, owner))
+    conn.execute("SELECT runhub.add_member(%s, %s, %s, 'admin')", (project, other_owner, owner))
     assert process_runs(conn) == 1
     _assert_failed_at_execution(conn, project, owner, run, "workflows.policy.ownerRequired",
                                 {"required": "owner", "role": "admin"})
@@ -388,10 +388,10 @@ def test_execution_time_owner_demoted_after_create_run(conn):
 def test_execution_time_admin_demoted_to_member_after_create_run(conn):
     project, owner = ready_project(conn)
     checkouts(conn, project, 2)
-    admin = add_member(conn, project, "admin")
+    admin = add_member(conn, project, owner, "admin")
     preview(conn, project, admin, RECOVER)
     run = create_run(conn, project, admin, RECOVER, "k")["runId"]
-    conn.execute("SELECT runhub.add_member(%s, %s, 'member')", (project, admin))
+    conn.execute("SELECT runhub.add_member(%s, %s, %s, 'member')", (project, owner, admin))
     assert process_runs(conn) == 1
     _assert_failed_at_execution(conn, project, owner, run, "auth.roleRequired", {"required": "admin", "role": "member"})
 
@@ -399,7 +399,7 @@ def test_execution_time_admin_demoted_to_member_after_create_run(conn):
 def test_execution_time_actor_removed_after_create_run(conn):
     project, owner = ready_project(conn)
     checkouts(conn, project, 2)
-    admin = add_member(conn, project, "admin")
+    admin = add_member(conn, project, owner, "admin")
     preview(conn, project, admin, RECOVER)
     run = create_run(conn, project, admin, RECOVER, "k")["runId"]
     conn.execute("DELETE FROM runhub.project_members WHERE project_id = %s AND user_id = %s", (project, admin))
@@ -423,10 +423,10 @@ def test_execution_never_writes_a_recovery_message_without_its_link(conn):
 def test_execution_time_actor_promoted_still_runs(conn):
     project, owner = ready_project(conn)
     checkouts(conn, project, 2)
-    admin = add_member(conn, project, "admin")
+    admin = add_member(conn, project, owner, "admin")
     preview(conn, project, admin, RECOVER)
     run = create_run(conn, project, admin, RECOVER, "k")["runId"]
-    conn.execute("SELECT runhub.add_member(%s, %s, 'owner')", (project, admin))
+    conn.execute("SELECT runhub.add_member(%s, %s, %s, 'owner')", (project, owner, admin))
     assert process_runs(conn) == 1
     assert run_row(conn, run)["status"] == "running" and len(outbox(conn, run)) == 2
 
@@ -437,8 +437,8 @@ def _world(conn):
     project, owner = ready_project(conn)
     checkouts(conn, project, 3)
     signup(conn, project, "s@ex.com")
-    return {"project": project, "owner": owner, "admin": add_member(conn, project, "admin"),
-            "member": add_member(conn, project, "member")}
+    return {"project": project, "owner": owner, "admin": add_member(conn, project, owner, "admin"),
+            "member": add_member(conn, project, owner, "member")}
 
 
 def _bare(conn, settings, events=()):

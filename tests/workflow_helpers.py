@@ -34,9 +34,10 @@ def ready_project(conn, settings=None, **kwargs):
     return project, owner
 
 
-def add_member(conn, project, role):
+def add_member(conn, project, actor, role):
+    """A new user with this role, added by actor (an owner, or an admin for admins and members)."""
     user = uuid.uuid4()
-    conn.execute("SELECT runhub.add_member(%s, %s, %s)", (project, user, role))
+    conn.execute("SELECT runhub.add_member(%s, %s, %s, %s)", (project, actor, user, role))
     return user
 
 

@@ -117,7 +117,7 @@ SELECT is(pg_temp.caught($$SELECT runhub.create_project('Shop', '00000000-0000-4
                              'detail', '{"currency": "usd"}',
                              'hint', 'usd is not an ISO 4217 currency code'),
           'create_project refuses a bad currency with the full error contract');
-SELECT is(pg_temp.caught($$SELECT runhub.list_events('00000000-0000-4000-8000-00000000dead')$$),
+SELECT is(pg_temp.caught($$SELECT runhub.list_events('00000000-0000-4000-8000-00000000dead', '00000000-0000-4000-8000-000000000001')$$),
           jsonb_build_object('sqlstate', 'PT404', 'message', 'projects.notFound',
                              'detail', '{"projectId": "00000000-0000-4000-8000-00000000dead"}',
                              'hint', 'No project 00000000-0000-4000-8000-00000000dead exists, or you are not a member of it'),

@@ -3,7 +3,7 @@
 -- something the contract relies on fails here first, with a readable message.
 BEGIN;
 \ir helpers.psql
-SELECT plan(215);
+SELECT plan(225);
 
 -- ---------------------------------------------------------------------------------------------
 -- Schema, extensions and tables.
@@ -23,6 +23,7 @@ SELECT has_table('runhub', 'workflow_runs', 'table runhub.workflow_runs exists')
 SELECT has_table('runhub', 'workflow_run_recipients', 'table runhub.workflow_run_recipients exists');
 SELECT has_table('runhub', 'outbox', 'table runhub.outbox exists');
 SELECT has_table('runhub', 'secrets', 'table runhub.secrets exists');
+SELECT has_table('runhub', 'unsubscribe_keys', 'table runhub.unsubscribe_keys exists');
 SELECT has_view('runhub', 'stale_runs', 'view runhub.stale_runs exists');
 
 -- ---------------------------------------------------------------------------------------------
@@ -198,11 +199,25 @@ SELECT col_type_is('runhub', 'secrets', 'value', 'bytea', 'secrets.value is byte
 SELECT col_not_null('runhub', 'secrets', 'value', 'secrets.value is NOT NULL');
 SELECT col_type_is('runhub', 'secrets', 'created_at', 'timestamp with time zone', 'secrets.created_at is timestamptz');
 SELECT col_has_default('runhub', 'secrets', 'created_at', 'secrets.created_at has a default');
-SELECT results_eq($$SELECT name, octet_length(value), value <> decode(repeat('00', 32), 'hex') FROM runhub.secrets ORDER BY name$$,
-                  $$VALUES ('unsubscribe', 32, true)$$,
-                  'the deploy generated the unsubscribe secret: 32 bytes, not all zero');
+SELECT is_empty($$SELECT name FROM runhub.secrets WHERE name = 'unsubscribe'$$,
+                'the unsubscribe secret moved to runhub.unsubscribe_keys as key 1 (migration 0007)');
 SELECT throws_ok($$INSERT INTO runhub.secrets (name, value) VALUES ('short', decode(repeat('ab', 15), 'hex'))$$,
                  '23514', NULL, 'a secret shorter than 16 bytes is refused');
+
+-- unsubscribe_keys (0007_unsubscribe_keys): unsubscribe signing keys with the ids tokens name; owner only.
+SELECT col_is_pk('runhub', 'unsubscribe_keys', 'kid', 'unsubscribe_keys.kid is the primary key');
+SELECT col_type_is('runhub', 'unsubscribe_keys', 'kid', 'integer', 'unsubscribe_keys.kid is integer');
+SELECT col_type_is('runhub', 'unsubscribe_keys', 'secret', 'bytea', 'unsubscribe_keys.secret is bytea');
+SELECT col_not_null('runhub', 'unsubscribe_keys', 'secret', 'unsubscribe_keys.secret is NOT NULL');
+SELECT col_type_is('runhub', 'unsubscribe_keys', 'created_at', 'timestamp with time zone', 'unsubscribe_keys.created_at is timestamptz');
+SELECT col_type_is('runhub', 'unsubscribe_keys', 'revoked_at', 'timestamp with time zone', 'unsubscribe_keys.revoked_at is timestamptz');
+SELECT results_eq($$SELECT kid, octet_length(secret), secret <> decode(repeat('00', 32), 'hex'), revoked_at IS NULL FROM runhub.unsubscribe_keys$$,
+                  $$VALUES (1, 32, true, true)$$,
+                  'the deploy made key 1 (the secret of migration 0004): 32 bytes, not all zero, not revoked');
+SELECT throws_ok($$INSERT INTO runhub.unsubscribe_keys (kid, secret) VALUES (2, decode(repeat('ab', 15), 'hex'))$$,
+                 '23514', NULL, 'a key shorter than 16 bytes is refused');
+SELECT throws_ok($$INSERT INTO runhub.unsubscribe_keys (kid, secret) VALUES (0, decode(repeat('ab', 32), 'hex'))$$,
+                 '23514', NULL, 'a key id is positive');
 -- Deleting a project takes its customers, suppressions, previews and runs; a purged preview only
 -- unlinks its run. (Recipients and messages go with their run: tests/sql/30_workflows.sql.)
 SELECT results_eq($$SELECT c.conrelid::regclass::text, a.attname::text COLLATE "default", c.confdeltype::text
@@ -319,14 +334,14 @@ SELECT results_eq($$SELECT tgtype::int, tgenabled::text FROM pg_trigger
 -- API functions: signatures, return types, SECURITY DEFINER (they run for roles without table access).
 SELECT function_returns('runhub', 'create_project', ARRAY['text', 'uuid', 'text', 'text', 'text', 'text'], 'uuid',
                         'create_project(name, owner, timezone, currency, locale, industry) returns uuid');
-SELECT function_returns('runhub', 'add_member', ARRAY['uuid', 'uuid', 'text'], 'void', 'add_member(project, user, role) returns void');
+SELECT function_returns('runhub', 'add_member', ARRAY['uuid', 'uuid', 'uuid', 'text'], 'void', 'add_member(project, actor, user, role) returns void');
 SELECT function_returns('runhub', 'ingest_event', ARRAY['uuid', 'jsonb'], 'jsonb', 'ingest_event(project, event) returns jsonb');
-SELECT function_returns('runhub', 'list_events', ARRAY['uuid', 'text', 'jsonb', 'integer'], 'jsonb',
-                        'list_events(project, order, cursor, limit) returns jsonb');
+SELECT function_returns('runhub', 'list_events', ARRAY['uuid', 'uuid', 'text', 'jsonb', 'integer'], 'jsonb',
+                        'list_events(project, actor, order, cursor, limit) returns jsonb');
 SELECT is_definer('runhub', 'create_project', ARRAY['text', 'uuid', 'text', 'text', 'text', 'text'], 'create_project is SECURITY DEFINER');
-SELECT is_definer('runhub', 'add_member', ARRAY['uuid', 'uuid', 'text'], 'add_member is SECURITY DEFINER');
+SELECT is_definer('runhub', 'add_member', ARRAY['uuid', 'uuid', 'uuid', 'text'], 'add_member is SECURITY DEFINER');
 SELECT is_definer('runhub', 'ingest_event', ARRAY['uuid', 'jsonb'], 'ingest_event is SECURITY DEFINER');
-SELECT is_definer('runhub', 'list_events', ARRAY['uuid', 'text', 'jsonb', 'integer'], 'list_events is SECURITY DEFINER');
+SELECT is_definer('runhub', 'list_events', ARRAY['uuid', 'uuid', 'text', 'jsonb', 'integer'], 'list_events is SECURITY DEFINER');
 -- Workflows API, the worker functions and the cron sweep.
 SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_result(p.oid), p.prosecdef
                       FROM pg_proc p
@@ -337,7 +352,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_result(p.o
                                      'runhub.get_run(uuid,uuid,uuid)'::regprocedure,
                                      'runhub.list_runs(uuid,uuid,jsonb)'::regprocedure,
                                      'runhub.cancel_run(uuid,uuid,uuid)'::regprocedure,
-                                     'runhub.suppress(uuid,text,text)'::regprocedure,
+                                     'runhub.suppress(uuid,uuid,text,text)'::regprocedure,
                                      'runhub.process_runs(integer)'::regprocedure,
                                      'runhub.claim_runs(text,integer,integer)'::regprocedure,
                                      'runhub.heartbeat_run(uuid,text,integer)'::regprocedure,
@@ -371,7 +386,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_result(p.o
                            ('runhub.record_sent_many(text,bigint[],text[])', 'TABLE(id bigint, status text)', true),
                            ('runhub.release_messages(text,bigint[])', 'integer', true),
                            ('runhub.start_messages(text,bigint[])', 'SETOF bigint', true),
-                           ('runhub.suppress(uuid,text,text)', 'void', true),
+                           ('runhub.suppress(uuid,uuid,text,text)', 'void', true),
                            ('runhub.unsubscribe(text)', 'void', true),
                            ('runhub.unsubscribe_token(uuid,text)', 'text', true),
                            ('runhub.update_project_settings(uuid,uuid,jsonb)', 'jsonb', true)$$,
@@ -403,7 +418,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(
                      WHERE p.oid IN ('runhub.preview(uuid,uuid,text,jsonb)'::regprocedure,
                                      'runhub.create_run(uuid,uuid,text,text,jsonb,timestamptz,uuid)'::regprocedure,
                                      'runhub.list_runs(uuid,uuid,jsonb)'::regprocedure,
-                                     'runhub.suppress(uuid,text,text)'::regprocedure,
+                                     'runhub.suppress(uuid,uuid,text,text)'::regprocedure,
                                      'runhub.process_runs(integer)'::regprocedure,
                                      'runhub.claim_runs(text,integer,integer)'::regprocedure,
                                      'runhub.heartbeat_run(uuid,text,integer)'::regprocedure)
@@ -415,7 +430,7 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(
                            ('runhub.list_runs(uuid,uuid,jsonb)', 'p_project uuid, p_actor uuid, p_filters jsonb DEFAULT ''{}''::jsonb'),
                            ('runhub.preview(uuid,uuid,text,jsonb)', 'p_project uuid, p_actor uuid, p_action text, p_params jsonb DEFAULT ''{}''::jsonb'),
                            ('runhub.process_runs(integer)', 'p_max integer DEFAULT 10'),
-                           ('runhub.suppress(uuid,text,text)', 'p_project uuid, p_email text, p_reason text DEFAULT ''manual''::text')$$,
+                           ('runhub.suppress(uuid,uuid,text,text)', 'p_project uuid, p_actor uuid, p_email text, p_reason text DEFAULT ''manual''::text')$$,
                   'defaults of the contract: params {}, filters {}, reason manual, max 10, lease 300 s');
 SELECT function_returns('runhub', 'criteria_text', ARRAY['text', 'jsonb', 'jsonb'], 'text', 'criteria_text(action, policy, params) returns text');
 SELECT function_returns('runhub', 'exclusion_label', ARRAY['text', 'integer'], 'text', 'exclusion_label(exclusion, hours) returns text');
@@ -424,8 +439,8 @@ SELECT function_lang_is('runhub', '_evaluate_policy', ARRAY['jsonb'], 'plpython3
 SELECT is((SELECT pg_get_function_arguments('runhub.create_project(text, uuid, text, text, text, text)'::regprocedure)),
           'p_name text, p_owner uuid, p_timezone text, p_currency text, p_locale text DEFAULT ''en''::text, p_industry text DEFAULT NULL::text',
           'create_project defaults: locale en, industry null');
-SELECT is((SELECT pg_get_function_arguments('runhub.list_events(uuid, text, jsonb, integer)'::regprocedure)),
-          'p_project uuid, p_order text DEFAULT ''timeline''::text, p_cursor jsonb DEFAULT NULL::jsonb, p_limit integer DEFAULT 50',
+SELECT is((SELECT pg_get_function_arguments('runhub.list_events(uuid, uuid, text, jsonb, integer)'::regprocedure)),
+          'p_project uuid, p_actor uuid, p_order text DEFAULT ''timeline''::text, p_cursor jsonb DEFAULT NULL::jsonb, p_limit integer DEFAULT 50',
           'list_events defaults: order timeline, no cursor, limit 50');
 -- Internal helpers run with the caller's rights.
 SELECT isnt_definer('runhub', '_raise', ARRAY['text', 'jsonb'], '_raise is not SECURITY DEFINER');
@@ -435,15 +450,18 @@ SELECT isnt_definer('runhub', '_evaluate_policy', ARRAY['jsonb'], '_evaluate_pol
 SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                    WHERE p.oid IN ('runhub._messages_json(bigint[])'::regprocedure, 'runhub._complete_run_if_done(uuid)'::regprocedure,
                                    'runhub._complete_done_runs()'::regprocedure,
-                                   'runhub._error_summary(uuid)'::regprocedure, 'runhub._sign_unsubscribe(bytea,uuid,text)'::regprocedure,
-                                   'runhub._sign_unsubscribe_many(bytea,uuid[],text[])'::regprocedure,
-                                   'runhub._verify_unsubscribe(bytea,text)'::regprocedure)
+                                   'runhub._error_summary(uuid)'::regprocedure, 'runhub._sign_unsubscribe(integer,bytea,uuid,text)'::regprocedure,
+                                   'runhub._sign_unsubscribe_many(integer,bytea,uuid[],text[])'::regprocedure,
+                                   'runhub._verify_unsubscribe(integer[],bytea[],text)'::regprocedure,
+                                   'runhub._unsubscribe_signing_key()'::regprocedure,
+                                   'runhub.rotate_unsubscribe_key(boolean)'::regprocedure)
                      AND p.prosecdef$$,
                 'the sender''s internal helpers (_messages_json, _complete_run_if_done, _complete_done_runs, '
-                '_error_summary, _sign_unsubscribe, _sign_unsubscribe_many, _verify_unsubscribe) exist and are not SECURITY DEFINER');
-SELECT function_lang_is('runhub', '_sign_unsubscribe', ARRAY['bytea', 'uuid', 'text'], 'plpython3u',
+                '_error_summary, _sign_unsubscribe, _sign_unsubscribe_many, _verify_unsubscribe, _unsubscribe_signing_key) '
+                'and the operators'' rotate_unsubscribe_key exist and are not SECURITY DEFINER');
+SELECT function_lang_is('runhub', '_sign_unsubscribe', ARRAY['integer', 'bytea', 'uuid', 'text'], 'plpython3u',
                         'unsubscribe tokens are signed in PL/Python (_sign_unsubscribe)');
-SELECT function_lang_is('runhub', '_verify_unsubscribe', ARRAY['bytea', 'text'], 'plpython3u',
+SELECT function_lang_is('runhub', '_verify_unsubscribe', ARRAY['integer[]', 'bytea[]', 'text'], 'plpython3u',
                         'unsubscribe tokens are verified in PL/Python (_verify_unsubscribe)');
 SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace AND p.prosecdef
@@ -452,8 +470,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                                            'process_runs', 'claim_runs', 'execute_run', 'heartbeat_run', 'cron_process_runs',
                                            'unsubscribe', 'unsubscribe_token', 'claim_messages', 'heartbeat_messages',
                                            'release_messages', 'start_messages', 'record_sent', 'record_sent_many', 'record_failure',
-                                           '_my_project_ids')$$,
-                'no function other than the API, the worker and sender functions and _my_project_ids is SECURITY DEFINER');
+                                           'sender_idle', '_my_project_ids')$$,
+                'no function other than the API, the worker and sender functions (sender_idle included) and _my_project_ids is SECURITY DEFINER');
 
 -- Every function in schema runhub pins search_path (a definer function without it can be hijacked
 -- through objects in the caller's search_path). The one exception is the recipient builder
@@ -468,7 +486,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                      AND p.proname NOT IN ('_audience', '_recipients')$$,
                 'every function in schema runhub but the recipient builder has SET search_path = pg_catalog, pg_temp');
 SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
-                    LEFT JOIN pg_roles r ON r.rolname IN ('runhub_app', 'runhub_sender', 'runhub_reader')
+                    LEFT JOIN pg_roles r ON r.rolname IN ('runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader')
                                         AND has_function_privilege(r.oid, p.oid, 'EXECUTE')
                    WHERE p.pronamespace = 'runhub'::regnamespace AND p.proname IN ('_audience', '_recipients')
                      AND (p.prosecdef OR r.rolname IS NOT NULL

@@ -3,12 +3,13 @@
 -- project_members.
 BEGIN;
 \ir helpers.psql
-SELECT plan(58);
+SELECT plan(76);
 
 \set owner   '''aaaaaaaa-0000-4000-8000-000000000001'''
 \set owner2  '''aaaaaaaa-0000-4000-8000-000000000002'''
 \set admin   '''aaaaaaaa-0000-4000-8000-000000000003'''
 \set member  '''aaaaaaaa-0000-4000-8000-000000000004'''
+\set extra   '''aaaaaaaa-0000-4000-8000-000000000005'''
 \set nobody  '''aaaaaaaa-0000-4000-8000-0000000000ff'''
 \set unknown '''bbbbbbbb-0000-4000-8000-0000000000ff'''
 
@@ -99,41 +100,89 @@ SELECT is(ARRAY(SELECT tz FROM unnest(ARRAY['localtime', 'posixrules', 'Factory'
           'localtime, posixrules and Factory (zoneinfo files, not zones) are refused');
 
 -- ---------------------------------------------------------------------------------------------
--- add_member: adds, changes a role, refuses bad input, and never leaves a project without an owner.
-SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'admin')$$, :'p', :admin), 'add_member adds an admin');
-SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'member')$$, :'p', :member), 'add_member adds a member');
+-- add_member(project, actor, user, role): adds, changes a role, refuses bad input, and never leaves a
+-- project without an owner. Owners manage everyone; admins add and change members and admins but
+-- never make an owner nor touch one; members manage nobody.
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, %L, 'admin')$$, :'p', :owner, :admin), 'the owner adds an admin');
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, %L, 'member')$$, :'p', :owner, :member), 'the owner adds a member');
 SELECT results_eq(format($$SELECT user_id, role FROM runhub.project_members WHERE project_id = %L ORDER BY user_id$$, :'p'),
                   format($$VALUES (%L::uuid, 'owner'), (%L::uuid, 'admin'), (%L::uuid, 'member')$$, :owner, :admin, :member),
                   'the project has its owner, admin and member');
-SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'admin')$$, :'p', :member), 'add_member changes an existing member''s role');
+
+-- A member manages nobody: not a newcomer, not itself.
+SELECT is(pg_temp.caught(format($$SELECT runhub.add_member(%L, %L, %L, 'member')$$, :'p', :member, :nobody)) - 'hint',
+          jsonb_build_object('sqlstate', 'PT403', 'message', 'auth.roleRequired', 'detail', '{"role": "member", "required": "admin"}'),
+          'a member adding someone: PT403 auth.roleRequired {required admin, role member}');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, 'admin')$$, :'p', :member, :member)),
+          'PT403 auth.roleRequired', 'a member promoting itself: PT403 auth.roleRequired');
+
+-- An admin changes members and admins.
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, %L, 'admin')$$, :'p', :admin, :member), 'an admin changes an existing member''s role');
 SELECT results_eq(format($$SELECT role FROM runhub.project_members WHERE project_id = %L AND user_id = %L$$, :'p', :member),
                   $$VALUES ('admin')$$, 'the role changed in place: one row, now admin');
-SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'admin')$$, :'p', :member), 'setting the same role again is a no-op');
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, %L, 'admin')$$, :'p', :admin, :member), 'setting the same role again is a no-op');
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, %L, 'admin')$$, :'p', :admin, :extra), 'an admin adds an admin');
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, %L, 'member')$$, :'p', :member, :extra), 'an admin demotes another admin to member');
+SELECT results_eq(format($$SELECT role FROM runhub.project_members WHERE project_id = %L AND user_id = %L$$, :'p', :extra),
+                  $$VALUES ('member')$$, 'the admin-added member has role member');
 
-SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, 'superuser')$$, :'p', :nobody)),
+-- An admin never makes an owner nor changes an owner's role.
+SELECT is(pg_temp.caught(format($$SELECT runhub.add_member(%L, %L, %L, 'owner')$$, :'p', :admin, :nobody)) - 'hint',
+          jsonb_build_object('sqlstate', 'PT403', 'message', 'auth.roleRequired', 'detail', '{"role": "admin", "required": "owner"}'),
+          'an admin adding an owner: PT403 auth.roleRequired {required owner, role admin}');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, 'owner')$$, :'p', :admin, :admin)),
+          'PT403 auth.roleRequired', 'an admin promoting itself to owner: PT403 auth.roleRequired');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, 'owner')$$, :'p', :admin, :extra)),
+          'PT403 auth.roleRequired', 'an admin promoting a member to owner: PT403 auth.roleRequired');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, 'member')$$, :'p', :admin, :owner)),
+          'PT403 auth.roleRequired', 'an admin demoting the owner: PT403 auth.roleRequired');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, 'admin')$$, :'p', :admin, :owner)),
+          'PT403 auth.roleRequired', 'an admin changing the owner to admin: PT403 auth.roleRequired');
+SELECT results_eq(format($$SELECT user_id, role FROM runhub.project_members WHERE project_id = %L ORDER BY user_id$$, :'p'),
+                  format($$VALUES (%L::uuid, 'owner'), (%L::uuid, 'admin'), (%L::uuid, 'admin'), (%L::uuid, 'member')$$,
+                         :owner, :admin, :member, :extra),
+                  'the refused calls changed no role: owner, admin, admin, member');
+
+-- Bad input: the actor is checked first (a non-member or an unknown project learns nothing), then
+-- the arguments.
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, 'superuser')$$, :'p', :owner, :nobody)),
           'PT400 common.invalidInput role', 'role superuser: PT400 common.invalidInput (role)');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, 'Owner')$$, :'p', :nobody)),
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, 'Owner')$$, :'p', :owner, :nobody)),
           'PT400 common.invalidInput role', 'role Owner (wrong case): PT400 common.invalidInput (role)');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, NULL)$$, :'p', :nobody)),
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, NULL)$$, :'p', :owner, :nobody)),
           'PT400 common.invalidInput role', 'null role: PT400 common.invalidInput (role)');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, NULL, 'member')$$, :'p')),
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, NULL, 'member')$$, :'p', :owner)),
           'PT400 common.invalidInput user', 'null user: PT400 common.invalidInput (user)');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, 'member')$$, :unknown, :nobody)),
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, 'member')$$, :unknown, :owner, :nobody)),
           'PT404 projects.notFound', 'unknown project: PT404 projects.notFound');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(NULL, %L, 'member')$$, :nobody)),
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(NULL, %L, %L, 'member')$$, :owner, :nobody)),
           'PT400 common.invalidInput project', 'null project: PT400 common.invalidInput (project)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, NULL, %L, 'member')$$, :'p', :nobody)),
+          'PT400 common.invalidInput actor', 'null actor: PT400 common.invalidInput (actor)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, 'member')$$, :'p', :nobody, :nobody)),
+          'PT404 projects.notFound', 'a non-member adding itself: PT404 projects.notFound');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, 'member')$$, :'p2', :owner, :nobody)),
+          'PT404 projects.notFound', 'the owner of another project: PT404 projects.notFound');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, NULL, 'superuser')$$, :'p', :nobody)),
+          'PT404 projects.notFound', 'a non-member with bad arguments: PT404 first');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(NULL, NULL, NULL, 'superuser')$$)),
+          'PT400 common.invalidInput project', 'everything null or bad: the project is named first');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, NULL, 'superuser')$$, :'p', :extra)),
+          'PT403 auth.roleRequired', 'a member with bad arguments: PT403 first');
 SELECT is_empty(format($$SELECT 1 FROM runhub.project_members WHERE user_id = %L$$, :nobody),
                 'refused add_member calls added nobody');
 
 -- The last owner cannot be demoted; once a second owner exists, the first one can be.
-SELECT throws_ok(format($$SELECT runhub.add_member(%L, %L, 'admin')$$, :'p', :owner),
+SELECT throws_ok(format($$SELECT runhub.add_member(%L, %L, %L, 'admin')$$, :'p', :owner, :owner),
                  'PT409', 'projects.lastOwner', 'demoting the last owner: PT409 projects.lastOwner');
 SELECT is((SELECT role FROM runhub.project_members WHERE project_id = :'p' AND user_id = :owner), 'owner',
           'the refused demotion left the owner''s role unchanged');
-SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'owner')$$, :'p', :owner2), 'a second owner is added');
-SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, 'member')$$, :'p', :owner),
-                'with another owner present, the first owner can be demoted');
-SELECT throws_ok(format($$SELECT runhub.add_member(%L, %L, 'member')$$, :'p', :owner2),
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, %L, 'owner')$$, :'p', :owner, :owner2), 'the owner adds a second owner');
+SELECT lives_ok(format($$SELECT runhub.add_member(%L, %L, %L, 'member')$$, :'p', :owner2, :owner),
+                'with another owner present, an owner demotes the first owner');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.add_member(%L, %L, %L, 'owner')$$, :'p', :owner, :owner)),
+          'PT403 auth.roleRequired', 'the demoted owner, now a member, cannot take the role back');
+SELECT throws_ok(format($$SELECT runhub.add_member(%L, %L, %L, 'member')$$, :'p', :owner2, :owner2),
                  'PT409', 'projects.lastOwner', 'demoting the now-only owner: PT409 projects.lastOwner');
 SELECT results_eq(format($$SELECT user_id, role FROM runhub.project_members WHERE project_id = %L AND role = 'owner'$$, :'p'),
                   format($$VALUES (%L::uuid, 'owner')$$, :owner2),
@@ -141,7 +190,8 @@ SELECT results_eq(format($$SELECT user_id, role FROM runhub.project_members WHER
 
 -- ---------------------------------------------------------------------------------------------
 -- runhub._authorize: a non-member learns nothing (PT404, as for an unknown project); a member below
--- the required role gets PT403. Members now: owner2 owner, owner member, admin admin, member admin.
+-- the required role gets PT403. Members now: owner2 owner, owner member, admin admin, member admin,
+-- extra member.
 SELECT is(runhub._authorize(:'p', :owner2, 'owner'), 'owner', 'an owner passes an owner check and gets its role back');
 SELECT is(runhub._authorize(:'p', :admin, 'admin'), 'admin', 'an admin passes an admin check');
 SELECT is(runhub._authorize(:'p', :owner), 'member', 'a member passes the default (member) check');

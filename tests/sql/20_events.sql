@@ -3,9 +3,13 @@
 -- pytest's; here one representative refusal per field.
 BEGIN;
 \ir helpers.psql
-SELECT plan(101);
+SELECT plan(114);
 
-SELECT runhub.create_project('Events shop', 'cccccccc-0000-4000-8000-000000000001', 'UTC', 'EUR') AS p \gset
+\set p_owner '''cccccccc-0000-4000-8000-000000000001'''
+\set l_owner '''cccccccc-0000-4000-8000-000000000003'''
+\set e_owner '''cccccccc-0000-4000-8000-000000000004'''
+\set l_member '''cccccccc-0000-4000-8000-000000000005'''
+SELECT runhub.create_project('Events shop', :p_owner, 'UTC', 'EUR') AS p \gset
 SELECT runhub.create_project('Other shop', 'cccccccc-0000-4000-8000-000000000002', 'Asia/Tokyo', 'JPY') AS q \gset
 
 -- The refusal an event gets from ingest_event in project p (see pg_temp.refusal).
@@ -132,6 +136,21 @@ SELECT is(pg_temp.ingest_refusal('cccccccc-0000-4000-8000-0000000000ff', :'ok_ev
           'an unknown project: PT404 projects.notFound');
 SELECT is(pg_temp.ingest_refusal(NULL, :'ok_event'), 'PT400 common.invalidInput project',
           'a null project: PT400 common.invalidInput (project)');
+-- What runhub records itself (its sends) never comes from a client: *_email_sent and runhub_* types,
+-- and idempotency keys in the mail: and runhub: namespaces.
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"type": "recovery_email_sent"}'),
+          'PT400 events.reservedForRunhub type', 'an action''s sent event type: events.reservedForRunhub (type)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"type": "newsletter_email_sent"}'),
+          'PT400 events.reservedForRunhub type', 'any *_email_sent type: events.reservedForRunhub (type)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"type": "runhub_digest"}'),
+          'PT400 events.reservedForRunhub type', 'a runhub_* type: events.reservedForRunhub (type)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"idempotencyKey": "mail:<abc@runhub>"}'),
+          'PT400 events.reservedForRunhub idempotencyKey', 'a mail: key: events.reservedForRunhub (idempotencyKey)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"idempotencyKey": "RunHub:later"}'),
+          'PT400 events.reservedForRunhub idempotencyKey', 'a runhub: key in any case: events.reservedForRunhub (idempotencyKey)');
+SELECT is((pg_temp.caught(format('SELECT runhub.ingest_event(%L, %L)', :'p',
+                                 (:'ok_event'::jsonb) || '{"idempotencyKey": "mail:<secret-message-id@runhub>"}')) ->> 'detail')::jsonb,
+          '{"field": "idempotencyKey", "value": "mail:…"}'::jsonb, 'the refusal names the namespace, not the whole key');
 SELECT is((SELECT count(*) FROM runhub.business_events), :'events_before'::bigint, 'no refused event wrote a row');
 
 -- ---------------------------------------------------------------------------------------------
@@ -157,8 +176,8 @@ SELECT is((SELECT count(*) FROM runhub.business_events), :'events_before'::bigin
 -- ---------------------------------------------------------------------------------------------
 -- list_events: a project with a tie on occurred_at (e3, e4) and a late arrival (e6: oldest
 -- occurredAt, newest id). Timeline = occurred_at DESC, id DESC; ingestion = id DESC.
-SELECT runhub.create_project('List shop', 'cccccccc-0000-4000-8000-000000000003', 'UTC', 'EUR') AS l \gset
-SELECT runhub.create_project('Empty shop', 'cccccccc-0000-4000-8000-000000000004', 'UTC', 'EUR') AS empty \gset
+SELECT runhub.create_project('List shop', :l_owner, 'UTC', 'EUR') AS l \gset
+SELECT runhub.create_project('Empty shop', :e_owner, 'UTC', 'EUR') AS empty \gset
 CREATE FUNCTION pg_temp.signup(p_project uuid, p_key text, p_at text)
 RETURNS boolean LANGUAGE sql
 AS $$ SELECT (runhub.ingest_event(p_project, jsonb_build_object(
@@ -174,20 +193,20 @@ SELECT id AS e4 FROM runhub.business_events WHERE project_id = :'l' AND idempote
 SELECT id AS e5 FROM runhub.business_events WHERE project_id = :'l' AND idempotency_key = 'e5' \gset
 
 -- Both orders, one page.
-SELECT is(pg_temp.page_keys(runhub.list_events(:'l')), '{e5,e4,e3,e2,e1,e6}',
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l', :l_owner)), '{e5,e4,e3,e2,e1,e6}',
           'timeline (the default): occurred_at DESC, id DESC; the late e6 is last, e4 before e3');
-SELECT is(pg_temp.page_keys(runhub.list_events(:'l', 'ingestion')), '{e6,e5,e4,e3,e2,e1}',
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l', :l_owner, 'ingestion')), '{e6,e5,e4,e3,e2,e1}',
           'ingestion: id DESC; the late e6 is first');
-SELECT is(runhub.list_events(:'l') -> 'nextCursor', 'null'::jsonb, 'nextCursor is null when everything fits');
-SELECT is(runhub.list_events(:'l', 'timeline', NULL, 6) -> 'nextCursor', 'null'::jsonb,
+SELECT is(runhub.list_events(:'l', :l_owner) -> 'nextCursor', 'null'::jsonb, 'nextCursor is null when everything fits');
+SELECT is(runhub.list_events(:'l', :l_owner, 'timeline', NULL, 6) -> 'nextCursor', 'null'::jsonb,
           'nextCursor is null when the last page is exactly full (no empty extra page)');
-SELECT is(runhub.list_events(:'empty'), '{"events": [], "nextCursor": null}'::jsonb,
+SELECT is(runhub.list_events(:'empty', :e_owner), '{"events": [], "nextCursor": null}'::jsonb,
           'a project without events: no events, null cursor');
-SELECT is(pg_temp.page_keys(runhub.list_events(:'l', 'timeline', 'null'::jsonb, 50)), '{e5,e4,e3,e2,e1,e6}',
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l', :l_owner, 'timeline', 'null'::jsonb, 50)), '{e5,e4,e3,e2,e1,e6}',
           'a JSON null cursor is the first page');
 
 -- The event shape: what ingest_event takes, plus id and receivedAt.
-SELECT is((SELECT e FROM jsonb_array_elements(runhub.list_events(:'p', 'timeline', NULL, 500) -> 'events') e
+SELECT is((SELECT e FROM jsonb_array_elements(runhub.list_events(:'p', :p_owner, 'timeline', NULL, 500) -> 'events') e
             WHERE e ->> 'idempotencyKey' = 'order-77'),
           jsonb_build_object('id', ((:'first'::jsonb) ->> 'eventId')::bigint,
                              'receivedAt', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
@@ -197,61 +216,80 @@ SELECT is((SELECT e FROM jsonb_array_elements(runhub.list_events(:'p', 'timeline
                              'amountCents', 1234, 'currency', 'EUR',
                              'payload', '{"cart": {"items": 2}, "note": "déjà vu"}'::jsonb),
           'a listed event has the ingest shape (normalized), plus id and receivedAt, instants in UTC with Z');
-SELECT is(pg_temp.page_keys(runhub.list_events(:'p', 'timeline', NULL, 500)) @> '{e1}', false,
+SELECT is(pg_temp.page_keys(runhub.list_events(:'p', :p_owner, 'timeline', NULL, 500)) @> '{e1}', false,
           'list_events never returns another project''s events');
 
 -- Cursors: their shape per order, and paging through without gaps or duplicates.
-SELECT is(runhub.list_events(:'l', 'timeline', NULL, 2) -> 'nextCursor',
+SELECT is(runhub.list_events(:'l', :l_owner, 'timeline', NULL, 2) -> 'nextCursor',
           jsonb_build_object('occurredAt', '2024-06-01T12:00:00.000000Z', 'id', :e4),
           'timeline cursor: {occurredAt, id} of the last event on the page');
-SELECT is(runhub.list_events(:'l', 'ingestion', NULL, 2) -> 'nextCursor', jsonb_build_object('id', :e5),
+SELECT is(runhub.list_events(:'l', :l_owner, 'ingestion', NULL, 2) -> 'nextCursor', jsonb_build_object('id', :e5),
           'ingestion cursor: {id} of the last event on the page');
-SELECT is(pg_temp.page_keys(runhub.list_events(:'l', 'timeline', jsonb_build_object('occurredAt', '2024-06-01T12:00:00.000000Z', 'id', :e4), 2)),
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l', :l_owner, 'timeline', jsonb_build_object('occurredAt', '2024-06-01T12:00:00.000000Z', 'id', :e4), 2)),
           '{e3,e2}', 'the page after a cursor that splits the 12:00 tie starts with e3');
-SELECT is(pg_temp.all_pages(:'l', 'timeline', 1), '{e5,e4,e3,e2,e1,e6}', 'timeline, pages of 1: no gap, no duplicate');
-SELECT is(pg_temp.all_pages(:'l', 'timeline', 2), '{e5,e4,e3,e2,e1,e6}', 'timeline, pages of 2: no gap, no duplicate');
-SELECT is(pg_temp.all_pages(:'l', 'timeline', 4), '{e5,e4,e3,e2,e1,e6}', 'timeline, pages of 4: no gap, no duplicate');
-SELECT is(pg_temp.all_pages(:'l', 'ingestion', 1), '{e6,e5,e4,e3,e2,e1}', 'ingestion, pages of 1: no gap, no duplicate');
-SELECT is(pg_temp.all_pages(:'l', 'ingestion', 4), '{e6,e5,e4,e3,e2,e1}', 'ingestion, pages of 4: no gap, no duplicate');
-SELECT is(runhub.list_events(:'l', 'timeline', runhub.list_events(:'l', 'timeline', NULL, 5) -> 'nextCursor', 5),
-          jsonb_build_object('events', runhub.list_events(:'l', 'ingestion', NULL, 1) -> 'events', 'nextCursor', NULL),
+SELECT is(pg_temp.all_pages(:'l', :l_owner, 'timeline', 1), '{e5,e4,e3,e2,e1,e6}', 'timeline, pages of 1: no gap, no duplicate');
+SELECT is(pg_temp.all_pages(:'l', :l_owner, 'timeline', 2), '{e5,e4,e3,e2,e1,e6}', 'timeline, pages of 2: no gap, no duplicate');
+SELECT is(pg_temp.all_pages(:'l', :l_owner, 'timeline', 4), '{e5,e4,e3,e2,e1,e6}', 'timeline, pages of 4: no gap, no duplicate');
+SELECT is(pg_temp.all_pages(:'l', :l_owner, 'ingestion', 1), '{e6,e5,e4,e3,e2,e1}', 'ingestion, pages of 1: no gap, no duplicate');
+SELECT is(pg_temp.all_pages(:'l', :l_owner, 'ingestion', 4), '{e6,e5,e4,e3,e2,e1}', 'ingestion, pages of 4: no gap, no duplicate');
+SELECT is(runhub.list_events(:'l', :l_owner, 'timeline', runhub.list_events(:'l', :l_owner, 'timeline', NULL, 5) -> 'nextCursor', 5),
+          jsonb_build_object('events', runhub.list_events(:'l', :l_owner, 'ingestion', NULL, 1) -> 'events', 'nextCursor', NULL),
           'the last page (pages of 5) holds e6 alone and has a null nextCursor');
 
 -- A late arrival while a client pages: it shows up in its place, never twice, nothing skipped.
-SELECT runhub.list_events(:'l', 'timeline', NULL, 3) AS tl_page1 \gset
-SELECT runhub.list_events(:'l', 'ingestion', NULL, 3) AS in_page1 \gset
+SELECT runhub.list_events(:'l', :l_owner, 'timeline', NULL, 3) AS tl_page1 \gset
+SELECT runhub.list_events(:'l', :l_owner, 'ingestion', NULL, 3) AS in_page1 \gset
 SELECT ok(pg_temp.signup(:'l', 'e7', '09:30'), 'e7 arrives late (09:30) between pages');
-SELECT is(pg_temp.page_keys(:'tl_page1') || pg_temp.page_keys(runhub.list_events(:'l', 'timeline', (:'tl_page1'::jsonb) -> 'nextCursor', 50)),
+SELECT is(pg_temp.page_keys(:'tl_page1') || pg_temp.page_keys(runhub.list_events(:'l', :l_owner, 'timeline', (:'tl_page1'::jsonb) -> 'nextCursor', 50)),
           '{e5,e4,e3,e2,e1,e7,e6}', 'timeline: the rest of the pages has e7 in its place, between e1 and e6');
-SELECT is(pg_temp.page_keys(:'in_page1') || pg_temp.page_keys(runhub.list_events(:'l', 'ingestion', (:'in_page1'::jsonb) -> 'nextCursor', 50)),
+SELECT is(pg_temp.page_keys(:'in_page1') || pg_temp.page_keys(runhub.list_events(:'l', :l_owner, 'ingestion', (:'in_page1'::jsonb) -> 'nextCursor', 50)),
           '{e6,e5,e4,e3,e2,e1}', 'ingestion: the rest of the pages is unchanged (e7 is newer than the cursor)');
-SELECT is(pg_temp.page_keys(runhub.list_events(:'l', 'ingestion', NULL, 1)), '{e7}', 'ingestion: a fresh first page starts with e7');
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l', :l_owner, 'ingestion', NULL, 1)), '{e7}', 'ingestion: a fresh first page starts with e7');
 
 -- Bad order, limit and cursor: PT400 with their keys; an unknown project: PT404.
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'newest')$$, :'l')), 'PT400 events.invalidOrder', 'order newest: events.invalidOrder');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, NULL)$$, :'l')), 'PT400 events.invalidOrder', 'a null order: events.invalidOrder');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', NULL, 0)$$, :'l')), 'PT400 events.invalidLimit', 'limit 0: events.invalidLimit');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', NULL, 501)$$, :'l')), 'PT400 events.invalidLimit', 'limit 501: events.invalidLimit');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', NULL, NULL)$$, :'l')), 'PT400 events.invalidLimit', 'a null limit: events.invalidLimit');
-SELECT lives_ok(format($$SELECT runhub.list_events(%L, 'ingestion', NULL, 500)$$, :'l'), 'limit 500 is accepted');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', '[]')$$, :'l')), 'PT400 events.invalidCursor', 'an array cursor: events.invalidCursor');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', '"abc"')$$, :'l')), 'PT400 events.invalidCursor', 'a string cursor: events.invalidCursor');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', '{"id": 5}')$$, :'l')), 'PT400 events.invalidCursor',
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'newest')$$, :'l', :l_owner)), 'PT400 events.invalidOrder', 'order newest: events.invalidOrder');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, NULL)$$, :'l', :l_owner)), 'PT400 events.invalidOrder', 'a null order: events.invalidOrder');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', NULL, 0)$$, :'l', :l_owner)), 'PT400 events.invalidLimit', 'limit 0: events.invalidLimit');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', NULL, 501)$$, :'l', :l_owner)), 'PT400 events.invalidLimit', 'limit 501: events.invalidLimit');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', NULL, NULL)$$, :'l', :l_owner)), 'PT400 events.invalidLimit', 'a null limit: events.invalidLimit');
+SELECT lives_ok(format($$SELECT runhub.list_events(%L, %L, 'ingestion', NULL, 500)$$, :'l', :l_owner), 'limit 500 is accepted');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', '[]')$$, :'l', :l_owner)), 'PT400 events.invalidCursor', 'an array cursor: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', '"abc"')$$, :'l', :l_owner)), 'PT400 events.invalidCursor', 'a string cursor: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', '{"id": 5}')$$, :'l', :l_owner)), 'PT400 events.invalidCursor',
           'an ingestion cursor in timeline order: events.invalidCursor');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'ingestion', '{"id": 5, "occurredAt": "2024-06-01T12:00:00Z"}')$$, :'l')),
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'ingestion', '{"id": 5, "occurredAt": "2024-06-01T12:00:00Z"}')$$, :'l', :l_owner)),
           'PT400 events.invalidCursor', 'a timeline cursor in ingestion order: events.invalidCursor');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'ingestion', '{"id": "5"}')$$, :'l')), 'PT400 events.invalidCursor', 'a string id: events.invalidCursor');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'ingestion', '{"id": -1}')$$, :'l')), 'PT400 events.invalidCursor', 'a negative id: events.invalidCursor');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'ingestion', '{"id": 1.5}')$$, :'l')), 'PT400 events.invalidCursor', 'a fractional id: events.invalidCursor');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'ingestion', '{"id": 1e30}')$$, :'l')), 'PT400 events.invalidCursor', 'an id beyond bigint: events.invalidCursor');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', '{"id": 5, "occurredAt": "2024-06-01T12:00:00"}')$$, :'l')),
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'ingestion', '{"id": "5"}')$$, :'l', :l_owner)), 'PT400 events.invalidCursor', 'a string id: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'ingestion', '{"id": -1}')$$, :'l', :l_owner)), 'PT400 events.invalidCursor', 'a negative id: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'ingestion', '{"id": 1.5}')$$, :'l', :l_owner)), 'PT400 events.invalidCursor', 'a fractional id: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'ingestion', '{"id": 1e30}')$$, :'l', :l_owner)), 'PT400 events.invalidCursor', 'an id beyond bigint: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', '{"id": 5, "occurredAt": "2024-06-01T12:00:00"}')$$, :'l', :l_owner)),
           'PT400 events.invalidCursor', 'a cursor occurredAt without an offset: events.invalidCursor');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, 'timeline', '{"id": 5, "occurredAt": "2024-13-01T12:00:00Z"}')$$, :'l')),
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', '{"id": 5, "occurredAt": "2024-13-01T12:00:00Z"}')$$, :'l', :l_owner)),
           'PT400 events.invalidCursor', 'a cursor occurredAt in month 13: events.invalidCursor');
-SELECT is(pg_temp.refusal($$SELECT runhub.list_events('cccccccc-0000-4000-8000-0000000000ff')$$), 'PT404 projects.notFound',
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', '{"id": 5, "occurredAt": "1999-12-31T23:59:59Z"}')$$, :'l', :l_owner)),
+          'PT400 events.invalidCursor', 'a cursor occurredAt before 2000: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', %L)$$, :'l', :l_owner,
+                                 jsonb_build_object('id', 5, 'occurredAt', to_char(now() + interval '2 days', 'YYYY-MM-DD"T"HH24:MI:SSOF')))),
+          'PT400 events.invalidCursor', 'a cursor occurredAt two days ahead: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', '{"id": 5, "occurredAt": "infinity"}')$$, :'l', :l_owner)),
+          'PT400 events.invalidCursor', 'a cursor occurredAt of infinity: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events('cccccccc-0000-4000-8000-0000000000ff', %L)$$, :l_owner)), 'PT404 projects.notFound',
           'an unknown project: PT404 projects.notFound');
-SELECT is(pg_temp.refusal($$SELECT runhub.list_events(NULL)$$), 'PT400 common.invalidInput project',
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(NULL, %L)$$, :l_owner)), 'PT400 common.invalidInput project',
           'a null project: PT400 common.invalidInput (project)');
+
+-- The actor: any member may list; a non-member (the owner of another project) learns nothing.
+SELECT runhub.add_member(:'l', :l_owner, :l_member, 'member') \g /dev/null
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l', :l_member, 'ingestion', NULL, 500)),
+          pg_temp.page_keys(runhub.list_events(:'l', :l_owner, 'ingestion', NULL, 500)),
+          'a plain member lists the same events as the owner');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L)$$, :'l', :p_owner)), 'PT404 projects.notFound',
+          'the owner of another project: PT404 projects.notFound, as for an unknown project');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'newest', '[]', 0)$$, :'l', :p_owner)), 'PT404 projects.notFound',
+          'a non-member with bad arguments: PT404 first');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, NULL)$$, :'l')), 'PT400 common.invalidInput actor',
+          'a null actor: PT400 common.invalidInput (actor)');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -12,7 +12,7 @@
 -- are not about the limit reset their project's counter first (pg_temp.reset_rate).
 BEGIN;
 \ir helpers.psql
-SELECT plan(281);
+SELECT plan(286);
 
 \set owner    '''ffffffff-0000-4000-8000-000000000001'''
 \set admin    '''ffffffff-0000-4000-8000-000000000002'''
@@ -31,6 +31,17 @@ AS $$
     SELECT (runhub.ingest_event(p_project, jsonb_strip_nulls(jsonb_build_object(
                 'type', p_type, 'idempotencyKey', p_key, 'occurredAt', runhub._iso(now() - p_ago),
                 'customer', p_customer)) || p_extra) ->> 'eventId')::bigint
+$$;
+
+-- Record one of runhub's own *_email_sent events p_ago before now(), as record_sent writes it
+-- (idempotency key mail:<Message-ID>): clients may not ingest such events (events.reservedForRunhub).
+CREATE FUNCTION pg_temp.own_send(p_project uuid, p_type text, p_message_id text, p_ago interval, p_email text)
+RETURNS bigint LANGUAGE sql
+AS $$
+    INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, customer_email, payload)
+    VALUES (p_project, p_type, now() - p_ago, 'mail:' || p_message_id, p_email,
+            jsonb_build_object('recipientEmail', p_email, 'messageId', p_message_id))
+    RETURNING id
 $$;
 
 -- The DETAIL JSON of the error a statement raises.
@@ -236,7 +247,7 @@ SELECT is_empty(format($$SELECT 1 FROM runhub.workflow_runs WHERE project_id = %
 -- ---------------------------------------------------------------------------------------------
 -- update_project_settings: admin or owner; validated key by key; unknown keys refused; null removes.
 SELECT runhub.create_project('Recover shop', :owner, 'UTC', 'EUR', 'de') AS rec \gset
-SELECT runhub.add_member(:'rec', :admin, 'admin'), runhub.add_member(:'rec', :member, 'member') \g /dev/null
+SELECT runhub.add_member(:'rec', :owner, :admin, 'admin'), runhub.add_member(:'rec', :owner, :member, 'member') \g /dev/null
 
 SELECT is(pg_temp.refusal(pg_temp.settings_sql(:'rec', :member, '{"frequencyCapHours": 4}')), 'PT403 auth.roleRequired',
           'update_project_settings by a member: PT403 auth.roleRequired');
@@ -352,7 +363,8 @@ SELECT pg_temp.ev(:'rec', 'checkout_started', 'ivy-2', '1 hour', '{"email": "ivy
 SELECT pg_temp.ev(:'rec', 'checkout_started', 'kim-1', '4 hours', '{"email": "kim@example.com", "name": "Kim", "locale": "en-GB"}', '{"payload": {"cartId": "cart-kim"}}') \g /dev/null
 SELECT pg_temp.ev(:'rec', 'checkout_started', 'leo-1', '5 hours', '{"email": "leo@example.com"}', '{"payload": {"cartId": "cart-leo"}}') \g /dev/null
 SELECT pg_temp.ev(:'rec', 'checkout_started', 'anon-1', '1 hour', NULL, '{"payload": {"cartId": "cart-anon"}}') \g /dev/null
-SELECT lives_ok(format($$SELECT runhub.suppress(%L, 'gina@example.com'), runhub.suppress(%L, ' HANK@Example.com ', 'unsubscribed')$$, :'rec', :'rec'),
+SELECT lives_ok(format($$SELECT runhub.suppress(%L, %L, 'gina@example.com'), runhub.suppress(%L, %L, ' HANK@Example.com ', 'unsubscribed')$$,
+                       :'rec', :owner, :'rec', :admin),
                 'fixture: gina and hank are suppressed');
 
 SELECT is(pg_temp.who(:'rec', 'recover_abandoned'),
@@ -621,15 +633,15 @@ SELECT is(pg_temp.detail(pg_temp.cancel_sql(:'rec', :admin, :'rec1')), jsonb_bui
 -- send_promo (project locale es): segments, params, preview identity, the execution-time count
 -- check, templates promo and update, suppress.
 SELECT runhub.create_project('Promo shop', :owner, 'UTC', 'USD', 'es') AS promo \gset
-SELECT runhub.add_member(:'promo', :admin, 'admin'), runhub.add_member(:'promo', :member, 'member') \g /dev/null
+SELECT runhub.add_member(:'promo', :owner, :admin, 'admin'), runhub.add_member(:'promo', :owner, :member, 'member') \g /dev/null
 SELECT runhub.update_project_settings(:'promo', :owner, '{"integrations": ["email"]}') \g /dev/null
 SELECT pg_temp.ev(:'promo', 'lead_created', 'pat-1', '1 day', '{"email": "pat@example.com", "name": "Pat", "locale": "de"}') \g /dev/null
 SELECT pg_temp.ev(:'promo', 'page_viewed', 'quinn-1', '3 days', '{"email": "quinn@example.com", "locale": "pt"}') \g /dev/null
 SELECT pg_temp.ev(:'promo', 'page_viewed', 'ruth-1', '10 days', '{"email": "ruth@example.com"}') \g /dev/null
 SELECT pg_temp.ev(:'promo', 'page_viewed', 'sara-1', '40 days', '{"email": "sara@example.com"}') \g /dev/null
-SELECT pg_temp.ev(:'promo', 'promo_email_sent', 'tom-1', '1 day', '{"email": "tom@example.com"}') \g /dev/null
+SELECT pg_temp.own_send(:'promo', 'promo_email_sent', '<tom-1@runhub>', '1 day', 'tom@example.com') \g /dev/null
 SELECT pg_temp.ev(:'promo', 'page_viewed', 'uri-1', '2 days', '{"email": "uri@example.com"}') \g /dev/null
-SELECT runhub.suppress(:'promo', 'uri@example.com') \g /dev/null
+SELECT runhub.suppress(:'promo', :owner, 'uri@example.com') \g /dev/null
 SELECT is_empty(format($$SELECT 1 FROM runhub.customers WHERE project_id = %L AND email = 'tom@example.com'$$, :'promo'),
                 'our own sends do not make a customer (tom only has promo_email_sent)');
 \set pp '{"subject": "Spring sale", "content": "Up to 30% off"}'
@@ -731,8 +743,8 @@ SELECT is(runhub.create_run(:'promo', :owner, 'send_promo', 'promo-2', (:'pp'::j
 -- suppress: no workflow mails the address again; its queued messages are cancelled at once.
 UPDATE runhub.outbox SET status = 'sending', lease_owner = 'sender-1', lease_expires_at = now() + interval '1 minute'
  WHERE run_id = :'promo2' AND to_email = 'pat@example.com';
-SELECT lives_ok(format($$SELECT runhub.suppress(%L, ' Quinn@Example.COM ', 'unsubscribed')$$, :'promo'), 'suppress an address (trimmed, lower-cased)');
-SELECT lives_ok(format($$SELECT runhub.suppress(%L, 'pat@example.com', 'bounced')$$, :'promo'), 'suppress an address whose message is being sent');
+SELECT lives_ok(format($$SELECT runhub.suppress(%L, %L, ' Quinn@Example.COM ', 'unsubscribed')$$, :'promo', :admin), 'an admin suppresses an address (trimmed, lower-cased)');
+SELECT lives_ok(format($$SELECT runhub.suppress(%L, %L, 'pat@example.com', 'bounced')$$, :'promo', :owner), 'the owner suppresses an address whose message is being sent');
 SELECT results_eq(format($$SELECT o.to_email, o.status, r.status FROM runhub.outbox o
                              JOIN runhub.workflow_run_recipients r ON r.id = o.recipient_id WHERE o.run_id = %L ORDER BY o.to_email$$, :'promo2'),
                   $$VALUES ('pat@example.com', 'sending', 'queued'),
@@ -740,21 +752,33 @@ SELECT results_eq(format($$SELECT o.to_email, o.status, r.status FROM runhub.out
                            ('ruth@example.com', 'queued', 'queued'),
                            ('vera@example.com', 'queued', 'queued')$$,
                   'quinn''s queued message and recipient are cancelled; pat''s message in flight and the others are untouched');
-SELECT lives_ok(format($$SELECT runhub.suppress(%L, 'quinn@example.com', 'complained')$$, :'promo'), 'suppressing again is not an error');
+SELECT lives_ok(format($$SELECT runhub.suppress(%L, %L, 'quinn@example.com', 'complained')$$, :'promo', :owner), 'suppressing again is not an error');
 SELECT results_eq(format($$SELECT email, reason FROM runhub.suppressions WHERE project_id = %L ORDER BY email$$, :'promo'),
                   $$VALUES ('pat@example.com', 'bounced'), ('quinn@example.com', 'unsubscribed'), ('uri@example.com', 'manual')$$,
                   'suppressions: lower-cased, the first reason kept, manual by default');
 SELECT is(runhub.get_run(:'promo', :owner, :'promo2') -> 'result',
           '{"totalRecipients": 4, "successful": 0, "failed": 0, "pending": 3, "cancelled": 1}'::jsonb,
           'the run''s live counts show the cancelled recipient');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.suppress(%L, 'not-an-email')$$, :'promo')), 'PT400 common.invalidInput email',
+SELECT is(pg_temp.refusal(format($$SELECT runhub.suppress(%L, %L, 'not-an-email')$$, :'promo', :owner)), 'PT400 common.invalidInput email',
           'suppress of something that is not an address: PT400 (email)');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.suppress(%L, NULL)$$, :'promo')), 'PT400 common.invalidInput email',
+SELECT is(pg_temp.refusal(format($$SELECT runhub.suppress(%L, %L, NULL)$$, :'promo', :owner)), 'PT400 common.invalidInput email',
           'suppress of null: PT400 (email)');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.suppress(%L, 'x@example.com', 'spam')$$, :'promo')), 'PT400 common.invalidInput reason',
+SELECT is(pg_temp.refusal(format($$SELECT runhub.suppress(%L, %L, 'x@example.com', 'spam')$$, :'promo', :owner)), 'PT400 common.invalidInput reason',
           'suppress with an unknown reason: PT400 (reason)');
-SELECT is(pg_temp.refusal($$SELECT runhub.suppress('ffffffff-0000-4000-8000-00000000dddd', 'x@example.com')$$), 'PT404 projects.notFound',
+SELECT is(pg_temp.refusal(format($$SELECT runhub.suppress('ffffffff-0000-4000-8000-00000000dddd', %L, 'x@example.com')$$, :owner)), 'PT404 projects.notFound',
           'suppress in an unknown project: PT404 projects.notFound');
+-- The actor: admin or owner. A member gets PT403, a non-member PT404, before the arguments are read.
+SELECT is(pg_temp.caught(format($$SELECT runhub.suppress(%L, %L, 'x@example.com')$$, :'promo', :member)) - 'hint',
+          jsonb_build_object('sqlstate', 'PT403', 'message', 'auth.roleRequired', 'detail', '{"role": "member", "required": "admin"}'),
+          'suppress by a member: PT403 auth.roleRequired {required admin, role member}');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.suppress(%L, %L, 'x@example.com')$$, :'promo', :stranger)), 'PT404 projects.notFound',
+          'suppress by a non-member: PT404 projects.notFound');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.suppress(%L, %L, 'not-an-email', 'spam')$$, :'promo', :member)), 'PT403 auth.roleRequired',
+          'suppress by a member with bad arguments: PT403 first');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.suppress(%L, NULL, 'x@example.com')$$, :'promo')), 'PT400 common.invalidInput actor',
+          'suppress with a null actor: PT400 (actor)');
+SELECT is_empty(format($$SELECT 1 FROM runhub.suppressions WHERE project_id = %L AND email = 'x@example.com'$$, :'promo'),
+                'the refused suppress calls suppressed nothing');
 
 -- The cap spans runs; with it off, the next run (isUpdate false: template promo) skips the suppressed.
 UPDATE runhub.workflow_runs SET requested_at = now() - interval '2 hours' WHERE id = :'promo2';
@@ -776,7 +800,7 @@ SELECT results_eq(format($$SELECT to_email, template FROM runhub.outbox WHERE ru
 -- ---------------------------------------------------------------------------------------------
 -- onboard_users (project locale fr): any member; the actor must still be a member at execution.
 SELECT runhub.create_project('Onboard shop', :owner, 'UTC', 'EUR', 'fr') AS onb \gset
-SELECT runhub.add_member(:'onb', :member, 'member') \g /dev/null
+SELECT runhub.add_member(:'onb', :owner, :member, 'member') \g /dev/null
 SELECT runhub.update_project_settings(:'onb', :owner, '{"integrations": ["email"]}') \g /dev/null
 SELECT pg_temp.ev(:'onb', 'user_signed_up', 'sam-1', '2 days', '{"email": "sam@example.com", "name": "Sam", "locale": "zz"}') \g /dev/null
 SELECT pg_temp.ev(:'onb', 'user_signed_up', 'tia-1', '2 days', '{"email": "tia@example.com"}') \g /dev/null
@@ -785,9 +809,9 @@ SELECT pg_temp.ev(:'onb', 'user_signed_up', 'uma-1', '10 days', '{"email": "uma@
 SELECT pg_temp.ev(:'onb', 'checkout_started', 'vic-1', '3 days', '{"email": "vic@example.com", "locale": "ar"}') \g /dev/null
 SELECT pg_temp.ev(:'onb', 'user_signed_up', 'vic-2', '1 day', '{"email": "vic@example.com"}') \g /dev/null
 SELECT pg_temp.ev(:'onb', 'user_signed_up', 'wes-1', '1 day', '{"email": "wes@example.com"}') \g /dev/null
-SELECT pg_temp.ev(:'onb', 'onboarding_email_sent', 'wes-2', '12 hours', '{"email": "wes@example.com"}') \g /dev/null
+SELECT pg_temp.own_send(:'onb', 'onboarding_email_sent', '<wes-2@runhub>', '12 hours', 'wes@example.com') \g /dev/null
 SELECT pg_temp.ev(:'onb', 'user_signed_up', 'xan-1', '1 day', '{"email": "xan@example.com"}') \g /dev/null
-SELECT runhub.suppress(:'onb', 'xan@example.com') \g /dev/null
+SELECT runhub.suppress(:'onb', :owner, 'xan@example.com') \g /dev/null
 SELECT is(pg_temp.who(:'onb', 'onboard_users'),
           '{"sam@example.com": "included", "vic@example.com": "included", "wes@example.com": "included", "xan@example.com": "suppressed"}'::jsonb,
           'sign-ups of the last 7 days with nothing since (tia did something, uma is too old; vic''s checkout came before, wes''s event is our own send)');
@@ -810,7 +834,7 @@ SELECT results_eq(format($$SELECT status, completed_at, lease_owner, result FROM
                               "errorSummary": "Whoever triggered this run is no longer a member of the project"}'::jsonb)$$,
                   'the actor is no longer a member: failed with workflows.policy.actorNotMember');
 SELECT is_empty(format($$SELECT 1 FROM runhub.workflow_run_recipients WHERE run_id = %L$$, :'onb1'), 'the refused run wrote no recipient');
-SELECT runhub.add_member(:'onb', :member, 'member') \g /dev/null
+SELECT runhub.add_member(:'onb', :owner, :member, 'member') \g /dev/null
 SELECT is(pg_temp.availability(:'onb', :owner) -> 'onboard_users' -> 'available', 'true'::jsonb, 'a failed run does not hold the cooldown');
 SELECT is(pg_temp.action(:'onb', :owner, 'onboard_users') -> 'lastRun',
           jsonb_build_object('id', :'onb1', 'status', 'failed', 'requestedAt', runhub._iso(now()), 'completedAt', runhub._iso(now()),
@@ -836,7 +860,7 @@ SELECT is(pg_temp.refusal(pg_temp.create_sql(:'onb', :member, 'onboard_users', '
 -- cancel_run on a queued run; the execution lease (claim_runs, heartbeat_run, execute_run); an
 -- execution that raises.
 SELECT runhub.create_project('Ops shop', :owner, 'UTC', 'EUR') AS ops \gset
-SELECT runhub.add_member(:'ops', :member, 'member') \g /dev/null
+SELECT runhub.add_member(:'ops', :owner, :member, 'member') \g /dev/null
 SELECT runhub.update_project_settings(:'ops', :owner, '{"integrations": ["email"]}') \g /dev/null
 SELECT pg_temp.ev(:'ops', 'user_signed_up', 'ops1', '1 day', '{"email": "ops1@example.com"}') \g /dev/null
 SELECT pg_temp.ev(:'ops', 'user_signed_up', 'ops2', '1 day', '{"email": "ops2@example.com"}') \g /dev/null
@@ -1011,12 +1035,12 @@ SELECT doesnt_match((SELECT substring(link FROM '&cart=(.*)$') FROM runhub.workf
 
 -- Execution re-checks the actor's current role: an admin demoted to member after triggering a
 -- recovery run.
-SELECT runhub.add_member(:'lnk', :admin, 'admin') \g /dev/null
+SELECT runhub.add_member(:'lnk', :owner, :admin, 'admin') \g /dev/null
 SELECT pg_temp.ev(:'lnk', 'checkout_started', 'lnk-3', '1 hour', '{"email": "lnk3@example.com"}', '{"payload": {"cartId": "c3"}}') \g /dev/null
 UPDATE runhub.workflow_runs SET requested_at = now() - interval '2 hours' WHERE id = :'lnk_run';
 SELECT runhub.preview(:'lnk', :admin, 'recover_abandoned') \g /dev/null
 SELECT runhub.create_run(:'lnk', :admin, 'recover_abandoned', 'lnk-run-2') ->> 'runId' AS lnk_run2 \gset
-SELECT runhub.add_member(:'lnk', :admin, 'member') \g /dev/null
+SELECT runhub.add_member(:'lnk', :owner, :admin, 'member') \g /dev/null
 SELECT is(runhub.process_runs(), 1, 'process_runs takes the demoted admin''s run');
 SELECT is((SELECT result - 'errorSummary' FROM runhub.workflow_runs WHERE id = :'lnk_run2'),
           '{"totalRecipients": 0, "successful": 0, "failed": 0, "reason": "auth.roleRequired", "reasonParams": {"required": "admin", "role": "member"}}'::jsonb,
@@ -1032,7 +1056,7 @@ SELECT is(to_regclass(:'other_counter'), NULL, 'deleting the project drops its c
 -- The rate limit: 10 create_run calls per project per clock minute, whatever their outcome; the
 -- 11th gets PT429. Membership and role come first and are not counted.
 SELECT runhub.create_project('Rate shop', :owner, 'UTC', 'EUR') AS rl \gset
-SELECT runhub.add_member(:'rl', :member, 'member') \g /dev/null
+SELECT runhub.add_member(:'rl', :owner, :member, 'member') \g /dev/null
 SELECT runhub.update_project_settings(:'rl', :owner, '{"integrations": ["email"]}') \g /dev/null
 SELECT pg_temp.ev(:'rl', 'user_signed_up', 'rl1', '1 day', '{"email": "rl1@example.com"}') \g /dev/null
 SELECT runhub.preview(:'rl', :owner, 'onboard_users') ->> 'previewId' AS rl_preview \gset

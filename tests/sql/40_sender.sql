@@ -13,7 +13,7 @@
 -- clock_timestamp(), so times they set are checked against both.
 BEGIN;
 \ir helpers.psql
-SELECT plan(180);
+SELECT plan(181);
 
 \set owner '''eeeeeeee-0000-4000-8000-000000000001'''
 
@@ -400,11 +400,13 @@ SELECT results_eq(format($$SELECT o.to_email, o.status, o.attempts, o.smtp_code,
 
 -- A failure reported by a worker that does not hold the lease changes nothing.
 SELECT pg_temp.row_of('max@example.com') AS max_row \gset
-SELECT is(ARRAY(SELECT coalesce(v.w, 'null') || ' ' || v.code || ' -> ' || runhub.record_failure(pg_temp.msg('max@example.com'), v.w, v.code, v.reply)
-                  FROM (VALUES ('wx', 421, '421 busy'), ('wx', 550, '550 5.1.1 User unknown'), (NULL, 550, '550 5.1.1 User unknown'),
+SELECT is(ARRAY(SELECT v.w || ' ' || v.code || ' -> ' || runhub.record_failure(pg_temp.msg('max@example.com'), v.w, v.code, v.reply)
+                  FROM (VALUES ('wx', 421, '421 busy'), ('wx', 550, '550 5.1.1 User unknown'),
                                ('WC', 421, '421 busy')) v(w, code, reply)),
-          ARRAY['wx 421 -> lease_lost', 'wx 550 -> lease_lost', 'null 550 -> lease_lost', 'WC 421 -> lease_lost'],
-          'a 4xx or 5xx from another worker (or none, or WC for wc): lease_lost');
+          ARRAY['wx 421 -> lease_lost', 'wx 550 -> lease_lost', 'WC 421 -> lease_lost'],
+          'a 4xx or 5xx from another worker (or WC for wc): lease_lost');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.record_failure(%s, NULL, 550, '550 5.1.1 User unknown')$$, pg_temp.msg('max@example.com'))),
+          'PT400 common.invalidInput worker', 'a 5xx from no worker at all: PT400 common.invalidInput (worker)');
 SELECT is(pg_temp.row_of('max@example.com'), :'max_row'::jsonb, '... and max''s message is unchanged');
 SELECT is_empty(format($$SELECT 1 FROM runhub.suppressions WHERE project_id = %L AND email = 'max@example.com'$$, :'proj_c'),
                 '... and max is not suppressed');
