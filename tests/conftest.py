@@ -6,8 +6,10 @@ template database, and a fresh clone of it for every test (pytest-postgresql's n
 from __future__ import annotations
 
 import atexit
+import copy
 import json
 import os
+import stat
 import tempfile
 import time
 import uuid
@@ -157,3 +159,35 @@ def blocked_by(monitor, blocker_pid: int) -> set[int]:
         " WHERE datname = current_database() AND wait_event_type = 'Lock'"
         "   AND %s = ANY (pg_blocking_pids(pid))", (blocker_pid,)).fetchall()
     return {r[0] for r in rows}
+
+
+# -- building inputs, and files ----------------------------------------------------------------
+
+DELETE = object()  # with_field: remove the field
+
+
+def with_field(body: dict, path: str, value) -> dict:
+    """body with path (e.g. 'customer.email') set to value, or removed when value is DELETE."""
+    body = copy.deepcopy(body)
+    *parents, leaf = path.split(".")
+    node = body
+    for name in parents:
+        node = node[name]
+    if value is DELETE:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value
+    return body
+
+
+def file_mode(path) -> int:
+    """Permission bits of path itself (a symlink's own, not its target's)."""
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.fixture
+def umask_022():
+    """The usual umask, which would make a plain mkdir 755 and a plain file 644."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)

@@ -3,7 +3,6 @@ SQLSTATE, i18n key and detail, and nothing written. Plus property tests: arbitra
 past the error contract, and valid events round-trip through list_events."""
 from __future__ import annotations
 
-import copy
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -16,13 +15,12 @@ from hypothesis import event as note_outcome
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
-from conftest import assert_refused, count_rows, event, ingest, new_project
+from conftest import DELETE, assert_refused, count_rows, event, ingest, new_project, with_field
 
 # Deterministic examples (derandomize) and no example database written into the repository.
 PROPERTY = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-DELETE = object()  # marks a field to be left out of the event
 
 
 def base_event() -> dict:
@@ -37,20 +35,6 @@ def base_event() -> dict:
         "currency": "EUR",
         "payload": {"cart": "c-1", "items": [1, 2]},
     }
-
-
-def with_(body: dict, path: str, value) -> dict:
-    """body with path (e.g. 'customer.email') set to value, or removed when value is DELETE."""
-    body = copy.deepcopy(body)
-    *parents, leaf = path.split(".")
-    node = body
-    for name in parents:
-        node = node[name]
-    if value is DELETE:
-        node.pop(leaf, None)
-    else:
-        node[leaf] = value
-    return body
 
 
 def refused(conn, project, body, sqlstate: str, key: str) -> dict:
@@ -271,7 +255,7 @@ FIELD_CASES = [
                               for c in FIELD_CASES])
 def test_malformed_field_is_refused(shared, path, value, sqlstate, key, field):
     conn, project = shared
-    body = with_(base_event(), path, value)
+    body = with_field(base_event(), path, value)
     detail = refused(conn, project, Jsonb(body), sqlstate, key)
     assert detail["field"] == field
     if key == INVALID:
@@ -295,9 +279,9 @@ def test_event_in_the_future_beyond_a_day_is_refused(conn, project):
     """The window's upper end is relative to the server's clock: now() + 1 day."""
     later = conn.execute("SELECT runhub._iso(now() + interval '1 day 1 minute'),"
                          "       runhub._iso(now() + interval '23 hours')").fetchone()
-    detail = refused(conn, project, Jsonb(with_(base_event(), "occurredAt", later[0])), "PT400", INVALID)
+    detail = refused(conn, project, Jsonb(with_field(base_event(), "occurredAt", later[0])), "PT400", INVALID)
     assert detail["field"] == "occurredAt"
-    assert ingest(conn, project, with_(base_event(), "occurredAt", later[1]))["inserted"]
+    assert ingest(conn, project, with_field(base_event(), "occurredAt", later[1]))["inserted"]
 
 
 @pytest.mark.parametrize("value", [
@@ -305,7 +289,7 @@ def test_event_in_the_future_beyond_a_day_is_refused(conn, project):
     "2026-11-20 10:00:00+05:30", "2026-11-20T10:00:00-0330", "2026-11-20T10:00:00+14",
 ])
 def test_occurred_at_edges_that_are_accepted(conn, project, value):
-    assert ingest(conn, project, with_(base_event(), "occurredAt", value))["inserted"]
+    assert ingest(conn, project, with_field(base_event(), "occurredAt", value))["inserted"]
 
 
 @pytest.mark.parametrize(("path", "value"), [
@@ -316,7 +300,7 @@ def test_occurred_at_edges_that_are_accepted(conn, project, value):
     ("amountCents", 12.0), ("payload", None), ("payload", {}),
 ])
 def test_limits_that_are_accepted(conn, project, path, value):
-    assert ingest(conn, project, with_(base_event(), path, value))["inserted"]
+    assert ingest(conn, project, with_field(base_event(), path, value))["inserted"]
 
 
 def test_first_unknown_field_is_named_whichever_it_is(conn, project):
@@ -336,7 +320,7 @@ EMAIL_PADDING = [" ", "  \t", "\t", "\n", "\r\n", "\u00a0", "\u200b", "\ufeff", 
 @pytest.mark.parametrize("pad", EMAIL_PADDING,
                          ids=["space", "space-tab", "tab", "newline", "crlf", "nbsp", "zwsp", "bom", "em-space"])
 def test_email_padded_with_any_white_space_is_stored_trimmed(conn, project, pad):
-    body = with_(base_event(), "customer.email", f"{pad}Ann@Example.COM{pad}")
+    body = with_field(base_event(), "customer.email", f"{pad}Ann@Example.COM{pad}")
     result = ingest(conn, project, body)  # refused today for tab, newline, em space
     stored = conn.execute("SELECT customer_email FROM runhub.business_events WHERE id = %s",
                           (result["eventId"],)).fetchone()[0]
@@ -353,7 +337,7 @@ def _payload_of_bytes(n: int) -> dict:
 def test_payload_at_the_limit_is_accepted(conn, project):
     payload = _payload_of_bytes(32768)
     assert conn.execute("SELECT octet_length(%s::jsonb::text)", (Jsonb(payload),)).fetchone()[0] == 32768
-    assert ingest(conn, project, with_(base_event(), "payload", payload))["inserted"]
+    assert ingest(conn, project, with_field(base_event(), "payload", payload))["inserted"]
 
 
 @pytest.mark.parametrize("payload", [
@@ -365,7 +349,7 @@ def test_payload_at_the_limit_is_accepted(conn, project):
 def test_payload_over_32768_bytes_is_refused_with_its_size(conn, project, payload):
     size = conn.execute("SELECT octet_length(%s::jsonb::text)", (Jsonb(payload),)).fetchone()[0]
     assert size > 32768
-    detail = refused(conn, project, Jsonb(with_(base_event(), "payload", payload)), "PT413",
+    detail = refused(conn, project, Jsonb(with_field(base_event(), "payload", payload)), "PT413",
                      "events.payloadTooLarge")
     assert detail == {"bytes": size, "maxBytes": 32768}
 
@@ -451,7 +435,7 @@ def test_any_json_as_the_event_is_accepted_or_refused_cleanly(conn, project, bod
 @PROPERTY
 @given(path=st.sampled_from(FIELDS + ["unknownField", "customer.other"]), value=any_value)
 def test_any_json_in_one_field_is_accepted_or_refused_cleanly(conn, project, path, value):
-    _ingest_anything(conn, project, with_(base_event(), path, value), _catalog(conn))
+    _ingest_anything(conn, project, with_field(base_event(), path, value), _catalog(conn))
 
 
 # -- property: valid events round-trip ----------------------------------------------------------
@@ -563,16 +547,16 @@ ODD_SESSION = "-c TimeZone=Pacific/Kiritimati -c DateStyle=SQL,DMY -c IntervalSt
 def test_session_timezone_and_datestyle_do_not_change_instants(db_url):
     with psycopg.connect(db_url, autocommit=True, options=ODD_SESSION) as odd:
         project, owner = new_project(odd)
-        ingest(odd, project, with_(base_event(), "occurredAt", "2026-11-20T10:00:00+02:00"))
-        ingest(odd, project, with_(base_event(), "occurredAt", "2000-01-01T00:00:00Z"))
+        ingest(odd, project, with_field(base_event(), "occurredAt", "2026-11-20T10:00:00+02:00"))
+        ingest(odd, project, with_field(base_event(), "occurredAt", "2000-01-01T00:00:00Z"))
         page = odd.execute("SELECT runhub.list_events(%s, %s, 'timeline', NULL, 10)", (project, owner)).fetchone()[0]
         assert [e["occurredAt"] for e in page["events"]] == ["2026-11-20T08:00:00.000000Z",
                                                              "2000-01-01T00:00:00.000000Z"]
         with pytest.raises(psycopg.Error) as excinfo:  # 1999 in UTC, 2000 in Kiritimati (UTC+14)
-            ingest(odd, project, with_(base_event(), "occurredAt", "1999-12-31T23:59:59Z"))
+            ingest(odd, project, with_field(base_event(), "occurredAt", "1999-12-31T23:59:59Z"))
         assert assert_refused(excinfo, "PT400", INVALID)["field"] == "occurredAt"
         with pytest.raises(psycopg.Error) as excinfo:  # an instant without offset is never read in session time
-            ingest(odd, project, with_(base_event(), "occurredAt", "2026-11-20T10:00:00"))
+            ingest(odd, project, with_field(base_event(), "occurredAt", "2026-11-20T10:00:00"))
         assert assert_refused(excinfo, "PT400", INVALID)["field"] == "occurredAt"
 
 

@@ -30,7 +30,6 @@ more arguments at a time.
 """
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import itertools
 import json
@@ -46,6 +45,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 from psycopg.types.string import TextLoader
+
+from conftest import DELETE, with_field
 
 ROLES = ("runhub_app", "runhub_ingest", "runhub_sender", "runhub_reader")
 WORKER = "hx-worker"  # the fixture's sender worker: it holds the leases of CLAIMED messages
@@ -382,21 +383,6 @@ TYPE_STRATEGIES: dict[str, Callable[[World], st.SearchStrategy]] = {
 
 # -- per-argument pools and strategies (structure and meaning) ---------------------------------
 
-def with_field(base: dict, path: str, value) -> dict:
-    """base with path ('customer.email') set to value, or removed when value is DELETE."""
-    out = copy.deepcopy(base)
-    *parents, leaf = path.split(".")
-    node = out
-    for name in parents:
-        node = node[name]
-    if value is DELETE:
-        node.pop(leaf, None)
-    else:
-        node[leaf] = value
-    return out
-
-
-DELETE = object()
 
 
 def base_event(w: World) -> dict:

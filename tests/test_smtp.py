@@ -7,12 +7,12 @@ import email.policy
 import os
 import pwd
 import socket
-import stat
 import threading
 
 import pytest
 from aiosmtpd.controller import Controller
 
+from conftest import file_mode
 from runhub_loader.embedded import free_port
 from runhub_loader.smtp import EmlSink, SmtpConfig, SmtpConnection, UnsafeMailFolder, ehlo_responses
 
@@ -147,18 +147,6 @@ def test_a_dropped_connection_is_an_outcome_without_a_code_and_the_next_send_rec
 
 # -- the sink's mail is nobody else's to read --------------------------------------------------------
 
-def mode(path) -> int:
-    return stat.S_IMODE(os.lstat(path).st_mode)
-
-
-@pytest.fixture
-def umask_022():
-    """The usual umask, which would make a plain mkdir 755 and a plain file 644."""
-    previous = os.umask(0o022)
-    yield
-    os.umask(previous)
-
-
 def test_the_sinks_mail_is_private_whatever_the_umask(serve, tmp_path, umask_022):
     folder = tmp_path / "home" / "mail"
     conn, _ = opened(serve(EmlSink(folder)))
@@ -166,15 +154,15 @@ def test_the_sinks_mail_is_private_whatever_the_umask(serve, tmp_path, umask_022
         assert conn.send(MESSAGE, "a@example.com", rcpt).accepted
     conn.close()
     stored = sorted(folder.glob("*.eml"))
-    assert mode(folder) == 0o700
-    assert len(stored) == 2 and [mode(p) for p in stored] == [0o600, 0o600]
+    assert file_mode(folder) == 0o700
+    assert len(stored) == 2 and [file_mode(p) for p in stored] == [0o600, 0o600]
 
 
 def test_a_mail_folder_an_older_version_made_is_made_private(tmp_path, umask_022):
     folder = tmp_path / "mail"
     folder.mkdir(mode=0o755)
     EmlSink(folder)
-    assert mode(folder) == 0o700
+    assert file_mode(folder) == 0o700
 
 
 def test_a_sink_restarted_within_the_second_keeps_the_earlier_mail(tmp_path):
@@ -191,7 +179,7 @@ def test_a_mail_folder_someone_else_owns_is_refused(tmp_path):
     os.chown(folder, nobody.pw_uid, nobody.pw_gid)
     with pytest.raises(UnsafeMailFolder, match=f"refusing to store mail in {folder}: it belongs to nobody"):
         EmlSink(folder)
-    assert mode(folder) == 0o755 and list(folder.iterdir()) == []
+    assert file_mode(folder) == 0o755 and list(folder.iterdir()) == []
 
 
 def test_a_mail_folder_swapped_for_a_symlink_gets_no_mail(serve, tmp_path):
@@ -210,4 +198,4 @@ def test_a_mail_folder_swapped_for_a_symlink_gets_no_mail(serve, tmp_path):
     refused = conn.send(MESSAGE, "a@example.com", "b@example.com")
     conn.close()
     assert not refused.accepted
-    assert list(target.iterdir()) == [] and mode(target) == 0o755
+    assert list(target.iterdir()) == [] and file_mode(target) == 0o755
