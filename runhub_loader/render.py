@@ -363,7 +363,9 @@ def _workflow_context(template: str, v: Mapping[str, Any], loc: Locale, t: Calla
     context: dict[str, Any] = {
         "project_name": project,
         "greeting": t("greeting.named", name=name) if name else t("greeting.generic"),
-        "shop_url": _url(v.get("shopUrl"), "shopUrl"),
+        # promo and update mail link to the shop with their run id (link), for attribution
+        "shop_url": _url(v.get("link"), "link") if template in ("promo", "update") and v.get("link")
+                    else _url(v.get("shopUrl"), "shopUrl"),
     }
     if template == "recovery":
         context.update(recovery if recovery is not None else _recovery_values(v, loc))

@@ -206,7 +206,9 @@ CREATE OR REPLACE TRIGGER projects_drop_trigger_counter
 
 -- Validate and merge project settings: shopUrl (https link base for recovery links),
 -- frequencyCapHours (0-168: no second workflow e-mail to a customer within it; default 16),
--- integrations (connected integrations: payments, email). null removes a key.
+-- integrations (connected integrations: payments, email), emailOnlyAttribution (credit a payment to
+-- the last workflow mail to the payer's address even without a cart or amount match; default
+-- false). null removes a key.
 CREATE OR REPLACE FUNCTION runhub.update_project_settings(p_project uuid, p_actor uuid, p_settings jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -222,7 +224,7 @@ BEGIN
         PERFORM runhub._invalid('common.invalidInput', 'settings', 'must be a JSON object');
     END IF;
     FOR v_key, v_value IN SELECT * FROM jsonb_each(p_settings) LOOP
-        IF v_key NOT IN ('shopUrl', 'frequencyCapHours', 'integrations') THEN
+        IF v_key NOT IN ('shopUrl', 'frequencyCapHours', 'integrations', 'emailOnlyAttribution') THEN
             PERFORM runhub._raise('common.unknownField', jsonb_build_object('field', v_key));
         END IF;
         CONTINUE WHEN v_value = 'null';  -- removes the key
@@ -235,6 +237,10 @@ BEGIN
         WHEN 'frequencyCapHours' THEN
             IF jsonb_typeof(v_value) <> 'number' OR (v_value::text) !~ '^\d{1,3}$' OR (v_value::text)::int > 168 THEN
                 PERFORM runhub._invalid('common.invalidInput', 'frequencyCapHours', 'must be a whole number of hours, 0 to 168');
+            END IF;
+        WHEN 'emailOnlyAttribution' THEN
+            IF jsonb_typeof(v_value) <> 'boolean' THEN
+                PERFORM runhub._invalid('common.invalidInput', 'emailOnlyAttribution', 'must be true or false');
             END IF;
         WHEN 'integrations' THEN
             IF jsonb_typeof(v_value) <> 'array' OR EXISTS (

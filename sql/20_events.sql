@@ -1,8 +1,8 @@
 -- Business events: validated, idempotent ingestion and cursor-paged listing in two orders.
 
--- Append-only guard: UPDATE, DELETE and TRUNCATE are refused; a DELETE cascading from the
--- deletion of the project itself is the one exception.
-CREATE OR REPLACE FUNCTION runhub._business_events_append_only()
+-- Append-only guard (business_events, workflow_attributions): UPDATE, DELETE and TRUNCATE are
+-- refused; a DELETE cascading from the deletion of the project itself is the one exception.
+CREATE OR REPLACE FUNCTION runhub._append_only()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -11,17 +11,17 @@ BEGIN
     IF TG_OP = 'DELETE' AND NOT EXISTS (SELECT 1 FROM runhub.projects WHERE id = OLD.project_id) THEN
         RETURN OLD;
     END IF;
-    PERFORM runhub._raise('events.appendOnly', jsonb_build_object('operation', TG_OP));
+    PERFORM runhub._raise('events.appendOnly', jsonb_build_object('table', TG_TABLE_NAME, 'operation', TG_OP));
     RETURN NULL;
 END
 $$;
 
 CREATE OR REPLACE TRIGGER business_events_append_only
     BEFORE UPDATE OR DELETE ON runhub.business_events
-    FOR EACH ROW EXECUTE FUNCTION runhub._business_events_append_only();
+    FOR EACH ROW EXECUTE FUNCTION runhub._append_only();
 CREATE OR REPLACE TRIGGER business_events_no_truncate
     BEFORE TRUNCATE ON runhub.business_events
-    FOR EACH STATEMENT EXECUTE FUNCTION runhub._business_events_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION runhub._append_only();
 
 -- Parse an ISO 8601 timestamp with an explicit offset; null when it is not one.
 CREATE OR REPLACE FUNCTION runhub._parse_instant(p_text text)

@@ -300,9 +300,11 @@ BEGIN
     PERFORM runhub._enforce(runhub._evaluate_policy(v_facts));
 
     INSERT INTO runhub.workflow_runs (project_id, action_id, idempotency_key, params, client_requested_at,
-                                      preview_id, recipient_count_estimate, triggered_by, triggered_by_role)
+                                      preview_id, recipient_count_estimate, triggered_by, triggered_by_role,
+                                      outcome_window_hours)
     VALUES (p_project, p_action, p_idempotency_key, v_params, p_client_requested_at,
-            v_preview.id, v_preview.recipient_count, p_actor, v_role)
+            v_preview.id, v_preview.recipient_count, p_actor, v_role,
+            runhub._money_window_hours(v_action.outcome))  -- the window this run is judged by, for good
     RETURNING id INTO v_run;
     PERFORM pg_notify('runhub_runs', v_run::text);
     RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_created', 'runId', v_run,
@@ -344,7 +346,7 @@ AS $$
         || jsonb_build_object(
         'params', r.params,
         'stale', r.status = 'running' AND r.started_at < now() - interval '30 minutes',
-        'outcome', NULL)
+        'outcome', runhub._outcome(r))
 $$;
 
 -- A run of the project or PT404.
@@ -452,7 +454,7 @@ END
 $$;
 
 -- The action registry as this actor sees it: each action with whether it can run now and why not,
--- its last run and (once attribution exists) its last outcome.
+-- its last run, and the outcome of its latest run that sent mail (with the run's completedAt).
 CREATE OR REPLACE FUNCTION runhub.list_actions(p_project uuid, p_actor uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
@@ -463,7 +465,8 @@ DECLARE
     v_project runhub.projects;
 BEGIN
     SELECT * INTO v_project FROM runhub.projects WHERE id = p_project;
-    RETURN (SELECT jsonb_agg(runhub._action_json(a, d, lr) ORDER BY a.position)
+    RETURN (SELECT jsonb_agg(runhub._action_json(a, d, lr) || jsonb_build_object('lastOutcome', lo.outcome)
+                             ORDER BY a.position)
               FROM runhub.actions a
              CROSS JOIN LATERAL (SELECT runhub._evaluate_policy(jsonb_build_object(
                    'role', v_role, 'requiredRole', a.required_role, 'policy', a.policy,
@@ -471,7 +474,13 @@ BEGIN
                    'lastRunAt', runhub._iso(runhub._last_run_at(p_project, a.id)), 'now', runhub._iso(now()))) AS d) dd(d)
              LEFT JOIN LATERAL (SELECT * FROM runhub.workflow_runs r
                                  WHERE r.project_id = p_project AND r.action_id = a.id
-                                 ORDER BY r.requested_at DESC LIMIT 1) lr ON true);
+                                 ORDER BY r.requested_at DESC LIMIT 1) lr ON true
+             LEFT JOIN LATERAL (SELECT jsonb_build_object('runId', r.id, 'completedAt', runhub._iso(r.completed_at))
+                                       || runhub._outcome(r) AS outcome
+                                  FROM runhub.workflow_runs r
+                                 WHERE r.project_id = p_project AND r.action_id = a.id AND r.executed_at IS NOT NULL
+                                   AND r.outcome_window_hours IS NOT NULL
+                                 ORDER BY r.requested_at DESC LIMIT 1) lo ON true);
 END
 $$;
 
@@ -491,8 +500,7 @@ AS $$
         'lastRun', CASE WHEN p_last.id IS NOT NULL THEN jsonb_strip_nulls(jsonb_build_object(
             'id', p_last.id, 'status', p_last.status, 'requestedAt', runhub._iso(p_last.requested_at),
             'completedAt', runhub._iso(p_last.completed_at),
-            'result', coalesce(p_last.result, CASE WHEN p_last.executed_at IS NOT NULL THEN runhub._run_totals(p_last.id) END))) END,
-        'lastOutcome', NULL)
+            'result', coalesce(p_last.result, CASE WHEN p_last.executed_at IS NOT NULL THEN runhub._run_totals(p_last.id) END))) END)
 $$;
 
 -- Suppress an address for the project, as an admin: no workflow e-mails it again, and its queued

@@ -140,6 +140,7 @@ DECLARE
     v_count     int;
     v_decision  jsonb;
     v_link_base text;
+    v_shop_link text;
     v_template  text;
 BEGIN
     PERFORM runhub._check_worker(p_worker);
@@ -158,6 +159,8 @@ BEGIN
     SELECT m.role INTO v_role FROM runhub.project_members m
      WHERE m.project_id = v_run.project_id AND m.user_id = v_run.triggered_by;
     v_link_base := rtrim(v_project.settings ->> 'shopUrl', '/') || '/checkout?wid=' || p_run || '&cart=';
+    -- Promotions and updates link to the shop with the run id, so a payment can name the run.
+    v_shop_link := CASE WHEN v_run.action_id = 'send_promo' THEN rtrim(v_project.settings ->> 'shopUrl', '/') || '/?wid=' || p_run END;
     v_template := CASE WHEN v_run.action_id = 'send_promo' AND (v_run.params ->> 'isUpdate')::boolean
                        THEN 'update' ELSE v_action.template END;
     BEGIN
@@ -173,7 +176,8 @@ BEGIN
                         THEN split_part(r.locale, '-', 1) ELSE v_project.locale END,
                    r.cart_id, r.amount_cents, r.currency,
                    CASE WHEN v_run.action_id = 'recover_abandoned'
-                        THEN v_link_base || runhub._url_encode(coalesce(r.cart_id, '')) END
+                        THEN v_link_base || runhub._url_encode(coalesce(r.cart_id, ''))
+                        ELSE v_shop_link END
               FROM runhub._recipients(v_run.project_id, v_run.action_id, v_run.params, now()) r
              WHERE r.excluded_by IS NULL
              ORDER BY r.email

@@ -436,8 +436,9 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_run    runhub.workflow_runs;
-    v_totals jsonb;
+    v_run       runhub.workflow_runs;
+    v_totals    jsonb;
+    v_last_sent timestamptz;
 BEGIN
     SELECT * INTO v_run FROM runhub.workflow_runs WHERE id = p_run FOR UPDATE;
     IF NOT FOUND OR v_run.executed_at IS NULL OR v_run.status NOT IN ('running', 'cancelled') THEN
@@ -449,14 +450,18 @@ BEGIN
         RETURN;
     END IF;
     v_totals := runhub._run_totals(p_run) - 'pending' || jsonb_build_object('errorSummary', runhub._error_summary(p_run));
+    -- Its attribution window ends this long after its last mail: fixed now, read by every outcome.
+    v_last_sent := (SELECT max(o.sent_at) FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
+                     WHERE rc.run_id = p_run AND o.status = 'sent');
     IF v_run.status = 'cancelled' THEN  -- keep it cancelled; settle its final counts
-        UPDATE runhub.workflow_runs SET result = v_totals || jsonb_build_object('errorSummary', v_run.result ->> 'errorSummary')
+        UPDATE runhub.workflow_runs SET result = v_totals || jsonb_build_object('errorSummary', v_run.result ->> 'errorSummary'),
+                                        last_sent_at = v_last_sent
          WHERE id = p_run;
         RETURN;
     END IF;
     UPDATE runhub.workflow_runs
        SET status = CASE WHEN (v_totals ->> 'successful')::int > 0 THEN 'succeeded' ELSE 'failed' END,
-           completed_at = now(), result = jsonb_strip_nulls(v_totals)
+           completed_at = now(), result = jsonb_strip_nulls(v_totals), last_sent_at = v_last_sent
      WHERE id = p_run;
     RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_completed', 'runId', p_run, 'result', v_totals);
 END

@@ -305,11 +305,11 @@ SELECT policy_roles_are('runhub', 'business_events', 'business_events_member_rea
 -- Triggers on business_events: row-level BEFORE UPDATE OR DELETE, statement-level BEFORE TRUNCATE,
 -- and the statement-level AFTER INSERT that keeps runhub.customers up to date.
 SELECT has_trigger('runhub', 'business_events', 'business_events_append_only', 'append-only trigger exists');
-SELECT trigger_is('runhub', 'business_events', 'business_events_append_only', 'runhub', '_business_events_append_only',
-                  'append-only trigger calls runhub._business_events_append_only');
+SELECT trigger_is('runhub', 'business_events', 'business_events_append_only', 'runhub', '_append_only',
+                  'append-only trigger calls runhub._append_only');
 SELECT has_trigger('runhub', 'business_events', 'business_events_no_truncate', 'no-truncate trigger exists');
-SELECT trigger_is('runhub', 'business_events', 'business_events_no_truncate', 'runhub', '_business_events_append_only',
-                  'no-truncate trigger calls runhub._business_events_append_only');
+SELECT trigger_is('runhub', 'business_events', 'business_events_no_truncate', 'runhub', '_append_only',
+                  'no-truncate trigger calls runhub._append_only');
 -- pg_trigger.tgtype bits: ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32.
 SELECT results_eq($$SELECT tgname::text COLLATE "default", tgtype::int, tgenabled::text FROM pg_trigger
                      WHERE tgrelid = 'runhub.business_events'::regclass
