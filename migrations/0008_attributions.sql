@@ -26,7 +26,9 @@ CREATE TABLE runhub.workflow_attributions (
     id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     project_id        uuid        NOT NULL REFERENCES runhub.projects (id) ON DELETE CASCADE,
     run_id            uuid        NOT NULL REFERENCES runhub.workflow_runs (id) ON DELETE CASCADE,
-    payment_event_id  bigint      NOT NULL UNIQUE REFERENCES runhub.business_events (id) ON DELETE CASCADE,
+    -- No FK to business_events: TRUNCATE must still meet its append-only refusal, and the only way an
+    -- event goes (its project's deletion) takes the credit with it through project_id.
+    payment_event_id  bigint      NOT NULL UNIQUE,
     message_id        bigint      NOT NULL,  -- the touch: runhub.outbox(id) (no FK, as the outbox has none)
     method            text        NOT NULL CHECK (method IN ('wid_link', 'cart_match', 'amount_match', 'email_exact')),
     confidence        text        NOT NULL CHECK (confidence IN ('high', 'medium', 'low')),

@@ -227,6 +227,29 @@ def demo(obj: Context) -> None:
             click.echo(f"  {email:24} {link}")
 
 
+@main.command("attribute-payments")
+@click.option("--since", required=True, type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
+              help="Re-examine payments that happened at or after this instant (UTC unless an offset is given).")
+@click.option("--project", "projects", multiple=True, type=click.UUID, metavar="UUID",
+              help="Only this project (repeatable) [default: every project].")
+@click.pass_obj
+def attribute_payments(obj: Context, since, projects) -> None:
+    """Credit stored payments that no workflow mail was credited with yet (after a restore, or
+    with the attribution trigger off). Idempotent: a second run adds nothing."""
+    import psycopg
+    from datetime import timezone
+
+    since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
+    log = logs.get("attribution")
+    with psycopg.connect(obj.database_url(), autocommit=True) as conn:
+        ids = list(projects) or [r[0] for r in conn.execute("SELECT id FROM runhub.projects ORDER BY id")]
+        total = 0
+        for n, project in enumerate(ids, 1):
+            added = conn.execute("SELECT runhub.attribute_payments(%s, %s)", (project, since)).fetchone()[0]
+            total += added
+            log.info("payments_attributed", project_id=str(project), added=added, progress=f"{n}/{len(ids)}")
+    click.echo(f"{total} payment(s) newly credited in {len(ids)} project(s) since {since.isoformat()}")
+
 
 # -- mail ---------------------------------------------------------------------------------------
 

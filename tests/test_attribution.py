@@ -275,3 +275,33 @@ def test_backfill_credits_what_the_trigger_missed_and_adds_nothing_twice(conn):
     assert conn.execute("SELECT runhub.attribute_payments(%s, %s)", (project, since)).fetchone()[0] == 2
     assert conn.execute("SELECT runhub.attribute_payments(%s, %s)", (project, since)).fetchone()[0] == 0
     assert [credit(conn, p)["method"] for p in missed] == ["cart_match", "amount_match"]
+
+
+def test_runhub_attribute_payments_credits_what_was_missed(conn, db_url):
+    from click.testing import CliRunner
+
+    from runhub_loader.cli import main as cli
+
+    project, _, run = recovery_run(conn, {"ann@shop.example": ("cart-1", 4200)})
+    conn.execute("ALTER TABLE runhub.business_events DISABLE TRIGGER business_events_attribute_payment")
+    try:
+        missed = pay(conn, project, "ann@shop.example", cart="cart-1")
+    finally:
+        conn.execute("ALTER TABLE runhub.business_events ENABLE TRIGGER business_events_attribute_payment")
+    args = ["--database-url", db_url, "--log-format", "text", "attribute-payments", "--since", "2026-01-01"]
+    first = CliRunner().invoke(cli, args + ["--project", str(project)])
+    assert first.exit_code == 0 and "1 payment(s) newly credited in 1 project(s)" in first.output, first.output
+    assert "progress=1/1" in first.output
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "\n0 payment(s) newly credited" in again.output, again.output
+    assert credit(conn, missed)["method"] == "cart_match"
+
+
+def test_promotion_mail_links_to_the_shop_with_its_run_id():
+    from runhub_loader.render import SAMPLES, render_content
+
+    link = "https://shop.example/?wid=8d2f0c1e-5b7a-4c3e-9f1d-2a6b3c4d5e6f"
+    for template in ("promo", "update"):
+        rendered = render_content(template, "en", {**SAMPLES[template], "link": link},
+                                  unsubscribe_url="https://app.example/u?token=x")
+        assert f'href="{link}"' in rendered.html and link in rendered.text

@@ -595,6 +595,10 @@ SPECS: dict[str, Spec] = {
     "runhub.get_run(uuid,uuid,uuid)": Spec(APP, lambda w: dict(p_project=w.A, p_actor=w.mA, p_run=w.promo_run)),
     "runhub.list_runs(uuid,uuid,jsonb)": Spec(APP, lambda w: dict(p_project=w.A, p_actor=w.mA, p_filters={})),
     "runhub.cancel_run(uuid,uuid,uuid)": Spec(APP, lambda w: dict(p_project=w.B, p_actor=w.oB, p_run=w.cancelled_run)),
+    "runhub.workflow_outcome(uuid,uuid,uuid)": Spec(APP, lambda w: dict(p_project=w.A, p_actor=w.mA, p_run=w.promo_run)),
+    "runhub.explain_attribution(uuid,uuid,bigint)": Spec(APP, lambda w: dict(
+        p_project=w.A, p_actor=w.mA, p_payment_event_id=w.cursor["id"])),
+    "runhub.attribution_reasons()": Spec(APP, lambda w: {}, examples=5),
     "runhub.suppress(uuid,uuid,text,text)": Spec(APP, lambda w: dict(
         p_project=w.A, p_actor=w.aA, p_email="sup@example.com", p_reason="manual")),
     "runhub.unsubscribe(text)": Spec(APP, lambda w: dict(p_token=w.token)),

@@ -470,8 +470,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                                            'process_runs', 'claim_runs', 'execute_run', 'heartbeat_run', 'cron_process_runs',
                                            'unsubscribe', 'unsubscribe_token', 'claim_messages', 'heartbeat_messages',
                                            'release_messages', 'start_messages', 'record_sent', 'record_sent_many', 'record_failure',
-                                           'sender_idle', '_my_project_ids')$$,
-                'no function other than the API, the worker and sender functions (sender_idle included) and _my_project_ids is SECURITY DEFINER');
+                                           'sender_idle', '_my_project_ids', 'workflow_outcome', 'explain_attribution')$$,
+                'no function other than the API (outcomes included), the worker and sender functions (sender_idle included) and _my_project_ids is SECURITY DEFINER');
 
 -- Every function in schema runhub pins search_path (a definer function without it can be hijacked
 -- through objects in the caller's search_path). The one exception is the recipient builder

@@ -159,12 +159,12 @@ SELECT is((SELECT count(*) FROM runhub.business_events), :'events_before'::bigin
 SELECT throws_ok(format($$UPDATE runhub.business_events SET amount_cents = 1 WHERE project_id = %L$$, :'p'),
                  'PT409', 'events.appendOnly', 'UPDATE: PT409 events.appendOnly');
 SELECT is((pg_temp.caught($$UPDATE runhub.business_events SET payload = '{}'$$) ->> 'detail')::jsonb,
-          '{"operation": "UPDATE"}'::jsonb, 'the refusal names the operation');
+          '{"table": "business_events", "operation": "UPDATE"}'::jsonb, 'the refusal names the table and the operation');
 SELECT throws_ok(format($$DELETE FROM runhub.business_events WHERE project_id = %L$$, :'p'),
                  'PT409', 'events.appendOnly', 'DELETE: PT409 events.appendOnly');
 SELECT throws_ok($$TRUNCATE runhub.business_events$$, 'PT409', 'events.appendOnly', 'TRUNCATE: PT409 events.appendOnly');
 SELECT is((pg_temp.caught($$TRUNCATE runhub.business_events$$) ->> 'detail')::jsonb,
-          '{"operation": "TRUNCATE"}'::jsonb, 'the TRUNCATE refusal names TRUNCATE');
+          '{"table": "business_events", "operation": "TRUNCATE"}'::jsonb, 'the TRUNCATE refusal names TRUNCATE');
 SELECT is((SELECT count(*) FROM runhub.business_events), :'events_before'::bigint, 'every event is still there');
 SELECT cmp_ok((SELECT count(*) FROM runhub.business_events WHERE project_id = :'q')::int, '>', 0, 'project q has events');
 SELECT lives_ok(format($$DELETE FROM runhub.projects WHERE id = %L$$, :'q'), 'deleting a project with events is allowed');

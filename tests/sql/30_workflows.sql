@@ -501,8 +501,11 @@ SELECT is(runhub.get_run(:'rec', :member, :'rec1'),
           jsonb_build_object('id', :'rec1', 'projectId', :'rec', 'actionId', 'recover_abandoned', 'status', 'queued',
                              'requestedAt', runhub._iso(now()), 'clientRequestedAt', '2026-01-02T03:04:05.000000Z',
                              'params', '{}'::jsonb, 'recipientCountEstimate', 6, 'attempts', 0, 'triggeredBy', :admin,
-                             'previewId', (:'rec_pv'::jsonb) ->> 'previewId', 'stale', false, 'outcome', NULL),
-          'get_run of a queued run (any member may read it)');
+                             'previewId', (:'rec_pv'::jsonb) ->> 'previewId', 'stale', false,
+                             'outcome', '{"model": "last_touch_48h", "windowHours": 48, "conversions": 0, "revenueCents": 0,
+                                          "currency": "EUR", "confidence": null, "matchedBy": null, "byMethod": {},
+                                          "windowEndsAt": null, "final": false}'::jsonb),
+          'get_run of a queued run (any member may read it): no conversions yet, its window not begun');
 SELECT is(pg_temp.availability(:'rec', :owner) -> 'recover_abandoned',
           '{"available": false, "reason": "workflows.policy.cooldownActive", "reasonParams": {"minutes": 60, "cooldownMinutes": 60}}'::jsonb,
           'list_actions after a run: workflows.policy.cooldownActive');

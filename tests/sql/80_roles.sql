@@ -10,7 +10,7 @@
 -- in the catalog first, then by acting as each role (SET LOCAL ROLE) and watching it fail (42501).
 BEGIN;
 \ir helpers.psql
-SELECT plan(205);
+SELECT plan(206);
 
 -- ---------------------------------------------------------------------------------------------
 -- The roles exist, are not superusers, and cannot bypass RLS.
@@ -97,6 +97,8 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'runhub.list_actions(uuid,uuid)', 'runhub.preview(uuid,uuid,text,jsonb)',
                     'runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)',
                     'runhub.get_run(uuid,uuid,uuid)', 'runhub.list_runs(uuid,uuid,jsonb)', 'runhub.cancel_run(uuid,uuid,uuid)',
+                    'runhub.workflow_outcome(uuid,uuid,uuid)', 'runhub.explain_attribution(uuid,uuid,bigint)',
+                    'runhub.attribution_reasons()',
                     'runhub.suppress(uuid,uuid,text,text)', 'runhub.unsubscribe(text)',
                     'runhub.criteria_text(text,jsonb,jsonb)', 'runhub.exclusion_label(text,integer)',
                     'runhub.error_catalog()'],
@@ -182,7 +184,7 @@ SELECT set_eq($$SELECT c.relname::text FROM pg_class c
                  WHERE c.relnamespace = 'runhub'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
                    AND has_table_privilege('runhub_reader', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')$$,
               ARRAY['projects', 'project_members', 'business_events', 'actions', 'customers', 'suppressions',
-                    'workflow_runs', 'workflow_run_recipients'],
+                    'workflow_runs', 'workflow_run_recipients', 'workflow_attributions'],
               'runhub_reader has privileges on exactly these relations (not previews, outbox, stale_runs, ...)');
 SELECT table_privs_are('runhub', 'deployments', 'runhub_reader', '{}'::text[], 'runhub_reader: nothing on deployments');
 SELECT table_privs_are('runhub', 'plpython_modules', 'runhub_reader', '{}'::text[], 'runhub_reader: nothing on plpython_modules');
@@ -214,6 +216,8 @@ SELECT policies_are('runhub', 'suppressions', ARRAY['suppressions_member_read'],
 SELECT policies_are('runhub', 'workflow_runs', ARRAY['workflow_runs_member_read'], 'workflow_runs: its member-read policy only');
 SELECT policies_are('runhub', 'workflow_run_recipients', ARRAY['workflow_run_recipients_member_read'],
                     'workflow_run_recipients: its member-read policy only');
+SELECT policies_are('runhub', 'workflow_attributions', ARRAY['workflow_attributions_member_read'],
+                    'workflow_attributions: its member-read policy only');
 SELECT policies_are('runhub', 'previews', '{}'::name[], 'previews: no policy (nobody but the owner reads it)');
 SELECT policies_are('runhub', 'outbox', '{}'::name[], 'outbox: no policy (nobody but the owner reads it)');
 SELECT is_empty($$SELECT c.oid::regclass FROM pg_class c
