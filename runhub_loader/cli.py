@@ -225,6 +225,18 @@ def demo(obj: Context) -> None:
         click.echo(f"recovery run {run['id']}{again}: {run['status']}, result {json.dumps(run.get('result'))}")
         for email, link in run["links"]:
             click.echo(f"  {email:24} {link}")
+        click.echo(_outcome_line(run.get("outcome")))
+
+
+def _outcome_line(outcome: dict | None) -> str:
+    if not outcome:
+        return "outcome: none (this action earns no money outcome)"
+    if not outcome["conversions"]:
+        return f"outcome: no conversions yet ({outcome['windowHours']}h window; mail not sent yet, or nobody paid)"
+    money = f"{outcome['revenueCents'] / 100:.2f} {outcome['currency']}"
+    state = "final" if outcome["final"] else f"window open until {outcome['windowEndsAt']}"
+    return (f"outcome: {outcome['conversions']} conversion(s), {money} ({outcome['matchedBy']}, "
+            f"{outcome['confidence']} confidence; {state})")
 
 
 @main.command("attribute-payments")

@@ -92,6 +92,8 @@ def load(database_url: str, now: datetime | None = None) -> dict:
                                           ).fetchone()[0] for a in actions}
         conn.commit()
         run = _run_recovery(conn, project, previews.get("recover_abandoned"), now)
+        if run and "id" in run:
+            run["outcome"] = _customer_comes_back(conn, project, run["id"])
     return {"project": str(project), "name": DEMO_NAME, "inserted": inserted, "events": counts,
             "actions": actions, "previews": previews, "run": run}
 
@@ -101,11 +103,15 @@ def _run_recovery(conn, project, preview, now: datetime) -> dict | None:
     daemon or the minute sweep would."""
     if not preview:
         return None
-    if "blocked" in preview:
+    try:  # today's run again (the same key) even while the preview is blocked, e.g. by its cooldown
+        created = conn.execute(
+            "SELECT runhub.create_run(%s, %s, 'recover_abandoned', %s, '{}', now(), %s)",
+            (project, DEMO_OWNER, f"demo-recovery-{now:%Y-%m-%d}", preview["previewId"])).fetchone()[0]
+    except psycopg.Error:
+        conn.rollback()
+        if "blocked" not in preview:
+            raise
         return {"blocked": preview["blocked"]["reason"]}
-    created = conn.execute(
-        "SELECT runhub.create_run(%s, %s, 'recover_abandoned', %s, '{}', now(), %s)",
-        (project, DEMO_OWNER, f"demo-recovery-{now:%Y-%m-%d}", preview["previewId"])).fetchone()[0]
     conn.commit()
     conn.execute("SELECT runhub.process_runs(10)")
     conn.commit()
@@ -113,6 +119,25 @@ def _run_recovery(conn, project, preview, now: datetime) -> dict | None:
     links = conn.execute("SELECT email, link FROM runhub.workflow_run_recipients WHERE run_id = %s ORDER BY email",
                          (created["runId"],)).fetchall()
     return {**run, "deduplicated": created["deduplicated"], "links": links}
+
+
+def _customer_comes_back(conn, project, run_id: str) -> dict | None:
+    """Once the day's recovery mail went out, its first recipient follows the link and pays (once):
+    the shop's payment webhook carries the run id from the checkout's metadata, and the payment is
+    credited to the run. Returns the run's Outcome."""
+    sent = conn.execute(
+        """SELECT rc.email, rc.cart_id, rc.amount_cents, rc.currency FROM runhub.workflow_run_recipients rc
+             JOIN runhub.outbox o ON o.recipient_id = rc.id
+            WHERE rc.run_id = %s AND o.status = 'sent' ORDER BY rc.email LIMIT 1""", (run_id,)).fetchone()
+    if sent:
+        email, cart, amount, currency = sent
+        conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb({
+            "type": "payment_succeeded", "occurredAt": datetime.now(timezone.utc).isoformat(),
+            "idempotencyKey": f"{cart}:recovered:{run_id}", "correlationId": cart,
+            "customer": {"email": email}, "amountCents": amount, "currency": currency,
+            "payload": {"cartId": cart, "checkoutMetadata": {"wid": run_id}}})))
+        conn.commit()
+    return conn.execute("SELECT runhub.workflow_outcome(%s, %s, %s)", (project, DEMO_OWNER, run_id)).fetchone()[0]
 
 
 DEMO_PARAMS = {"send_promo": {"subject": "20% off beans this week", "content": "Fresh roasts, 20% off.",

@@ -1,6 +1,9 @@
 """The demo shop behind the README's main job: loads, previews, runs a recovery, and re-runs cleanly."""
 from __future__ import annotations
 
+import psycopg
+
+from attribution_helpers import deliver
 from runhub_loader.demo import load
 
 
@@ -18,3 +21,16 @@ def test_the_demo_runs_the_loop_and_is_idempotent(db_url):
     again = load(db_url)
     assert again["inserted"] == 0 and again["events"] == first["events"]
     assert again["project"] == first["project"]
+
+
+def test_the_demo_closes_the_loop_once_its_mail_went_out(db_url):
+    first = load(db_url)
+    run = first["run"]
+    if "id" not in run:  # blocked today: nothing was sent, nothing to earn
+        return
+    assert run["outcome"]["conversions"] == 0 and run["outcome"]["final"] is False
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        deliver(conn, run["id"])
+    after = load(db_url)["run"]["outcome"]
+    assert (after["conversions"], after["matchedBy"], after["confidence"]) == (1, "wid_link", "high")
+    assert load(db_url)["run"]["outcome"] == after, "the payment comes once"
