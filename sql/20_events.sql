@@ -43,9 +43,9 @@ $$;
 -- An instant as the API writes it: UTC, microseconds, 'Z'.
 CREATE OR REPLACE FUNCTION runhub._iso(p_at timestamptz)
 RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') $$;
+AS $$ BEGIN RETURN to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'); END $$;
 
 -- A JSON value as text if it is a JSON string, else raise events.invalid for field.
 CREATE OR REPLACE FUNCTION runhub._event_string(p_value jsonb, p_field text, p_max int)

@@ -314,6 +314,8 @@ def _check_action(conn, w: World, action: str, params: dict):
         base = w.shop.rstrip("/")
         links = [r[3] for r in rows]
         assert links == [f"{base}/checkout?wid={run}&cart={cart or ''}" for _, cart in expected]
+    elif action == "send_promo":  # promotions link to the shop with their run id (for attribution)
+        assert {r[3] for r in rows} <= {f"{w.shop.rstrip('/')}/?wid={run}"}
     else:
         assert {r[3] for r in rows} <= {None}
     # This run is now earlier workflow mail for the actions that follow.
