@@ -24,10 +24,11 @@ UPDATE runhub.workflow_runs r
 -- a client's event.
 CREATE TABLE runhub.workflow_attributions (
     id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    project_id        uuid        NOT NULL REFERENCES runhub.projects (id) ON DELETE CASCADE,
+    project_id        uuid        NOT NULL,  -- the run's (a project's deletion takes its runs, and so this)
     run_id            uuid        NOT NULL REFERENCES runhub.workflow_runs (id) ON DELETE CASCADE,
     -- No FK to business_events: TRUNCATE must still meet its append-only refusal, and the only way an
-    -- event goes (its project's deletion) takes the credit with it through project_id.
+    -- event goes (its project's deletion) takes the credit with it through its run. (Foreign keys
+    -- cost every payment a lookup each; the run's is the one that carries a deletion.)
     payment_event_id  bigint      NOT NULL UNIQUE,
     message_id        bigint      NOT NULL,  -- the touch: runhub.outbox(id) (no FK, as the outbox has none)
     method            text        NOT NULL CHECK (method IN ('wid_link', 'cart_match', 'amount_match', 'email_exact')),
@@ -36,7 +37,7 @@ CREATE TABLE runhub.workflow_attributions (
     sent_at           timestamptz NOT NULL,  -- when the touch went out
     paid_at           timestamptz NOT NULL,  -- the payment's occurred_at
     amount_cents      bigint      NOT NULL CHECK (amount_cents >= 0),
-    currency          char(3)     NOT NULL REFERENCES runhub.currencies (code),
+    currency          char(3)     NOT NULL,  -- the payment's, checked at ingest
     attributed_at     timestamptz NOT NULL DEFAULT now(),
     CHECK (sent_at <= paid_at AND paid_at - sent_at <= make_interval(hours => window_hours)),
     CHECK (confidence = CASE method WHEN 'wid_link' THEN 'high' WHEN 'cart_match' THEN 'medium' ELSE 'low' END)

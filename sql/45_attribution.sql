@@ -16,45 +16,56 @@ AS $$
                     WHERE m LIKE '%\_revenue')
 $$;
 
--- What attribution says, in the words both its log lines and explain_attribution use.
+-- What attribution's reasons say in English (explain_attribution; its log lines carry the keys): a constant
+-- that PL/pgSQL folds into its cached plans (so no SET clause, and no name in it to look up).
+CREATE OR REPLACE FUNCTION runhub._attribution_texts()
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT jsonb_build_object(
+    'attribution.attributed',        'Credited to run {runId} ({actionId}) by {method} with the mail sent at {sentAt} ({confidence} confidence)',
+    'attribution.alreadyAttributed', 'Already credited to run {runId} by {method}',
+    'attribution.notAPayment',       'Only payment_succeeded events are attributed; this is {type}',
+    'attribution.noAmount',          'The payment carries no amount',
+    'attribution.currencyMismatch',  'The payment is in {paymentCurrency} and the project counts {projectCurrency}: payments in another currency are not attributed',
+    'attribution.noCustomer',        'The payment names no customer e-mail and carries no valid run link',
+    'attribution.noMailInWindow',    'No workflow mail went to {email} within its action''s window before the payment',
+    'attribution.noMatch',           '{mails} workflow mail(s) went to {email} within the window, none for the same cart or amount (address-only matching is off)',
+    'attribution.link.malformed',    'The run id in the payment, {wid}, is not a UUID: ignored',
+    'attribution.link.unknownRun',   'No run {wid} exists in this project: the link is ignored',
+    'attribution.link.noMoneyOutcome', 'Run {wid}''s action earns no money outcome: the link is ignored',
+    'attribution.link.noMailBeforePayment', 'Run {wid} had sent no mail when the payment happened: the link is ignored',
+    'attribution.link.outsideWindow', 'Run {wid}''s mail went out more than {windowHours} hours before the payment: the link is ignored') $$;
+
+-- The catalog of attribution's reasons (for an application to show them; definer rights, as the
+-- texts' function is internal).
 CREATE OR REPLACE FUNCTION runhub.attribution_reasons()
 RETURNS TABLE (key text, text text)
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN QUERY VALUES
-    ('attribution.attributed',        'Credited to run {runId} ({actionId}) by {method} with the mail sent at {sentAt} ({confidence} confidence)'),
-    ('attribution.alreadyAttributed', 'Already credited to run {runId} by {method}'),
-    ('attribution.notAPayment',       'Only payment_succeeded events are attributed; this is {type}'),
-    ('attribution.noAmount',          'The payment carries no amount'),
-    ('attribution.currencyMismatch',  'The payment is in {paymentCurrency} and the project counts {projectCurrency}: payments in another currency are not attributed'),
-    ('attribution.noCustomer',        'The payment names no customer e-mail and carries no valid run link'),
-    ('attribution.noMailInWindow',    'No workflow mail went to {email} within its action''s window before the payment'),
-    ('attribution.noMatch',           '{mails} workflow mail(s) went to {email} within the window, none for the same cart or amount (address-only matching is off)'),
-    ('attribution.link.malformed',    'The run id in the payment, {wid}, is not a UUID: ignored'),
-    ('attribution.link.unknownRun',   'No run {wid} exists in this project: the link is ignored'),
-    ('attribution.link.noMoneyOutcome', 'Run {wid}''s action earns no money outcome: the link is ignored'),
-    ('attribution.link.noMailBeforePayment', 'Run {wid} had sent no mail when the payment happened: the link is ignored'),
-    ('attribution.link.outsideWindow', 'Run {wid}''s mail went out more than {windowHours} hours before the payment: the link is ignored');
-END
-$$;
+AS $$ SELECT t.key, t.value FROM jsonb_each_text(runhub._attribution_texts()) t ORDER BY t.key $$;
 
--- A reason as JSON: its key, params and English text (params filled in).
+-- A reason as JSON: its key and params (what the log says; explain adds the English text).
 CREATE OR REPLACE FUNCTION runhub._attribution_reason(p_key text, p_params jsonb DEFAULT '{}')
 RETURNS jsonb
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ BEGIN RETURN jsonb_build_object('reason', p_key, 'params', p_params); END $$;
+
+-- A reason with its English text (params filled in), and its link's: for explain_attribution.
+CREATE OR REPLACE FUNCTION runhub._with_text(p_reason jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_text  text;
+    v_text  text := runhub._attribution_texts() ->> (p_reason ->> 'reason');
     v_param record;
 BEGIN
-    SELECT r.text INTO v_text FROM runhub.attribution_reasons() r WHERE r.key = p_key;
-    FOR v_param IN SELECT * FROM jsonb_each_text(p_params) LOOP
+    FOR v_param IN SELECT * FROM jsonb_each_text(p_reason -> 'params') LOOP
         v_text := replace(v_text, '{' || v_param.key || '}', coalesce(v_param.value, 'null'));
     END LOOP;
-    RETURN jsonb_build_object('reason', p_key, 'params', p_params, 'text', v_text);
+    RETURN p_reason || jsonb_build_object('text', v_text)
+        || CASE WHEN p_reason ? 'link' THEN jsonb_build_object('link', runhub._with_text(p_reason -> 'link')) ELSE '{}' END;
 END
 $$;
 
@@ -127,22 +138,25 @@ $$;
 
 -- The last touch by address: the latest mail to the payer sent within its run's window before the
 -- payment that is for the same cart (cart_match) or amount (amount_match) — or any, where the
--- project turned on address-only matching (email_exact). Null when there is none.
--- PL/pgSQL, as _no_touch_reason: its plan is cached for the session, where a LANGUAGE sql function
--- with a SET clause is never inlined and is planned again on every call (0.4 ms, ten times the query).
-CREATE OR REPLACE FUNCTION runhub._address_touch(p_payment runhub.business_events, p_email_only boolean)
-RETURNS jsonb
+-- project turned on address-only matching (email_exact). Without one, why not: no such mail in any
+-- window, or mails that matched neither cart nor amount. One read of the payer's mail for both.
+-- PL/pgSQL: its plan is cached for the session, where a LANGUAGE sql function with a SET clause is
+-- never inlined and is planned again on every call (0.4 ms, ten times the query).
+CREATE OR REPLACE FUNCTION runhub._address_touch(p_payment runhub.business_events, p_email_only boolean,
+                                                 OUT touch jsonb, OUT why jsonb)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_touch jsonb;
+    v_mails bigint;
 BEGIN
-    SELECT jsonb_build_object('messageId', t.message_id, 'runId', t.run_id, 'actionId', t.action_id,
-                              'sentAt', t.sent_at, 'windowHours', t.window_hours,
-                              'method', CASE WHEN t.cart_match THEN 'cart_match' WHEN t.amount_match THEN 'amount_match'
-                                             ELSE 'email_exact' END)
-      INTO v_touch
+    SELECT count(*),
+           (array_agg(jsonb_build_object('messageId', t.message_id, 'runId', t.run_id, 'actionId', t.action_id,
+                                         'sentAt', t.sent_at, 'windowHours', t.window_hours,
+                                         'method', CASE WHEN t.cart_match THEN 'cart_match' WHEN t.amount_match THEN 'amount_match'
+                                                        ELSE 'email_exact' END)
+                      ORDER BY t.sent_at DESC, t.message_id DESC)
+                FILTER (WHERE t.cart_match OR t.amount_match OR p_email_only))[1]
       FROM (SELECT o.id AS message_id, r.id AS run_id, r.action_id, o.sent_at, r.outcome_window_hours AS window_hours,
                    coalesce(rc.cart_id = coalesce(p_payment.payload ->> 'cartId', p_payment.correlation_id), false) AS cart_match,
                    coalesce(rc.amount_cents = p_payment.amount_cents AND rc.currency = p_payment.currency, false) AS amount_match
@@ -153,32 +167,13 @@ BEGIN
                AND rc.created_at <= p_payment.occurred_at  -- written before it was sent
                AND o.status = 'sent' AND o.sent_at <= p_payment.occurred_at
                AND o.sent_at >= p_payment.occurred_at - make_interval(hours => r.outcome_window_hours)) t
-     WHERE t.cart_match OR t.amount_match OR p_email_only
-     ORDER BY t.sent_at DESC, t.message_id DESC
-     LIMIT 1;
-    RETURN v_touch;
-END
-$$;
-
--- Why a payment with an address found no touch: no mail in any window, or mails that matched
--- neither cart nor amount.
-CREATE OR REPLACE FUNCTION runhub._no_touch_reason(p_payment runhub.business_events)
-RETURNS jsonb
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    n bigint;
-BEGIN
-    SELECT count(*) INTO n
-      FROM runhub.workflow_run_recipients rc
-      JOIN runhub.outbox o ON o.recipient_id = rc.id
-      JOIN runhub.workflow_runs r ON r.id = rc.run_id
-     WHERE rc.project_id = p_payment.project_id AND rc.email = p_payment.customer_email
-       AND rc.created_at <= p_payment.occurred_at AND o.status = 'sent' AND o.sent_at <= p_payment.occurred_at
-       AND o.sent_at >= p_payment.occurred_at - make_interval(hours => r.outcome_window_hours);
-    RETURN CASE WHEN n = 0 THEN runhub._attribution_reason('attribution.noMailInWindow', jsonb_build_object('email', p_payment.customer_email))
-                ELSE runhub._attribution_reason('attribution.noMatch', jsonb_build_object('email', p_payment.customer_email, 'mails', n)) END;
+      INTO v_mails, touch;
+    IF touch IS NULL THEN
+        why := runhub._attribution_reason(
+            CASE WHEN v_mails = 0 THEN 'attribution.noMailInWindow' ELSE 'attribution.noMatch' END,
+            jsonb_build_object('email', p_payment.customer_email)
+            || CASE WHEN v_mails > 0 THEN jsonb_build_object('mails', v_mails) ELSE '{}' END);
+    END IF;
 END
 $$;
 
@@ -195,14 +190,19 @@ DECLARE
     v_project  runhub.projects;
     v_wid      text := runhub._payment_wid(p_payment.payload);
     v_link_why jsonb;  -- why the payment's run link does not count
+    v_found    record;  -- a {touch, why} (assigned as a plain expression: no query, no executor)
     v_touch    jsonb;
     v_decision jsonb;
     v_id       bigint;
 BEGIN
-    SELECT * INTO v_existing FROM runhub.workflow_attributions WHERE payment_event_id = p_payment.id;
-    IF FOUND THEN  -- credited: say so, and why its run link (if any) did not decide
+    -- Recording (the trigger, a backfill) comes to uncredited payments; ON CONFLICT below covers a race.
+    IF NOT p_record THEN
+        SELECT * INTO v_existing FROM runhub.workflow_attributions WHERE payment_event_id = p_payment.id;
+    END IF;
+    IF v_existing.id IS NOT NULL THEN  -- credited: say so, and why its run link (if any) did not decide
         IF v_wid IS NOT NULL AND v_existing.method <> 'wid_link' THEN
-            SELECT l.why INTO v_link_why FROM runhub._link_touch(p_payment, v_wid) l;
+            v_found := runhub._link_touch(p_payment, v_wid);
+            v_link_why := v_found.why;
         END IF;
         RETURN runhub._attribution_json(v_existing)
             || CASE WHEN v_link_why IS NOT NULL THEN jsonb_build_object('link', v_link_why) ELSE '{}' END;
@@ -217,14 +217,16 @@ BEGIN
             'paymentCurrency', p_payment.currency, 'projectCurrency', v_project.currency));
     ELSE
         IF v_wid IS NOT NULL THEN
-            SELECT l.touch, l.why INTO v_touch, v_link_why FROM runhub._link_touch(p_payment, v_wid) l;
+            v_found := runhub._link_touch(p_payment, v_wid);
+            v_touch := v_found.touch;
+            v_link_why := v_found.why;
         END IF;
-        IF v_touch IS NULL AND p_payment.customer_email IS NOT NULL THEN
-            v_touch := runhub._address_touch(p_payment, coalesce((v_project.settings ->> 'emailOnlyAttribution')::boolean, false));
-        END IF;
-        IF v_touch IS NULL THEN
-            v_decision := CASE WHEN p_payment.customer_email IS NULL THEN runhub._attribution_reason('attribution.noCustomer')
-                               ELSE runhub._no_touch_reason(p_payment) END;
+        IF v_touch IS NULL AND p_payment.customer_email IS NULL THEN
+            v_decision := runhub._attribution_reason('attribution.noCustomer');
+        ELSIF v_touch IS NULL THEN
+            v_found := runhub._address_touch(p_payment, coalesce((v_project.settings ->> 'emailOnlyAttribution')::boolean, false));
+            v_touch := v_found.touch;
+            v_decision := v_found.why;
         END IF;
     END IF;
 
@@ -255,7 +257,9 @@ BEGIN
     IF v_link_why IS NOT NULL THEN
         v_decision := v_decision || jsonb_build_object('link', v_link_why);
     END IF;
-    IF p_record THEN
+    -- A credit is its own record (workflow_attributions); what did not count is logged: a payment
+    -- left uncredited, and a run link ignored.
+    IF p_record AND (NOT (v_decision ->> 'attributed')::boolean OR v_link_why IS NOT NULL) THEN
         RAISE LOG 'runhub %', jsonb_build_object('event', 'payment_attribution', 'paymentEventId', p_payment.id,
                                                  'projectId', p_payment.project_id) || v_decision;
     END IF;
@@ -277,8 +281,11 @@ LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF p_action_id IS NULL THEN  -- apart: a subquery would take the whole expression off PL/pgSQL's fast path
+        SELECT r.action_id INTO p_action_id FROM runhub.workflow_runs r WHERE r.id = a.run_id;
+    END IF;
     RETURN runhub._attribution_reason('attribution.attributed', jsonb_build_object(
-               'runId', a.run_id, 'actionId', coalesce(p_action_id, (SELECT r.action_id FROM runhub.workflow_runs r WHERE r.id = a.run_id)),
+               'runId', a.run_id, 'actionId', p_action_id,
                'method', a.method, 'confidence', a.confidence, 'messageId', a.message_id,
                'sentAt', runhub._iso(a.sent_at), 'windowHours', a.window_hours,
                'amountCents', a.amount_cents, 'currency', a.currency, 'attributedAt', runhub._iso(a.attributed_at)))
@@ -357,7 +364,7 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM runhub._raise('events.notFound', jsonb_build_object('eventId', p_payment_event_id));
     END IF;
-    RETURN jsonb_build_object('paymentEventId', v_payment.id) || runhub._attribute(v_payment, false);
+    RETURN jsonb_build_object('paymentEventId', v_payment.id) || runhub._with_text(runhub._attribute(v_payment, false));
 END
 $$;
 

@@ -470,21 +470,23 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                                            'process_runs', 'claim_runs', 'execute_run', 'heartbeat_run', 'cron_process_runs',
                                            'unsubscribe', 'unsubscribe_token', 'claim_messages', 'heartbeat_messages',
                                            'release_messages', 'start_messages', 'record_sent', 'record_sent_many', 'record_failure',
-                                           'sender_idle', '_my_project_ids', 'workflow_outcome', 'explain_attribution')$$,
+                                           'sender_idle', '_my_project_ids', 'workflow_outcome', 'explain_attribution',
+                                           'attribution_reasons')$$,
                 'no function other than the API (outcomes included), the worker and sender functions (sender_idle included) and _my_project_ids is SECURITY DEFINER');
 
 -- Every function in schema runhub pins search_path (a definer function without it can be hijacked
 -- through objects in the caller's search_path). The one exception is the recipient builder
 -- (_audience, _recipients), left unpinned so that the planner can inline it (sql/40_recipients.sql):
 -- it must then run with its caller's rights and be callable by no role, so that it only ever runs
--- under the pinned search_path of the SECURITY DEFINER function that calls it.
+-- under the pinned search_path of the SECURITY DEFINER function that calls it. So is the attribution
+-- texts' constant (_attribution_texts), which names nothing to look up.
 SELECT cmp_ok((SELECT count(*) FROM pg_proc WHERE pronamespace = 'runhub'::regnamespace)::int, '>=', 20,
               'schema runhub has its functions (so the next check is not vacuous)');
 SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace
                      AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
-                     AND p.proname NOT IN ('_audience', '_recipients')$$,
-                'every function in schema runhub but the recipient builder has SET search_path = pg_catalog, pg_temp');
+                     AND p.proname NOT IN ('_audience', '_recipients', '_attribution_texts')$$,
+                'every function in schema runhub but the recipient builder and the attribution texts (a constant, folded into plans) has SET search_path = pg_catalog, pg_temp');
 SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                     LEFT JOIN pg_roles r ON r.rolname IN ('runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader')
                                         AND has_function_privilege(r.oid, p.oid, 'EXECUTE')
