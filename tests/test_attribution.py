@@ -305,3 +305,16 @@ def test_promotion_mail_links_to_the_shop_with_its_run_id():
         rendered = render_content(template, "en", {**SAMPLES[template], "link": link},
                                   unsubscribe_url="https://app.example/u?token=x")
         assert f'href="{link}"' in rendered.html and link in rendered.text
+
+
+def test_changing_the_registry_window_never_recounts_a_past_run(conn):
+    project, owner, run = recovery_run(conn, {"ann@shop.example": ("cart-1", 4200), "bob@shop.example": ("cart-2", 99)},
+                                       hours_ago=10)
+    before = pay(conn, project, "ann@shop.example", cart="cart-1", hours_ago=1)
+    conn.execute("""UPDATE runhub.actions SET outcome = jsonb_set(outcome, '{windowHours}', '2')
+                     WHERE id = 'recover_abandoned'""")
+    after = pay(conn, project, "bob@shop.example", cart="cart-2", hours_ago=1)  # 9 h after its mail
+    assert credit(conn, before)["window_hours"] == credit(conn, after)["window_hours"] == 48
+    assert outcome(conn, project, owner, run)["conversions"] == 2
+    assert conn.execute("SELECT runhub._money_window_hours(outcome) FROM runhub.actions WHERE id = 'recover_abandoned'"
+                        ).fetchone()[0] == 2, "new runs would take the new window"
