@@ -149,7 +149,7 @@ def test_links_sent_before_the_upgrade_keep_working(fresh_db, tmp_path):
         old_secret = conn.execute("SELECT value FROM runhub.secrets WHERE name = 'unsubscribe'").fetchone()[0]
     assert all(t.startswith("v1.") for t in sent)
 
-    assert deploy(fresh_db, schedule_cron=False).applied_migrations[-1] == "0007_unsubscribe_keys"
+    assert "0007_unsubscribe_keys" in deploy(fresh_db, schedule_cron=False).applied_migrations
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         assert conn.execute("SELECT kid, secret, revoked_at FROM runhub.unsubscribe_keys").fetchall() == [(1, old_secret, None)]
         assert conn.execute("SELECT count(*) FROM runhub.secrets WHERE name = 'unsubscribe'").fetchone()[0] == 0, \
