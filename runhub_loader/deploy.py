@@ -173,10 +173,10 @@ def _note_defined_functions(conn) -> None:
     conn.execute("""CREATE FUNCTION pg_temp.runhub_deploy_note() RETURNS event_trigger LANGUAGE plpgsql AS $$
                     BEGIN
                         INSERT INTO pg_temp.runhub_deploy_defined
-                        SELECT objid FROM pg_event_trigger_ddl_commands() WHERE object_type = 'function'
+                        SELECT objid FROM pg_event_trigger_ddl_commands() WHERE object_type IN ('function', 'procedure')
                         ON CONFLICT DO NOTHING;
                     END $$""")
-    conn.execute("""CREATE EVENT TRIGGER runhub_deploy_note ON ddl_command_end WHEN TAG IN ('CREATE FUNCTION')
+    conn.execute("""CREATE EVENT TRIGGER runhub_deploy_note ON ddl_command_end WHEN TAG IN ('CREATE FUNCTION', 'CREATE PROCEDURE')
                     EXECUTE FUNCTION pg_temp.runhub_deploy_note()""")
 
 
@@ -194,7 +194,7 @@ def _drop_stale_functions(conn) -> None:
                                  AND d.objid = p.oid AND d.deptype = 'e')
             ORDER BY 1""").fetchall()
     for (name,) in stale:
-        conn.execute(pgsql.SQL("DROP FUNCTION {}").format(pgsql.SQL(name)))
+        conn.execute(pgsql.SQL("DROP ROUTINE {}").format(pgsql.SQL(name)))
         log.info("function_dropped", function=name)
 
 

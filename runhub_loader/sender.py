@@ -21,6 +21,7 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from email.utils import parseaddr
+from urllib.parse import quote
 from typing import Callable
 
 import psycopg
@@ -30,6 +31,16 @@ from .render import envelope_address, render_bytes
 from .smtp import Outcome, SmtpConfig, SmtpConnection
 
 log = logs.get("sender")
+DIGEST_CATCH_UP_S = 60.0  # how often the sender runs the digest job as a catch-up
+
+
+DEFAULT_DASHBOARD_URL = "https://localhost/projects/{projectId}/run"
+
+
+def dashboard_link(template: str, project_id: object) -> str:
+    """The dashboard link of a project: `template` with {projectId} filled in (percent-encoded;
+    a project id is a UUID, but the link must stay a link whatever it is)."""
+    return template.replace("{projectId}", quote(str(project_id), safe=""))
 
 
 @dataclass
@@ -38,6 +49,7 @@ class SenderConfig:
     smtp: SmtpConfig
     from_addr: str = "Run Hub <runhub@localhost>"
     unsubscribe_url: str = "https://localhost/unsubscribe?token={token}"
+    dashboard_url: str = DEFAULT_DASHBOARD_URL  # a digest's link; {projectId} is filled in
     concurrency: int = 8                # SMTP sessions, one per worker
     rate: float | None = None          # messages per second, all projects
     project_rate: float | None = None  # messages per second, per project
@@ -83,6 +95,7 @@ class Sender:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._more_due = False  # the last claim was full: more may be due right now
+        self._digests_after = 0.0  # monotonic time of the next digest catch-up
         self.work: queue.Queue[dict] = queue.Queue()
         self.in_flight: set[int] = set()
         self._in_flight_lock = threading.Lock()
@@ -195,6 +208,16 @@ class Sender:
         done = conn.execute("SELECT runhub.process_runs(10)").fetchone()[0]
         if done:
             log.info("runs_processed", runs=done)
+        self._run_due_digests(conn)
+
+    def _run_due_digests(self, conn) -> None:
+        """Catch up on due digests (pg_cron's hourly job is the main way), at most once a minute."""
+        if time.monotonic() < self._digests_after:
+            return
+        self._digests_after = time.monotonic() + DIGEST_CATCH_UP_S
+        queued = conn.execute("CALL runhub.run_due_digests(NULL)").fetchone()[0]
+        if queued:
+            log.info("digests_queued", digests=queued)
 
     @property
     def _low_water(self) -> int:
@@ -296,9 +319,12 @@ class Sender:
         a permanent failure)."""
         with logs.bound(run_id=message.get("runId"), message_id=message["messageId"]):
             token = message.get("unsubscribeToken")
+            variables = message["variables"]
+            if message["template"] == "digest":  # the digest links to its project's dashboard
+                variables = {**variables, "runHubUrl": dashboard_link(self.config.dashboard_url, message["projectId"])}
             try:
                 email = render_bytes(
-                    message["template"], message["locale"], message["variables"],
+                    message["template"], message["locale"], variables,
                     message_id=message["messageId"], to_email=message["toEmail"], to_name=message.get("toName"),
                     from_addr=self.config.from_addr,
                     unsubscribe_url=self.config.unsubscribe_url.format(token=token) if token else None)

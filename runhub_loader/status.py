@@ -58,7 +58,26 @@ def _queues(conn) -> dict | None:
     stale = conn.execute(
         """SELECT id::text, action_id, attempts, extract(epoch FROM running_for)::int AS running_s
              FROM runhub.stale_runs ORDER BY started_at LIMIT 10""").fetchall()
-    return {"runs": runs, "outbox": outbox, "stale_runs": stale}
+    return {"runs": runs, "outbox": outbox, "stale_runs": stale, "digests": _digests(conn)}
+
+
+def _digests(conn) -> dict | None:
+    """Projects with digests on, how many are due (overdue by over an hour: the job is not
+    running), and the digest job's last runs (runhub.job_runs)."""
+    if not conn.execute("SELECT to_regclass('runhub.job_runs') IS NOT NULL AS ok").fetchone()["ok"]:
+        return None
+    projects = conn.execute(
+        """SELECT count(*) FILTER (WHERE digest_enabled) AS enabled,
+                  count(*) FILTER (WHERE digest_next_at <= now()) AS due,
+                  count(*) FILTER (WHERE digest_next_at <= now() - interval '1 hour') AS overdue
+             FROM runhub.projects""").fetchone()
+    runs = conn.execute(
+        """SELECT started_at, duration_ms, counts FROM runhub.job_runs
+            WHERE job = 'digests' ORDER BY started_at DESC LIMIT 3""").fetchall()
+    for run in runs:
+        run["started_at"] = run["started_at"].isoformat()
+        run["duration_ms"] = float(run["duration_ms"])
+    return {**projects, "last_runs": runs}
 
 
 def _plpython(conn) -> dict:
@@ -116,6 +135,13 @@ def render(report: dict) -> str:
         lines.append(f"stuck runs   {len(stale)} running for over 30 minutes" + (":" if stale else ""))
         for run in stale:
             lines.append(f"  {run['id']}  {run['action_id']:18} {run['running_s'] // 60} min, attempt {run['attempts']}")
+        digests = queues.get("digests")
+        if digests:
+            lines.append(f"digests      {digests['enabled']} project(s) on, {digests['due']} due, "
+                         f"{digests['overdue']} overdue by over an hour")
+            for run in digests["last_runs"]:
+                counts = ", ".join(f"{v} {k}" for k, v in run["counts"].items() if v)
+                lines.append(f"  job at {run['started_at']}: {run['duration_ms']:.0f} ms, {counts or 'nothing'}")
     cron = report["cron"]
     if not cron["available"]:
         lines.append(f"cron         unavailable: {cron['reason']}")

@@ -204,56 +204,105 @@ CREATE OR REPLACE TRIGGER projects_drop_trigger_counter
     AFTER DELETE ON runhub.projects
     FOR EACH ROW EXECUTE FUNCTION runhub._drop_trigger_counter();
 
--- Validate and merge project settings: shopUrl (https link base for recovery links),
--- frequencyCapHours (0-168: no second workflow e-mail to a customer within it; default 16),
--- integrations (connected integrations: payments, email), emailOnlyAttribution (credit a payment to
--- the last workflow mail to the payer's address even without a cart or amount match; default
--- false). null removes a key.
+-- As an admin, change project settings. Kept in settings (null removes a key): shopUrl (https link
+-- base for recovery links), frequencyCapHours (0-168: no second workflow e-mail to a customer
+-- within it; default 16), integrations (connected integrations: payments, email),
+-- emailOnlyAttribution (credit a payment to the last workflow mail to the payer's address even
+-- without a cart or amount match; default false). Kept on the project (null: the default):
+-- timezone, dailyDigestEnabled (false), dailyDigestHour (9), dailyDigestRecipient (none; needed to
+-- turn digests on). A change to any of these four sets the next digest time in this transaction.
+-- Returns the settings with the four.
 CREATE OR REPLACE FUNCTION runhub.update_project_settings(p_project uuid, p_actor uuid, p_settings jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_key    text;
-    v_value  jsonb;
-    v_merged jsonb;
+    c_project_keys CONSTANT text[] := ARRAY['timezone', 'dailyDigestEnabled', 'dailyDigestHour', 'dailyDigestRecipient'];
+    v_key     text;
+    v_value   jsonb;
+    v_project runhub.projects;
 BEGIN
     PERFORM runhub._authorize(p_project, p_actor, 'admin');
     IF p_settings IS NULL OR jsonb_typeof(p_settings) <> 'object' THEN
         PERFORM runhub._invalid('common.invalidInput', 'settings', 'must be a JSON object');
     END IF;
+    SELECT * INTO v_project FROM runhub.projects WHERE id = p_project FOR NO KEY UPDATE;
     FOR v_key, v_value IN SELECT * FROM jsonb_each(p_settings) LOOP
-        IF v_key NOT IN ('shopUrl', 'frequencyCapHours', 'integrations', 'emailOnlyAttribution') THEN
+        IF NOT (v_key = ANY (c_project_keys || ARRAY['shopUrl', 'frequencyCapHours', 'integrations', 'emailOnlyAttribution'])) THEN
             PERFORM runhub._raise('common.unknownField', jsonb_build_object('field', v_key));
         END IF;
-        CONTINUE WHEN v_value = 'null';  -- removes the key
         CASE v_key
         WHEN 'shopUrl' THEN
-            IF jsonb_typeof(v_value) <> 'string' OR length(v_value #>> '{}') > 500
-               OR (v_value #>> '{}') !~ '^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s?#]*)?$' THEN
+            IF v_value <> 'null' AND (jsonb_typeof(v_value) <> 'string' OR length(v_value #>> '{}') > 500
+               OR (v_value #>> '{}') !~ '^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s?#]*)?$') THEN
                 PERFORM runhub._invalid('common.invalidInput', 'shopUrl', 'must be an http(s) URL without query or fragment');
             END IF;
         WHEN 'frequencyCapHours' THEN
-            IF jsonb_typeof(v_value) <> 'number' OR (v_value::text) !~ '^\d{1,3}$' OR (v_value::text)::int > 168 THEN
+            IF v_value <> 'null' AND (jsonb_typeof(v_value) <> 'number' OR (v_value::text) !~ '^\d{1,3}$'
+               OR (v_value::text)::int > 168) THEN
                 PERFORM runhub._invalid('common.invalidInput', 'frequencyCapHours', 'must be a whole number of hours, 0 to 168');
             END IF;
         WHEN 'emailOnlyAttribution' THEN
-            IF jsonb_typeof(v_value) <> 'boolean' THEN
+            IF v_value <> 'null' AND jsonb_typeof(v_value) <> 'boolean' THEN
                 PERFORM runhub._invalid('common.invalidInput', 'emailOnlyAttribution', 'must be true or false');
             END IF;
         WHEN 'integrations' THEN
-            IF jsonb_typeof(v_value) <> 'array' OR EXISTS (
+            IF v_value <> 'null' AND (jsonb_typeof(v_value) <> 'array' OR EXISTS (
                 SELECT 1 FROM jsonb_array_elements(v_value) i
-                 WHERE jsonb_typeof(i) <> 'string' OR i #>> '{}' NOT IN ('payments', 'email')) THEN
+                 WHERE jsonb_typeof(i) <> 'string' OR i #>> '{}' NOT IN ('payments', 'email'))) THEN
                 PERFORM runhub._invalid('common.invalidInput', 'integrations', 'must be a list of payments, email');
             END IF;
+        WHEN 'timezone' THEN
+            IF jsonb_typeof(v_value) <> 'string' OR NOT runhub._is_timezone(v_value #>> '{}') THEN
+                PERFORM runhub._raise('projects.invalidTimezone', jsonb_build_object('timezone', v_value #>> '{}'));
+            END IF;
+            v_project.timezone := v_value #>> '{}';
+        WHEN 'dailyDigestEnabled' THEN
+            IF v_value <> 'null' AND jsonb_typeof(v_value) <> 'boolean' THEN
+                PERFORM runhub._invalid('common.invalidInput', 'dailyDigestEnabled', 'must be true or false');
+            END IF;
+            v_project.digest_enabled := coalesce((v_value #>> '{}')::boolean, false);
+        WHEN 'dailyDigestHour' THEN
+            IF v_value <> 'null' AND (jsonb_typeof(v_value) <> 'number' OR (v_value::text) !~ '^\d{1,2}$'
+               OR (v_value::text)::int > 23) THEN
+                PERFORM runhub._invalid('common.invalidInput', 'dailyDigestHour', 'must be a whole hour, 0 to 23');
+            END IF;
+            v_project.digest_hour := coalesce((v_value #>> '{}')::int, 9);
+        WHEN 'dailyDigestRecipient' THEN
+            IF v_value <> 'null' AND (jsonb_typeof(v_value) <> 'string' OR length(v_value #>> '{}') > 1000
+               OR runhub._mailbox(lower(runhub._trim(v_value #>> '{}'))) IS NULL) THEN
+                PERFORM runhub._invalid('common.invalidInput', 'dailyDigestRecipient',
+                                        'is not a deliverable e-mail address (ASCII local part, host name, at most 254 characters)');
+            END IF;
+            v_project.digest_recipient := runhub._mailbox(lower(runhub._trim(v_value #>> '{}')));
         END CASE;
     END LOOP;
-    UPDATE runhub.projects
-       SET settings = jsonb_strip_nulls(settings || p_settings)
-     WHERE id = p_project
-    RETURNING settings INTO v_merged;
-    RETURN v_merged;
+    IF v_project.digest_enabled AND v_project.digest_recipient IS NULL THEN
+        PERFORM runhub._raise('projects.digestRecipientRequired', '{}');
+    END IF;
+    UPDATE runhub.projects p
+       SET settings = jsonb_strip_nulls(p.settings || (p_settings - c_project_keys)),
+           timezone = v_project.timezone, digest_enabled = v_project.digest_enabled,
+           digest_hour = v_project.digest_hour, digest_recipient = v_project.digest_recipient,
+           digest_next_at = CASE WHEN NOT (p_settings ?| c_project_keys) THEN p.digest_next_at
+                                 WHEN v_project.digest_enabled
+                                 THEN runhub.next_digest_at(v_project.timezone, v_project.digest_hour, now()) END
+     WHERE p.id = p_project
+    RETURNING * INTO v_project;
+    RETURN runhub._settings_json(v_project);
+END
+$$;
+
+-- A project's settings as update_project_settings returns them.
+CREATE OR REPLACE FUNCTION runhub._settings_json(p runhub.projects)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN p.settings || jsonb_build_object(
+        'timezone', p.timezone, 'dailyDigestEnabled', p.digest_enabled, 'dailyDigestHour', p.digest_hour,
+        'dailyDigestRecipient', p.digest_recipient, 'dailyDigestNextAt', runhub._iso(p.digest_next_at));
 END
 $$;

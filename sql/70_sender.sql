@@ -480,7 +480,7 @@ AS $$
              GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3) top
 $$;
 
--- Whether the sender has nothing to do: no run to execute, no message due or being sent (for
+-- Whether the sender has nothing to do: no run to execute, no digest due, no message due or being sent (for
 -- `runhub sender --until-idle`, which connects as runhub_sender and so cannot read the tables).
 CREATE OR REPLACE FUNCTION runhub.sender_idle()
 RETURNS boolean
@@ -489,6 +489,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT NOT EXISTS (SELECT 1 FROM runhub.workflow_runs
                         WHERE status = 'queued' OR (status = 'running' AND executed_at IS NULL))
+       AND NOT EXISTS (SELECT 1 FROM runhub.projects WHERE digest_next_at <= now())
        AND NOT EXISTS (SELECT 1 FROM runhub.outbox
                         WHERE (status = 'queued' AND next_attempt_at <= now()) OR status = 'sending')
 $$;

@@ -9,7 +9,8 @@ BEGIN
     FOR v_table, v_column IN VALUES
         ('projects', 'id'), ('project_members', 'project_id'), ('business_events', 'project_id'),
         ('customers', 'project_id'), ('suppressions', 'project_id'), ('workflow_runs', 'project_id'),
-        ('workflow_run_recipients', 'project_id'), ('workflow_attributions', 'project_id')
+        ('workflow_run_recipients', 'project_id'), ('workflow_attributions', 'project_id'),
+        ('digests', 'project_id')
     LOOP
         EXECUTE format('DROP POLICY IF EXISTS %I ON runhub.%I', v_table || '_member_read', v_table);
         EXECUTE format('CREATE POLICY %I ON runhub.%I FOR SELECT TO runhub_reader '

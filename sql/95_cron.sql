@@ -10,6 +10,8 @@ AS $$
     VALUES
     -- The fallback behind NOTIFY: runs whose wake-up was missed, and runs whose execution lease expired.
     ('process-runs', '* * * * *', 'SELECT runhub.cron_process_runs()', false),
+    -- Daily digests: each project's comes at its local hour; the job serves every due one.
+    ('run-due-digests', '5 * * * *', 'CALL runhub.run_due_digests()', false),
     -- Previews only matter for the 15 minutes create_run accepts them.
     ('purge-previews', '41 * * * *',
      $cmd$DELETE FROM runhub.previews p WHERE p.created_at < now() - interval '1 day'

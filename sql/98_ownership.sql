@@ -21,7 +21,7 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                               AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
         UNION ALL
-        SELECT format('ALTER FUNCTION %s OWNER TO runhub_owner', p.oid::regprocedure)
+        SELECT format('ALTER ROUTINE %s OWNER TO runhub_owner', p.oid::regprocedure)
           FROM pg_proc p
          WHERE p.pronamespace = 'runhub'::regnamespace AND p.proowner <> 'runhub_owner'::regrole
     LOOP

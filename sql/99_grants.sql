@@ -3,7 +3,7 @@
 -- a per-schema ALTER DEFAULT PRIVILEGES cannot take away PUBLIC's default EXECUTE, so this revoke
 -- is what protects every function, including those added by later files.
 
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA runhub FROM PUBLIC, runhub_app, runhub_ingest, runhub_sender, runhub_reader;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA runhub FROM PUBLIC, runhub_app, runhub_ingest, runhub_sender, runhub_reader;
 
 -- The application's server side: the API, no table access. Every call that acts for a person
 -- names the actor, and the function checks the actor's membership and role.
@@ -25,6 +25,7 @@ GRANT EXECUTE ON FUNCTION
     runhub.unsubscribe(text),
     runhub.criteria_text(text, jsonb, jsonb),
     runhub.exclusion_label(text, int),
+    runhub.next_digest_at(text, int, timestamptz), runhub.local_day_range(date, text),
     runhub.error_catalog()
 TO runhub_app;
 
@@ -45,8 +46,11 @@ GRANT EXECUTE ON FUNCTION
     runhub.record_sent_many(text, bigint[], text[]),
     runhub.record_failure(bigint, text, int, text),
     runhub.unsubscribe_token(uuid, text),
-    runhub.sender_idle()
+    runhub.sender_idle(),
+    runhub.digest_batch(int, bigint)
 TO runhub_sender;
+-- The digest job's catch-up (the procedure runs with its caller's rights: it calls digest_batch).
+GRANT EXECUTE ON PROCEDURE runhub.run_due_digests(int) TO runhub_sender;
 
 -- Direct reads for a signed-in user: what the RLS policies call.
 GRANT EXECUTE ON FUNCTION runhub.current_user_id(), runhub._my_project_ids(), runhub.error_catalog()

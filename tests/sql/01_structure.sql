@@ -471,7 +471,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                                            'unsubscribe', 'unsubscribe_token', 'claim_messages', 'heartbeat_messages',
                                            'release_messages', 'start_messages', 'record_sent', 'record_sent_many', 'record_failure',
                                            'sender_idle', '_my_project_ids', 'workflow_outcome', 'explain_attribution',
-                                           'attribution_reasons')$$,
+                                           'attribution_reasons', 'digest_batch')$$,
                 'no function other than the API (outcomes included), the worker and sender functions (sender_idle included) and _my_project_ids is SECURITY DEFINER');
 
 -- Every function in schema runhub pins search_path (a definer function without it can be hijacked
@@ -479,14 +479,16 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- (_audience, _recipients), left unpinned so that the planner can inline it (sql/40_recipients.sql):
 -- it must then run with its caller's rights and be callable by no role, so that it only ever runs
 -- under the pinned search_path of the SECURITY DEFINER function that calls it. So is the attribution
--- texts' constant (_attribution_texts), which names nothing to look up.
+-- texts' constant (_attribution_texts), which names nothing to look up, and the digest job's
+-- procedure (run_due_digests): one that commits may have no SET clause; it runs with its caller's
+-- rights and only calls runhub.digest_batch.
 SELECT cmp_ok((SELECT count(*) FROM pg_proc WHERE pronamespace = 'runhub'::regnamespace)::int, '>=', 20,
               'schema runhub has its functions (so the next check is not vacuous)');
 SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace
                      AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
-                     AND p.proname NOT IN ('_audience', '_recipients', '_attribution_texts')$$,
-                'every function in schema runhub but the recipient builder and the attribution texts (a constant, folded into plans) has SET search_path = pg_catalog, pg_temp');
+                     AND p.proname NOT IN ('_audience', '_recipients', '_attribution_texts', 'run_due_digests')$$,
+                'every function in schema runhub but the recipient builder, the attribution texts (a constant, folded into plans) and the digest job (a procedure that commits) has SET search_path = pg_catalog, pg_temp');
 SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                     LEFT JOIN pg_roles r ON r.rolname IN ('runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader')
                                         AND has_function_privilege(r.oid, p.oid, 'EXECUTE')

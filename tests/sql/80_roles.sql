@@ -10,7 +10,7 @@
 -- in the catalog first, then by acting as each role (SET LOCAL ROLE) and watching it fail (42501).
 BEGIN;
 \ir helpers.psql
-SELECT plan(206);
+SELECT plan(207);
 
 -- ---------------------------------------------------------------------------------------------
 -- The roles exist, are not superusers, and cannot bypass RLS.
@@ -115,7 +115,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'runhub.release_messages(text,bigint[])', 'runhub.start_messages(text,bigint[])',
                     'runhub.record_sent(bigint,text,text)', 'runhub.record_sent_many(text,bigint[],text[])',
                     'runhub.record_failure(bigint,text,integer,text)', 'runhub.unsubscribe_token(uuid,text)',
-                    'runhub.sender_idle()'],
+                    'runhub.sender_idle()', 'runhub.digest_batch(integer,bigint)', 'runhub.run_due_digests(integer)'],
               'runhub_sender can EXECUTE exactly the run functions (process_runs, claim_runs, execute_run, heartbeat_run) '
               'and the mail functions (claim_messages, heartbeat_messages, release_messages, start_messages, record_sent, record_sent_many, '
               'record_failure, unsubscribe_token, sender_idle)');
@@ -184,7 +184,7 @@ SELECT set_eq($$SELECT c.relname::text FROM pg_class c
                  WHERE c.relnamespace = 'runhub'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
                    AND has_table_privilege('runhub_reader', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')$$,
               ARRAY['projects', 'project_members', 'business_events', 'actions', 'customers', 'suppressions',
-                    'workflow_runs', 'workflow_run_recipients', 'workflow_attributions'],
+                    'workflow_runs', 'workflow_run_recipients', 'workflow_attributions', 'digests'],
               'runhub_reader has privileges on exactly these relations (not previews, outbox, stale_runs, ...)');
 SELECT table_privs_are('runhub', 'deployments', 'runhub_reader', '{}'::text[], 'runhub_reader: nothing on deployments');
 SELECT table_privs_are('runhub', 'plpython_modules', 'runhub_reader', '{}'::text[], 'runhub_reader: nothing on plpython_modules');
@@ -218,6 +218,7 @@ SELECT policies_are('runhub', 'workflow_run_recipients', ARRAY['workflow_run_rec
                     'workflow_run_recipients: its member-read policy only');
 SELECT policies_are('runhub', 'workflow_attributions', ARRAY['workflow_attributions_member_read'],
                     'workflow_attributions: its member-read policy only');
+SELECT policies_are('runhub', 'digests', ARRAY['digests_member_read'], 'digests: its member-read policy only');
 SELECT policies_are('runhub', 'previews', '{}'::name[], 'previews: no policy (nobody but the owner reads it)');
 SELECT policies_are('runhub', 'outbox', '{}'::name[], 'outbox: no policy (nobody but the owner reads it)');
 SELECT is_empty($$SELECT c.oid::regclass FROM pg_class c

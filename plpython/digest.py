@@ -1,0 +1,153 @@
+"""The daily digest's rules (the plan's "Digest Rule Engine (Not AI)"): from a day's KPI facts, the
+deltas, the headline, the one anomaly worth a word, the recommended action and the order KPIs lead
+in. Pure rules over plain data; SQL gathers the facts (runhub.generate_digest) and the renderer
+writes the sentences from the keys and params returned here, in the owner's language.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from ._export import sql_function
+
+METRICS = ("revenue", "leads", "conversion")  # also the tie order for the headline
+ANOMALY_DROP = Decimal(50)  # a metric down more than this % against the same weekday a week before
+ANOMALY_DROP_HIGH = Decimal(75)
+FAILURES_MIN, FAILURES_SHARE, FAILURES_SHARE_HIGH = 3, Decimal(20), Decimal(50)
+RECOMMENDATION_ORDER = ("recover_abandoned", "onboard_users", "send_promo")  # money now, then people waiting
+RECOMMENDATION_KEYS = {"recover_abandoned": "digest.recommend.recoverAbandoned",
+                       "onboard_users": "digest.recommend.onboardUsers",
+                       "send_promo": "digest.recommend.sendPromo"}
+
+# Which KPI leads, by industry tag (a project's `industry`): people-first businesses live on leads,
+# shops on revenue. A tag matches its own entry, else the entry its first word names, else default.
+INDUSTRY_KPI_ORDER = {
+    "default": ("revenue", "leads", "conversion"),
+    "retail": ("revenue", "conversion", "leads"), "shop": ("revenue", "conversion", "leads"),
+    "ecommerce": ("revenue", "conversion", "leads"), "coffee": ("revenue", "conversion", "leads"),
+    "food": ("revenue", "conversion", "leads"), "fashion": ("revenue", "conversion", "leads"),
+    "services": ("leads", "conversion", "revenue"), "agency": ("leads", "conversion", "revenue"),
+    "consulting": ("leads", "conversion", "revenue"), "coaching": ("leads", "conversion", "revenue"),
+    "education": ("leads", "conversion", "revenue"), "health": ("leads", "conversion", "revenue"),
+    "saas": ("revenue", "leads", "conversion"), "software": ("revenue", "leads", "conversion"),
+}
+
+
+def _number(value) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value or 0))
+
+
+def _json_number(value: Decimal):
+    """A Decimal as JSON: an int when whole, else a float (values are rounded by _rounded first)."""
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _rounded(value: Decimal) -> Decimal:
+    """Six decimal places: a ratio like 1/6 is stored as the digest shows it, and the delta is the
+    difference of what is shown."""
+    return round(value, 6)
+
+
+def conversion(payments, checkouts) -> Decimal:
+    """Payments per checkout as a ratio (0.25 is 25 %), 0 without checkouts."""
+    checkouts = _number(checkouts)
+    return _number(payments) / checkouts if checkouts else Decimal(0)
+
+
+def day_values(day: dict) -> dict[str, Decimal]:
+    return {"revenue": _number(day.get("revenueCents")), "leads": _number(day.get("leads")),
+            "conversion": _rounded(conversion(day.get("payments"), day.get("checkouts")))}
+
+
+def percent_change(value: Decimal, previous: Decimal) -> Decimal | None:
+    """Percent change from previous (None where previous is 0: no percent of nothing)."""
+    return (value - previous) * 100 / previous if previous else None
+
+
+def kpis(day: dict, previous: dict) -> dict:
+    now, before = day_values(day), day_values(previous)
+    out = {m: {"value": _json_number(now[m]), "previous": _json_number(before[m]),
+               "delta": _json_number(now[m] - before[m]),
+               "deltaPercent": None if (p := percent_change(now[m], before[m])) is None else _json_number(_rounded(p))}
+           for m in METRICS}
+    out["revenue"]["otherCurrencyPayments"] = int(_number(day.get("otherCurrencyPayments")))
+    return out
+
+
+def headline(kpi: dict) -> dict:
+    """The metric with the largest absolute percent change (ties: revenue, leads, conversion); a
+    steady day when none moved by a percent (a metric up from nothing has no percent)."""
+    moved = [(abs(Decimal(str(kpi[m]["deltaPercent"]))), -i, m) for i, m in enumerate(METRICS)
+             if kpi[m]["deltaPercent"] not in (None, 0)]
+    if not moved:
+        return {"metric": None, "delta": 0, "deltaPercent": None, "key": "digest.headline.noChange", "params": {}}
+    _, _, metric = max(moved)
+    change = kpi[metric]["deltaPercent"]
+    direction = "Up" if change > 0 else "Down"
+    return {"metric": metric, "delta": kpi[metric]["delta"], "deltaPercent": change,
+            "key": f"digest.headline.{metric}{direction}", "params": {"percent": abs(change)}}
+
+
+def anomaly(day: dict, week_before: dict, weekday: int) -> dict | None:
+    """The single most severe: a metric down more than 50 % against the same weekday a week before
+    (high beyond 75 %), or payment failures (at least 3 and at least 20 % of attempts; high from
+    50 %). Ties: the larger percent, then payments, revenue, leads, conversion."""
+    found = []
+    now, before = day_values(day), day_values(week_before)
+    for rank, metric in enumerate(METRICS, start=1):
+        if before[metric] > 0:
+            drop = (before[metric] - now[metric]) * 100 / before[metric]
+            if drop > ANOMALY_DROP:
+                found.append((drop > ANOMALY_DROP_HIGH, drop, -rank, {
+                    "type": f"{metric}_drop", "key": f"digest.anomaly.{metric}Drop",
+                    "params": {"percent": _json_number(_rounded(drop)), "weekday": weekday},
+                    "severity": "high" if drop > ANOMALY_DROP_HIGH else "medium"}))
+    failed, paid = _number(day.get("paymentFailures")), _number(day.get("payments"))
+    attempts = failed + paid
+    if failed >= FAILURES_MIN and failed * 100 >= FAILURES_SHARE * attempts:
+        share = failed * 100 / attempts
+        found.append((share >= FAILURES_SHARE_HIGH, share, 0, {
+            "type": "payment_failures", "key": "digest.anomaly.paymentFailures",
+            "params": {"failed": int(failed), "attempts": int(attempts), "percent": _json_number(_rounded(share))},
+            "severity": "high" if share >= FAILURES_SHARE_HIGH else "medium"}))
+    return max(found, key=lambda f: f[:3])[3] if found else None
+
+
+def recommended_action(candidates: list[dict]) -> dict | None:
+    """The first action, in RECOMMENDATION_ORDER, that the owner can run now (prerequisites held,
+    not in cooldown) and whose audience is not empty; its reason is how many it would reach."""
+    by_id = {c["id"]: c for c in candidates}
+    for action in RECOMMENDATION_ORDER:
+        c = by_id.get(action)
+        if c and c.get("available") and _number(c.get("reach")) > 0:
+            return {"id": action, "key": RECOMMENDATION_KEYS[action], "params": {"count": int(_number(c["reach"]))}}
+    return None
+
+
+def kpi_order(industry: str | None) -> list[str]:
+    tag = (industry or "").lower()
+    order = INDUSTRY_KPI_ORDER.get(tag) or INDUSTRY_KPI_ORDER.get(tag.replace("_", "-").split("-")[0])
+    return list(order or INDUSTRY_KPI_ORDER["default"])
+
+
+def compose(facts: dict) -> dict | None:
+    """The DigestContent for facts {project{...}, date, weekday, day, previous, weekBefore,
+    candidates, lastOutcome}; None when the day had no activity."""
+    day = facts["day"]
+    if not _number(day.get("events")):
+        return None
+    project = facts["project"]
+    kpi = kpis(day, facts["previous"])
+    return {
+        "projectId": project["id"], "projectName": project["name"], "date": facts["date"],
+        "timezone": project["timezone"], "currency": project["currency"], "locale": project["locale"],
+        "industryTag": project.get("industry"), "kpiOrder": kpi_order(project.get("industry")),
+        "kpis": kpi, "headline": headline(kpi),
+        "anomaly": anomaly(day, facts["weekBefore"], int(facts["weekday"])),
+        "recommendedAction": recommended_action(facts.get("candidates") or []),
+        "lastOutcome": facts.get("lastOutcome"),
+    }
+
+
+@sql_function("runhub._compose_digest(p_facts jsonb) RETURNS jsonb")
+def compose_digest(p_facts: dict) -> dict | None:
+    return compose(p_facts)
