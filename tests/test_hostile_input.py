@@ -319,6 +319,13 @@ def tstz_pool(w: World) -> list:
             iso(now() - dt.timedelta(hours=1)), "2026-11-20 10:00:00", INJECTION]
 
 
+def date_pool(w: World) -> list:
+    return [None, "infinity", "-infinity", "epoch", "today", "0001-01-01", "9999-12-31", "10000-01-01",
+            "0001-01-01 BC", "4714-11-24 BC", "4714-11-23 BC", "5874897-12-31", "5874898-01-01",
+            "2026-02-30", "2026-13-45", "garbage", "", " 2026-03-29", "2026-03-29 10:00+05", "20260329",
+            "J2451187", "2011-12-30", INJECTION]
+
+
 def int8_array_pool(w: World) -> list:
     c, q = w.claimed, w.queued
     return [None, [], [None], [c[0], None], [0, -1], [2 ** 63 - 1, -2 ** 63], [2 ** 63], [[c[0], c[1]], [q[0], 0]],
@@ -338,6 +345,7 @@ TYPE_POOLS: dict[str, Callable[[World], list]] = {
     "bigint": int8_pool,
     "jsonb": lambda w: JSON_POOL,
     "timestamp with time zone": tstz_pool,
+    "date": date_pool,
     "bigint[]": int8_array_pool,
     "text[]": text_array_pool,
     "bytea": lambda w: [None, b"", b"\x00\xff", b"x" * 100_000],
@@ -377,6 +385,9 @@ TYPE_STRATEGIES: dict[str, Callable[[World], st.SearchStrategy]] = {
     "text[]": lambda w: st.one_of(
         st.sampled_from([v for v in text_array_pool(w) if v != [HUGE]]),
         st.lists(st.one_of(st.none(), hostile_text), max_size=8)),
+    "date": lambda w: st.one_of(
+        st.sampled_from(date_pool(w)), st.text(max_size=16), st.dates().map(str),
+        st.dates(min_value=dt.date(1999, 1, 1), max_value=dt.date(2030, 12, 31)).map(str)),
     "bytea": lambda w: st.one_of(st.none(), st.binary(max_size=100)),
 }
 
@@ -527,6 +538,7 @@ ARG_POOLS: dict[str, Callable[[World], list]] = {
     "p_smtp_code": lambda w: [250, 399, 400, 421, 450, 499, 500, 550, 551, 553, 599, 600],
     "p_smtp_reply": lambda w: ["550 5.1.1 user unknown", "5.1.1", "452-4.2.2 full", "250 ok"],
     "p_max": lambda w: [0, 1, 1000, 1001],
+    "p_hour": lambda w: [0, 2, 3, 23, 24, -1],
     "p_lease_seconds": lambda w: [4, 5, 3600, 3601, 86400, 86401],
     "p_frequency_cap_hours": lambda w: [0, 16, 168, -1],
     "p_id": lambda w: [*w.claimed, w.queued[0]],
@@ -605,6 +617,9 @@ SPECS: dict[str, Spec] = {
     "runhub.criteria_text(text,jsonb,jsonb)": Spec(APP, lambda w: dict(
         p_action="send_promo", p_policy=w.policy, p_params={"segmentation": "recent_7d"})),
     "runhub.exclusion_label(text,integer)": Spec(APP, lambda w: dict(p_exclusion="frequencyCap", p_frequency_cap_hours=16)),
+    "runhub.next_digest_at(text,integer,timestamp with time zone)": Spec(APP, lambda w: dict(
+        p_timezone="Europe/Paris", p_hour=9, p_after=iso(now()))),
+    "runhub.local_day_range(date,text)": Spec(APP, lambda w: dict(p_day="2026-03-29", p_timezone="Europe/Paris")),
     "runhub.error_catalog()": Spec(APP + READER, lambda w: {}, examples=10),
     "runhub.ingest_event(uuid,jsonb)": Spec(INGEST, lambda w: dict(p_project=w.A, p_event=base_event(w)), examples=60),
     "runhub.process_runs(integer)": Spec(SENDER, lambda w: dict(p_max=1)),
@@ -626,6 +641,8 @@ SPECS: dict[str, Spec] = {
         p_id=w.claimed[1], p_worker=WORKER, p_smtp_code=450, p_smtp_reply="450 try later")),
     "runhub.unsubscribe_token(uuid,text)": Spec(SENDER, lambda w: dict(p_project=w.A, p_email="c1@ex.com")),
     "runhub.sender_idle()": Spec(SENDER, lambda w: {}, examples=1),
+    "runhub.digest_batch(integer,bigint)": Spec(SENDER, lambda w: dict(p_max=5, p_job_run=None), examples=20),
+    "runhub.run_due_digests(integer)": Spec(SENDER, lambda w: dict(queued=None), examples=5),
     "runhub.current_user_id()": Spec(READER, lambda w: {}, examples=60),
     "runhub._my_project_ids()": Spec(READER, lambda w: {}, examples=30),
 }
@@ -655,6 +672,7 @@ class Fn:
     argnames: list
     argtypes: list
     volatility: str
+    kind: str = "f"  # pg_proc.prokind: 'p' for a procedure (called with CALL)
 
 
 def granted_functions(conn) -> dict[tuple[str, str], Fn]:
@@ -665,11 +683,12 @@ def granted_functions(conn) -> dict[tuple[str, str], Fn]:
                              WHERE p.proargmodes IS NULL OR p.proargmodes[i] IN ('i', 'b', 'v')), '{}'),
                   coalesce((SELECT array_agg(format_type(t, NULL) ORDER BY i)
                               FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY a(t, i)), '{}'),
-                  p.provolatile::text
+                  p.provolatile::text, p.prokind::text
              FROM pg_proc p CROSS JOIN unnest(%s::text[]) AS r(role)
             WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege(r.role, p.oid, 'EXECUTE')""",
         (list(ROLES),)).fetchall()
-    return {(role, sig): Fn(sig, name, list(names), list(types), vol) for role, sig, name, names, types, vol in rows}
+    return {(role, sig): Fn(sig, name, list(names), list(types), vol, kind)
+            for role, sig, name, names, types, vol, kind in rows}
 
 
 def fingerprint_sql(conn) -> str:
@@ -722,7 +741,8 @@ class Runner:
     def __init__(self, su: psycopg.Connection, lc: psycopg.Connection, fn: Fn, catalog: dict[str, str]):
         self.su, self.lc, self.fn, self.catalog = su, lc, fn, catalog
         casts = ", ".join(f"%s::{t}" for t in fn.argtypes)
-        self.call_sql = f"SELECT * FROM runhub.{fn.name}({casts})"
+        self.call_sql = (f"CALL runhub.{fn.name}({casts})" if fn.kind == "p"
+                         else f"SELECT * FROM runhub.{fn.name}({casts})")
         self.probe_sql = ("SELECT " + ", ".join(f"(%s::{t}) IS NULL" for t in fn.argtypes)) if fn.argtypes else None
         self.fp_sql = fingerprint_sql(su)
         self.before = self.fingerprint()
