@@ -12,7 +12,7 @@
 -- are not about the limit reset their project's counter first (pg_temp.reset_rate).
 BEGIN;
 \ir helpers.psql
-SELECT plan(286);
+SELECT plan(287);
 
 \set owner    '''ffffffff-0000-4000-8000-000000000001'''
 \set admin    '''ffffffff-0000-4000-8000-000000000002'''
@@ -317,9 +317,13 @@ SELECT is(pg_temp.availability(:'rec', :member),
           'a member: the role refusal comes before the prerequisites (send_promo: workflows.policy.ownerRequired)');
 
 -- Valid updates, merged key by key.
-SELECT is(runhub.update_project_settings(:'rec', :owner, '{"frequencyCapHours": 0}'), '{"frequencyCapHours": 0}'::jsonb,
+SELECT is(runhub.update_project_settings(:'rec', :owner, '{"frequencyCapHours": 0}') - ARRAY['timezone', 'dailyDigestEnabled', 'dailyDigestHour', 'dailyDigestRecipient', 'dailyDigestNextAt'], '{"frequencyCapHours": 0}'::jsonb,
           'an owner may update settings (frequencyCapHours 0 is allowed)');
-SELECT is(runhub.update_project_settings(:'rec', :admin, '{"frequencyCapHours": 168, "integrations": ["payments", "email"]}'),
+SELECT is(runhub.update_project_settings(:'rec', :owner, '{}') - ARRAY['frequencyCapHours'],
+          jsonb_build_object('timezone', (SELECT timezone FROM runhub.projects WHERE id = :'rec'), 'dailyDigestEnabled', false,
+                             'dailyDigestHour', 9, 'dailyDigestRecipient', NULL, 'dailyDigestNextAt', NULL),
+          'the settings come back with the project''s timezone and digest settings');
+SELECT is(runhub.update_project_settings(:'rec', :admin, '{"frequencyCapHours": 168, "integrations": ["payments", "email"]}') - ARRAY['timezone', 'dailyDigestEnabled', 'dailyDigestHour', 'dailyDigestRecipient', 'dailyDigestNextAt'],
           '{"frequencyCapHours": 168, "integrations": ["payments", "email"]}'::jsonb,
           'an admin may update settings; frequencyCapHours 168 is allowed; keys merge');
 SELECT is(pg_temp.availability(:'rec', :owner) -> 'recover_abandoned',
@@ -330,7 +334,7 @@ SELECT is(pg_temp.availability(:'rec', :owner) -> 'send_promo',
           'send_promo with email but no customers: workflows.requires.recipients');
 SELECT is(runhub.update_project_settings(:'rec', :admin, '{"shopUrl": "http://localhost:8080/shop"}') ->> 'shopUrl',
           'http://localhost:8080/shop', 'an http shopUrl with a port and a path is accepted');
-SELECT is(runhub.update_project_settings(:'rec', :admin, '{"shopUrl": "https://shop.example/", "frequencyCapHours": null}'),
+SELECT is(runhub.update_project_settings(:'rec', :admin, '{"shopUrl": "https://shop.example/", "frequencyCapHours": null}') - ARRAY['timezone', 'dailyDigestEnabled', 'dailyDigestHour', 'dailyDigestRecipient', 'dailyDigestNextAt'],
           '{"shopUrl": "https://shop.example/", "integrations": ["payments", "email"]}'::jsonb,
           'null removes a key (frequencyCapHours back to its default)');
 SELECT is(pg_temp.availability(:'rec', :owner) -> 'recover_abandoned',
