@@ -1,0 +1,58 @@
+-- Daily digests (sql/47_digests.sql, sql/12_clock.sql): the tables that make a day go once, the
+-- job's pieces and who may call them, the cron job, and the settings' contract. The clock is
+-- checked against Python's zoneinfo in tests/test_clock.py, the job's behaviour (batches, kills,
+-- concurrency) in tests/test_digests.py.
+BEGIN;
+\ir helpers.psql
+SELECT plan(22);
+
+\set owner '''bbbbbbbb-0000-4000-8000-0000000000a1'''
+
+SELECT has_table('runhub', 'digests', 'table runhub.digests exists');
+SELECT col_is_pk('runhub', 'digests', ARRAY['project_id', 'day'], 'one digest per project and local day');
+SELECT has_table('runhub', 'job_runs', 'table runhub.job_runs exists (the job''s timing)');
+SELECT policies_are('runhub', 'digests', ARRAY['digests_member_read'], 'digests: the member-read policy');
+SELECT is((SELECT prokind::text FROM pg_proc WHERE oid = 'runhub.run_due_digests(integer)'::regprocedure), 'p',
+          'run_due_digests is a procedure (it commits between batches)');
+SELECT is((SELECT prosecdef OR proconfig IS NOT NULL FROM pg_proc WHERE oid = 'runhub.run_due_digests(integer)'::regprocedure),
+          false, 'a procedure that commits has neither definer rights nor a SET clause');
+SELECT is_definer('runhub', 'digest_batch', ARRAY['integer', 'bigint'], 'digest_batch runs with the owner''s rights');
+SELECT isnt_definer('runhub', 'generate_digest', ARRAY['uuid', 'date'], 'generate_digest is not SECURITY DEFINER');
+SELECT is_empty($$SELECT r FROM unnest(ARRAY['runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader']) r
+                   WHERE has_function_privilege(r, 'runhub.generate_digest(uuid,date)', 'EXECUTE')$$,
+                'generate_digest is for the job and operators: no runhub role may call it');
+SELECT results_eq($$SELECT r FROM unnest(ARRAY['runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader']) r
+                    WHERE has_function_privilege(r, 'runhub.run_due_digests(integer)', 'EXECUTE')
+                      AND has_function_privilege(r, 'runhub.digest_batch(integer,bigint)', 'EXECUTE')$$,
+                  $$VALUES ('runhub_sender')$$, 'only runhub_sender runs the job (its catch-up)');
+SELECT results_eq($$SELECT schedule, command FROM runhub.cron_jobs() WHERE name = 'run-due-digests'$$,
+                  $$VALUES ('5 * * * *', 'CALL runhub.run_due_digests()')$$, 'pg_cron runs the job hourly at minute 5');
+
+-- Settings: turning digests on needs a recipient; the next time is set in the same transaction.
+SELECT runhub.create_project('Digest shop', :owner, 'Europe/Berlin', 'EUR') AS p \gset
+SELECT throws_ok(format($$SELECT runhub.update_project_settings(%L, %L, '{"dailyDigestEnabled": true}')$$, :'p', :owner),
+                 'PT422', 'projects.digestRecipientRequired', 'no recipient: PT422');
+SELECT is((runhub.update_project_settings(:'p', :owner,
+              '{"dailyDigestEnabled": true, "dailyDigestHour": 7, "dailyDigestRecipient": "Boss@Shop.example"}')
+           - 'dailyDigestNextAt'),
+          '{"timezone": "Europe/Berlin", "dailyDigestEnabled": true, "dailyDigestHour": 7, "dailyDigestRecipient": "boss@shop.example"}'::jsonb,
+          'turned on, with the recipient normalized');
+SELECT is((SELECT digest_next_at FROM runhub.projects WHERE id = :'p'), runhub.next_digest_at('Europe/Berlin', 7, now()),
+          'digest_next_at is the next 07:00 in Berlin');
+SELECT is(runhub.update_project_settings(:'p', :owner, '{"dailyDigestEnabled": false}') -> 'dailyDigestNextAt', 'null'::jsonb,
+          'turned off: no next time');
+SELECT is((SELECT digest_next_at FROM runhub.projects WHERE id = :'p'), NULL, 'digest_next_at cleared');
+SELECT throws_ok(format($$SELECT runhub.update_project_settings(%L, %L, '{"timezone": "EST"}')$$, :'p', :owner),
+                 'PT400', 'projects.invalidTimezone', 'a timezone as create_project takes them');
+
+-- A day without activity makes no digest; one with activity does.
+SELECT is(runhub.generate_digest(:'p', '2026-11-29'), NULL, 'no activity: null');
+SELECT lives_ok(format($$SELECT runhub.ingest_event(%L, '{"type": "lead_created", "occurredAt": "2026-11-29T23:30:00+01:00",
+                                                           "idempotencyKey": "l1"}')$$, :'p'), 'a lead at 23:30 Berlin time');
+SELECT is(runhub.generate_digest(:'p', '2026-11-29') #>> '{kpis,leads,value}', '1', 'it is in 29 November''s digest');
+SELECT is(runhub.generate_digest(:'p', '2026-11-30'), NULL, 'and not in the next day''s');
+SELECT throws_ok(format($$SELECT runhub.generate_digest(%L, 'infinity')$$, :'p'), 'PT400', 'common.invalidInput',
+                 'an infinite day: PT400');
+
+SELECT * FROM finish();
+ROLLBACK;
