@@ -18,6 +18,40 @@
 -- seconds (tzdata's offsets and changes are whole seconds) in the gap's span: at most 17 steps for
 -- a skipped day, 12 for an hour, and only on the day of a change.
 
+-- The first instant at which the local clock of p_tz shows p_wall or later (see the top of this
+-- file): p_wall itself where it exists, the first of two in an overlap, the end of a gap.
+CREATE OR REPLACE FUNCTION runhub._resolve_wall(p_wall timestamp, p_tz text)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_early interval := ((p_wall - interval '1 day') AT TIME ZONE 'UTC') AT TIME ZONE p_tz - (p_wall - interval '1 day');
+    v_late  interval := ((p_wall + interval '1 day') AT TIME ZONE 'UTC') AT TIME ZONE p_tz - (p_wall + interval '1 day');
+    v_utc   timestamp := p_wall - v_early;  -- the answer, as a UTC wall-clock time
+    v_lo    timestamp;
+    v_mid   timestamp;
+BEGIN
+    IF v_early <> v_late AND ((v_utc AT TIME ZONE 'UTC') AT TIME ZONE p_tz) <> p_wall THEN
+        v_utc := p_wall - v_late;
+        IF ((v_utc AT TIME ZONE 'UTC') AT TIME ZONE p_tz) <> p_wall THEN
+            -- A gap: the clock jumps over p_wall at an instant in (p_wall - v_late, p_wall - v_early].
+            v_lo := p_wall - v_late;
+            v_utc := p_wall - v_early;
+            WHILE v_utc - v_lo > interval '1 second' LOOP
+                v_mid := date_trunc('second', v_lo + (v_utc - v_lo) / 2);
+                IF ((v_mid AT TIME ZONE 'UTC') AT TIME ZONE p_tz) >= p_wall THEN
+                    v_utc := v_mid;
+                ELSE
+                    v_lo := v_mid;
+                END IF;
+            END LOOP;
+        END IF;
+    END IF;
+    RETURN v_utc AT TIME ZONE 'UTC';
+END
+$$;
+
 -- The first instant strictly after p_after at which the local clock of p_timezone shows p_hour:00,
 -- counting each local calendar day once: where the hour falls in a spring-forward gap, the first
 -- instant after the gap (on that day); where it occurs twice, the first time only; a day the zone
@@ -30,14 +64,8 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_day    date;
-    v_wall   timestamp;  -- the wall-clock time wanted: v_day at p_hour:00
-    v_early  interval;   -- the zone's UTC offset a day before v_wall (read as UTC)
-    v_late   interval;   -- and a day after it
-    v_utc    timestamp;  -- the answer, as a UTC wall-clock time
-    v_lo     timestamp;
-    v_mid    timestamp;
-    v_at     timestamptz;
+    v_day date;
+    v_at  timestamptz;
 BEGIN
     IF p_timezone IS NULL OR NOT runhub._is_timezone(p_timezone) THEN
         PERFORM runhub._raise('projects.invalidTimezone', jsonb_build_object('timezone', p_timezone));
@@ -55,27 +83,7 @@ BEGIN
     -- or (a day skipped, or the clock set back across midnight) one of the two after that.
     v_day := (p_after AT TIME ZONE p_timezone)::date;
     FOR v_step IN 0..5 LOOP
-        v_wall := v_day + make_interval(hours => p_hour);
-        v_early := ((v_wall - interval '1 day') AT TIME ZONE 'UTC') AT TIME ZONE p_timezone - (v_wall - interval '1 day');
-        v_late := ((v_wall + interval '1 day') AT TIME ZONE 'UTC') AT TIME ZONE p_timezone - (v_wall + interval '1 day');
-        v_utc := v_wall - v_early;
-        IF v_early <> v_late AND ((v_utc AT TIME ZONE 'UTC') AT TIME ZONE p_timezone) <> v_wall THEN
-            v_utc := v_wall - v_late;
-            IF ((v_utc AT TIME ZONE 'UTC') AT TIME ZONE p_timezone) <> v_wall THEN
-                -- A gap: the clock jumps over v_wall at an instant in (v_wall - v_late, v_wall - v_early].
-                v_lo := v_wall - v_late;
-                v_utc := v_wall - v_early;
-                WHILE v_utc - v_lo > interval '1 second' LOOP
-                    v_mid := date_trunc('second', v_lo + (v_utc - v_lo) / 2);
-                    IF ((v_mid AT TIME ZONE 'UTC') AT TIME ZONE p_timezone) >= v_wall THEN
-                        v_utc := v_mid;
-                    ELSE
-                        v_lo := v_mid;
-                    END IF;
-                END LOOP;
-            END IF;
-        END IF;
-        v_at := v_utc AT TIME ZONE 'UTC';
+        v_at := runhub._resolve_wall(v_day + make_interval(hours => p_hour), p_timezone);
         -- After the gap but still on v_day (not on a later day: v_day was skipped).
         IF v_at > p_after AND (v_at AT TIME ZONE p_timezone)::date = v_day THEN
             RETURN v_at;
@@ -99,14 +107,6 @@ RETURNS tstzrange
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_wall   timestamp;
-    v_early  interval;
-    v_late   interval;
-    v_utc    timestamp;
-    v_lo     timestamp;
-    v_mid    timestamp;
-    v_bounds timestamptz[] := '{}';
 BEGIN
     IF p_day IS NULL OR NOT isfinite(p_day) OR p_day NOT BETWEEN '0001-01-01' AND '9999-12-31' THEN
         PERFORM runhub._invalid('common.invalidInput', 'day', 'must be a finite date in the years 1 to 9999');
@@ -114,29 +114,8 @@ BEGIN
     IF p_timezone IS NULL OR NOT runhub._is_timezone(p_timezone) THEN
         PERFORM runhub._raise('projects.invalidTimezone', jsonb_build_object('timezone', p_timezone));
     END IF;
-    -- Each bound is the first instant at which the clock shows midnight or later, resolved as in
-    -- next_digest_at (see the top of this file).
-    FOREACH v_wall IN ARRAY ARRAY[p_day::timestamp, (p_day + 1)::timestamp] LOOP
-        v_early := ((v_wall - interval '1 day') AT TIME ZONE 'UTC') AT TIME ZONE p_timezone - (v_wall - interval '1 day');
-        v_late := ((v_wall + interval '1 day') AT TIME ZONE 'UTC') AT TIME ZONE p_timezone - (v_wall + interval '1 day');
-        v_utc := v_wall - v_early;
-        IF v_early <> v_late AND ((v_utc AT TIME ZONE 'UTC') AT TIME ZONE p_timezone) <> v_wall THEN
-            v_utc := v_wall - v_late;
-            IF ((v_utc AT TIME ZONE 'UTC') AT TIME ZONE p_timezone) <> v_wall THEN
-                v_lo := v_wall - v_late;
-                v_utc := v_wall - v_early;
-                WHILE v_utc - v_lo > interval '1 second' LOOP
-                    v_mid := date_trunc('second', v_lo + (v_utc - v_lo) / 2);
-                    IF ((v_mid AT TIME ZONE 'UTC') AT TIME ZONE p_timezone) >= v_wall THEN
-                        v_utc := v_mid;
-                    ELSE
-                        v_lo := v_mid;
-                    END IF;
-                END LOOP;
-            END IF;
-        END IF;
-        v_bounds := v_bounds || (v_utc AT TIME ZONE 'UTC');
-    END LOOP;
-    RETURN tstzrange(v_bounds[1], v_bounds[2], '[)');  -- equal bounds (a skipped day): 'empty'
+    -- Each bound is the first instant at which the clock shows midnight or later.
+    RETURN tstzrange(runhub._resolve_wall(p_day::timestamp, p_timezone),
+                     runhub._resolve_wall((p_day + 1)::timestamp, p_timezone), '[)');  -- a skipped day: 'empty'
 END
 $$;
