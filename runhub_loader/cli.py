@@ -10,6 +10,7 @@ import click
 from . import __version__, logs
 from .embedded import Cluster, EmbeddedError, default_home
 
+DEFAULT_DASHBOARD_URL = "https://localhost/projects/{projectId}/run"  # = sender.DEFAULT_DASHBOARD_URL
 ENV_HELP = "Defaults to $DATABASE_URL, else the embedded cluster in --home (started with `runhub db start`)."
 
 
@@ -273,6 +274,8 @@ def attribute_payments(obj: Context, since, projects) -> None:
 @click.option("--unsubscribe-url", envvar="RUNHUB_UNSUBSCRIBE_URL",
               default="https://localhost/unsubscribe?token={token}", show_default=True,
               help="One-click unsubscribe link; {token} is replaced by the signed token.")
+@click.option("--dashboard-url", envvar="RUNHUB_DASHBOARD_URL", default=DEFAULT_DASHBOARD_URL, show_default=True,
+              help="The dashboard link of a digest; {projectId} is replaced by the project's id.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64),
               help="Messages sent at once (one SMTP session each).")
 @click.option("--rate", type=click.FloatRange(min=0.1), default=None, help="Messages per second, all projects.")
@@ -284,16 +287,16 @@ def attribute_payments(obj: Context, since, projects) -> None:
 @click.option("--lease-seconds", default=120, show_default=True, type=click.IntRange(5, 3600),
               help="How long a claimed message stays ours without a heartbeat (a crashed sender's come back after it).")
 @click.pass_obj
-def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, concurrency, rate, project_rate, batch,
-           poll_seconds, lease_seconds) -> None:
+def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, concurrency, rate, project_rate,
+           batch, poll_seconds, lease_seconds) -> None:
     """Run the sender daemon: execute runs and deliver the outbox (SIGTERM stops it cleanly)."""
     from .sender import Sender, SenderConfig
     from .smtp import SmtpConfig
 
     config = SenderConfig(database_url=obj.database_url(), smtp=SmtpConfig.from_url(smtp_url),
-                          from_addr=from_addr, unsubscribe_url=unsubscribe_url, concurrency=concurrency,
-                          rate=rate, project_rate=project_rate, batch=batch, poll_seconds=poll_seconds,
-                          lease_seconds=lease_seconds)
+                          from_addr=from_addr, unsubscribe_url=unsubscribe_url, dashboard_url=dashboard_url,
+                          concurrency=concurrency, rate=rate, project_rate=project_rate, batch=batch,
+                          poll_seconds=poll_seconds, lease_seconds=lease_seconds)
     daemon = Sender(config)
     daemon.install_signal_handlers()
     sys.exit(daemon.run())
@@ -361,6 +364,59 @@ def render_command(template: str, locale: str, pairs: tuple[str, ...], vars_json
         variables[key] = value
     try:
         paths = write_preview(template, locale, variables, out_dir)
+    except (RenderError, OSError) as exc:  # OSError: e.g. a symlink where a preview goes
+        raise click.ClickException(str(exc)) from exc
+    for path in paths:
+        click.echo(path)
+
+
+# -- digest -------------------------------------------------------------------------------------
+
+@main.group()
+def digest() -> None:
+    """Daily digests: look at one before it is sent."""
+
+
+@digest.command("preview")
+@click.option("--project", required=True, type=click.UUID, metavar="UUID", help="The project.")
+@click.option("--day", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
+              help="The project's local calendar day the digest covers.")
+@click.option("--locale", default=None,
+              help="Language tag: en, ar, fr, es, de [default: the project's, as the digest says].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Folder for the .html and .txt files.")
+@click.option("--dashboard-url", envvar="RUNHUB_DASHBOARD_URL", default=DEFAULT_DASHBOARD_URL, show_default=True,
+              help="The dashboard link in the digest; {projectId} is replaced by the project's id.")
+@click.pass_obj
+def digest_preview(obj: Context, project, day, locale: str | None, out_dir: Path, dashboard_url: str) -> None:
+    """Compute a project's digest of DAY (runhub.generate_digest) and render it, as the sender
+    would, to digest.<project>.<day>.<locale>.html and .txt (private files). Sends nothing.
+
+    A day without activity has no digest: that is said, and the exit status is 0.
+    """
+    import psycopg
+
+    from .render import RenderError, write_digest_preview
+    from .sender import dashboard_link
+
+    day = day.date()
+    try:
+        with psycopg.connect(obj.database_url(), autocommit=True) as conn:
+            content = conn.execute("SELECT runhub.generate_digest(%s, %s)", (project, day)).fetchone()[0]
+    except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as exc:
+        message = exc.diag.message_primary or ""
+        if "generate_digest(" in message or 'schema "runhub"' in message:  # not a function it calls
+            raise click.ClickException("runhub.generate_digest is missing: deploy this runhub first") from exc
+        raise click.ClickException(f"generate_digest failed: {str(exc).strip()}") from exc
+    except psycopg.Error as exc:
+        raise click.ClickException(f"generate_digest failed: {str(exc).strip()}") from exc
+    if content is None:
+        click.echo(f"no digest: project {project} had no activity on {day.isoformat()}")
+        return
+    locale = locale or content.get("locale") or "en"
+    content = {**content, "runHubUrl": dashboard_link(dashboard_url, content.get("projectId") or project)}
+    try:
+        paths = write_digest_preview(content, locale, out_dir)
     except (RenderError, OSError) as exc:  # OSError: e.g. a symlink where a preview goes
         raise click.ClickException(str(exc)) from exc
     for path in paths:

@@ -19,7 +19,7 @@ import re
 import secrets
 import sys
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from email import message_from_bytes
 from email.headerregistry import Address
@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date
+from babel.dates import format_date, format_timedelta, get_day_names
 from babel.numbers import (format_currency, format_decimal, format_percent, get_currency_precision,
                            get_minus_sign_symbol, get_plus_sign_symbol)
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -102,13 +102,27 @@ def catalog(locale: str) -> Mapping[str, str]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _translator(locale: str) -> Callable[..., str]:
-    messages = catalog(locale)
+class _Messages:
+    """t(key, **params): a catalog message with its params filled in. A missing key raises:
+    tests/test_render.py and tests/test_digest_render.py render every branch in every locale.
 
-    def t(key: str, **params: Any) -> str:
-        # A missing key raises: tests/test_render.py renders every branch in every locale.
-        return messages[key].format_map(params)
-    return t
+    t.plural(key, n, **params): the form of `key` for the number n by the language's CLDR plural
+    rules (`<key>.one`, `<key>.other`, and for Arabic also `.zero`, `.two`, `.few`, `.many`)."""
+
+    def __init__(self, locale: str):
+        self.messages = catalog(locale)
+        self.plural_form = Locale.parse(locale).plural_form
+
+    def __call__(self, key: str, **params: Any) -> str:
+        return self.messages[key].format_map(params)
+
+    def plural(self, key: str, n: int | Decimal, /, **params: Any) -> str:
+        return self.messages[f"{key}.{self.plural_form(n)}"].format_map(params)
+
+
+@functools.cache
+def _translator(locale: str) -> _Messages:
+    return _Messages(locale)
 
 
 # -- values ---------------------------------------------------------------------------------------
@@ -257,18 +271,78 @@ _env = Environment(
 _env.filters["paragraphs"] = paragraphs
 
 
-def _kpi_rows(kpis: Mapping[str, Any], currency: str, loc: Locale, t: Callable[..., str]) -> list[KpiRow]:
+# -- the digest ----------------------------------------------------------------------------------
+# runhub.generate_digest hands over keys and params, never sentences: every sentence, relative time
+# and number is written here in the digest's locale. Generator-provided English (`text`,
+# `message`, `label`, `reason`, `when`, `actionLabel`) is ignored; only keys, params and the
+# project's own name reach the mail. A key the catalogs do not know is refused (RenderError), so
+# a mismatch between generator and renderer fails loudly instead of printing something else.
+
+METRICS = ("revenue", "leads", "conversion")
+HEADLINE_KEYS = frozenset({f"digest.headline.{m}{d}" for m in METRICS for d in ("Up", "Down")}
+                          | {"digest.headline.noChange"})
+DROP_ANOMALY_KEYS = frozenset(f"digest.anomaly.{m}Drop" for m in METRICS)
+ANOMALY_KEYS = DROP_ANOMALY_KEYS | {"digest.anomaly.paymentFailures"}
+ACTION_IDS = ("recover_abandoned", "send_promo", "onboard_users")  # label: digest.actionLabel.<id>
+RECOMMEND_KEYS = frozenset({"digest.recommend.recoverAbandoned", "digest.recommend.sendPromo",
+                            "digest.recommend.onboardUsers"})
+CONFIDENCE_NOTES = {"medium": "digest.proof.confidence.medium", "low": "digest.proof.confidence.low"}
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _count(value: Any, name: str) -> int:
+    number = _decimal(value, name)
+    if number is None or number != number.to_integral_value() or number < 0:
+        raise RenderError(f"digest: {name} must be a whole number ≥ 0, got {value!r}")
+    return int(number)
+
+
+def _share(value: Any, name: str) -> Decimal:
+    """A percent param (25.0 is 25 %), ≥ 0."""
+    number = _decimal(value, name)
+    if number is None or number < 0:
+        raise RenderError(f"digest: {name} must be a percent ≥ 0, got {value!r}")
+    return number
+
+
+def _key(value: Any, allowed: frozenset[str], name: str) -> str:
+    if value not in allowed:
+        raise RenderError(f"digest: unknown {name} {value!r}; one of {', '.join(sorted(allowed))}")
+    return value
+
+
+def _timestamp(value: Any, name: str) -> datetime | None:
+    if value in (None, ""):
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise RenderError(f"digest: {name} is not an ISO 8601 timestamp: {value!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _kpi_rows(kpis: Mapping[str, Any], order: Any, currency: str, loc: Locale,
+              t: _Messages) -> tuple[list[KpiRow], str | None]:
+    """The KPI rows in the digest's `kpiOrder`, and the note on payments left out of revenue."""
     formats: dict[str, Callable[[Decimal], str]] = {
         "revenue": lambda v: format_money(int(v), currency, loc),  # minor units
         "leads": lambda v: format_decimal(v, locale=loc),
         "conversion": lambda v: _percent(v, loc, places=2),  # a ratio: 0.034 is 3.4 %
     }
+    if order is None:
+        order = METRICS
+    if (not isinstance(order, (list, tuple)) or sorted(map(str, order)) != sorted(METRICS)
+            or len(order) != len(METRICS)):
+        raise RenderError(f"digest: kpiOrder must order {', '.join(METRICS)}, got {order!r}")
     rows = []
-    for metric, fmt in formats.items():
+    for metric in order:
         kpi = kpis.get(metric)
         if not isinstance(kpi, Mapping):
             continue
-        name = f"kpis.{metric}"
+        fmt, name = formats[metric], f"kpis.{metric}"
         value = _decimal(kpi.get("value"), f"{name}.value") or Decimal(0)
         delta = _decimal(kpi.get("delta"), f"{name}.delta")
         percent = _decimal(kpi.get("deltaPercent"), f"{name}.deltaPercent")
@@ -280,45 +354,89 @@ def _kpi_rows(kpis: Mapping[str, Any], currency: str, loc: Locale, t: Callable[.
         else:
             delta_text = ""
         rows.append(KpiRow(t(f"digest.kpi.{metric}"), fmt(value), delta_text, delta_color(sign)))
-    return rows
+    other = _mapping(kpis.get("revenue")).get("otherCurrencyPayments")
+    count = _count(other, "kpis.revenue.otherCurrencyPayments") if other is not None else 0
+    note = t.plural("digest.kpi.otherCurrency", count, count=format_decimal(count, locale=loc)) if count else None
+    return rows, note
 
 
-def _headline(headline: Mapping[str, Any], loc: Locale, t: Callable[..., str]) -> str:
-    """Written in the mail's language from metric and delta (a percent) when it has them; the
-    generator's own `text` (likely English) is the fallback."""
-    metric = headline.get("metric")
-    delta = _decimal(headline.get("delta"), "headline.delta")
-    if metric in ("revenue", "leads", "conversion") and delta is not None:
-        if delta == 0:
-            return t("digest.headline.noChange")
-        direction = "Up" if delta > 0 else "Down"
-        return t(f"digest.headline.{metric}{direction}", percent=_percent(abs(delta) / 100, loc))
-    return clean_line(headline.get("text")) or t("digest.headline.noChange")
+def _headline(headline: Mapping[str, Any], loc: Locale, t: _Messages) -> str:
+    key = headline.get("key")
+    if key is None and not headline:
+        key = "digest.headline.noChange"  # a digest without a headline: nothing moved
+    key = _key(key, HEADLINE_KEYS, "headline.key")
+    if key == "digest.headline.noChange":
+        return t(key)
+    percent = _share(_mapping(headline.get("params")).get("percent"), "headline.params.percent")
+    return t(key, percent=_percent(percent / 100, loc))
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _proof(last: Mapping[str, Any], currency: str, loc: Locale, t: Callable[..., str]) -> dict | None:
-    """The last outcome, with its revenue formatted (the plan once showed "USD 129900")."""
-    label = clean_line(last.get("actionLabel"))
-    if label is None:
+def _anomaly(anomaly: Mapping[str, Any], loc: Locale, t: _Messages) -> dict | None:
+    if not anomaly:
         return None
+    key = _key(anomaly.get("key"), ANOMALY_KEYS, "anomaly.key")
+    params = _mapping(anomaly.get("params"))
+    percent = _percent(_share(params.get("percent"), "anomaly.params.percent") / 100, loc)
+    if key in DROP_ANOMALY_KEYS:
+        weekday = params.get("weekday")
+        if isinstance(weekday, bool) or weekday not in range(1, 8):
+            raise RenderError(f"digest: anomaly.params.weekday must be an ISO weekday 1..7, got {weekday!r}")
+        text = t(key, percent=percent, weekday=get_day_names("wide", locale=loc)[weekday - 1])
+    else:
+        failed = _count(params.get("failed"), "anomaly.params.failed")
+        attempts = _count(params.get("attempts"), "anomaly.params.attempts")
+        text = t.plural(key, failed, percent=percent, failed=format_decimal(failed, locale=loc),
+                        attempts=format_decimal(attempts, locale=loc))
+    return {"text": text, "color": RED if anomaly.get("severity") == "high" else AMBER}
+
+
+def _action_label(action_id: Any, name: str, t: _Messages) -> str:
+    if action_id not in ACTION_IDS:
+        raise RenderError(f"digest: unknown {name} {action_id!r}; one of {', '.join(ACTION_IDS)}")
+    return t(f"digest.actionLabel.{action_id}")
+
+
+def _action(action: Mapping[str, Any], loc: Locale, t: _Messages) -> dict | None:
+    if not action:
+        return None
+    label = _action_label(action.get("id"), "recommendedAction.id", t)
+    key = _key(action.get("key"), RECOMMEND_KEYS, "recommendedAction.key")
+    count = _count(_mapping(action.get("params")).get("count"), "recommendedAction.params.count")
+    return {"label": label, "reason": t.plural(key, count, count=format_decimal(count, locale=loc))}
+
+
+def _proof(last: Mapping[str, Any], currency: str, loc: Locale, t: _Messages, now: datetime) -> dict | None:
+    """The last outcome: what it brought in, when, and how sure that figure is — an estimate or a
+    window still open is said so."""
+    if not last:
+        return None
+    label = _action_label(last.get("actionId"), "lastOutcome.actionId", t)
     outcome = _mapping(last.get("outcome"))
-    cents = _minor_units(outcome.get("revenueCents"), "lastOutcome.outcome.revenueCents")
-    conversions = _decimal(outcome.get("conversions"), "lastOutcome.outcome.conversions")
-    if cents is not None:
+    conversions = _count(outcome.get("conversions") or 0, "lastOutcome.outcome.conversions")
+    final = outcome.get("final") is True  # not said to be final: it may still change
+    if conversions:
+        cents = _minor_units(outcome.get("revenueCents"), "lastOutcome.outcome.revenueCents") or 0
         code = _currency(outcome.get("currency") or currency, "lastOutcome.outcome.currency")
-        amount = format_money(cents, code, loc)
-        text = t("digest.proof.recovered", action=label, amount=amount)
+        text = t("digest.proof.recovered", action=label, amount=format_money(cents, code, loc))
+    elif outcome:
+        text = t("digest.proof.noConversions" if final else "digest.proof.noConversionsYet", action=label)
     else:
         text = label
-    return {"text": text, "when": clean_line(last.get("when")),
-            "conversions": format_decimal(conversions, locale=loc) if conversions else None}
+    completed = _timestamp(last.get("completedAt"), "lastOutcome.completedAt")
+    if completed is not None:  # "il y a 2 jours"; a completion after the send (clock skew) is "1 minute ago"
+        ago = min(completed - now, -timedelta(minutes=1))
+        text = t("digest.proof.when", text=text,
+                 when=format_timedelta(ago, granularity="minute", add_direction=True, locale=loc))
+    notes = []
+    if outcome and not final:
+        notes.append(t("digest.proof.provisional"))
+    if conversions and outcome.get("confidence") in CONFIDENCE_NOTES:
+        notes.append(t(CONFIDENCE_NOTES[outcome["confidence"]]))
+    return {"prefix": t("digest.proof.prefix" if conversions else "digest.proof.prefixNoResult"), "text": text,
+            "conversions": format_decimal(conversions, locale=loc) if conversions else None, "notes": notes}
 
 
-def _digest_context(v: Mapping[str, Any], loc: Locale, t: Callable[..., str]) -> tuple[str, dict]:
+def _digest_context(v: Mapping[str, Any], loc: Locale, t: _Messages, now: datetime) -> tuple[str, dict]:
     project = _require(v, "projectName", "digest")
     raw_date = v.get("date")
     try:
@@ -326,20 +444,17 @@ def _digest_context(v: Mapping[str, Any], loc: Locale, t: Callable[..., str]) ->
     except ValueError:
         raise RenderError(f"digest: variable 'date' must be YYYY-MM-DD, got {raw_date!r}") from None
     run_hub_url = _url(_require(v, "runHubUrl", "digest"), "runHubUrl")
-    # The plan's DigestContent has no currency; revenue is in minor units of `currency` (default USD).
-    currency = _currency(v.get("currency") or "USD")
-
-    anomaly, action = _mapping(v.get("anomaly")), _mapping(v.get("recommendedAction"))
-    anomaly_message, action_label = clean_line(anomaly.get("message")), clean_line(action.get("label"))
+    currency = _currency(v.get("currency") or "USD")  # revenue is in minor units of it
+    kpis, other_currency = _kpi_rows(_mapping(v.get("kpis")), v.get("kpiOrder"), currency, loc, t)
     context = {
         "project_name": project,
         "date_text": format_date(day, "full", locale=loc),
         "headline": _headline(_mapping(v.get("headline")), loc, t),
-        "kpis": _kpi_rows(_mapping(v.get("kpis")), currency, loc, t),
-        "anomaly": anomaly_message and {
-            "message": anomaly_message, "color": RED if anomaly.get("severity") == "high" else AMBER},
-        "action": action_label and {"label": action_label, "reason": clean_line(action.get("reason"))},
-        "proof": _proof(_mapping(v.get("lastOutcome")), currency, loc, t),
+        "kpis": kpis,
+        "kpi_note": other_currency,
+        "anomaly": _anomaly(_mapping(v.get("anomaly")), loc, t),
+        "action": _action(_mapping(v.get("recommendedAction")), loc, t),
+        "proof": _proof(_mapping(v.get("lastOutcome")), currency, loc, t, now),
         "run_hub_url": run_hub_url,
     }
     return t("digest.subject", projectName=project, date=format_date(day, "long", locale=loc)), context
@@ -394,11 +509,12 @@ _SLOTS = re.compile("|".join(re.escape(slot) for slot in (_UNSUBSCRIBE_SLOT, _NA
 
 
 def render_content(template: str, locale: str | None, variables: Mapping[str, Any], *,
-                   unsubscribe_url: str | None = None) -> Rendered:
-    """Subject, text and HTML of one e-mail (no headers: see render_message)."""
+                   unsubscribe_url: str | None = None, now: datetime | None = None) -> Rendered:
+    """Subject, text and HTML of one e-mail (no headers: see render_message). `now`: the send
+    time, which the digest's relative times are counted from (default: now)."""
     keys = _RECIPIENT_KEYS.get(template)
     if keys is None or not unsubscribe_url:
-        return _render_content(template, locale, variables, unsubscribe_url=unsubscribe_url)
+        return _render_content(template, locale, variables, unsubscribe_url=unsubscribe_url, now=now)
     name = clean_line(variables.get("customerName"))
     own: dict[str, str | None] = {}
     invalid = None
@@ -438,14 +554,15 @@ def _fill(text: str, values: Mapping[str, str | None]) -> str:
 
 def _render_content(template: str, locale: str | None, variables: Mapping[str, Any], *,
                     unsubscribe_url: str | None = None,
-                    recovery: Mapping[str, str | None] | None = None) -> Rendered:
+                    recovery: Mapping[str, str | None] | None = None, now: datetime | None = None) -> Rendered:
     if template not in TEMPLATES:
         raise RenderError(f"unknown template {template!r}; one of {', '.join(TEMPLATES)}")
     language = resolve_locale(locale)
     loc = _babel_locale(locale, language)
     t = _translator(language)
     if template == "digest":
-        subject, context = _digest_context(variables, loc, t)
+        now = now or datetime.now(timezone.utc)
+        subject, context = _digest_context(variables, loc, t, now if now.tzinfo else now.replace(tzinfo=timezone.utc))
     else:
         subject, context = _workflow_context(template, variables, loc, t, recovery)
     direction = "rtl" if language in RTL_LOCALES else "ltr"
@@ -539,10 +656,11 @@ def render_bytes(template: str, locale: str | None, variables: Mapping[str, Any]
         if unsubscribe_mailto:
             uris.append(_header_uri(unsubscribe_mailto, "mailto", "unsubscribe_mailto"))
     headers = [_from_header(from_addr), _to_header(to_email, to_name)]
-    rendered = render_content(template, locale, variables, unsubscribe_url=uris[0] if uris else None)
+    sent_at = sent_at or datetime.now(timezone.utc)
+    rendered = render_content(template, locale, variables, unsubscribe_url=uris[0] if uris else None, now=sent_at)
     headers += [
         mime.header("Subject", rendered.subject),
-        f"Date: {format_datetime(sent_at or datetime.now(timezone.utc))}\r\n",
+        f"Date: {format_datetime(sent_at)}\r\n",
         f"Message-ID: {message_id}\r\n",
     ]
     if workflow:
@@ -573,18 +691,30 @@ SAMPLES: dict[str, dict[str, Any]] = {
                "subject": "New opening hours",
                "content": "From 1 March we open at 7:00 every day.\n\nSee you soon!"},
     "onboarding": {"projectName": "Sunrise Bakery", "customerName": "Ann", "shopUrl": _SHOP},
+    # The DigestContent runhub.generate_digest returns (keys and params, no sentences), plus the
+    # dashboard link the sender adds (runHubUrl).
     "digest": {
-        "projectName": "Sunrise Bakery", "date": "2026-01-27", "timezone": "Europe/Paris",
-        "currency": "EUR", "runHubUrl": "https://app.runhub.example/projects/sunrise/run",
-        "headline": {"text": "Revenue up 25% yesterday", "delta": 25, "metric": "revenue"},
-        "kpis": {"revenue": {"value": 150000, "delta": 30000, "deltaPercent": 25},
-                 "leads": {"value": 3, "delta": -2, "deltaPercent": -40},
-                 "conversion": {"value": 0.034, "delta": 0, "deltaPercent": 0}},
-        "anomaly": {"type": "leads_drop", "message": "Leads dropped 40% vs last week", "severity": "high"},
-        "recommendedAction": {"id": "send_promo", "label": "Send a promo",
-                              "reason": "3 new leads awaiting response"},
-        "lastOutcome": {"actionLabel": "Cart recovery", "when": "2 days ago",
-                        "outcome": {"conversions": 2, "revenueCents": 17000, "currency": "EUR"}},
+        "projectId": "5f0c8e7a-3b1d-4c2e-9a6f-1d2e3f4a5b6c", "projectName": "Sunrise Bakery",
+        "date": "2026-01-27", "timezone": "Europe/Paris", "currency": "EUR", "locale": "en",
+        "industryTag": "retail", "kpiOrder": ["revenue", "conversion", "leads"],
+        "kpis": {"revenue": {"value": 150000, "previous": 120000, "delta": 30000, "deltaPercent": 25.0,
+                             "otherCurrencyPayments": 1},
+                 "leads": {"value": 3, "previous": 5, "delta": -2, "deltaPercent": -40.0},
+                 "conversion": {"value": 0.034, "previous": 0.034, "delta": 0, "deltaPercent": 0}},
+        "headline": {"metric": "revenue", "delta": 30000, "deltaPercent": 25.0,
+                     "key": "digest.headline.revenueUp", "params": {"percent": 25.0}},
+        "anomaly": {"type": "leads_drop", "key": "digest.anomaly.leadsDrop",
+                    "params": {"percent": 62.5, "weekday": 2}, "severity": "medium"},
+        "recommendedAction": {"id": "recover_abandoned", "key": "digest.recommend.recoverAbandoned",
+                              "params": {"count": 3}},
+        "lastOutcome": {"runId": "8d2f0c1e-5b7a-4c3e-9f1d-2a6b3c4d5e6f", "actionId": "recover_abandoned",
+                        "actionLabel": "Recover abandoned checkouts", "completedAt": "2026-01-25T10:00:00.000000Z",
+                        "outcome": {"model": "last_touch_48h", "windowHours": 48, "conversions": 2,
+                                    "revenueCents": 17000, "currency": "EUR", "confidence": "medium",
+                                    "matchedBy": "cart_match",
+                                    "byMethod": {"cart_match": {"conversions": 2, "revenueCents": 17000}},
+                                    "windowEndsAt": "2026-01-27T10:00:00.000000Z", "final": True}},
+        "runHubUrl": "https://app.runhub.example/projects/5f0c8e7a-3b1d-4c2e-9a6f-1d2e3f4a5b6c/run",
     },
 }
 
@@ -606,6 +736,23 @@ def write_preview(template: str, locale: str | None, variables: Mapping[str, Any
     _write_private(eml_path, wire)
     _write_private(html_path, html.encode("utf-8"))
     return eml_path, html_path
+
+
+def write_digest_preview(content: Mapping[str, Any], locale: str | None, out_dir: Path | str, *,
+                         now: datetime | None = None) -> tuple[Path, Path]:
+    """A DigestContent rendered to `digest.<project>.<day>.<locale>.html` and `.txt` in out_dir
+    (private files, as write_preview's); the .txt starts with the subject."""
+    rendered = render_content("digest", locale, content, now=now)
+    names = [re.sub(r"[^A-Za-z0-9-]", "-", str(part))
+             for part in (content.get("projectId") or "project", str(content.get("date") or "day")[:10],
+                          locale or DEFAULT_LOCALE)]
+    out = Path(out_dir)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)  # an existing folder keeps its mode
+    stem = out / f"digest.{'.'.join(names)}"
+    html_path, text_path = stem.with_name(stem.name + ".html"), stem.with_name(stem.name + ".txt")
+    _write_private(html_path, rendered.html.encode("utf-8"))
+    _write_private(text_path, f"{rendered.subject}\n\n{rendered.text}".encode("utf-8"))
+    return html_path, text_path
 
 
 def _write_private(path: Path, data: bytes) -> None:
