@@ -74,8 +74,14 @@ def kpis(day: dict, previous: dict) -> dict:
 
 
 def headline(kpi: dict) -> dict:
-    """The metric with the largest absolute percent change (ties: revenue, leads, conversion); a
-    steady day when none moved by a percent (a metric up from nothing has no percent)."""
+    """The metric with the largest absolute percent change (ties: revenue, leads, conversion); one up
+    from nothing outranks any percent (it has none: the headline gives its value); a steady day when
+    none moved."""
+    from_zero = [m for m in METRICS if kpi[m]["deltaPercent"] is None and kpi[m]["delta"] > 0]
+    if from_zero:
+        metric = from_zero[0]
+        return {"metric": metric, "delta": kpi[metric]["delta"], "deltaPercent": None,
+                "key": f"digest.headline.{metric}FromZero", "params": {"value": kpi[metric]["value"]}}
     moved = [(abs(Decimal(str(kpi[m]["deltaPercent"]))), -i, m) for i, m in enumerate(METRICS)
              if kpi[m]["deltaPercent"] not in (None, 0)]
     if not moved:

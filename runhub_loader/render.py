@@ -279,7 +279,7 @@ _env.filters["paragraphs"] = paragraphs
 # a mismatch between generator and renderer fails loudly instead of printing something else.
 
 METRICS = ("revenue", "leads", "conversion")
-HEADLINE_KEYS = frozenset({f"digest.headline.{m}{d}" for m in METRICS for d in ("Up", "Down")}
+HEADLINE_KEYS = frozenset({f"digest.headline.{m}{d}" for m in METRICS for d in ("Up", "Down", "FromZero")}
                           | {"digest.headline.noChange"})
 DROP_ANOMALY_KEYS = frozenset(f"digest.anomaly.{m}Drop" for m in METRICS)
 ANOMALY_KEYS = DROP_ANOMALY_KEYS | {"digest.anomaly.paymentFailures"}
@@ -324,14 +324,19 @@ def _timestamp(value: Any, name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _kpi_rows(kpis: Mapping[str, Any], order: Any, currency: str, loc: Locale,
-              t: _Messages) -> tuple[list[KpiRow], str | None]:
-    """The KPI rows in the digest's `kpiOrder`, and the note on payments left out of revenue."""
-    formats: dict[str, Callable[[Decimal], str]] = {
-        "revenue": lambda v: format_money(int(v), currency, loc),  # minor units
+def _metric_formats(currency: str, loc: Locale) -> dict[str, Callable[[Decimal], str]]:
+    """How each KPI's value is written: money in minor units, a count, a ratio as a percent."""
+    return {
+        "revenue": lambda v: format_money(int(v), currency, loc),
         "leads": lambda v: format_decimal(v, locale=loc),
         "conversion": lambda v: _percent(v, loc, places=2),  # a ratio: 0.034 is 3.4 %
     }
+
+
+def _kpi_rows(kpis: Mapping[str, Any], order: Any, currency: str, loc: Locale,
+              t: _Messages) -> tuple[list[KpiRow], str | None]:
+    """The KPI rows in the digest's `kpiOrder`, and the note on payments left out of revenue."""
+    formats = _metric_formats(currency, loc)
     if order is None:
         order = METRICS
     if (not isinstance(order, (list, tuple)) or sorted(map(str, order)) != sorted(METRICS)
@@ -360,13 +365,19 @@ def _kpi_rows(kpis: Mapping[str, Any], order: Any, currency: str, loc: Locale,
     return rows, note
 
 
-def _headline(headline: Mapping[str, Any], loc: Locale, t: _Messages) -> str:
+def _headline(headline: Mapping[str, Any], currency: str, loc: Locale, t: _Messages) -> str:
     key = headline.get("key")
     if key is None and not headline:
         key = "digest.headline.noChange"  # a digest without a headline: nothing moved
     key = _key(key, HEADLINE_KEYS, "headline.key")
     if key == "digest.headline.noChange":
         return t(key)
+    if key.endswith("FromZero"):  # up from nothing: there is no percent, say the value itself
+        metric = key.removeprefix("digest.headline.").removesuffix("FromZero")
+        value = _decimal(_mapping(headline.get("params")).get("value"), "headline.params.value")
+        if value is None or value < 0:
+            raise RenderError(f"digest: headline.params.value must be a number ≥ 0, got {value!r}")
+        return t(key, value=_metric_formats(currency, loc)[metric](value))
     percent = _share(_mapping(headline.get("params")).get("percent"), "headline.params.percent")
     return t(key, percent=_percent(percent / 100, loc))
 
@@ -449,7 +460,7 @@ def _digest_context(v: Mapping[str, Any], loc: Locale, t: _Messages, now: dateti
     context = {
         "project_name": project,
         "date_text": format_date(day, "full", locale=loc),
-        "headline": _headline(_mapping(v.get("headline")), loc, t),
+        "headline": _headline(_mapping(v.get("headline")), currency, loc, t),
         "kpis": kpis,
         "kpi_note": other_currency,
         "anomaly": _anomaly(_mapping(v.get("anomaly")), loc, t),

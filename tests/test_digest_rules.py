@@ -32,7 +32,9 @@ def test_the_headline_is_the_largest_percent_change_with_ties_in_metric_order():
 
 def test_a_steady_day():
     assert headline(kpis(day(revenue=100), day(revenue=100)))["key"] == "digest.headline.noChange"
-    assert headline(kpis(day(revenue=100), day(revenue=0)))["key"] == "digest.headline.noChange"  # no percent of nothing
+    assert headline(kpis(day(revenue=100, leads=3), day(revenue=0, leads=1))) == {  # no percent of nothing
+        "metric": "revenue", "delta": 100, "deltaPercent": None, "key": "digest.headline.revenueFromZero",
+        "params": {"value": 100}}
 
 
 def test_anomalies_pick_the_most_severe():
@@ -76,7 +78,9 @@ def test_any_day_composes_a_consistent_digest(now, before):
     h = headline(k)
     for metric, kpi in k.items():
         assert Decimal(str(kpi["value"])) - Decimal(str(kpi["previous"])) == Decimal(str(kpi["delta"]))
-    if h["metric"]:
+    if h["key"].endswith("FromZero"):
+        assert k[h["metric"]]["previous"] == 0 < k[h["metric"]]["value"]
+    elif h["metric"]:
         assert abs(h["deltaPercent"]) == max(abs(kpi["deltaPercent"]) for kpi in k.values() if kpi["deltaPercent"])
         assert (h["deltaPercent"] > 0) == h["key"].endswith("Up")
     a = anomaly(day(**now), day(**before), 1)
