@@ -227,6 +227,13 @@ def demo(obj: Context) -> None:
         for email, link in run["links"]:
             click.echo(f"  {email:24} {link}")
         click.echo(_outcome_line(run.get("outcome")))
+    if result["digest"]:  # yesterday's digest, as its owner will get it at 08:00 shop time
+        from .render import write_digest_preview
+        from .sender import dashboard_link
+
+        content = {**result["digest"], "runHubUrl": dashboard_link(DEFAULT_DASHBOARD_URL, result["project"])}
+        html, text = write_digest_preview(content, content.get("locale"), obj.home / "digests")
+        click.echo(f"yesterday's digest: {html} and {text}")
 
 
 def _outcome_line(outcome: dict | None) -> str:

@@ -77,7 +77,9 @@ def load(database_url: str, now: datetime | None = None) -> dict:
             (DEMO_NAME, DEMO_OWNER)).fetchone()[0]
         conn.execute("SELECT runhub.update_project_settings(%s, %s, %s)",
                      (project, DEMO_OWNER, Jsonb({"shopUrl": "https://coffee.example",
-                                                  "integrations": ["payments", "email"]})))
+                                                  "integrations": ["payments", "email"],
+                                                  "dailyDigestEnabled": True, "dailyDigestHour": 8,
+                                                  "dailyDigestRecipient": "owner@coffee.example"})))
         inserted = 0
         for event in demo_events(now):
             result = conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event))).fetchone()[0]
@@ -94,8 +96,10 @@ def load(database_url: str, now: datetime | None = None) -> dict:
         run = _run_recovery(conn, project, previews.get("recover_abandoned"), now)
         if run and "id" in run:
             run["outcome"] = _customer_comes_back(conn, project, run["id"])
+        digest = conn.execute("SELECT runhub.generate_digest(p.id, (now() AT TIME ZONE p.timezone)::date - 1)"
+                              " FROM runhub.projects p WHERE p.id = %s", (project,)).fetchone()[0]
     return {"project": str(project), "name": DEMO_NAME, "inserted": inserted, "events": counts,
-            "actions": actions, "previews": previews, "run": run}
+            "actions": actions, "previews": previews, "run": run, "digest": digest}
 
 
 def _run_recovery(conn, project, preview, now: datetime) -> dict | None:

@@ -34,3 +34,19 @@ def test_the_demo_closes_the_loop_once_its_mail_went_out(db_url):
     after = load(db_url)["run"]["outcome"]
     assert (after["conversions"], after["matchedBy"], after["confidence"]) == (1, "wid_link", "high")
     assert load(db_url)["run"]["outcome"] == after, "the payment comes once"
+
+
+def test_the_demo_shop_gets_digests_and_the_demo_writes_yesterdays(db_url, tmp_path):
+    from click.testing import CliRunner
+
+    from runhub_loader.cli import main as cli
+
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "--home", str(tmp_path), "--log-format", "text", "demo"])
+    assert result.exit_code == 0, result.output
+    line = [l for l in result.output.splitlines() if l.startswith("yesterday's digest: ")]
+    assert line, result.output
+    html = line[0].removeprefix("yesterday's digest: ").split(" and ")[0]
+    assert html.startswith(str(tmp_path / "digests")) and "Demo Coffee Roasters" in open(html, encoding="utf-8").read()
+    with psycopg.connect(db_url) as conn:
+        enabled, next_at = conn.execute("SELECT digest_enabled, digest_next_at FROM runhub.projects").fetchone()
+    assert enabled and next_at is not None
