@@ -350,8 +350,9 @@ def render_command(template: str, locale: str, pairs: tuple[str, ...], vars_json
     """Render TEMPLATE to an .eml and an .html file for a person to look at (no database needed).
 
     Workflow mail takes projectName, customerName, link, cartId, amountCents, currency, subject,
-    content and shopUrl; the digest takes the plan's DigestContent (projectName, date, headline,
-    kpis, anomaly, recommendedAction, lastOutcome, runHubUrl, currency) as JSON.
+    content and shopUrl; the digest takes a DigestContent as runhub.generate_digest makes it
+    (projectName, date, currency, kpiOrder, kpis, and headline, anomaly and recommendedAction as
+    i18n keys with params, lastOutcome) plus runHubUrl, as JSON (docs/sql-contract.md, "Digests").
     """
     from .render import SAMPLES, RenderError, write_preview
 
