@@ -56,7 +56,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.deploy import deploy  # noqa: E402
-from runhub_loader.embedded import Cluster  # noqa: E402
+from benchlib import database_url, loadavg  # noqa: E402
 
 DATABASE = "runhub_bench_digests"
 DATA_VERSION = 1
@@ -633,25 +633,6 @@ def profile(url: str, admin, sample: int) -> None:
 
 # -- main ------------------------------------------------------------------------------------------
 
-def database_url(args) -> str:
-    if args.database_url:
-        return args.database_url
-    cluster = Cluster(Path(args.home).resolve())
-    cluster.start(fast=True)
-    with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
-        if args.rebuild and exists:
-            admin.execute(f"DROP DATABASE {DATABASE} WITH (FORCE)")
-            exists = None
-        if not exists:
-            admin.execute(f"CREATE DATABASE {DATABASE}")
-    return cluster.url(DATABASE)
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -672,7 +653,7 @@ def main() -> int:
 
     print(f"load average at start: {loadavg()} ({os.cpu_count()} cores)", flush=True)
     t_start = time.monotonic()
-    url = database_url(args)
+    url = database_url(args, DATABASE)
     deploy(url, schedule_cron=False)
     with psycopg.connect(url) as admin:
         loaded = admin.execute("SELECT to_regclass('public.bench_digest_meta') IS NOT NULL").fetchone()[0]
