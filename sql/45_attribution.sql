@@ -84,172 +84,167 @@ END
 $$;
 
 -- The mail a valid run link credits: the run's latest mail sent within its window before the
--- payment, to the payer's address if it got one (the link may also have been forwarded).
--- Else null, and p_why says why the link does not count.
-CREATE OR REPLACE FUNCTION runhub._link_touch(p_payment runhub.business_events, p_wid text, OUT touch jsonb, OUT why jsonb)
+-- payment, to the payer's address if it got one (the link may also have been forwarded). Else no
+-- message, and why says why the link does not count. Scalars in, scalars out: the payment's row is
+-- never copied into a helper.
+CREATE OR REPLACE FUNCTION runhub._link_touch(p_project uuid, p_wid text, p_email text, p_paid_at timestamptz,
+                                              OUT message_id bigint, OUT run_id uuid, OUT action_id text,
+                                              OUT sent_at timestamptz, OUT window_hours int, OUT why jsonb)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_run runhub.workflow_runs;
 BEGIN
     IF p_wid !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
         why := runhub._attribution_reason('attribution.link.malformed', jsonb_build_object('wid', p_wid));
         RETURN;
     END IF;
-    SELECT * INTO v_run FROM runhub.workflow_runs WHERE id = p_wid::uuid AND project_id = p_payment.project_id;
+    SELECT r.id, r.action_id, r.outcome_window_hours INTO run_id, action_id, window_hours
+      FROM runhub.workflow_runs r WHERE r.id = p_wid::uuid AND r.project_id = p_project;
     IF NOT FOUND THEN  -- also another project's run: not ours to credit, and not to reveal
         why := runhub._attribution_reason('attribution.link.unknownRun', jsonb_build_object('wid', p_wid));
         RETURN;
-    ELSIF v_run.outcome_window_hours IS NULL THEN
+    ELSIF window_hours IS NULL THEN
         why := runhub._attribution_reason('attribution.link.noMoneyOutcome', jsonb_build_object('wid', p_wid));
         RETURN;
     END IF;
     -- The payer's own mail first: one probe of the run's (run_id, email) key, where ordering all of
     -- a 1,000-recipient run's mail by "is it the payer's" read and sorted all of it.
-    IF p_payment.customer_email IS NOT NULL THEN
-        SELECT jsonb_build_object('messageId', o.id, 'runId', v_run.id, 'actionId', v_run.action_id, 'sentAt', o.sent_at,
-                                  'windowHours', v_run.outcome_window_hours, 'method', 'wid_link')
-          INTO touch
+    IF p_email IS NOT NULL THEN
+        SELECT o.id, o.sent_at INTO message_id, sent_at
           FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
-         WHERE rc.run_id = v_run.id AND rc.email = p_payment.customer_email
-           AND o.status = 'sent' AND o.sent_at <= p_payment.occurred_at
-           AND o.sent_at >= p_payment.occurred_at - make_interval(hours => v_run.outcome_window_hours);
+         WHERE rc.run_id = _link_touch.run_id AND rc.email = p_email
+           AND o.status = 'sent' AND o.sent_at <= p_paid_at
+           AND o.sent_at >= p_paid_at - make_interval(hours => window_hours);
     END IF;
-    IF touch IS NULL THEN  -- a forwarded link: the run's latest mail in the window
-        SELECT jsonb_build_object('messageId', o.id, 'runId', v_run.id, 'actionId', v_run.action_id, 'sentAt', o.sent_at,
-                                  'windowHours', v_run.outcome_window_hours, 'method', 'wid_link')
-          INTO touch
+    IF message_id IS NULL THEN  -- a forwarded link: the run's latest mail in the window
+        SELECT o.id, o.sent_at INTO message_id, sent_at
           FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
-         WHERE rc.run_id = v_run.id AND o.status = 'sent' AND o.sent_at <= p_payment.occurred_at
-           AND o.sent_at >= p_payment.occurred_at - make_interval(hours => v_run.outcome_window_hours)
+         WHERE rc.run_id = _link_touch.run_id AND o.status = 'sent' AND o.sent_at <= p_paid_at
+           AND o.sent_at >= p_paid_at - make_interval(hours => window_hours)
          ORDER BY o.sent_at DESC, o.id DESC
          LIMIT 1;
     END IF;
-    IF touch IS NULL THEN
+    IF message_id IS NULL THEN
         why := runhub._attribution_reason(
             CASE WHEN EXISTS (SELECT 1 FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
-                               WHERE rc.run_id = v_run.id AND o.status = 'sent' AND o.sent_at <= p_payment.occurred_at)
+                               WHERE rc.run_id = _link_touch.run_id AND o.status = 'sent' AND o.sent_at <= p_paid_at)
                  THEN 'attribution.link.outsideWindow' ELSE 'attribution.link.noMailBeforePayment' END,
-            jsonb_build_object('wid', p_wid, 'windowHours', v_run.outcome_window_hours));
-    END IF;
-END
-$$;
-
--- The last touch by address: the latest mail to the payer sent within its run's window before the
--- payment that is for the same cart (cart_match) or amount (amount_match) — or any, where the
--- project turned on address-only matching (email_exact). Without one, why not: no such mail in any
--- window, or mails that matched neither cart nor amount. One read of the payer's mail for both.
--- PL/pgSQL: its plan is cached for the session, where a LANGUAGE sql function with a SET clause is
--- never inlined and is planned again on every call (0.4 ms, ten times the query).
-CREATE OR REPLACE FUNCTION runhub._address_touch(p_payment runhub.business_events, p_email_only boolean,
-                                                 OUT touch jsonb, OUT why jsonb)
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_mails bigint;
-BEGIN
-    SELECT count(*),
-           (array_agg(jsonb_build_object('messageId', t.message_id, 'runId', t.run_id, 'actionId', t.action_id,
-                                         'sentAt', t.sent_at, 'windowHours', t.window_hours,
-                                         'method', CASE WHEN t.cart_match THEN 'cart_match' WHEN t.amount_match THEN 'amount_match'
-                                                        ELSE 'email_exact' END)
-                      ORDER BY t.sent_at DESC, t.message_id DESC)
-                FILTER (WHERE t.cart_match OR t.amount_match OR p_email_only))[1]
-      FROM (SELECT o.id AS message_id, r.id AS run_id, r.action_id, o.sent_at, r.outcome_window_hours AS window_hours,
-                   coalesce(rc.cart_id = coalesce(p_payment.payload ->> 'cartId', p_payment.correlation_id), false) AS cart_match,
-                   coalesce(rc.amount_cents = p_payment.amount_cents AND rc.currency = p_payment.currency, false) AS amount_match
-              FROM runhub.workflow_run_recipients rc
-              JOIN runhub.outbox o ON o.recipient_id = rc.id
-              JOIN runhub.workflow_runs r ON r.id = rc.run_id
-             WHERE rc.project_id = p_payment.project_id AND rc.email = p_payment.customer_email
-               AND rc.created_at <= p_payment.occurred_at  -- written before it was sent
-               AND o.status = 'sent' AND o.sent_at <= p_payment.occurred_at
-               AND o.sent_at >= p_payment.occurred_at - make_interval(hours => r.outcome_window_hours)) t
-      INTO v_mails, touch;
-    IF touch IS NULL THEN
-        why := runhub._attribution_reason(
-            CASE WHEN v_mails = 0 THEN 'attribution.noMailInWindow' ELSE 'attribution.noMatch' END,
-            jsonb_build_object('email', p_payment.customer_email)
-            || CASE WHEN v_mails > 0 THEN jsonb_build_object('mails', v_mails) ELSE '{}' END);
+            jsonb_build_object('wid', p_wid, 'windowHours', window_hours));
     END IF;
 END
 $$;
 
 -- The decision for one payment: credited (and, with p_record, recorded) or why not, as
--- {attributed, reason, params, text, link?}. Logged when recorded. Never raises for bad data in
--- the payment: the payment is always kept.
+-- {attributed, reason, params, text, link?}. Never raises for bad data in the payment: the payment
+-- is always kept. Recording logs what did not count where there was something to weigh: a run link
+-- ignored, another currency, mail in the window that matched neither cart nor amount. A payment
+-- from someone runhub never mailed is most payments: not logged (explain_attribution answers).
+-- The last touch by address is one read of the payer's mail, best match first: the latest mail
+-- sent within its run's window before the payment for the same cart (cart_match) or amount
+-- (amount_match) — or any, where the project turned on address-only matching (email_exact) —
+-- with the count of the payer's mails in their windows (for noMatch).
 CREATE OR REPLACE FUNCTION runhub._attribute(p_payment runhub.business_events, p_record boolean)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_existing runhub.workflow_attributions;
-    v_project  runhub.projects;
-    v_wid      text := runhub._payment_wid(p_payment.payload);
-    v_link_why jsonb;  -- why the payment's run link does not count
-    v_found    record;  -- a {touch, why} (assigned as a plain expression: no query, no executor)
-    v_touch    jsonb;
-    v_decision jsonb;
-    v_id       bigint;
+    v_existing   runhub.workflow_attributions;
+    v_currency   char(3);
+    v_email_only boolean;
+    v_wid        text := runhub._payment_wid(p_payment.payload);
+    v_cart       text := coalesce(p_payment.payload ->> 'cartId', p_payment.correlation_id);
+    v_link       record;  -- _link_touch's answer
+    v_link_why   jsonb;   -- why the payment's run link does not count
+    v_message    bigint;  -- the touch
+    v_run        uuid;
+    v_action     text;
+    v_sent_at    timestamptz;
+    v_window     int;
+    v_method     text;
+    v_mails      bigint;
+    v_decision   jsonb;
 BEGIN
-    -- Recording (the trigger, a backfill) comes to uncredited payments; ON CONFLICT below covers a race.
-    IF NOT p_record THEN
+    IF NOT p_record THEN  -- recording (the trigger, a backfill) comes to uncredited payments
         SELECT * INTO v_existing FROM runhub.workflow_attributions WHERE payment_event_id = p_payment.id;
-    END IF;
-    IF v_existing.id IS NOT NULL THEN  -- credited: say so, and why its run link (if any) did not decide
-        IF v_wid IS NOT NULL AND v_existing.method <> 'wid_link' THEN
-            v_found := runhub._link_touch(p_payment, v_wid);
-            v_link_why := v_found.why;
+        IF FOUND THEN  -- credited: say so, and why its run link (if any) did not decide
+            IF v_wid IS NOT NULL AND v_existing.method <> 'wid_link' THEN
+                v_link := runhub._link_touch(p_payment.project_id, v_wid, p_payment.customer_email, p_payment.occurred_at);
+                v_link_why := v_link.why;
+            END IF;
+            RETURN runhub._attribution_json(v_existing)
+                || CASE WHEN v_link_why IS NOT NULL THEN jsonb_build_object('link', v_link_why) ELSE '{}' END;
         END IF;
-        RETURN runhub._attribution_json(v_existing)
-            || CASE WHEN v_link_why IS NOT NULL THEN jsonb_build_object('link', v_link_why) ELSE '{}' END;
     END IF;
-    SELECT * INTO v_project FROM runhub.projects WHERE id = p_payment.project_id;
+    SELECT p.currency, coalesce((p.settings ->> 'emailOnlyAttribution')::boolean, false) INTO v_currency, v_email_only
+      FROM runhub.projects p WHERE p.id = p_payment.project_id;
     IF p_payment.event_type <> 'payment_succeeded' THEN
         v_decision := runhub._attribution_reason('attribution.notAPayment', jsonb_build_object('type', p_payment.event_type));
     ELSIF p_payment.amount_cents IS NULL THEN
         v_decision := runhub._attribution_reason('attribution.noAmount');
-    ELSIF p_payment.currency <> v_project.currency THEN
+    ELSIF p_payment.currency <> v_currency THEN
         v_decision := runhub._attribution_reason('attribution.currencyMismatch', jsonb_build_object(
-            'paymentCurrency', p_payment.currency, 'projectCurrency', v_project.currency));
+            'paymentCurrency', p_payment.currency, 'projectCurrency', v_currency));
     ELSE
         IF v_wid IS NOT NULL THEN
-            v_found := runhub._link_touch(p_payment, v_wid);
-            v_touch := v_found.touch;
-            v_link_why := v_found.why;
+            v_link := runhub._link_touch(p_payment.project_id, v_wid, p_payment.customer_email, p_payment.occurred_at);
+            v_message := v_link.message_id;
+            v_run := v_link.run_id;
+            v_action := v_link.action_id;
+            v_sent_at := v_link.sent_at;
+            v_window := v_link.window_hours;
+            v_method := CASE WHEN v_link.message_id IS NOT NULL THEN 'wid_link' END;
+            v_link_why := v_link.why;
         END IF;
-        IF v_touch IS NULL AND p_payment.customer_email IS NULL THEN
+        IF v_message IS NULL AND p_payment.customer_email IS NULL THEN
             v_decision := runhub._attribution_reason('attribution.noCustomer');
-        ELSIF v_touch IS NULL THEN
-            v_found := runhub._address_touch(p_payment, coalesce((v_project.settings ->> 'emailOnlyAttribution')::boolean, false));
-            v_touch := v_found.touch;
-            v_decision := v_found.why;
+        ELSIF v_message IS NULL THEN
+            SELECT t.message_id, t.run_id, t.action_id, t.sent_at, t.window_hours, t.method, count(*) OVER ()
+              INTO v_message, v_run, v_action, v_sent_at, v_window, v_method, v_mails
+              FROM (SELECT o.id AS message_id, r.id AS run_id, r.action_id, o.sent_at, r.outcome_window_hours AS window_hours,
+                           CASE WHEN rc.cart_id = v_cart THEN 'cart_match'
+                                WHEN rc.amount_cents = p_payment.amount_cents AND rc.currency = p_payment.currency THEN 'amount_match'
+                                WHEN v_email_only THEN 'email_exact' END AS method
+                      FROM runhub.workflow_run_recipients rc
+                      JOIN runhub.outbox o ON o.recipient_id = rc.id
+                      JOIN runhub.workflow_runs r ON r.id = rc.run_id
+                     WHERE rc.project_id = p_payment.project_id AND rc.email = p_payment.customer_email
+                       AND rc.created_at <= p_payment.occurred_at  -- written before it was sent
+                       AND o.status = 'sent' AND o.sent_at <= p_payment.occurred_at
+                       AND o.sent_at >= p_payment.occurred_at - make_interval(hours => r.outcome_window_hours)) t
+             ORDER BY t.method IS NULL, t.sent_at DESC, t.message_id DESC
+             LIMIT 1;
+            IF v_method IS NULL THEN
+                v_message := NULL;
+                v_decision := runhub._attribution_reason(
+                    CASE WHEN v_mails IS NULL THEN 'attribution.noMailInWindow' ELSE 'attribution.noMatch' END,
+                    jsonb_build_object('email', p_payment.customer_email)
+                    || CASE WHEN v_mails IS NOT NULL THEN jsonb_build_object('mails', v_mails) ELSE '{}' END);
+            END IF;
         END IF;
     END IF;
 
     IF v_decision IS NULL AND p_record THEN
         INSERT INTO runhub.workflow_attributions (project_id, run_id, payment_event_id, message_id, method, confidence,
                                                   window_hours, sent_at, paid_at, amount_cents, currency)
-        VALUES (p_payment.project_id, (v_touch ->> 'runId')::uuid, p_payment.id, (v_touch ->> 'messageId')::bigint,
-                v_touch ->> 'method', runhub._confidence(v_touch ->> 'method'), (v_touch ->> 'windowHours')::int,
-                (v_touch ->> 'sentAt')::timestamptz, p_payment.occurred_at, p_payment.amount_cents, p_payment.currency)
-        ON CONFLICT (payment_event_id) DO NOTHING
-        RETURNING * INTO v_existing;
-        IF v_existing.id IS NULL THEN  -- credited meanwhile by another session (a backfill)
+        VALUES (p_payment.project_id, v_run, p_payment.id, v_message, v_method, runhub._confidence(v_method), v_window,
+                v_sent_at, p_payment.occurred_at, p_payment.amount_cents, p_payment.currency)
+        ON CONFLICT (payment_event_id) DO NOTHING;
+        IF NOT FOUND THEN  -- credited meanwhile by another session (a backfill)
             SELECT * INTO v_existing FROM runhub.workflow_attributions WHERE payment_event_id = p_payment.id;
             v_decision := runhub._attribution_reason('attribution.alreadyAttributed', jsonb_build_object(
                 'runId', v_existing.run_id, 'method', v_existing.method)) || jsonb_build_object('attributed', true);
+        ELSIF v_link_why IS NULL THEN  -- the common case: nothing to log, the row says it all
+            RETURN '{"reason": "attribution.attributed", "attributed": true, "recorded": true}';
         ELSE
-            v_decision := runhub._attribution_json(v_existing, v_touch ->> 'actionId');
+            v_decision := runhub._attribution_reason('attribution.attributed', jsonb_build_object(
+                'runId', v_run, 'actionId', v_action, 'method', v_method, 'messageId', v_message))
+                || jsonb_build_object('attributed', true, 'recorded', true);
         END IF;
     ELSIF v_decision IS NULL THEN  -- a dry run (explain): what recording would credit
         v_decision := runhub._attribution_reason('attribution.attributed', jsonb_build_object(
-            'runId', v_touch ->> 'runId', 'actionId', v_touch ->> 'actionId', 'method', v_touch ->> 'method',
-            'confidence', runhub._confidence(v_touch ->> 'method'), 'messageId', (v_touch ->> 'messageId')::bigint,
-            'sentAt', runhub._iso((v_touch ->> 'sentAt')::timestamptz), 'windowHours', (v_touch ->> 'windowHours')::int))
+            'runId', v_run, 'actionId', v_action, 'method', v_method, 'confidence', runhub._confidence(v_method),
+            'messageId', v_message, 'sentAt', runhub._iso(v_sent_at), 'windowHours', v_window))
             || jsonb_build_object('attributed', true, 'recorded', false);
     ELSE
         v_decision := v_decision || jsonb_build_object('attributed', false);
@@ -257,9 +252,7 @@ BEGIN
     IF v_link_why IS NOT NULL THEN
         v_decision := v_decision || jsonb_build_object('link', v_link_why);
     END IF;
-    -- A credit is its own record (workflow_attributions); what did not count is logged: a payment
-    -- left uncredited, and a run link ignored.
-    IF p_record AND (NOT (v_decision ->> 'attributed')::boolean OR v_link_why IS NOT NULL) THEN
+    IF p_record AND (v_link_why IS NOT NULL OR v_decision ->> 'reason' IN ('attribution.currencyMismatch', 'attribution.noMatch')) THEN
         RAISE LOG 'runhub %', jsonb_build_object('event', 'payment_attribution', 'paymentEventId', p_payment.id,
                                                  'projectId', p_payment.project_id) || v_decision;
     END IF;

@@ -268,8 +268,8 @@ CREATE OR REPLACE VIEW runhub.stale_runs AS
       FROM runhub.workflow_runs r
      WHERE r.status = 'running' AND r.started_at < now() - interval '30 minutes';
 
--- Recipients and messages have no foreign keys (see migration 0003): deleting runs, or a project,
--- deletes them here, set-based.
+-- Recipients, messages and credits have no foreign keys (see migrations 0003 and 0010): deleting
+-- runs, or a project, deletes them here, set-based.
 CREATE OR REPLACE FUNCTION runhub._delete_run_children()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -279,6 +279,7 @@ BEGIN
     WITH gone AS (
         DELETE FROM runhub.workflow_run_recipients r USING deleted_runs d WHERE r.run_id = d.id RETURNING r.id)
     DELETE FROM runhub.outbox o USING gone g WHERE o.recipient_id = g.id;
+    DELETE FROM runhub.workflow_attributions a USING deleted_runs d WHERE a.run_id = d.id;
     RETURN NULL;
 END
 $$;

@@ -12,8 +12,8 @@ SELECT plan(34);
 -- ---------------------------------------------------------------------------------------------
 -- Structure.
 SELECT has_table('runhub', 'workflow_attributions', 'table runhub.workflow_attributions exists');
-SELECT col_is_unique('runhub', 'workflow_attributions', 'payment_event_id', 'at most one credit per payment');
-SELECT fk_ok('runhub', 'workflow_attributions', 'run_id', 'runhub', 'workflow_runs', 'id', 'a credit belongs to a run');
+SELECT col_is_pk('runhub', 'workflow_attributions', 'payment_event_id', 'at most one credit per payment: the key');
+SELECT hasnt_fk('runhub', 'workflow_attributions', 'no foreign key: a credit costs its run no row lock (deleting runs deletes their credits)');
 SELECT col_not_null('runhub', 'workflow_attributions', 'project_id', 'a credit names its project (for RLS)');
 SELECT has_index('runhub', 'workflow_attributions', 'workflow_attributions_run', ARRAY['run_id'], 'credits by run');
 SELECT col_type_is('runhub', 'workflow_runs', 'outcome_window_hours', 'integer', 'a run keeps its attribution window');
@@ -101,7 +101,7 @@ SELECT throws_ok($$INSERT INTO runhub.workflow_attributions (project_id, run_id,
 RESET ROLE;
 SET LOCAL runhub.user_id = 'aaaaaaaa-0000-4000-8000-0000000000b1';
 SET LOCAL ROLE runhub_reader;
-SELECT is_empty($$SELECT id FROM runhub.workflow_attributions$$, 'another project''s reader sees no credit');
+SELECT is_empty($$SELECT payment_event_id FROM runhub.workflow_attributions$$, 'another project''s reader sees no credit');
 RESET ROLE;
 SET LOCAL ROLE runhub_app;
 SELECT throws_ok(format($$SELECT runhub.explain_attribution(%L, %L, %s)$$, :'p', :other, :pay1), 'PT404', 'projects.notFound',
