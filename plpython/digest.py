@@ -5,6 +5,7 @@ writes the sentences from the keys and params returned here, in the owner's lang
 """
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 from ._export import sql_function
@@ -157,3 +158,12 @@ def compose(facts: dict) -> dict | None:
 @sql_function("runhub._compose_digest(p_facts jsonb) RETURNS jsonb")
 def compose_digest(p_facts: dict) -> dict | None:
     return compose(p_facts)
+
+
+@sql_function("runhub._compose_digests(p_facts text) RETURNS text")
+def compose_digests(p_facts: str) -> str:
+    """compose over a batch, as JSON text: a list of facts in, their DigestContents (or null) in the
+    same order out — one call into Python for the digest job's batch, not one per project. Text,
+    not jsonb: the json module reads and writes a batch several times faster than the jsonb
+    transform converts every number to and from a Decimal."""
+    return json.dumps([compose(facts) for facts in json.loads(p_facts)], separators=(",", ":"))

@@ -85,11 +85,13 @@ END
 $$;
 
 -- Whether tz is a time zone a project may use (runhub.timezones: UTC or an IANA Area/Location name).
+-- PL/pgSQL: its query's plan is cached for the session (a SQL function with a SET clause is
+-- planned on every call, and the clock calls this four times a digest).
 CREATE OR REPLACE FUNCTION runhub._is_timezone(p_tz text)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT EXISTS (SELECT 1 FROM runhub.timezones WHERE name = p_tz) $$;
+AS $$ BEGIN RETURN EXISTS (SELECT 1 FROM runhub.timezones WHERE name = p_tz); END $$;
 
 -- Text trimmed of every kind of leading and trailing white space (btrim only strips spaces).
 CREATE OR REPLACE FUNCTION runhub._trim(p_text text)

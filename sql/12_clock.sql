@@ -95,6 +95,15 @@ BEGIN
 END
 $$;
 
+-- local_day_range without its checks, for a zone and day known to be good (a project's: the digest
+-- job's ranges). Each bound is the first instant at which the clock shows midnight or later; a
+-- skipped day is 'empty'. No SET clause: an expression inlined where it is used.
+CREATE OR REPLACE FUNCTION runhub._local_day_range(p_day date, p_timezone text)
+RETURNS tstzrange
+LANGUAGE sql STABLE
+AS $$ SELECT tstzrange(runhub._resolve_wall(p_day::timestamp, p_timezone),
+                       runhub._resolve_wall((p_day + 1)::timestamp, p_timezone), '[)') $$;
+
 -- The UTC range [start, end) of local calendar day p_day in p_timezone: start is the first instant
 -- whose local date is p_day (01:00 on America/Santiago's spring day, whose midnight is in the gap),
 -- end the next day's start; 23, 24 or 25 hours long (23.5 or 24.5 at Australia/Lord_Howe).
@@ -114,8 +123,6 @@ BEGIN
     IF p_timezone IS NULL OR NOT runhub._is_timezone(p_timezone) THEN
         PERFORM runhub._raise('projects.invalidTimezone', jsonb_build_object('timezone', p_timezone));
     END IF;
-    -- Each bound is the first instant at which the clock shows midnight or later.
-    RETURN tstzrange(runhub._resolve_wall(p_day::timestamp, p_timezone),
-                     runhub._resolve_wall((p_day + 1)::timestamp, p_timezone), '[)');  -- a skipped day: 'empty'
+    RETURN runhub._local_day_range(p_day, p_timezone);
 END
 $$;

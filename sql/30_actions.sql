@@ -72,9 +72,31 @@ AS $$
     END
 $$;
 
--- The project's frequency cap in hours (setting frequencyCapHours, default 16).
+-- The project's frequency cap in hours (setting frequencyCapHours, default 16). No SET clause: an
+-- expression inlined where it is used (the recipient builder).
 CREATE OR REPLACE FUNCTION runhub._frequency_cap_hours(p_settings jsonb)
 RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$ SELECT coalesce((p_settings ->> 'frequencyCapHours')::int, 16) $$;
+
+-- Each prerequisite of an action (its registry `requires`) with whether the project meets it, in
+-- the registry's order: the one definition, for the preview's checks (_requirements) and the
+-- digest's whole batch of projects at once. No SET clause, so that it inlines into the calling
+-- query (every name schema-qualified; it runs with the caller's rights).
+CREATE OR REPLACE FUNCTION runhub._requirement_checks(p_project uuid, p_settings jsonb, p_requires jsonb)
+RETURNS TABLE (requirement jsonb, ord bigint, satisfied boolean)
+LANGUAGE sql STABLE
+AS $$
+    SELECT x.r, x.ord, CASE x.r ->> 'type'
+        WHEN 'hasIntegration' THEN coalesce(p_settings -> 'integrations', '[]') ? (x.r ->> 'integration')
+        WHEN 'hasSetting' THEN coalesce(p_settings ->> (x.r ->> 'setting'), '') <> ''
+        WHEN 'hasEvents' THEN (SELECT count(*) FROM (
+                SELECT 1 FROM runhub.business_events e
+                 WHERE e.project_id = p_project AND e.event_type = x.r ->> 'eventType'
+                 LIMIT coalesce((x.r ->> 'minCount')::int, 1)) n) >= coalesce((x.r ->> 'minCount')::int, 1)
+        WHEN 'hasRecipients' THEN EXISTS (
+                SELECT 1 FROM runhub.customers c
+                 WHERE c.project_id = p_project AND c.last_seen_at > now() - interval '30 days')
+        ELSE false END
+      FROM jsonb_array_elements(p_requires) WITH ORDINALITY AS x(r, ord)
+$$;

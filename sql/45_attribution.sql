@@ -361,22 +361,28 @@ BEGIN
 END
 $$;
 
--- A run that will send nothing more: finished, and (if cancelled while delivering) settled.
+-- A run that will send nothing more: finished, and (if cancelled while delivering) settled. No SET
+-- clause: an expression inlined where it is used.
 CREATE OR REPLACE FUNCTION runhub._run_settled(r runhub.workflow_runs)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$ SELECT r.completed_at IS NOT NULL AND coalesce((r.result ->> 'pending')::int, 0) = 0 $$;
 
 -- When a run's last mail went out: recorded once it settled, counted live while it delivers.
+-- PL/pgSQL: its query's plan is cached for the session, where a SQL function with a SET clause,
+-- called from another (_outcome), is planned again on every call.
 CREATE OR REPLACE FUNCTION runhub._last_sent_at(r runhub.workflow_runs)
 RETURNS timestamptz
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE WHEN runhub._run_settled(r) THEN r.last_sent_at
-                ELSE (SELECT max(o.sent_at) FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
-                       WHERE rc.run_id = r.id AND o.status = 'sent') END
+BEGIN
+    IF runhub._run_settled(r) THEN
+        RETURN r.last_sent_at;
+    END IF;
+    RETURN (SELECT max(o.sent_at) FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
+             WHERE rc.run_id = r.id AND o.status = 'sent');
+END
 $$;
 
 -- A run's Outcome (null when its action earns no money outcome): the credits of its mails, the

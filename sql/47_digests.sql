@@ -5,78 +5,100 @@
 
 -- A local day's KPI facts: its events (runhub's own sends left out), revenue in the project's
 -- currency, payments in others, payments, checkouts, leads and payment failures. One range scan.
-CREATE OR REPLACE FUNCTION runhub._digest_day(p_project runhub.projects, p_range tstzrange)
-RETURNS jsonb
-LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
+-- No SET clause: it inlines into _digest_facts' query (names schema-qualified, caller's rights).
+CREATE OR REPLACE FUNCTION runhub._digest_day(p_project uuid, p_currency char(3), p_range tstzrange)
+RETURNS TABLE (facts jsonb)
+LANGUAGE sql STABLE
 AS $$
-DECLARE
-    v_facts jsonb;
-BEGIN
     SELECT jsonb_build_object(
         'events', count(*) FILTER (WHERE e.event_type NOT LIKE '%\_email\_sent'),
         'revenueCents', coalesce(sum(e.amount_cents) FILTER (WHERE e.event_type = 'payment_succeeded'
-                                                                AND e.currency = p_project.currency), 0),
-        'otherCurrencyPayments', count(*) FILTER (WHERE e.event_type = 'payment_succeeded' AND e.currency <> p_project.currency),
+                                                                AND e.currency = p_currency), 0),
+        'otherCurrencyPayments', count(*) FILTER (WHERE e.event_type = 'payment_succeeded' AND e.currency <> p_currency),
         'payments', count(*) FILTER (WHERE e.event_type = 'payment_succeeded'),
         'checkouts', count(*) FILTER (WHERE e.event_type = 'checkout_started'),
         'leads', count(*) FILTER (WHERE e.event_type = 'lead_created'),
         'paymentFailures', count(*) FILTER (WHERE e.event_type = 'payment_failed'))
-      INTO v_facts
       FROM runhub.business_events e
-     WHERE e.project_id = p_project.id AND e.occurred_at >= lower(p_range) AND e.occurred_at < upper(p_range);
-    RETURN v_facts;
-END
+     WHERE e.project_id = p_project AND e.occurred_at >= lower(p_range) AND e.occurred_at < upper(p_range)
 $$;
 
--- The actions the owner could be pointed to now, in registry order: whether each can run (its
--- prerequisites hold, its cooldown is over) and, for the first that can, how many its preview
--- would reach (the recipient builder itself); the rules pick the first that reaches anyone.
-CREATE OR REPLACE FUNCTION runhub._digest_candidates(p_project runhub.projects)
-RETURNS jsonb
-LANGUAGE plpgsql STABLE
+-- What digests are made of, for many projects at once (a batch of the digest job; one project for
+-- generate_digest): per (project, local day), the facts the rules compose a DigestContent from,
+-- {project, date, weekday, day, previous, weekBefore, candidates, lastOutcome} — or, where the day
+-- had no activity (no digest), its KPI facts alone. One statement for the whole batch:
+--   day, previous, weekBefore: _digest_day of the day, the day before, the same weekday a week before;
+--   candidates: the actions the digest may recommend, in the order it prefers them (money now, then
+--     people waiting: plpython/digest.py's RECOMMENDATION_ORDER), whether each can run now (its
+--     prerequisites hold, its cooldown — as _last_run_at counts runs — is over) and, for the first
+--     that can and reaches anyone, how many: the recipient builder itself, as its preview counts;
+--   lastOutcome: the project's latest run with a money outcome that wrote its mail.
+CREATE OR REPLACE FUNCTION runhub._digest_facts(p_projects uuid[], p_days date[])
+RETURNS TABLE (project_id uuid, day date, facts jsonb)
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
-DECLARE
-    v_action    runhub.actions;
-    v_available boolean;
-    v_reach     bigint;
-    v_found     boolean := false;
-    v_out       jsonb := '[]';
-BEGIN
-    FOR v_action IN SELECT * FROM runhub.actions WHERE type = 'workflow' ORDER BY position LOOP
-        v_available := NOT EXISTS (SELECT 1 FROM jsonb_array_elements(runhub._requirements(p_project, v_action)) r
-                                    WHERE NOT (r ->> 'satisfied')::boolean)
-                       AND coalesce(runhub._last_run_at(p_project.id, v_action.id)
-                                    <= now() - make_interval(mins => (v_action.policy ->> 'cooldownMinutes')::int), true);
-        v_reach := NULL;
-        IF v_available AND NOT v_found THEN
-            SELECT count(*) INTO v_reach
-              FROM runhub._recipients(p_project.id, v_action.id,
-                                      CASE v_action.id WHEN 'send_promo' THEN '{"segmentation": "recent_7d"}'::jsonb
-                                                       ELSE '{}'::jsonb END, now()) r
-             WHERE r.excluded_by IS NULL;
-            v_found := v_reach > 0;
-        END IF;
-        v_out := v_out || jsonb_build_object('id', v_action.id, 'available', v_available, 'reach', v_reach);
-    END LOOP;
-    RETURN v_out;
-END
-$$;
-
--- The project's latest run with a money outcome that wrote its mail: the digest's proof point.
-CREATE OR REPLACE FUNCTION runhub._digest_last_outcome(p_project uuid)
-RETURNS jsonb
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT jsonb_build_object('runId', r.id, 'actionId', r.action_id, 'actionLabel', a.label,
-                              'completedAt', runhub._iso(r.completed_at), 'outcome', runhub._outcome(r))
-      FROM runhub.workflow_runs r JOIN runhub.actions a ON a.id = r.action_id
-     WHERE r.project_id = p_project AND r.executed_at IS NOT NULL AND r.outcome_window_hours IS NOT NULL
-     ORDER BY r.requested_at DESC
-     LIMIT 1
+    WITH ranges AS MATERIALIZED (  -- apart: an inlined _digest_day would compute its range twice
+        SELECT p.id, p.name, p.timezone, p.currency, p.locale, p.industry, p.settings, u.day,
+               runhub._local_day_range(u.day, p.timezone) AS day_range,
+               runhub._local_day_range(u.day - 1, p.timezone) AS previous_range,
+               runhub._local_day_range(u.day - 7, p.timezone) AS week_range
+          FROM unnest(p_projects, p_days) AS u(id, day)
+          JOIN runhub.projects p ON p.id = u.id
+    ), t AS MATERIALIZED (
+        SELECT r.*, d0.facts AS day_facts, d1.facts AS previous_facts, d7.facts AS week_facts
+          FROM ranges r
+         CROSS JOIN LATERAL runhub._digest_day(r.id, r.currency, r.day_range) d0
+         CROSS JOIN LATERAL runhub._digest_day(r.id, r.currency, r.previous_range) d1
+         CROSS JOIN LATERAL runhub._digest_day(r.id, r.currency, r.week_range) d7
+    ), active AS MATERIALIZED (
+        SELECT t.id, t.settings,
+               bool_or(a.id = 'recover_abandoned' AND a.available) AS recover,
+               bool_or(a.id = 'onboard_users' AND a.available) AS onboard,
+               bool_or(a.id = 'send_promo' AND a.available) AS promo
+          FROM t
+         CROSS JOIN LATERAL (
+               SELECT x.id,
+                      NOT EXISTS (SELECT 1 FROM runhub._requirement_checks(t.id, t.settings, x.requires) c WHERE NOT c.satisfied)
+                      AND coalesce((SELECT max(r.requested_at) FROM runhub.workflow_runs r
+                                     WHERE r.project_id = t.id AND r.action_id = x.id
+                                       AND r.status IN ('queued', 'running', 'succeeded'))
+                                   <= now() - make_interval(mins => (x.policy ->> 'cooldownMinutes')::int), true) AS available
+                 FROM runhub.actions x WHERE x.type = 'workflow') a
+         WHERE (t.day_facts ->> 'events')::bigint > 0
+         GROUP BY t.id, t.settings
+    ), candidates AS (
+        SELECT v.id, jsonb_build_array(
+                   jsonb_build_object('id', 'recover_abandoned', 'available', v.recover, 'reach', r1.n),
+                   jsonb_build_object('id', 'onboard_users', 'available', v.onboard, 'reach', r2.n),
+                   jsonb_build_object('id', 'send_promo', 'available', v.promo, 'reach', r3.n)) AS list
+          FROM active v
+          LEFT JOIN LATERAL (SELECT count(*) AS n FROM runhub._recipients(v.id, 'recover_abandoned', '{}', now()) r
+                              WHERE v.recover AND r.excluded_by IS NULL) r1 ON v.recover
+          LEFT JOIN LATERAL (SELECT count(*) AS n FROM runhub._recipients(v.id, 'onboard_users', '{}', now()) r
+                              WHERE v.onboard AND coalesce(r1.n, 0) = 0 AND r.excluded_by IS NULL) r2
+                 ON v.onboard AND coalesce(r1.n, 0) = 0
+          LEFT JOIN LATERAL (SELECT count(*) AS n FROM runhub._recipients(v.id, 'send_promo', '{"segmentation": "recent_7d"}', now()) r
+                              WHERE v.promo AND coalesce(r1.n, 0) = 0 AND coalesce(r2.n, 0) = 0 AND r.excluded_by IS NULL) r3
+                 ON v.promo AND coalesce(r1.n, 0) = 0 AND coalesce(r2.n, 0) = 0
+    )
+    SELECT t.id, t.day,
+           jsonb_build_object(
+               'project', jsonb_build_object('id', t.id, 'name', t.name, 'timezone', t.timezone, 'currency', t.currency,
+                                             'locale', t.locale, 'industry', t.industry),
+               'date', to_char(t.day, 'YYYY-MM-DD'), 'weekday', extract(isodow FROM t.day),
+               'day', t.day_facts, 'previous', t.previous_facts, 'weekBefore', t.week_facts)
+           || CASE WHEN c.id IS NULL THEN '{}' ELSE jsonb_build_object('candidates', c.list, 'lastOutcome', lo.outcome) END
+      FROM t
+      LEFT JOIN candidates c ON c.id = t.id
+      LEFT JOIN LATERAL (
+           SELECT jsonb_build_object('runId', r.id, 'actionId', r.action_id, 'actionLabel', a.label,
+                                     'completedAt', runhub._iso(r.completed_at), 'outcome', runhub._outcome(r)) AS outcome
+             FROM runhub.workflow_runs r JOIN runhub.actions a ON a.id = r.action_id
+            WHERE r.project_id = t.id AND r.executed_at IS NOT NULL AND r.outcome_window_hours IS NOT NULL
+            ORDER BY r.requested_at DESC
+            LIMIT 1) lo ON c.id IS NOT NULL
 $$;
 
 -- The digest of a project's local calendar day (the plan's DigestContent, camelCase), or null when
@@ -93,16 +115,7 @@ BEGIN
     IF p_day IS NULL OR NOT isfinite(p_day) THEN
         PERFORM runhub._invalid('common.invalidInput', 'day', 'is required: a calendar date');
     END IF;
-    RETURN runhub._compose_digest(jsonb_build_object(
-        'project', jsonb_build_object('id', v_project.id, 'name', v_project.name, 'timezone', v_project.timezone,
-                                      'currency', v_project.currency, 'locale', v_project.locale,
-                                      'industry', v_project.industry),
-        'date', to_char(p_day, 'YYYY-MM-DD'), 'weekday', extract(isodow FROM p_day),
-        'day', runhub._digest_day(v_project, runhub.local_day_range(p_day, v_project.timezone)),
-        'previous', runhub._digest_day(v_project, runhub.local_day_range(p_day - 1, v_project.timezone)),
-        'weekBefore', runhub._digest_day(v_project, runhub.local_day_range(p_day - 7, v_project.timezone)),
-        'candidates', runhub._digest_candidates(v_project),
-        'lastOutcome', runhub._digest_last_outcome(v_project.id)));
+    RETURN (SELECT runhub._compose_digest(f.facts) FROM runhub._digest_facts(ARRAY[v_project.id], ARRAY[p_day]) f);
 END
 $$;
 
@@ -114,6 +127,7 @@ CREATE OR REPLACE FUNCTION runhub._run_digest(p_project runhub.projects)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_day     date := (now() AT TIME ZONE p_project.timezone)::date - 1;  -- a local wall-clock timestamp's date
@@ -158,10 +172,73 @@ BEGIN
 END
 $$;
 
--- One batch of the digest job: up to p_max projects whose digest is due, most overdue first, each
--- served by _run_digest, the batch timed and counted into runhub.job_runs (the row p_job_run, or a
--- new one). Under an advisory lock: while one job's batch runs, another's returns busy at once.
--- Returns {jobRun, served, queued, skipped, failed, done, busy}.
+-- A batch's due digests served set-based: a statement per step for all of p_claimed (locked by
+-- the caller), not a pass of every step per project. Yesterday in each one's time zone, unless
+-- that day was done, is gathered (_digest_facts), composed by the rules in one call, queued as
+-- mail and recorded; each project's next time advances past now, whatever its day was. Any error rolls all of it back and raises:
+-- the caller then serves the batch one project at a time (_run_digest), so that only the project
+-- at fault fails. Custom plans: the digests table grows by a batch each time (a plan cached while
+-- it was small would scan it). Returns {served, queued, skipped, failed, done}.
+CREATE OR REPLACE FUNCTION runhub._serve_digests(p_claimed runhub.projects[])
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+SET jit = off
+AS $$
+DECLARE
+    v_ids    uuid[];
+    v_days   date[];
+    v_counts jsonb;
+BEGIN
+    SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(y.day), '{}') INTO v_ids, v_days
+      FROM unnest(p_claimed) c
+     CROSS JOIN LATERAL (SELECT (now() AT TIME ZONE c.timezone)::date - 1 AS day) y  -- a local wall-clock timestamp's date
+     WHERE NOT EXISTS (SELECT 1 FROM runhub.digests d WHERE d.project_id = c.id AND d.day = y.day);
+    WITH facts AS MATERIALIZED (
+        SELECT f.project_id, f.day, f.facts, row_number() OVER () AS n FROM runhub._digest_facts(v_ids, v_days) f
+    ), composed AS MATERIALIZED (
+        SELECT f.project_id, f.day, nullif(x.content, 'null') AS content, c.locale, c.digest_recipient
+          FROM jsonb_array_elements(runhub._compose_digests((SELECT jsonb_agg(f.facts ORDER BY f.n) FROM facts f)::text)::jsonb)
+               WITH ORDINALITY AS x(content, n)
+          JOIN facts f ON f.n = x.n
+          JOIN unnest(p_claimed) c ON c.id = f.project_id
+    ), mail AS (
+        INSERT INTO runhub.outbox (project_id, template, locale, to_email, variables, message_id)
+        SELECT w.project_id, 'digest', w.locale, w.digest_recipient, w.content, format('<digest.%s.%s@runhub>', w.project_id, w.day)
+          FROM composed w WHERE w.content IS NOT NULL
+        RETURNING id, project_id
+    ), recorded AS (
+        INSERT INTO runhub.digests (project_id, day, status, message_id, reason, content)
+        SELECT w.project_id, w.day, CASE WHEN w.content IS NULL THEN 'skipped' ELSE 'queued' END, m.id,
+               CASE WHEN w.content IS NULL THEN 'no activity' END, w.content
+          FROM composed w LEFT JOIN mail m ON m.project_id = w.project_id
+        ON CONFLICT (project_id, day) DO NOTHING  -- the NOT EXISTS above and the row locks make this unreachable
+        RETURNING project_id, status
+    ), advanced AS (  -- one new version of each project's row: its next time, and when a digest last went
+        UPDATE runhub.projects p
+           SET digest_next_at = runhub.next_digest_at(c.timezone, c.digest_hour, greatest(c.digest_next_at, now())),
+               digest_last_sent_at = CASE WHEN r.status = 'queued' THEN now() ELSE p.digest_last_sent_at END
+          FROM unnest(p_claimed) c LEFT JOIN recorded r ON r.project_id = c.id
+         WHERE p.id = c.id
+    )
+    SELECT jsonb_build_object('served', cardinality(p_claimed), 'done', cardinality(p_claimed) - cardinality(v_ids),
+                              'queued', count(*) FILTER (WHERE r.status = 'queued'),
+                              'skipped', count(*) FILTER (WHERE r.status = 'skipped'), 'failed', 0)
+      INTO v_counts
+      FROM recorded r;
+    IF (v_counts ->> 'queued')::int > 0 THEN
+        PERFORM pg_notify('runhub_outbox', 'digest');
+    END IF;
+    RETURN v_counts;
+END
+$$;
+
+-- One batch of the digest job: up to p_max projects whose digest is due, most overdue first,
+-- served set-based (_serve_digests) — or, when that fails, one by one (_run_digest), the project
+-- at fault logged and skipped — the batch timed and counted into runhub.job_runs (the row
+-- p_job_run, or a new one). Under an advisory lock: while one job's batch runs, another's returns
+-- busy at once. Returns {jobRun, served, queued, skipped, failed, done, busy}.
 CREATE OR REPLACE FUNCTION runhub.digest_batch(p_max int DEFAULT 200, p_job_run bigint DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -170,9 +247,11 @@ SET jit = off
 AS $$
 DECLARE
     v_started timestamptz := clock_timestamp();
+    v_claimed runhub.projects[];
     v_project runhub.projects;
     v_counts  jsonb := '{"served": 0, "queued": 0, "skipped": 0, "failed": 0, "done": 0}';
     v_status  text;
+    v_error   text;
     v_run     bigint := p_job_run;
 BEGIN
     IF p_max IS NULL OR p_max NOT BETWEEN 1 AND 10000 THEN
@@ -181,15 +260,27 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtextextended('runhub.digest_batch', 0)) THEN
         RETURN v_counts || jsonb_build_object('jobRun', p_job_run, 'busy', true);
     END IF;
-    FOR v_project IN SELECT * FROM runhub.projects
-                      WHERE digest_next_at <= now()
-                      ORDER BY digest_next_at
-                      LIMIT p_max
-                      FOR NO KEY UPDATE SKIP LOCKED LOOP  -- NO KEY: ingest's foreign-key share locks do not skip it
-        v_status := runhub._run_digest(v_project);
-        v_counts := v_counts || jsonb_build_object(v_status, (v_counts ->> v_status)::int + 1,
-                                                   'served', (v_counts ->> 'served')::int + 1);
-    END LOOP;
+    SELECT coalesce(array_agg(p ORDER BY p.digest_next_at, p.id), '{}') INTO v_claimed
+      FROM runhub.projects p
+     WHERE p.id IN (SELECT d.id FROM runhub.projects d
+                     WHERE d.digest_next_at <= now()
+                     ORDER BY d.digest_next_at
+                     LIMIT p_max
+                     FOR NO KEY UPDATE SKIP LOCKED);  -- NO KEY: ingest's foreign-key share locks do not skip it
+    IF cardinality(v_claimed) > 0 THEN
+        BEGIN
+            v_counts := runhub._serve_digests(v_claimed);
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT;
+            RAISE LOG 'runhub %', jsonb_build_object('event', 'digest_batch_one_by_one', 'projects', cardinality(v_claimed),
+                                                     'error', left(v_error, 500));
+            FOREACH v_project IN ARRAY v_claimed LOOP
+                v_status := runhub._run_digest(v_project);
+                v_counts := v_counts || jsonb_build_object(v_status, (v_counts ->> v_status)::int + 1,
+                                                           'served', (v_counts ->> 'served')::int + 1);
+            END LOOP;
+        END;
+    END IF;
     IF v_run IS NULL AND (v_counts ->> 'served')::int > 0 THEN
         INSERT INTO runhub.job_runs (job, started_at, finished_at, duration_ms, counts)
         VALUES ('digests', v_started, v_started, 0, '{}') RETURNING id INTO v_run;

@@ -90,24 +90,14 @@ BEGIN
 END
 $$;
 
--- Each prerequisite of the action with whether the project meets it.
+-- Each prerequisite of the action with whether the project meets it (runhub._requirement_checks).
 CREATE OR REPLACE FUNCTION runhub._requirements(p_project runhub.projects, p_action runhub.actions)
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(jsonb_agg(r || jsonb_build_object('satisfied', CASE r ->> 'type'
-        WHEN 'hasIntegration' THEN coalesce(p_project.settings -> 'integrations', '[]') ? (r ->> 'integration')
-        WHEN 'hasSetting' THEN coalesce(p_project.settings ->> (r ->> 'setting'), '') <> ''
-        WHEN 'hasEvents' THEN (SELECT count(*) FROM (
-                SELECT 1 FROM runhub.business_events e
-                 WHERE e.project_id = p_project.id AND e.event_type = r ->> 'eventType'
-                 LIMIT coalesce((r ->> 'minCount')::int, 1)) x) >= coalesce((r ->> 'minCount')::int, 1)
-        WHEN 'hasRecipients' THEN EXISTS (
-                SELECT 1 FROM runhub.customers c
-                 WHERE c.project_id = p_project.id AND c.last_seen_at > now() - interval '30 days')
-        ELSE false END) ORDER BY ord), '[]')
-      FROM jsonb_array_elements(p_action.requires) WITH ORDINALITY AS x(r, ord)
+    SELECT coalesce(jsonb_agg(c.requirement || jsonb_build_object('satisfied', c.satisfied) ORDER BY c.ord), '[]')
+      FROM runhub._requirement_checks(p_project.id, p_project.settings, p_action.requires) c
 $$;
 
 -- When the action last ran in the project (queued, running or succeeded: failed and cancelled runs
