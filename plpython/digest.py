@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from ._export import sql_function
 
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per json.dumps call
 METRICS = ("revenue", "leads", "conversion")  # also the tie order for the headline
 ANOMALY_DROP = Decimal(50)  # a metric down more than this % against the same weekday a week before
 ANOMALY_DROP_HIGH = Decimal(75)
@@ -34,7 +35,11 @@ INDUSTRY_KPI_ORDER = {
 
 
 def _number(value) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value or 0))
+    if isinstance(value, Decimal):
+        return value
+    if type(value) is int:  # JSON counts and cents: exact without a detour through str
+        return Decimal(value)
+    return Decimal(str(value or 0))
 
 
 def _json_number(value: Decimal):
@@ -160,10 +165,10 @@ def compose_digest(p_facts: dict) -> dict | None:
     return compose(p_facts)
 
 
-@sql_function("runhub._compose_digests(p_facts text) RETURNS text")
-def compose_digests(p_facts: str) -> str:
-    """compose over a batch, as JSON text: a list of facts in, their DigestContents (or null) in the
-    same order out — one call into Python for the digest job's batch, not one per project. Text,
-    not jsonb: the json module reads and writes a batch several times faster than the jsonb
+@sql_function("runhub._compose_digest_batch(p_facts text) RETURNS SETOF text")
+def compose_digest_batch(p_facts: str) -> list[str]:
+    """compose over a batch: a JSON list of facts in, each one's DigestContent (or null) out as JSON
+    text, in the same order — one call into Python for the digest job's batch, not one per project.
+    Text, not jsonb: the json module reads and writes it several times faster than the jsonb
     transform converts every number to and from a Decimal."""
-    return json.dumps([compose(facts) for facts in json.loads(p_facts)], separators=(",", ":"))
+    return [_ENCODE(compose(facts)) for facts in json.loads(p_facts)]

@@ -389,10 +389,11 @@ $$;
 -- weakest confidence among them, the method of most of them (ties: the stronger), per method,
 -- where the window ends, and final once it closed on a run that sends nothing more. A payment that
 -- happened inside the window but is reported later still counts when it arrives.
-CREATE OR REPLACE FUNCTION runhub._outcome(r runhub.workflow_runs)
-RETURNS jsonb
+-- As a row (none for a run without one), with no SET clause, so that it inlines into a query over
+-- many runs (the digest job's); _outcome is the same as a value.
+CREATE OR REPLACE FUNCTION runhub._run_outcome(r runhub.workflow_runs)
+RETURNS TABLE (outcome jsonb)
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT jsonb_build_object(
         'model', format('last_touch_%sh', r.outcome_window_hours), 'windowHours', r.outcome_window_hours,
@@ -411,6 +412,12 @@ AS $$
      WHERE r.outcome_window_hours IS NOT NULL
      GROUP BY w.ends_at
 $$;
+
+CREATE OR REPLACE FUNCTION runhub._outcome(r runhub.workflow_runs)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT o.outcome FROM runhub._run_outcome(r) o $$;
 
 -- A run's Outcome, for any member.
 CREATE OR REPLACE FUNCTION runhub.workflow_outcome(p_project uuid, p_actor uuid, p_run uuid)

@@ -23,82 +23,102 @@ AS $$
      WHERE e.project_id = p_project AND e.occurred_at >= lower(p_range) AND e.occurred_at < upper(p_range)
 $$;
 
+-- Whether the action can run in the project now: each prerequisite holds (_requirement_checks)
+-- and its cooldown is over (runs that hold it counted as _last_run_at counts them). No SET clause:
+-- it inlines into _digest_facts' query, one action at a time.
+CREATE OR REPLACE FUNCTION runhub._action_ready(p_project uuid, p_settings jsonb, p_action text)
+RETURNS TABLE (ready boolean)
+LANGUAGE sql STABLE
+AS $$
+    SELECT NOT EXISTS (SELECT 1 FROM runhub._requirement_checks(p_project, p_settings, x.requires) c WHERE NOT c.satisfied)
+           AND coalesce((SELECT max(r.requested_at) FROM runhub.workflow_runs r
+                          WHERE r.project_id = p_project AND r.action_id = x.id AND r.status IN ('queued', 'running', 'succeeded'))
+                        <= now() - make_interval(mins => (x.policy ->> 'cooldownMinutes')::int), true)
+      FROM runhub.actions x
+     WHERE x.id = p_action
+$$;
+
 -- What digests are made of, for many projects at once (a batch of the digest job; one project for
 -- generate_digest): per (project, local day), the facts the rules compose a DigestContent from,
 -- {project, date, weekday, day, previous, weekBefore, candidates, lastOutcome} — or, where the day
 -- had no activity (no digest), its KPI facts alone. One statement for the whole batch:
 --   day, previous, weekBefore: _digest_day of the day, the day before, the same weekday a week before;
 --   candidates: the actions the digest may recommend, in the order it prefers them (money now, then
---     people waiting: plpython/digest.py's RECOMMENDATION_ORDER), whether each can run now (its
---     prerequisites hold, its cooldown — as _last_run_at counts runs — is over) and, for the first
---     that can and reaches anyone, how many: the recipient builder itself, as its preview counts;
+--     people waiting: plpython/digest.py's RECOMMENDATION_ORDER), each tried until one reaches
+--     anyone: whether it can run now (_action_ready) and, if it can, how many it would reach (the
+--     recipient builder itself, as its preview counts); those after the first that reaches anyone
+--     are not tried (available and reach null);
 --   lastOutcome: the project's latest run with a money outcome that wrote its mail.
+-- PL/pgSQL with a generic plan: planned once a session, where planning it took as long as a
+-- batch of 200 projects' KPI queries (its shape does not depend on the values: index lookups).
 CREATE OR REPLACE FUNCTION runhub._digest_facts(p_projects uuid[], p_days date[])
 RETURNS TABLE (project_id uuid, day date, facts jsonb)
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 SET jit = off
 AS $$
-    WITH ranges AS MATERIALIZED (  -- apart: an inlined _digest_day would compute its range twice
-        SELECT p.id, p.name, p.timezone, p.currency, p.locale, p.industry, p.settings, u.day,
-               runhub._local_day_range(u.day, p.timezone) AS day_range,
-               runhub._local_day_range(u.day - 1, p.timezone) AS previous_range,
-               runhub._local_day_range(u.day - 7, p.timezone) AS week_range
+BEGIN
+    RETURN QUERY
+    WITH batch AS MATERIALIZED (
+        SELECT p.id, p.name, p.timezone, p.currency, p.locale, p.industry, p.settings, u.day
           FROM unnest(p_projects, p_days) AS u(id, day)
           JOIN runhub.projects p ON p.id = u.id
+    ), zones AS MATERIALIZED (  -- a batch's projects share a few dozen zones: each zone's days once
+        SELECT z.timezone, z.day,
+               runhub._local_day_range(z.day, z.timezone) AS day_range,
+               runhub._local_day_range(z.day - 1, z.timezone) AS previous_range,
+               runhub._local_day_range(z.day - 7, z.timezone) AS week_range
+          FROM (SELECT DISTINCT b.timezone, b.day FROM batch b) z
+    ), ranges AS MATERIALIZED (  -- apart: an inlined _digest_day would compute its range twice
+        SELECT b.*, z.day_range, z.previous_range, z.week_range
+          FROM batch b JOIN zones z ON z.timezone = b.timezone AND z.day = b.day
     ), t AS MATERIALIZED (
-        SELECT r.*, d0.facts AS day_facts, d1.facts AS previous_facts, d7.facts AS week_facts
+        SELECT r.*, d0.facts AS day_facts, d1.facts AS previous_facts, d7.facts AS week_facts,
+               (d0.facts ->> 'events')::bigint > 0 AS active  -- a digest to write: it needs the rest
           FROM ranges r
          CROSS JOIN LATERAL runhub._digest_day(r.id, r.currency, r.day_range) d0
          CROSS JOIN LATERAL runhub._digest_day(r.id, r.currency, r.previous_range) d1
          CROSS JOIN LATERAL runhub._digest_day(r.id, r.currency, r.week_range) d7
-    ), active AS MATERIALIZED (
-        SELECT t.id, t.settings,
-               bool_or(a.id = 'recover_abandoned' AND a.available) AS recover,
-               bool_or(a.id = 'onboard_users' AND a.available) AS onboard,
-               bool_or(a.id = 'send_promo' AND a.available) AS promo
-          FROM t
-         CROSS JOIN LATERAL (
-               SELECT x.id,
-                      NOT EXISTS (SELECT 1 FROM runhub._requirement_checks(t.id, t.settings, x.requires) c WHERE NOT c.satisfied)
-                      AND coalesce((SELECT max(r.requested_at) FROM runhub.workflow_runs r
-                                     WHERE r.project_id = t.id AND r.action_id = x.id
-                                       AND r.status IN ('queued', 'running', 'succeeded'))
-                                   <= now() - make_interval(mins => (x.policy ->> 'cooldownMinutes')::int), true) AS available
-                 FROM runhub.actions x WHERE x.type = 'workflow') a
-         WHERE (t.day_facts ->> 'events')::bigint > 0
-         GROUP BY t.id, t.settings
-    ), candidates AS (
-        SELECT v.id, jsonb_build_array(
-                   jsonb_build_object('id', 'recover_abandoned', 'available', v.recover, 'reach', r1.n),
-                   jsonb_build_object('id', 'onboard_users', 'available', v.onboard, 'reach', r2.n),
-                   jsonb_build_object('id', 'send_promo', 'available', v.promo, 'reach', r3.n)) AS list
-          FROM active v
-          LEFT JOIN LATERAL (SELECT count(*) AS n FROM runhub._recipients(v.id, 'recover_abandoned', '{}', now()) r
-                              WHERE v.recover AND r.excluded_by IS NULL) r1 ON v.recover
-          LEFT JOIN LATERAL (SELECT count(*) AS n FROM runhub._recipients(v.id, 'onboard_users', '{}', now()) r
-                              WHERE v.onboard AND coalesce(r1.n, 0) = 0 AND r.excluded_by IS NULL) r2
-                 ON v.onboard AND coalesce(r1.n, 0) = 0
-          LEFT JOIN LATERAL (SELECT count(*) AS n FROM runhub._recipients(v.id, 'send_promo', '{"segmentation": "recent_7d"}', now()) r
-                              WHERE v.promo AND coalesce(r1.n, 0) = 0 AND coalesce(r2.n, 0) = 0 AND r.excluded_by IS NULL) r3
-                 ON v.promo AND coalesce(r1.n, 0) = 0 AND coalesce(r2.n, 0) = 0
     )
+    -- Per project, laterals only (no join between sets whose sizes a generic plan cannot know); each
+    -- gated inside (a left join's ON clause would still run it): the candidates tried in turn.
     SELECT t.id, t.day,
            jsonb_build_object(
                'project', jsonb_build_object('id', t.id, 'name', t.name, 'timezone', t.timezone, 'currency', t.currency,
                                              'locale', t.locale, 'industry', t.industry),
                'date', to_char(t.day, 'YYYY-MM-DD'), 'weekday', extract(isodow FROM t.day),
                'day', t.day_facts, 'previous', t.previous_facts, 'weekBefore', t.week_facts)
-           || CASE WHEN c.id IS NULL THEN '{}' ELSE jsonb_build_object('candidates', c.list, 'lastOutcome', lo.outcome) END
+           || CASE WHEN t.active THEN jsonb_build_object(
+                  'candidates', jsonb_build_array(
+                      jsonb_build_object('id', 'recover_abandoned', 'available', a1.ready, 'reach', r1.n),
+                      jsonb_build_object('id', 'onboard_users', 'available', a2.ready, 'reach', r2.n),
+                      jsonb_build_object('id', 'send_promo', 'available', a3.ready, 'reach', r3.n)),
+                  'lastOutcome', lo.outcome) ELSE '{}' END
       FROM t
-      LEFT JOIN candidates c ON c.id = t.id
+      LEFT JOIN LATERAL (SELECT a.ready FROM runhub._action_ready(t.id, t.settings, 'recover_abandoned') a
+                          WHERE t.active) a1 ON true
+      LEFT JOIN LATERAL (SELECT count(*) AS n FROM runhub._recipients(t.id, 'recover_abandoned', '{}', now()) r
+                          WHERE a1.ready AND r.excluded_by IS NULL) r1 ON a1.ready
+      LEFT JOIN LATERAL (SELECT a.ready FROM runhub._action_ready(t.id, t.settings, 'onboard_users') a
+                          WHERE t.active AND coalesce(r1.n, 0) = 0) a2 ON true
+      LEFT JOIN LATERAL (SELECT count(*) AS n FROM runhub._recipients(t.id, 'onboard_users', '{}', now()) r
+                          WHERE a2.ready AND r.excluded_by IS NULL) r2 ON a2.ready
+      LEFT JOIN LATERAL (SELECT a.ready FROM runhub._action_ready(t.id, t.settings, 'send_promo') a
+                          WHERE t.active AND coalesce(r1.n, 0) = 0 AND coalesce(r2.n, 0) = 0) a3 ON true
+      LEFT JOIN LATERAL (SELECT count(*) AS n FROM runhub._recipients(t.id, 'send_promo', '{"segmentation": "recent_7d"}', now()) r
+                          WHERE a3.ready AND r.excluded_by IS NULL) r3 ON a3.ready
       LEFT JOIN LATERAL (
-           SELECT jsonb_build_object('runId', r.id, 'actionId', r.action_id, 'actionLabel', a.label,
-                                     'completedAt', runhub._iso(r.completed_at), 'outcome', runhub._outcome(r)) AS outcome
-             FROM runhub.workflow_runs r JOIN runhub.actions a ON a.id = r.action_id
-            WHERE r.project_id = t.id AND r.executed_at IS NOT NULL AND r.outcome_window_hours IS NOT NULL
+           SELECT r AS run FROM runhub.workflow_runs r
+            WHERE t.active AND r.project_id = t.id AND r.executed_at IS NOT NULL AND r.outcome_window_hours IS NOT NULL
             ORDER BY r.requested_at DESC
-            LIMIT 1) lo ON c.id IS NOT NULL
+            LIMIT 1) lr ON true
+      LEFT JOIN LATERAL (
+           SELECT jsonb_build_object('runId', (lr.run).id, 'actionId', (lr.run).action_id, 'actionLabel', a.label,
+                                     'completedAt', runhub._iso((lr.run).completed_at), 'outcome', o.outcome) AS outcome
+             FROM runhub._run_outcome(lr.run) o JOIN runhub.actions a ON a.id = (lr.run).action_id
+            WHERE (lr.run).id IS NOT NULL) lo ON true;  -- (not "lr.run IS NOT NULL": true only when no field is null)
+END
 $$;
 
 -- The digest of a project's local calendar day (the plan's DigestContent, camelCase), or null when
@@ -119,10 +139,10 @@ BEGIN
 END
 $$;
 
--- One project's due digest: yesterday in its time zone (once, however overdue it is), queued as a
--- mail unless that day was done already or had no activity, and its next time advanced past now
--- whatever happened — a day that fails is logged and skipped, never retried in a loop.
--- Returns 'queued', 'skipped', 'failed' or 'done' (that day was done before).
+-- One project's due digest (the batch's way when its set-based way failed): yesterday in its time
+-- zone (once, however overdue it is), queued as a mail unless that day was done already or had no
+-- activity — a day that fails is logged and skipped, never retried in a loop (digest_batch's claim
+-- has advanced its next time). Returns 'queued', 'skipped', 'failed' or 'done' (that day was done).
 CREATE OR REPLACE FUNCTION runhub._run_digest(p_project runhub.projects)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
@@ -136,10 +156,6 @@ DECLARE
     v_status  text;
     v_error   text;
 BEGIN
-    UPDATE runhub.projects
-       SET digest_next_at = runhub.next_digest_at(p_project.timezone, p_project.digest_hour,
-                                                  greatest(p_project.digest_next_at, now()))
-     WHERE id = p_project.id;
     IF EXISTS (SELECT 1 FROM runhub.digests WHERE project_id = p_project.id AND day = v_day) THEN
         RETURN 'done';
     END IF;
@@ -165,20 +181,19 @@ BEGIN
             CASE v_status WHEN 'skipped' THEN 'no activity' WHEN 'failed' THEN left(v_error, 500) END, v_content)
     ON CONFLICT (project_id, day) DO NOTHING;  -- the EXISTS above and the row lock make this unreachable
     IF v_status = 'queued' THEN
-        UPDATE runhub.projects SET digest_last_sent_at = now() WHERE id = p_project.id;
         PERFORM pg_notify('runhub_outbox', 'digest');
     END IF;
     RETURN v_status;
 END
 $$;
 
--- A batch's due digests served set-based: a statement per step for all of p_claimed (locked by
--- the caller), not a pass of every step per project. Yesterday in each one's time zone, unless
--- that day was done, is gathered (_digest_facts), composed by the rules in one call, queued as
--- mail and recorded; each project's next time advances past now, whatever its day was. Any error rolls all of it back and raises:
--- the caller then serves the batch one project at a time (_run_digest), so that only the project
--- at fault fails. Custom plans: the digests table grows by a batch each time (a plan cached while
--- it was small would scan it). Returns {served, queued, skipped, failed, done}.
+-- A batch's due digests served set-based: a statement per step for all of p_claimed (claimed and
+-- advanced by the caller), not a pass of every step per project. Yesterday in each one's time
+-- zone, unless that day was done, is gathered (_digest_facts), composed by the rules in one call,
+-- queued as mail and recorded. Any error rolls all of it back and raises: the caller then serves
+-- the batch one project at a time (_run_digest), so that only the project at fault fails. Custom
+-- plans: the digests table grows by a batch each time (a plan cached while it was small would
+-- scan it). Returns {served, queued, skipped, failed, done}.
 CREATE OR REPLACE FUNCTION runhub._serve_digests(p_claimed runhub.projects[])
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -198,8 +213,8 @@ BEGIN
     WITH facts AS MATERIALIZED (
         SELECT f.project_id, f.day, f.facts, row_number() OVER () AS n FROM runhub._digest_facts(v_ids, v_days) f
     ), composed AS MATERIALIZED (
-        SELECT f.project_id, f.day, nullif(x.content, 'null') AS content, c.locale, c.digest_recipient
-          FROM jsonb_array_elements(runhub._compose_digests((SELECT jsonb_agg(f.facts ORDER BY f.n) FROM facts f)::text)::jsonb)
+        SELECT f.project_id, f.day, nullif(x.content::jsonb, 'null') AS content, c.locale, c.digest_recipient
+          FROM runhub._compose_digest_batch((SELECT '[' || string_agg(f.facts::text, ',' ORDER BY f.n) || ']' FROM facts f))
                WITH ORDINALITY AS x(content, n)
           JOIN facts f ON f.n = x.n
           JOIN unnest(p_claimed) c ON c.id = f.project_id
@@ -214,13 +229,7 @@ BEGIN
                CASE WHEN w.content IS NULL THEN 'no activity' END, w.content
           FROM composed w LEFT JOIN mail m ON m.project_id = w.project_id
         ON CONFLICT (project_id, day) DO NOTHING  -- the NOT EXISTS above and the row locks make this unreachable
-        RETURNING project_id, status
-    ), advanced AS (  -- one new version of each project's row: its next time, and when a digest last went
-        UPDATE runhub.projects p
-           SET digest_next_at = runhub.next_digest_at(c.timezone, c.digest_hour, greatest(c.digest_next_at, now())),
-               digest_last_sent_at = CASE WHEN r.status = 'queued' THEN now() ELSE p.digest_last_sent_at END
-          FROM unnest(p_claimed) c LEFT JOIN recorded r ON r.project_id = c.id
-         WHERE p.id = c.id
+        RETURNING status
     )
     SELECT jsonb_build_object('served', cardinality(p_claimed), 'done', cardinality(p_claimed) - cardinality(v_ids),
                               'queued', count(*) FILTER (WHERE r.status = 'queued'),
@@ -235,7 +244,7 @@ END
 $$;
 
 -- One batch of the digest job: up to p_max projects whose digest is due, most overdue first,
--- served set-based (_serve_digests) — or, when that fails, one by one (_run_digest), the project
+-- claimed (their next time advanced), served set-based (_serve_digests) — or, when that fails, one by one (_run_digest), the project
 -- at fault logged and skipped — the batch timed and counted into runhub.job_runs (the row
 -- p_job_run, or a new one). Under an advisory lock: while one job's batch runs, another's returns
 -- busy at once. Returns {jobRun, served, queued, skipped, failed, done, busy}.
@@ -260,13 +269,25 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtextextended('runhub.digest_batch', 0)) THEN
         RETURN v_counts || jsonb_build_object('jobRun', p_job_run, 'busy', true);
     END IF;
-    SELECT coalesce(array_agg(p ORDER BY p.digest_next_at, p.id), '{}') INTO v_claimed
-      FROM runhub.projects p
-     WHERE p.id IN (SELECT d.id FROM runhub.projects d
-                     WHERE d.digest_next_at <= now()
-                     ORDER BY d.digest_next_at
-                     LIMIT p_max
-                     FOR NO KEY UPDATE SKIP LOCKED);  -- NO KEY: ingest's foreign-key share locks do not skip it
+    -- Claimed and advanced in one write: each next time moves past now, whatever its day brings.
+    -- A due project's next time is the first of its hour after now (its due time is past), the same
+    -- for every project of its zone and hour: computed once for each.
+    WITH due AS MATERIALIZED (
+        SELECT d.id, d.timezone, d.digest_hour FROM runhub.projects d
+         WHERE d.digest_next_at <= now()
+         ORDER BY d.digest_next_at
+         LIMIT p_max
+         FOR NO KEY UPDATE SKIP LOCKED  -- NO KEY: ingest's foreign-key share locks do not skip it
+    ), slots AS MATERIALIZED (
+        SELECT s.timezone, s.digest_hour, runhub.next_digest_at(s.timezone, s.digest_hour, now()) AS next_at
+          FROM (SELECT DISTINCT d.timezone, d.digest_hour FROM due d) s
+    ), claimed AS (
+        UPDATE runhub.projects p
+           SET digest_next_at = s.next_at
+          FROM due d JOIN slots s ON s.timezone = d.timezone AND s.digest_hour = d.digest_hour
+         WHERE p.id = d.id
+        RETURNING p)
+    SELECT coalesce(array_agg(c.p), '{}') INTO v_claimed FROM claimed c;
     IF cardinality(v_claimed) > 0 THEN
         BEGIN
             v_counts := runhub._serve_digests(v_claimed);
@@ -301,14 +322,18 @@ $$;
 -- The digest job (pg_cron hourly, and `runhub sender` as a catch-up): batches of digest_batch,
 -- each committed on its own (a project's row is locked for one batch, not the whole run), until
 -- none is due — ten thousand due projects are all served in one run. Another job already at work
--- makes it return at once. queued: how many digests it queued.
+-- makes it return at once. queued: how many digests it queued. A batch is 1,000 projects (planning
+-- and writing a batch costs as much as a few hundred of its projects), or the setting
+-- runhub.digest_batch_size (1 to 10000; e.g. ALTER DATABASE ... SET runhub.digest_batch_size = 200).
 -- A procedure, so that it can commit between batches: that rules out SECURITY DEFINER and a SET
 -- clause, so it runs with its caller's rights and does nothing but call digest_batch.
 CREATE OR REPLACE PROCEDURE runhub.run_due_digests(INOUT queued int DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    c_batch CONSTANT int := 200;
+    v_size  text := pg_catalog.current_setting('runhub.digest_batch_size', true);
+    c_batch int := CASE WHEN v_size OPERATOR(pg_catalog.~) '^ *[0-9]{1,5} *$'
+                        THEN least(greatest(v_size::int, 1), 10000) ELSE 1000 END;
     v_batch jsonb;
     v_run   bigint;
 BEGIN

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from attribution_helpers import pay, recovery_run
 from conftest import assert_refused, ingest, new_project, wait_until
-from workflow_helpers import blocked_by, connect, ready_project
+from workflow_helpers import ago, blocked_by, checkout, connect, ready_project, signup
 
 DIGEST_ON = {"dailyDigestEnabled": True, "dailyDigestHour": 9, "dailyDigestRecipient": "Owner@Shop.example"}
 
@@ -40,9 +40,16 @@ def digest(conn, project, day) -> dict | None:
     return conn.execute("SELECT runhub.generate_digest(%s, %s::date)", (project, day)).fetchone()[0]
 
 
-def run_job(db_url) -> int:
+def run_job(db_url, batch_size: int | None = None) -> int:
     with psycopg.connect(db_url, autocommit=True) as c:
+        if batch_size:
+            small_batches(c, batch_size)
         return c.execute("CALL runhub.run_due_digests(NULL)").fetchone()[0]
+
+
+def small_batches(conn, size: int) -> None:
+    """The job's batch size for this session (runhub.digest_batch_size; 1000 by default)."""
+    conn.execute("SELECT set_config('runhub.digest_batch_size', %s, false)", (str(size),))
 
 
 def make_due(conn, project, hours_ago=0.5):
@@ -167,6 +174,23 @@ def test_the_recommended_action_and_the_proof_point(conn):
     assert (last["runId"], last["actionId"], last["outcome"]["conversions"]) == (str(run), "recover_abandoned", 1)
 
 
+def test_the_recommendation_prefers_people_waiting_to_a_promotion(conn):
+    """Recovery first (money now), then onboarding (people waiting), then a promotion: with every
+    abandoned checkout converted, the new sign-up is recommended although a promotion reaches more."""
+    project, owner = ready_project(conn)
+    cart = checkout(conn, project, "ann@shop.example", hours=2)
+    ingest(conn, project, {"type": "payment_succeeded", "occurredAt": ago(1), "idempotencyKey": uuid.uuid4().hex,
+                           "customer": {"email": "ann@shop.example"}, "amountCents": 4200, "currency": "EUR",
+                           "correlationId": cart})
+    signup(conn, project, "new@shop.example", hours=1)
+    for email in ("bo@shop.example", "cy@shop.example"):
+        ingest(conn, project, {"type": "lead_created", "occurredAt": ago(1), "idempotencyKey": uuid.uuid4().hex,
+                               "customer": {"email": email}})
+    today = conn.execute("SELECT (now() AT TIME ZONE 'Europe/Paris')::date").fetchone()[0]
+    assert digest(conn, project, today)["recommendedAction"] == {
+        "id": "onboard_users", "key": "digest.recommend.onboardUsers", "params": {"count": 1}}
+
+
 # -- the job ----------------------------------------------------------------------------------------
 
 def digest_project(conn, tz="UTC", activity=True, locale="en"):
@@ -216,18 +240,39 @@ def test_a_day_is_never_sent_twice_even_when_the_schedule_says_due_again(conn, d
 
 
 def test_a_failing_digest_is_logged_skipped_and_advanced_not_looped(conn, db_url):
-    project = digest_project(conn)
+    """One project's failure takes down the batch's set-based statements; served one by one, only it
+    fails and the others of its batch are sent."""
+    before, project, after = digest_project(conn), digest_project(conn), digest_project(conn)
     conn.execute("UPDATE runhub.projects SET digest_recipient = NULL WHERE id = %s", (project,))  # the outbox refuses it
-    run_job(db_url)
+    assert run_job(db_url) == 2
     status, reason = conn.execute("SELECT status, reason FROM runhub.digests WHERE project_id = %s", (project,)).fetchone()
     assert status == "failed" and "to_email" in reason
-    assert next_at(conn, project) > conn.execute("SELECT now()").fetchone()[0]
+    statuses = dict(conn.execute("SELECT project_id, status FROM runhub.digests").fetchall())
+    assert (statuses[before], statuses[after]) == ("queued", "queued")
+    for p in (before, project, after):
+        assert next_at(conn, p) > conn.execute("SELECT now()").fetchone()[0]
+    counts = conn.execute("SELECT counts FROM runhub.job_runs WHERE job = 'digests' ORDER BY id DESC LIMIT 1").fetchone()[0]
+    assert (counts["served"], counts["queued"], counts["failed"]) == (3, 2, 1)
+
+
+def test_the_batch_size_setting_is_honoured_and_a_bad_one_ignored(conn, db_url):
+    for _ in range(5):
+        digest_project(conn, activity=False)
+    run_job(db_url, batch_size=2)
+    assert conn.execute("SELECT count(*) FROM runhub.digests").fetchone()[0] == 5
+    with psycopg.connect(db_url, autocommit=True) as c:
+        c.execute("SELECT set_config('runhub.digest_batch_size', 'lots', false)")
+        c.execute("SELECT runhub.update_project_settings(%s, %s, %s)", (*new_project(conn), Jsonb(DIGEST_ON)))
+        conn.execute("UPDATE runhub.projects SET digest_next_at = now() - interval '1 minute' WHERE digest_enabled")
+        conn.execute("DELETE FROM runhub.digests")
+        c.execute("CALL runhub.run_due_digests(NULL)")
+    assert conn.execute("SELECT count(*) FROM runhub.digests").fetchone()[0] == 6
 
 
 def test_ten_thousand_due_projects_would_be_served_in_one_run_batch_by_batch(conn, db_url):
     """450 due projects (more than two batches of 200) all served by one call, each batch committed."""
     projects = [digest_project(conn, activity=False) for _ in range(450)]
-    run_job(db_url)
+    run_job(db_url, batch_size=200)
     assert conn.execute("SELECT count(*) FROM runhub.projects WHERE digest_next_at <= now()").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM runhub.digests WHERE project_id = ANY (%s)", (projects,)).fetchone()[0] == 450
     counts = conn.execute("SELECT counts FROM runhub.job_runs ORDER BY id DESC LIMIT 1").fetchone()[0]
@@ -245,6 +290,7 @@ def test_a_job_killed_halfway_and_rerun_misses_no_day_and_sends_none_twice(conn,
     blocker.execute("INSERT INTO runhub.digests (project_id, day, status, reason) VALUES (%s, %s, 'skipped', 'held')",
                     (projects[420], yesterday(conn)))
     job = connect(db_url)
+    small_batches(job, 200)
     job_pid = job.info.backend_pid
     thread = threading.Thread(target=lambda: _swallow(lambda: job.execute("CALL runhub.run_due_digests(NULL)")))
     thread.start()
@@ -255,7 +301,7 @@ def test_a_job_killed_halfway_and_rerun_misses_no_day_and_sends_none_twice(conn,
     blocker.close()
     served = conn.execute("SELECT count(*) FROM runhub.digests").fetchone()[0]
     assert served == 400, "two batches committed before the kill, the third rolled back"
-    run_job(db_url)
+    run_job(db_url, batch_size=200)
     days = conn.execute("SELECT project_id, count(*) FROM runhub.digests GROUP BY project_id").fetchall()
     assert len(days) == 450 and all(n == 1 for _, n in days)
 
