@@ -487,7 +487,7 @@ def local_days(admin) -> list:
                               FROM runhub.projects WHERE digest_enabled""").fetchone()[0]
 
 
-def run_digests(worker, admin, projects: int, started: dt.datetime) -> tuple[float, dict]:
+def run_digests(worker, admin, projects: int, started: dt.datetime, days: list | None = None) -> tuple[float, dict]:
     t0 = time.perf_counter()
     queued = worker.execute("CALL runhub.run_due_digests(NULL)").fetchone()[0]
     elapsed = time.perf_counter() - t0
@@ -504,14 +504,17 @@ def run_digests(worker, admin, projects: int, started: dt.datetime) -> tuple[flo
                                  FROM runhub.digests WHERE created_at >= %s AND status = 'queued'""",
                             (started,)).fetchone()[0]
     counts = job[0][0] if len(job) == 1 else {}
+    # A local midnight passing during the run makes a project served again for its new yesterday (a
+    # second digest, rightly): then each project needs at least one, not exactly one.
+    extra = counts.get("queued", 0) + counts.get("skipped", 0) - projects if days and local_days(admin) != days else 0
     problems = []
     if left:
         problems.append(f"{left} projects still due")
     if len(job) != 1:
         problems.append(f"{len(job)} job_runs rows (one run expected)")
-    elif counts.get("served", 0) - counts.get("done", 0) != projects or counts.get("failed"):
+    elif counts.get("served", 0) - counts.get("done", 0) - extra != projects or counts.get("failed"):
         problems.append(f"the run's counts are {counts}")
-    if sum(rows.values()) != projects or rows.get("failed"):
+    if sum(rows.values()) - extra != projects or rows.get("failed"):
         problems.append(f"digests rows {rows}")
     if queued != rows.get("queued"):
         problems.append(f"run_due_digests said {queued} queued, the table {rows.get('queued')}")
@@ -558,7 +561,7 @@ def bench(url: str, admin, projects: int, rounds: int) -> tuple[bool, float]:
             result = {}
             for side in (("digests", "baseline") if digests_first else ("baseline", "digests")):
                 if side == "digests":
-                    result[side] = run_digests(worker, admin, projects, started)
+                    result[side] = run_digests(worker, admin, projects, started, days)
                 else:
                     result[side] = run_baseline(worker, projects)
             alone = run_kpis_only(worker, projects)
