@@ -4,6 +4,7 @@ cart (medium) or amount (low), or the address alone where the project allows it 
 Outcome a run, an action and a digest show from those credits."""
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -318,3 +319,36 @@ def test_changing_the_registry_window_never_recounts_a_past_run(conn):
     assert outcome(conn, project, owner, run)["conversions"] == 2
     assert conn.execute("SELECT runhub._money_window_hours(outcome) FROM runhub.actions WHERE id = 'recover_abandoned'"
                         ).fetchone()[0] == 2, "new runs would take the new window"
+
+
+# -- what is logged ---------------------------------------------------------------------------------
+
+def test_the_log_tells_what_did_not_count_where_there_was_something_to_weigh(conn):
+    """RAISE LOG reaches this session (client_min_messages = log): a credit is its own row and a
+    payment from someone never mailed is most payments, so neither is logged; an ignored run link,
+    another currency and mail that matched nothing are, with the reason explain_attribution gives."""
+    project, _, run = recovery_run(conn, {"ann@shop.example": ("cart-1", 4200)})
+    logged: list[dict] = []
+
+    def on_notice(diag):
+        text = diag.message_primary or ""
+        if text.startswith("runhub ") and '"payment_attribution"' in text:
+            logged.append(json.loads(text[len("runhub "):]))
+
+    conn.add_notice_handler(on_notice)
+    conn.execute("SET client_min_messages = log")
+
+    def reasons_of(payment) -> list[tuple]:
+        return [(e["reason"], (e.get("link") or {}).get("reason")) for e in logged if e["paymentEventId"] == payment]
+
+    credited = pay(conn, project, "ann@shop.example", cart="cart-1")
+    stranger = pay(conn, project, "nobody@shop.example", cart="cart-9")
+    unmatched = pay(conn, project, "ann@shop.example", amount=9999, cart="cart-7")
+    foreign = pay(conn, project, "ann@shop.example", currency="USD", cart="cart-1")
+    bad_link = pay(conn, project, "nobody@shop.example", wid="not-a-uuid")
+    conn.execute("RESET client_min_messages")
+    assert credit(conn, credited) is not None
+    assert reasons_of(credited) == [] and reasons_of(stranger) == []
+    assert reasons_of(unmatched) == [("attribution.noMatch", None)]
+    assert reasons_of(foreign) == [("attribution.currencyMismatch", None)]
+    assert reasons_of(bad_link) == [("attribution.noMailInWindow", "attribution.link.malformed")]
