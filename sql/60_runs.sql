@@ -72,6 +72,13 @@ BEGIN
 END
 $$;
 
+-- The advisory lock that makes a project's executions one at a time (execute_run; process_runs
+-- takes a batch's up front, in the order of these keys).
+CREATE OR REPLACE FUNCTION runhub._execution_lock_key(p_project uuid)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.hashtextextended('runhub.execute:' || p_project::text, 0) $$;
+
 -- Extend p_worker's lease on a run it is executing; false when it no longer holds it.
 CREATE OR REPLACE FUNCTION runhub.heartbeat_run(p_run uuid, p_worker text, p_lease_seconds int DEFAULT 300)
 RETURNS boolean
@@ -153,7 +160,7 @@ BEGIN
     RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_started', 'runId', p_run,
         'projectId', v_run.project_id, 'actionId', v_run.action_id, 'attempt', v_run.attempts);
     -- Executions of one project one at a time: the frequency cap spans all its workflows.
-    PERFORM pg_advisory_xact_lock(hashtextextended('runhub.execute:' || v_run.project_id, 0));
+    PERFORM pg_advisory_xact_lock(runhub._execution_lock_key(v_run.project_id));
     SELECT * INTO v_action FROM runhub.actions WHERE id = v_run.action_id;
     SELECT * INTO v_project FROM runhub.projects WHERE id = v_run.project_id;
     SELECT m.role INTO v_role FROM runhub.project_members m
@@ -213,6 +220,9 @@ $$;
 
 -- Claim and execute up to p_max runs in this transaction (for the daemon and the cron sweep).
 -- A run whose execution raises is released for a retry, and failed after 5 attempts.
+-- An execution holds its project's lock (execute_run) to the end of the transaction, so a batch
+-- takes every project lock it will need up front, in one global order (the lock keys, sorted):
+-- two batches that reach the same projects in opposite orders wait for each other, never deadlock.
 CREATE OR REPLACE FUNCTION runhub.process_runs(p_max int DEFAULT 10)
 RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -221,11 +231,18 @@ AS $$
 DECLARE
     c_max_attempts CONSTANT int := 5;
     v_worker text := format('process_runs/%s/%s', pg_backend_pid(), txid_current());
+    v_runs   uuid[];
+    v_key    bigint;
     v_run    uuid;
     v_done   int := 0;
     v_error  text;
 BEGIN
-    FOR v_run IN SELECT runhub.claim_runs(v_worker, p_max) LOOP
+    v_runs := ARRAY(SELECT runhub.claim_runs(v_worker, p_max));
+    FOR v_key IN SELECT DISTINCT runhub._execution_lock_key(r.project_id) FROM runhub.workflow_runs r
+                  WHERE r.id = ANY (v_runs) ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(v_key);
+    END LOOP;
+    FOREACH v_run IN ARRAY v_runs LOOP
         BEGIN
             PERFORM runhub.execute_run(v_run, v_worker);
         EXCEPTION WHEN OTHERS THEN
