@@ -293,9 +293,12 @@ def attribute_payments(obj: Context, since, projects) -> None:
               help="Poll this often even without a NOTIFY.")
 @click.option("--lease-seconds", default=120, show_default=True, type=click.IntRange(5, 3600),
               help="How long a claimed message stays ours without a heartbeat (a crashed sender's come back after it).")
+@click.option("--listen-url", envvar="RUNHUB_LISTEN_URL", default=None,
+              help="Where to LISTEN for wake-ups [default: the database URL]. Behind a pooler in transaction "
+                   "mode (PgBouncer), a direct connection to PostgreSQL; or 'none' to poll every --poll-seconds.")
 @click.pass_obj
 def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, concurrency, rate, project_rate,
-           batch, poll_seconds, lease_seconds) -> None:
+           batch, poll_seconds, lease_seconds, listen_url) -> None:
     """Run the sender daemon: execute runs and deliver the outbox (SIGTERM stops it cleanly)."""
     from .sender import Sender, SenderConfig
     from .smtp import SmtpConfig
@@ -303,7 +306,8 @@ def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, co
     config = SenderConfig(database_url=obj.database_url(), smtp=SmtpConfig.from_url(smtp_url),
                           from_addr=from_addr, unsubscribe_url=unsubscribe_url, dashboard_url=dashboard_url,
                           concurrency=concurrency, rate=rate, project_rate=project_rate, batch=batch,
-                          poll_seconds=poll_seconds, lease_seconds=lease_seconds)
+                          poll_seconds=poll_seconds, lease_seconds=lease_seconds,
+                          listen_url="" if (listen_url or "").lower() == "none" else listen_url)
     daemon = Sender(config)
     daemon.install_signal_handlers()
     sys.exit(daemon.run())

@@ -2,12 +2,15 @@
 
 It LISTENs for `runhub_runs` (a run to execute) and `runhub_outbox` (messages to send) and also polls
 every few seconds, since a NOTIFY is only a wake-up: after a lost connection it reconnects with
-backoff, LISTENs again and catches up. Messages are claimed in batches with a lease, rendered, and
+backoff, LISTENs again and catches up. Behind a pooler in transaction mode it prepares no statement
+and LISTENs on a direct connection (`listen_url`), or only polls. Messages are claimed in batches with a lease, rendered, and
 sent by a pool of workers, each on its own reused SMTP session; each outcome is recorded as the
 server gave it (sent only after a 250). Leases are heartbeated while sending. On SIGTERM it stops
 claiming, finishes what is in flight, releases the rest and exits 0.
 """
 from __future__ import annotations
+
+import contextlib
 
 import contextvars
 import os
@@ -57,6 +60,21 @@ class SenderConfig:
     lease_seconds: int = 120
     poll_seconds: float = 5.0
     exit_when_idle: bool = False       # stop once nothing is due (for the demo and scripts)
+    # Where to LISTEN for wake-ups: None, the database URL itself (a direct connection); a URL, a
+    # direct connection beside a pooled database URL; "" (none), no LISTEN: poll every poll_seconds.
+    listen_url: str | None = None
+
+    @property
+    def wakeups_url(self) -> str | None:
+        return self.database_url if self.listen_url is None else (self.listen_url or None)
+
+
+def connect(url: str) -> psycopg.Connection:
+    """A sender connection: autocommit, and no prepared statements, so that it works through a pooler
+    in transaction mode (PgBouncer hands each transaction any server connection; a statement
+    psycopg prepared on one is missing on the next). The calls are one-line function calls: their
+    work is planned inside the server, so preparing them saved nothing."""
+    return psycopg.connect(url, autocommit=True, prepare_threshold=None)
 
 
 def _thread(target, name: str) -> threading.Thread:
@@ -148,10 +166,9 @@ class Sender:
         backoff = 0.5
         while not self.stopping.is_set():
             try:
-                with psycopg.connect(self.config.database_url, autocommit=True) as conn:
-                    conn.execute("LISTEN runhub_runs")
-                    conn.execute("LISTEN runhub_outbox")
-                    log.info("listening")
+                with contextlib.ExitStack() as stack:
+                    conn = stack.enter_context(connect(self.config.database_url))
+                    wakeups = self._listen(stack, conn)
                     backoff = 0.5
                     catch_up = True
                     while not self.stopping.is_set():
@@ -161,15 +178,28 @@ class Sender:
                         if self.config.exit_when_idle and self._idle(conn):
                             log.info("idle")
                             return
-                        catch_up = self._wait(conn)
+                        catch_up = self._wait(wakeups)
             except psycopg.Error as exc:  # lost connection, restart, failover: reconnect and catch up
                 log.warning("database_unavailable", error=str(exc).strip(), retry_in_s=backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
-    def _wait(self, conn) -> bool:
-        """Until the local queue runs low while more is due (False: just refill), or a NOTIFY, a
-        stop, or the poll interval (True: catch up on runs too)."""
+    def _listen(self, stack: contextlib.ExitStack, conn) -> psycopg.Connection | None:
+        """The connection that LISTENs (the work's own, or a direct one beside a pooler), or None:
+        polling only (a pooler in transaction mode cannot keep a LISTEN)."""
+        url = self.config.wakeups_url
+        if url is None:
+            log.info("polling", every_s=self.config.poll_seconds)
+            return None
+        listener = conn if url == self.config.database_url else stack.enter_context(connect(url))
+        listener.execute("LISTEN runhub_runs")
+        listener.execute("LISTEN runhub_outbox")
+        log.info("listening", separate_connection=listener is not conn)
+        return listener
+
+    def _wait(self, wakeups) -> bool:
+        """Until the local queue runs low while more is due (False: just refill), or a NOTIFY (on
+        the listening connection, if any), a stop, or the poll interval (True: catch up on runs too)."""
         deadline = time.monotonic() + self.config.poll_seconds
         while not self.stopping.is_set():
             if self._more_due and self.work.qsize() <= self._low_water:
@@ -177,14 +207,14 @@ class Sender:
             left = deadline - time.monotonic()
             if left <= 0:
                 return True
-            database = conn.fileno()
-            ready, _, _ = select.select([database, self._wake_r], [], [], left)
+            database = wakeups.fileno() if wakeups is not None else None
+            ready, _, _ = select.select([self._wake_r] + ([database] if wakeups is not None else []), [], [], left)
             if self._wake_r in ready:
                 self._drain_wakeups()
                 if self.config.exit_when_idle and self._nothing_in_hand():
                     return True
-            if database in ready and any(True for _ in conn.notifies(timeout=0)):  # raises if the server is gone
-                return True
+            if database is not None and database in ready and any(True for _ in wakeups.notifies(timeout=0)):
+                return True  # (notifies() raises if the server is gone)
         return True
 
     def _drain_wakeups(self) -> None:
@@ -252,7 +282,7 @@ class Sender:
         with self._in_flight_lock:
             self.in_flight.difference_update(unstarted)
         try:
-            with psycopg.connect(self.config.database_url, autocommit=True) as conn:
+            with connect(self.config.database_url) as conn:
                 released = conn.execute("SELECT runhub.release_messages(%s, %s)",
                                         (self.worker_id, unstarted)).fetchone()[0]
             log.info("messages_released", count=released)
@@ -374,8 +404,7 @@ class Sender:
             if not ids:
                 continue
             try:
-                conn = conn if conn is not None and not conn.closed else psycopg.connect(
-                    self.config.database_url, autocommit=True)
+                conn = conn if conn is not None and not conn.closed else connect(self.config.database_url)
                 conn.execute("SELECT runhub.heartbeat_messages(%s, %s, %s)",
                              (self.worker_id, ids, self.config.lease_seconds))
             except psycopg.Error as exc:
@@ -494,7 +523,7 @@ class Recorder:
         wait = 0.5
         while self._conn is None or self._conn.closed:
             try:
-                self._conn = psycopg.connect(self.database_url, autocommit=True)
+                self._conn = connect(self.database_url)
             except psycopg.OperationalError as exc:
                 if self.stopping.is_set():
                     self._stopped_at = self._stopped_at or time.monotonic()
