@@ -31,7 +31,7 @@ import psycopg
 
 from . import logs
 from .render import envelope_address, render_bytes
-from .smtp import Outcome, SmtpConfig, SmtpConnection
+from .smtp import Outcome, RelayUnavailable, SmtpConfig, SmtpConnection
 
 log = logs.get("sender")
 DIGEST_CATCH_UP_S = 60.0  # how often the sender runs the digest job as a catch-up
@@ -63,6 +63,7 @@ class SenderConfig:
     # Where to LISTEN for wake-ups: None, the database URL itself (a direct connection); a URL, a
     # direct connection beside a pooled database URL; "" (none), no LISTEN: poll every poll_seconds.
     listen_url: str | None = None
+    relay_probe_max_s: float = 30.0    # while the relay is down, probe it at most this far apart
 
     @property
     def wakeups_url(self) -> str | None:
@@ -122,6 +123,11 @@ class Sender:
         self.totals = defaultdict(int)
         self._busy = 0  # workers holding a message, from taking it until its outcome is recorded
         self.recorder = Recorder(config.database_url, self.worker_id, self.stopping, lambda: self._busy)
+        # The relay: while it is down nothing is claimed or sent, and one thread probes it.
+        self._relay_lock = threading.Lock()
+        self._relay_up = threading.Event()
+        self._relay_up.set()
+        self._relay_down_since: float | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
@@ -174,7 +180,8 @@ class Sender:
                     while not self.stopping.is_set():
                         if catch_up:  # first, and after every NOTIFY or poll; not for a refill
                             self._process_runs(conn)
-                        self._claim(conn)
+                        if self._relay_up.is_set():  # while it is down, what is due stays in the database
+                            self._claim(conn)
                         if self.config.exit_when_idle and self._idle(conn):
                             log.info("idle")
                             return
@@ -311,6 +318,11 @@ class Sender:
                         continue
                 try:
                     outcome = self._attempt(smtp, message)
+                except RelayUnavailable as exc:  # the relay's fault: the message is given back uncharged
+                    self._relay_failed(smtp, message, exc)
+                    message = None
+                    self._set_busy(-1)
+                    continue
                 except Exception as exc:  # a bug, not the server's answer: retry it later, with backoff
                     log.error("delivery_error", message_id=message["messageId"], error=repr(exc))
                     outcome = Outcome(False, None, f"sender error: {exc!r}"[:400])
@@ -326,8 +338,13 @@ class Sender:
             smtp.close()
 
     def _take(self, block: bool) -> dict | None:
-        """The next message of the local queue, unless shutting down (it is then left for the release)."""
+        """The next message of the local queue, unless shutting down (it is then left for the
+        release) or the relay is down (then none: wait for it to come back)."""
         if self.stopping.is_set():
+            return None
+        if not self._relay_up.is_set():
+            if block:
+                self._relay_up.wait(0.5)
             return None
         try:
             message = self.work.get(timeout=0.5) if block else self.work.get_nowait()
@@ -337,6 +354,51 @@ class Sender:
             self.work.put(message)
             return None
         return message
+
+    # -- the relay: down is a state of the sender, not a failure of its messages ---------------------
+    def _relay_failed(self, smtp: SmtpConnection, message: dict, exc: RelayUnavailable) -> None:
+        """Give the message back without its attempt; the first to see the relay down says so (at
+        error level, once), stops the claims, gives back the local queue and starts the probe."""
+        with self._relay_lock:
+            first = self._relay_up.is_set()
+            if first:
+                self._relay_up.clear()
+                self._relay_down_since = time.monotonic()
+        self._database_call("SELECT runhub.defer_messages(%s, %s, %s)",
+                            (self.worker_id, [message["id"]], f"relay unavailable: {exc}"))
+        with self._in_flight_lock:
+            self.in_flight.discard(message["id"])
+        if first:
+            log.error("relay_unreachable", relay=smtp.relay, error=str(exc))
+            self._database_call("SELECT runhub.report_relay(%s, %s, %s)", (self.worker_id, smtp.relay, str(exc)))
+            self._release_queued()
+            _thread(self._probe_relay, "relay-probe").start()
+
+    def _probe_relay(self) -> None:
+        """Probe the relay with backoff until it answers, then say so (once) and resume."""
+        probe = SmtpConnection(self.config.smtp)
+        wait = 1.0
+        while not self.stopping.wait(wait):
+            try:
+                probe.probe()
+            except RelayUnavailable:
+                wait = min(wait * 2, self.config.relay_probe_max_s)
+                continue
+            down_for = time.monotonic() - (self._relay_down_since or time.monotonic())
+            log.error("relay_reachable", relay=probe.relay, down_for_s=round(down_for, 1))
+            self._database_call("SELECT runhub.report_relay(%s, %s, NULL)", (self.worker_id, probe.relay))
+            self._relay_up.set()
+            self._wake()  # claim again now
+            return
+
+    def _database_call(self, sql: str, params: tuple) -> None:
+        """A rare call of its own (the relay's state): if the database is away too, the message's
+        lease lapses and it comes back by itself."""
+        try:
+            with connect(self.config.database_url) as conn:
+                conn.execute(sql, params)
+        except psycopg.Error as exc:
+            log.warning("database_unavailable", error=str(exc).strip(), call=sql.split("(")[0])
 
     def _set_busy(self, delta: int) -> None:
         """A worker holds a message, from taking it until its outcome is recorded: the recorder

@@ -54,6 +54,12 @@ class Outcome:
     reply: str
 
 
+class RelayUnavailable(Exception):
+    """The relay could not be reached or refused the session itself — connection refused or timed
+    out, TLS or AUTH failed, a 421 greeting — before any message was handed over: no message's
+    fault, and nothing of it was sent."""
+
+
 class SmtpConnection:
     """One SMTP session, opened on first use and reused; reopened after the server drops it."""
 
@@ -61,25 +67,49 @@ class SmtpConnection:
         self.config = config
         self._smtp: smtplib.SMTP | None = None
 
+    @property
+    def relay(self) -> str:
+        return f"{self.config.host}:{self.config.port}"
+
+    def _session(self) -> smtplib.SMTP:
+        """The open session, or a new one; RelayUnavailable when none can be had."""
+        if self._smtp is None:
+            try:
+                self._smtp = self._open()
+            except (smtplib.SMTPException, OSError) as exc:  # OSError: refused, timed out, TLS (ssl.SSLError)
+                raise RelayUnavailable(f"{type(exc).__name__}: {exc}"[:400]) from exc
+        return self._smtp
+
+    def probe(self) -> None:
+        """Open a session (TLS and AUTH included) and close it; RelayUnavailable if it cannot."""
+        self.close()
+        self._session()
+        self.close()
+
     def _open(self) -> smtplib.SMTP:
         cfg = self.config
         if cfg.implicit_tls:
             smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout, context=ssl.create_default_context())
         else:
             smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
-            if cfg.starttls:
+        try:
+            if cfg.starttls and not cfg.implicit_tls:
                 smtp.starttls(context=ssl.create_default_context())
                 smtp.ehlo()  # again, over TLS (RFC 3207)
-        if cfg.user:
-            smtp.login(cfg.user, cfg.password or "")
+            if cfg.user:
+                smtp.login(cfg.user, cfg.password or "")
+        except BaseException:
+            smtp.close()
+            raise
         return smtp
 
     def send(self, message: bytes, sender: str, recipient: str) -> Outcome:
-        """MAIL, RCPT, DATA on the open session; the reply to the message's end is the verdict.
+        """MAIL, RCPT, DATA on the open session (opened first if need be: RelayUnavailable if it
+        cannot be); the reply to the message's end is the verdict.
         With a server that offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write:
         two round trips a mail instead of four."""
+        smtp = self._session()  # RelayUnavailable passes through: the sender's problem, not the message's
         try:
-            smtp = self._smtp = self._smtp or self._open()
             smtp.ehlo_or_helo_if_needed()
             if smtp.does_esmtp and smtp.has_extn("pipelining"):
                 return self._send_pipelined(smtp, message, sender, recipient)

@@ -58,7 +58,20 @@ def _queues(conn) -> dict | None:
     stale = conn.execute(
         """SELECT id::text, action_id, attempts, extract(epoch FROM running_for)::int AS running_s
              FROM runhub.stale_runs ORDER BY started_at LIMIT 10""").fetchall()
-    return {"runs": runs, "outbox": outbox, "stale_runs": stale, "digests": _digests(conn)}
+    return {"runs": runs, "outbox": outbox, "stale_runs": stale, "digests": _digests(conn), "relays": _relays(conn)}
+
+
+def _relays(conn) -> list[dict] | None:
+    """The SMTP relay as each sender of the last hour last found it (runhub.relay_status)."""
+    if not conn.execute("SELECT to_regclass('runhub.relay_status') IS NOT NULL AS ok").fetchone()["ok"]:
+        return None
+    rows = conn.execute(
+        """SELECT worker, relay, down_since, last_error, updated_at FROM runhub.relay_status
+            WHERE updated_at > now() - interval '1 hour' ORDER BY down_since NULLS LAST, worker""").fetchall()
+    for row in rows:
+        for key in ("down_since", "updated_at"):
+            row[key] = row[key].isoformat() if row[key] else None
+    return rows
 
 
 def _digests(conn) -> dict | None:
@@ -135,6 +148,12 @@ def render(report: dict) -> str:
         lines.append(f"stuck runs   {len(stale)} running for over 30 minutes" + (":" if stale else ""))
         for run in stale:
             lines.append(f"  {run['id']}  {run['action_id']:18} {run['running_s'] // 60} min, attempt {run['attempts']}")
+        for relay in queues.get("relays") or []:
+            if relay["down_since"]:
+                lines.append(f"relay        {relay['relay']} unreachable since {relay['down_since']} "
+                             f"(sender {relay['worker']}: {relay['last_error']})")
+            else:
+                lines.append(f"relay        {relay['relay']} reachable (sender {relay['worker']}, {relay['updated_at']})")
         digests = queues.get("digests")
         if digests:
             lines.append(f"digests      {digests['enabled']} project(s) on, {digests['due']} due, "

@@ -164,9 +164,10 @@ BEGIN
         IF v_content IS NULL THEN
             v_status := 'skipped';
         ELSE
-            INSERT INTO runhub.outbox (project_id, template, locale, to_email, variables, message_id)
+            INSERT INTO runhub.outbox (project_id, template, locale, to_email, variables, message_id, expires_at)
             VALUES (p_project.id, 'digest', p_project.locale, p_project.digest_recipient, v_content,
-                    format('<digest.%s.%s@runhub>', p_project.id, v_day))
+                    format('<digest.%s.%s@runhub>', p_project.id, v_day),
+                    upper(runhub._local_day_range(v_day + 1, p_project.timezone)))  -- as _serve_digests
             RETURNING id INTO v_message;
             v_status := 'queued';
         END IF;
@@ -213,14 +214,15 @@ BEGIN
     WITH facts AS MATERIALIZED (
         SELECT f.project_id, f.day, f.facts, row_number() OVER () AS n FROM runhub._digest_facts(v_ids, v_days) f
     ), composed AS MATERIALIZED (
-        SELECT f.project_id, f.day, nullif(x.content::jsonb, 'null') AS content, c.locale, c.digest_recipient
+        SELECT f.project_id, f.day, nullif(x.content::jsonb, 'null') AS content, c.locale, c.digest_recipient, c.timezone
           FROM runhub._compose_digest_batch((SELECT '[' || string_agg(f.facts::text, ',' ORDER BY f.n) || ']' FROM facts f))
                WITH ORDINALITY AS x(content, n)
           JOIN facts f ON f.n = x.n
           JOIN unnest(p_claimed) c ON c.id = f.project_id
     ), mail AS (
-        INSERT INTO runhub.outbox (project_id, template, locale, to_email, variables, message_id)
-        SELECT w.project_id, 'digest', w.locale, w.digest_recipient, w.content, format('<digest.%s.%s@runhub>', w.project_id, w.day)
+        INSERT INTO runhub.outbox (project_id, template, locale, to_email, variables, message_id, expires_at)
+        SELECT w.project_id, 'digest', w.locale, w.digest_recipient, w.content, format('<digest.%s.%s@runhub>', w.project_id, w.day),
+               upper(runhub._local_day_range(w.day + 1, w.timezone))  -- stale once the day after its day is over
           FROM composed w WHERE w.content IS NOT NULL
         RETURNING id, project_id
     ), recorded AS (

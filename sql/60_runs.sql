@@ -149,6 +149,7 @@ DECLARE
     v_link_base text;
     v_shop_link text;
     v_template  text;
+    v_expires_at timestamptz;
 BEGIN
     PERFORM runhub._check_worker(p_worker);
     SELECT * INTO v_run FROM runhub.workflow_runs WHERE id = p_run FOR UPDATE;
@@ -170,6 +171,10 @@ BEGIN
     v_shop_link := CASE WHEN v_run.action_id = 'send_promo' THEN rtrim(v_project.settings ->> 'shopUrl', '/') || '/?wid=' || p_run END;
     v_template := CASE WHEN v_run.action_id = 'send_promo' AND (v_run.params ->> 'isUpdate')::boolean
                        THEN 'update' ELSE v_action.template END;
+    -- A recovery mail is about carts of the action's window: once a window has passed since now it
+    -- has lost its point (a relay down that long), and expires rather than arrive stale.
+    v_expires_at := CASE WHEN v_action.policy ? 'windowHours'
+                         THEN now() + make_interval(hours => (v_action.policy ->> 'windowHours')::int) END;
     BEGIN
         -- One statement writes each recipient and its message (expressions inline rather than
         -- helper calls: they run once per recipient). The message carries what is fixed now
@@ -189,9 +194,11 @@ BEGIN
              WHERE r.excluded_by IS NULL
              ORDER BY r.email
             RETURNING id, project_id, email, name, locale)
-        INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id)
+        INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id,
+                                   expires_at)
         SELECT rc.project_id, p_run, rc.id, v_template, rc.locale, rc.email, rc.name,
-               '<' || p_run || '.' || rc.id || '@runhub>'
+               '<' || p_run || '.' || rc.id || '@runhub>',
+               v_expires_at
           FROM recipients rc;
         GET DIAGNOSTICS v_count = ROW_COUNT;
         v_decision := runhub._evaluate_policy(jsonb_build_object(

@@ -123,9 +123,10 @@ END
 $$;
 
 -- Claim up to p_max due messages for p_worker: queued ones whose time has come, and ones whose
--- sender's lease expired (it crashed mid-send: the retry keeps the Message-ID). Messages to an
--- address suppressed since they were queued are cancelled instead of returned (the minute sweep
--- ends their runs if nothing else is left).
+-- sender's lease expired (it crashed mid-send: the retry keeps the Message-ID). Messages that
+-- expired (expires_at: the mail lost its point, e.g. while the relay was down), of a cancelled run
+-- or to an address suppressed since they were queued are cancelled instead of returned, the
+-- reason in last_error (the minute sweep ends their runs if nothing else is left).
 CREATE OR REPLACE FUNCTION runhub.claim_messages(p_worker text, p_max int DEFAULT 50, p_lease_seconds int DEFAULT 120)
 RETURNS SETOF jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -139,18 +140,20 @@ BEGIN
     -- Two index scans that stop after p_max rows each (a sort of every due message would grow
     -- with the queue): due queued messages, and messages whose sender's lease lapsed.
     WITH queued_due AS (
-        SELECT o.id, o.run_id, o.project_id, o.to_email, o.next_attempt_at FROM runhub.outbox o
+        SELECT o.id, o.run_id, o.project_id, o.to_email, o.next_attempt_at, o.expires_at FROM runhub.outbox o
          WHERE o.status = 'queued' AND o.next_attempt_at <= clock_timestamp()
          ORDER BY o.next_attempt_at LIMIT p_max FOR UPDATE SKIP LOCKED
     ), lapsed AS (
-        SELECT o.id, o.run_id, o.project_id, o.to_email, o.next_attempt_at FROM runhub.outbox o
+        SELECT o.id, o.run_id, o.project_id, o.to_email, o.next_attempt_at, o.expires_at FROM runhub.outbox o
          WHERE o.status = 'sending' AND o.lease_expires_at < clock_timestamp()
          ORDER BY o.lease_expires_at LIMIT p_max FOR UPDATE SKIP LOCKED
     ), candidates AS (
         SELECT * FROM queued_due UNION ALL SELECT * FROM lapsed
     ), due AS (
         SELECT o.id,
-               CASE WHEN o.run_id IS NULL THEN NULL
+               CASE WHEN o.expires_at <= clock_timestamp()
+                    THEN format('expired at %s: too late to be of use', runhub._iso(o.expires_at))
+                    WHEN o.run_id IS NULL THEN NULL
                     WHEN EXISTS (SELECT 1 FROM runhub.workflow_runs r WHERE r.id = o.run_id AND r.status = 'cancelled')
                     THEN 'run cancelled'
                     WHEN EXISTS (SELECT 1 FROM runhub.suppressions s WHERE s.project_id = o.project_id AND s.email = o.to_email)
@@ -290,6 +293,49 @@ BEGIN
      WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker;
     GET DIAGNOSTICS v_released = ROW_COUNT;
     RETURN v_released;  -- a released message of a cancelled run is cancelled by the next claim
+END
+$$;
+
+-- p_worker started these messages but could not hand them to its SMTP relay (it did not answer,
+-- or refused the session: TLS, AUTH, a 421 greeting): the relay's fault, not theirs. Due again now
+-- without the attempt their start charged; p_reason kept in last_error. Returns how many.
+CREATE OR REPLACE FUNCTION runhub.defer_messages(p_worker text, p_ids bigint[], p_reason text)
+RETURNS int
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_deferred int;
+BEGIN
+    PERFORM runhub._check_worker(p_worker);
+    UPDATE runhub.outbox
+       SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = clock_timestamp(),
+           attempts = CASE WHEN started_at IS NOT NULL THEN greatest(attempts - 1, 0) ELSE attempts END,
+           started_at = NULL, last_error = left(p_reason, 500)
+     WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker;
+    GET DIAGNOSTICS v_deferred = ROW_COUNT;
+    RETURN v_deferred;
+END
+$$;
+
+-- p_worker's SMTP relay (host:port) answers (p_error null) or not: kept per sender for `runhub
+-- status` ("relay unreachable since ..."), the time it went down kept while it stays down.
+CREATE OR REPLACE FUNCTION runhub.report_relay(p_worker text, p_relay text, p_error text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM runhub._check_worker(p_worker);
+    IF p_relay IS NULL OR btrim(p_relay) = '' THEN
+        PERFORM runhub._invalid('common.invalidInput', 'relay', 'is required: the relay''s host:port');
+    END IF;
+    INSERT INTO runhub.relay_status AS r (worker, relay, down_since, last_error, updated_at)
+    VALUES (p_worker, left(p_relay, 200), CASE WHEN p_error IS NOT NULL THEN now() END, left(p_error, 500), now())
+    ON CONFLICT (worker) DO UPDATE
+       SET relay = excluded.relay, last_error = excluded.last_error, updated_at = now(),
+           down_since = CASE WHEN p_error IS NULL THEN NULL ELSE coalesce(r.down_since, now()) END;
+    DELETE FROM runhub.relay_status WHERE updated_at < now() - interval '7 days';  -- senders long gone
 END
 $$;
 

@@ -41,6 +41,8 @@ GRANT EXECUTE ON FUNCTION
     runhub.claim_messages(text, int, int),
     runhub.heartbeat_messages(text, bigint[], int),
     runhub.release_messages(text, bigint[]),
+    runhub.defer_messages(text, bigint[], text),
+    runhub.report_relay(text, text, text),
     runhub.start_messages(text, bigint[]),
     runhub.record_sent(bigint, text, text),
     runhub.record_sent_many(text, bigint[], text[]),

@@ -632,6 +632,10 @@ SPECS: dict[str, Spec] = {
     "runhub.heartbeat_messages(text,bigint[],integer)": Spec(SENDER, lambda w: dict(
         p_worker=WORKER, p_ids=w.claimed, p_lease_seconds=3600)),
     "runhub.release_messages(text,bigint[])": Spec(SENDER, lambda w: dict(p_worker="nobody", p_ids=w.claimed)),
+    "runhub.defer_messages(text,bigint[],text)": Spec(SENDER, lambda w: dict(
+        p_worker="nobody", p_ids=w.claimed, p_reason="relay unavailable: ConnectionRefusedError")),
+    "runhub.report_relay(text,text,text)": Spec(SENDER, lambda w: dict(
+        p_worker=WORKER, p_relay="127.0.0.1:25", p_error="SMTPConnectError: (421, b'busy')")),
     "runhub.start_messages(text,bigint[])": Spec(SENDER, lambda w: dict(p_worker=WORKER, p_ids=w.claimed[:1])),
     "runhub.record_sent(bigint,text,text)": Spec(SENDER, lambda w: dict(
         p_id=w.claimed[0], p_worker=WORKER, p_smtp_reply="250 ok")),

@@ -470,7 +470,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                                            'process_runs', 'claim_runs', 'execute_run', 'heartbeat_run', 'cron_process_runs',
                                            'unsubscribe', 'unsubscribe_token', 'claim_messages', 'heartbeat_messages',
                                            'release_messages', 'start_messages', 'record_sent', 'record_sent_many', 'record_failure',
-                                           'sender_idle', '_my_project_ids', 'workflow_outcome', 'explain_attribution',
+                                           'defer_messages', 'report_relay', 'sender_idle', '_my_project_ids', 'workflow_outcome', 'explain_attribution',
                                            'attribution_reasons', 'digest_batch', 'next_digest_at', 'local_day_range')$$,
                 'no function other than the API (outcomes included), the worker and sender functions (sender_idle included) and _my_project_ids is SECURITY DEFINER');
 

@@ -13,7 +13,7 @@
 -- clock_timestamp(), so times they set are checked against both.
 BEGIN;
 \ir helpers.psql
-SELECT plan(181);
+SELECT plan(195);
 
 \set owner '''eeeeeeee-0000-4000-8000-000000000001'''
 
@@ -761,6 +761,39 @@ SELECT results_eq(format($$SELECT status, result - 'errorSummary', result ->> 'e
                             '1 x no outcome after 8 attempts: the sender was lost each time')$$,
                   'the run succeeded, 2 of 3, pia''s loss summarised');
 SELECT is(runhub.release_messages('wk', ARRAY[pg_temp.msg('quin@example.com')]), 0, 'nothing left to release');
+
+-- ---------------------------------------------------------------------------------------------
+-- A relay outage charges no message (defer_messages), and mail that lost its point expires.
+SELECT pg_temp.recovery_run('Relay', '[{"email": "sam@example.com", "cart": "c-s"}, {"email": "tia@example.com", "cart": "c-t"}]') AS run_r \gset
+SELECT ok((SELECT expires_at BETWEEN now() + interval '23 hours 59 minutes' AND now() + interval '24 hours'
+             FROM runhub.outbox WHERE to_email = 'sam@example.com'),
+          'a recovery mail expires when the action''s window (24 h) has passed since its run wrote it');
+SELECT is(pg_temp.claim_only('wr'), '{sam@example.com,tia@example.com}'::text[], 'wr claims both');
+SELECT is(ARRAY(SELECT runhub.start_messages('wr', ARRAY[pg_temp.msg('sam@example.com'), pg_temp.msg('tia@example.com')]) ORDER BY 1),
+          ARRAY(SELECT id FROM runhub.outbox WHERE run_id = :'run_r' ORDER BY id), 'and starts both: an attempt each');
+SELECT is(runhub.defer_messages('other', ARRAY[pg_temp.msg('sam@example.com')], 'relay unavailable'), 0,
+          'another worker cannot defer wr''s message');
+SELECT is(runhub.defer_messages('wr', ARRAY[pg_temp.msg('sam@example.com'), pg_temp.msg('tia@example.com')],
+                                'relay unavailable: ConnectionRefusedError'), 2, 'the relay refused wr''s session: both deferred');
+SELECT results_eq($$SELECT to_email, status, attempts, lease_owner, started_at IS NULL, next_attempt_at <= clock_timestamp(), last_error
+                      FROM runhub.outbox WHERE run_id = $$ || quote_literal(:'run_r') || $$ ORDER BY 1$$,
+                  $$VALUES ('sam@example.com', 'queued', 0, NULL::text, true, true, 'relay unavailable: ConnectionRefusedError'),
+                           ('tia@example.com', 'queued', 0, NULL::text, true, true, 'relay unavailable: ConnectionRefusedError')$$,
+                  'deferred: due again now, their attempts given back, the reason kept');
+UPDATE runhub.outbox SET expires_at = now() - interval '1 second' WHERE to_email = 'tia@example.com';
+SELECT is(pg_temp.claim_only('wr'), '{sam@example.com}'::text[], 'the next claim returns sam''s mail, not tia''s: it expired');
+SELECT results_eq($$SELECT o.status, o.last_error ~ '^expired at .*: too late to be of use$', r.status
+                      FROM runhub.outbox o JOIN runhub.workflow_run_recipients r ON r.id = o.recipient_id
+                     WHERE o.to_email = 'tia@example.com'$$,
+                  $$VALUES ('cancelled', true, 'cancelled')$$, 'tia''s mail is cancelled as expired, her recipient too');
+SELECT lives_ok($$SELECT runhub.report_relay('wr', 'relay.example:25', 'SMTPConnectError: (421, b''busy'')')$$, 'wr reports its relay down');
+SELECT lives_ok($$SELECT runhub.report_relay('wr', 'relay.example:25', 'TimeoutError: timed out')$$, 'and still down');
+SELECT results_eq($$SELECT relay, down_since <= now(), last_error FROM runhub.relay_status WHERE worker = 'wr'$$,
+                  $$VALUES ('relay.example:25', true, 'TimeoutError: timed out')$$,
+                  'relay_status: down since the first report, with the last error');
+SELECT lives_ok($$SELECT runhub.report_relay('wr', 'relay.example:25', NULL)$$, 'then up');
+SELECT is((SELECT down_since FROM runhub.relay_status WHERE worker = 'wr'), NULL, 'up: no down_since');
+SELECT throws_ok($$SELECT runhub.report_relay('wr', ' ', NULL)$$, 'PT400', 'common.invalidInput', 'a relay must be named');
 
 SELECT * FROM finish();
 ROLLBACK;

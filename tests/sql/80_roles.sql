@@ -114,12 +114,13 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'runhub.heartbeat_run(uuid,text,integer)',
                     'runhub.claim_messages(text,integer,integer)', 'runhub.heartbeat_messages(text,bigint[],integer)',
                     'runhub.release_messages(text,bigint[])', 'runhub.start_messages(text,bigint[])',
+                    'runhub.defer_messages(text,bigint[],text)', 'runhub.report_relay(text,text,text)',
                     'runhub.record_sent(bigint,text,text)', 'runhub.record_sent_many(text,bigint[],text[])',
                     'runhub.record_failure(bigint,text,integer,text)', 'runhub.unsubscribe_token(uuid,text)',
                     'runhub.sender_idle()', 'runhub.digest_batch(integer,bigint)', 'runhub.run_due_digests(integer)'],
               'runhub_sender can EXECUTE exactly the run functions (process_runs, claim_runs, execute_run, heartbeat_run) '
-              'and the mail functions (claim_messages, heartbeat_messages, release_messages, start_messages, record_sent, record_sent_many, '
-              'record_failure, unsubscribe_token, sender_idle)');
+              'and the mail functions (claim_messages, heartbeat_messages, release_messages, start_messages, defer_messages, '
+              'report_relay, record_sent, record_sent_many, record_failure, unsubscribe_token, sender_idle)');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_reader', p.oid, 'EXECUTE')$$,
               ARRAY['runhub.current_user_id()', 'runhub._my_project_ids()', 'runhub.error_catalog()'],
