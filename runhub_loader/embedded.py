@@ -308,10 +308,13 @@ class Cluster:
         if self.running():
             self._run([str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"])
 
-    def restart(self) -> None:
-        """Fast restart, keeping the port: used by tests of reconnecting listeners."""
+    def restart(self, mode: str = "fast") -> None:
+        """Restart, keeping the port: used by tests of reconnecting listeners; mode "immediate" is
+        a crash (no shutdown checkpoint: the server recovers from its WAL as after a power cut)."""
+        if mode not in ("fast", "immediate"):
+            raise ValueError(f"restart mode {mode!r}")
         self._run([str(pg_bindir() / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
-                   "-m", "fast", "-w", "restart"])
+                   "-m", mode, "-w", "restart"])
         self._wait_ready()
 
     def destroy(self) -> None:
