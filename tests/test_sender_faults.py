@@ -511,3 +511,50 @@ def test_a_database_restart_while_mail_is_in_flight_loses_and_duplicates_nothing
     assert proc.count("record_retry") == recorder_sessions, proc.tail()
     assert Counter(rcpt for _, _, rcpt, _ in sink.accepted) == Counter(emails), "each address exactly once"
     assert proc.terminate() == 0, proc.tail()
+
+
+# -- 5. a sender paused past its leases, then resumed: a zombie -------------------------------------
+
+def test_a_sender_paused_past_its_leases_cannot_undo_the_work_of_the_one_that_took_over(conn, db_url, sink, senders):
+    """Sender A's workers stall in flight, A is paused (SIGSTOP) and its leases lapse; B takes every
+    message over and delivers the run. When A resumes, the relay's 250s for what it had in flight
+    reach it: it records them (the mail did go out: a duplicate within the documented in-flight
+    window, one per stalled worker), changes nothing B recorded, and starts none of the messages it
+    had queued (their leases are B's now)."""
+    _, run, emails = onboarding_run(conn, "zombie", 60)
+    sink.arm(0, trip_at=10, mode="stall")
+    a = senders(db_url, sink.port, name="zombie-a")
+
+    def stalled():
+        a.alive()
+        return len(sink.stalled_ids()) == CONCURRENCY
+
+    wait_until(stalled, "A's workers to stall in flight", 60)
+    in_flight = set(sink.stalled_ids())
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        stalled_release = sink.release
+        sink.arm(1)  # from now on the sink answers at once
+        conn.execute("UPDATE runhub.outbox SET lease_expires_at = now() WHERE run_id = %s AND status = 'sending'", (run,))
+        b = senders(db_url, sink.port, name="zombie-b")
+        wait_until(lambda: b.alive() and run_status(conn, run) == "succeeded", "B to deliver the run", 60)
+        recorded = conn.execute("SELECT id, status, sent_at, smtp_reply FROM runhub.outbox WHERE run_id = %s ORDER BY id",
+                                (run,)).fetchall()
+        stalled_release.set()  # the relay answers A's stalled mails: A reads the 250s when it resumes
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    wait_until(lambda: a.alive() and a.count("message_sent") >= 10 + CONCURRENCY,
+               "A to record the replies it was waiting for", 30)
+    assert b.terminate() == 0, b.tail()
+    assert a.terminate() == 0, a.tail()
+
+    assert conn.execute("SELECT id, status, sent_at, smtp_reply FROM runhub.outbox WHERE run_id = %s ORDER BY id",
+                        (run,)).fetchall() == recorded, "nothing B recorded was changed by A"
+    delivered = Counter(rcpt for _, _, rcpt, _ in sink.accepted)
+    assert set(delivered) == set(emails)
+    twice = {m for m, n in Counter(m for _, m, _, _ in sink.accepted).items() if n > 1}
+    assert twice <= in_flight, "only what A had in flight at the pause went out twice"
+    assert all(n <= 2 for n in delivered.values())
+    sent_events = conn.execute("SELECT count(*) FROM runhub.business_events WHERE event_type = 'onboarding_email_sent'"
+                               " AND payload ->> 'workflowRunId' = %s", (run,)).fetchone()[0]
+    assert sent_events == len(emails), "one *_email_sent event per message, however often it went out"
