@@ -58,7 +58,16 @@ def _queues(conn) -> dict | None:
     stale = conn.execute(
         """SELECT id::text, action_id, attempts, extract(epoch FROM running_for)::int AS running_s
              FROM runhub.stale_runs ORDER BY started_at LIMIT 10""").fetchall()
-    return {"runs": runs, "outbox": outbox, "stale_runs": stale, "digests": _digests(conn), "relays": _relays(conn)}
+    bloat = conn.execute(
+        """SELECT relname AS table, n_live_tup AS live, n_dead_tup AS dead, last_autovacuum, last_vacuum
+             FROM pg_stat_user_tables
+            WHERE schemaname = 'runhub' AND relname IN ('outbox', 'workflow_runs', 'workflow_run_recipients', 'previews')
+            ORDER BY relname""").fetchall()
+    for row in bloat:
+        vacuumed = max((t for t in (row.pop("last_autovacuum"), row.pop("last_vacuum")) if t), default=None)
+        row["last_vacuum"] = vacuumed.isoformat() if vacuumed else None
+    return {"runs": runs, "outbox": outbox, "stale_runs": stale, "digests": _digests(conn), "relays": _relays(conn),
+            "queue_tables": bloat}
 
 
 def _relays(conn) -> list[dict] | None:
@@ -108,10 +117,16 @@ def _cron(database_url: str, dbname: str, usable: bool, reason: str, cron_db: st
                              row_factory=dict_row) as cron:
             jobs = cron.execute(
                 """SELECT j.jobname, j.schedule, j.active, d.status AS last_status,
-                          d.start_time AS last_start, d.return_message AS last_message
+                          d.start_time AS last_start, d.return_message AS last_message,
+                          f.failed_24h, f.last_error
                      FROM cron.job j
                      LEFT JOIN LATERAL (SELECT status, start_time, return_message FROM cron.job_run_details r
                                          WHERE r.jobid = j.jobid ORDER BY r.runid DESC LIMIT 1) d ON true
+                     LEFT JOIN LATERAL (SELECT count(*) AS failed_24h,
+                                               (array_agg(r.return_message ORDER BY r.runid DESC))[1] AS last_error
+                                          FROM cron.job_run_details r
+                                         WHERE r.jobid = j.jobid AND r.status = 'failed'
+                                           AND r.start_time > now() - interval '24 hours') f ON true
                     WHERE starts_with(j.jobname, %s) ORDER BY j.jobname""",
                 (job_prefix(dbname),)).fetchall()
     except psycopg.Error as exc:
@@ -148,6 +163,11 @@ def render(report: dict) -> str:
         lines.append(f"stuck runs   {len(stale)} running for over 30 minutes" + (":" if stale else ""))
         for run in stale:
             lines.append(f"  {run['id']}  {run['action_id']:18} {run['running_s'] // 60} min, attempt {run['attempts']}")
+        for table in queues.get("queue_tables") or []:
+            total = table["live"] + table["dead"]
+            share = f"{100 * table['dead'] / total:.0f} %" if total else "0 %"
+            lines.append(f"bloat        {table['table']}: {table['dead']} dead of {total} rows ({share}), "
+                         f"last vacuumed {table['last_vacuum'] or 'never'}")
         for relay in queues.get("relays") or []:
             if relay["down_since"]:
                 lines.append(f"relay        {relay['relay']} unreachable since {relay['down_since']} "
@@ -168,7 +188,9 @@ def render(report: dict) -> str:
         lines.append(f"cron         {len(cron['jobs'])} job(s) in database {cron['database']}")
         for job in cron["jobs"]:
             last = (f"last {job['last_status']} at {job['last_start']}" if job["last_status"] else "not run yet")
-            lines.append(f"  {job['jobname']:40} {job['schedule']:14} {'active' if job['active'] else 'paused'}  {last}")
+            failed = (f"; {job['failed_24h']} failed in 24 h, last: {(job['last_error'] or '').strip()[:120]}"
+                      if job.get("failed_24h") else "")
+            lines.append(f"  {job['jobname']:40} {job['schedule']:14} {'active' if job['active'] else 'paused'}  {last}{failed}")
     if deployed:
         lines.append("tables")
         for t in report["tables"]:

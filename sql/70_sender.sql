@@ -526,6 +526,42 @@ AS $$
              GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3) top
 $$;
 
+-- Finished mail (sent, failed or cancelled) older than p_keep is deleted, 5,000 rows a transaction
+-- (oldest ids first: an index scan that stops at once), so the outbox holds what is in play and
+-- recent history. Queued and sending rows are never touched, and a delete locks only finished rows:
+-- claims (SKIP LOCKED on queued ones) never wait for it. Run daily by pg_cron (purge-finished-mail);
+-- a procedure, so that it commits between batches (no SET clause: it runs with its caller's rights).
+-- Mail attribution may still credit (within its run's outcome window) stays. Credits, recipients
+-- and digests keep their own rows. purged: how many it deleted.
+CREATE OR REPLACE PROCEDURE runhub.purge_finished_mail(INOUT purged bigint DEFAULT NULL, keep interval DEFAULT '30 days')
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    c_batch CONSTANT int := 5000;
+    v_gone  int;
+BEGIN
+    IF keep IS NULL OR keep < interval '1 day' THEN
+        RAISE EXCEPTION 'runhub.purge_finished_mail: keep must be at least a day, not %', keep USING ERRCODE = '22023';
+    END IF;
+    purged := 0;
+    LOOP
+        DELETE FROM runhub.outbox
+         WHERE id IN (SELECT o.id FROM runhub.outbox o
+                       WHERE o.status IN ('sent', 'failed', 'cancelled')
+                         AND coalesce(o.sent_at, o.created_at) < now() - keep
+                         -- a touch attribution may still credit stays for its run's whole window
+                         AND NOT EXISTS (SELECT 1 FROM runhub.workflow_runs r
+                                          WHERE r.id = o.run_id AND o.sent_at >= now() - make_interval(hours => r.outcome_window_hours))
+                       ORDER BY o.id
+                       LIMIT c_batch);
+        GET DIAGNOSTICS v_gone = ROW_COUNT;
+        purged := purged + v_gone;
+        COMMIT;
+        EXIT WHEN v_gone < c_batch;
+    END LOOP;
+END
+$$;
+
 -- Whether the sender has nothing to do: no run to execute, no digest due, no message due or being sent (for
 -- `runhub sender --until-idle`, which connects as runhub_sender and so cannot read the tables).
 CREATE OR REPLACE FUNCTION runhub.sender_idle()

@@ -16,6 +16,8 @@ AS $$
     ('purge-previews', '41 * * * *',
      $cmd$DELETE FROM runhub.previews p WHERE p.created_at < now() - interval '1 day'
            AND NOT EXISTS (SELECT 1 FROM runhub.workflow_runs r WHERE r.preview_id = p.id)$cmd$, false),
+    -- The outbox keeps what is in play and 30 days of finished mail.
+    ('purge-finished-mail', '47 3 * * *', 'CALL runhub.purge_finished_mail()', false),
     -- pg_cron keeps every run's details forever unless told otherwise.
     ('purge-cron-history', '17 3 * * *',
      $cmd$DELETE FROM cron.job_run_details WHERE end_time < now() - interval '7 days'$cmd$, true)

@@ -484,8 +484,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- checks, a day's KPI facts, whether an action can run and a run's outcome as a row (the digest
 -- job's batch query), and the execution lock's key (an expression). So is the attribution texts'
 -- constant (_attribution_texts), which names nothing to look up, and the digest job's procedure
--- (run_due_digests): one that commits may have no SET clause; it runs with its caller's rights and
--- only calls runhub.digest_batch.
+-- (run_due_digests) and the outbox's purge (purge_finished_mail): one that commits may have no SET
+-- clause; they run with their caller's rights (no runhub role may call the purge).
 SELECT cmp_ok((SELECT count(*) FROM pg_proc WHERE pronamespace = 'runhub'::regnamespace)::int, '>=', 20,
               'schema runhub has its functions (so the next check is not vacuous)');
 SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
@@ -493,7 +493,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                      AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
                      AND p.proname NOT IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                            '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
-                                           '_execution_lock_key', '_attribution_texts', 'run_due_digests')$$,
+                                           '_execution_lock_key', '_attribution_texts', 'run_due_digests',
+                                           'purge_finished_mail')$$,
                 'every function in schema runhub but the inlined helpers, the attribution texts (a constant, folded into plans) and the digest job (a procedure that commits) has SET search_path = pg_catalog, pg_temp');
 SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                     LEFT JOIN pg_roles r ON r.rolname IN ('runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader')
