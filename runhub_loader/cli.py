@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -194,6 +195,59 @@ def rotate_secret(obj: Context, revoke_previous: bool, yes: bool) -> None:
                f"links signed with keys {_ids(rotation['activeKeyIds'])} work")
     if rotation["revokedKeyIds"]:
         click.echo(f"revoked keys {_ids(rotation['revokedKeyIds'])}: links signed with them no longer unsubscribe")
+
+
+# What each component's login may spend: a statement (the sender's longest is the digest job over
+# every due project, and the execution of a 1,000-recipient run) and an idle transaction.
+LOGIN_TIMEOUTS = {"app": ("30s", "60s"), "ingest": ("5s", "30s"), "sender": ("10min", "60s"),
+                  "reader": ("30s", "60s")}
+
+
+@main.command("login-role")
+@click.argument("name")
+@click.option("--component", type=click.Choice(sorted(LOGIN_TIMEOUTS)), required=True,
+              help="What connects as it: the application (app), the webhook receiver (ingest), "
+                   "`runhub sender` (sender) or dashboards (reader).")
+@click.option("--password-env", metavar="VAR", default=None,
+              help="An environment variable holding its password [default: none set, e.g. certificate or peer auth].")
+@click.pass_obj
+def login_role(obj: Context, name: str, component: str, password_env: str | None) -> None:
+    """Create or update the LOGIN role NAME for one component: granted runhub_<component> and no
+    other runhub role, with that component's statement_timeout and
+    idle_in_transaction_session_timeout in this database. Connect as the login that deploys runhub."""
+    import psycopg
+    from psycopg import sql
+
+    password = None
+    if password_env:
+        password = os.environ.get(password_env)
+        if not password:
+            raise click.ClickException(f"${password_env} is empty or not set")
+    statement, idle = LOGIN_TIMEOUTS[component]
+    role = sql.Identifier(name)
+    try:
+        with psycopg.connect(obj.database_url(), autocommit=True) as conn, conn.transaction():
+            existing = conn.execute("SELECT rolsuper, rolname = ANY (%s) FROM pg_roles WHERE rolname = %s",
+                                    (["runhub_owner"] + [f"runhub_{c}" for c in LOGIN_TIMEOUTS], name)).fetchone()
+            if existing and (existing[0] or existing[1]):
+                raise click.ClickException(f"{name} is a superuser or one of runhub's own roles: not a component login")
+            if not existing:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+            if password:
+                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(password)))
+            for other in sorted(LOGIN_TIMEOUTS):
+                if other != component and conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')",
+                                                       (name, f"runhub_{other}")).fetchone()[0]:
+                    conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(f"runhub_{other}"), role))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(f"runhub_{component}"), role))
+            database = sql.Identifier(conn.info.dbname)
+            for setting, value in (("statement_timeout", statement), ("idle_in_transaction_session_timeout", idle)):
+                conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+                    role, database, sql.Identifier(setting), sql.Literal(value)))
+    except psycopg.Error as exc:
+        raise click.ClickException(f"login-role failed, nothing changed: {str(exc).strip()}") from exc
+    click.echo(f"{name}: LOGIN, granted runhub_{component} only, statement_timeout {statement}, "
+               f"idle_in_transaction_session_timeout {idle} in this database")
 
 
 def _ids(ids: list[int]) -> str:

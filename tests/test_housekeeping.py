@@ -3,6 +3,8 @@ attribution may still credit; the queue tables vacuumed early; `runhub status` s
 runs, queue bloat and the relay."""
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 import pytest
 from click.testing import CliRunner
@@ -70,3 +72,36 @@ def test_status_shows_failed_cron_runs_queue_bloat_and_the_relay(fresh_db, clust
     assert "1 failed in 24 h, last: ERROR:  canceling statement due to statement timeout" in result.output
     assert "bloat        outbox:" in result.output
     assert "relay        relay.example:587 unreachable since" in result.output
+
+
+def test_a_component_login_gets_its_one_role_and_its_timeouts(conn, db_url, monkeypatch):
+    name = f"mx_daemon_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MX_PASSWORD", "s3cret")
+    runner = CliRunner()
+    try:
+        result = runner.invoke(cli, ["--database-url", db_url, "login-role", name, "--component", "app"])
+        assert result.exit_code == 0, result.output
+        result = runner.invoke(cli, ["--database-url", db_url, "login-role", name, "--component", "sender",
+                                     "--password-env", "MX_PASSWORD"])
+        assert result.exit_code == 0, result.output
+        assert "granted runhub_sender only" in result.output
+        roles = {r for (r,) in conn.execute(
+            "SELECT b.rolname FROM pg_auth_members m JOIN pg_roles b ON b.oid = m.roleid"
+            " JOIN pg_roles u ON u.oid = m.member WHERE u.rolname = %s", (name,)).fetchall()}
+        assert roles == {"runhub_sender"}, "moved from app to sender: only sender left"
+        with psycopg.connect(psycopg.conninfo.make_conninfo(db_url, user=name), autocommit=True) as login:
+            assert login.execute("SHOW statement_timeout").fetchone()[0] == "10min"
+            assert login.execute("SHOW idle_in_transaction_session_timeout").fetchone()[0] == "1min"
+            assert login.execute("SELECT runhub.sender_idle()").fetchone()[0] in (True, False)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                login.execute("SELECT runhub.list_actions(gen_random_uuid(), gen_random_uuid())")
+        for refused in (["runhub_app", "--component", "app"], ["postgres", "--component", "app"]):
+            result = runner.invoke(cli, ["--database-url", db_url, "login-role", *refused])
+            assert result.exit_code != 0 and "not a component login" in result.output
+        result = runner.invoke(cli, ["--database-url", db_url, "login-role", name, "--component", "ingest",
+                                     "--password-env", "MX_UNSET"])
+        assert result.exit_code != 0 and "MX_UNSET" in result.output
+    finally:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
+        conn.execute(f'DROP OWNED BY "{name}"')
+        conn.execute(f'DROP ROLE IF EXISTS "{name}"')
