@@ -153,9 +153,11 @@ AS $$
         'recipientCount', p_recipient_count)
 $$;
 
--- Who the action would e-mail now: exact count, counts per exclusion, and the first five.
--- Each query is planned for the action and project at hand (custom plans prune the builder's other
--- branches; a generic plan cannot); jit off because compiling costs more than these queries take.
+-- Who the action would e-mail now: exact count, counts per exclusion, and the first five, from one
+-- pass of the recipient builder (its rows kept in a CTE: the counts read them, and a top-5 sort of
+-- the included ones gives the sample). Planned for the action and project at hand (custom plans
+-- prune the builder's other branches; a generic plan cannot); jit off because compiling costs more
+-- than these queries take.
 CREATE OR REPLACE FUNCTION runhub._audience_summary(p_project uuid, p_action text, p_params jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -166,24 +168,24 @@ AS $$
 DECLARE
     v_summary jsonb;
 BEGIN
+    WITH audience AS MATERIALIZED (  -- each row's exclusion computed once
+        SELECT r.email, r.name, r.excluded_by FROM runhub._recipients(p_project, p_action, p_params, now()) r
+    )
     SELECT jsonb_build_object(
-        'count', count(*) FILTER (WHERE r.excluded_by IS NULL),
+        'count', count(*) FILTER (WHERE a.excluded_by IS NULL),
         'excludedCounts', jsonb_build_object(
-            'converted', count(*) FILTER (WHERE r.excluded_by = 'converted'),
-            'alreadyContacted', count(*) FILTER (WHERE r.excluded_by = 'alreadyContacted'),
-            'alreadyOnboarded', count(*) FILTER (WHERE r.excluded_by = 'alreadyOnboarded'),
-            'suppressed', count(*) FILTER (WHERE r.excluded_by = 'suppressed'),
-            'frequencyCap', count(*) FILTER (WHERE r.excluded_by = 'frequencyCap')))
-      INTO v_summary  -- OFFSET 0: compute each row's exclusion once, not once per FILTER
-      FROM (SELECT r.excluded_by FROM runhub._recipients(p_project, p_action, p_params, now()) r OFFSET 0) r;
-    IF (v_summary ->> 'count')::int = 0 THEN
-        RETURN v_summary || '{"sample": []}';
-    END IF;
-    RETURN v_summary || jsonb_build_object('sample', (
-        SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', s.email, 'name', s.name))
-                                  ORDER BY s.email), '[]')
-          FROM (SELECT r.email, r.name FROM runhub._recipients(p_project, p_action, p_params, now()) r
-                 WHERE r.excluded_by IS NULL ORDER BY r.email LIMIT 5) s));
+            'converted', count(*) FILTER (WHERE a.excluded_by = 'converted'),
+            'alreadyContacted', count(*) FILTER (WHERE a.excluded_by = 'alreadyContacted'),
+            'alreadyOnboarded', count(*) FILTER (WHERE a.excluded_by = 'alreadyOnboarded'),
+            'suppressed', count(*) FILTER (WHERE a.excluded_by = 'suppressed'),
+            'frequencyCap', count(*) FILTER (WHERE a.excluded_by = 'frequencyCap')),
+        'sample', (SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', s.email, 'name', s.name))
+                                             ORDER BY s.email), '[]')
+                     FROM (SELECT i.email, i.name FROM audience i WHERE i.excluded_by IS NULL
+                            ORDER BY i.email LIMIT 5) s))
+      INTO v_summary
+      FROM audience a;
+    RETURN v_summary;
 END
 $$;
 
