@@ -30,10 +30,19 @@ def _durable(conn) -> None:
     conn.execute("SET synchronous_commit = on")
 
 
-def _crash(cluster, *sessions) -> None:
+def _crash_while_waiting(cluster, conn, holder, session, work, what: str) -> None:
+    """Run `work` on `session` in a thread until it waits on what `holder` holds, then crash the
+    server under it: the work must die with it."""
+    errors: list = []
+    thread = threading.Thread(target=_swallow, args=(work, errors))
+    thread.start()
+    wait_until(lambda: session.info.backend_pid in blocked_by(conn, holder.info.backend_pid), what)
     cluster.restart(mode="immediate")
-    for session in sessions:
-        session.close()
+    for gone in (conn, holder):
+        gone.close()
+    thread.join(timeout=60)
+    session.close()
+    assert errors, f"{what}: it should have died with the server"
 
 
 @pytest.mark.parametrize("how", ["process_runs", "claim_then_execute"])
@@ -52,20 +61,14 @@ def test_a_crash_during_an_execution_leaves_the_run_to_be_executed_again(cluster
     holder = connect(db_url, autocommit=False)  # the execution will need this recipient key, and wait
     holder.execute("INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email) VALUES (%s, %s, 'user1@example.com')",
                    (run, project))
-    worker, errors = connect(db_url), []
+    worker = connect(db_url)
     if how == "process_runs":
         work = lambda: process_runs(worker)  # noqa: E731
     else:
         worker.execute("SET synchronous_commit = on")
         assert [str(r[0]) for r in worker.execute("SELECT runhub.claim_runs('w-crash', 1, 300)").fetchall()] == [run]
         work = lambda: worker.execute("SELECT runhub.execute_run(%s, 'w-crash')", (run,))  # noqa: E731
-    thread = threading.Thread(target=_swallow, args=(work, errors))
-    thread.start()
-    wait_until(lambda: worker.info.backend_pid in blocked_by(conn, holder.info.backend_pid), "the execution to be under way")
-    _crash(cluster, conn, holder)
-    thread.join(timeout=60)
-    worker.close()
-    assert errors, "the execution died with the server"
+    _crash_while_waiting(cluster, conn, holder, worker, work, "the execution to be under way")
 
     with connect(db_url) as after:
         row = run_row(after, run)
@@ -92,15 +95,10 @@ def test_a_crash_during_the_digest_job_loses_no_day_and_sends_none_twice(cluster
     holder = connect(db_url, autocommit=False)  # the third batch will need this digest row, and wait
     holder.execute("INSERT INTO runhub.digests (project_id, day, status, reason) VALUES (%s, %s, 'skipped', 'held')",
                    (projects[420], yesterday(conn)))
-    job, errors = connect(db_url), []
+    job = connect(db_url)
     small_batches(job, 200)
-    thread = threading.Thread(target=_swallow, args=(lambda: job.execute("CALL runhub.run_due_digests(NULL)"), errors))
-    thread.start()
-    wait_until(lambda: job.info.backend_pid in blocked_by(conn, holder.info.backend_pid), "the job's third batch to wait")
-    _crash(cluster, conn, holder)
-    thread.join(timeout=60)
-    job.close()
-    assert errors, "the job died with the server"
+    _crash_while_waiting(cluster, conn, holder, job, lambda: job.execute("CALL runhub.run_due_digests(NULL)"),
+                         "the job's third batch to wait")
 
     with connect(db_url) as after:
         assert after.execute("SELECT count(*) FROM runhub.digests").fetchone()[0] == 400, "two batches were committed"
