@@ -3,15 +3,16 @@
 It LISTENs for `runhub_runs` (a run to execute) and `runhub_outbox` (messages to send) and also polls
 every few seconds, since a NOTIFY is only a wake-up: after a lost connection it reconnects with
 backoff, LISTENs again and catches up. Behind a pooler in transaction mode it prepares no statement
-and LISTENs on a direct connection (`listen_url`), or only polls. Messages are claimed in batches with a lease, rendered, and
-sent by a pool of workers, each on its own reused SMTP session; each outcome is recorded as the
-server gave it (sent only after a 250). Leases are heartbeated while sending. On SIGTERM it stops
-claiming, finishes what is in flight, releases the rest and exits 0.
+and LISTENs on a direct connection (`listen_url`), or only polls. Messages are claimed in batches
+with a lease, rendered, and sent by a pool of workers, each on its own reused SMTP session; each
+outcome is recorded as the server gave it (sent only after a 250). A relay that cannot be reached
+is the sender's state, not a failure of its messages: it stops claiming and probes it. Leases are
+heartbeated while sending. On SIGTERM it stops claiming, finishes what is in flight, releases the
+rest and exits 0.
 """
 from __future__ import annotations
 
 import contextlib
-
 import contextvars
 import os
 import queue
