@@ -246,6 +246,99 @@ EXCEPTION WHEN foreign_key_violation THEN  -- the project was deleted under us
 END
 $$;
 
+-- Many events at once, for imports (a shop backfilling its history): p_events is a JSON array of
+-- 1 to 5,000 events, each validated exactly as ingest_event validates one and stored idempotently
+-- (per project and idempotency key; a key twice in the batch is stored once). Returns a JSON array
+-- in the order given: {eventId, inserted} for each event, or {error: {code, key, params, message}}
+-- for one refused as ingest_event would refuse it (the others are still stored). A refusal of the
+-- call itself (no such project, not an array, none or too many) stores nothing. Payments are
+-- attributed as they are one by one (the row trigger), customers kept up (the statement trigger).
+CREATE OR REPLACE FUNCTION runhub.ingest_events(p_project uuid, p_events jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c_max     CONSTANT int := 5000;
+    v_count   int;
+    v_rows    runhub.business_events[];  -- v_rows[n]: the n-th event validated (null where refused)
+    v_errors  jsonb[];                   -- v_errors[n]: why the n-th was refused
+    v_event   jsonb;
+    v_n       int;
+    v_state   text;
+    v_key     text;
+    v_params  text;
+    v_message text;
+    v_new_keys text[];
+    v_new_ids  bigint[];
+    v_result  jsonb;
+BEGIN
+    PERFORM runhub._require_project(p_project);
+    IF jsonb_typeof(p_events) IS DISTINCT FROM 'array' THEN
+        PERFORM runhub._invalid('common.invalidInput', 'events', 'must be a JSON array of events');
+    END IF;
+    v_count := jsonb_array_length(p_events);
+    IF v_count NOT BETWEEN 1 AND c_max THEN
+        PERFORM runhub._invalid('common.invalidInput', 'events', format('holds 1 to %s events, not %s', c_max, v_count));
+    END IF;
+    -- All validated in one go while all are valid (a batch from an importer usually is); at the
+    -- first refusal, one by one, each in a subtransaction of its own, to say which and why.
+    BEGIN
+        SELECT array_agg(runhub._event_from_json(p_project, x.e) ORDER BY x.n) INTO v_rows
+          FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE;
+        IF v_state NOT LIKE 'PT4%' THEN
+            RAISE;
+        END IF;
+        v_rows := array_fill(NULL::runhub.business_events, ARRAY[v_count]);
+        v_errors := array_fill(NULL::jsonb, ARRAY[v_count]);
+        v_n := 0;
+        FOR v_event IN SELECT x.e FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n) ORDER BY x.n LOOP
+            v_n := v_n + 1;
+            BEGIN
+                v_rows[v_n] := runhub._event_from_json(p_project, v_event);
+            EXCEPTION WHEN OTHERS THEN
+                GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_key = MESSAGE_TEXT,
+                                        v_params = PG_EXCEPTION_DETAIL, v_message = PG_EXCEPTION_HINT;
+                IF v_state NOT LIKE 'PT4%' THEN
+                    RAISE;
+                END IF;
+                v_errors[v_n] := jsonb_build_object('error', jsonb_build_object(
+                    'code', v_state, 'key', v_key, 'params', coalesce(v_params, '{}')::jsonb, 'message', v_message));
+            END;
+        END LOOP;
+    END;
+    WITH stored AS (
+        INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                                            customer_email, customer_name, customer_locale, amount_cents, currency, payload)
+        SELECT (x.r).project_id, (x.r).event_type, (x.r).occurred_at, (x.r).idempotency_key, (x.r).correlation_id,
+               (x.r).customer_email, (x.r).customer_name, (x.r).customer_locale, (x.r).amount_cents, (x.r).currency,
+               (x.r).payload
+          FROM (SELECT v_rows[gs.n] AS r, gs.n FROM generate_series(1, v_count) AS gs(n) OFFSET 0) x
+         WHERE (x.r).event_type IS NOT NULL
+         ORDER BY x.n  -- ids in the order given
+        ON CONFLICT (project_id, idempotency_key) DO NOTHING
+        RETURNING id, idempotency_key
+    )
+    SELECT coalesce(array_agg(s.idempotency_key), '{}'), coalesce(array_agg(s.id), '{}') INTO v_new_keys, v_new_ids
+      FROM stored s;
+    -- A statement of its own: its snapshot sees the rows of the writers ON CONFLICT waited for.
+    SELECT jsonb_agg(coalesce(v_errors[t.n], jsonb_build_object('eventId', t.id, 'inserted', t.inserted)) ORDER BY t.n)
+      INTO v_result
+      FROM (SELECT g.n, coalesce(s.id, e.id) AS id,
+                   -- inserted: by this call, and only for the first of its key in the batch
+                   s.id IS NOT NULL AND g.n = min(g.n) OVER (PARTITION BY g.key) AS inserted
+              FROM (SELECT gs.n, (v_rows[gs.n]).idempotency_key AS key FROM generate_series(1, v_count) AS gs(n)) g
+              LEFT JOIN unnest(v_new_keys, v_new_ids) AS s(key, id) ON s.key = g.key
+              LEFT JOIN runhub.business_events e
+                     ON s.id IS NULL AND g.key IS NOT NULL AND e.project_id = p_project AND e.idempotency_key = g.key) t;
+    RETURN v_result;
+EXCEPTION WHEN foreign_key_violation THEN  -- the project was deleted under us
+    PERFORM runhub._raise('projects.notFound', jsonb_build_object('projectId', p_project));
+END
+$$;
+
 -- An event in the shape ingest_event takes, plus id and receivedAt.
 CREATE OR REPLACE FUNCTION runhub._event_json(e runhub.business_events)
 RETURNS jsonb

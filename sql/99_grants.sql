@@ -30,7 +30,7 @@ GRANT EXECUTE ON FUNCTION
 TO runhub_app;
 
 -- The shop's webhook receiver: events in, nothing else (it acts for a system, not a person).
-GRANT EXECUTE ON FUNCTION runhub.ingest_event(uuid, jsonb) TO runhub_ingest;
+GRANT EXECUTE ON FUNCTION runhub.ingest_event(uuid, jsonb), runhub.ingest_events(uuid, jsonb) TO runhub_ingest;
 
 -- The daemon: it wakes on NOTIFY and drives runs (the outbox functions come with the sender).
 GRANT EXECUTE ON FUNCTION

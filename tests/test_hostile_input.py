@@ -622,6 +622,8 @@ SPECS: dict[str, Spec] = {
     "runhub.local_day_range(date,text)": Spec(APP, lambda w: dict(p_day="2026-03-29", p_timezone="Europe/Paris")),
     "runhub.error_catalog()": Spec(APP + READER, lambda w: {}, examples=10),
     "runhub.ingest_event(uuid,jsonb)": Spec(INGEST, lambda w: dict(p_project=w.A, p_event=base_event(w)), examples=60),
+    "runhub.ingest_events(uuid,jsonb)": Spec(INGEST, lambda w: dict(p_project=w.A, p_events=[base_event(w), base_event(w)]),
+                                             examples=60),
     "runhub.process_runs(integer)": Spec(SENDER, lambda w: dict(p_max=1)),
     "runhub.claim_runs(text,integer,integer)": Spec(SENDER, lambda w: dict(p_worker=WORKER, p_max=1, p_lease_seconds=300)),
     "runhub.execute_run(uuid,text)": Spec(SENDER, lambda w: dict(p_run=w.recover_run, p_worker=WORKER)),

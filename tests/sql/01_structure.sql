@@ -465,7 +465,7 @@ SELECT function_lang_is('runhub', '_verify_unsubscribe', ARRAY['integer[]', 'byt
                         'unsubscribe tokens are verified in PL/Python (_verify_unsubscribe)');
 SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace AND p.prosecdef
-                     AND p.proname NOT IN ('create_project', 'add_member', 'ingest_event', 'list_events', 'update_project_settings',
+                     AND p.proname NOT IN ('create_project', 'add_member', 'ingest_event', 'ingest_events', 'list_events', 'update_project_settings',
                                            'list_actions', 'preview', 'create_run', 'get_run', 'list_runs', 'cancel_run', 'suppress',
                                            'process_runs', 'claim_runs', 'execute_run', 'heartbeat_run', 'cron_process_runs',
                                            'unsubscribe', 'unsubscribe_token', 'claim_messages', 'heartbeat_messages',

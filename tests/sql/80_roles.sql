@@ -106,8 +106,8 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
               'runhub_app can EXECUTE exactly the API, unsubscribe included (and criteria_text, exclusion_label, error_catalog)');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_ingest', p.oid, 'EXECUTE')$$,
-              ARRAY['runhub.ingest_event(uuid,jsonb)'],
-              'runhub_ingest can EXECUTE exactly ingest_event');
+              ARRAY['runhub.ingest_event(uuid,jsonb)', 'runhub.ingest_events(uuid,jsonb)'],
+              'runhub_ingest can EXECUTE exactly ingest_event and ingest_events');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_sender', p.oid, 'EXECUTE')$$,
               ARRAY['runhub.process_runs(integer)', 'runhub.claim_runs(text,integer,integer)', 'runhub.execute_run(uuid,text)',
@@ -126,7 +126,8 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
               ARRAY['runhub.current_user_id()', 'runhub._my_project_ids()', 'runhub.error_catalog()'],
               'runhub_reader can EXECUTE exactly what its policies call (and error_catalog)');
 SELECT is_empty($$SELECT f FROM unnest(ARRAY['runhub.create_project(text,uuid,text,text,text,text)', 'runhub.add_member(uuid,uuid,uuid,text)',
-                                                'runhub.ingest_event(uuid,jsonb)', 'runhub.list_events(uuid,uuid,text,jsonb,integer)',
+                                                'runhub.ingest_event(uuid,jsonb)', 'runhub.ingest_events(uuid,jsonb)',
+                                                'runhub.list_events(uuid,uuid,text,jsonb,integer)',
                                                 'runhub.update_project_settings(uuid,uuid,jsonb)', 'runhub.list_actions(uuid,uuid)',
                                                 'runhub.preview(uuid,uuid,text,jsonb)',
                                                 'runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)',
