@@ -1,0 +1,142 @@
+"""Ingest against a plain insert: one event per transaction, and in bulk.
+
+    .venv/bin/python bench/ingest.py                 # embedded cluster in .runhub-bench, database runhub_bench_ingest (rebuilt)
+    .venv/bin/python bench/ingest.py --rounds 7 --events 3000 --batch 1000
+
+A freshly deployed database with one project; checkout events with a customer, an amount and a
+payload, each with a fresh idempotency key. Per round, side by side in one session (as a member of
+runhub_ingest), alternating which goes first:
+1. one event per transaction: runhub.ingest_event against a plain `INSERT ... ON CONFLICT DO
+   NOTHING` of the same fields into a table with the same unique key (public.bench_plain_events);
+   target >= 0.6;
+2. in bulk, --batch events a call: runhub.ingest_events against one `INSERT ... SELECT FROM
+   jsonb_to_recordset(...) ON CONFLICT DO NOTHING` of the same rows a batch; target >= 0.6.
+Prints events/s each way per round, the ratios, their medians and spread; exits 1 when a median
+misses its target. Wall-clock on a shared machine: the load average is printed at start and end.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from runhub_loader.deploy import deploy  # noqa: E402
+from benchlib import database_url, loadavg  # noqa: E402
+
+DATABASE = "runhub_bench_ingest"
+ROLE = "runhub_bench_ingest"
+TARGET = 0.6
+PLAIN = """CREATE TABLE IF NOT EXISTS public.bench_plain_events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, project_id uuid NOT NULL, event_type text NOT NULL,
+    occurred_at timestamptz NOT NULL, received_at timestamptz NOT NULL DEFAULT now(), idempotency_key text NOT NULL,
+    correlation_id text, customer_email text, customer_name text, amount_cents bigint, currency char(3),
+    payload jsonb NOT NULL DEFAULT '{}', UNIQUE (project_id, idempotency_key))"""
+PLAIN_ONE = """INSERT INTO public.bench_plain_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                                                  customer_email, customer_name, amount_cents, currency, payload)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (project_id, idempotency_key) DO NOTHING
+               RETURNING id"""
+PLAIN_MANY = """INSERT INTO public.bench_plain_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                                                   customer_email, customer_name, amount_cents, currency, payload)
+                SELECT %s, e."type", e."occurredAt", e."idempotencyKey", e."correlationId", e.customer ->> 'email',
+                       e.customer ->> 'name', e."amountCents", e.currency, e.payload
+                  FROM jsonb_to_recordset(%s) AS e("type" text, "occurredAt" timestamptz, "idempotencyKey" text,
+                       "correlationId" text, customer jsonb, "amountCents" bigint, currency char(3), payload jsonb)
+                ON CONFLICT (project_id, idempotency_key) DO NOTHING"""
+
+
+def events(n: int, tag: str) -> list[dict]:
+    at = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).isoformat()
+    return [{"type": "checkout_started", "occurredAt": at, "idempotencyKey": f"{tag}-{i}-{uuid.uuid4().hex[:8]}",
+             "correlationId": f"cart-{i}", "customer": {"email": f"c{i % 500}@shop.example", "name": f"C {i % 500}"},
+             "amountCents": 1000 + i, "currency": "EUR", "payload": {"cartId": f"cart-{i}", "items": i % 7}}
+            for i in range(n)]
+
+
+def one_by_one(conn, project, batch: list[dict], plain: bool) -> float:
+    t0 = time.perf_counter()
+    for e in batch:
+        if plain:
+            conn.execute(PLAIN_ONE, (project, e["type"], e["occurredAt"], e["idempotencyKey"], e["correlationId"],
+                                     e["customer"]["email"], e["customer"]["name"], e["amountCents"], e["currency"],
+                                     Jsonb(e["payload"]))).fetchone()
+        else:
+            conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(e))).fetchone()
+    return len(batch) / (time.perf_counter() - t0)
+
+
+def in_bulk(conn, project, batch: list[dict], size: int, plain: bool) -> float:
+    t0 = time.perf_counter()
+    for i in range(0, len(batch), size):
+        chunk = Jsonb(batch[i:i + size])
+        if plain:
+            conn.execute(PLAIN_MANY, (project, chunk))
+        else:
+            answers = conn.execute("SELECT runhub.ingest_events(%s, %s)", (project, chunk)).fetchone()[0]
+            assert all("eventId" in a for a in answers), answers[:3]
+    return len(batch) / (time.perf_counter() - t0)
+
+
+def side_by_side(rounds: int, run) -> list[float]:
+    ratios = []
+    for r in range(rounds):
+        order = (False, True) if r % 2 == 0 else (True, False)
+        rates = {plain: run(plain, f"r{r}-{'plain' if plain else 'runhub'}") for plain in order}
+        ratios.append(rates[False] / rates[True])
+        print(f"    round {r + 1}: runhub {rates[False]:7.0f} ev/s, plain {rates[True]:7.0f} ev/s, ratio {ratios[-1]:.2f}",
+              flush=True)
+    return ratios
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("--database-url", help="a scratch database instead of the embedded one (superuser)")
+    parser.add_argument("--home", default=".runhub-bench", help="embedded cluster folder [.runhub-bench]")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, each way once per round [5]")
+    parser.add_argument("--events", type=int, default=2000, help="events each way per round [2000]")
+    parser.add_argument("--batch", type=int, default=1000, help="events a bulk call [1000]")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.events < 100 or not 1 <= args.batch <= 5000:
+        parser.error("--rounds >= 1, --events >= 100, --batch 1 to 5000")
+    print(f"load average at start: {loadavg()} ({os.cpu_count()} cores)", flush=True)
+    args.rebuild = True
+    url = database_url(args, DATABASE)
+    deploy(url, schedule_cron=False)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(PLAIN)
+        conn.execute(f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}') THEN "
+                     f"CREATE ROLE {ROLE} NOLOGIN IN ROLE runhub_ingest; END IF; END $$")
+        conn.execute(f"GRANT INSERT, SELECT ON public.bench_plain_events TO {ROLE}")
+        project = conn.execute("SELECT runhub.create_project('Ingest shop', gen_random_uuid(), 'UTC', 'EUR')").fetchone()[0]
+        conn.execute(f"SET ROLE {ROLE}")
+        warm = events(300, "warm")
+        one_by_one(conn, project, warm, False), one_by_one(conn, project, warm, True)  # plans, caches
+        print(f"\n1. one event per transaction, {args.events} each way per round:")
+        single = side_by_side(args.rounds, lambda plain, tag: one_by_one(conn, project, events(args.events, tag), plain))
+        print(f"\n2. in bulk, {args.batch} events a call, {args.events} each way per round:")
+        in_bulk(conn, project, events(args.batch, "warm-bulk"), args.batch, False)
+        in_bulk(conn, project, events(args.batch, "warm-bulk"), args.batch, True)
+        bulk = side_by_side(args.rounds, lambda plain, tag: in_bulk(conn, project, events(args.events, tag), args.batch, plain))
+    ok = True
+    for label, ratios in (("ingest_event / plain insert", single), ("ingest_events / batched plain insert", bulk)):
+        med = statistics.median(ratios)
+        ok &= med >= TARGET
+        print(f"{label}: median {med:.2f}, spread {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} rounds "
+              f"(target >= {TARGET}): {'ok' if med >= TARGET else 'UNDER'}")
+    print(f"load average at end: {loadavg()}")
+    print("reproduce: .venv/bin/python bench/ingest.py " + " ".join(sys.argv[1:]))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
