@@ -72,29 +72,33 @@ $$;
 
 -- Whether an instant a client sends is plausible: finite, after 2000, at most a day ahead of the
 -- server (timestamptz also holds infinity and years up to 294276).
+-- No SET clause: an expression inlined where it is used (ingest, create_run), not a function
+-- call planned again each time.
 CREATE OR REPLACE FUNCTION runhub._is_client_instant(p_at timestamptz)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$ SELECT p_at >= '2000-01-01T00:00:00Z' AND p_at <= now() + interval '1 day' $$;
 
 -- Event types runhub writes itself, now and later: its sends (*_email_sent, every action's
 -- sent_event_type) and anything named runhub_*. Clients may not ingest them.
+-- PL/pgSQL: its query's plan is cached for the session (a SQL function with a SET clause is
+-- planned on every call, and every ingested event calls it).
 CREATE OR REPLACE FUNCTION runhub._is_system_event_type(p_type text)
 RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT p_type LIKE '%\_email\_sent' OR p_type LIKE 'runhub\_%'
-        OR EXISTS (SELECT 1 FROM runhub.actions a WHERE a.sent_event_type = p_type)
+BEGIN
+    RETURN p_type LIKE '%\_email\_sent' OR p_type LIKE 'runhub\_%'
+        OR EXISTS (SELECT 1 FROM runhub.actions a WHERE a.sent_event_type = p_type);
+END
 $$;
 
 -- Idempotency-key namespaces runhub writes in: mail:<Message-ID> for its sends, runhub:* for later.
 CREATE OR REPLACE FUNCTION runhub._is_system_idempotency_key(p_key text)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT lower(p_key) LIKE 'mail:%' OR lower(p_key) LIKE 'runhub:%' $$;
+AS $$ SELECT lower(p_key) LIKE 'mail:%' OR lower(p_key) LIKE 'runhub:%' $$;  -- no SET clause: inlined
 
 -- Validate an incoming event and return it as a business_events row (id and received_at unset).
 CREATE OR REPLACE FUNCTION runhub._event_from_json(p_project uuid, p_event jsonb)

@@ -482,7 +482,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- helpers written to inline into their callers' queries: the prerequisites (_requirement_checks),
 -- the frequency cap and a run's settled state (expressions), a local day's range without its
 -- checks, a day's KPI facts, whether an action can run and a run's outcome as a row (the digest
--- job's batch query), and the execution lock's key (an expression). So is the attribution texts'
+-- job's batch query), and the execution lock's key, a client's plausible instant and runhub's own
+-- idempotency keys (expressions). So is the attribution texts'
 -- constant (_attribution_texts), which names nothing to look up, and the digest job's procedure
 -- (run_due_digests) and the outbox's purge (purge_finished_mail): one that commits may have no SET
 -- clause; they run with their caller's rights (no runhub role may call the purge).
@@ -493,7 +494,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                      AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
                      AND p.proname NOT IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                            '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
-                                           '_execution_lock_key', '_attribution_texts', 'run_due_digests',
+                                           '_execution_lock_key', '_is_client_instant', '_is_system_idempotency_key',
+                                           '_attribution_texts', 'run_due_digests',
                                            'purge_finished_mail')$$,
                 'every function in schema runhub but the inlined helpers, the attribution texts (a constant, folded into plans) and the digest job (a procedure that commits) has SET search_path = pg_catalog, pg_temp');
 SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
@@ -502,7 +504,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace
                      AND p.proname IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                        '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
-                                       '_execution_lock_key')
+                                       '_execution_lock_key', '_is_client_instant', '_is_system_idempotency_key')
                      AND (p.prosecdef OR r.rolname IS NOT NULL
                           OR EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                                       WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))$$,
