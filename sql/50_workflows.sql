@@ -91,13 +91,17 @@ END
 $$;
 
 -- Each prerequisite of the action with whether the project meets it (runhub._requirement_checks).
+-- PL/pgSQL, as _last_run_at and _policy_facts: their plans are cached for the session, where a SQL
+-- function with a SET clause is planned again on every call (preview, create_run, execution).
 CREATE OR REPLACE FUNCTION runhub._requirements(p_project runhub.projects, p_action runhub.actions)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(jsonb_agg(c.requirement || jsonb_build_object('satisfied', c.satisfied) ORDER BY c.ord), '[]')
-      FROM runhub._requirement_checks(p_project.id, p_project.settings, p_action.requires) c
+BEGIN
+    RETURN (SELECT coalesce(jsonb_agg(c.requirement || jsonb_build_object('satisfied', c.satisfied) ORDER BY c.ord), '[]')
+              FROM runhub._requirement_checks(p_project.id, p_project.settings, p_action.requires) c);
+END
 $$;
 
 -- When the action last ran in the project (queued, running or succeeded: failed and cancelled runs
@@ -105,12 +109,14 @@ $$;
 CREATE OR REPLACE FUNCTION runhub._last_run_at(p_project uuid, p_action text, p_except uuid DEFAULT NULL,
                                                p_before timestamptz DEFAULT 'infinity')
 RETURNS timestamptz
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT max(r.requested_at) FROM runhub.workflow_runs r
-     WHERE r.project_id = p_project AND r.action_id = p_action AND r.status IN ('queued', 'running', 'succeeded')
-       AND r.id IS DISTINCT FROM p_except AND r.requested_at < p_before
+BEGIN
+    RETURN (SELECT max(r.requested_at) FROM runhub.workflow_runs r
+             WHERE r.project_id = p_project AND r.action_id = p_action AND r.status IN ('queued', 'running', 'succeeded')
+               AND r.id IS DISTINCT FROM p_except AND r.requested_at < p_before);
+END
 $$;
 
 -- Count one create_run call against the project's limit of 10 per minute. Callers hold the project
@@ -143,14 +149,16 @@ $$;
 CREATE OR REPLACE FUNCTION runhub._policy_facts(p_project runhub.projects, p_action runhub.actions, p_role text,
                                                 p_recipient_count int, p_last_run_at timestamptz)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object(
+BEGIN
+    RETURN jsonb_build_object(
         'policy', p_action.policy, 'requiredRole', p_action.required_role, 'role', p_role,
         'requirements', runhub._requirements(p_project, p_action),
         'lastRunAt', runhub._iso(p_last_run_at), 'now', runhub._iso(now()),
-        'recipientCount', p_recipient_count)
+        'recipientCount', p_recipient_count);
+END
 $$;
 
 -- Who the action would e-mail now: exact count, counts per exclusion, and the first five, from one
