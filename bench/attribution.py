@@ -39,7 +39,6 @@ runhub.business_events, and needs a superuser).
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import random
@@ -54,7 +53,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.deploy import deploy  # noqa: E402
-from benchlib import database_url, loadavg  # noqa: E402
+from benchlib import database_url, loadavg, parser as bench_parser, vacuum_analyze  # noqa: E402
 
 DATABASE = "runhub_bench_attribution"
 DATA_VERSION = 1
@@ -199,21 +198,13 @@ def load(conn) -> None:
     conn.execute(f"ALTER TABLE runhub.business_events ENABLE TRIGGER {TRIGGER}")
     conn.commit()
     print(f"  sent mail ({time.monotonic() - t0:.0f} s)", flush=True)
-    vacuum_analyze(conn)
+    vacuum_analyze(conn, LOADED_TABLES)
     print(f"loaded in {time.monotonic() - t0:.0f} s", flush=True)
 
 
-def vacuum_analyze(conn, tables=("runhub.business_events", "runhub.customers", "runhub.workflow_runs",
-                                 "runhub.workflow_run_recipients", "runhub.outbox",
-                                 "runhub.workflow_attributions")) -> None:
-    autocommit = conn.autocommit
-    conn.commit()
-    conn.autocommit = True
-    try:
-        for table in tables:
-            conn.execute(f"VACUUM (ANALYZE) {table}")
-    finally:
-        conn.autocommit = autocommit
+LOADED_TABLES = ("runhub.business_events", "runhub.customers", "runhub.workflow_runs",
+                 "runhub.workflow_run_recipients", "runhub.outbox",
+                 "runhub.workflow_attributions")  # what the load writes: vacuumed after it
 
 
 def to_present(conn) -> None:
@@ -499,13 +490,7 @@ def bench_outcome(url: str, admin, calls: int) -> bool:
 # -- main ------------------------------------------------------------------------------------------
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--database-url", help="a scratch database to use instead of the embedded one (superuser; "
-                                               "the bench disables and re-enables the attribution trigger)")
-    parser.add_argument("--home", default=".runhub-bench", help="embedded cluster folder [.runhub-bench]")
-    parser.add_argument("--rebuild", action="store_true", help="drop and reload the data set (embedded cluster)")
+    parser = bench_parser(__doc__, "superuser; the bench disables and re-enables the attribution trigger")
     parser.add_argument("--rounds", type=int, default=5, help="ingest rounds, each way once per round [5]")
     parser.add_argument("--events", type=int, default=2000, help="payments per round and way [2000]")
     parser.add_argument("--warmup", type=int, default=25, help="untimed payments after each trigger switch [25]")

@@ -1,12 +1,38 @@
-"""What the benchmarks share: their database on the kept embedded cluster, and the load average."""
+"""What the benchmarks share: their command line, their database on the kept embedded cluster,
+VACUUM of what they loaded, and the load average."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 import psycopg
 
 from runhub_loader.embedded import Cluster
+
+
+def parser(doc: str, database_help: str, rebuild: bool = True) -> argparse.ArgumentParser:
+    """A bench's command line: its docstring as the help, --database-url (a scratch database:
+    `database_help` says what the bench does to it), --home and, for a kept data set, --rebuild."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(doc.splitlines()[1:]))
+    p.add_argument("--database-url", help=f"a scratch database to use instead of the embedded one ({database_help})")
+    p.add_argument("--home", default=".runhub-bench", help="embedded cluster folder [.runhub-bench]")
+    if rebuild:
+        p.add_argument("--rebuild", action="store_true", help="drop and reload the data set (embedded cluster)")
+    return p
+
+
+def vacuum_analyze(conn, tables) -> None:
+    """VACUUM (ANALYZE) each table (outside a transaction, whatever the connection's mode)."""
+    autocommit = conn.autocommit
+    conn.commit()
+    conn.autocommit = True
+    try:
+        for table in tables:
+            conn.execute(f"VACUUM (ANALYZE) {table}")
+    finally:
+        conn.autocommit = autocommit
 
 
 def database_url(args, database: str) -> str:

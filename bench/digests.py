@@ -43,7 +43,6 @@ shared machine: the load average is printed at the start, per round and at the e
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import statistics
@@ -56,7 +55,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.deploy import deploy  # noqa: E402
-from benchlib import database_url, loadavg  # noqa: E402
+from benchlib import database_url, loadavg, parser as bench_parser, vacuum_analyze  # noqa: E402
 
 DATABASE = "runhub_bench_digests"
 DATA_VERSION = 1
@@ -255,21 +254,13 @@ def load(conn, projects: int) -> None:
     conn.execute(f"ALTER TABLE runhub.business_events ENABLE TRIGGER {ATTRIBUTION_TRIGGER}")
     conn.commit()
     print(f"  workflow mail ({time.monotonic() - t0:.0f} s)", flush=True)
-    vacuum_analyze(conn)
+    vacuum_analyze(conn, LOADED_TABLES)
     print(f"loaded in {time.monotonic() - t0:.0f} s", flush=True)
 
 
-def vacuum_analyze(conn, tables=("runhub.business_events", "runhub.customers", "runhub.projects",
-                                 "runhub.workflow_runs", "runhub.workflow_run_recipients", "runhub.outbox",
-                                 "runhub.workflow_attributions", "runhub.digests")) -> None:
-    autocommit = conn.autocommit
-    conn.commit()
-    conn.autocommit = True
-    try:
-        for table in tables:
-            conn.execute(f"VACUUM (ANALYZE) {table}")
-    finally:
-        conn.autocommit = autocommit
+LOADED_TABLES = ("runhub.business_events", "runhub.customers", "runhub.projects",
+                 "runhub.workflow_runs", "runhub.workflow_run_recipients", "runhub.outbox",
+                 "runhub.workflow_attributions", "runhub.digests")  # what the load writes: vacuumed after it
 
 
 def to_present(conn) -> None:
@@ -308,7 +299,7 @@ def to_present(conn) -> None:
         conn.execute(f"ALTER TABLE {table} ENABLE TRIGGER {trigger}")
     conn.execute("UPDATE public.bench_digest_meta SET anchor = anchor + %(d)s", params)
     conn.commit()
-    vacuum_analyze(conn)
+    vacuum_analyze(conn, LOADED_TABLES)
     print(f"  moved in {time.monotonic() - t0:.0f} s", flush=True)
 
 
@@ -637,13 +628,7 @@ def profile(url: str, admin, sample: int) -> None:
 # -- main ------------------------------------------------------------------------------------------
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--database-url", help="a scratch database to use instead of the embedded one (superuser; "
-                                               "the bench shifts its data in time, toggling the append-only guards)")
-    parser.add_argument("--home", default=".runhub-bench", help="embedded cluster folder [.runhub-bench]")
-    parser.add_argument("--rebuild", action="store_true", help="drop and reload the data set (embedded cluster)")
+    parser = bench_parser(__doc__, "superuser; the bench shifts its data in time, toggling the append-only guards")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds, each side once per round [3]")
     parser.add_argument("--profile", action="store_true",
                         help="print the time per function of a batch of digests (also done when the target is missed)")

@@ -16,7 +16,6 @@ misses its target. Wall-clock on a shared machine: the load average is printed a
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import os
 import statistics
@@ -30,7 +29,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.deploy import deploy  # noqa: E402
-from benchlib import database_url, loadavg  # noqa: E402
+from benchlib import database_url, loadavg, parser as bench_parser  # noqa: E402
 
 DATABASE = "runhub_bench_ingest"
 ROLE = "runhub_bench_ingest"
@@ -97,11 +96,7 @@ def side_by_side(rounds: int, run) -> list[float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--database-url", help="a scratch database instead of the embedded one (superuser)")
-    parser.add_argument("--home", default=".runhub-bench", help="embedded cluster folder [.runhub-bench]")
+    parser = bench_parser(__doc__, "superuser", rebuild=False)
     parser.add_argument("--rounds", type=int, default=5, help="rounds, each way once per round [5]")
     parser.add_argument("--events", type=int, default=2000, help="events each way per round [2000]")
     parser.add_argument("--batch", type=int, default=1000, help="events a bulk call [1000]")

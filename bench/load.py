@@ -28,13 +28,11 @@ invariants; exits 1 when one fails.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import email.parser
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,7 +47,7 @@ from psycopg.types.json import Jsonb
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.deploy import deploy  # noqa: E402
 from runhub_loader.embedded import free_port  # noqa: E402
-from benchlib import database_url, loadavg  # noqa: E402
+from benchlib import database_url, loadavg, parser as bench_parser  # noqa: E402
 
 DATABASE = "runhub_bench_load"
 RUNHUB = Path(sys.executable).parent / "runhub"
@@ -223,11 +221,7 @@ def sampler(url, app_name: str, waits: collections.Counter, stop: threading.Even
 # -- main --------------------------------------------------------------------------------------------
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[1:]))
-    parser.add_argument("--database-url", help="a scratch database instead of the embedded one (superuser; it is emptied)")
-    parser.add_argument("--home", default=".runhub-bench", help="embedded cluster folder [.runhub-bench]")
+    parser = bench_parser(__doc__, "superuser; it is emptied", rebuild=False)
     parser.add_argument("--seconds", type=float, default=60.0, help="how long the load runs [60]")
     parser.add_argument("--backlog", type=int, default=3000, help="mails queued for each delivery measurement [3000]")
     parser.add_argument("--seed", type=int, default=1, help="the clients' random seed [1]")

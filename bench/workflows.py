@@ -11,7 +11,6 @@ quiet machine: the percentiles are wall-clock.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -24,7 +23,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.deploy import deploy  # noqa: E402
-from runhub_loader.embedded import Cluster  # noqa: E402
+from benchlib import database_url, loadavg, parser as bench_parser  # noqa: E402
 
 OWNER = uuid.UUID("00000000-0000-4000-8000-00000000b0b0")
 BIG_CUSTOMERS = 50_000
@@ -212,26 +211,11 @@ def bench_execution(conn, rounds: int) -> bool:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", help="a server to use instead of the embedded one")
-    parser.add_argument("--home", default=".runhub-bench", help="embedded cluster folder [.runhub-bench]")
-    parser.add_argument("--rebuild", action="store_true", help="drop and reload the data set")
+    parser = bench_parser(__doc__, "superuser; it keeps a 5 M-event data set there")
     parser.add_argument("--rounds", type=int, default=60)
     args = parser.parse_args()
-    if args.database_url:
-        url = args.database_url
-    else:
-        cluster = Cluster(Path(args.home).resolve())
-        cluster.start(fast=True)
-        with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
-            exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = 'runhub_bench'").fetchone()
-            if args.rebuild and exists:
-                admin.execute("DROP DATABASE runhub_bench WITH (FORCE)")
-                exists = None
-            if not exists:
-                admin.execute("CREATE DATABASE runhub_bench")
-        url = cluster.url("runhub_bench")
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores)")
+    url = database_url(args, "runhub_bench")
+    print(f"load average at start: {loadavg()} ({os.cpu_count()} cores)")
     deploy(url, schedule_cron=False)
     with psycopg.connect(url) as conn:
         if conn.execute("SELECT count(*) FROM runhub.projects").fetchone()[0] < PROJECTS:
@@ -239,7 +223,7 @@ def main() -> int:
         project = big_project(conn)
         ok = bench_previews(conn, project, args.rounds)
         ok &= bench_execution(conn, max(10, args.rounds // 3))
-    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average at end: {loadavg()}")
     return 0 if ok else 1
 
 

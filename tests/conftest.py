@@ -152,6 +152,14 @@ def wait_until(condition, what: str, deadline_seconds: float = DEADLINE_SECONDS)
         time.sleep(0.005)  # a polling interval, not a synchronisation guess
 
 
+def durable_commits(conn) -> None:
+    """Commits that survive a crash, as in production: the test cluster runs with
+    synchronous_commit off (a commit there may still be in the WAL buffers when the server dies).
+    For this database's new sessions and this one."""
+    conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET synchronous_commit = on')
+    conn.execute("SET synchronous_commit = on")
+
+
 def blocked_by(monitor, blocker_pid: int) -> set[int]:
     """Backends of this database waiting for a heavyweight lock held by blocker_pid."""
     rows = monitor.execute(

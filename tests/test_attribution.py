@@ -12,8 +12,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from attribution_helpers import (credit, deliver, explain, outcome, pay, promo_run, recovery_run,
-                                 sent_hours_ago)
+from attribution_helpers import credit, explain, outcome, pay, promo_run, recovery_run, sent_hours_ago
 from conftest import assert_refused, count_rows, ingest, new_project
 from workflow_helpers import ago, connect, get_run, ready_project
 

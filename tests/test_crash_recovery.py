@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from attribution_helpers import deliver
-from conftest import blocked_by, wait_until
+from conftest import blocked_by, durable_commits, wait_until
 from test_digests import digest_project, run_job, small_batches, yesterday
 from workflow_helpers import connect, create_run, preview, process_runs, ready_project, run_row, run_status
 
@@ -21,13 +21,6 @@ def _swallow(fn, errors: list):
         fn()
     except psycopg.Error as exc:  # the server went down under it
         errors.append(exc)
-
-
-def _durable(conn) -> None:
-    """Commits that survive a crash, as in production: the test cluster runs with
-    synchronous_commit off (a commit there may still be in the WAL buffers when the server dies)."""
-    conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET synchronous_commit = on')
-    conn.execute("SET synchronous_commit = on")
 
 
 def _crash_while_waiting(cluster, conn, holder, session, work, what: str) -> None:
@@ -50,7 +43,7 @@ def test_a_crash_during_an_execution_leaves_the_run_to_be_executed_again(cluster
     """process_runs claims and executes in one transaction: the crash takes the claim with it and
     the run is queued as before. A worker that claimed first (claim_runs, committed) and died in
     execute_run leaves a lease: once it lapses the run is claimed again, an attempt spent."""
-    _durable(conn)
+    durable_commits(conn)
     project, owner = ready_project(conn)
     conn.execute("""SELECT runhub.ingest_event(%s, jsonb_build_object(
                         'type', 'user_signed_up', 'occurredAt', to_char(now() - interval '1 hour', 'YYYY-MM-DD"T"HH24:MI:SSOF'),
@@ -87,7 +80,7 @@ def test_a_crash_during_an_execution_leaves_the_run_to_be_executed_again(cluster
 
 
 def test_a_crash_during_the_digest_job_loses_no_day_and_sends_none_twice(cluster, conn, db_url):
-    _durable(conn)
+    durable_commits(conn)
     projects = [digest_project(conn, activity=False) for _ in range(450)]
     for n, project in enumerate(projects):  # a fixed order: most overdue first
         conn.execute("UPDATE runhub.projects SET digest_next_at = now() - make_interval(mins => %s) WHERE id = %s",

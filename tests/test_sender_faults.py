@@ -37,7 +37,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-from conftest import wait_until
+from conftest import durable_commits, wait_until
 from runhub_loader.embedded import free_port
 from runhub_loader.smtp import ehlo_responses
 from workflow_helpers import connect, create_run, preview, ready_project, run_status
@@ -484,8 +484,7 @@ def test_a_database_restart_while_mail_is_in_flight_loses_and_duplicates_nothing
     on a dead session, must retry on a new one (record_retry), and nothing is lost or sent twice."""
     free = 10
     with connect(db_url) as conn:
-        # Commits that survive a crash, as in production (the test cluster runs without).
-        conn.execute(f'ALTER DATABASE "{conn.info.dbname}" SET synchronous_commit = on')
+        durable_commits(conn)  # as in production: the crash must not take what was committed
         _, run, emails = onboarding_run(conn, "inflight", 150)
     sink.arm(0, trip_at=free, mode="stall")
     proc = senders(db_url, sink.port, name="inflight")
