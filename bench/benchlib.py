@@ -11,13 +11,14 @@ import psycopg
 from runhub_loader.embedded import Cluster
 
 
-def parser(doc: str, database_help: str, rebuild: bool = True) -> argparse.ArgumentParser:
+def parser(doc: str, database_help: str, rebuild: bool = True, home: str = ".runhub-bench") -> argparse.ArgumentParser:
     """A bench's command line: its docstring as the help, --database-url (a scratch database:
-    `database_help` says what the bench does to it), --home and, for a kept data set, --rebuild."""
+    `database_help` says what the bench does to it), --home and, for a kept data set, --rebuild.
+    A home other than .runhub-bench is a cluster with PostgreSQL's default durability."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(doc.splitlines()[1:]))
     p.add_argument("--database-url", help=f"a scratch database to use instead of the embedded one ({database_help})")
-    p.add_argument("--home", default=".runhub-bench", help="embedded cluster folder [.runhub-bench]")
+    p.add_argument("--home", default=home, help=f"embedded cluster folder [{home}]")
     if rebuild:
         p.add_argument("--rebuild", action="store_true", help="drop and reload the data set (embedded cluster)")
     return p
@@ -41,7 +42,7 @@ def database_url(args, database: str) -> str:
     if args.database_url:
         return args.database_url
     cluster = Cluster(Path(args.home).resolve())
-    cluster.start(fast=True)
+    cluster.start(fast=Path(args.home).name == ".runhub-bench")  # the others: durable, as deployed
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if args.rebuild and exists:
@@ -50,6 +51,12 @@ def database_url(args, database: str) -> str:
         if not exists:
             admin.execute(f'CREATE DATABASE "{database}"')
     return cluster.url(database)
+
+
+def durability(conn) -> str:
+    """The server's fsync and synchronous_commit, for the record of what a figure was measured on."""
+    fsync, sync = conn.execute("SELECT current_setting('fsync'), current_setting('synchronous_commit')").fetchone()
+    return f"fsync={fsync} synchronous_commit={sync}"
 
 
 def loadavg() -> str:

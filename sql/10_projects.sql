@@ -94,11 +94,11 @@ SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN EXISTS (SELECT 1 FROM runhub.timezones WHERE name = p_tz); END $$;
 
 -- Text trimmed of every kind of leading and trailing white space (btrim only strips spaces).
+-- No SET clause: inlined where it is used (ingest trims every name), not planned on every call.
 CREATE OR REPLACE FUNCTION runhub._trim(p_text text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$ SELECT regexp_replace(p_text, '^[[:space:]\u00a0\u200b\ufeff]+|[[:space:]\u00a0\u200b\ufeff]+$', '', 'g') $$;
+AS $$ SELECT pg_catalog.regexp_replace(p_text, '^[[:space:]\u00a0\u200b\ufeff]+|[[:space:]\u00a0\u200b\ufeff]+$', '', 'g') $$;
 
 -- Create a project; its owner becomes its first member. Returns the project id.
 CREATE OR REPLACE FUNCTION runhub.create_project(

@@ -40,6 +40,23 @@ EXCEPTION WHEN datetime_field_overflow OR invalid_datetime_format OR invalid_tim
 END
 $$;
 
+-- Whether text is an instant _parse_instant takes in its common shape, whose cast cannot fail: a
+-- year 2000-2099, a real day of its month, an offset under 15 hours. Ingest casts these directly
+-- (no subtransaction of _parse_instant's EXCEPTION block) and leaves the rest to _parse_instant.
+-- No SET clause: an expression inlined where it is used.
+CREATE OR REPLACE FUNCTION runhub._is_plain_instant(p_text text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN p_text ~ '^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?(Z|[+-](0[0-9]|1[0-4])(:?[0-5][0-9])?)$'
+                THEN pg_catalog.substr(p_text, 9, 2)
+                     <= CASE pg_catalog.substr(p_text, 6, 2)
+                        WHEN '02' THEN CASE WHEN pg_catalog.substr(p_text, 3, 2)::int % 4 = 0 THEN '29' ELSE '28' END
+                        WHEN '04' THEN '30' WHEN '06' THEN '30' WHEN '09' THEN '30' WHEN '11' THEN '30'
+                        ELSE '31' END
+                ELSE false END  -- CASE, not AND: SQL does not promise the order
+$$;
+
 -- An instant as the API writes it: UTC, microseconds, 'Z'.
 CREATE OR REPLACE FUNCTION runhub._iso(p_at timestamptz)
 RETURNS text
@@ -80,19 +97,12 @@ LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT p_at >= '2000-01-01T00:00:00Z' AND p_at <= now() + interval '1 day' $$;
 
 -- Event types runhub writes itself, now and later: its sends (*_email_sent, every action's
--- sent_event_type) and anything named runhub_*. Clients may not ingest them.
--- PL/pgSQL: its query's plan is cached for the session (a SQL function with a SET clause is
--- planned on every call, and every ingested event calls it).
-CREATE OR REPLACE FUNCTION runhub._is_system_event_type(p_type text)
+-- sent_event_type, given as p_sent_types) and anything named runhub_*. Clients may not ingest them.
+-- No SET clause: an expression inlined where it is used (the set-based check of events).
+CREATE OR REPLACE FUNCTION runhub._is_reserved_event_type(p_type text, p_sent_types text[])
 RETURNS boolean
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN p_type LIKE '%\_email\_sent' OR p_type LIKE 'runhub\_%'
-        OR EXISTS (SELECT 1 FROM runhub.actions a WHERE a.sent_event_type = p_type);
-END
-$$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT p_type LIKE '%\_email\_sent' OR p_type LIKE 'runhub\_%' OR p_type = ANY (p_sent_types) $$;
 
 -- Idempotency-key namespaces runhub writes in: mail:<Message-ID> for its sends, runhub:* for later.
 CREATE OR REPLACE FUNCTION runhub._is_system_idempotency_key(p_key text)
@@ -100,74 +110,112 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT lower(p_key) LIKE 'mail:%' OR lower(p_key) LIKE 'runhub:%' $$;  -- no SET clause: inlined
 
--- Validate an incoming event and return it as a business_events row (id and received_at unset).
+-- Validate an incoming event and return it as a business_events row (id and received_at unset):
+-- one of the common shape as it is (_plain_event, one statement), any other field by field.
 CREATE OR REPLACE FUNCTION runhub._event_from_json(p_project uuid, p_event jsonb)
 RETURNS runhub.business_events
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_row runhub.business_events;
+BEGIN
+    v_row.project_id := p_project;
+    SELECT p.event_type, p.occurred_at, p.idempotency_key, p.correlation_id, p.customer_email, p.customer_name,
+           p.customer_locale, p.amount_cents, p.currency, p.payload
+      INTO v_row.event_type, v_row.occurred_at, v_row.idempotency_key, v_row.correlation_id, v_row.customer_email,
+           v_row.customer_name, v_row.customer_locale, v_row.amount_cents, v_row.currency, v_row.payload
+      FROM runhub._plain_event(p_event) p;
+    IF FOUND THEN
+        RETURN v_row;
+    END IF;
+    RETURN runhub._event_field_by_field(p_project, p_event);
+END
+$$;
+
+-- An event validated field by field, or the refusal that says which field and why. Each field's
+-- common shape is taken in one expression; _event_string and _parse_instant run only to say what
+-- is wrong (a call with a SET clause or a subtransaction per field cost more than the checks).
+CREATE OR REPLACE FUNCTION runhub._event_field_by_field(p_project uuid, p_event jsonb)
+RETURNS runhub.business_events
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c_fields   CONSTANT text[] := '{type,occurredAt,idempotencyKey,correlationId,customer,amountCents,currency,payload}';
     v_row      runhub.business_events;
     v_key      text;
     v_customer jsonb;
+    v_value    jsonb;
     v_text     text;
-    v_amount   jsonb;
     v_number   numeric;
     v_bytes    int;
 BEGIN
     IF p_event IS NULL OR jsonb_typeof(p_event) <> 'object' THEN
         PERFORM runhub._invalid('events.invalid', 'event', 'must be a JSON object');
     END IF;
-    SELECT k INTO v_key FROM jsonb_object_keys(p_event) k
-     WHERE k NOT IN ('type', 'occurredAt', 'idempotencyKey', 'correlationId', 'customer',
-                     'amountCents', 'currency', 'payload')
-     ORDER BY k LIMIT 1;
-    IF v_key IS NOT NULL THEN
+    IF p_event - c_fields <> '{}' THEN
+        SELECT k INTO v_key FROM jsonb_object_keys(p_event - c_fields) k ORDER BY k LIMIT 1;
         PERFORM runhub._raise('events.unknownField', jsonb_build_object('field', v_key));
     END IF;
     v_row.project_id := p_project;
 
-    v_row.event_type := runhub._event_string(p_event -> 'type', 'type', 64);
-    IF v_row.event_type IS NULL OR v_row.event_type !~ '^[a-z][a-z0-9_]{0,63}$' THEN
+    v_value := p_event -> 'type';
+    v_row.event_type := CASE WHEN jsonb_typeof(v_value) = 'string' THEN v_value #>> '{}' END;
+    IF v_row.event_type IS NULL OR v_row.event_type !~ '^[a-z][a-z0-9_]*$' OR length(v_row.event_type) > 64 THEN
+        PERFORM runhub._event_string(v_value, 'type', 64);  -- says what is wrong with it, if it can
         PERFORM runhub._invalid('events.invalid', 'type', 'is required: lower-case letters, digits and _');
     END IF;
 
-    v_text := runhub._event_string(p_event -> 'occurredAt', 'occurredAt', 40);
-    v_row.occurred_at := runhub._parse_instant(v_text);
+    v_value := p_event -> 'occurredAt';
+    v_text := CASE WHEN jsonb_typeof(v_value) = 'string' THEN v_value #>> '{}' END;
+    IF runhub._is_plain_instant(v_text) THEN
+        v_row.occurred_at := v_text::timestamptz;
+    ELSE
+        v_row.occurred_at := runhub._parse_instant(runhub._event_string(v_value, 'occurredAt', 40));
+    END IF;
     IF v_row.occurred_at IS NULL THEN
         PERFORM runhub._invalid('events.invalid', 'occurredAt', 'is required: an ISO 8601 instant with an offset');
     ELSIF NOT runhub._is_client_instant(v_row.occurred_at) THEN
         PERFORM runhub._invalid('events.invalid', 'occurredAt', 'must be after 2000 and at most a day ahead of the server');
     END IF;
 
-    v_row.idempotency_key := runhub._event_string(p_event -> 'idempotencyKey', 'idempotencyKey', 255);
+    v_value := p_event -> 'idempotencyKey';
+    v_row.idempotency_key := CASE WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 255
+                                  THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'idempotencyKey', 255) END;
     IF v_row.idempotency_key IS NULL THEN
         PERFORM runhub._invalid('events.invalid', 'idempotencyKey', 'is required');
     END IF;
     -- What runhub records itself (its sends) must never come from a client: a forged send could
     -- earn a workflow money, and a key taken in advance would silence the real one.
-    IF runhub._is_system_event_type(v_row.event_type) THEN
+    IF runhub._is_reserved_event_type(v_row.event_type, ARRAY(SELECT a.sent_event_type FROM runhub.actions a)) THEN
         PERFORM runhub._raise('events.reservedForRunhub', jsonb_build_object('field', 'type', 'value', v_row.event_type));
     END IF;
     IF runhub._is_system_idempotency_key(v_row.idempotency_key) THEN
         PERFORM runhub._raise('events.reservedForRunhub', jsonb_build_object(
             'field', 'idempotencyKey', 'value', split_part(v_row.idempotency_key, ':', 1) || ':…'));
     END IF;
-    v_row.correlation_id := runhub._event_string(p_event -> 'correlationId', 'correlationId', 255);
+    v_value := p_event -> 'correlationId';
+    v_row.correlation_id := CASE WHEN v_value IS NULL THEN NULL
+                                 WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 255
+                                 THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'correlationId', 255) END;
 
     v_customer := p_event -> 'customer';
     IF v_customer IS NOT NULL AND v_customer <> 'null' THEN
         IF jsonb_typeof(v_customer) <> 'object' THEN
             PERFORM runhub._invalid('events.invalid', 'customer', 'must be an object');
         END IF;
-        SELECT k INTO v_key FROM jsonb_object_keys(v_customer) k
-         WHERE k NOT IN ('email', 'name', 'locale') ORDER BY k LIMIT 1;
-        IF v_key IS NOT NULL THEN
+        IF v_customer - '{email,name,locale}'::text[] <> '{}' THEN
+            SELECT k INTO v_key FROM jsonb_object_keys(v_customer - '{email,name,locale}'::text[]) k ORDER BY k LIMIT 1;
             PERFORM runhub._raise('events.unknownField', jsonb_build_object('field', 'customer.' || v_key));
         END IF;
         -- Trimmed of every kind of white space before the length check: an address padded with an
         -- invisible character would never match the same customer's other events.
-        v_row.customer_email := lower(runhub._trim(runhub._event_string(v_customer -> 'email', 'customer.email', 1000)));
+        v_value := v_customer -> 'email';
+        v_row.customer_email := lower(runhub._trim(
+            CASE WHEN v_value IS NULL THEN NULL
+                 WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 1000
+                 THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.email', 1000) END));
         -- Only an address the sender can deliver (plpython/addresses.py). The common ones are checked
         -- here, sparing a PL/Python call (and a session's first, ~20 ms): ASCII_FAST_PATTERN there,
         -- with the lengths (tests/test_mailbox.py proves it agrees); the grammar takes the rest.
@@ -179,25 +227,35 @@ BEGIN
                 PERFORM runhub._invalid('events.invalid', 'customer.email', 'is not a deliverable e-mail address (ASCII local part, host name, at most 254 characters)');
             END IF;
         END IF;
-        v_row.customer_name := nullif(runhub._trim(runhub._event_string(v_customer -> 'name', 'customer.name', 200)), '');
-        v_row.customer_locale := runhub._event_string(v_customer -> 'locale', 'customer.locale', 35);
+        v_value := v_customer -> 'name';
+        v_row.customer_name := nullif(runhub._trim(
+            CASE WHEN v_value IS NULL THEN NULL
+                 WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 200
+                 THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.name', 200) END), '');
+        v_value := v_customer -> 'locale';
+        v_row.customer_locale := CASE WHEN v_value IS NULL THEN NULL
+                                      WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 35
+                                      THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.locale', 35) END;
         IF v_row.customer_locale !~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$' THEN
             PERFORM runhub._invalid('events.invalid', 'customer.locale', 'is not a language tag such as en or fr-CA');
         END IF;
     END IF;
 
-    v_amount := p_event -> 'amountCents';
-    IF v_amount IS NOT NULL AND v_amount <> 'null' THEN
+    v_value := p_event -> 'amountCents';
+    IF v_value IS NOT NULL AND v_value <> 'null' THEN
         -- Nested tests: SQL does not promise to short-circuit OR, and a string must never reach ::numeric.
-        IF jsonb_typeof(v_amount) = 'number' THEN
-            v_number := (v_amount::text)::numeric;
+        IF jsonb_typeof(v_value) = 'number' THEN
+            v_number := v_value::numeric;
         END IF;
         IF v_number IS NULL OR v_number <> trunc(v_number) OR v_number NOT BETWEEN 0 AND 9007199254740991 THEN
             PERFORM runhub._invalid('events.invalid', 'amountCents', 'must be a whole number of minor units, 0 or more');
         END IF;
         v_row.amount_cents := v_number;
     END IF;
-    v_text := runhub._event_string(p_event -> 'currency', 'currency', 3);
+    v_value := p_event -> 'currency';
+    v_text := CASE WHEN v_value IS NULL THEN NULL
+                   WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 3
+                   THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'currency', 3) END;
     IF v_text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM runhub.currencies WHERE code = v_text) THEN
         PERFORM runhub._invalid('events.invalid', 'currency', 'is not an ISO 4217 currency code');
     END IF;
@@ -219,6 +277,129 @@ BEGIN
 END
 $$;
 
+-- Whether an event has the common shape _event_from_json takes as it is, checked in one
+-- expression: an object of known fields; a type of the pattern not named as runhub's own (the
+-- actions' sent types aside: the caller looks them up); an instant _is_plain_instant takes that is
+-- a client's (_is_client_instant); a key of 1 to 255 characters outside runhub's namespaces; a correlation id of 1 to
+-- 255; no customer, or one with a lower-case-able ASCII address on the fast path of addresses.py, a
+-- name of 1 to 200 and a language tag; a whole amount with a currency string; a payload object of
+-- at most 32 KiB. False is no verdict: _event_from_json then takes the event field by field, and
+-- stores it or says why not. tests/test_ingest_plain.py holds the two to that on generated events.
+-- No SET clause: inlined where it is used (CASE, not AND, before a cast: SQL does not promise the
+-- order of AND).
+CREATE OR REPLACE FUNCTION runhub._is_plain_event(e jsonb)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN pg_catalog.jsonb_typeof(e) = 'object'
+                 AND (e - '{type,occurredAt,idempotencyKey,correlationId,customer,amountCents,currency,payload}'::text[]) = '{}'
+                 AND pg_catalog.jsonb_typeof(e -> 'type') = 'string' AND (e ->> 'type') ~ '^[a-z][a-z0-9_]*$'
+                 AND pg_catalog.length(e ->> 'type') <= 64
+                 AND NOT runhub._is_reserved_event_type(e ->> 'type', '{}')
+                 AND pg_catalog.jsonb_typeof(e -> 'occurredAt') = 'string' AND runhub._is_plain_instant(e ->> 'occurredAt')
+                 AND pg_catalog.jsonb_typeof(e -> 'idempotencyKey') = 'string'
+                 AND pg_catalog.length(e ->> 'idempotencyKey') BETWEEN 1 AND 255
+                 AND NOT runhub._is_system_idempotency_key(e ->> 'idempotencyKey')
+                 AND (e -> 'correlationId' IS NULL
+                      OR pg_catalog.jsonb_typeof(e -> 'correlationId') = 'string'
+                         AND pg_catalog.length(e ->> 'correlationId') BETWEEN 1 AND 255)
+                 AND (e -> 'customer' IS NULL
+                      OR pg_catalog.jsonb_typeof(e -> 'customer') = 'object'
+                         AND ((e -> 'customer') - '{email,name,locale}'::text[]) = '{}'
+                         AND pg_catalog.jsonb_typeof(e -> 'customer' -> 'email') = 'string'
+                         -- ASCII_FAST_PATTERN and its lengths, as in _event_from_json
+                         AND pg_catalog.lower(e -> 'customer' ->> 'email') ~ '^[a-z0-9!#$%&\x27*+/=^_`{|}~-]+(\.[a-z0-9!#$%&\x27*+/=^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$'
+                         AND pg_catalog.length(e -> 'customer' ->> 'email') <= 254
+                         AND pg_catalog.length(pg_catalog.split_part(e -> 'customer' ->> 'email', '@', 2)) <= 63
+                         AND pg_catalog.strpos(pg_catalog.lower(e -> 'customer' ->> 'email'), 'xn--') = 0
+                         AND (e -> 'customer' -> 'name' IS NULL
+                              OR pg_catalog.jsonb_typeof(e -> 'customer' -> 'name') = 'string'
+                                 AND pg_catalog.length(e -> 'customer' ->> 'name') BETWEEN 1 AND 200)
+                         AND (e -> 'customer' -> 'locale' IS NULL
+                              OR pg_catalog.jsonb_typeof(e -> 'customer' -> 'locale') = 'string'
+                                 AND pg_catalog.length(e -> 'customer' ->> 'locale') BETWEEN 1 AND 35
+                                 AND (e -> 'customer' ->> 'locale') ~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$'))
+                 AND (e -> 'amountCents' IS NULL) = (e -> 'currency' IS NULL)
+                 AND (e -> 'amountCents' IS NULL
+                      OR pg_catalog.jsonb_typeof(e -> 'amountCents') = 'number'
+                         AND pg_catalog.jsonb_typeof(e -> 'currency') = 'string')
+                 AND (e -> 'payload' IS NULL OR pg_catalog.jsonb_typeof(e -> 'payload') = 'object')
+            THEN runhub._is_client_instant((e ->> 'occurredAt')::pg_catalog.timestamptz)
+                 AND (e -> 'amountCents' IS NULL
+                      OR (e -> 'amountCents')::pg_catalog.numeric = pg_catalog.trunc((e -> 'amountCents')::pg_catalog.numeric)
+                         AND (e -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND 9007199254740991)
+                 AND pg_catalog.octet_length(coalesce(e -> 'payload', '{}')::text) <= 32768
+            ELSE false END
+$$;
+
+-- An event's fields as business_events would store them if it has the common shape
+-- (_is_plain_event): one row, every expression safe on any JSON (a field that is not as expected
+-- gives null or a value _is_plain_event refuses, never an error). No SET clause: inlined.
+CREATE OR REPLACE FUNCTION runhub._event_fields(p_event jsonb)
+RETURNS TABLE (event_type text, occurred_at timestamptz, idempotency_key text, correlation_id text,
+               customer_email text, customer_name text, customer_locale text, amount_cents bigint,
+               currency char(3), payload jsonb)
+LANGUAGE sql STABLE
+AS $$
+    SELECT p_event ->> 'type',
+           CASE WHEN runhub._is_plain_instant(p_event ->> 'occurredAt')
+                THEN (p_event ->> 'occurredAt')::pg_catalog.timestamptz END,
+           p_event ->> 'idempotencyKey', p_event ->> 'correlationId',
+           pg_catalog.lower(p_event -> 'customer' ->> 'email'),
+           nullif(runhub._trim(p_event -> 'customer' ->> 'name'), ''), p_event -> 'customer' ->> 'locale',
+           CASE WHEN pg_catalog.jsonb_typeof(p_event -> 'amountCents') = 'number'
+                THEN CASE WHEN (p_event -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND 9007199254740991
+                          THEN (p_event -> 'amountCents')::pg_catalog.numeric::bigint END END,
+           (p_event ->> 'currency')::char(3), coalesce(p_event -> 'payload', '{}')
+$$;
+
+-- An event of the common shape as business_events stores it (one row), or no row when it is not of
+-- that shape (_is_plain_event, with the actions' sent types and the currencies looked up here).
+-- No SET clause: inlined into ingest_event's statement; every name qualified; it runs only under
+-- the pinned search_path of the ingest functions.
+CREATE OR REPLACE FUNCTION runhub._plain_event(p_event jsonb)
+RETURNS TABLE (event_type text, occurred_at timestamptz, idempotency_key text, correlation_id text,
+               customer_email text, customer_name text, customer_locale text, amount_cents bigint,
+               currency char(3), payload jsonb)
+LANGUAGE sql STABLE
+AS $$
+    SELECT f.* FROM runhub._event_fields(p_event) f
+     WHERE runhub._is_plain_event(p_event)
+       AND NOT (p_event ->> 'type') = ANY (ARRAY(SELECT a.sent_event_type FROM runhub.actions a))
+       AND (p_event -> 'currency' IS NULL
+            OR EXISTS (SELECT 1 FROM runhub.currencies k WHERE k.code = p_event ->> 'currency'))
+$$;
+
+-- The same for each element of the JSON array p_events, set-based (the sent types read once, the
+-- currency codes hashed once), with its position n and plain: whether it has the common shape (its fields
+-- are meaningless where not). Inlined into ingest_events' statement.
+CREATE OR REPLACE FUNCTION runhub._plain_events(p_events jsonb)
+RETURNS TABLE (n bigint, event_type text, occurred_at timestamptz, idempotency_key text, correlation_id text,
+               customer_email text, customer_name text, customer_locale text, amount_cents bigint,
+               currency char(3), payload jsonb, plain boolean)
+LANGUAGE sql STABLE
+AS $$
+    SELECT j.n, f.event_type, f.occurred_at, f.idempotency_key, f.correlation_id, f.customer_email, f.customer_name,
+           f.customer_locale, f.amount_cents, f.currency, f.payload,
+           runhub._is_plain_event(j.e) AND NOT (j.e ->> 'type') = ANY (s.sent_types)
+           AND (j.e -> 'currency' IS NULL OR (j.e ->> 'currency') IN (SELECT k.code::text FROM runhub.currencies k))
+      FROM pg_catalog.jsonb_array_elements(p_events) WITH ORDINALITY AS j(e, n)
+     CROSS JOIN (SELECT ARRAY(SELECT a.sent_event_type FROM runhub.actions a) AS sent_types) s
+     CROSS JOIN LATERAL runhub._event_fields(j.e) f
+$$;
+
+-- Signals, inside a statement over _plain_events, an event not of the plain shape:
+-- the caller's EXCEPTION block then takes the events one by one.
+CREATE OR REPLACE FUNCTION runhub._unchecked_event()
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'an event not of the plain shape' USING ERRCODE = 'RH001';
+END
+$$;
+
 -- Append an event, idempotent on (project, idempotencyKey): a replay, even a concurrent one,
 -- returns the first event's id with inserted = false and writes nothing.
 CREATE OR REPLACE FUNCTION runhub.ingest_event(p_project uuid, p_event jsonb)
@@ -230,6 +411,20 @@ DECLARE
     v_row runhub.business_events;
     v_id  bigint;
 BEGIN
+    -- The common case, one statement: an event of the common shape, stored unless a replay (an
+    -- unknown project fails the foreign key, below).
+    INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                                        customer_email, customer_name, customer_locale, amount_cents, currency, payload)
+    SELECT p_project, p.event_type, p.occurred_at, p.idempotency_key, p.correlation_id, p.customer_email,
+           p.customer_name, p.customer_locale, p.amount_cents, p.currency, p.payload
+      FROM runhub._plain_event(p_event) p
+     WHERE p_project IS NOT NULL
+    ON CONFLICT (project_id, idempotency_key) DO NOTHING
+    RETURNING id INTO v_id;
+    IF v_id IS NOT NULL THEN
+        RETURN jsonb_build_object('eventId', v_id, 'inserted', true);
+    END IF;
+    -- A replay, or an event to take field by field (which says why if it refuses it).
     PERFORM runhub._require_project(p_project);
     v_row := runhub._event_from_json(p_project, p_event);
     INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
@@ -265,17 +460,10 @@ AS $$
 DECLARE
     c_max     CONSTANT int := 5000;
     v_count   int;
-    v_rows    runhub.business_events[];  -- v_rows[n]: the n-th event validated (null where refused)
-    v_errors  jsonb[];                   -- v_errors[n]: why the n-th was refused
-    v_event   jsonb;
-    v_n       int;
-    v_state   text;
-    v_key     text;
-    v_params  text;
-    v_message text;
+    v_keys    text[];   -- each event's idempotency key, in the order given (null where refused)
+    v_errors  jsonb[];  -- why each was refused (null where not)
     v_new_keys text[];
     v_new_ids  bigint[];
-    v_result  jsonb;
 BEGIN
     PERFORM runhub._require_project(p_project);
     IF jsonb_typeof(p_events) IS DISTINCT FROM 'array' THEN
@@ -285,8 +473,54 @@ BEGIN
     IF v_count NOT BETWEEN 1 AND c_max THEN
         PERFORM runhub._invalid('common.invalidInput', 'events', format('holds 1 to %s events, not %s', c_max, v_count));
     END IF;
-    -- All validated in one go while all are valid (a batch from an importer usually is); at the
-    -- first refusal, one by one, each in a subtransaction of its own, to say which and why.
+    -- The common case, one statement: every event passes the set-based check (an importer's batch
+    -- usually does). The first that does not rolls it back, and they are taken one by one.
+    BEGIN
+        WITH stored AS (
+            INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                                                customer_email, customer_name, customer_locale, amount_cents, currency, payload)
+            SELECT p_project, c.event_type, c.occurred_at, c.idempotency_key, c.correlation_id,
+                   c.customer_email, c.customer_name, c.customer_locale, c.amount_cents, c.currency, c.payload
+              FROM runhub._plain_events(p_events) c
+             WHERE CASE WHEN c.plain THEN true ELSE runhub._unchecked_event() END
+             ORDER BY c.n  -- ids in the order given
+            ON CONFLICT (project_id, idempotency_key) DO NOTHING
+            RETURNING id, idempotency_key
+        )
+        SELECT coalesce(array_agg(s.idempotency_key), '{}'), coalesce(array_agg(s.id), '{}') INTO v_new_keys, v_new_ids
+          FROM stored s;
+        v_keys := ARRAY(SELECT x.e ->> 'idempotencyKey' FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n)
+                         ORDER BY x.n);
+    EXCEPTION WHEN SQLSTATE 'RH001' THEN
+        SELECT o.keys, o.errors, o.new_keys, o.new_ids INTO v_keys, v_errors, v_new_keys, v_new_ids
+          FROM runhub._ingest_one_by_one(p_project, p_events) o;
+    END;
+    RETURN runhub._ingest_answers(p_project, v_keys, v_errors, v_new_keys, v_new_ids);
+EXCEPTION WHEN foreign_key_violation THEN  -- the project was deleted under us
+    PERFORM runhub._raise('projects.notFound', jsonb_build_object('projectId', p_project));
+END
+$$;
+
+-- ingest_events' way for a batch the set-based check did not wholly accept: each event through
+-- _event_from_json (all in one go while all are valid; at the first refusal, one by one, each in a
+-- subtransaction of its own, to say which and why), then the valid ones stored in one statement.
+-- Returns each event's key (null where refused) and error (null where not), and what was stored.
+CREATE OR REPLACE FUNCTION runhub._ingest_one_by_one(
+    p_project uuid, p_events jsonb,
+    OUT keys text[], OUT errors jsonb[], OUT new_keys text[], OUT new_ids bigint[])
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_rows    runhub.business_events[];  -- v_rows[n]: the n-th event validated (null where refused)
+    v_errors  jsonb[];
+    v_event   jsonb;
+    v_n       int := 0;
+    v_state   text;
+    v_key     text;
+    v_params  text;
+    v_message text;
+BEGIN
     BEGIN
         SELECT array_agg(runhub._event_from_json(p_project, x.e) ORDER BY x.n) INTO v_rows
           FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n);
@@ -295,51 +529,62 @@ BEGIN
         IF v_state NOT LIKE 'PT4%' THEN
             RAISE;
         END IF;
-        v_rows := array_fill(NULL::runhub.business_events, ARRAY[v_count]);
-        v_errors := array_fill(NULL::jsonb, ARRAY[v_count]);
-        v_n := 0;
+        v_rows := '{}';
+        v_errors := '{}';
         FOR v_event IN SELECT x.e FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n) ORDER BY x.n LOOP
             v_n := v_n + 1;
             BEGIN
-                v_rows[v_n] := runhub._event_from_json(p_project, v_event);
+                v_rows := v_rows || runhub._event_from_json(p_project, v_event);
+                v_errors := v_errors || NULL::jsonb;
             EXCEPTION WHEN OTHERS THEN
                 GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_key = MESSAGE_TEXT,
                                         v_params = PG_EXCEPTION_DETAIL, v_message = PG_EXCEPTION_HINT;
                 IF v_state NOT LIKE 'PT4%' THEN
                     RAISE;
                 END IF;
-                v_errors[v_n] := jsonb_build_object('error', jsonb_build_object(
+                v_rows := v_rows || NULL::runhub.business_events;
+                v_errors := v_errors || jsonb_build_object('error', jsonb_build_object(
                     'code', v_state, 'key', v_key, 'params', coalesce(v_params, '{}')::jsonb, 'message', v_message));
             END;
         END LOOP;
     END;
+    errors := v_errors;
+    keys := ARRAY(SELECT r.idempotency_key FROM unnest(v_rows) WITH ORDINALITY AS r ORDER BY r.ordinality);
     WITH stored AS (
         INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
                                             customer_email, customer_name, customer_locale, amount_cents, currency, payload)
-        SELECT (x.r).project_id, (x.r).event_type, (x.r).occurred_at, (x.r).idempotency_key, (x.r).correlation_id,
-               (x.r).customer_email, (x.r).customer_name, (x.r).customer_locale, (x.r).amount_cents, (x.r).currency,
-               (x.r).payload
-          FROM (SELECT v_rows[gs.n] AS r, gs.n FROM generate_series(1, v_count) AS gs(n) OFFSET 0) x
-         WHERE (x.r).event_type IS NOT NULL
-         ORDER BY x.n  -- ids in the order given
+        SELECT r.project_id, r.event_type, r.occurred_at, r.idempotency_key, r.correlation_id,
+               r.customer_email, r.customer_name, r.customer_locale, r.amount_cents, r.currency, r.payload
+          FROM unnest(v_rows) WITH ORDINALITY AS r
+         WHERE r.event_type IS NOT NULL
+         ORDER BY r.ordinality  -- ids in the order given
         ON CONFLICT (project_id, idempotency_key) DO NOTHING
         RETURNING id, idempotency_key
     )
-    SELECT coalesce(array_agg(s.idempotency_key), '{}'), coalesce(array_agg(s.id), '{}') INTO v_new_keys, v_new_ids
+    SELECT coalesce(array_agg(s.idempotency_key), '{}'), coalesce(array_agg(s.id), '{}') INTO new_keys, new_ids
       FROM stored s;
-    -- A statement of its own: its snapshot sees the rows of the writers ON CONFLICT waited for.
-    SELECT jsonb_agg(coalesce(v_errors[t.n], jsonb_build_object('eventId', t.id, 'inserted', t.inserted)) ORDER BY t.n)
-      INTO v_result
-      FROM (SELECT g.n, coalesce(s.id, e.id) AS id,
-                   -- inserted: by this call, and only for the first of its key in the batch
-                   s.id IS NOT NULL AND g.n = min(g.n) OVER (PARTITION BY g.key) AS inserted
-              FROM (SELECT gs.n, (v_rows[gs.n]).idempotency_key AS key FROM generate_series(1, v_count) AS gs(n)) g
-              LEFT JOIN unnest(v_new_keys, v_new_ids) AS s(key, id) ON s.key = g.key
-              LEFT JOIN runhub.business_events e
-                     ON s.id IS NULL AND g.key IS NOT NULL AND e.project_id = p_project AND e.idempotency_key = g.key) t;
-    RETURN v_result;
-EXCEPTION WHEN foreign_key_violation THEN  -- the project was deleted under us
-    PERFORM runhub._raise('projects.notFound', jsonb_build_object('projectId', p_project));
+END
+$$;
+
+-- ingest_events' answer, in the order given: the error where refused, else the event's id, and
+-- inserted only for the first of its key in the batch stored by this call. Its own statement: its
+-- snapshot sees the rows of the writers ON CONFLICT waited for.
+CREATE OR REPLACE FUNCTION runhub._ingest_answers(
+    p_project uuid, p_keys text[], p_errors jsonb[], p_new_keys text[], p_new_ids bigint[])
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_agg(coalesce(t.error, jsonb_build_object('eventId', t.id, 'inserted', t.inserted)) ORDER BY t.n)
+          FROM (SELECT g.n, er.error, coalesce(s.id, e.id) AS id,
+                       s.id IS NOT NULL AND g.n = min(g.n) OVER (PARTITION BY g.key) AS inserted
+                  FROM unnest(p_keys) WITH ORDINALITY AS g(key, n)
+                  LEFT JOIN unnest(p_errors) WITH ORDINALITY AS er(error, n) ON er.n = g.n
+                  LEFT JOIN unnest(p_new_keys, p_new_ids) AS s(key, id) ON s.key = g.key
+                  LEFT JOIN runhub.business_events e
+                         ON s.id IS NULL AND g.key IS NOT NULL AND e.project_id = p_project AND e.idempotency_key = g.key) t);
 END
 $$;
 
@@ -483,6 +728,12 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- An upsert that changes nothing writes nothing (a replayed or older event of a known customer):
+-- no new row version, no index entries, nothing for vacuum.
+CREATE OR REPLACE TRIGGER customers_skip_unchanged
+    BEFORE UPDATE ON runhub.customers
+    FOR EACH ROW EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger();
 
 CREATE OR REPLACE TRIGGER business_events_customers
     AFTER INSERT ON runhub.business_events

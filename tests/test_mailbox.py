@@ -231,11 +231,17 @@ def test_ingest_stores_good_addresses_normalized(conn, project, given_, stored, 
 
 
 def test_ingest_runs_the_fast_path_it_was_tested_with(conn):
-    source = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = 'runhub._event_from_json(uuid, jsonb)'::regprocedure"
-                          ).fetchone()[0]
-    assert f"customer_email !~ '{addresses.ASCII_FAST_PATTERN}'" in source
+    def source(function: str) -> str:
+        return conn.execute("SELECT prosrc FROM pg_proc WHERE oid = %s::regprocedure", (function,)).fetchone()[0]
+    field_by_field = source("runhub._event_field_by_field(uuid, jsonb)")
+    assert f"customer_email !~ '{addresses.ASCII_FAST_PATTERN}'" in field_by_field
     assert ("length(v_row.customer_email) > 254 OR length(split_part(v_row.customer_email, '@', 2)) > 63\n"
-            "           OR strpos(v_row.customer_email, 'xn--') > 0") in source
+            "           OR strpos(v_row.customer_email, 'xn--') > 0") in field_by_field
+    plain = source("runhub._is_plain_event(jsonb)")  # the common shape, taken in one expression
+    assert f"pg_catalog.lower(e -> 'customer' ->> 'email') ~ '{addresses.ASCII_FAST_PATTERN}'" in plain
+    assert ("AND pg_catalog.length(e -> 'customer' ->> 'email') <= 254\n"
+            "                         AND pg_catalog.length(pg_catalog.split_part(e -> 'customer' ->> 'email', '@', 2)) <= 63\n"
+            "                         AND pg_catalog.strpos(pg_catalog.lower(e -> 'customer' ->> 'email'), 'xn--') = 0") in plain
 
 
 def _covered_by_fast_path(address: str) -> bool:

@@ -77,7 +77,9 @@ SELECT col_type_is('runhub', 'business_events', 'customer_name', 'text', 'busine
 SELECT col_type_is('runhub', 'business_events', 'customer_locale', 'text', 'business_events.customer_locale is text');
 SELECT col_type_is('runhub', 'business_events', 'amount_cents', 'bigint', 'business_events.amount_cents is bigint (integer cents)');
 SELECT col_type_is('runhub', 'business_events', 'currency', 'character(3)', 'business_events.currency is char(3)');
-SELECT fk_ok('runhub', 'business_events', 'currency', 'runhub', 'currencies', 'code', 'business_events.currency references currencies');
+SELECT results_eq($$SELECT conname::text COLLATE "C" FROM pg_constraint WHERE conrelid = 'runhub.business_events'::regclass AND contype = 'f'$$,
+                  ARRAY['business_events_project_id_fkey' COLLATE "C"],
+                  'business_events has one foreign key, to projects: ingest checks the currency (migration 0014)');
 SELECT col_type_is('runhub', 'business_events', 'payload', 'jsonb', 'business_events.payload is jsonb');
 SELECT col_not_null('runhub', 'business_events', 'payload', 'business_events.payload is NOT NULL');
 SELECT col_is_unique('runhub', 'business_events', ARRAY['project_id', 'idempotency_key'],
@@ -483,7 +485,9 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- the frequency cap and a run's settled state (expressions), a local day's range without its
 -- checks, a day's KPI facts, whether an action can run and a run's outcome as a row (the digest
 -- job's batch query), and the execution lock's key, a client's plausible instant and runhub's own
--- idempotency keys (expressions). So is the attribution texts'
+-- idempotency keys (expressions), and ingest's checks of an event's common shape and its fields
+-- (_trim, _is_plain_instant, _is_reserved_event_type, _is_plain_event, _event_fields, _plain_event,
+-- _plain_events: one plan for a batch). So is the attribution texts'
 -- constant (_attribution_texts), which names nothing to look up, and the digest job's procedure
 -- (run_due_digests) and the outbox's purge (purge_finished_mail): one that commits may have no SET
 -- clause; they run with their caller's rights (no runhub role may call the purge).
@@ -495,6 +499,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                      AND p.proname NOT IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                            '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
                                            '_execution_lock_key', '_is_client_instant', '_is_system_idempotency_key',
+                                           '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_plain_event',
+                                           '_event_fields', '_plain_event', '_plain_events',
                                            '_attribution_texts', 'run_due_digests',
                                            'purge_finished_mail')$$,
                 'every function in schema runhub but the inlined helpers, the attribution texts (a constant, folded into plans) and the digest job (a procedure that commits) has SET search_path = pg_catalog, pg_temp');
@@ -504,7 +510,9 @@ SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace
                      AND p.proname IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                        '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
-                                       '_execution_lock_key', '_is_client_instant', '_is_system_idempotency_key')
+                                       '_execution_lock_key', '_is_client_instant', '_is_system_idempotency_key',
+                                       '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_plain_event',
+                                       '_event_fields', '_plain_event', '_plain_events')
                      AND (p.prosecdef OR r.rolname IS NOT NULL
                           OR EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                                       WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))$$,
