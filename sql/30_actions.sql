@@ -39,28 +39,33 @@ WHERE (a.*) IS DISTINCT FROM (excluded.*);
 
 -- What each exclusion means, in the words a preview shows. The recipient builder enforces exactly
 -- the exclusions an action lists, and the preview describes exactly those: one definition, two uses.
+-- PL/pgSQL, as criteria_text: a SQL function with a SET clause is planned on every call (a preview
+-- makes seven).
 CREATE OR REPLACE FUNCTION runhub.exclusion_label(p_exclusion text, p_frequency_cap_hours int)
 RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE p_exclusion
+BEGIN
+    RETURN CASE p_exclusion
         WHEN 'converted'        THEN 'Customers who paid after their checkout'
         WHEN 'alreadyContacted' THEN 'Checkouts that already got a recovery e-mail'
         WHEN 'alreadyOnboarded' THEN 'Users who already got a welcome e-mail'
         WHEN 'suppressed'       THEN 'Unsubscribed, bounced or suppressed addresses'
         WHEN 'frequencyCap'     THEN format('Customers e-mailed by any workflow in the last %s hours', p_frequency_cap_hours)
-    END
+    END;
+END
 $$;
 
 -- The audience of an action with these params, as a plain-English sentence built from the same
 -- policy windows the recipient builder filters with.
 CREATE OR REPLACE FUNCTION runhub.criteria_text(p_action text, p_policy jsonb, p_params jsonb)
 RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE p_action
+BEGIN
+    RETURN CASE p_action
         WHEN 'recover_abandoned' THEN format(
             'Customers whose latest checkout in the last %s hours has no payment yet', p_policy ->> 'windowHours')
         WHEN 'send_promo' THEN CASE p_params ->> 'segmentation'
@@ -69,7 +74,8 @@ AS $$
             ELSE 'Every customer and lead this shop has seen' END
         WHEN 'onboard_users' THEN format(
             'People who signed up in the last %s days and have done nothing since', p_policy ->> 'windowDays')
-    END
+    END;
+END
 $$;
 
 -- The project's frequency cap in hours (setting frequencyCapHours, default 16). No SET clause: an

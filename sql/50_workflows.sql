@@ -33,14 +33,19 @@ END
 $$;
 
 -- Authorization comes first: a member below the action's required role is refused before any
--- other rule is looked at.
+-- other rule is looked at. The policy says why; a role that ranks high enough (_role_rank, the
+-- policy's ROLE_RANK: tests/test_policy_rules.py) needs no call to it.
 CREATE OR REPLACE FUNCTION runhub._authorize_action(p_role text, p_action runhub.actions)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT runhub._enforce(runhub._evaluate_policy(
-        jsonb_build_object('role', p_role, 'requiredRole', p_action.required_role)))
+BEGIN
+    IF runhub._role_rank(p_role) < runhub._role_rank(p_action.required_role) THEN
+        PERFORM runhub._enforce(runhub._evaluate_policy(
+            jsonb_build_object('role', p_role, 'requiredRole', p_action.required_role)));
+    END IF;
+END
 $$;
 
 -- Params of an action, validated and with defaults filled in (what is stored on the run).
@@ -161,11 +166,13 @@ BEGIN
 END
 $$;
 
--- Who the action would e-mail now: exact count, counts per exclusion, and the first five, from one
--- pass of the recipient builder (its rows kept in a CTE: the counts read them, and a top-5 sort of
--- the included ones gives the sample). Planned for the action and project at hand (custom plans
--- prune the builder's other branches; a generic plan cannot); jit off because compiling costs more
--- than these queries take.
+-- Who the action would e-mail now: exact count, counts per exclusion, and the first five in e-mail
+-- order. One pass of the recipient builder gives the counts and the first included address; the
+-- other four come from the builder read over a window of the project's customers in e-mail order
+-- from there (every audience member is a customer; the window is an index range, pushed into each
+-- of the builder's branches), widened to the rest when it held fewer. Planned for the action and
+-- project at hand (custom plans prune the builder's other branches and fold the window's bounds);
+-- jit off because compiling costs more than these queries take.
 CREATE OR REPLACE FUNCTION runhub._audience_summary(p_project uuid, p_action text, p_params jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -174,26 +181,64 @@ SET jit = off
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    v_summary jsonb;
+    c_window CONSTANT int := 256;  -- customers the sample's first read covers
+    v_counts jsonb;
+    v_first  text;
+    v_sample jsonb := '[]';
 BEGIN
-    WITH audience AS MATERIALIZED (  -- each row's exclusion computed once
-        SELECT r.email, r.name, r.excluded_by FROM runhub._recipients(p_project, p_action, p_params, now()) r
-    )
     SELECT jsonb_build_object(
-        'count', count(*) FILTER (WHERE a.excluded_by IS NULL),
-        'excludedCounts', jsonb_build_object(
-            'converted', count(*) FILTER (WHERE a.excluded_by = 'converted'),
-            'alreadyContacted', count(*) FILTER (WHERE a.excluded_by = 'alreadyContacted'),
-            'alreadyOnboarded', count(*) FILTER (WHERE a.excluded_by = 'alreadyOnboarded'),
-            'suppressed', count(*) FILTER (WHERE a.excluded_by = 'suppressed'),
-            'frequencyCap', count(*) FILTER (WHERE a.excluded_by = 'frequencyCap')),
-        'sample', (SELECT coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', s.email, 'name', s.name))
-                                             ORDER BY s.email), '[]')
-                     FROM (SELECT i.email, i.name FROM audience i WHERE i.excluded_by IS NULL
-                            ORDER BY i.email LIMIT 5) s))
-      INTO v_summary
-      FROM audience a;
-    RETURN v_summary;
+               'count', count(*) FILTER (WHERE a.excluded_by IS NULL),
+               'excludedCounts', jsonb_build_object(
+                   'converted', count(*) FILTER (WHERE a.excluded_by = 'converted'),
+                   'alreadyContacted', count(*) FILTER (WHERE a.excluded_by = 'alreadyContacted'),
+                   'alreadyOnboarded', count(*) FILTER (WHERE a.excluded_by = 'alreadyOnboarded'),
+                   'suppressed', count(*) FILTER (WHERE a.excluded_by = 'suppressed'),
+                   'frequencyCap', count(*) FILTER (WHERE a.excluded_by = 'frequencyCap'))),
+           min(a.email) FILTER (WHERE a.excluded_by IS NULL)
+      INTO v_counts, v_first
+      FROM (SELECT r.email, r.excluded_by FROM runhub._recipients(p_project, p_action, p_params, now()) r
+            OFFSET 0) a;  -- each row's exclusion computed once, not once per count
+    IF v_first IS NOT NULL THEN
+        v_sample := runhub._audience_sample(p_project, p_action, p_params, v_first, c_window);
+        IF jsonb_array_length(v_sample) < least(5, (v_counts ->> 'count')::int) THEN
+            v_sample := runhub._audience_sample(p_project, p_action, p_params, v_first, NULL);
+        END IF;
+    END IF;
+    RETURN v_counts || jsonb_build_object('sample', v_sample);
+END
+$$;
+
+-- The first five included recipients in e-mail order from p_from, among the next p_window of the
+-- project's customers in e-mail order (null: all of them; none when fewer than p_window remain). A generic plan, made once a session:
+-- planning the builder costs more than reading a window of it (the action's other branches stay
+-- in the plan behind one-time filters that skip them).
+CREATE OR REPLACE FUNCTION runhub._audience_sample(p_project uuid, p_action text, p_params jsonb, p_from text,
+                                                   p_window int)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_sample jsonb;
+BEGIN
+    IF p_window IS NULL THEN
+        SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', s.email, 'name', s.name)) ORDER BY s.email)
+          INTO v_sample
+          FROM (SELECT r.email, r.name FROM runhub._recipients(p_project, p_action, p_params, now()) r
+                 WHERE r.excluded_by IS NULL AND r.email >= p_from ORDER BY r.email LIMIT 5) s;
+    ELSE
+        SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', s.email, 'name', s.name)) ORDER BY s.email)
+          INTO v_sample
+          FROM (SELECT r.email, r.name FROM runhub._recipients(p_project, p_action, p_params, now()) r
+                 WHERE r.excluded_by IS NULL AND r.email >= p_from
+                   AND r.email < (SELECT c.email FROM runhub.customers c  -- fewer customers: none (the caller widens)
+                                   WHERE c.project_id = p_project AND c.email >= p_from
+                                   ORDER BY c.email OFFSET p_window LIMIT 1)
+                 ORDER BY r.email LIMIT 5) s;
+    END IF;
+    RETURN coalesce(v_sample, '[]');
 END
 $$;
 

@@ -17,8 +17,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import event as hevent
 from hypothesis import strategies as st
 
+from psycopg.types.json import Jsonb
+
 from conftest import assert_refused, ingest
-from workflow_helpers import (PROMO, SETTINGS, checkout, create_run, outbox, preview, process_runs, ready_project,
+from workflow_helpers import (PROMO, SETTINGS, ago, checkout, create_run, outbox, preview, process_runs, ready_project,
                               recipients, runs_of)
 
 ACTIONS = ["recover_abandoned", "send_promo", "onboard_users"]
@@ -394,3 +396,34 @@ def test_an_address_suppressed_after_the_preview_gets_nothing_and_later_suppress
     assert [(r[0], r[2]) for r in recipients(conn, run)] == [("ann@ex.com", "cancelled"), ("cy@ex.com", "queued")]
     assert [(m[0], m[1]) for m in outbox(conn, run)] == [("ann@ex.com", "cancelled"), ("cy@ex.com", "queued")]
     assert [(m[0], m[1]) for m in outbox(conn, other_run)] == [("ann@ex.com", "queued")]
+
+
+# -- the sample of a big shop: the first five included, whatever their spread ------------------
+
+@pytest.mark.parametrize("recent", [
+    [5, 6, 7, 8, 9, 10],              # dense: the first window of customers holds five
+    [5, 100, 350, 351, 520, 590],     # sparse: it holds two, the rest comes from all of them
+    [599],                            # one
+    [255, 256, 257, 258, 259, 261],   # across the window's edge
+])
+def test_the_sample_of_a_big_audience_is_its_first_five_in_email_order(conn, recent):
+    """600 customers (more than the sample's first window of 256): those seen this week make
+    send_promo recent_7d's audience; one of them suppressed. The sample is the first five included
+    in e-mail order, as a plain read of the builder says."""
+    project, owner = ready_project(conn)
+    emails = [f"a{i:03d}@ex.com" for i in range(600)]
+    events = [{"type": "lead_created", "occurredAt": ago(24 * (1 if i in recent else 40)),
+               "idempotencyKey": f"lead-{i}", "customer": {"email": e}} for i, e in enumerate(emails)]
+    conn.execute("SELECT runhub.ingest_events(%s, %s)", (project, Jsonb(events)))
+    if len(recent) > 1:
+        conn.execute("SELECT runhub.suppress(%s, %s, %s, 'manual')", (project, owner, emails[recent[1]]))
+    params = PROMO | {"segmentation": "recent_7d"}
+    p = preview(conn, project, owner, "send_promo", params)
+    full = conn.execute("SELECT runhub._workflow_params('send_promo', %s)", (Jsonb(params),)).fetchone()[0]
+    first_five = [r[0] for r in conn.execute(
+        "SELECT email FROM runhub._recipients(%s, 'send_promo', %s, now()) WHERE excluded_by IS NULL "
+        "ORDER BY email LIMIT 5", (project, Jsonb(full))).fetchall()]
+    expected = [emails[i] for i in recent if len(recent) == 1 or i != recent[1]][:5]
+    assert first_five == expected
+    assert [s["email"] for s in p["sample"]] == expected
+    assert p["count"] == len(recent) - (1 if len(recent) > 1 else 0)

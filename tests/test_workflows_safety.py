@@ -640,3 +640,13 @@ def test_second_click_creates_the_run_when_the_first_rolls_back(db_url, conn):
     assert result[0] == "ok" and result[1]["deduplicated"] is False
     assert result[1]["runId"] != created["runId"], "the rolled-back run must not be reported"
     assert runs_of(conn, project) == [uuid.UUID(result[1]["runId"])]
+
+
+@pytest.mark.parametrize("role", ["owner", "admin", "member", "viewer"])
+@pytest.mark.parametrize("required", ["owner", "admin", "member"])
+def test_the_role_ranks_that_spare_a_policy_call_are_the_policys(conn, role, required):
+    """_authorize_action asks the policy only when _role_rank says the role is too low: the two
+    orders must agree, or a role the policy refuses would pass."""
+    from plpython.policy import check_role
+    enough_in_sql = conn.execute("SELECT runhub._role_rank(%s) >= runhub._role_rank(%s)", (role, required)).fetchone()[0]
+    assert enough_in_sql == (check_role(role, required) is None)
