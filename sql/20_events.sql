@@ -396,7 +396,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RAISE EXCEPTION 'an event not of the plain shape' USING ERRCODE = 'RH001';
+    RAISE EXCEPTION 'an event not of the plain shape' USING ERRCODE = 'RH002';
 END
 $$;
 
@@ -491,7 +491,7 @@ BEGIN
           FROM stored s;
         v_keys := ARRAY(SELECT x.e ->> 'idempotencyKey' FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n)
                          ORDER BY x.n);
-    EXCEPTION WHEN SQLSTATE 'RH001' THEN
+    EXCEPTION WHEN SQLSTATE 'RH002' THEN  -- _unchecked_event's (execute_run's undo is RH001)
         SELECT o.keys, o.errors, o.new_keys, o.new_ids INTO v_keys, v_errors, v_new_keys, v_new_ids
           FROM runhub._ingest_one_by_one(p_project, p_events) o;
     END;
