@@ -291,8 +291,8 @@ CREATE OR REPLACE FUNCTION runhub._is_plain_event(e jsonb)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT CASE WHEN pg_catalog.jsonb_typeof(e) = 'object'
-                 AND (e - '{type,occurredAt,idempotencyKey,correlationId,customer,amountCents,currency,payload}'::text[]) = '{}'
+    SELECT CASE WHEN pg_catalog.jsonb_typeof(e) IS DISTINCT FROM 'object' THEN false  -- before -, which refuses a scalar
+                WHEN (e - '{type,occurredAt,idempotencyKey,correlationId,customer,amountCents,currency,payload}'::text[]) = '{}'
                  AND pg_catalog.jsonb_typeof(e -> 'type') = 'string' AND (e ->> 'type') ~ '^[a-z][a-z0-9_]*$'
                  AND pg_catalog.length(e ->> 'type') <= 64
                  AND NOT runhub._is_reserved_event_type(e ->> 'type', '{}')
@@ -304,10 +304,10 @@ AS $$
                       OR pg_catalog.jsonb_typeof(e -> 'correlationId') = 'string'
                          AND pg_catalog.length(e ->> 'correlationId') BETWEEN 1 AND 255)
                  AND (e -> 'customer' IS NULL
-                      OR pg_catalog.jsonb_typeof(e -> 'customer') = 'object'
-                         AND ((e -> 'customer') - '{email,name,locale}'::text[]) = '{}'
+                      OR CASE WHEN pg_catalog.jsonb_typeof(e -> 'customer') = 'object'
+                         THEN ((e -> 'customer') - '{email,name,locale}'::text[]) = '{}' ELSE false END
                          AND pg_catalog.jsonb_typeof(e -> 'customer' -> 'email') = 'string'
-                         -- ASCII_FAST_PATTERN and its lengths, as in _event_from_json
+                         -- ASCII_FAST_PATTERN and its lengths, as in _event_field_by_field
                          AND pg_catalog.lower(e -> 'customer' ->> 'email') ~ '^[a-z0-9!#$%&\x27*+/=^_`{|}~-]+(\.[a-z0-9!#$%&\x27*+/=^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$'
                          AND pg_catalog.length(e -> 'customer' ->> 'email') <= 254
                          AND pg_catalog.length(pg_catalog.split_part(e -> 'customer' ->> 'email', '@', 2)) <= 63
