@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from conftest import new_project
 from test_events_input import base_event
+from workflow_helpers import ago
 
 PROPERTY = settings(max_examples=600, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -134,3 +135,25 @@ def test_a_batch_of_every_kind_is_answered_in_order_with_ids_in_order(conn):
     single = [conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(e))).fetchone()[0]
               for e in events if e["type"] != "Checkout"]
     assert single == [{"eventId": i, "inserted": False} for i in ids]
+
+
+def test_an_event_that_changes_nothing_of_its_customer_rewrites_no_row(conn):
+    """An event of a known customer between its first and last seen (a backfill) changes none of its
+    customer row's facts: no new row version (customers_skip_unchanged); a newer one does."""
+    project, _ = new_project(conn)
+
+    def event(hours_ago: int) -> dict:
+        return base_event() | {"type": "lead_created", "occurredAt": ago(hours_ago), "amountCents": None,
+                               "currency": None, "customer": {"email": "ann@example.com", "name": "Ann"}}
+
+    def version() -> tuple:
+        return conn.execute("SELECT xmin::text, ctid::text, last_seen_at FROM runhub.customers WHERE project_id = %s",
+                            (project,)).fetchone()
+
+    conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event(1))))
+    conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event(3))))
+    first = version()
+    conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event(2))))  # between first and last seen
+    assert version() == first, "an older event with nothing new: the same row version"
+    conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event(0))))
+    assert version()[1] != first[1] and version()[2] > first[2], "a newer event: the row is updated"
