@@ -13,8 +13,7 @@ from runhub_loader.embedded import Cluster
 
 def parser(doc: str, database_help: str, rebuild: bool = True, home: str = ".runhub-bench") -> argparse.ArgumentParser:
     """A bench's command line: its docstring as the help, --database-url (a scratch database:
-    `database_help` says what the bench does to it), --home and, for a kept data set, --rebuild.
-    A home other than .runhub-bench is a cluster with PostgreSQL's default durability."""
+    `database_help` says what the bench does to it), --home and, for a kept data set, --rebuild."""
     p = argparse.ArgumentParser(description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(doc.splitlines()[1:]))
     p.add_argument("--database-url", help=f"a scratch database to use instead of the embedded one ({database_help})")
@@ -36,13 +35,14 @@ def vacuum_analyze(conn, tables) -> None:
         conn.autocommit = autocommit
 
 
-def database_url(args, database: str) -> str:
+def database_url(args, database: str, durable: bool = False) -> str:
     """args.database_url, else `database` on the embedded cluster in args.home (started if needed),
-    created when missing and, with args.rebuild, dropped first (its data set is reloaded)."""
+    created when missing and, with args.rebuild, dropped first (its data set is reloaded). A cluster
+    is durable or not as it was created (a bench that depends on it prints durability())."""
     if args.database_url:
         return args.database_url
     cluster = Cluster(Path(args.home).resolve())
-    cluster.start(fast=Path(args.home).name == ".runhub-bench")  # the others: durable, as deployed
+    cluster.start(fast=not durable)  # durable: fsync and synchronous_commit on, as deployed (set when created)
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if args.rebuild and exists:

@@ -44,21 +44,19 @@ PLAIN = """CREATE TABLE IF NOT EXISTS public.bench_plain_events (
     occurred_at timestamptz NOT NULL, received_at timestamptz NOT NULL DEFAULT now(), idempotency_key text NOT NULL,
     correlation_id text, customer_email text, customer_name text, amount_cents bigint, currency char(3),
     payload jsonb NOT NULL DEFAULT '{}', UNIQUE (project_id, idempotency_key))"""
-BARE_ONE = """INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
-                                             customer_email, customer_name, amount_cents, currency, payload)
-              VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (project_id, idempotency_key) DO NOTHING
-              RETURNING id"""
-PLAIN_ONE = """INSERT INTO public.bench_plain_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
-                                                  customer_email, customer_name, amount_cents, currency, payload)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (project_id, idempotency_key) DO NOTHING
-               RETURNING id"""
-PLAIN_MANY = """INSERT INTO public.bench_plain_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
-                                                   customer_email, customer_name, amount_cents, currency, payload)
-                SELECT %s, e."type", e."occurredAt", e."idempotencyKey", e."correlationId", e.customer ->> 'email',
-                       e.customer ->> 'name', e."amountCents", e.currency, e.payload
-                  FROM jsonb_to_recordset(%s) AS e("type" text, "occurredAt" timestamptz, "idempotencyKey" text,
-                       "correlationId" text, customer jsonb, "amountCents" bigint, currency char(3), payload jsonb)
-                ON CONFLICT (project_id, idempotency_key) DO NOTHING"""
+# The same rows into the plain table (the baseline) or, bare, into runhub.business_events ({table}).
+TABLES = {"plain": "public.bench_plain_events", "table": "runhub.business_events"}
+ONE = """INSERT INTO {table} (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                             customer_email, customer_name, amount_cents, currency, payload)
+         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (project_id, idempotency_key) DO NOTHING
+         RETURNING id"""
+MANY = """INSERT INTO {table} (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                              customer_email, customer_name, amount_cents, currency, payload)
+          SELECT %s, e."type", e."occurredAt", e."idempotencyKey", e."correlationId", e.customer ->> 'email',
+                 e.customer ->> 'name', e."amountCents", e.currency, e.payload
+            FROM jsonb_to_recordset(%s) AS e("type" text, "occurredAt" timestamptz, "idempotencyKey" text,
+                 "correlationId" text, customer jsonb, "amountCents" bigint, currency char(3), payload jsonb)
+          ON CONFLICT (project_id, idempotency_key) DO NOTHING"""
 
 
 def events(n: int, tag: str) -> list[dict]:
@@ -86,7 +84,7 @@ def one_by_one(conn, project, batch: list[dict], way: str) -> float:
         if way == "runhub":
             conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(e))).fetchone()
         else:
-            conn.execute(PLAIN_ONE if way == "plain" else BARE_ONE,
+            conn.execute(ONE.format(table=TABLES[way]),
                          (project, e["type"], e["occurredAt"], e["idempotencyKey"], e["correlationId"],
                           e["customer"]["email"], e["customer"]["name"], e["amountCents"], e["currency"],
                           Jsonb(e["payload"]))).fetchone()
@@ -102,9 +100,7 @@ def in_bulk(conn, project, batch: list[dict], size: int, way: str) -> float:
             answers = conn.execute("SELECT runhub.ingest_events(%s, %s)", (project, chunk)).fetchone()[0]
             assert all("eventId" in a for a in answers), answers[:3]
         else:
-            conn.execute(PLAIN_MANY if way == "plain" else PLAIN_MANY.replace("public.bench_plain_events",
-                                                                              "runhub.business_events"),
-                         (project, chunk))
+            conn.execute(MANY.format(table=TABLES[way]), (project, chunk))
     return len(batch) / (time.perf_counter() - t0)
 
 
@@ -131,7 +127,7 @@ def main() -> int:
         parser.error("--rounds >= 1, --events >= 100, --batch 1 to 5000")
     print(f"load average at start: {loadavg()} ({os.cpu_count()} cores)", flush=True)
     args.rebuild = True
-    url = database_url(args, DATABASE)
+    url = database_url(args, DATABASE, durable=True)
     deploy(url, schedule_cron=False)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(PLAIN)

@@ -279,11 +279,11 @@ $$;
 
 -- Whether an event has the common shape _event_from_json takes as it is, checked in one
 -- expression: an object of known fields; a type of the pattern not named as runhub's own (the
--- actions' sent types aside: the caller looks them up); an instant _is_plain_instant takes that is
--- a client's (_is_client_instant); a key of 1 to 255 characters outside runhub's namespaces; a correlation id of 1 to
--- 255; no customer, or one with a lower-case-able ASCII address on the fast path of addresses.py, a
--- name of 1 to 200 and a language tag; a whole amount with a currency string; a payload object of
--- at most 32 KiB. False is no verdict: _event_from_json then takes the event field by field, and
+-- actions' sent types aside: _event_as_stored looks them up); an instant _is_plain_instant takes that
+-- is a client's (_is_client_instant); a key of 1 to 255 characters outside runhub's namespaces; a
+-- correlation id of 1 to 255; no customer, or one with a lower-case-able ASCII address on the fast
+-- path of addresses.py, a name of 1 to 200 and a language tag; a whole amount with a currency
+-- string; a payload object of at most 32 KiB. False is no verdict: _event_from_json then takes the event field by field, and
 -- stores it or says why not. tests/test_ingest_plain.py holds the two to that on generated events.
 -- No SET clause: inlined where it is used (CASE, not AND, before a cast: SQL does not promise the
 -- order of AND).
@@ -332,13 +332,16 @@ AS $$
             ELSE false END
 $$;
 
--- An event's fields as business_events would store them if it has the common shape
--- (_is_plain_event): one row, every expression safe on any JSON (a field that is not as expected
--- gives null or a value _is_plain_event refuses, never an error). No SET clause: inlined.
-CREATE OR REPLACE FUNCTION runhub._event_fields(p_event jsonb)
+-- An event's fields as business_events would store them, and plain: whether it has the common
+-- shape taken as it is (_is_plain_event, the actions' sent types, a currency of runhub.currencies).
+-- One row; every field expression is safe on any JSON (one not as expected gives null or a value
+-- plain refuses, never an error); the fields mean nothing where plain is false. The one definition
+-- of the common shape behind _plain_event and _plain_events. No SET clause: inlined into the ingest
+-- statements; every name qualified; it runs only under the pinned search_path of ingest's functions.
+CREATE OR REPLACE FUNCTION runhub._event_as_stored(p_event jsonb)
 RETURNS TABLE (event_type text, occurred_at timestamptz, idempotency_key text, correlation_id text,
                customer_email text, customer_name text, customer_locale text, amount_cents bigint,
-               currency char(3), payload jsonb)
+               currency char(3), payload jsonb, plain boolean)
 LANGUAGE sql STABLE
 AS $$
     SELECT p_event ->> 'type',
@@ -350,29 +353,28 @@ AS $$
            CASE WHEN pg_catalog.jsonb_typeof(p_event -> 'amountCents') = 'number'
                 THEN CASE WHEN (p_event -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND 9007199254740991
                           THEN (p_event -> 'amountCents')::pg_catalog.numeric::bigint END END,
-           (p_event ->> 'currency')::char(3), coalesce(p_event -> 'payload', '{}')
+           (p_event ->> 'currency')::char(3), coalesce(p_event -> 'payload', '{}'),
+           runhub._is_plain_event(p_event)
+           AND NOT (p_event ->> 'type') = ANY (ARRAY(SELECT a.sent_event_type FROM runhub.actions a))
+           AND (p_event -> 'currency' IS NULL
+                OR EXISTS (SELECT 1 FROM runhub.currencies k WHERE k.code = p_event ->> 'currency'))
 $$;
 
--- An event of the common shape as business_events stores it (one row), or no row when it is not of
--- that shape (_is_plain_event, with the actions' sent types and the currencies looked up here).
--- No SET clause: inlined into ingest_event's statement; every name qualified; it runs only under
--- the pinned search_path of the ingest functions.
+-- An event of the common shape as business_events stores it (one row), or no row.
 CREATE OR REPLACE FUNCTION runhub._plain_event(p_event jsonb)
 RETURNS TABLE (event_type text, occurred_at timestamptz, idempotency_key text, correlation_id text,
                customer_email text, customer_name text, customer_locale text, amount_cents bigint,
                currency char(3), payload jsonb)
 LANGUAGE sql STABLE
 AS $$
-    SELECT f.* FROM runhub._event_fields(p_event) f
-     WHERE runhub._is_plain_event(p_event)
-       AND NOT (p_event ->> 'type') = ANY (ARRAY(SELECT a.sent_event_type FROM runhub.actions a))
-       AND (p_event -> 'currency' IS NULL
-            OR EXISTS (SELECT 1 FROM runhub.currencies k WHERE k.code = p_event ->> 'currency'))
+    SELECT f.event_type, f.occurred_at, f.idempotency_key, f.correlation_id, f.customer_email, f.customer_name,
+           f.customer_locale, f.amount_cents, f.currency, f.payload
+      FROM runhub._event_as_stored(p_event) f
+     WHERE f.plain
 $$;
 
--- The same for each element of the JSON array p_events, set-based (the sent types read once, the
--- currency codes hashed once), with its position n and plain: whether it has the common shape (its fields
--- are meaningless where not). Inlined into ingest_events' statement.
+-- _event_as_stored of each element of the JSON array p_events, with its position n: one plan for the
+-- batch (the sent types read once).
 CREATE OR REPLACE FUNCTION runhub._plain_events(p_events jsonb)
 RETURNS TABLE (n bigint, event_type text, occurred_at timestamptz, idempotency_key text, correlation_id text,
                customer_email text, customer_name text, customer_locale text, amount_cents bigint,
@@ -380,12 +382,9 @@ RETURNS TABLE (n bigint, event_type text, occurred_at timestamptz, idempotency_k
 LANGUAGE sql STABLE
 AS $$
     SELECT j.n, f.event_type, f.occurred_at, f.idempotency_key, f.correlation_id, f.customer_email, f.customer_name,
-           f.customer_locale, f.amount_cents, f.currency, f.payload,
-           runhub._is_plain_event(j.e) AND NOT (j.e ->> 'type') = ANY (s.sent_types)
-           AND (j.e -> 'currency' IS NULL OR (j.e ->> 'currency') IN (SELECT k.code::text FROM runhub.currencies k))
+           f.customer_locale, f.amount_cents, f.currency, f.payload, f.plain
       FROM pg_catalog.jsonb_array_elements(p_events) WITH ORDINALITY AS j(e, n)
-     CROSS JOIN (SELECT ARRAY(SELECT a.sent_event_type FROM runhub.actions a) AS sent_types) s
-     CROSS JOIN LATERAL runhub._event_fields(j.e) f
+     CROSS JOIN LATERAL runhub._event_as_stored(j.e) f
 $$;
 
 -- Signals, inside a statement over _plain_events, an event not of the plain shape:

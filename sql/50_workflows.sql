@@ -170,9 +170,9 @@ $$;
 -- order. One pass of the recipient builder gives the counts and the first included address; the
 -- other four come from the builder read over a window of the project's customers in e-mail order
 -- from there (every audience member is a customer; the window is an index range, pushed into each
--- of the builder's branches), widened to the rest when it held fewer. Planned for the action and
--- project at hand (custom plans prune the builder's other branches and fold the window's bounds);
--- jit off because compiling costs more than these queries take.
+-- of the builder's branches), widened to the rest when it held fewer. The counts are planned for
+-- the action and project at hand (custom plans prune the builder's other branches); jit off because
+-- compiling costs more than these queries take.
 CREATE OR REPLACE FUNCTION runhub._audience_summary(p_project uuid, p_action text, p_params jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -209,9 +209,10 @@ END
 $$;
 
 -- The first five included recipients in e-mail order from p_from, among the next p_window of the
--- project's customers in e-mail order (null: all of them; none when fewer than p_window remain). A generic plan, made once a session:
--- planning the builder costs more than reading a window of it (the action's other branches stay
--- in the plan behind one-time filters that skip them).
+-- project's customers in e-mail order (null: all of them; none when fewer than p_window remain).
+-- A generic plan, made once a session: planning the builder costs more than reading a window of it
+-- (the action's other branches stay in the plan behind one-time filters that skip them). Two
+-- statements, not one with "p_window IS NULL OR": the window's bound must reach the index scans.
 CREATE OR REPLACE FUNCTION runhub._audience_sample(p_project uuid, p_action text, p_params jsonb, p_from text,
                                                    p_window int)
 RETURNS jsonb

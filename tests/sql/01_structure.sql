@@ -486,7 +486,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- checks, a day's KPI facts, whether an action can run and a run's outcome as a row (the digest
 -- job's batch query), and the execution lock's key, a client's plausible instant and runhub's own
 -- idempotency keys (expressions), and ingest's checks of an event's common shape and its fields
--- (_trim, _is_plain_instant, _is_reserved_event_type, _is_plain_event, _event_fields, _plain_event,
+-- (_trim, _is_plain_instant, _is_reserved_event_type, _is_plain_event, _event_as_stored, _plain_event,
 -- _plain_events: one plan for a batch). So is the attribution texts'
 -- constant (_attribution_texts), which names nothing to look up, and the digest job's procedure
 -- (run_due_digests) and the outbox's purge (purge_finished_mail): one that commits may have no SET
@@ -500,7 +500,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                                            '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
                                            '_execution_lock_key', '_is_client_instant', '_is_system_idempotency_key',
                                            '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_plain_event',
-                                           '_event_fields', '_plain_event', '_plain_events',
+                                           '_event_as_stored', '_plain_event', '_plain_events',
                                            '_attribution_texts', 'run_due_digests',
                                            'purge_finished_mail')$$,
                 'every function in schema runhub but the inlined helpers, the attribution texts (a constant, folded into plans) and the digest job (a procedure that commits) has SET search_path = pg_catalog, pg_temp');
@@ -512,7 +512,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                                        '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
                                        '_execution_lock_key', '_is_client_instant', '_is_system_idempotency_key',
                                        '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_plain_event',
-                                       '_event_fields', '_plain_event', '_plain_events')
+                                       '_event_as_stored', '_plain_event', '_plain_events')
                      AND (p.prosecdef OR r.rolname IS NOT NULL
                           OR EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                                       WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))$$,
