@@ -25,12 +25,17 @@ def parser(doc: str, database_help: str, rebuild: bool = True, home: str = ".run
 
 def vacuum_analyze(conn, tables) -> None:
     """VACUUM (ANALYZE) each table (outside a transaction, whatever the connection's mode)."""
+    vacuum(conn, tables, analyze=True)
+
+
+def vacuum(conn, tables, analyze: bool = False) -> None:
+    """VACUUM each table, with ANALYZE if asked (outside a transaction, whatever the connection's mode)."""
     autocommit = conn.autocommit
     conn.commit()
     conn.autocommit = True
     try:
         for table in tables:
-            conn.execute(f"VACUUM (ANALYZE) {table}")
+            conn.execute(f"VACUUM {'(ANALYZE) ' if analyze else ''}{table}")
     finally:
         conn.autocommit = autocommit
 

@@ -50,6 +50,7 @@ $$;
 -- lists built once, the per-checkout ones index probes. _audience and _recipients pin no
 -- search_path so that they inline into the calling query (a SET clause forbids it: 3x slower on
 -- 50,000 customers); every name in them is schema-qualified and they run with the caller's rights.
+-- A recipient's address is looked up COLLATE "C", as its indexes hold it (migration 0015).
 CREATE OR REPLACE FUNCTION runhub._recipients(p_project uuid, p_action text, p_params jsonb, p_at timestamptz)
 RETURNS TABLE (email text, name text, locale text, cart_id text, amount_cents bigint, currency char(3),
                excluded_by text)
@@ -66,7 +67,7 @@ AS $$
                 THEN 'converted'
            WHEN (SELECT 'alreadyContacted' = ANY (x.exclusions) FROM runhub.actions x WHERE x.id = p_action) AND EXISTS (
                     SELECT 1 FROM runhub.workflow_run_recipients r
-                     WHERE r.project_id = p_project AND r.email = a.email AND r.cart_id = a.cart_id
+                     WHERE r.project_id = p_project AND r.email COLLATE "C" = a.email AND r.cart_id = a.cart_id
                        AND r.status IN ('queued', 'sent'))
                 THEN 'alreadyContacted'
            WHEN (SELECT 'alreadyOnboarded' = ANY (x.exclusions) FROM runhub.actions x WHERE x.id = p_action)

@@ -112,7 +112,7 @@ BEGIN
     IF p_email IS NOT NULL THEN
         SELECT o.id, o.sent_at INTO message_id, sent_at
           FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
-         WHERE rc.run_id = _link_touch.run_id AND rc.email = p_email
+         WHERE rc.run_id = _link_touch.run_id AND rc.email COLLATE "C" = p_email
            AND o.status = 'sent' AND o.sent_at <= p_paid_at
            AND o.sent_at >= p_paid_at - make_interval(hours => window_hours);
     END IF;
@@ -208,7 +208,7 @@ BEGIN
                       FROM runhub.workflow_run_recipients rc
                       JOIN runhub.outbox o ON o.recipient_id = rc.id
                       JOIN runhub.workflow_runs r ON r.id = rc.run_id
-                     WHERE rc.project_id = p_payment.project_id AND rc.email = p_payment.customer_email
+                     WHERE rc.project_id = p_payment.project_id AND rc.email COLLATE "C" = p_payment.customer_email
                        AND rc.created_at <= p_payment.occurred_at  -- written before it was sent
                        AND o.status = 'sent' AND o.sent_at <= p_payment.occurred_at
                        AND o.sent_at >= p_payment.occurred_at - make_interval(hours => r.outcome_window_hours)) t

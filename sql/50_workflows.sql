@@ -584,7 +584,7 @@ BEGIN
     WITH cancelled AS (
         UPDATE runhub.outbox o SET status = 'cancelled', last_error = 'suppressed: ' || p_reason
           FROM runhub.workflow_run_recipients r
-         WHERE r.project_id = p_project AND r.email = p_email AND o.recipient_id = r.id AND o.status = 'queued'
+         WHERE r.project_id = p_project AND r.email COLLATE "C" = p_email AND o.recipient_id = r.id AND o.status = 'queued'
         RETURNING o.recipient_id)
     UPDATE runhub.workflow_run_recipients SET status = 'cancelled', updated_at = now()
      WHERE id IN (SELECT recipient_id FROM cancelled);

@@ -3,7 +3,7 @@
 -- something the contract relies on fails here first, with a readable message.
 BEGIN;
 \ir helpers.psql
-SELECT plan(225);
+SELECT plan(227);
 
 -- ---------------------------------------------------------------------------------------------
 -- Schema, extensions and tables.
@@ -166,7 +166,9 @@ SELECT col_is_pk('runhub', 'workflow_run_recipients', 'id', 'workflow_run_recipi
 SELECT ok((SELECT attidentity = 'a' FROM pg_attribute
             WHERE attrelid = 'runhub.workflow_run_recipients'::regclass AND attname = 'id'),
           'workflow_run_recipients.id is GENERATED ALWAYS AS IDENTITY');
-SELECT col_is_unique('runhub', 'workflow_run_recipients', ARRAY['run_id', 'email'], 'one recipient per (run, e-mail)');
+SELECT is(pg_get_indexdef('runhub.workflow_run_recipients_run_email'::regclass),
+          'CREATE UNIQUE INDEX workflow_run_recipients_run_email ON runhub.workflow_run_recipients USING btree (run_id, email COLLATE "C")',
+          'one recipient per (run, e-mail), compared byte for byte (no locale call per comparison: migration 0015)');
 SELECT col_type_is('runhub', 'workflow_run_recipients', 'amount_cents', 'bigint', 'workflow_run_recipients.amount_cents is bigint');
 SELECT col_default_is('runhub', 'workflow_run_recipients', 'status', 'queued', 'workflow_run_recipients.status defaults to queued');
 SELECT col_is_pk('runhub', 'outbox', 'id', 'outbox.id is the primary key');
@@ -270,8 +272,24 @@ SELECT matches(pg_get_indexdef('runhub.workflow_runs_project_action'::regclass),
                'workflow_runs_project_action is on (project_id, action_id, requested_at DESC)');
 SELECT matches(pg_get_indexdef('runhub.workflow_runs_project_requested'::regclass), '\(project_id, requested_at DESC\)$',
                'workflow_runs_project_requested is on (project_id, requested_at DESC)');
-SELECT matches(pg_get_indexdef('runhub.workflow_run_recipients_contact'::regclass), '\(project_id, email, created_at DESC\)$',
-               'workflow_run_recipients_contact is on (project_id, email, created_at DESC)');
+SELECT matches(pg_get_indexdef('runhub.workflow_run_recipients_contact'::regclass), '\(project_id, email COLLATE "C", created_at DESC\)$',
+               'workflow_run_recipients_contact is on (project_id, email COLLATE "C", created_at DESC)');
+-- runhub's probes of a recipient by address (COLLATE "C", as the indexes hold it) find the address in
+-- the index; one written without it would find only the run's or the project's rows there.
+INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email)  -- no keys: rows of no run
+SELECT md5('run' || g % 400)::uuid, md5('project' || g % 40)::uuid, 'c' || g || '@example.com' FROM generate_series(1, 4000) g;
+ANALYZE runhub.workflow_run_recipients;
+SET LOCAL enable_seqscan = off;
+SELECT matches(pg_temp.plan_of($$SELECT 1 FROM runhub.workflow_run_recipients rc
+                                  WHERE rc.run_id = md5('run7')::uuid AND rc.email COLLATE "C" = 'c7@example.com'$$),
+               'Scan using workflow_run_recipients_run_email on workflow_run_recipients rc\n.*Index Cond: \(\(run_id = ''[0-9a-f-]+''::uuid\) AND \(?\(?email(\)::text)? = ',
+               'a probe by run and address COLLATE "C" finds both in workflow_run_recipients_run_email');
+SELECT matches(pg_temp.plan_of($$SELECT 1 FROM runhub.workflow_run_recipients rc
+                                  WHERE rc.project_id = md5('project7')::uuid AND rc.email COLLATE "C" = 'c7@example.com'$$),
+               'Scan using workflow_run_recipients_contact on workflow_run_recipients rc\n.*Index Cond: \(\(project_id = ''[0-9a-f-]+''::uuid\) AND \(?\(?email(\)::text)? = ',
+               'a probe by project and address COLLATE "C" finds both in workflow_run_recipients_contact');
+RESET enable_seqscan;
+DELETE FROM runhub.workflow_run_recipients;
 SELECT matches(pg_get_indexdef('runhub.outbox_due'::regclass), '\(next_attempt_at\) WHERE \(status = ''queued''::text\)$',
                'outbox_due: queued messages by next_attempt_at, partial');
 
