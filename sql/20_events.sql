@@ -488,6 +488,10 @@ BEGIN
         )
         SELECT coalesce(array_agg(s.idempotency_key), '{}'), coalesce(array_agg(s.id), '{}') INTO v_new_keys, v_new_ids
           FROM stored s;
+        IF cardinality(v_new_ids) = v_count THEN  -- each stored, none a replay or twice here: ids in order
+            RETURN (SELECT jsonb_agg(jsonb_build_object('eventId', i.id, 'inserted', true) ORDER BY i.id)
+                      FROM unnest(v_new_ids) AS i(id));  -- ids ascend in the order inserted, the order given
+        END IF;
         v_keys := ARRAY(SELECT x.e ->> 'idempotencyKey' FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n)
                          ORDER BY x.n);
     EXCEPTION WHEN SQLSTATE 'RH002' THEN  -- _unchecked_event's (execute_run's undo is RH001)
@@ -577,13 +581,13 @@ AS $$
 BEGIN
     RETURN (
         SELECT jsonb_agg(coalesce(t.error, jsonb_build_object('eventId', t.id, 'inserted', t.inserted)) ORDER BY t.n)
-          FROM (SELECT g.n, er.error, coalesce(s.id, e.id) AS id,
+          FROM (SELECT g.n, er.error,
+                       coalesce(s.id, (SELECT e.id FROM runhub.business_events e  -- looked up only if not stored now
+                                        WHERE e.project_id = p_project AND e.idempotency_key = g.key)) AS id,
                        s.id IS NOT NULL AND g.n = min(g.n) OVER (PARTITION BY g.key) AS inserted
                   FROM unnest(p_keys) WITH ORDINALITY AS g(key, n)
                   LEFT JOIN unnest(p_errors) WITH ORDINALITY AS er(error, n) ON er.n = g.n
-                  LEFT JOIN unnest(p_new_keys, p_new_ids) AS s(key, id) ON s.key = g.key
-                  LEFT JOIN runhub.business_events e
-                         ON s.id IS NULL AND g.key IS NOT NULL AND e.project_id = p_project AND e.idempotency_key = g.key) t);
+                  LEFT JOIN unnest(p_new_keys, p_new_ids) AS s(key, id) ON s.key = g.key) t);
 END
 $$;
 
