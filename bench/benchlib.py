@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 
-from runhub_loader.embedded import Cluster
+from runhub_loader.db.embedded import Cluster
 
 
 def parser(doc: str, database_help: str, rebuild: bool = True, home: str = ".runhub-bench") -> argparse.ArgumentParser:

@@ -45,8 +45,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from runhub_loader.deploy import deploy  # noqa: E402
-from runhub_loader.embedded import free_port  # noqa: E402
+from runhub_loader.db.deploy import deploy  # noqa: E402
+from runhub_loader.db.embedded import free_port  # noqa: E402
 from benchlib import database_url, loadavg, parser as bench_parser  # noqa: E402
 
 DATABASE = "runhub_bench_load"

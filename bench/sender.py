@@ -10,12 +10,12 @@ content for every recipient but the name and link; recover_abandoned: personal m
 link and amount) for --recipients customers each, in fresh projects, and has runhub.process_runs
 queue their messages in the outbox. Then, in the same round:
 
-  daemon  runhub_loader.sender.Sender, in this process, with the daemon's defaults (and --concurrency,
+  daemon  runhub_loader.mail.daemon.Sender, in this process, with the daemon's defaults (and --concurrency,
           --batch), JSON logs as `runhub sender` writes them (to --daemon-log), exit_when_idle: timed
           from start until the last message is recorded sent (max(sent_at), on the database clock),
           so it includes claiming, rendering, SMTP and recording; the time until run() returns
           (idle detection and shutdown) is printed too.
-  plain   the same messages, rendered beforehand by runhub_loader.render.render_bytes from the
+  plain   the same messages, rendered beforehand by runhub_loader.mail.render.render_bytes from the
           same outbox rows (runhub._messages_json, as claim_messages gives them) with the same From and unsubscribe URL, sent with
           smtplib.sendmail over one reused connection: the issue's "plain smtplib loop".
   plain x C  the same pre-rendered messages over C connections in C threads (C = --concurrency, as
@@ -48,11 +48,12 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader import logs  # noqa: E402
-from runhub_loader.deploy import deploy  # noqa: E402
-from runhub_loader.embedded import Cluster, free_port  # noqa: E402
-from runhub_loader.render import SAMPLES, render_bytes  # noqa: E402
-from runhub_loader.sender import Sender, SenderConfig  # noqa: E402
-from runhub_loader.smtp import SmtpConfig  # noqa: E402
+from runhub_loader.db.deploy import deploy  # noqa: E402
+from runhub_loader.db.embedded import Cluster, free_port  # noqa: E402
+from runhub_loader.mail.preview import SAMPLES  # noqa: E402
+from runhub_loader.mail.render import render_bytes  # noqa: E402
+from runhub_loader.mail.daemon import Sender, SenderConfig  # noqa: E402
+from runhub_loader.mail.smtp import SmtpConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATABASE = "runhub_bench_sender"

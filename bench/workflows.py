@@ -22,7 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from runhub_loader.deploy import deploy  # noqa: E402
+from runhub_loader.db.deploy import deploy  # noqa: E402
 from benchlib import database_url, loadavg, parser as bench_parser, vacuum  # noqa: E402
 
 OWNER = uuid.UUID("00000000-0000-4000-8000-00000000b0b0")

@@ -1,6 +1,6 @@
 """The e-mail addresses runhub accepts: exactly those its sender can deliver and write in a To
 header. One grammar for ingest and suppressions (runhub._mailbox) and for the renderer
-(runhub_loader/render.py), so that an address accepted at ingest always renders and one refused
+(runhub_loader/mail/render.py), so that an address accepted at ingest always renders and one refused
 never would.
 
 A mailbox here is RFC 5321's, narrowed to what plain SMTP delivers and mail readers show as sent:

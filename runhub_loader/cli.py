@@ -9,24 +9,24 @@ from pathlib import Path
 import click
 
 from . import __version__, logs
-from .embedded import Cluster, EmbeddedError, default_home
+from .db.embedded import Cluster, EmbeddedError, default_home
 
-DEFAULT_DASHBOARD_URL = "https://localhost/projects/{projectId}/run"  # = sender.DEFAULT_DASHBOARD_URL
+DEFAULT_DASHBOARD_URL = "https://localhost/projects/{projectId}/run"  # = mail.daemon.DEFAULT_DASHBOARD_URL
 ENV_HELP = "Defaults to $DATABASE_URL, else the embedded cluster in --home (started with `runhub db start`)."
 
 
 class Context:
     def __init__(self, home: Path, database_url: str | None):
         self.home = home
-        self._database_url = database_url
+        self.database_url_option = database_url  # --database-url or $DATABASE_URL, if given
 
     @property
     def cluster(self) -> Cluster:
         return Cluster(self.home)
 
     def database_url(self) -> str:
-        if self._database_url:
-            return self._database_url
+        if self.database_url_option:
+            return self.database_url_option
         cluster = self.cluster
         if not cluster.running():
             raise click.ClickException(
@@ -35,7 +35,33 @@ class Context:
         return cluster.url()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _set_database_url(ctx: click.Context, _param, value: str | None) -> None:
+    if value is not None:
+        ctx.find_object(Context).database_url_option = value
+
+
+def _set_home(ctx: click.Context, _param, value: Path | None) -> None:
+    if value is not None:
+        ctx.find_object(Context).home = value.resolve()
+
+
+class Commands(click.Group):
+    """A group whose every command also takes --database-url and --home after its name
+    (`runhub deploy --database-url URL`, as yoyo and alembic users type it); given there, they win
+    over the same options before it and over $DATABASE_URL / $RUNHUB_HOME."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not isinstance(cmd, click.Group):
+            cmd.params += [
+                click.Option(["--database-url"], metavar="URL", expose_value=False, callback=_set_database_url,
+                             help="As before the command: the PostgreSQL URL of the runhub database."),
+                click.Option(["--home"], type=click.Path(file_okay=False, path_type=Path), expose_value=False,
+                             callback=_set_home, help="As before the command: the embedded cluster's folder."),
+            ]
+        super().add_command(cmd, name)
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="runhub")
 @click.option("--database-url", envvar="DATABASE_URL", metavar="URL",
               help="PostgreSQL URL of the runhub database. " + ENV_HELP)
@@ -56,7 +82,7 @@ def main(ctx: click.Context, database_url: str | None, home: Path | None, log_fo
 
 # -- runhub db ----------------------------------------------------------------------------------
 
-@main.group()
+@main.group(cls=Commands)
 def db() -> None:
     """The embedded local PostgreSQL 15 cluster (pg_cron preloaded, socket + loopback only)."""
 
@@ -129,7 +155,8 @@ def deploy(obj: Context, source: Path | None, no_cron: bool) -> None:
 
     Deploying the same code twice changes nothing; a failed deploy changes nothing.
     """
-    from .deploy import DEFAULT_SOURCE, DeployError, deploy as run_deploy
+    from .db.assets import DEFAULT_SOURCE
+    from .db.deploy import DeployError, deploy as run_deploy
 
     try:
         result = run_deploy(obj.database_url(), source or DEFAULT_SOURCE, schedule_cron=not no_cron)
@@ -158,7 +185,7 @@ def deploy(obj: Context, source: Path | None, no_cron: bool) -> None:
 @click.pass_obj
 def status(obj: Context, as_json: bool) -> None:
     """Deployed version, pending migrations, cron jobs and their last runs, table sizes."""
-    from .status import collect, render
+    from .db.status import collect, render
 
     report = collect(obj.database_url())
     click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
@@ -282,8 +309,8 @@ def demo(obj: Context) -> None:
             click.echo(f"  {email:24} {link}")
         click.echo(_outcome_line(run.get("outcome")))
     if result["digest"]:  # yesterday's digest, as its owner will get it at 08:00 shop time
-        from .render import write_digest_preview
-        from .sender import dashboard_link
+        from .mail.daemon import dashboard_link
+        from .mail.preview import write_digest_preview
 
         content = {**result["digest"], "runHubUrl": dashboard_link(DEFAULT_DASHBOARD_URL, result["project"])}
         html, text = write_digest_preview(content, content.get("locale"), obj.home / "digests")
@@ -354,8 +381,8 @@ def attribute_payments(obj: Context, since, projects) -> None:
 def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, concurrency, rate, project_rate,
            batch, poll_seconds, lease_seconds, listen_url) -> None:
     """Run the sender daemon: execute runs and deliver the outbox (SIGTERM stops it cleanly)."""
-    from .sender import Sender, SenderConfig
-    from .smtp import SmtpConfig
+    from .mail.daemon import Sender, SenderConfig
+    from .mail.smtp import SmtpConfig
 
     config = SenderConfig(database_url=obj.database_url(), smtp=SmtpConfig.from_url(smtp_url),
                           from_addr=from_addr, unsubscribe_url=unsubscribe_url, dashboard_url=dashboard_url,
@@ -378,7 +405,7 @@ def smtp_sink(obj: Context, host: str, port: int, folder: Path | None) -> None:
     import signal
     import threading
 
-    from .smtp import serve_sink
+    from .mail.sink import serve_sink
 
     folder = folder or obj.home / "mail"
     controller = serve_sink(folder, host, port)
@@ -412,7 +439,8 @@ def render_command(template: str, locale: str, pairs: tuple[str, ...], vars_json
     (projectName, date, currency, kpiOrder, kpis, and headline, anomaly and recommendedAction as
     i18n keys with params, lastOutcome) plus runHubUrl, as JSON (docs/sql-contract.md, "Digests").
     """
-    from .render import SAMPLES, RenderError, write_preview
+    from .mail.preview import SAMPLES, write_preview
+    from .mail.values import RenderError
 
     variables = dict(SAMPLES[template]) if sample else {}
     if vars_json is not None:
@@ -438,7 +466,7 @@ def render_command(template: str, locale: str, pairs: tuple[str, ...], vars_json
 
 # -- digest -------------------------------------------------------------------------------------
 
-@main.group()
+@main.group(cls=Commands)
 def digest() -> None:
     """Daily digests: look at one before it is sent."""
 
@@ -462,8 +490,9 @@ def digest_preview(obj: Context, project, day, locale: str | None, out_dir: Path
     """
     import psycopg
 
-    from .render import RenderError, write_digest_preview
-    from .sender import dashboard_link
+    from .mail.daemon import dashboard_link
+    from .mail.preview import write_digest_preview
+    from .mail.values import RenderError
 
     day = day.date()
     try:
@@ -498,11 +527,12 @@ def up(obj: Context, smtp_port: int, until_idle: bool) -> None:
 
     Mail goes to the local sink, stored as .eml files under <home>/mail.
     """
-    from .deploy import deploy as run_deploy
-    from .sender import Sender, SenderConfig
-    from .smtp import SmtpConfig, serve_sink
+    from .db.deploy import deploy as run_deploy
+    from .mail.daemon import Sender, SenderConfig
+    from .mail.sink import serve_sink
+    from .mail.smtp import SmtpConfig
 
-    url = obj._database_url
+    url = obj.database_url_option
     if not url:
         obj.cluster.start()
         url = obj.cluster.url()
@@ -527,7 +557,7 @@ def _port_or_free(port: int) -> int:
     """port if it is free on loopback, else any free one (so `up` works beside another sink)."""
     import socket
 
-    from .embedded import free_port
+    from .db.embedded import free_port
 
     with socket.socket() as probe:
         try:

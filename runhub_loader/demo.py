@@ -1,5 +1,6 @@
-"""A small demo shop: a few weeks of checkouts, payments, leads and signups, loaded through the
-same API a real shop's back end would call (so a re-run is idempotent)."""
+"""The demo shop: weeks of checkouts, payments, leads and signups, loaded through the public API.
+
+The same calls a real shop's back end would make, so a re-run is idempotent."""
 from __future__ import annotations
 
 import random

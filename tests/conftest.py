@@ -21,8 +21,8 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 from pytest_postgresql import factories
 
-from runhub_loader.deploy import deploy
-from runhub_loader.embedded import Cluster
+from runhub_loader.db.deploy import deploy
+from runhub_loader.db.embedded import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,7 +78,7 @@ def fresh_db(cluster):
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     yield cluster.url(name)
-    from runhub_loader.deploy import unschedule_cron_jobs
+    from runhub_loader.db.cron import unschedule_cron_jobs
 
     unschedule_cron_jobs(cluster.url(name))
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:

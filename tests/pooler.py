@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from runhub_loader.embedded import Cluster, _server_ids, _server_user, free_port
+from runhub_loader.db.embedded import Cluster, _server_ids, _server_user, free_port
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 

@@ -298,7 +298,8 @@ def test_runhub_attribute_payments_credits_what_was_missed(conn, db_url):
 
 
 def test_promotion_mail_links_to_the_shop_with_its_run_id():
-    from runhub_loader.render import SAMPLES, render_content
+    from runhub_loader.mail.preview import SAMPLES
+    from runhub_loader.mail.render import render_content
 
     link = "https://shop.example/?wid=8d2f0c1e-5b7a-4c3e-9f1d-2a6b3c4d5e6f"
     for template in ("promo", "update"):

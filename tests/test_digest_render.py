@@ -22,10 +22,14 @@ from markupsafe import escape
 
 from conftest import file_mode, ingest, new_project
 from runhub_loader import cli
-from runhub_loader import sender as sender_module
-from runhub_loader.render import (ACTION_IDS, GREEN, GREY, LOCALES, RED, SAMPLES, Rendered, RenderError, catalog,
-                                  format_money, render_content, render_message)
-from runhub_loader.smtp import Outcome, SmtpConfig
+from runhub_loader.mail import daemon as sender_module
+from helpers.mail import render_message
+from runhub_loader.mail.digest import ACTION_IDS, GREEN, GREY, RED
+from runhub_loader.mail.locales import LOCALES, catalog, format_money
+from runhub_loader.mail.preview import SAMPLES
+from runhub_loader.mail.render import Rendered, render_content
+from runhub_loader.mail.values import RenderError
+from runhub_loader.mail.smtp import Outcome, SmtpConfig
 
 NOW = datetime(2026, 1, 28, 7, 0, tzinfo=timezone.utc)  # the send time: the morning after the day
 PROJECT = SAMPLES["digest"]["projectName"]
@@ -720,8 +724,8 @@ def test_a_queued_digest_is_delivered_in_the_projects_language_with_its_dashboar
     reaches an SMTP server with no English in it."""
     from psycopg.types.json import Jsonb
 
-    from runhub_loader.embedded import free_port
-    from runhub_loader.smtp import serve_sink
+    from runhub_loader.db.embedded import free_port
+    from runhub_loader.mail.sink import serve_sink
 
     project, owner = new_project(conn, timezone="UTC", locale="ar")
     conn.execute("SELECT runhub.update_project_settings(%s, %s, %s)", (project, owner, Jsonb(

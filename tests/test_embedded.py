@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from conftest import event, ingest, new_project
 from runhub_loader.cli import main as cli
-from runhub_loader.embedded import Cluster, EmbeddedError, free_port
+from runhub_loader.db.embedded import Cluster, EmbeddedError, free_port
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another user")
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from attribution_helpers import deliver, sent_hours_ago
 from runhub_loader.cli import main as cli
-from runhub_loader.deploy import deploy
+from runhub_loader.db.deploy import deploy
 from workflow_helpers import create_run, preview, process_runs, ready_project, signup
 
 

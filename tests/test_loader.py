@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from conftest import REPO, event, ingest, new_project
 from runhub_loader.cli import main as cli
-from runhub_loader.deploy import DeployError, deploy
+from runhub_loader.db.deploy import DeployError, deploy
 
 # The first commit with a deployable tree (migration 0001 only): the "older checkout".
 FOUNDATION_COMMIT = "ea3d50cde48ee7fcf7ed7655a9750083bab0085b"
@@ -218,7 +218,7 @@ def test_every_command_has_help():
 
 def test_cron_jobs_of_similarly_named_databases_stay_apart(cluster):
     """'_' is a LIKE wildcard: shop_1's jobs must not be mistaken for shopX1's."""
-    from runhub_loader.deploy import unschedule_cron_jobs
+    from runhub_loader.db.cron import unschedule_cron_jobs
 
     suffix = uuid.uuid4().hex[:8]
     names = [f"shop_1{suffix}", f"shopX1{suffix}"]
@@ -237,3 +237,56 @@ def test_cron_jobs_of_similarly_named_databases_stay_apart(cluster):
             for name in names:
                 unschedule_cron_jobs(cluster.url(name))
                 admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_database_url_and_home_are_taken_after_the_command_too(fresh_db, tmp_path):
+    runner = CliRunner()
+    deployed = runner.invoke(cli, ["deploy", "--no-cron", "--database-url", fresh_db])
+    assert deployed.exit_code == 0 and "deployed runhub" in deployed.output, deployed.output
+    # After the command it wins over the same option before it (and over $DATABASE_URL).
+    status = runner.invoke(cli, ["--database-url", "postgresql://nobody@127.0.0.1:1/none", "status",
+                                 "--database-url", fresh_db], env={"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})
+    assert status.exit_code == 0 and "0 pending" in status.output, status.output
+    missing = runner.invoke(cli, ["db", "url", "--home", str(tmp_path / "no-cluster")])
+    assert missing.exit_code != 0 and str(tmp_path / "no-cluster") in missing.output
+
+
+@pytest.mark.slow
+def test_the_wheel_deploys_from_outside_the_checkout(fresh_db, tmp_path):
+    """`pip install` of the built wheel into a fresh virtualenv elsewhere, then `runhub deploy`:
+    the migrations, SQL and PL/Python ship inside the wheel, not beside a checkout."""
+    import site
+    import sys
+
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside the sources
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for folder in ("runhub_loader", "migrations", "sql", "plpython"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
+                   check=True, cwd=tmp_path, capture_output=True)
+    (wheel,) = wheels.glob("runhub-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+                   check=True, capture_output=True)
+    # Its dependencies from this virtualenv's site-packages (no network), not runhub itself.
+    venv_site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                    check=True, capture_output=True, text=True).stdout.strip())
+    (venv_site / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([str(python), "-c", "import runhub_loader, runhub_loader.db.assets as a; "
+                            "print(runhub_loader.__file__); print(a.DEFAULT_SOURCE)"],
+                           check=True, capture_output=True, text=True, cwd=elsewhere).stdout.split()
+    assert all(str(venv) in line and str(REPO) not in line for line in where), where
+    result = subprocess.run([str(venv / "bin" / "runhub"), "--log-format", "text", "deploy", "--no-cron",
+                             "--database-url", fresh_db], capture_output=True, text=True, cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert f"migrations applied: {', '.join(MIGRATIONS)}" in result.stdout, result.stdout
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT count(*) FROM runhub.plpython_modules").fetchone()[0] > 0
+        assert conn.execute("SELECT to_regprocedure('runhub.ingest_event(uuid, jsonb)') IS NOT NULL").fetchone()[0]

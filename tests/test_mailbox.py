@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 
 from conftest import assert_refused, count_rows, event, ingest, new_project
 from plpython import addresses
-from runhub_loader import mime
-from runhub_loader.render import SAMPLES, RenderError, envelope_address, render_bytes
+from runhub_loader.mail import mime
+from runhub_loader.mail.preview import SAMPLES
+from runhub_loader.mail.render import envelope_address, render_bytes
+from runhub_loader.mail.values import RenderError
 from workflow_helpers import ago, create_run, preview, process_runs, ready_project
 
 # Deterministic examples and no example database written into the repository.

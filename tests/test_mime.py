@@ -11,8 +11,10 @@ import re
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runhub_loader import mime
-from runhub_loader.render import clean_line, render_bytes, render_message
+from runhub_loader.mail import mime
+from helpers.mail import render_message
+from runhub_loader.mail.render import render_bytes
+from runhub_loader.mail.values import clean_line
 
 STRICT = email.policy.default.clone(raise_on_defect=True)
 

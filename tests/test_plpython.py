@@ -7,8 +7,8 @@ import psycopg
 import pytest
 
 from plpython import runtime
-from runhub_loader.deploy import deploy
-from runhub_loader.plpy_bundle import bundle_sha, find_exports, parse_signature, read_modules
+from runhub_loader.db.deploy import deploy
+from runhub_loader.db.plpy_bundle import bundle_sha, find_exports, parse_signature, read_modules
 from test_loader import REPO, checkout_copy
 
 

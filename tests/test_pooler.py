@@ -13,9 +13,9 @@ from psycopg.types.json import Jsonb
 from conftest import CLUSTER, new_project, wait_until
 from pooler import PgBouncer
 from runhub_loader import logs
-from runhub_loader.embedded import free_port
-from runhub_loader.sender import Sender, SenderConfig
-from runhub_loader.smtp import SmtpConfig
+from runhub_loader.db.embedded import free_port
+from runhub_loader.mail.daemon import Sender, SenderConfig
+from runhub_loader.mail.smtp import SmtpConfig
 from workflow_helpers import SETTINGS, run_status
 
 

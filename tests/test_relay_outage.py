@@ -14,10 +14,10 @@ from aiosmtpd.controller import Controller
 
 from conftest import wait_until
 from runhub_loader import logs
-from runhub_loader.embedded import free_port
-from runhub_loader.sender import Sender, SenderConfig
-from runhub_loader.smtp import RelayUnavailable, SmtpConfig, SmtpConnection
-from runhub_loader.status import collect, render
+from runhub_loader.db.embedded import free_port
+from runhub_loader.mail.daemon import Sender, SenderConfig
+from runhub_loader.mail.smtp import RelayUnavailable, SmtpConfig, SmtpConnection
+from runhub_loader.db.status import collect, render
 from workflow_helpers import checkouts, create_run, preview, process_runs, ready_project, run_status, signup
 
 

@@ -1,4 +1,4 @@
-"""E-mail rendering (runhub_loader.render): templates, locales, headers, escaping. No database."""
+"""E-mail rendering (runhub_loader.mail): templates, locales, headers, escaping. No database."""
 from __future__ import annotations
 
 import email
@@ -17,20 +17,21 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from markupsafe import escape
 
 from runhub_loader import cli
-from runhub_loader.render import (_RECIPIENT_KEYS, GREEN, GREY, LOCALES, RED, SAMPLES, TEMPLATES, WORKFLOW_TEMPLATES,
-                                  RenderError, _render_content, catalog, clean_line, delta_color, format_money,
-                                  render_content, render_message, resolve_locale, write_preview)
+from helpers.mail import render_message
+from runhub_loader.mail.digest import GREEN, GREY, RED, delta_color
+from runhub_loader.mail.locales import LOCALES, catalog, format_money, resolve_locale
+from runhub_loader.mail.preview import SAMPLES, write_preview
+from runhub_loader.mail.render import _RECIPIENT_KEYS, TEMPLATES, WORKFLOW_TEMPLATES, _render_content, render_content
+from runhub_loader.mail.values import RenderError, clean_line
 
 MESSAGE_ID = "<runid.42@runhub>"
 UNSUBSCRIBE = "https://runhub.example/unsubscribe?token=p1.ann%40example.com.c2lnbmF0dXJl"
-MAILTO = "mailto:unsubscribe@runhub.example?subject=unsubscribe"
 
 
 def send(template: str, locale: str | None = "en", variables: dict | None = None, **headers):
     """Render, serialize and parse back, as a receiving client would."""
     kwargs = dict(message_id=MESSAGE_ID, to_email="ann@example.com", to_name="Ann",
-                  from_addr="Sunrise Bakery <shop@sunrise.example>", unsubscribe_url=UNSUBSCRIBE,
-                  unsubscribe_mailto=MAILTO)
+                  from_addr="Sunrise Bakery <shop@sunrise.example>", unsubscribe_url=UNSUBSCRIBE)
     kwargs.update(headers)
     msg = render_message(template, locale, SAMPLES[template] if variables is None else variables, **kwargs)
     return email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
@@ -122,7 +123,7 @@ def test_every_template_renders_a_complete_message(template, locale):
 
     unsubscribe_label = catalog(locale)["footer.unsubscribe"]
     if template in WORKFLOW_TEMPLATES:
-        assert parsed["List-Unsubscribe"] == f"<{UNSUBSCRIBE}>, <{MAILTO}>"
+        assert parsed["List-Unsubscribe"] == f"<{UNSUBSCRIBE}>"
         assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert UNSUBSCRIBE in text
         assert f'<a href="{escape(UNSUBSCRIBE)}"' in html and f">{unsubscribe_label}</a>" in html
@@ -135,7 +136,7 @@ def test_every_template_renders_a_complete_message(template, locale):
 def test_missing_optional_values_render_nothing(template):
     required = {"projectName": "Sunrise Bakery", "link": "https://shop.example/checkout?wid=1&cart=2",
                 "subject": "Hello", "content": "Some news."}
-    parsed = send(template, "en", required, to_name=None, unsubscribe_mailto=None)
+    parsed = send(template, "en", required, to_name=None)
     text, html = bodies(parsed)
     assert "None" not in text and "None" not in html
     assert "Hello," in text  # the generic greeting
@@ -196,7 +197,6 @@ def test_subject_header_injection_is_neutralized():
     (dict(unsubscribe_url=None), "unsubscribe_url"),
     (dict(unsubscribe_url="http://runhub.example/u"), "https"),
     (dict(unsubscribe_url="https://runhub.example/u>, <https://evil.example"), "https"),
-    (dict(unsubscribe_mailto="https://runhub.example/u"), "mailto"),
     (dict(message_id="runid.42@runhub"), "message_id"),
     (dict(message_id="<runid.42@runhub>\r\nBcc: x@y"), "message_id"),
     (dict(from_addr="Shop <shop@example.com>\r\nBcc: x@y"), "from_addr"),
@@ -214,9 +214,9 @@ def test_long_list_unsubscribe_uri_is_never_an_encoded_word():
     url = "https://runhub.example/unsubscribe?token=" + "A" * 180
     raw = render_message("onboarding", "en", SAMPLES["onboarding"], message_id=MESSAGE_ID,
                          to_email="ann@example.com", to_name="Ann", from_addr="shop@example.com",
-                         unsubscribe_url=url, unsubscribe_mailto=MAILTO).as_bytes()
+                         unsubscribe_url=url).as_bytes()
     header = re.search(rb"^List-Unsubscribe: (.*?)\r\n(?! )", raw, re.M | re.S).group(1)
-    assert header == f"<{url}>,\r\n <{MAILTO}>".encode()
+    assert header == f"<{url}>".encode()
 
 
 # -- money, dates, digest -------------------------------------------------------------------------

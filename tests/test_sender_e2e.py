@@ -11,9 +11,11 @@ from aiosmtpd.controller import Controller
 
 from conftest import wait_until
 from runhub_loader import logs
-from runhub_loader.embedded import free_port
-from runhub_loader.sender import Recorder, Sender, SenderConfig
-from runhub_loader.smtp import Outcome, SmtpConfig, ehlo_responses
+from runhub_loader.db.embedded import free_port
+from runhub_loader.mail.daemon import Sender, SenderConfig
+from runhub_loader.mail.recorder import Recorder
+from runhub_loader.mail.sink import ehlo_responses
+from runhub_loader.mail.smtp import Outcome, SmtpConfig
 from workflow_helpers import create_run, preview, process_runs, ready_project, run_status, signup
 
 

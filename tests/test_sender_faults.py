@@ -38,8 +38,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 from conftest import durable_commits, wait_until
-from runhub_loader.embedded import free_port
-from runhub_loader.smtp import ehlo_responses
+from runhub_loader.db.embedded import free_port
+from runhub_loader.mail.sink import ehlo_responses
 from workflow_helpers import connect, create_run, preview, ready_project, run_status
 
 RUNHUB = Path(sys.executable).parent / "runhub"

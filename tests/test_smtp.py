@@ -13,8 +13,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from conftest import file_mode
-from runhub_loader.embedded import free_port
-from runhub_loader.smtp import EmlSink, SmtpConfig, SmtpConnection, UnsafeMailFolder, ehlo_responses
+from runhub_loader.db.embedded import free_port
+from runhub_loader.mail.sink import EmlSink, UnsafeMailFolder, ehlo_responses
+from runhub_loader.mail.smtp import SmtpConfig, SmtpConnection
 
 MESSAGE = (b"From: a@example.com\r\nTo: b@example.com\r\nSubject: dots\r\n\r\n"
            b"line one\r\n.starts with a dot\r\n..two dots\r\n.\r\nlast\r\n")

@@ -14,9 +14,9 @@ from psycopg.types.json import Jsonb
 
 from conftest import assert_refused, event, new_project
 from runhub_loader import logs
-from runhub_loader.embedded import free_port
-from runhub_loader.sender import Sender, SenderConfig
-from runhub_loader.smtp import SmtpConfig
+from runhub_loader.db.embedded import free_port
+from runhub_loader.mail.daemon import Sender, SenderConfig
+from runhub_loader.mail.smtp import SmtpConfig
 from test_sender_e2e import ScriptedSink, onboarding_run
 from workflow_helpers import ago, create_run, preview, process_runs, ready_project, run_status
 

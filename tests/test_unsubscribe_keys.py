@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import REPO, assert_refused, new_project
 from runhub_loader.cli import main as cli
-from runhub_loader.deploy import deploy
+from runhub_loader.db.deploy import deploy
 from test_tokens import legacy_v1_token, single_edits
 from workflow_helpers import create_run, preview, process_runs, ready_project, signup
 

@@ -1,5 +1,4 @@
-"""`runhub deploy`: migrations under yoyo's lock, then `sql/` and the PL/Python bundle, in one
-transaction; then the pg_cron jobs, by name, in the cron database."""
+"""`runhub deploy`: migrations, `sql/` and the PL/Python bundle in one transaction, then cron."""
 from __future__ import annotations
 
 import hashlib
@@ -7,19 +6,16 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 from psycopg import sql as pgsql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import tuple_row
+from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 
-from . import __version__, logs
+from .. import __version__, logs
+from .assets import CODE_FOLDERS, DEFAULT_SOURCE
+from .cron import CronReport, register_cron_jobs
 from .plpy_bundle import bundle_statements
 
 log = logs.get("deploy")
-
-DEFAULT_SOURCE = Path(__file__).resolve().parent.parent
-CODE_FOLDERS = ("migrations", "sql", "plpython")
 
 
 class DeployError(RuntimeError):
@@ -32,17 +28,7 @@ class DeployResult:
     checksum: str
     applied_migrations: list[str] = field(default_factory=list)
     changed: bool = False
-    cron: "CronReport | None" = None
-
-
-@dataclass
-class CronReport:
-    available: bool
-    reason: str = ""
-    scheduled: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    jobs: list[dict] = field(default_factory=list)  # what should run, for scheduling by other means
+    cron: CronReport | None = None
 
 
 def code_checksum(source: Path) -> str:
@@ -203,81 +189,3 @@ def _ensure_extensions(conn) -> None:
         installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (name,)).fetchone()
         if not installed:
             conn.execute(pgsql.SQL("CREATE EXTENSION {}").format(pgsql.Identifier(name)))
-
-
-# -- pg_cron -----------------------------------------------------------------------------------
-
-def cron_state(conn) -> tuple[bool, str, str]:
-    """(usable, reason if not, cron database name) for the server behind conn."""
-    preload, available, cron_db = conn.cursor(row_factory=tuple_row).execute(
-        """SELECT current_setting('shared_preload_libraries'),
-                  EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron'),
-                  coalesce(current_setting('cron.database_name', true), 'postgres')""").fetchone()
-    if not available:
-        return False, "pg_cron is not installed on this server (package postgresql-15-cron)", cron_db
-    if "pg_cron" not in [p.strip() for p in preload.split(",")]:
-        return False, "pg_cron is not in shared_preload_libraries (needs a server restart)", cron_db
-    return True, "", cron_db
-
-
-def job_prefix(dbname: str) -> str:
-    return f"runhub:{dbname}:"
-
-
-def wanted_jobs(conn, dbname: str, cron_db: str) -> list[dict]:
-    rows = conn.execute("SELECT name, schedule, command, in_cron_database FROM runhub.cron_jobs() ORDER BY name")
-    return [
-        {"jobname": job_prefix(dbname) + name, "schedule": schedule, "command": command,
-         "database": cron_db if in_cron_db else dbname}
-        for name, schedule, command, in_cron_db in rows.fetchall()
-    ]
-
-
-def register_cron_jobs(database_url: str) -> CronReport:
-    """Schedule this database's jobs by name; drop the ones it no longer wants. Idempotent."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        dbname = conn.info.dbname
-        usable, reason, cron_db = cron_state(conn)
-        jobs = wanted_jobs(conn, dbname, cron_db)
-    report = CronReport(available=usable, reason=reason, jobs=jobs)
-    if not usable:
-        log.warning("cron_unavailable", reason=reason, jobs=[j["jobname"] for j in jobs])
-        return report
-    try:
-        with psycopg.connect(make_conninfo(database_url, dbname=cron_db), autocommit=True) as cron:
-            cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
-            existing = {row[0]: row[1:] for row in cron.execute(
-                "SELECT jobname, schedule, command, database FROM cron.job WHERE starts_with(jobname, %s)",
-                (job_prefix(dbname),)).fetchall()}
-            for job in jobs:
-                if existing.pop(job["jobname"], None) == (job["schedule"], job["command"], job["database"]):
-                    report.unchanged.append(job["jobname"])
-                    continue
-                cron.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)",
-                             (job["jobname"], job["schedule"], job["command"], job["database"]))
-                report.scheduled.append(job["jobname"])
-            for jobname in existing:
-                cron.execute("SELECT cron.unschedule(%s)", (jobname,))
-                report.removed.append(jobname)
-    except psycopg.Error as exc:
-        report.available = False
-        report.reason = f"could not manage pg_cron in database {cron_db}: {str(exc).strip()}"
-        log.warning("cron_unavailable", reason=report.reason)
-    return report
-
-
-def unschedule_cron_jobs(database_url: str) -> list[str]:
-    """Remove every job of this database (used when a database is dropped, e.g. in tests)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        dbname = conn.info.dbname
-        usable, _, cron_db = cron_state(conn)
-    if not usable:
-        return []
-    with psycopg.connect(make_conninfo(database_url, dbname=cron_db), autocommit=True) as cron:
-        if not cron.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone():
-            return []
-        rows = cron.execute("SELECT jobname FROM cron.job WHERE starts_with(jobname, %s)", (job_prefix(dbname),))
-        names = [r[0] for r in rows.fetchall()]
-        for name in names:
-            cron.execute("SELECT cron.unschedule(%s)", (name,))
-    return names

@@ -1,5 +1,6 @@
-"""A small, fast writer for the one message shape runhub sends: headers and a multipart/alternative
-of a text/plain and a text/html part, as 7-bit wire bytes with CRLF line ends.
+"""A small, fast MIME writer for the one shape runhub sends: headers and text + HTML alternatives.
+
+As 7-bit wire bytes with CRLF line ends.
 
 The stdlib's EmailMessage builds the same thing, but through its header registry and generator it
 costs about 1.8 ms of CPU a message, ten times the templates, and the sender would spend most of

@@ -5,7 +5,9 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from .deploy import DEFAULT_SOURCE, code_checksum, cron_state, job_prefix, pending_migrations
+from .assets import DEFAULT_SOURCE
+from .cron import cron_state, job_prefix
+from .deploy import code_checksum, pending_migrations
 
 
 def collect(database_url: str, source=DEFAULT_SOURCE) -> dict:

@@ -1,0 +1,17 @@
+"""Where the deployable migrations/, sql/ and plpython/ are: in the wheel, or atop a checkout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+CODE_FOLDERS = ("migrations", "sql", "plpython")
+
+
+def _source() -> Path:
+    packaged = Path(__file__).resolve().parent.parent / "deployable"
+    if all((packaged / folder).is_dir() for folder in CODE_FOLDERS):
+        return packaged
+    return Path(__file__).resolve().parents[2]  # the checkout's top level
+
+
+# A folder holding migrations/, sql/ and plpython/: what `runhub deploy` deploys by default.
+DEFAULT_SOURCE = _source()

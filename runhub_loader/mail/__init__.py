@@ -1,0 +1,1 @@
+"""Mail: the sender daemon, SMTP client and sink, rendering, digest composition, previews."""

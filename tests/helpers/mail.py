@@ -1,0 +1,13 @@
+"""Mail helpers: a rendered message read back as a client would."""
+from __future__ import annotations
+
+from email import message_from_bytes
+from email.message import EmailMessage
+from typing import Any, Mapping
+
+from runhub_loader.mail.render import POLICY, render_bytes
+
+
+def render_message(template: str, locale: str | None, variables: Mapping[str, Any], **kwargs) -> EmailMessage:
+    """render_bytes, parsed back into an EmailMessage."""
+    return message_from_bytes(render_bytes(template, locale, variables, **kwargs), policy=POLICY)
