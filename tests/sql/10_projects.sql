@@ -3,7 +3,7 @@
 -- project_members.
 BEGIN;
 \ir helpers.psql
-SELECT plan(76);
+SELECT * FROM no_plan();
 
 \set owner   '''aaaaaaaa-0000-4000-8000-000000000001'''
 \set owner2  '''aaaaaaaa-0000-4000-8000-000000000002'''

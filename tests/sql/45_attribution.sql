@@ -4,7 +4,7 @@
 -- tests/test_attribution_model.py); here the contract a SQL client relies on.
 BEGIN;
 \ir helpers.psql
-SELECT plan(34);
+SELECT * FROM no_plan();
 
 \set owner '''aaaaaaaa-0000-4000-8000-0000000000a1'''
 \set other '''aaaaaaaa-0000-4000-8000-0000000000b1'''

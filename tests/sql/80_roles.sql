@@ -10,7 +10,7 @@
 -- in the catalog first, then by acting as each role (SET LOCAL ROLE) and watching it fail (42501).
 BEGIN;
 \ir helpers.psql
-SELECT plan(207);
+SELECT * FROM no_plan();
 
 -- ---------------------------------------------------------------------------------------------
 -- The roles exist, are not superusers, and cannot bypass RLS.

@@ -1,0 +1,145 @@
+-- Workflows, preview (docs/sql-contract.md, "Workflows"): the recipient builder (who is in, who is
+-- left out and why) and preview for the three actions: exact count, sample, criteria, exclusions
+-- and their counts, warnings, a blocked preview, the preview's record, its refusals, send_promo's
+-- segments and params. Previews after a run (alreadyContacted, the frequency cap, cooldown):
+-- 32_create_run.sql and 33_execution_leases.sql.
+-- Fixtures pg_temp.recover_shop, promo_shop, onboard_shop: helpers.psql.
+BEGIN;
+\ir helpers.psql
+SELECT * FROM no_plan();
+
+\set owner    '''ffffffff-0000-4000-8000-000000000001'''
+\set admin    '''ffffffff-0000-4000-8000-000000000002'''
+\set member   '''ffffffff-0000-4000-8000-000000000003'''
+\set stranger '''ffffffff-0000-4000-8000-0000000000ff'''
+
+CREATE FUNCTION pg_temp.preview_sql(p_project uuid, p_actor uuid, p_action text, p_params jsonb DEFAULT '{}')
+RETURNS text LANGUAGE sql
+AS $$ SELECT format('SELECT runhub.preview(%L, %L, %L, %L)', p_project, p_actor, p_action, p_params) $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- recover_abandoned (the recover shop, locale de): the recipient builder, then preview.
+SELECT pg_temp.recover_shop(:owner, :admin, :member) AS rec \gset
+SELECT is(pg_temp.who(:'rec', 'recover_abandoned'),
+          '{"ann@example.com": "included", "bob@example.com": "included", "carol@example.com": "converted",
+            "dave@example.com": "converted", "erin@example.com": "included", "gina@example.com": "suppressed",
+            "hank@example.com": "converted", "ivy@example.com": "included", "kim@example.com": "included",
+            "leo@example.com": "included"}'::jsonb,
+          'recipient builder: converted by correlation (carol) and by e-mail (dave), not by an earlier payment (erin); '
+          'suppressed (gina); the first exclusion wins (hank); frank out of the window; no anonymous checkout');
+SELECT is((SELECT cart_id FROM runhub._recipients(:'rec', 'recover_abandoned', '{}', now()) WHERE email = 'ivy@example.com'),
+          'cart-ivy-new', 'each customer''s latest checkout counts (ivy: her newer cart)');
+SELECT is((SELECT cart_id FROM runhub._recipients(:'rec', 'recover_abandoned', '{}', now()) WHERE email = 'carol@example.com'),
+          'corr-carol', 'without payload.cartId, the cart id is the correlation id');
+
+-- preview: exact count, first five in e-mail order, criteria and exclusions from the registry.
+SELECT runhub.preview(:'rec', :admin, 'recover_abandoned') AS pv \gset
+SELECT is(ARRAY(SELECT k FROM jsonb_object_keys(:'pv'::jsonb) k ORDER BY k COLLATE "C"),
+          '{count,criteria,excluded,exclusions,params,previewId,sample,warnings}'::text[],
+          'an allowed preview has exactly these keys (no blocked)');
+SELECT is((:'pv'::jsonb) -> 'count', '6'::jsonb, 'preview count: ann, bob, erin, ivy, kim, leo');
+SELECT is((:'pv'::jsonb) -> 'sample',
+          '[{"email": "ann@example.com", "name": "Ann"}, {"email": "bob@example.com"}, {"email": "erin@example.com"},
+            {"email": "ivy@example.com"}, {"email": "kim@example.com", "name": "Kim"}]'::jsonb,
+          'sample: the first five recipients in e-mail order, with names where known');
+SELECT is((:'pv'::jsonb) ->> 'criteria', 'Customers whose latest checkout in the last 24 hours has no payment yet', 'preview criteria');
+SELECT is((:'pv'::jsonb) -> 'exclusions',
+          '["Customers who paid after their checkout", "Checkouts that already got a recovery e-mail",
+            "Unsubscribed, bounced or suppressed addresses", "Customers e-mailed by any workflow in the last 16 hours"]'::jsonb,
+          'preview exclusions: labels in registry order, with the default 16-hour cap');
+SELECT is((:'pv'::jsonb) -> 'excluded',
+          '[{"exclusion": "converted", "label": "Customers who paid after their checkout", "count": 3},
+            {"exclusion": "alreadyContacted", "label": "Checkouts that already got a recovery e-mail", "count": 0},
+            {"exclusion": "suppressed", "label": "Unsubscribed, bounced or suppressed addresses", "count": 1},
+            {"exclusion": "frequencyCap", "label": "Customers e-mailed by any workflow in the last 16 hours", "count": 0}]'::jsonb,
+          'preview excluded: each exclusion with its label and count (converted 3, suppressed 1)');
+SELECT is((:'pv'::jsonb) -> 'warnings', '[]'::jsonb, 'no warning for 6 recipients');
+SELECT is((:'pv'::jsonb) -> 'params', '{}'::jsonb, 'recover_abandoned params: none');
+SELECT results_eq(format($$SELECT actor, action_id, params, recipient_count, blocked FROM runhub.previews WHERE id = %L$$, (:'pv'::jsonb) ->> 'previewId'),
+                  format($$VALUES (%L::uuid, 'recover_abandoned', '{}'::jsonb, 6, NULL::jsonb)$$, :admin),
+                  'the preview is recorded: actor, action, params, count, not blocked');
+SELECT pg_temp.set_policy('recover_abandoned', '{"warnAtRecipients": 6}') \g /dev/null
+SELECT is(runhub.preview(:'rec', :admin, 'recover_abandoned') -> 'warnings', '["This will email 6 people"]'::jsonb,
+          'a warning from warnAtRecipients recipients on');
+SELECT pg_temp.set_policy('recover_abandoned', '{"warnAtRecipients": 500, "maxRecipients": 5}') \g /dev/null
+SELECT runhub.preview(:'rec', :admin, 'recover_abandoned') AS pv_blocked \gset
+SELECT is((:'pv_blocked'::jsonb) -> 'blocked',
+          '{"reason": "workflows.policy.tooManyRecipients", "reasonParams": {"count": 6, "max": 5}}'::jsonb,
+          'a preview over maxRecipients is blocked: workflows.policy.tooManyRecipients');
+SELECT is((SELECT blocked ->> 'reason' FROM runhub.previews WHERE id = ((:'pv_blocked'::jsonb) ->> 'previewId')::uuid),
+          'workflows.policy.tooManyRecipients', 'the blocked preview is recorded with its refusal');
+SELECT pg_temp.set_policy('recover_abandoned', '{"maxRecipients": 1000}') \g /dev/null
+SELECT is(pg_temp.refusal(pg_temp.preview_sql(:'rec', :member, 'recover_abandoned')), 'PT403 auth.roleRequired',
+          'preview by a member below the action''s role: PT403 auth.roleRequired');
+SELECT is(pg_temp.refusal(pg_temp.preview_sql(:'rec', :stranger, 'recover_abandoned')), 'PT404 projects.notFound',
+          'preview by a non-member: PT404 projects.notFound');
+SELECT is(pg_temp.refusal(pg_temp.preview_sql(:'rec', :admin, 'recover_everything')), 'PT404 workflows.actionNotFound',
+          'preview of an unknown action: PT404 workflows.actionNotFound');
+SELECT is(pg_temp.refusal(pg_temp.preview_sql(:'rec', :admin, 'recover_abandoned', '{"limit": 5}')), 'PT400 workflows.unknownParam limit',
+          'preview with a param the action does not take: PT400 workflows.unknownParam');
+
+-- ---------------------------------------------------------------------------------------------
+-- send_promo (the promo shop, locale es): segments, params and their defaults, its exclusions.
+SELECT pg_temp.promo_shop(:owner, :admin, :member) AS promo \gset
+SELECT is_empty(format($$SELECT 1 FROM runhub.customers WHERE project_id = %L AND email = 'tom@example.com'$$, :'promo'),
+                'our own sends do not make a customer (tom only has promo_email_sent)');
+\set pp '{"subject": "Spring sale", "content": "Up to 30% off"}'
+SELECT runhub.preview(:'promo', :owner, 'send_promo', :'pp') AS ppv \gset
+SELECT is((:'ppv'::jsonb) -> 'params',
+          '{"subject": "Spring sale", "content": "Up to 30% off", "segmentation": "recent_30d", "isUpdate": false}'::jsonb,
+          'send_promo params come back with their defaults (recent_30d, isUpdate false)');
+SELECT is(jsonb_build_array((:'ppv'::jsonb) -> 'count', (:'ppv'::jsonb) -> 'sample', (:'ppv'::jsonb) -> 'criteria'),
+          '[3, [{"email": "pat@example.com", "name": "Pat"}, {"email": "quinn@example.com"}, {"email": "ruth@example.com"}],
+            "Customers and leads seen in the last 30 days"]'::jsonb,
+          'recent_30d: pat (a lead), quinn, ruth; not sara (40 days), tom (our send) or uri (suppressed)');
+SELECT is(jsonb_build_array((:'ppv'::jsonb) -> 'exclusions', (:'ppv'::jsonb) -> 'excluded'),
+          '[["Unsubscribed, bounced or suppressed addresses", "Customers e-mailed by any workflow in the last 16 hours"],
+            [{"exclusion": "suppressed", "label": "Unsubscribed, bounced or suppressed addresses", "count": 1},
+             {"exclusion": "frequencyCap", "label": "Customers e-mailed by any workflow in the last 16 hours", "count": 0}]]'::jsonb,
+          'send_promo lists only its own exclusions: suppressed (1) and frequencyCap');
+SELECT runhub.preview(:'promo', :owner, 'send_promo', (:'pp'::jsonb) || '{"segmentation": "recent_7d"}') AS ppv7 \gset
+SELECT is(jsonb_build_array((:'ppv7'::jsonb) -> 'count', (:'ppv7'::jsonb) -> 'criteria'), '[2, "Customers and leads seen in the last 7 days"]'::jsonb,
+          'recent_7d: pat and quinn');
+SELECT is((runhub.preview(:'promo', :owner, 'send_promo', (:'pp'::jsonb) || '{"segmentation": "all"}') - ARRAY['previewId', 'params', 'exclusions', 'excluded', 'warnings']),
+          '{"count": 4, "criteria": "Every customer and lead this shop has seen",
+            "sample": [{"email": "pat@example.com", "name": "Pat"}, {"email": "quinn@example.com"}, {"email": "ruth@example.com"}, {"email": "sara@example.com"}]}'::jsonb,
+          'all: sara too');
+SELECT is(pg_temp.refusal(pg_temp.preview_sql(:'promo', :admin, 'send_promo', :'pp')), 'PT403 workflows.policy.ownerRequired',
+          'an admin previewing send_promo: PT403 workflows.policy.ownerRequired');
+SELECT is(pg_temp.detail(pg_temp.preview_sql(:'promo', :member, 'send_promo', :'pp')), '{"required": "owner", "role": "member"}'::jsonb,
+          'a member gets ownerRequired too, naming the roles');
+SELECT is(ARRAY(SELECT v.params || ' -> ' || pg_temp.refusal(pg_temp.preview_sql(:'promo', :owner, 'send_promo', v.params::jsonb))
+                  FROM (VALUES ('{}', 'PT400 workflows.invalidParams subject'),
+                               ('{"subject": "", "content": "x"}', 'PT400 workflows.invalidParams subject'),
+                               ('{"subject": "   ", "content": "x"}', 'PT400 workflows.invalidParams subject'),
+                               ('{"subject": 5, "content": "x"}', 'PT400 workflows.invalidParams subject'),
+                               (jsonb_build_object('subject', repeat('s', 201), 'content', 'x')::text, 'PT400 workflows.invalidParams subject'),
+                               ('{"subject": "s"}', 'PT400 workflows.invalidParams content'),
+                               (jsonb_build_object('subject', 's', 'content', repeat('c', 20001))::text, 'PT400 workflows.invalidParams content'),
+                               ('{"subject": "s", "content": "c", "segmentation": "yearly"}', 'PT400 workflows.invalidParams segmentation'),
+                               ('{"subject": "s", "content": "c", "segmentation": null}', 'PT400 workflows.invalidParams segmentation'),
+                               ('{"subject": "s", "content": "c", "isUpdate": "yes"}', 'PT400 workflows.invalidParams isUpdate'),
+                               ('{"subject": "s", "content": "c", "discount": 10}', 'PT400 workflows.unknownParam discount'),
+                               ('"subject"', 'PT400 workflows.invalidParams params')) v(params, expected)
+                 WHERE pg_temp.refusal(pg_temp.preview_sql(:'promo', :owner, 'send_promo', v.params::jsonb)) IS DISTINCT FROM v.expected),
+          '{}'::text[], 'bad send_promo params: PT400 with the field (subject 1-200, content 1-20000, segmentation, isUpdate, unknown)');
+SELECT lives_ok(pg_temp.preview_sql(:'promo', :owner, 'send_promo', jsonb_build_object('subject', repeat('s', 200), 'content', repeat('c', 20000))),
+                'subject of 200 and content of 20000 characters are accepted');
+
+-- ---------------------------------------------------------------------------------------------
+-- onboard_users (the onboarding shop, locale fr): any member may preview it.
+SELECT pg_temp.onboard_shop(:owner, :member) AS onb \gset
+SELECT is(pg_temp.who(:'onb', 'onboard_users'),
+          '{"sam@example.com": "included", "vic@example.com": "included", "wes@example.com": "included", "xan@example.com": "suppressed"}'::jsonb,
+          'sign-ups of the last 7 days with nothing since (tia did something, uma is too old; vic''s checkout came before, wes''s event is our own send)');
+SELECT runhub.preview(:'onb', :member, 'onboard_users') AS opv \gset
+SELECT is((:'opv'::jsonb) - ARRAY['previewId', 'exclusions', 'warnings'],
+          '{"count": 3, "params": {}, "sample": [{"email": "sam@example.com", "name": "Sam"}, {"email": "vic@example.com"}, {"email": "wes@example.com"}],
+            "criteria": "People who signed up in the last 7 days and have done nothing since",
+            "excluded": [{"exclusion": "alreadyOnboarded", "label": "Users who already got a welcome e-mail", "count": 0},
+                         {"exclusion": "suppressed", "label": "Unsubscribed, bounced or suppressed addresses", "count": 1},
+                         {"exclusion": "frequencyCap", "label": "Customers e-mailed by any workflow in the last 16 hours", "count": 0}]}'::jsonb,
+          'a member may preview onboard_users: 3 recipients, xan suppressed');
+
+SELECT * FROM finish();
+ROLLBACK;

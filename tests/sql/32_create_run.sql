@@ -1,0 +1,119 @@
+-- Workflows, create_run (docs/sql-contract.md, "Workflows"): its refusals in order (membership and
+-- role, then params, the idempotency key, the preview, the trigger-time policy), the run it
+-- writes, a replay (deduplicated), the cooldown it starts, get_run and list_actions of the queued
+-- run; send_promo's refusals (owner only, the preview must have the same params). Replays of an
+-- executed or failed run: 33_execution_leases.sql; the rate limit: 36_rate_limit.sql.
+-- Fixtures pg_temp.recover_shop, promo_shop: helpers.psql.
+BEGIN;
+\ir helpers.psql
+SELECT * FROM no_plan();
+
+\set owner    '''ffffffff-0000-4000-8000-000000000001'''
+\set admin    '''ffffffff-0000-4000-8000-000000000002'''
+\set member   '''ffffffff-0000-4000-8000-000000000003'''
+\set stranger '''ffffffff-0000-4000-8000-0000000000ff'''
+
+-- The recover shop (6 recipients), previewed by the admin only.
+SELECT pg_temp.recover_shop(:owner, :admin, :member) AS rec \gset
+SELECT runhub.preview(:'rec', :admin, 'recover_abandoned') \g /dev/null
+
+-- ---------------------------------------------------------------------------------------------
+-- create_run refusals, in order: membership, role (neither counted), then params, preview, policy.
+SELECT pg_temp.reset_rate(:'rec') \g /dev/null
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :stranger, 'recover_abandoned', 'rec-x')), 'PT404 projects.notFound',
+          'create_run by a non-member: PT404 projects.notFound');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :member, 'recover_abandoned', 'rec-x')), 'PT403 auth.roleRequired',
+          'create_run by a member below admin: PT403 auth.roleRequired');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_everything', 'rec-x')), 'PT404 workflows.actionNotFound',
+          'create_run of an unknown action: PT404 workflows.actionNotFound');
+SELECT is(pg_temp.detail(pg_temp.create_sql(:'rec', :admin, 'recover_everything', 'rec-x')), '{"actionId": "recover_everything"}'::jsonb,
+          'actionNotFound names the action');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-x', '{"x": 1}')), 'PT400 workflows.unknownParam x',
+          'create_run with an unknown param: PT400 workflows.unknownParam');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-x', '[1]')), 'PT400 workflows.invalidParams params',
+          'create_run with params that are not an object: PT400 workflows.invalidParams (params)');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-x', jsonb_build_object('x', repeat('a', 32768)))),
+          'PT413 workflows.paramsTooLarge', 'create_run with params over 32 KB: PT413 workflows.paramsTooLarge');
+SELECT is(pg_temp.detail(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-x', jsonb_build_object('x', repeat('a', 32768)))),
+          jsonb_build_object('bytes', octet_length(jsonb_build_object('x', repeat('a', 32768))::text), 'maxBytes', 32768),
+          'paramsTooLarge reports the size and the limit');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', '')), 'PT400 workflows.invalidParams idempotencyKey',
+          'an empty idempotency key: PT400 workflows.invalidParams (idempotencyKey)');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', repeat('k', 256))), 'PT400 workflows.invalidParams idempotencyKey',
+          'a 256-character idempotency key: PT400 workflows.invalidParams (idempotencyKey)');
+SELECT pg_temp.reset_rate(:'rec') \g /dev/null
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :owner, 'recover_abandoned', 'rec-x')), 'PT422 workflows.policy.previewRequired',
+          'the owner has not previewed (only the admin has): PT422 workflows.policy.previewRequired');
+SELECT is(pg_temp.detail(pg_temp.create_sql(:'rec', :owner, 'recover_abandoned', 'rec-x')), '{"maxAgeMinutes": 15}'::jsonb,
+          'previewRequired names the maximum age');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-x', '{}', 'ffffffff-0000-4000-8000-00000000eeee')),
+          'PT422 workflows.policy.previewRequired', 'a preview_id that is not a preview of this actor: previewRequired');
+UPDATE runhub.previews SET created_at = now() - interval '16 minutes' WHERE project_id = :'rec';
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-x')), 'PT422 workflows.policy.previewRequired',
+          'a preview 16 minutes old does not count: previewRequired');
+SELECT is_empty(format($$SELECT 1 FROM runhub.workflow_runs WHERE project_id = %L$$, :'rec'), 'refused create_run calls wrote no run');
+
+-- The run: queued with the preview's count; a replay is deduplicated; another key meets the cooldown.
+SELECT pg_temp.reset_rate(:'rec') \g /dev/null
+SELECT runhub.preview(:'rec', :admin, 'recover_abandoned') AS rec_pv \gset
+SELECT pg_temp.set_policy('recover_abandoned', '{"maxRecipients": 5}') \g /dev/null
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-1')), 'PT422 workflows.policy.tooManyRecipients',
+          'a preview counting more than maxRecipients: PT422 workflows.policy.tooManyRecipients');
+SELECT pg_temp.set_policy('recover_abandoned', '{"maxRecipients": 1000}') \g /dev/null
+SELECT r ->> 'runId' AS rec1, r AS rec1_json
+  FROM runhub.create_run(:'rec', :admin, 'recover_abandoned', 'rec-1', '{}', '2026-01-02T03:04:05Z',
+                         ((:'rec_pv'::jsonb) ->> 'previewId')::uuid) r \gset
+SELECT is((:'rec1_json'::jsonb) - 'runId', '{"status": "queued", "deduplicated": false}'::jsonb, 'create_run: queued, not deduplicated');
+SELECT results_eq(format($$SELECT status, action_id, idempotency_key, params, client_requested_at, preview_id, recipient_count_estimate,
+                                  triggered_by, triggered_by_role, attempts, requested_at
+                             FROM runhub.workflow_runs WHERE id = %L$$, :'rec1'),
+                  format($$VALUES ('queued', 'recover_abandoned', 'rec-1', '{}'::jsonb, '2026-01-02T03:04:05Z'::timestamptz, %L::uuid, 6,
+                                   %L::uuid, 'admin', 0, now())$$, (:'rec_pv'::jsonb) ->> 'previewId', :admin),
+                  'the run row: its preview, the preview''s count as estimate, who triggered it with which role');
+SELECT is(pg_temp.violation(format($$UPDATE runhub.workflow_runs SET status = 'running' WHERE id = %L$$, :'rec1')),
+          '23514 workflow_runs_running_state', 'a queued run cannot be set running by hand without started_at and a lease');
+SELECT is(runhub.create_run(:'rec', :admin, 'recover_abandoned', 'rec-1'),
+          jsonb_build_object('runId', :'rec1', 'status', 'queued', 'deduplicated', true),
+          'the same key and params again: the same run, deduplicated, with its real status');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-2')), 'PT409 workflows.policy.cooldownActive',
+          'another key within the cooldown: PT409 workflows.policy.cooldownActive');
+SELECT is(pg_temp.detail(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-2')), '{"minutes": 60, "cooldownMinutes": 60}'::jsonb,
+          'cooldownActive says how long to wait');
+SELECT is((SELECT count(*)::int FROM runhub.workflow_runs WHERE project_id = :'rec'), 1, 'one run in the project');
+SELECT is(runhub.get_run(:'rec', :member, :'rec1'),
+          jsonb_build_object('id', :'rec1', 'projectId', :'rec', 'actionId', 'recover_abandoned', 'status', 'queued',
+                             'requestedAt', runhub._iso(now()), 'clientRequestedAt', '2026-01-02T03:04:05.000000Z',
+                             'params', '{}'::jsonb, 'recipientCountEstimate', 6, 'attempts', 0, 'triggeredBy', :admin,
+                             'previewId', (:'rec_pv'::jsonb) ->> 'previewId', 'stale', false,
+                             'outcome', '{"model": "last_touch_48h", "windowHours": 48, "conversions": 0, "revenueCents": 0,
+                                          "currency": "EUR", "confidence": null, "matchedBy": null, "byMethod": {},
+                                          "windowEndsAt": null, "final": false}'::jsonb),
+          'get_run of a queued run (any member may read it): no conversions yet, its window not begun');
+SELECT is(pg_temp.availability(:'rec', :owner) -> 'recover_abandoned',
+          '{"available": false, "reason": "workflows.policy.cooldownActive", "reasonParams": {"minutes": 60, "cooldownMinutes": 60}}'::jsonb,
+          'list_actions after a run: workflows.policy.cooldownActive');
+SELECT is(pg_temp.action(:'rec', :owner, 'recover_abandoned') -> 'lastRun',
+          jsonb_build_object('id', :'rec1', 'status', 'queued', 'requestedAt', runhub._iso(now())),
+          'list_actions lastRun: the queued run');
+SELECT is(runhub.preview(:'rec', :admin, 'recover_abandoned') -> 'blocked',
+          '{"reason": "workflows.policy.cooldownActive", "reasonParams": {"minutes": 60, "cooldownMinutes": 60}}'::jsonb,
+          'a preview during the cooldown is blocked by it');
+
+-- ---------------------------------------------------------------------------------------------
+-- send_promo (the promo shop), previewed by the owner with :pp and with :pp in segment recent_7d.
+SELECT pg_temp.promo_shop(:owner, :admin, :member) AS promo \gset
+\set pp '{"subject": "Spring sale", "content": "Up to 30% off"}'
+SELECT runhub.preview(:'promo', :owner, 'send_promo', :'pp') \g /dev/null
+SELECT runhub.preview(:'promo', :owner, 'send_promo', (:'pp'::jsonb) || '{"segmentation": "recent_7d"}') AS ppv7 \gset
+SELECT pg_temp.reset_rate(:'promo') \g /dev/null
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'promo', :admin, 'send_promo', 'promo-1', :'pp')), 'PT403 workflows.policy.ownerRequired',
+          'create_run send_promo by an admin: PT403 workflows.policy.ownerRequired');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'promo', :owner, 'send_promo', 'promo-1', '{"subject": "Spring sale!", "content": "Up to 30% off"}')),
+          'PT422 workflows.policy.previewRequired', 'a preview with other params does not count: previewRequired');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'promo', :owner, 'send_promo', 'promo-1', :'pp', ((:'ppv7'::jsonb) ->> 'previewId')::uuid)),
+          'PT422 workflows.policy.previewRequired', 'a preview_id of a preview with other params (recent_7d): previewRequired');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'promo', :owner, 'send_promo', 'promo-1', '{"subject": "Spring sale"}')),
+          'PT400 workflows.invalidParams content', 'create_run validates params too');
+
+SELECT * FROM finish();
+ROLLBACK;
