@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 from psycopg.types.json import Jsonb
 
+from .db import queries
+
 DEMO_OWNER = uuid.UUID("00000000-0000-4000-8000-000000000001")
 DEMO_NAME = "Demo Coffee Roasters"
 CUSTOMERS = [
@@ -71,8 +73,7 @@ def load(database_url: str, now: datetime | None = None) -> dict:
     """Create the demo shop (once) and ingest its events; returns what is there."""
     now = now or datetime.now(timezone.utc)
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT id FROM runhub.projects WHERE owner_id = %s AND name = %s",
-                           (DEMO_OWNER, DEMO_NAME)).fetchone()
+        row = conn.execute(queries.DEMO_PROJECT_ID, (DEMO_OWNER, DEMO_NAME)).fetchone()
         project = row[0] if row else conn.execute(
             "SELECT runhub.create_project(%s, %s, 'America/New_York', 'USD', 'en', 'coffee')",
             (DEMO_NAME, DEMO_OWNER)).fetchone()[0]
@@ -86,9 +87,7 @@ def load(database_url: str, now: datetime | None = None) -> dict:
             result = conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event))).fetchone()[0]
             inserted += result["inserted"]
         conn.commit()
-        counts = dict(conn.execute(
-            "SELECT event_type, count(*) FROM runhub.business_events WHERE project_id = %s GROUP BY 1 ORDER BY 1",
-            (project,)).fetchall())
+        counts = dict(conn.execute(queries.DEMO_EVENT_COUNTS, (project,)).fetchall())
         actions = conn.execute("SELECT runhub.list_actions(%s, %s)", (project, DEMO_OWNER)).fetchone()[0]
         previews = {a["id"]: conn.execute("SELECT runhub.preview(%s, %s, %s, %s)",
                                           (project, DEMO_OWNER, a["id"], Jsonb(DEMO_PARAMS.get(a["id"], {})))
@@ -97,8 +96,7 @@ def load(database_url: str, now: datetime | None = None) -> dict:
         run = _run_recovery(conn, project, previews.get("recover_abandoned"), now)
         if run and "id" in run:
             run["outcome"] = _customer_comes_back(conn, project, run["id"])
-        digest = conn.execute("SELECT runhub.generate_digest(p.id, (now() AT TIME ZONE p.timezone)::date - 1)"
-                              " FROM runhub.projects p WHERE p.id = %s", (project,)).fetchone()[0]
+        digest = conn.execute(queries.DEMO_YESTERDAYS_DIGEST, (project,)).fetchone()[0]
     return {"project": str(project), "name": DEMO_NAME, "inserted": inserted, "events": counts,
             "actions": actions, "previews": previews, "run": run, "digest": digest}
 
@@ -121,8 +119,7 @@ def _run_recovery(conn, project, preview, now: datetime) -> dict | None:
     conn.execute("SELECT runhub.process_runs(10)")
     conn.commit()
     run = conn.execute("SELECT runhub.get_run(%s, %s, %s)", (project, DEMO_OWNER, created["runId"])).fetchone()[0]
-    links = conn.execute("SELECT email, link FROM runhub.workflow_run_recipients WHERE run_id = %s ORDER BY email",
-                         (created["runId"],)).fetchall()
+    links = conn.execute(queries.DEMO_RUN_LINKS, (created["runId"],)).fetchall()
     return {**run, "deduplicated": created["deduplicated"], "links": links}
 
 
@@ -130,10 +127,7 @@ def _customer_comes_back(conn, project, run_id: str) -> dict | None:
     """Once the day's recovery mail went out, its first recipient follows the link and pays (once):
     the shop's payment webhook carries the run id from the checkout's metadata, and the payment is
     credited to the run. Returns the run's Outcome."""
-    sent = conn.execute(
-        """SELECT rc.email, rc.cart_id, rc.amount_cents, rc.currency FROM runhub.workflow_run_recipients rc
-             JOIN runhub.outbox o ON o.recipient_id = rc.id
-            WHERE rc.run_id = %s AND o.status = 'sent' ORDER BY rc.email LIMIT 1""", (run_id,)).fetchone()
+    sent = conn.execute(queries.DEMO_FIRST_SENT_RECIPIENT, (run_id,)).fetchone()
     if sent:
         email, cart, amount, currency = sent
         conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb({

@@ -8,6 +8,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import tuple_row
 
 from .. import logs
+from . import queries
 
 log = logs.get("deploy")
 
@@ -25,10 +26,7 @@ class CronReport:
 
 def cron_state(conn) -> tuple[bool, str, str]:
     """(usable, reason if not, cron database name) for the server behind conn."""
-    preload, available, cron_db = conn.cursor(row_factory=tuple_row).execute(
-        """SELECT current_setting('shared_preload_libraries'),
-                  EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron'),
-                  coalesce(current_setting('cron.database_name', true), 'postgres')""").fetchone()
+    preload, available, cron_db = conn.cursor(row_factory=tuple_row).execute(queries.CRON_STATE).fetchone()
     if not available:
         return False, "pg_cron is not installed on this server (package postgresql-15-cron)", cron_db
     if "pg_cron" not in [p.strip() for p in preload.split(",")]:
@@ -41,7 +39,7 @@ def job_prefix(dbname: str) -> str:
 
 
 def wanted_jobs(conn, dbname: str, cron_db: str) -> list[dict]:
-    rows = conn.execute("SELECT name, schedule, command, in_cron_database FROM runhub.cron_jobs() ORDER BY name")
+    rows = conn.execute(queries.WANTED_CRON_JOBS)
     return [
         {"jobname": job_prefix(dbname) + name, "schedule": schedule, "command": command,
          "database": cron_db if in_cron_db else dbname}
@@ -61,19 +59,18 @@ def register_cron_jobs(database_url: str) -> CronReport:
         return report
     try:
         with psycopg.connect(make_conninfo(database_url, dbname=cron_db), autocommit=True) as cron:
-            cron.execute("CREATE EXTENSION IF NOT EXISTS pg_cron")
+            cron.execute(queries.CREATE_PG_CRON)
             existing = {row[0]: row[1:] for row in cron.execute(
-                "SELECT jobname, schedule, command, database FROM cron.job WHERE starts_with(jobname, %s)",
-                (job_prefix(dbname),)).fetchall()}
+                queries.SCHEDULED_CRON_JOBS, (job_prefix(dbname),)).fetchall()}
             for job in jobs:
                 if existing.pop(job["jobname"], None) == (job["schedule"], job["command"], job["database"]):
                     report.unchanged.append(job["jobname"])
                     continue
-                cron.execute("SELECT cron.schedule_in_database(%s, %s, %s, %s)",
+                cron.execute(queries.SCHEDULE_CRON_JOB,
                              (job["jobname"], job["schedule"], job["command"], job["database"]))
                 report.scheduled.append(job["jobname"])
             for jobname in existing:
-                cron.execute("SELECT cron.unschedule(%s)", (jobname,))
+                cron.execute(queries.UNSCHEDULE_CRON_JOB, (jobname,))
                 report.removed.append(jobname)
     except psycopg.Error as exc:
         report.available = False
@@ -90,10 +87,10 @@ def unschedule_cron_jobs(database_url: str) -> list[str]:
     if not usable:
         return []
     with psycopg.connect(make_conninfo(database_url, dbname=cron_db), autocommit=True) as cron:
-        if not cron.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_cron'").fetchone():
+        if not cron.execute(queries.PG_CRON_INSTALLED).fetchone():
             return []
-        rows = cron.execute("SELECT jobname FROM cron.job WHERE starts_with(jobname, %s)", (job_prefix(dbname),))
+        rows = cron.execute(queries.SCHEDULED_CRON_JOB_NAMES, (job_prefix(dbname),))
         names = [r[0] for r in rows.fetchall()]
         for name in names:
-            cron.execute("SELECT cron.unschedule(%s)", (name,))
+            cron.execute(queries.UNSCHEDULE_CRON_JOB, (name,))
     return names

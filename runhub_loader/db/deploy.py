@@ -12,6 +12,7 @@ from yoyo import get_backend, read_migrations
 
 from .. import __version__, logs
 from .assets import CODE_FOLDERS, DEFAULT_SOURCE
+from . import queries
 from .cron import CronReport, register_cron_jobs
 from .plpy_bundle import bundle_statements
 
@@ -78,10 +79,10 @@ def sql_files(source: Path) -> list[Path]:
 
 
 def _last_checksum(conn) -> str | None:
-    exists = conn.execute("SELECT to_regclass('runhub.deployments') IS NOT NULL").fetchone()[0]
+    exists = conn.execute(queries.DEPLOYMENTS_TABLE_EXISTS).fetchone()[0]
     if not exists:
         return None
-    row = conn.execute("SELECT checksum FROM runhub.deployments ORDER BY id DESC LIMIT 1").fetchone()
+    row = conn.execute(queries.LAST_DEPLOYED_CHECKSUM).fetchone()
     return row[0] if row else None
 
 
@@ -142,9 +143,7 @@ def _apply_all(backend, pending, source: Path, checksum: str) -> None:
         step = "dropping functions no longer defined"
         _drop_stale_functions(conn)
         step = "recording the deployment"
-        conn.execute(
-            "INSERT INTO runhub.deployments (version, checksum, migrations) VALUES (%s, %s, %s)",
-            (__version__, checksum, [m.id for m in pending]))
+        conn.execute(queries.RECORD_DEPLOYMENT, (__version__, checksum, [m.id for m in pending]))
         backend.commit()
     except Exception as exc:
         backend.rollback()
@@ -155,15 +154,9 @@ def _apply_all(backend, pending, source: Path, checksum: str) -> None:
 def _note_defined_functions(conn) -> None:
     """Until _drop_stale_functions: note every function this deploy creates or replaces (an event
     trigger of the deploy's own transaction, on a function in pg_temp: nobody else ever sees it)."""
-    conn.execute("CREATE TEMP TABLE runhub_deploy_defined (fn oid PRIMARY KEY) ON COMMIT DROP")
-    conn.execute("""CREATE FUNCTION pg_temp.runhub_deploy_note() RETURNS event_trigger LANGUAGE plpgsql AS $$
-                    BEGIN
-                        INSERT INTO pg_temp.runhub_deploy_defined
-                        SELECT objid FROM pg_event_trigger_ddl_commands() WHERE object_type IN ('function', 'procedure')
-                        ON CONFLICT DO NOTHING;
-                    END $$""")
-    conn.execute("""CREATE EVENT TRIGGER runhub_deploy_note ON ddl_command_end WHEN TAG IN ('CREATE FUNCTION', 'CREATE PROCEDURE')
-                    EXECUTE FUNCTION pg_temp.runhub_deploy_note()""")
+    conn.execute(queries.CREATE_DEFINED_FUNCTIONS_TABLE)
+    conn.execute(queries.CREATE_DEFINED_FUNCTIONS_NOTE)
+    conn.execute(queries.CREATE_DEFINED_FUNCTIONS_TRIGGER)
 
 
 def _drop_stale_functions(conn) -> None:
@@ -171,21 +164,15 @@ def _drop_stale_functions(conn) -> None:
     of them. One in schema runhub that this deploy did not define is an old overload left by a
     signature change, or a function since removed: drop it, so that an upgraded database equals a
     fresh one. Without CASCADE: if something still uses it, the deploy fails and says what."""
-    conn.execute("DROP EVENT TRIGGER runhub_deploy_note")
-    stale = conn.execute(
-        """SELECT p.oid::regprocedure::text FROM pg_proc p
-            WHERE p.pronamespace = 'runhub'::regnamespace
-              AND p.oid NOT IN (SELECT fn FROM pg_temp.runhub_deploy_defined)
-              AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                                 AND d.objid = p.oid AND d.deptype = 'e')
-            ORDER BY 1""").fetchall()
+    conn.execute(queries.DROP_DEFINED_FUNCTIONS_TRIGGER)
+    stale = conn.execute(queries.STALE_FUNCTIONS).fetchall()
     for (name,) in stale:
-        conn.execute(pgsql.SQL("DROP ROUTINE {}").format(pgsql.SQL(name)))
+        conn.execute(queries.DROP_ROUTINE.format(pgsql.SQL(name)))
         log.info("function_dropped", function=name)
 
 
 def _ensure_extensions(conn) -> None:
     for name in ("plpython3u", "jsonb_plpython3u"):
-        installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (name,)).fetchone()
+        installed = conn.execute(queries.EXTENSION_INSTALLED, (name,)).fetchone()
         if not installed:
-            conn.execute(pgsql.SQL("CREATE EXTENSION {}").format(pgsql.Identifier(name)))
+            conn.execute(queries.CREATE_EXTENSION.format(pgsql.Identifier(name)))

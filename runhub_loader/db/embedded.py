@@ -346,14 +346,17 @@ class Cluster:
 
     def _bootstrap(self) -> None:
         import psycopg
+        from psycopg import sql
+
+        from . import queries
 
         state = self.state()
         with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
             if not state.get("password_set"):  # for loopback TCP clients (scram-sha-256)
-                conn.execute(f"ALTER ROLE {SUPERUSER} PASSWORD '{state['password']}'")
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEFAULT_DBNAME,)).fetchone()
+                conn.execute(queries.SET_ROLE_PASSWORD.format(sql.Identifier(SUPERUSER), sql.Literal(state["password"])))
+            exists = conn.execute(queries.DATABASE_EXISTS, (DEFAULT_DBNAME,)).fetchone()
             if not exists:
-                conn.execute(f'CREATE DATABASE "{DEFAULT_DBNAME}"')
+                conn.execute(queries.CREATE_DATABASE.format(sql.Identifier(DEFAULT_DBNAME)))
         if not state.get("password_set"):
             state["password_set"] = True
             self._save_state(state)

@@ -5,6 +5,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
+from . import queries
 from .assets import DEFAULT_SOURCE
 from .cron import cron_state, job_prefix
 from .deploy import code_checksum, pending_migrations
@@ -12,14 +13,12 @@ from .deploy import code_checksum, pending_migrations
 
 def collect(database_url: str, source=DEFAULT_SOURCE) -> dict:
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        deployed = conn.execute("SELECT to_regclass('runhub.deployments') IS NOT NULL AS ok").fetchone()["ok"]
+        deployed = conn.execute(queries.STATUS_HAS_DEPLOYMENTS).fetchone()["ok"]
         report: dict = {"database": conn.info.dbname, "server": conn.info.parameter_status("server_version")}
         if not deployed:
             report["deployed"] = None
         else:
-            last = conn.execute(
-                "SELECT version, checksum, deployed_at, deployed_by FROM runhub.deployments ORDER BY id DESC LIMIT 1"
-            ).fetchone()
+            last = conn.execute(queries.LAST_DEPLOYMENT).fetchone()
             report["deployed"] = last and {**last, "deployed_at": last["deployed_at"].isoformat()}
             report["code_matches_checkout"] = bool(last) and last["checksum"] == code_checksum(source)
             report["tables"] = _table_sizes(conn)
@@ -32,39 +31,17 @@ def collect(database_url: str, source=DEFAULT_SOURCE) -> dict:
 
 
 def _table_sizes(conn) -> list[dict]:
-    return conn.execute(
-        """SELECT c.relname AS table, coalesce(s.n_live_tup, 0) AS estimated_rows,
-                  pg_size_pretty(pg_total_relation_size(c.oid)) AS total_size
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-            WHERE n.nspname = 'runhub' AND c.relkind = 'r'
-            ORDER BY pg_total_relation_size(c.oid) DESC, c.relname"""
-    ).fetchall()
+    return conn.execute(queries.TABLE_SIZES).fetchall()
 
 
 def _queues(conn) -> dict | None:
     """Runs and outbox messages by state, and the runs stuck in running for over 30 minutes."""
-    if not conn.execute("SELECT to_regclass('runhub.workflow_runs') IS NOT NULL AS ok").fetchone()["ok"]:
+    if not conn.execute(queries.STATUS_HAS_WORKFLOW_RUNS).fetchone()["ok"]:
         return None
-    runs = conn.execute(
-        """SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
-                  count(*) FILTER (WHERE status = 'running' AND executed_at IS NULL) AS executing,
-                  count(*) FILTER (WHERE status = 'running' AND executed_at IS NOT NULL) AS delivering,
-                  extract(epoch FROM now() - min(requested_at) FILTER (WHERE status = 'queued'))::int AS oldest_queued_s
-             FROM runhub.workflow_runs WHERE status IN ('queued', 'running')""").fetchone()
-    outbox = conn.execute(
-        """SELECT count(*) FILTER (WHERE status = 'queued' AND next_attempt_at <= now()) AS due,
-                  count(*) FILTER (WHERE status = 'queued' AND next_attempt_at > now()) AS retrying,
-                  count(*) FILTER (WHERE status = 'sending') AS sending
-             FROM runhub.outbox WHERE status IN ('queued', 'sending')""").fetchone()
-    stale = conn.execute(
-        """SELECT id::text, action_id, attempts, extract(epoch FROM running_for)::int AS running_s
-             FROM runhub.stale_runs ORDER BY started_at LIMIT 10""").fetchall()
-    bloat = conn.execute(
-        """SELECT relname AS table, n_live_tup AS live, n_dead_tup AS dead, last_autovacuum, last_vacuum
-             FROM pg_stat_user_tables
-            WHERE schemaname = 'runhub' AND relname IN ('outbox', 'workflow_runs', 'workflow_run_recipients', 'previews')
-            ORDER BY relname""").fetchall()
+    runs = conn.execute(queries.RUN_QUEUE).fetchone()
+    outbox = conn.execute(queries.OUTBOX_QUEUE).fetchone()
+    stale = conn.execute(queries.STALE_RUNS).fetchall()
+    bloat = conn.execute(queries.QUEUE_TABLE_BLOAT).fetchall()
     for row in bloat:
         vacuumed = max((t for t in (row.pop("last_autovacuum"), row.pop("last_vacuum")) if t), default=None)
         row["last_vacuum"] = vacuumed.isoformat() if vacuumed else None
@@ -74,11 +51,9 @@ def _queues(conn) -> dict | None:
 
 def _relays(conn) -> list[dict] | None:
     """The SMTP relay as each sender of the last hour last found it (runhub.relay_status)."""
-    if not conn.execute("SELECT to_regclass('runhub.relay_status') IS NOT NULL AS ok").fetchone()["ok"]:
+    if not conn.execute(queries.STATUS_HAS_RELAY_STATUS).fetchone()["ok"]:
         return None
-    rows = conn.execute(
-        """SELECT worker, relay, down_since, last_error, updated_at FROM runhub.relay_status
-            WHERE updated_at > now() - interval '1 hour' ORDER BY down_since NULLS LAST, worker""").fetchall()
+    rows = conn.execute(queries.RECENT_RELAY_STATUS).fetchall()
     for row in rows:
         for key in ("down_since", "updated_at"):
             row[key] = row[key].isoformat() if row[key] else None
@@ -88,16 +63,10 @@ def _relays(conn) -> list[dict] | None:
 def _digests(conn) -> dict | None:
     """Projects with digests on, how many are due (overdue by over an hour: the job is not
     running), and the digest job's last runs (runhub.job_runs)."""
-    if not conn.execute("SELECT to_regclass('runhub.job_runs') IS NOT NULL AS ok").fetchone()["ok"]:
+    if not conn.execute(queries.STATUS_HAS_JOB_RUNS).fetchone()["ok"]:
         return None
-    projects = conn.execute(
-        """SELECT count(*) FILTER (WHERE digest_enabled) AS enabled,
-                  count(*) FILTER (WHERE digest_next_at <= now()) AS due,
-                  count(*) FILTER (WHERE digest_next_at <= now() - interval '1 hour') AS overdue
-             FROM runhub.projects""").fetchone()
-    runs = conn.execute(
-        """SELECT started_at, duration_ms, counts FROM runhub.job_runs
-            WHERE job = 'digests' ORDER BY started_at DESC LIMIT 3""").fetchall()
+    projects = conn.execute(queries.DIGEST_PROJECTS).fetchone()
+    runs = conn.execute(queries.LAST_DIGEST_JOB_RUNS).fetchall()
     for run in runs:
         run["started_at"] = run["started_at"].isoformat()
         run["duration_ms"] = float(run["duration_ms"])
@@ -117,20 +86,7 @@ def _cron(database_url: str, dbname: str, usable: bool, reason: str, cron_db: st
     try:
         with psycopg.connect(make_conninfo(database_url, dbname=cron_db), autocommit=True,
                              row_factory=dict_row) as cron:
-            jobs = cron.execute(
-                """SELECT j.jobname, j.schedule, j.active, d.status AS last_status,
-                          d.start_time AS last_start, d.return_message AS last_message,
-                          f.failed_24h, f.last_error
-                     FROM cron.job j
-                     LEFT JOIN LATERAL (SELECT status, start_time, return_message FROM cron.job_run_details r
-                                         WHERE r.jobid = j.jobid ORDER BY r.runid DESC LIMIT 1) d ON true
-                     LEFT JOIN LATERAL (SELECT count(*) AS failed_24h,
-                                               (array_agg(r.return_message ORDER BY r.runid DESC))[1] AS last_error
-                                          FROM cron.job_run_details r
-                                         WHERE r.jobid = j.jobid AND r.status = 'failed'
-                                           AND r.start_time > now() - interval '24 hours') f ON true
-                    WHERE starts_with(j.jobname, %s) ORDER BY j.jobname""",
-                (job_prefix(dbname),)).fetchall()
+            jobs = cron.execute(queries.CRON_JOB_HEALTH, (job_prefix(dbname),)).fetchall()
     except psycopg.Error as exc:
         return {"available": False, "reason": str(exc).strip()}
     for job in jobs:

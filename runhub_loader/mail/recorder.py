@@ -10,6 +10,7 @@ from typing import Callable
 import psycopg
 
 from .. import logs
+from ..db import queries
 from ..db.session import connect
 from .smtp import Outcome
 
@@ -107,15 +108,14 @@ class Recorder:
                     "SELECT runhub.record_failure(%s, %s, %s, %s)",
                     (pending.message_id, self.worker_id, pending.outcome.code, pending.outcome.reply)).fetchone()[0]
         starting = [p.start_id for p in batch if p.start_id is not None]
-        parts, params = [], []
+        params = []
         if accepted:
-            parts.append("SELECT 'sent' AS call, r.id, r.status FROM runhub.record_sent_many(%s, %s, %s) r")
             params += [self.worker_id, [p.message_id for p in accepted], [p.outcome.reply for p in accepted]]
         if starting:
-            parts.append("SELECT 'start', s, NULL FROM runhub.start_messages(%s, %s) s")
             params += [self.worker_id, starting]
         # One statement, so one transaction and one round trip.
-        rows = conn.execute(" UNION ALL ".join(parts), params).fetchall() if parts else []
+        rows = (conn.execute(queries.record_sent_and_start(bool(accepted), bool(starting)), params).fetchall()
+                if accepted or starting else [])
         recorded = {message_id: status for call, message_id, status in rows if call == "sent"}
         held = {message_id for call, message_id, _ in rows if call == "start"}
         for pending in accepted:
