@@ -9,9 +9,12 @@ from pathlib import Path
 import click
 
 from . import __version__, logs
+from .constants import (DEFAULT_LOCALE, LOCALES, MAX_CLAIM_BATCH, MAX_MESSAGE_LEASE_SECONDS, MIN_LEASE_SECONDS,
+                        TEMPLATES)
 from .db.embedded import Cluster, EmbeddedError, default_home
 
 DEFAULT_DASHBOARD_URL = "https://localhost/projects/{projectId}/run"  # = mail.daemon.DEFAULT_DASHBOARD_URL
+LOCALE_LIST = ", ".join(LOCALES)
 ENV_HELP = "Defaults to $DATABASE_URL, else the embedded cluster in --home (started with `runhub db start`)."
 
 
@@ -245,6 +248,8 @@ def login_role(obj: Context, name: str, component: str, password_env: str | None
     import psycopg
     from psycopg import sql
 
+    from .db import queries
+
     password = None
     if password_env:
         password = os.environ.get(password_env)
@@ -254,22 +259,22 @@ def login_role(obj: Context, name: str, component: str, password_env: str | None
     role = sql.Identifier(name)
     try:
         with psycopg.connect(obj.database_url(), autocommit=True) as conn, conn.transaction():
-            existing = conn.execute("SELECT rolsuper, rolname = ANY (%s) FROM pg_roles WHERE rolname = %s",
+            existing = conn.execute(queries.LOGIN_ROLE_STATE,
                                     (["runhub_owner"] + [f"runhub_{c}" for c in LOGIN_TIMEOUTS], name)).fetchone()
             if existing and (existing[0] or existing[1]):
                 raise click.ClickException(f"{name} is a superuser or one of runhub's own roles: not a component login")
             if not existing:
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+                conn.execute(queries.CREATE_LOGIN_ROLE.format(role))
             if password:
-                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(password)))
+                conn.execute(queries.SET_LOGIN_PASSWORD.format(role, sql.Literal(password)))
             for other in sorted(LOGIN_TIMEOUTS):
-                if other != component and conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')",
+                if other != component and conn.execute(queries.IS_ROLE_MEMBER,
                                                        (name, f"runhub_{other}")).fetchone()[0]:
-                    conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(f"runhub_{other}"), role))
-            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(f"runhub_{component}"), role))
+                    conn.execute(queries.REVOKE_ROLE.format(sql.Identifier(f"runhub_{other}"), role))
+            conn.execute(queries.GRANT_ROLE.format(sql.Identifier(f"runhub_{component}"), role))
             database = sql.Identifier(conn.info.dbname)
             for setting, value in (("statement_timeout", statement), ("idle_in_transaction_session_timeout", idle)):
-                conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+                conn.execute(queries.SET_ROLE_SETTING_IN_DATABASE.format(
                     role, database, sql.Identifier(setting), sql.Literal(value)))
     except psycopg.Error as exc:
         raise click.ClickException(f"login-role failed, nothing changed: {str(exc).strip()}") from exc
@@ -340,10 +345,12 @@ def attribute_payments(obj: Context, since, projects) -> None:
     import psycopg
     from datetime import timezone
 
+    from .db import queries
+
     since = since if since.tzinfo else since.replace(tzinfo=timezone.utc)
     log = logs.get("attribution")
     with psycopg.connect(obj.database_url(), autocommit=True) as conn:
-        ids = list(projects) or [r[0] for r in conn.execute("SELECT id FROM runhub.projects ORDER BY id")]
+        ids = list(projects) or [r[0] for r in conn.execute(queries.ALL_PROJECT_IDS)]
         total = 0
         for n, project in enumerate(ids, 1):
             added = conn.execute("SELECT runhub.attribute_payments(%s, %s)", (project, since)).fetchone()[0]
@@ -368,11 +375,11 @@ def attribute_payments(obj: Context, since, projects) -> None:
               help="Messages sent at once (one SMTP session each).")
 @click.option("--rate", type=click.FloatRange(min=0.1), default=None, help="Messages per second, all projects.")
 @click.option("--project-rate", type=click.FloatRange(min=0.1), default=None, help="Messages per second, per project.")
-@click.option("--batch", default=32, show_default=True, type=click.IntRange(1, 1000),
+@click.option("--batch", default=32, show_default=True, type=click.IntRange(1, MAX_CLAIM_BATCH),
               help="Messages claimed ahead of the workers (the local queue, refilled when half empty).")
 @click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Poll this often even without a NOTIFY.")
-@click.option("--lease-seconds", default=120, show_default=True, type=click.IntRange(5, 3600),
+@click.option("--lease-seconds", default=120, show_default=True, type=click.IntRange(MIN_LEASE_SECONDS, MAX_MESSAGE_LEASE_SECONDS),
               help="How long a claimed message stays ours without a heartbeat (a crashed sender's come back after it).")
 @click.option("--listen-url", envvar="RUNHUB_LISTEN_URL", default=None,
               help="Where to LISTEN for wake-ups [default: the database URL]. Behind a pooler in transaction "
@@ -420,9 +427,9 @@ def smtp_sink(obj: Context, host: str, port: int, folder: Path | None) -> None:
 # -- render ---------------------------------------------------------------------------------------
 
 @main.command("render")
-@click.argument("template", type=click.Choice(["recovery", "promo", "update", "onboarding", "digest"]))
+@click.argument("template", type=click.Choice(TEMPLATES))
 @click.option("--locale", default="en", show_default=True,
-              help="Language tag: en, ar, fr, es, de; others fall back to their language, then en.")
+              help=f"Language tag: {LOCALE_LIST}; others fall back to their language, then {DEFAULT_LOCALE}.")
 @click.option("--var", "pairs", multiple=True, metavar="KEY=VALUE",
               help="A variable (repeatable); wins over --vars-json and --sample.")
 @click.option("--vars-json", type=click.File("r", encoding="utf-8"), default=None, metavar="FILE",
@@ -476,7 +483,7 @@ def digest() -> None:
 @click.option("--day", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
               help="The project's local calendar day the digest covers.")
 @click.option("--locale", default=None,
-              help="Language tag: en, ar, fr, es, de [default: the project's, as the digest says].")
+              help=f"Language tag: {LOCALE_LIST} [default: the project's, as the digest says].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="Folder for the .html and .txt files.")
 @click.option("--dashboard-url", envvar="RUNHUB_DASHBOARD_URL", default=DEFAULT_DASHBOARD_URL, show_default=True,

@@ -13,7 +13,7 @@ AS $$
     ('projects.notFound',            'PT404', 'No project {projectId} exists, or you are not a member of it'),
     ('projects.invalidTimezone',     'PT400', '{timezone} is not an IANA time zone name known to this server'),
     ('projects.invalidCurrency',     'PT400', '{currency} is not an ISO 4217 currency code'),
-    ('projects.invalidLocale',       'PT400', '{locale} is not a supported locale (en, ar, fr, es, de)'),
+    ('projects.invalidLocale',       'PT400', '{locale} is not a supported locale ({supported})'),
     ('projects.lastOwner',           'PT409', 'A project must keep at least one owner'),
     ('projects.digestRecipientRequired', 'PT422', 'Set dailyDigestRecipient before turning daily digests on'),
     ('auth.roleRequired',            'PT403', 'This needs the {required} role; you are {role}'),

@@ -123,17 +123,18 @@ BEGIN
     IF p_currency IS NULL OR NOT EXISTS (SELECT 1 FROM runhub.currencies WHERE code = p_currency) THEN
         PERFORM runhub._raise('projects.invalidCurrency', jsonb_build_object('currency', p_currency));
     END IF;
-    IF p_locale IS NULL OR p_locale NOT IN ('en', 'ar', 'fr', 'es', 'de') THEN
-        PERFORM runhub._raise('projects.invalidLocale', jsonb_build_object('locale', p_locale));
+    IF p_locale IS NULL OR p_locale <> ALL (runhub._locales()) THEN
+        PERFORM runhub._raise('projects.invalidLocale', jsonb_build_object(
+            'locale', p_locale, 'supported', array_to_string(runhub._locales(), ', ')));
     END IF;
     IF p_industry IS NOT NULL AND p_industry !~ '^[a-z][a-z0-9_-]{0,39}$' THEN
         PERFORM runhub._invalid('common.invalidInput', 'industry',
                                 'must be a lower-case tag of at most 40 characters');
     END IF;
     v_id := gen_random_uuid();
-    INSERT INTO runhub.projects (id, name, owner_id, timezone, currency, locale, industry, trigger_counter)
+    INSERT INTO runhub.projects (id, name, owner_id, timezone, currency, locale, industry, create_run_counter)
     VALUES (v_id, runhub._trim(p_name), p_owner, p_timezone, p_currency, p_locale, p_industry,
-            runhub._create_trigger_counter(v_id));
+            runhub._create_run_counter(v_id));
     INSERT INTO runhub.project_members (project_id, user_id, role) VALUES (v_id, p_owner, 'owner');
     RETURN v_id;
 END
@@ -176,14 +177,15 @@ BEGIN
 END
 $$;
 
--- A project's create_run counter (see runhub._count_trigger): a sequence, because it must not roll back.
-CREATE OR REPLACE FUNCTION runhub._create_trigger_counter(p_project uuid)
+-- A project's create_run counter, counting its create_run calls (see runhub._count_create_run_call):
+-- a sequence, because it must not roll back.
+CREATE OR REPLACE FUNCTION runhub._create_run_counter(p_project uuid)
 RETURNS regclass
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_name text := 'trigger_counter_' || replace(p_project::text, '-', '');
+    v_name text := 'create_run_counter_' || replace(p_project::text, '-', '');
 BEGIN
     EXECUTE format('CREATE SEQUENCE runhub.%I', v_name);
     RETURN format('runhub.%I', v_name)::regclass;
@@ -191,20 +193,20 @@ END
 $$;
 
 -- A deleted project takes its counter with it.
-CREATE OR REPLACE FUNCTION runhub._drop_trigger_counter()
+CREATE OR REPLACE FUNCTION runhub._drop_create_run_counter()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format('DROP SEQUENCE IF EXISTS %s', OLD.trigger_counter);
+    EXECUTE format('DROP SEQUENCE IF EXISTS %s', OLD.create_run_counter);
     RETURN NULL;
 END
 $$;
 
-CREATE OR REPLACE TRIGGER projects_drop_trigger_counter
+CREATE OR REPLACE TRIGGER projects_drop_create_run_counter
     AFTER DELETE ON runhub.projects
-    FOR EACH ROW EXECUTE FUNCTION runhub._drop_trigger_counter();
+    FOR EACH ROW EXECUTE FUNCTION runhub._drop_create_run_counter();
 
 -- As an admin, change project settings. Kept in settings (null removes a key): shopUrl (https link
 -- base for recovery links), frequencyCapHours (0-168: no second workflow e-mail to a customer

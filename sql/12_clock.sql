@@ -126,3 +126,23 @@ BEGIN
     RETURN runhub._local_day_range(p_day, p_timezone);
 END
 $$;
+
+-- runhub's clock: the current instant as runhub's rules see it, read by the create_run rate limit
+-- and the digest job's due times. clock_timestamp() shifted by runhub.clock_offset (migration
+-- 0016): zero in production, and only its owner and superusers can change it (no runhub role has
+-- any privilege on it, and it is no setting a session could SET), so no client can move the clock
+-- past a limit. Tests shift it to a known second of a minute instead of sleeping for a fresh one
+-- (tests/conftest.py db_clock, tests/sql/helpers.psql pg_temp.set_clock).
+CREATE OR REPLACE FUNCTION runhub._clock_offset()
+RETURNS interval
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT coalesce((SELECT o.shift FROM runhub.clock_offset o), interval '0') $$;
+
+-- The current instant, shifted (above): clock_timestamp() + runhub._clock_offset(). (A
+-- transaction's start as runhub sees it, for rules that read now(): now() + runhub._clock_offset().)
+CREATE OR REPLACE FUNCTION runhub._now()
+RETURNS timestamptz
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT clock_timestamp() + runhub._clock_offset() $$;

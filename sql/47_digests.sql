@@ -140,17 +140,18 @@ END
 $$;
 
 -- One project's due digest (the batch's way when its set-based way failed): yesterday in its time
--- zone (once, however overdue it is), queued as a mail unless that day was done already or had no
--- activity — a day that fails is logged and skipped, never retried in a loop (digest_batch's claim
--- has advanced its next time). Returns 'queued', 'skipped', 'failed' or 'done' (that day was done).
-CREATE OR REPLACE FUNCTION runhub._run_digest(p_project runhub.projects)
+-- zone (once, however overdue it is) as of p_now (the batch's now), queued as a mail unless that day
+-- was done already or had no activity — a day that fails is logged and skipped, never retried in a
+-- loop (digest_batch's claim has advanced its next time). Returns 'queued', 'skipped', 'failed' or
+-- 'done' (that day was done).
+CREATE OR REPLACE FUNCTION runhub._run_digest(p_project runhub.projects, p_now timestamptz)
 RETURNS text
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    v_day     date := (now() AT TIME ZONE p_project.timezone)::date - 1;  -- a local wall-clock timestamp's date
+    v_day     date := (p_now AT TIME ZONE p_project.timezone)::date - 1;  -- a local wall-clock timestamp's date
     v_content jsonb;
     v_message bigint;
     v_status  text;
@@ -190,12 +191,12 @@ $$;
 
 -- A batch's due digests served set-based: a statement per step for all of p_claimed (claimed and
 -- advanced by the caller), not a pass of every step per project. Yesterday in each one's time
--- zone, unless that day was done, is gathered (_digest_facts), composed by the rules in one call,
--- queued as mail and recorded. Any error rolls all of it back and raises: the caller then serves
--- the batch one project at a time (_run_digest), so that only the project at fault fails. Custom
--- plans: the digests table grows by a batch each time (a plan cached while it was small would
+-- zone as of p_now (the batch's now), unless that day was done, is gathered (_digest_facts),
+-- composed by the rules in one call, queued as mail and recorded. Any error rolls all of it back
+-- and raises: the caller then serves the batch one project at a time (_run_digest), so that only
+-- the project at fault fails. Custom plans: the digests table grows by a batch each time (a plan cached while it was small would
 -- scan it). Returns {served, queued, skipped, failed, done}.
-CREATE OR REPLACE FUNCTION runhub._serve_digests(p_claimed runhub.projects[])
+CREATE OR REPLACE FUNCTION runhub._serve_digests(p_claimed runhub.projects[], p_now timestamptz)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -209,7 +210,7 @@ DECLARE
 BEGIN
     SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(y.day), '{}') INTO v_ids, v_days
       FROM unnest(p_claimed) c
-     CROSS JOIN LATERAL (SELECT (now() AT TIME ZONE c.timezone)::date - 1 AS day) y  -- a local wall-clock timestamp's date
+     CROSS JOIN LATERAL (SELECT (p_now AT TIME ZONE c.timezone)::date - 1 AS day) y  -- a local wall-clock timestamp's date
      WHERE NOT EXISTS (SELECT 1 FROM runhub.digests d WHERE d.project_id = c.id AND d.day = y.day);
     WITH facts AS MATERIALIZED (
         SELECT f.project_id, f.day, f.facts, row_number() OVER () AS n FROM runhub._digest_facts(v_ids, v_days) f
@@ -249,7 +250,9 @@ $$;
 -- claimed (their next time advanced), served set-based (_serve_digests) — or, when that fails, one by one (_run_digest), the project
 -- at fault logged and skipped — the batch timed and counted into runhub.job_runs (the row
 -- p_job_run, or a new one). Under an advisory lock: while one job's batch runs, another's returns
--- busy at once. Returns {jobRun, served, queued, skipped, failed, done, busy}.
+-- busy at once. "Now" is the transaction's start on runhub's clock (now() + runhub._clock_offset(),
+-- sql/12_clock.sql): what is due, the next times and the days served all read it. Returns
+-- {jobRun, served, queued, skipped, failed, done, busy}.
 CREATE OR REPLACE FUNCTION runhub.digest_batch(p_max int DEFAULT 200, p_job_run bigint DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -258,6 +261,7 @@ SET jit = off
 AS $$
 DECLARE
     v_started timestamptz := clock_timestamp();
+    v_now     timestamptz := now() + runhub._clock_offset();
     v_claimed runhub.projects[];
     v_project runhub.projects;
     v_counts  jsonb := '{"served": 0, "queued": 0, "skipped": 0, "failed": 0, "done": 0}';
@@ -276,12 +280,12 @@ BEGIN
     -- for every project of its zone and hour: computed once for each.
     WITH due AS MATERIALIZED (
         SELECT d.id, d.timezone, d.digest_hour FROM runhub.projects d
-         WHERE d.digest_next_at <= now()
+         WHERE d.digest_next_at <= v_now
          ORDER BY d.digest_next_at
          LIMIT p_max
          FOR NO KEY UPDATE SKIP LOCKED  -- NO KEY: ingest's foreign-key share locks do not skip it
     ), slots AS MATERIALIZED (
-        SELECT s.timezone, s.digest_hour, runhub.next_digest_at(s.timezone, s.digest_hour, now()) AS next_at
+        SELECT s.timezone, s.digest_hour, runhub.next_digest_at(s.timezone, s.digest_hour, v_now) AS next_at
           FROM (SELECT DISTINCT d.timezone, d.digest_hour FROM due d) s
     ), claimed AS (
         UPDATE runhub.projects p
@@ -292,13 +296,13 @@ BEGIN
     SELECT coalesce(array_agg(c.p), '{}') INTO v_claimed FROM claimed c;
     IF cardinality(v_claimed) > 0 THEN
         BEGIN
-            v_counts := runhub._serve_digests(v_claimed);
+            v_counts := runhub._serve_digests(v_claimed, v_now);
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT;
             RAISE LOG 'runhub %', jsonb_build_object('event', 'digest_batch_one_by_one', 'projects', cardinality(v_claimed),
                                                      'error', left(v_error, 500));
             FOREACH v_project IN ARRAY v_claimed LOOP
-                v_status := runhub._run_digest(v_project);
+                v_status := runhub._run_digest(v_project, v_now);
                 v_counts := v_counts || jsonb_build_object(v_status, (v_counts ->> v_status)::int + 1,
                                                            'served', (v_counts ->> 'served')::int + 1);
             END LOOP;

@@ -124,17 +124,18 @@ BEGIN
 END
 $$;
 
--- Count one create_run call against the project's limit of 10 per minute. Callers hold the project
--- row lock, so the read-then-set below cannot race. The count lives in a sequence: it survives the
--- rollback of a call that a later rule refuses. Value = minute since epoch * 2^20 + calls in it.
-CREATE OR REPLACE FUNCTION runhub._count_trigger(p_counter regclass)
+-- Count one create_run call against the project's limit of 10 per minute of runhub's clock
+-- (runhub._now()). Callers hold the project row lock, so the read-then-set below cannot race. The
+-- count lives in the project's create_run counter, a sequence: it survives the rollback of a call
+-- that a later rule refuses. Value = minute since epoch * 2^20 + calls in it.
+CREATE OR REPLACE FUNCTION runhub._count_create_run_call(p_counter regclass)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c_limit  CONSTANT int := 10;
-    v_epoch  numeric := extract(epoch FROM clock_timestamp());
+    v_epoch  numeric := extract(epoch FROM runhub._now());
     v_minute bigint := floor(v_epoch / 60);
     v_last   bigint := pg_sequence_last_value(p_counter);
     v_count  bigint;
@@ -150,7 +151,8 @@ BEGIN
 END
 $$;
 
--- The facts a policy layer decides on, for runhub._evaluate_policy.
+-- The facts a policy layer decides on, for runhub._evaluate_policy: the one definition, for
+-- list_actions (no recipient count: availability), preview, create_run and execute_run.
 CREATE OR REPLACE FUNCTION runhub._policy_facts(p_project runhub.projects, p_action runhub.actions, p_role text,
                                                 p_recipient_count int, p_last_run_at timestamptz)
 RETURNS jsonb
@@ -161,8 +163,9 @@ BEGIN
     RETURN jsonb_build_object(
         'policy', p_action.policy, 'requiredRole', p_action.required_role, 'role', p_role,
         'requirements', runhub._requirements(p_project, p_action),
-        'lastRunAt', runhub._iso(p_last_run_at), 'now', runhub._iso(now()),
-        'recipientCount', p_recipient_count);
+        'lastRunAt', runhub._iso(p_last_run_at), 'now', runhub._iso(now()))
+        || CASE WHEN p_recipient_count IS NOT NULL
+                THEN jsonb_build_object('recipientCount', p_recipient_count) ELSE '{}' END;
 END
 $$;
 
@@ -315,7 +318,7 @@ BEGIN
     -- lookup below are then exact under concurrency. NO KEY UPDATE leaves event ingestion alone.
     SELECT * INTO v_project FROM runhub.projects WHERE id = p_project FOR NO KEY UPDATE;
     PERFORM runhub._enforce(runhub._evaluate_policy(
-        jsonb_build_object('rate', runhub._count_trigger(v_project.trigger_counter))));
+        jsonb_build_object('rate', runhub._count_create_run_call(v_project.create_run_counter))));
     IF p_idempotency_key IS NULL OR length(p_idempotency_key) NOT BETWEEN 1 AND 255 THEN
         PERFORM runhub._invalid('workflows.invalidParams', 'idempotencyKey', 'is required: 1 to 255 characters');
     END IF;
@@ -481,13 +484,8 @@ BEGIN
     IF v_run.status NOT IN ('queued', 'running') THEN
         PERFORM runhub._raise('workflows.runNotCancellable', jsonb_build_object('runId', p_run, 'status', v_run.status));
     END IF;
-    WITH cancelled AS (  -- only messages not yet handed to the sender
-        UPDATE runhub.outbox o SET status = 'cancelled', last_error = 'cancelled'
-          FROM runhub.workflow_run_recipients r
-         WHERE r.run_id = p_run AND o.recipient_id = r.id AND o.status = 'queued'
-        RETURNING o.recipient_id)
-    UPDATE runhub.workflow_run_recipients SET status = 'cancelled', updated_at = now()
-     WHERE id IN (SELECT recipient_id FROM cancelled);
+    PERFORM runhub._cancel_queued_messages(
+        ARRAY(SELECT r.id FROM runhub.workflow_run_recipients r WHERE r.run_id = p_run), 'cancelled');
     UPDATE runhub.workflow_runs
        SET status = 'cancelled', cancel_requested_at = now(), completed_at = now(),
            lease_owner = NULL, lease_expires_at = NULL,
@@ -514,10 +512,8 @@ BEGIN
     RETURN (SELECT jsonb_agg(runhub._action_json(a, d, lr) || jsonb_build_object('lastOutcome', lo.outcome)
                              ORDER BY a.position)
               FROM runhub.actions a
-             CROSS JOIN LATERAL (SELECT runhub._evaluate_policy(jsonb_build_object(
-                   'role', v_role, 'requiredRole', a.required_role, 'policy', a.policy,
-                   'requirements', runhub._requirements(v_project, a),
-                   'lastRunAt', runhub._iso(runhub._last_run_at(p_project, a.id)), 'now', runhub._iso(now()))) AS d) dd(d)
+             CROSS JOIN LATERAL (SELECT runhub._evaluate_policy(runhub._policy_facts(
+                   v_project, a, v_role, NULL, runhub._last_run_at(p_project, a.id))) AS d) dd(d)
              LEFT JOIN LATERAL (SELECT * FROM runhub.workflow_runs r
                                  WHERE r.project_id = p_project AND r.action_id = a.id
                                  ORDER BY r.requested_at DESC LIMIT 1) lr ON true
@@ -581,10 +577,24 @@ AS $$
 BEGIN
     INSERT INTO runhub.suppressions (project_id, email, reason) VALUES (p_project, p_email, p_reason)
     ON CONFLICT (project_id, email) DO NOTHING;
+    PERFORM runhub._cancel_queued_messages(
+        ARRAY(SELECT r.id FROM runhub.workflow_run_recipients r
+               WHERE r.project_id = p_project AND r.email COLLATE "C" = p_email), 'suppressed: ' || p_reason);
+END
+$$;
+
+-- Cancel the messages of these recipients not yet handed to the sender (queued), and those
+-- recipients, saying why (last_error). One sent or being sent runs its course. For cancel_run and
+-- suppressions.
+CREATE OR REPLACE FUNCTION runhub._cancel_queued_messages(p_recipients bigint[], p_why text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
     WITH cancelled AS (
-        UPDATE runhub.outbox o SET status = 'cancelled', last_error = 'suppressed: ' || p_reason
-          FROM runhub.workflow_run_recipients r
-         WHERE r.project_id = p_project AND r.email COLLATE "C" = p_email AND o.recipient_id = r.id AND o.status = 'queued'
+        UPDATE runhub.outbox o SET status = 'cancelled', last_error = p_why
+         WHERE o.recipient_id = ANY (p_recipients) AND o.status = 'queued'
         RETURNING o.recipient_id)
     UPDATE runhub.workflow_run_recipients SET status = 'cancelled', updated_at = now()
      WHERE id IN (SELECT recipient_id FROM cancelled);

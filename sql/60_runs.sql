@@ -14,18 +14,34 @@ BEGIN
 END
 $$;
 
+-- Refuse a bad worker name, or a lease outside minLeaseSeconds to runhub._constants()'s p_max_lease
+-- (the claims and the heartbeats of runs and of messages).
+CREATE OR REPLACE FUNCTION runhub._check_lease(p_worker text, p_lease_seconds int, p_max_lease text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_min int := runhub._constant('minLeaseSeconds');
+    v_max int := runhub._constant(p_max_lease);
+BEGIN
+    PERFORM runhub._check_worker(p_worker);
+    IF p_lease_seconds IS NULL OR p_lease_seconds NOT BETWEEN v_min AND v_max THEN
+        PERFORM runhub._invalid('common.invalidInput', 'leaseSeconds', format('must be %s to %s', v_min, v_max));
+    END IF;
+END
+$$;
+
 -- Refuse a claim's bad arguments (shared by claim_runs and claim_messages).
-CREATE OR REPLACE FUNCTION runhub._check_claim(p_worker text, p_max int, p_lease_seconds int, p_max_lease int)
+CREATE OR REPLACE FUNCTION runhub._check_claim(p_worker text, p_max int, p_lease_seconds int, p_max_lease text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM runhub._check_worker(p_worker);
-    IF p_max IS NULL OR p_max NOT BETWEEN 1 AND 1000 OR p_lease_seconds IS NULL
-       OR p_lease_seconds NOT BETWEEN 5 AND p_max_lease THEN
-        PERFORM runhub._invalid('common.invalidInput', 'max',
-                                format('max must be 1-1000 and lease 5-%s seconds', p_max_lease));
+    PERFORM runhub._check_lease(p_worker, p_lease_seconds, p_max_lease);
+    IF p_max IS NULL OR p_max NOT BETWEEN 1 AND runhub._constant('maxClaimBatch') THEN
+        PERFORM runhub._invalid('common.invalidInput', 'max', format('must be 1 to %s', runhub._constant('maxClaimBatch')));
     END IF;
 END
 $$;
@@ -38,9 +54,9 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c_max_attempts CONSTANT int := 5;
+    c_max_attempts CONSTANT int := runhub._constant('maxExecutionAttempts');
 BEGIN
-    PERFORM runhub._check_claim(p_worker, p_max, p_lease_seconds, 86400);
+    PERFORM runhub._check_claim(p_worker, p_max, p_lease_seconds, 'maxRunLeaseSeconds');
     -- A run whose execution kept failing (its worker died or it raised, c_max_attempts times) is
     -- given up rather than claimed forever.
     PERFORM runhub._fail_run(r.id, 'workflows.executionError', jsonb_build_object('attempts', r.attempts),
@@ -86,10 +102,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM runhub._check_worker(p_worker);
-    IF p_lease_seconds IS NULL OR p_lease_seconds NOT BETWEEN 5 AND 86400 THEN
-        PERFORM runhub._invalid('common.invalidInput', 'leaseSeconds', 'must be 5 to 86400');
-    END IF;
+    PERFORM runhub._check_lease(p_worker, p_lease_seconds, 'maxRunLeaseSeconds');
     UPDATE runhub.workflow_runs
        SET lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
            last_heartbeat_at = clock_timestamp()
@@ -184,7 +197,7 @@ BEGIN
             INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email, name, locale, cart_id,
                                                         amount_cents, currency, link)
             SELECT p_run, v_run.project_id, r.email, r.name,
-                   CASE WHEN split_part(r.locale, '-', 1) IN ('en', 'ar', 'fr', 'es', 'de')
+                   CASE WHEN split_part(r.locale, '-', 1) = ANY (runhub._locales())
                         THEN split_part(r.locale, '-', 1) ELSE v_project.locale END,
                    r.cart_id, r.amount_cents, r.currency,
                    CASE WHEN v_run.action_id = 'recover_abandoned'
@@ -201,11 +214,9 @@ BEGIN
                v_expires_at
           FROM recipients rc;
         GET DIAGNOSTICS v_count = ROW_COUNT;
-        v_decision := runhub._evaluate_policy(jsonb_build_object(
-            'role', v_role, 'requiredRole', v_action.required_role, 'policy', v_action.policy,
-            'requirements', runhub._requirements(v_project, v_action),  -- e.g. shopUrl removed since
-            'lastRunAt', runhub._iso(runhub._last_run_at(v_run.project_id, v_run.action_id, p_run, v_run.requested_at)),
-            'now', runhub._iso(now()), 'recipientCount', v_count));
+        -- On today's facts: the actor's role now, prerequisites (a shopUrl removed since), cooldown, count.
+        v_decision := runhub._evaluate_policy(runhub._policy_facts(v_project, v_action, v_role, v_count,
+            runhub._last_run_at(v_run.project_id, v_run.action_id, p_run, v_run.requested_at)));
         IF NOT (v_decision ->> 'allowed')::boolean THEN
             RAISE EXCEPTION USING ERRCODE = 'RH001', MESSAGE = v_decision::text;  -- undo what was written
         END IF;
@@ -236,7 +247,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c_max_attempts CONSTANT int := 5;
+    c_max_attempts CONSTANT int := runhub._constant('maxExecutionAttempts');
     v_worker text := format('process_runs/%s/%s', pg_backend_pid(), txid_current());
     v_runs   uuid[];
     v_key    bigint;

@@ -135,7 +135,7 @@ AS $$
 DECLARE
     v_ids bigint[];
 BEGIN
-    PERFORM runhub._check_claim(p_worker, p_max, p_lease_seconds, 3600);
+    PERFORM runhub._check_claim(p_worker, p_max, p_lease_seconds, 'maxMessageLeaseSeconds');
     PERFORM runhub._give_up_lost_messages();
     -- Two index scans that stop after p_max rows each (a sort of every due message would grow
     -- with the queue): due queued messages, and messages whose sender's lease lapsed.
@@ -192,7 +192,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c_max_attempts CONSTANT int := 8;
+    c_max_attempts CONSTANT int := runhub._constant('maxSendAttempts');
     v_run uuid;
 BEGIN
     FOR v_run IN
@@ -244,10 +244,7 @@ AS $$
 DECLARE
     v_held int;
 BEGIN
-    PERFORM runhub._check_worker(p_worker);
-    IF p_lease_seconds IS NULL OR p_lease_seconds NOT BETWEEN 5 AND 3600 THEN
-        PERFORM runhub._invalid('common.invalidInput', 'leaseSeconds', 'must be 5 to 3600');
-    END IF;
+    PERFORM runhub._check_lease(p_worker, p_lease_seconds, 'maxMessageLeaseSeconds');
     UPDATE runhub.outbox SET lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds)
      WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker AND lease_expires_at > clock_timestamp();
     GET DIAGNOSTICS v_held = ROW_COUNT;
@@ -431,7 +428,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c_max_attempts CONSTANT int := 8;
+    c_max_attempts CONSTANT int := runhub._constant('maxSendAttempts');
     v_message   runhub.outbox;
     v_permanent boolean := p_smtp_code BETWEEN 500 AND 599;
     v_status    text;

@@ -138,6 +138,35 @@ def count_rows(conn, table: str) -> int:
     return conn.execute(f"SELECT count(*) FROM runhub.{table}").fetchone()[0]
 
 
+# -- runhub's clock ----------------------------------------------------------------------------
+
+def set_db_clock(conn, second: float = 0.0) -> int:
+    """Shift runhub's clock (runhub._now(): clock_timestamp() + runhub.clock_offset, which only the
+    owner and superusers may change) so that it reads `second` seconds into the next minute on it:
+    a fresh minute for the create_run rate limit, with 60 - second seconds of it left. Needs a
+    superuser connection; on an autocommit one every session of the database sees it at once.
+    Returns that minute since the epoch (as db_minute counts). Tests set it rather than sleep."""
+    return conn.execute(
+        """WITH t AS (SELECT floor(extract(epoch FROM runhub._now()) / 60)::bigint + 1 AS minute)
+           INSERT INTO runhub.clock_offset (shift)
+           SELECT to_timestamp(t.minute * 60 + %s::float8) - clock_timestamp() FROM t
+           ON CONFLICT (singleton) DO UPDATE SET shift = excluded.shift
+           RETURNING (SELECT t.minute FROM t)""", (second,)).fetchone()[0]
+
+
+def reset_db_clock(conn) -> None:
+    """runhub's clock back to the real time (no offset, as in production)."""
+    conn.execute("UPDATE runhub.clock_offset SET shift = interval '0'")
+
+
+@pytest.fixture
+def db_clock(conn):
+    """db_clock(second=0) -> minute: set_db_clock on this test's database; the clock is put back
+    to the real time when the test ends."""
+    yield lambda second=0.0: set_db_clock(conn, second)
+    reset_db_clock(conn)
+
+
 # -- waiting on real concurrent sessions ----------------------------------------------------------
 
 DEADLINE_SECONDS = 30.0

@@ -24,8 +24,9 @@ from conftest import file_mode, ingest, new_project
 from runhub_loader import cli
 from runhub_loader.mail import daemon as sender_module
 from helpers.mail import render_message
-from runhub_loader.mail.digest import ACTION_IDS, GREEN, GREY, RED
-from runhub_loader.mail.locales import LOCALES, catalog, format_money
+from runhub_loader.constants import ACTION_IDS, LOCALES
+from runhub_loader.mail.digest import GREEN, GREY, RED
+from runhub_loader.mail.locales import catalog, format_money
 from runhub_loader.mail.preview import SAMPLES
 from runhub_loader.mail.render import Rendered, render_content
 from runhub_loader.mail.values import RenderError

@@ -784,7 +784,7 @@ class Runner:
 
     def before_call(self):
         if self.fn.name == "create_run":  # a new clock minute for the rate limit: reach the later rules
-            self.su.execute("SELECT setval(trigger_counter, 1) FROM runhub.projects")
+            self.su.execute("SELECT setval(create_run_counter, 1) FROM runhub.projects")
 
     def call(self, values: list):
         return self.lc.execute(self.call_sql, values).fetchall()

@@ -15,11 +15,11 @@ from hypothesis import event as note_outcome
 from hypothesis import strategies as st
 
 from conftest import assert_refused, count_rows, new_project
+from runhub_loader.constants import LOCALES
 
 PROPERTY = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-LOCALES = {"en", "ar", "fr", "es", "de"}
 VALID = {"name": "Shop", "timezone": "Europe/Paris", "currency": "EUR", "locale": "en", "industry": None}
 
 
@@ -149,7 +149,7 @@ def test_bad_currency(shared, currency):
 def test_bad_locale(shared, locale):
     conn, _ = shared
     detail = create_refused(conn, "PT400", "projects.invalidLocale", locale=locale)
-    assert detail == {"locale": locale}
+    assert detail == {"locale": locale, "supported": ", ".join(LOCALES)}
 
 
 @pytest.mark.parametrize("industry", ["", " ", "Retail", "1shop", "-shop", "_shop", "re tail", "café", "retail!",

@@ -19,9 +19,10 @@ from markupsafe import escape
 from runhub_loader import cli
 from helpers.mail import render_message
 from runhub_loader.mail.digest import GREEN, GREY, RED, delta_color
-from runhub_loader.mail.locales import LOCALES, catalog, format_money, resolve_locale
+from runhub_loader.constants import LOCALES, TEMPLATES
+from runhub_loader.mail.locales import catalog, format_money, resolve_locale
 from runhub_loader.mail.preview import SAMPLES, write_preview
-from runhub_loader.mail.render import _RECIPIENT_KEYS, TEMPLATES, WORKFLOW_TEMPLATES, _render_content, render_content
+from runhub_loader.mail.render import _RECIPIENT_KEYS, WORKFLOW_TEMPLATES, _render_content, render_content
 from runhub_loader.mail.values import RenderError, clean_line
 
 MESSAGE_ID = "<runid.42@runhub>"

@@ -18,7 +18,7 @@ from runhub_loader.db.embedded import free_port
 from runhub_loader.mail.daemon import Sender, SenderConfig
 from runhub_loader.mail.smtp import SmtpConfig
 from test_sender_e2e import ScriptedSink, onboarding_run
-from workflow_helpers import ago, create_run, preview, process_runs, ready_project, run_status
+from workflow_helpers import ago, attempt, create_run, db_minute, preview, process_runs, ready_project, run_status
 
 
 def add_member(conn, project, actor, role) -> uuid.UUID:
@@ -207,6 +207,33 @@ def test_create_run_keeps_a_plausible_client_time(conn, app):
                       (project, owner, at)).fetchone()[0]["runId"]
     got = app.execute("SELECT runhub.get_run(%s, %s, %s)", (project, owner, run)).fetchone()[0]
     assert got["clientRequestedAt"] is not None
+
+
+def test_a_client_cannot_move_runhubs_clock_past_the_rate_limit(conn, app, db_clock):
+    """The create_run rate limit counts per minute of runhub's clock (runhub._now()), whose shift is a
+    row only the owner and superusers may change: no privilege on it, no function to call, and no
+    setting a session could SET. The 11th call of a minute stays refused whatever the client tries."""
+    project, owner = ready_project(conn)
+    minute = db_clock(0)
+    shift = conn.execute("SELECT shift FROM runhub.clock_offset").fetchone()[0]
+    for i in range(10):  # each counted, whatever its outcome
+        attempt(create_run, app, project, owner, "onboard_users", f"k{i}")
+    for sql in ["UPDATE runhub.clock_offset SET shift = interval '1 hour'",
+                "INSERT INTO runhub.clock_offset (singleton, shift) VALUES (true, interval '1 hour')"
+                " ON CONFLICT (singleton) DO UPDATE SET shift = excluded.shift",
+                "DELETE FROM runhub.clock_offset",
+                "TRUNCATE runhub.clock_offset",
+                "SELECT runhub._now()",
+                "SELECT runhub._clock_offset()"]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            app.execute(sql)
+    for setting in ("runhub.clock_offset", "runhub.now", "runhub.clock"):
+        app.execute(f"SET {setting} = '1 hour'")  # anyone may SET a custom setting: runhub's clock reads none
+    app.execute("SET TIME ZONE 'Pacific/Kiritimati'")  # nor does a session's zone move its minute
+    refused(app, "SELECT runhub.create_run(%s, %s, 'onboard_users', 'k10')", (project, owner),
+            "PT429", "workflows.policy.rateLimited")
+    assert conn.execute("SELECT shift FROM runhub.clock_offset").fetchone()[0] == shift
+    assert db_minute(conn) == minute, "the calls must fall in one minute of runhub's clock"
 
 
 # -- each component works with only its own role ------------------------------------------------------

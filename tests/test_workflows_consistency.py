@@ -22,8 +22,9 @@ from psycopg.types.json import Jsonb
 from conftest import assert_refused, ingest
 from workflow_helpers import (PROMO, SETTINGS, ago, checkout, create_run, outbox, preview, process_runs, ready_project,
                               recipients, runs_of)
+from runhub_loader.constants import ACTION_IDS
 
-ACTIONS = ["recover_abandoned", "send_promo", "onboard_users"]
+ACTIONS = list(ACTION_IDS)
 EXCLUSIONS = {"recover_abandoned": ["converted", "alreadyContacted", "suppressed", "frequencyCap"],
               "send_promo": ["suppressed", "frequencyCap"],
               "onboard_users": ["alreadyOnboarded", "suppressed", "frequencyCap"]}

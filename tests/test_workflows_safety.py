@@ -12,11 +12,10 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import assert_refused, ingest
+from conftest import assert_refused, ingest, set_db_clock
 from workflow_helpers import (DEADLINE_SECONDS, PROMO, SETTINGS, add_member, ago, attempt, blocked_by, checkout,
                               checkouts, connect, create_run, db_minute, get_run, outbox, preview, process_runs,
-                              ready_project, recipients, run_row, runs_of, signup, snapshot, wait_for_fresh_minute,
-                              wait_until)
+                              ready_project, recipients, run_row, runs_of, signup, snapshot, wait_until)
 
 RECOVER = "recover_abandoned"
 
@@ -126,10 +125,10 @@ def test_the_same_key_for_another_action_is_another_run(conn):
 
 # -- (b) 50 concurrent calls, one key ----------------------------------------------------------
 
-def test_50_concurrent_calls_with_one_key_make_exactly_one_run(conn, open_sessions):
+def test_50_concurrent_calls_with_one_key_make_exactly_one_run(conn, open_sessions, db_clock):
     project, owner = _recover_ready(conn, 3)
     sessions = open_sessions(50)
-    minute = wait_for_fresh_minute(conn)
+    minute = db_clock(0)
     results = _race(sessions, lambda i, c: create_run(c, project, owner, RECOVER, "one-key"))
     assert db_minute(conn) == minute, "the calls must fall in one clock minute for the counts below"
 
@@ -149,10 +148,10 @@ def test_50_concurrent_calls_with_one_key_make_exactly_one_run(conn, open_sessio
 
 # -- (c) the rate limit ------------------------------------------------------------------------
 
-def test_rate_limit_is_exact_under_30_concurrent_calls(conn, open_sessions):
+def test_rate_limit_is_exact_under_30_concurrent_calls(conn, open_sessions, db_clock):
     project, owner = _recover_ready(conn, 2)
     sessions = open_sessions(30)
-    minute = wait_for_fresh_minute(conn)
+    minute = db_clock(0)
     results = _race(sessions, lambda i, c: create_run(c, project, owner, RECOVER, f"key-{i}"))
     assert db_minute(conn) == minute, "the calls must fall in one clock minute for the counts below"
 
@@ -168,12 +167,12 @@ def test_rate_limit_is_exact_under_30_concurrent_calls(conn, open_sessions):
     assert len(runs_of(conn, project)) == 1
 
 
-def test_refused_calls_count_toward_the_limit(conn):
+def test_refused_calls_count_toward_the_limit(conn, db_clock):
     """Every call counts whatever its outcome: ten calls refused by other rules, then the 11th -
     even a perfectly valid one - is rate limited, and writes nothing."""
     project, owner = ready_project(conn)
     checkouts(conn, project, 2)
-    minute = wait_for_fresh_minute(conn)
+    minute = db_clock(0)
     refusals = []
     for i in range(10):
         with pytest.raises(psycopg.Error) as exc:
@@ -189,10 +188,10 @@ def test_refused_calls_count_toward_the_limit(conn):
     assert snapshot(conn) == before
 
 
-def test_every_kind_of_outcome_counts_and_the_11th_replay_is_limited(conn):
+def test_every_kind_of_outcome_counts_and_the_11th_replay_is_limited(conn, db_clock):
     project, owner = ready_project(conn)
     checkouts(conn, project, 2)
-    minute = wait_for_fresh_minute(conn)
+    minute = db_clock(0)
     outcomes = [attempt(create_run, conn, project, owner, RECOVER, "")[2],                    # bad key
                 attempt(create_run, conn, project, owner, RECOVER, "k", {"x": 1})[2],         # unknown param
                 attempt(create_run, conn, project, owner, RECOVER, "k")[2]]                   # no preview
@@ -210,11 +209,11 @@ def test_every_kind_of_outcome_counts_and_the_11th_replay_is_limited(conn):
     assert runs_of(conn, project) == [uuid.UUID(run)]
 
 
-def test_calls_refused_for_membership_or_role_are_not_counted_and_limits_are_per_project(conn):
+def test_calls_refused_for_membership_or_role_are_not_counted_and_limits_are_per_project(conn, db_clock):
     project, owner = _recover_ready(conn, 2)
     other, other_owner = _recover_ready(conn, 2)
     member = add_member(conn, project, owner, "member")
-    minute = wait_for_fresh_minute(conn)
+    minute = db_clock(0)
     for i in range(12):
         with pytest.raises(psycopg.Error) as exc:
             create_run(conn, project, member, RECOVER, f"m{i}")
@@ -450,7 +449,7 @@ def _bare(conn, settings, events=()):
 
 
 def _setup_rate_limited(conn, w):
-    wait_for_fresh_minute(conn)
+    set_db_clock(conn, 0)  # the test's db_clock fixture puts it back
     preview(conn, w["project"], w["owner"], RECOVER)
     for i in range(10):
         attempt(create_run, conn, w["project"], w["owner"], RECOVER, "k")
@@ -535,7 +534,7 @@ REFUSALS = {
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
-def test_every_refusal_has_its_code_and_key_and_writes_nothing(conn, case):
+def test_every_refusal_has_its_code_and_key_and_writes_nothing(conn, case, db_clock):
     world, setup, actor_name, action, key, params, sqlstate, i18n, detail, preview_rule = REFUSALS[case]
     if world == "nowhere":
         w = {"project": uuid.uuid4(), "owner": uuid.uuid4()}

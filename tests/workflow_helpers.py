@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 import uuid
 
 import psycopg
@@ -148,14 +147,6 @@ def attempt(fn, *args, **kwargs):
 
 
 def db_minute(conn) -> int:
-    """The database clock's minute since the epoch (the rate limiter's window)."""
-    return conn.execute("SELECT floor(extract(epoch FROM clock_timestamp()) / 60)::bigint").fetchone()[0]
-
-
-def wait_for_fresh_minute(conn, need_seconds: float = 15.0) -> int:
-    """The rate limit counts per clock minute: if fewer than need_seconds remain in the database's
-    current minute, sleep into the next one (the only sleep these tests use). Returns the minute."""
-    left = conn.execute("SELECT 60 - extract(epoch FROM clock_timestamp())::numeric % 60").fetchone()[0]
-    if left < need_seconds:
-        time.sleep(float(left) + 0.2)
-    return db_minute(conn)
+    """The minute since the epoch on runhub's clock (runhub._now()): the rate limiter's window. Tests
+    put the clock at the start of a fresh minute with conftest's db_clock / set_db_clock."""
+    return conn.execute("SELECT floor(extract(epoch FROM runhub._now()) / 60)::bigint").fetchone()[0]

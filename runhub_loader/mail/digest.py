@@ -10,6 +10,7 @@ from babel import Locale
 from babel.dates import format_date, format_timedelta, get_day_names
 from babel.numbers import format_decimal
 
+from ..constants import ACTION_IDS  # an action's label: digest.actionLabel.<id>
 from . import locales, values
 from .locales import Messages, format_money
 from .values import RenderError
@@ -41,7 +42,6 @@ HEADLINE_KEYS = frozenset({f"digest.headline.{m}{d}" for m in METRICS for d in (
                           | {"digest.headline.noChange"})
 DROP_ANOMALY_KEYS = frozenset(f"digest.anomaly.{m}Drop" for m in METRICS)
 ANOMALY_KEYS = DROP_ANOMALY_KEYS | {"digest.anomaly.paymentFailures"}
-ACTION_IDS = ("recover_abandoned", "send_promo", "onboard_users")  # label: digest.actionLabel.<id>
 RECOMMEND_KEYS = frozenset({"digest.recommend.recoverAbandoned", "digest.recommend.sendPromo",
                             "digest.recommend.onboardUsers"})
 CONFIDENCE_NOTES = {"medium": "digest.proof.confidence.medium", "low": "digest.proof.confidence.low"}

@@ -10,8 +10,8 @@ from typing import Any, Mapping
 from babel import Locale, UnknownLocaleError
 from babel.numbers import format_currency, format_percent, get_currency_precision, get_minus_sign_symbol, get_plus_sign_symbol
 
-LOCALES = ("en", "ar", "fr", "es", "de")
-DEFAULT_LOCALE = "en"
+from ..constants import DEFAULT_LOCALE, LOCALES
+
 RTL_LOCALES = frozenset({"ar"})
 
 

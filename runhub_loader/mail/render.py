@@ -29,6 +29,7 @@ from babel import Locale
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
+from ..constants import TEMPLATES
 from ..db.assets import DEFAULT_SOURCE
 from . import mime, values
 from .digest import digest_context
@@ -51,7 +52,6 @@ def _plpython(name: str) -> ModuleType:
 
 addresses = _plpython("addresses")
 
-TEMPLATES = ("recovery", "promo", "update", "onboarding", "digest")
 WORKFLOW_TEMPLATES = frozenset(TEMPLATES) - {"digest"}
 
 _FONTS = {"ltr": "-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif",

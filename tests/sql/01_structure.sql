@@ -9,7 +9,7 @@ SELECT * FROM no_plan();
 -- Schema, extensions, tables and their columns.
 SELECT has_schema('runhub');
 SELECT has_extension('plpython3u', 'plpython3u is installed (deploy ensures it)');
-SELECT tables_are('runhub', ARRAY['actions', 'business_events', 'currencies', 'customers', 'deployments', 'digests', 'job_runs',
+SELECT tables_are('runhub', ARRAY['actions', 'business_events', 'clock_offset', 'currencies', 'customers', 'deployments', 'digests', 'job_runs',
                                  'outbox', 'plpython_modules', 'previews', 'project_members', 'projects', 'relay_status',
                                  'secrets', 'suppressions', 'timezones', 'unsubscribe_keys', 'workflow_attributions',
                                  'workflow_run_recipients', 'workflow_runs'],
@@ -46,6 +46,8 @@ SELECT set_eq($$SELECT c.relname::text COLLATE "default", a.attname::text COLLAT
                        ('actions',                 'sent_event_type',          'text',                     true,  NULL),
                        ('actions',                 'position',                 'integer',                  true,  '0'),
                        ('business_events',         'id',                       'bigint',                   true,  'GENERATED ALWAYS AS IDENTITY'),  -- ingestion order cannot be forged
+                       ('clock_offset',            'singleton',                'boolean',                  true,  'true'),  -- one row at most (checked below)
+                       ('clock_offset',            'shift',                    'interval',                 true,  '''00:00:00''::interval'),  -- runhub._now()'s shift of clock_timestamp()
                        ('business_events',         'project_id',               'uuid',                     true,  NULL),
                        ('business_events',         'event_type',               'text',                     true,  NULL),
                        ('business_events',         'occurred_at',              'timestamp with time zone', true,  NULL),
@@ -140,7 +142,7 @@ SELECT set_eq($$SELECT c.relname::text COLLATE "default", a.attname::text COLLAT
                        ('projects',                'digest_recipient',         'text',                     false, NULL),
                        ('projects',                'digest_next_at',           'timestamp with time zone', false, NULL),
                        ('projects',                'created_at',               'timestamp with time zone', true,  'now()'),
-                       ('projects',                'trigger_counter',          'regclass',                 true,  NULL),  -- the per-project sequence counting create_run calls
+                       ('projects',                'create_run_counter',       'regclass',                 true,  NULL),  -- the per-project sequence counting create_run calls
                        ('relay_status',            'worker',                   'text',                     true,  NULL),
                        ('relay_status',            'relay',                    'text',                     true,  NULL),
                        ('relay_status',            'down_since',               'timestamp with time zone', false, NULL),
@@ -290,6 +292,16 @@ SELECT lives_ok($$INSERT INTO runhub.outbox (project_id, template, locale, to_em
                 'outbox.smtp_code 200, 599 and null are accepted');
 DELETE FROM runhub.outbox WHERE project_id = 'eeeeeeee-0000-4000-8000-0000000000aa';
 
+-- clock_offset (0016_clock_offset): runhub._now()'s shift of clock_timestamp(), one row, zero as
+-- deployed; only the owner may change it (tests/sql/80_roles.sql, tests/test_trust_boundary.py).
+SELECT col_is_pk('runhub', 'clock_offset', 'singleton', 'clock_offset.singleton is the primary key');
+SELECT results_eq($$SELECT singleton, shift FROM runhub.clock_offset$$, $$VALUES (true, interval '0')$$,
+                  'clock_offset has its one row, with no shift: runhub''s clock is the real time');
+SELECT throws_ok($$INSERT INTO runhub.clock_offset (singleton, shift) VALUES (false, interval '1 hour')$$,
+                 '23514', NULL, 'clock_offset takes no second row');
+SELECT ok(abs(extract(epoch FROM runhub._now() - clock_timestamp())) < 1,
+          'runhub._now() is clock_timestamp() while there is no shift');
+
 -- secrets (0004_sender): deploy secrets, readable by the owner only (tests/sql/80_roles.sql).
 SELECT col_is_pk('runhub', 'secrets', 'name', 'secrets.name is the primary key');
 SELECT is_empty($$SELECT name FROM runhub.secrets WHERE name = 'unsubscribe'$$,
@@ -428,11 +440,13 @@ SELECT results_eq($$SELECT tgtype::int, tgenabled::text, tgnewtable::text COLLAT
                      WHERE tgrelid = 'runhub.business_events'::regclass AND tgname = 'business_events_customers'$$,
                   $$VALUES (4, 'O', 'new_events')$$,
                   'business_events_customers fires AFTER INSERT per statement, with the new rows as new_events');
-SELECT trigger_is('runhub', 'projects', 'projects_drop_trigger_counter', 'runhub', '_drop_trigger_counter',
-                  'projects_drop_trigger_counter calls runhub._drop_trigger_counter');
+SELECT trigger_is('runhub', 'projects', 'projects_drop_create_run_counter', 'runhub', '_drop_create_run_counter',
+                  'projects_drop_create_run_counter calls runhub._drop_create_run_counter');
 SELECT results_eq($$SELECT tgtype::int, tgenabled::text FROM pg_trigger
-                     WHERE tgrelid = 'runhub.projects'::regclass AND tgname = 'projects_drop_trigger_counter'$$,
-                  $$VALUES (1 + 8, 'O')$$, 'projects_drop_trigger_counter fires AFTER DELETE per row');
+                     WHERE tgrelid = 'runhub.projects'::regclass AND tgname = 'projects_drop_create_run_counter'$$,
+                  $$VALUES (1 + 8, 'O')$$, 'projects_drop_create_run_counter fires AFTER DELETE per row');
+SELECT is_empty($$SELECT tgname FROM pg_trigger WHERE tgrelid = 'runhub.projects'::regclass AND tgname = 'projects_drop_trigger_counter'$$,
+                'the trigger under its old name is gone (migration 0017)');
 
 -- ---------------------------------------------------------------------------------------------
 -- API functions: signatures, return types, SECURITY DEFINER (they run for roles without table access).
@@ -590,7 +604,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- idempotency keys (expressions), and ingest's checks of an event's common shape and its fields
 -- (_trim, _is_plain_instant, _is_reserved_event_type, _is_plain_event, _event_as_stored, _plain_event,
 -- _plain_events: one plan for a batch). So is the attribution texts'
--- constant (_attribution_texts), which names nothing to look up, and the digest job's procedure
+-- constant (_attribution_texts) and runhub's lists and bounds (_constants, _constant, _locales), which
+-- name nothing to look up, and the digest job's procedure
 -- (run_due_digests) and the outbox's purge (purge_finished_mail): one that commits may have no SET
 -- clause; they run with their caller's rights (no runhub role may call the purge).
 SELECT cmp_ok((SELECT count(*) FROM pg_proc WHERE pronamespace = 'runhub'::regnamespace)::int, '>=', 20,
@@ -603,8 +618,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                                            '_execution_lock_key', '_is_client_instant', '_is_system_idempotency_key',
                                            '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_plain_event',
                                            '_event_as_stored', '_plain_event', '_plain_events',
-                                           '_attribution_texts', 'run_due_digests',
-                                           'purge_finished_mail')$$,
+                                           '_attribution_texts', '_constants', '_constant', '_locales',
+                                           'run_due_digests', 'purge_finished_mail')$$,
                 'every function in schema runhub but the inlined helpers, the attribution texts (a constant, folded into plans) and the digest job (a procedure that commits) has SET search_path = pg_catalog, pg_temp');
 SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                     LEFT JOIN pg_roles r ON r.rolname IN ('runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader')
@@ -614,7 +629,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                                        '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
                                        '_execution_lock_key', '_is_client_instant', '_is_system_idempotency_key',
                                        '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_plain_event',
-                                       '_event_as_stored', '_plain_event', '_plain_events')
+                                       '_event_as_stored', '_plain_event', '_plain_events',
+                                       '_constants', '_constant', '_locales')
                      AND (p.prosecdef OR r.rolname IS NOT NULL
                           OR EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                                       WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))$$,
@@ -644,6 +660,23 @@ SELECT is_empty($$SELECT name, schedule FROM runhub.cron_jobs()
 SELECT matches((SELECT command FROM runhub.cron_jobs() WHERE name = 'purge-cron-history'),
                '^DELETE FROM cron\.job_run_details WHERE end_time < ',
                'purge-cron-history deletes old cron.job_run_details');
+
+-- ---------------------------------------------------------------------------------------------
+-- runhub._constants() is the one list of locales, templates and action ids (sql/00_constants.sql;
+-- runhub_loader/constants.py reads the same text): what is written elsewhere must agree with it.
+SELECT set_eq($$SELECT id FROM runhub.actions$$,
+              $$SELECT jsonb_array_elements_text(runhub._constants() -> 'actionIds')$$,
+              'the action registry holds exactly the action ids of runhub._constants()');
+SELECT is_empty($$SELECT a.template FROM runhub.actions a
+                   WHERE a.template NOT IN (SELECT jsonb_array_elements_text(runhub._constants() -> 'templates'))$$,
+                'every action''s template is one of runhub._constants() templates');
+SELECT is((SELECT array_agg(m[1] ORDER BY m[1]) FROM regexp_matches(
+               (SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
+                 WHERE c.conrelid = 'runhub.projects'::regclass AND c.contype = 'c'
+                   AND pg_get_constraintdef(c.oid) LIKE '%locale%'), '''([a-z]+)''', 'g') AS m),
+          (SELECT array_agg(l ORDER BY l) FROM unnest(runhub._locales()) l),
+          'projects.locale''s CHECK (migration 0001) allows exactly the locales of runhub._constants()');
+SELECT is(runhub._constant('maxSendAttempts'), 8, 'runhub._constant reads an integer of runhub._constants()');
 
 SELECT * FROM finish();
 ROLLBACK;

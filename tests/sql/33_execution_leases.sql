@@ -256,7 +256,7 @@ SELECT is(runhub.heartbeat_run(:'ops2', 'worker-2'), false, 'no heartbeat once e
 SELECT is(runhub.execute_run('ffffffff-0000-4000-8000-00000000cccc', 'worker-2'), 'lease_lost', 'an unknown run: lease_lost');
 SELECT is(pg_temp.refusal($$SELECT runhub.claim_runs('')$$), 'PT400 common.invalidInput worker', 'claim_runs without a worker name: PT400');
 SELECT is(pg_temp.refusal($$SELECT runhub.claim_runs('w', 0)$$), 'PT400 common.invalidInput max', 'claim_runs of 0 runs: PT400');
-SELECT is(pg_temp.refusal($$SELECT runhub.claim_runs('w', 1, 1)$$), 'PT400 common.invalidInput max', 'claim_runs with a 1-second lease: PT400');
+SELECT is(pg_temp.refusal($$SELECT runhub.claim_runs('w', 1, 1)$$), 'PT400 common.invalidInput leaseSeconds', 'claim_runs with a 1-second lease: PT400, field leaseSeconds');
 
 -- ops3 signs up; ops-2 is moved out of the cooldown.
 SELECT pg_temp.ev(:'ops', 'user_signed_up', 'ops3', '1 day', '{"email": "ops3@example.com"}') \g /dev/null

@@ -54,5 +54,23 @@ SELECT is(runhub.generate_digest(:'p', '2026-11-30'), NULL, 'and not in the next
 SELECT throws_ok(format($$SELECT runhub.generate_digest(%L, 'infinity')$$, :'p'), 'PT400', 'common.invalidInput',
                  'an infinite day: PT400');
 
+-- The job reads runhub's clock (now() shifted by runhub.clock_offset, as runhub._now() is): what is
+-- due, the day served and the next time all follow it. Not due yet on the real clock; due once the
+-- clock is moved an hour past the next 07:00 in Berlin, whose yesterday it then serves.
+SELECT is((SELECT (runhub.update_project_settings(:'p', :owner, '{"dailyDigestEnabled": true}') ->> 'dailyDigestEnabled')::boolean),
+          true, 'turned on again, at 07:00 Berlin time');
+SELECT digest_next_at AS next_at FROM runhub.projects WHERE id = :'p' \gset
+SELECT is(runhub.digest_batch(10) ->> 'served', '0', 'on the real clock the project is not due yet');
+UPDATE runhub.clock_offset SET shift = :'next_at'::timestamptz + interval '1 hour' - now();
+SELECT is(runhub.digest_batch(10) - 'jobRun', '{"served": 1, "queued": 0, "skipped": 1, "failed": 0, "done": 0, "busy": false}'::jsonb,
+          'an hour past it on runhub''s clock, the project is served (no activity that day: skipped)');
+SELECT results_eq(format($$SELECT day, status FROM runhub.digests WHERE project_id = %L$$, :'p'),
+                  format($$VALUES (%L::date, 'skipped')$$, (:'next_at'::timestamptz AT TIME ZONE 'Europe/Berlin')::date - 1),
+                  'the day served is the yesterday of runhub''s clock, in Berlin');
+SELECT is((SELECT digest_next_at FROM runhub.projects WHERE id = :'p'),
+          runhub.next_digest_at('Europe/Berlin', 7, :'next_at'::timestamptz + interval '1 hour'),
+          'the next time is the next 07:00 after runhub''s clock');
+SELECT pg_temp.reset_clock() \g /dev/null
+
 SELECT * FROM finish();
 ROLLBACK;

@@ -202,6 +202,20 @@ SELECT is_empty($$SELECT t.tab, r.rolname, p.priv FROM pg_roles r
 SELECT is_empty($$SELECT oid::regclass FROM pg_class WHERE oid IN ('runhub.secrets'::regclass, 'runhub.unsubscribe_keys'::regclass)
                                                        AND relacl IS NOT NULL$$,
                 'runhub.secrets and runhub.unsubscribe_keys have no grants at all (owner-only default)');
+-- runhub.clock_offset (runhub._now()'s shift, read by the create_run rate limit): the owner only, so
+-- no client can move runhub's clock; and no runhub role may call the clock's functions.
+SELECT is_empty($$SELECT r.rolname, p.priv FROM pg_roles r
+                   CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) p(priv)
+                   WHERE NOT r.rolsuper AND r.rolname !~ '^pg_'
+                     AND r.oid <> (SELECT relowner FROM pg_class WHERE oid = 'runhub.clock_offset'::regclass)
+                     AND has_table_privilege(r.oid, 'runhub.clock_offset', p.priv)$$,
+                'no role but its owner (and superusers and predefined roles) has any privilege on runhub.clock_offset');
+SELECT is((SELECT relacl FROM pg_class WHERE oid = 'runhub.clock_offset'::regclass), NULL,
+          'runhub.clock_offset has no grants at all (owner-only default)');
+SELECT is_empty($$SELECT f, r FROM unnest(ARRAY['runhub._now()', 'runhub._clock_offset()']) f,
+                                   unnest(ARRAY['runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader']) r
+                   WHERE has_function_privilege(r, f::regprocedure, 'EXECUTE')$$,
+                'no runhub role may call runhub._now() or runhub._clock_offset()');
 
 -- ---------------------------------------------------------------------------------------------
 -- Row-level security on every table that holds project data (a project_id column, or projects
@@ -327,7 +341,17 @@ SELECT throws_ok($$SELECT runhub.claim_messages('app')$$, '42501', NULL, 'runhub
 SELECT throws_ok($$SELECT runhub.record_sent(1, 'app')$$, '42501', NULL, 'runhub_app cannot call record_sent');
 SELECT throws_ok($$SELECT * FROM runhub.unsubscribe_keys$$, '42501', NULL, 'runhub_app cannot SELECT unsubscribe_keys');
 SELECT throws_ok($$SELECT runhub.sender_idle()$$, '42501', NULL, 'runhub_app cannot call sender_idle');
+SELECT throws_ok($$UPDATE runhub.clock_offset SET shift = interval '1 hour'$$, '42501', NULL,
+                 'runhub_app cannot move runhub''s clock (UPDATE clock_offset)');
+SELECT throws_ok($$INSERT INTO runhub.clock_offset (singleton, shift) VALUES (true, interval '1 hour')
+                   ON CONFLICT (singleton) DO UPDATE SET shift = excluded.shift$$, '42501', NULL,
+                 'runhub_app cannot move runhub''s clock (INSERT ... ON CONFLICT)');
+SELECT throws_ok($$DELETE FROM runhub.clock_offset$$, '42501', NULL, 'runhub_app cannot DELETE the clock''s offset');
+SELECT throws_ok($$TRUNCATE runhub.clock_offset$$, '42501', NULL, 'runhub_app cannot TRUNCATE the clock''s offset');
+SELECT throws_ok($$SELECT runhub._now()$$, '42501', NULL, 'runhub_app cannot call runhub._now()');
 RESET ROLE;
+SELECT results_eq($$SELECT shift FROM runhub.clock_offset$$, $$VALUES (interval '0')$$,
+                  'runhub''s clock is unmoved after runhub_app''s attempts');
 
 -- ---------------------------------------------------------------------------------------------
 -- runhub_ingest: events in, and nothing else at all.
