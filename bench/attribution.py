@@ -53,7 +53,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.db.deploy import deploy  # noqa: E402
-from benchlib import database_url, loadavg, parser as bench_parser, vacuum_analyze  # noqa: E402
+from benchlib import database_url, kept_data_set, loadavg, parser as bench_parser, record_loaded_mail_sent, vacuum_analyze  # noqa: E402
 
 DATABASE = "runhub_bench_attribution"
 DATA_VERSION = 1
@@ -167,30 +167,7 @@ def load(conn) -> None:
                    generate_series(%(k0)s, %(k0)s + %(n)s - 1) k
              WHERE s.big = %(big)s""",
                      {"recover": action == "recover_abandoned", "big": big, "k0": k0, "n": n})
-    conn.execute("""
-        INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id,
-                                   status, attempts, next_attempt_at, started_at, sent_at, smtp_code, smtp_reply,
-                                   created_at)
-        SELECT rc.project_id, rc.run_id, rc.id, a.template, rc.locale, rc.email, rc.name,
-               '<' || rc.run_id || '.' || rc.id || '@runhub>', 'sent', 1, rc.created_at, rc.updated_at,
-               rc.updated_at, 250, '250 2.0.0 Ok: queued', rc.created_at
-          FROM runhub.workflow_run_recipients rc
-          JOIN runhub.workflow_runs r ON r.id = rc.run_id
-          JOIN runhub.actions a ON a.id = r.action_id
-         WHERE r.idempotency_key LIKE 'bench-load-%'""")
-    conn.execute("""
-        INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
-                                            customer_email, customer_name, amount_cents, currency, payload)
-        SELECT rc.project_id, a.sent_event_type, o.sent_at, 'mail:' || o.message_id, rc.cart_id, rc.email, rc.name,
-               rc.amount_cents, rc.currency,
-               jsonb_strip_nulls(jsonb_build_object('workflowRunId', rc.run_id, 'recipientEmail', rc.email,
-                   'cartId', rc.cart_id, 'abandonedAmountCents', rc.amount_cents, 'currency', rc.currency,
-                   'recoveryLink', rc.link, 'messageId', o.message_id))
-          FROM runhub.outbox o
-          JOIN runhub.workflow_run_recipients rc ON rc.id = o.recipient_id
-          JOIN runhub.workflow_runs r ON r.id = rc.run_id
-          JOIN runhub.actions a ON a.id = r.action_id
-         WHERE r.idempotency_key LIKE 'bench-load-%'""")
+    record_loaded_mail_sent(conn, "bench-load-%")
     # Last: its presence says the data set is complete.
     conn.execute("""CREATE TABLE public.bench_attribution_meta (
                         version int NOT NULL, loaded_at timestamptz NOT NULL, anchor timestamptz NOT NULL)""")
@@ -505,15 +482,8 @@ def main() -> int:
     url = database_url(args, DATABASE)
     deploy(url, schedule_cron=False)
     with psycopg.connect(url) as admin:
-        loaded = admin.execute("SELECT to_regclass('public.bench_attribution_meta') IS NOT NULL").fetchone()[0]
-        if not loaded and admin.execute("SELECT to_regclass('public.bench_attribution_shops') IS NOT NULL").fetchone()[0]:
-            raise SystemExit("an earlier load of the data set did not finish: run with --rebuild (or a fresh --database-url)")
-        if loaded:
-            version = admin.execute("SELECT version FROM public.bench_attribution_meta").fetchone()[0]
-            if version != DATA_VERSION:
-                raise SystemExit(f"the data set is version {version}, this bench loads {DATA_VERSION}: "
-                                 "run with --rebuild (or a fresh --database-url)")
-        else:
+        if not kept_data_set(admin, "public.bench_attribution_meta", "public.bench_attribution_shops",
+                             {"version": DATA_VERSION}):
             load(admin)
         admin.execute(f"ALTER TABLE runhub.business_events ENABLE TRIGGER {TRIGGER}")  # after an interrupted run
         admin.commit()

@@ -66,3 +66,47 @@ def durability(conn) -> str:
 
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def kept_data_set(admin, meta: str, partial: str, wanted: dict) -> bool:
+    """Whether a bench's kept data set is loaded: False when none is; True when its `meta` table
+    holds the `wanted` values (column: value); stops the bench when a load did not finish (the
+    `partial` table is there without `meta`) or the data set is another one (--rebuild)."""
+    if not admin.execute("SELECT to_regclass(%s) IS NOT NULL", (meta,)).fetchone()[0]:
+        if admin.execute("SELECT to_regclass(%s) IS NOT NULL", (partial,)).fetchone()[0]:
+            raise SystemExit("an earlier load of the data set did not finish: run with --rebuild (or a fresh --database-url)")
+        return False
+    found = dict(zip(wanted, admin.execute(f"SELECT {', '.join(wanted)} FROM {meta}").fetchone()))
+    if found != wanted:
+        raise SystemExit(f"the data set is {found}, this bench wants {wanted}: run with --rebuild (or a fresh --database-url)")
+    return True
+
+
+def record_loaded_mail_sent(conn, run_keys: str) -> None:
+    """For the loaded runs whose idempotency key is LIKE `run_keys`: each recipient's message, sent
+    (SMTP 250) when its recipient row was last updated, and its *_email_sent event, as the sender
+    records them."""
+    conn.execute("""
+        INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id,
+                                   status, attempts, next_attempt_at, started_at, sent_at, smtp_code, smtp_reply,
+                                   created_at)
+        SELECT rc.project_id, rc.run_id, rc.id, a.template, coalesce(rc.locale, 'en'), rc.email, rc.name,
+               '<' || rc.run_id || '.' || rc.id || '@runhub>', 'sent', 1, rc.created_at, rc.updated_at,
+               rc.updated_at, 250, '250 2.0.0 Ok: queued', rc.created_at
+          FROM runhub.workflow_run_recipients rc
+          JOIN runhub.workflow_runs r ON r.id = rc.run_id
+          JOIN runhub.actions a ON a.id = r.action_id
+         WHERE r.idempotency_key LIKE %(keys)s""", {"keys": run_keys})
+    conn.execute("""
+        INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                                            customer_email, customer_name, amount_cents, currency, payload)
+        SELECT rc.project_id, a.sent_event_type, o.sent_at, 'mail:' || o.message_id, rc.cart_id, rc.email, rc.name,
+               rc.amount_cents, rc.currency,
+               jsonb_strip_nulls(jsonb_build_object('workflowRunId', rc.run_id, 'recipientEmail', rc.email,
+                   'cartId', rc.cart_id, 'abandonedAmountCents', rc.amount_cents, 'currency', rc.currency,
+                   'recoveryLink', rc.link, 'messageId', o.message_id))
+          FROM runhub.outbox o
+          JOIN runhub.workflow_run_recipients rc ON rc.id = o.recipient_id
+          JOIN runhub.workflow_runs r ON r.id = rc.run_id
+          JOIN runhub.actions a ON a.id = r.action_id
+         WHERE r.idempotency_key LIKE %(keys)s""", {"keys": run_keys})

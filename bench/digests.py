@@ -55,7 +55,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.db.deploy import deploy  # noqa: E402
-from benchlib import database_url, loadavg, parser as bench_parser, vacuum_analyze  # noqa: E402
+from benchlib import database_url, kept_data_set, loadavg, parser as bench_parser, record_loaded_mail_sent, vacuum_analyze  # noqa: E402
 
 DATABASE = "runhub_bench_digests"
 DATA_VERSION = 1
@@ -208,28 +208,7 @@ def load(conn, projects: int) -> None:
           JOIN public.bench_digest_shops s ON s.project_id = r.project_id,
                generate_series(1, 5) k
          WHERE r.idempotency_key LIKE 'bench-digest-%'""")
-    conn.execute("""
-        INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id,
-                                   status, attempts, next_attempt_at, started_at, sent_at, smtp_reply, created_at)
-        SELECT rc.project_id, rc.run_id, rc.id, a.template, 'en', rc.email, rc.name,
-               '<' || rc.run_id || '.' || rc.id || '@runhub>', 'sent', 1, rc.created_at, rc.updated_at,
-               rc.updated_at, '250 2.0.0 Ok: queued', rc.created_at
-          FROM runhub.workflow_run_recipients rc
-          JOIN runhub.workflow_runs r ON r.id = rc.run_id
-          JOIN runhub.actions a ON a.id = r.action_id
-         WHERE r.idempotency_key LIKE 'bench-digest-%'""")
-    conn.execute("""
-        INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
-                                            customer_email, customer_name, amount_cents, currency, payload)
-        SELECT rc.project_id, a.sent_event_type, o.sent_at, 'mail:' || o.message_id, rc.cart_id, rc.email, rc.name,
-               rc.amount_cents, rc.currency,
-               jsonb_strip_nulls(jsonb_build_object('workflowRunId', rc.run_id, 'recipientEmail', rc.email,
-                                                    'cartId', rc.cart_id, 'messageId', o.message_id))
-          FROM runhub.outbox o
-          JOIN runhub.workflow_run_recipients rc ON rc.id = o.recipient_id
-          JOIN runhub.workflow_runs r ON r.id = rc.run_id
-          JOIN runhub.actions a ON a.id = r.action_id
-         WHERE r.idempotency_key LIKE 'bench-digest-%'""")
+    record_loaded_mail_sent(conn, "bench-digest-%")
     conn.execute("""
         INSERT INTO runhub.workflow_attributions (project_id, run_id, payment_event_id, message_id, method, confidence,
                                                   window_hours, sent_at, paid_at, amount_cents, currency)
@@ -363,6 +342,22 @@ def describe(conn, projects: int) -> None:
 
 # -- one round ---------------------------------------------------------------------------------------
 
+# runhub._digest_day's KPI aggregates over one range (v_range) of one project (<p>.id, <p>.currency),
+# bare: what both baselines below run.
+KPI_AGGREGATES = r"""
+            SELECT jsonb_build_object(
+                'events', count(*) FILTER (WHERE e.event_type NOT LIKE '%\_email\_sent'),
+                'revenueCents', coalesce(sum(e.amount_cents) FILTER (WHERE e.event_type = 'payment_succeeded'
+                                                                        AND e.currency = <p>.currency), 0),
+                'otherCurrencyPayments', count(*) FILTER (WHERE e.event_type = 'payment_succeeded' AND e.currency <> <p>.currency),
+                'payments', count(*) FILTER (WHERE e.event_type = 'payment_succeeded'),
+                'checkouts', count(*) FILTER (WHERE e.event_type = 'checkout_started'),
+                'leads', count(*) FILTER (WHERE e.event_type = 'lead_created'),
+                'paymentFailures', count(*) FILTER (WHERE e.event_type = 'payment_failed'))
+              INTO v_facts
+              FROM runhub.business_events e
+             WHERE e.project_id = <p>.id AND e.occurred_at >= lower(v_range) AND e.occurred_at < upper(v_range);""".strip("\n")
+
 BASELINE = r"""
 CREATE OR REPLACE FUNCTION public.bench_digest_kpis()
 RETURNS jsonb
@@ -389,18 +384,7 @@ BEGIN
         FOREACH v_range IN ARRAY ARRAY[runhub.local_day_range(v_day, v_project.timezone),
                                        runhub.local_day_range(v_day - 1, v_project.timezone),
                                        runhub.local_day_range(v_day - 7, v_project.timezone)] LOOP
-            SELECT jsonb_build_object(
-                'events', count(*) FILTER (WHERE e.event_type NOT LIKE '%\_email\_sent'),
-                'revenueCents', coalesce(sum(e.amount_cents) FILTER (WHERE e.event_type = 'payment_succeeded'
-                                                                        AND e.currency = v_project.currency), 0),
-                'otherCurrencyPayments', count(*) FILTER (WHERE e.event_type = 'payment_succeeded' AND e.currency <> v_project.currency),
-                'payments', count(*) FILTER (WHERE e.event_type = 'payment_succeeded'),
-                'checkouts', count(*) FILTER (WHERE e.event_type = 'checkout_started'),
-                'leads', count(*) FILTER (WHERE e.event_type = 'lead_created'),
-                'paymentFailures', count(*) FILTER (WHERE e.event_type = 'payment_failed'))
-              INTO v_facts
-              FROM runhub.business_events e
-             WHERE e.project_id = v_project.id AND e.occurred_at >= lower(v_range) AND e.occurred_at < upper(v_range);
+{kpis_of_project}
             IF v_first THEN
                 v_events := v_events + (v_facts ->> 'events')::bigint;
                 v_revenue := v_revenue + (v_facts ->> 'revenueCents')::numeric;
@@ -427,25 +411,15 @@ DECLARE
 BEGIN
     FOR v_row IN SELECT * FROM public.bench_digest_ranges LOOP
         FOREACH v_range IN ARRAY v_row.ranges LOOP
-            SELECT jsonb_build_object(
-                'events', count(*) FILTER (WHERE e.event_type NOT LIKE '%\_email\_sent'),
-                'revenueCents', coalesce(sum(e.amount_cents) FILTER (WHERE e.event_type = 'payment_succeeded'
-                                                                        AND e.currency = v_row.currency), 0),
-                'otherCurrencyPayments', count(*) FILTER (WHERE e.event_type = 'payment_succeeded' AND e.currency <> v_row.currency),
-                'payments', count(*) FILTER (WHERE e.event_type = 'payment_succeeded'),
-                'checkouts', count(*) FILTER (WHERE e.event_type = 'checkout_started'),
-                'leads', count(*) FILTER (WHERE e.event_type = 'lead_created'),
-                'paymentFailures', count(*) FILTER (WHERE e.event_type = 'payment_failed'))
-              INTO v_facts
-              FROM runhub.business_events e
-             WHERE e.project_id = v_row.id AND e.occurred_at >= lower(v_range) AND e.occurred_at < upper(v_range);
+{kpis_of_row}
         END LOOP;
         v_n := v_n + 1;
     END LOOP;
     RETURN v_n;
 END
 $$;
-"""
+""".replace("{kpis_of_project}", KPI_AGGREGATES.replace("<p>", "v_project")).replace(
+    "{kpis_of_row}", KPI_AGGREGATES.replace("<p>", "v_row"))
 
 
 def prepare_round(admin) -> None:
@@ -644,15 +618,8 @@ def main() -> int:
     url = database_url(args, DATABASE)
     deploy(url, schedule_cron=False)
     with psycopg.connect(url) as admin:
-        loaded = admin.execute("SELECT to_regclass('public.bench_digest_meta') IS NOT NULL").fetchone()[0]
-        if not loaded and admin.execute("SELECT to_regclass('public.bench_digest_shops') IS NOT NULL").fetchone()[0]:
-            raise SystemExit("an earlier load of the data set did not finish: run with --rebuild (or a fresh --database-url)")
-        if loaded:
-            version, projects = admin.execute("SELECT version, projects FROM public.bench_digest_meta").fetchone()
-            if version != DATA_VERSION or projects != args.projects:
-                raise SystemExit(f"the data set is version {version} with {projects:,} projects, this bench wants "
-                                 f"{DATA_VERSION} with {args.projects:,}: run with --rebuild (or a fresh --database-url)")
-        else:
+        if not kept_data_set(admin, "public.bench_digest_meta", "public.bench_digest_shops",
+                             {"version": DATA_VERSION, "projects": args.projects}):
             load(admin, args.projects)
         for trigger in (ATTRIBUTION_TRIGGER, APPEND_ONLY["runhub.business_events"]):  # after an interrupted run
             admin.execute(f"ALTER TABLE runhub.business_events ENABLE TRIGGER {trigger}")
