@@ -37,7 +37,7 @@ _OTHER_DOTS = re.compile("[\u3002\uff0e\uff61]")  # IDNA reads these as dots, th
 # a PL/Python call: lower-case ASCII, no "?" in the local part, a last label that starts with a letter,
 # in the syntax PostgreSQL's regular expressions and Python's share. SQL adds the lengths (address
 # <= 254; domain <= 63, so no label is longer: bounded repetitions make PostgreSQL's regex ten times
-# slower). What it does not match goes to mailbox(). tests/test_mailbox.py proves that within those
+# slower). What it does not match goes to mailbox(). tests/db/test_mailbox.py proves that within those
 # bounds it matches exactly the addresses mailbox() accepts as they are.
 _FAST_ATEXT = _ATEXT.replace("?", "")
 ASCII_FAST_PATTERN = (rf"^[{_FAST_ATEXT}]+(\.[{_FAST_ATEXT}]+)*"

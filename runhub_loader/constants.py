@@ -1,7 +1,7 @@
 """runhub's fixed lists and bounds, as sql/00_constants.sql (runhub._constants()) says them.
 
 Read from the deployable SQL file itself, so the renderer and the CLI need no database and cannot
-disagree with what the server enforces (tests/test_constants.py holds the two equal)."""
+disagree with what the server enforces (tests/db/test_constants.py holds the two equal)."""
 from __future__ import annotations
 
 import json

@@ -132,7 +132,7 @@ $$;
 -- 0016): zero in production, and only its owner and superusers can change it (no runhub role has
 -- any privilege on it, and it is no setting a session could SET), so no client can move the clock
 -- past a limit. Tests shift it to a known second of a minute instead of sleeping for a fresh one
--- (tests/conftest.py db_clock, tests/sql/helpers.psql pg_temp.set_clock).
+-- (tests/db/conftest.py db_clock, tests/sql/helpers.psql pg_temp.set_clock).
 CREATE OR REPLACE FUNCTION runhub._clock_offset()
 RETURNS interval
 LANGUAGE sql STABLE

@@ -218,7 +218,7 @@ BEGIN
                  THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.email', 1000) END));
         -- Only an address the sender can deliver (plpython/addresses.py). The common ones are checked
         -- here, sparing a PL/Python call (and a session's first, ~20 ms): ASCII_FAST_PATTERN there,
-        -- with the lengths (tests/test_mailbox.py proves it agrees); the grammar takes the rest.
+        -- with the lengths (tests/db/test_mailbox.py proves it agrees); the grammar takes the rest.
         IF v_row.customer_email !~ '^[a-z0-9!#$%&\x27*+/=^_`{|}~-]+(\.[a-z0-9!#$%&\x27*+/=^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$'
            OR length(v_row.customer_email) > 254 OR length(split_part(v_row.customer_email, '@', 2)) > 63
            OR strpos(v_row.customer_email, 'xn--') > 0 THEN  -- A-labels are stored in Unicode
@@ -284,7 +284,7 @@ $$;
 -- correlation id of 1 to 255; no customer, or one with a lower-case-able ASCII address on the fast
 -- path of addresses.py, a name of 1 to 200 and a language tag; a whole amount with a currency
 -- string; a payload object of at most 32 KiB. False is no verdict: _event_from_json then takes the event field by field, and
--- stores it or says why not. tests/test_ingest_plain.py holds the two to that on generated events.
+-- stores it or says why not. tests/db/test_ingest_plain.py holds the two to that on generated events.
 -- No SET clause: inlined where it is used (CASE, not AND, before a cast: SQL does not promise the
 -- order of AND).
 CREATE OR REPLACE FUNCTION runhub._is_plain_event(e jsonb)

@@ -34,7 +34,7 @@ $$;
 
 -- Authorization comes first: a member below the action's required role is refused before any
 -- other rule is looked at. The policy says why; a role that ranks high enough (_role_rank, the
--- policy's ROLE_RANK: tests/test_policy_rules.py) needs no call to it.
+-- policy's ROLE_RANK: tests/unit/test_policy_rules.py) needs no call to it.
 CREATE OR REPLACE FUNCTION runhub._authorize_action(p_role text, p_action runhub.actions)
 RETURNS void
 LANGUAGE plpgsql VOLATILE

@@ -4,7 +4,7 @@ Calls of the API (`SELECT runhub.<function>(...)`, `CALL runhub.<procedure>(...)
 `LISTEN`s) stay where they are made; everything else (catalog lookups, deployment bookkeeping,
 pg_cron management, status queries, role DDL, the demo's reads of tables) lives here, grouped by
 who sends it. The ones that take identifiers are `psycopg.sql.SQL` templates: the caller formats
-them with `sql.Identifier`/`sql.Literal`. tests/test_queries.py keeps it that way.
+them with `sql.Identifier`/`sql.Literal`. tests/unit/test_queries.py keeps it that way.
 
 Not here, because they are deployment of files rather than queries: the sql/ files deploy applies,
 and the PL/Python bundle's statements (plpy_bundle.py), including the code its wrappers run inside

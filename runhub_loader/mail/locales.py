@@ -44,7 +44,7 @@ def catalog(locale: str) -> Mapping[str, str]:
 
 class Messages:
     """t(key, **params): a catalog message with its params filled in. A missing key raises:
-    tests/test_render.py and tests/test_digest_render.py render every branch in every locale.
+    tests/unit/test_render.py and tests/unit/test_digest_render.py render every branch in every locale.
 
     t.plural(key, n, **params): the form of `key` for the number n by the language's CLDR plural
     rules (`<key>.one`, `<key>.other`, and for Arabic also `.zero`, `.two`, `.few`, `.many`)."""

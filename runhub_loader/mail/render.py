@@ -130,7 +130,7 @@ def _workflow_context(template: str, v: Mapping[str, Any], loc: Locale, t: Calla
 # customer's name and unsubscribe link, and for recovery the cart's link, reference and amount. So
 # a workflow mail's content is rendered once per run, locale and "which of these are present",
 # with slots, and each message gets its own values put in (escaped for HTML), validated and
-# formatted as a full rendering does. tests/test_render.py checks that the two are the same, for
+# formatted as a full rendering does. tests/unit/test_render.py checks that the two are the same, for
 # any values.
 _RECIPIENT_KEYS = {"promo": ("customerName",), "update": ("customerName",), "onboarding": ("customerName",),
                    "recovery": ("customerName", "link", "cartId", "amountCents", "currency")}

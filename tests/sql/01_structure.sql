@@ -293,7 +293,7 @@ SELECT lives_ok($$INSERT INTO runhub.outbox (project_id, template, locale, to_em
 DELETE FROM runhub.outbox WHERE project_id = 'eeeeeeee-0000-4000-8000-0000000000aa';
 
 -- clock_offset (0016_clock_offset): runhub._now()'s shift of clock_timestamp(), one row, zero as
--- deployed; only the owner may change it (tests/sql/80_roles.sql, tests/test_trust_boundary.py).
+-- deployed; only the owner may change it (tests/sql/80_roles.sql, tests/db/test_trust_boundary.py).
 SELECT col_is_pk('runhub', 'clock_offset', 'singleton', 'clock_offset.singleton is the primary key');
 SELECT results_eq($$SELECT singleton, shift FROM runhub.clock_offset$$, $$VALUES (true, interval '0')$$,
                   'clock_offset has its one row, with no shift: runhub''s clock is the real time');

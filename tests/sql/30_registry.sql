@@ -7,11 +7,7 @@ BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();
 
-\set owner    '''ffffffff-0000-4000-8000-000000000001'''
-\set admin    '''ffffffff-0000-4000-8000-000000000002'''
-\set member   '''ffffffff-0000-4000-8000-000000000003'''
 \set owner2   '''ffffffff-0000-4000-8000-000000000004'''
-\set stranger '''ffffffff-0000-4000-8000-0000000000ff'''
 
 CREATE FUNCTION pg_temp.settings_sql(p_project uuid, p_actor uuid, p_settings jsonb)
 RETURNS text LANGUAGE sql

@@ -8,11 +8,6 @@ BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();
 
-\set owner    '''ffffffff-0000-4000-8000-000000000001'''
-\set admin    '''ffffffff-0000-4000-8000-000000000002'''
-\set member   '''ffffffff-0000-4000-8000-000000000003'''
-\set stranger '''ffffffff-0000-4000-8000-0000000000ff'''
-
 CREATE FUNCTION pg_temp.preview_sql(p_project uuid, p_actor uuid, p_action text, p_params jsonb DEFAULT '{}')
 RETURNS text LANGUAGE sql
 AS $$ SELECT format('SELECT runhub.preview(%L, %L, %L, %L)', p_project, p_actor, p_action, p_params) $$;

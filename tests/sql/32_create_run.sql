@@ -8,11 +8,6 @@ BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();
 
-\set owner    '''ffffffff-0000-4000-8000-000000000001'''
-\set admin    '''ffffffff-0000-4000-8000-000000000002'''
-\set member   '''ffffffff-0000-4000-8000-000000000003'''
-\set stranger '''ffffffff-0000-4000-8000-0000000000ff'''
-
 -- The recover shop (6 recipients), previewed by the admin only.
 SELECT pg_temp.recover_shop(:owner, :admin, :member) AS rec \gset
 SELECT runhub.preview(:'rec', :admin, 'recover_abandoned') \g /dev/null

@@ -12,10 +12,6 @@ BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();
 
-\set owner    '''ffffffff-0000-4000-8000-000000000001'''
-\set admin    '''ffffffff-0000-4000-8000-000000000002'''
-\set member   '''ffffffff-0000-4000-8000-000000000003'''
-
 -- pg_temp.refusal, with whatever the statement wrote rolled back.
 CREATE FUNCTION pg_temp.refusal_undone(p_sql text)
 RETURNS text LANGUAGE plpgsql

@@ -7,11 +7,6 @@ BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();
 
-\set owner    '''ffffffff-0000-4000-8000-000000000001'''
-\set admin    '''ffffffff-0000-4000-8000-000000000002'''
-\set member   '''ffffffff-0000-4000-8000-000000000003'''
-\set stranger '''ffffffff-0000-4000-8000-0000000000ff'''
-
 -- ---------------------------------------------------------------------------------------------
 -- The recover shop's run rec-1, executed: 6 recipients (ann, bob, erin, ivy, kim, leo), each
 -- with a queued message.

@@ -6,11 +6,6 @@ BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();
 
-\set owner    '''ffffffff-0000-4000-8000-000000000001'''
-\set member   '''ffffffff-0000-4000-8000-000000000003'''
-\set admin    '''ffffffff-0000-4000-8000-000000000002'''
-\set stranger '''ffffffff-0000-4000-8000-0000000000ff'''
-
 -- ---------------------------------------------------------------------------------------------
 -- The ops shop's five onboard_users runs, all by the member: ops-1 cancelled while queued; ops-2
 -- executed (running, delivering to ops1 and ops2); ops-3 cancelled while a worker held it; ops-4

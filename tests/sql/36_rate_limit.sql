@@ -8,10 +8,7 @@ BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();
 
-\set owner    '''ffffffff-0000-4000-8000-000000000001'''
-\set member   '''ffffffff-0000-4000-8000-000000000003'''
 \set owner2   '''ffffffff-0000-4000-8000-000000000004'''
-\set stranger '''ffffffff-0000-4000-8000-0000000000ff'''
 \set pp '{"subject": "Spring sale", "content": "Up to 30% off"}'
 
 -- ---------------------------------------------------------------------------------------------

@@ -6,9 +6,6 @@ BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();
 
-\set owner    '''ffffffff-0000-4000-8000-000000000001'''
-\set admin    '''ffffffff-0000-4000-8000-000000000002'''
-\set member   '''ffffffff-0000-4000-8000-000000000003'''
 \set pp '{"subject": "Spring sale", "content": "Up to 30% off"}'
 
 -- The recover shop with its run rec-1 executed: customers, suppressions, previews, a run, its

@@ -670,7 +670,7 @@ SELECT results_eq(format($$SELECT email, reason FROM runhub.suppressions WHERE p
 SELECT is((SELECT status FROM runhub.outbox WHERE to_email = 'zoe@example.com'), 'sending',
           'her message, already being sent, runs its course');
 
--- Key rotation: a new key signs, older ones verify until revoked (v1 tokens: tests/test_unsubscribe_keys.py).
+-- Key rotation: a new key signs, older ones verify until revoked (v1 tokens: tests/db/test_unsubscribe_keys.py).
 SELECT is(runhub.rotate_unsubscribe_key() - 'activeKeyIds', jsonb_build_object('keyId', :'tok_kid'::int + 1, 'revokedKeyIds', '[]'::jsonb),
           'a rotation adds the next key and revokes nothing');
 SELECT is(split_part(runhub.unsubscribe_token(:'proj_h', 'yan@example.com'), '.', 2)::int, :'tok_kid'::int + 1, 'new tokens name the new key');

@@ -1,7 +1,7 @@
 -- Outcomes (sql/45_attribution.sql): the credits table and its guarantees (append-only, one credit
 -- a payment, RLS), the trigger on payments, the reasons catalog, and who may call what. Behaviour
--- in depth is tested with pytest (tests/test_attribution.py, and against a Python model in
--- tests/test_attribution_model.py); here the contract a SQL client relies on.
+-- in depth is tested with pytest (tests/db/test_attribution.py, and against a Python model in
+-- tests/db/test_attribution_model.py); here the contract a SQL client relies on.
 BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();

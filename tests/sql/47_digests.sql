@@ -1,7 +1,7 @@
 -- Daily digests (sql/47_digests.sql, sql/12_clock.sql): the tables that make a day go once, the
 -- job's pieces and who may call them, the cron job, and the settings' contract. The clock is
--- checked against Python's zoneinfo in tests/test_clock.py, the job's behaviour (batches, kills,
--- concurrency) in tests/test_digests.py.
+-- checked against Python's zoneinfo in tests/db/test_clock.py, the job's behaviour (batches, kills,
+-- concurrency) in tests/db/test_digests.py.
 BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();

@@ -1,0 +1,178 @@
+"""The database room's fixtures: a real PostgreSQL 15 cluster (pg_cron, plpython3u), runhub deployed
+once into a template database, and a fresh clone of it for every test that asks for one.
+
+Everything is lazy: importing this file starts nothing. The first test that needs the cluster takes
+the one `scripts/test` started (RUNHUB_TEST_HOME), or starts a throwaway one of its own (destroyed
+when the session ends); the first test that needs a database deploys runhub into the template.
+
+The fault tests that restart or crash PostgreSQL use `fault_cluster` / `fault_db_url` /
+`fault_conn` instead: a cluster of their own, never the shared one.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from helpers.db import reset_db_clock, set_db_clock
+from runhub_loader.db.deploy import deploy
+from runhub_loader.db.embedded import Cluster
+
+TEMPLATE = "runhub_test_template"
+
+
+def _throwaway_cluster(prefix: str, fast: bool):
+    """A new cluster in a temporary folder, started; yields it, then destroys it and the folder."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    home.chmod(0o755)  # the server runs as another user (postgres) when the tests run as root
+    cluster = Cluster(home)
+    try:
+        cluster.start(fast=fast)
+        yield cluster
+    finally:
+        cluster.destroy()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _admin(cluster: Cluster):
+    return psycopg.connect(cluster.url("postgres"), autocommit=True)
+
+
+def _create_database(cluster: Cluster, name: str, template: str | None = None) -> None:
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    with _admin(cluster) as admin:
+        admin.execute(statement)
+
+
+def _drop_database(cluster: Cluster, name: str) -> None:
+    with _admin(cluster) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _deploy_template(cluster: Cluster) -> str:
+    """runhub deployed (without cron jobs) into the template database, made anew."""
+    _drop_database(cluster, TEMPLATE)
+    _create_database(cluster, TEMPLATE)
+    deploy(cluster.url(TEMPLATE), schedule_cron=False)
+    return TEMPLATE
+
+
+def _clone(cluster: Cluster, template: str):
+    """A database of its own for one test, cloned from the template; dropped afterwards."""
+    name = f"runhub_test_{uuid.uuid4().hex[:12]}"
+    _create_database(cluster, name, template)
+    try:
+        yield cluster.url(name)
+    finally:
+        _drop_database(cluster, name)
+
+
+# -- the shared cluster ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def cluster():
+    """The shared cluster: scripts/test's (RUNHUB_TEST_HOME), or one started now for this session."""
+    home = os.environ.get("RUNHUB_TEST_HOME")
+    if home:
+        yield Cluster(Path(home))
+    else:
+        yield from _throwaway_cluster("runhub-pytest-", fast=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(cluster) -> str:
+    """The name of the template database: runhub deployed once, cloned by every db_url."""
+    name = _deploy_template(cluster)
+    yield name
+    _drop_database(cluster, name)
+
+
+@pytest.fixture
+def db_url(cluster, template_db) -> str:
+    """URL of this test's own freshly deployed database."""
+    yield from _clone(cluster, template_db)
+
+
+@pytest.fixture
+def conn(db_url):
+    """An autocommit connection to this test's database, as the deploying superuser."""
+    with psycopg.connect(db_url, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def fresh_db(cluster):
+    """An empty database with nothing deployed, dropped afterwards (with its cron jobs)."""
+    name = f"runhub_empty_{uuid.uuid4().hex[:10]}"
+    _create_database(cluster, name)
+    yield cluster.url(name)
+    from runhub_loader.db.cron import unschedule_cron_jobs
+
+    unschedule_cron_jobs(cluster.url(name))
+    _drop_database(cluster, name)
+
+
+@pytest.fixture
+def login_as(db_url, conn):
+    """login_as('runhub_app') -> the URL of a fresh LOGIN role granted only that runhub role, for
+    this test's database: calls then go through the grants a deployment gives that component.
+    Roles are cluster-wide, so each is named uniquely and dropped afterwards."""
+    made = []
+
+    def make(*granted: str) -> str:
+        name = f"login_{'_'.join(g.removeprefix('runhub_') for g in granted)}_{uuid.uuid4().hex[:8]}"
+        conn.execute(f'CREATE ROLE "{name}" LOGIN')
+        for role in granted:
+            conn.execute(f'GRANT "{role}" TO "{name}"')
+        made.append(name)
+        return make_conninfo(db_url, user=name)
+
+    yield make
+    for name in made:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
+        conn.execute(f'DROP ROLE "{name}"')
+
+
+@pytest.fixture
+def db_clock(conn):
+    """db_clock(second=0) -> minute: set_db_clock on this test's database; the clock is put back
+    to the real time when the test ends."""
+    yield lambda second=0.0: set_db_clock(conn, second)
+    reset_db_clock(conn)
+
+
+# -- a cluster the fault tests may restart or crash ------------------------------------------------
+
+@pytest.fixture(scope="session")
+def fault_cluster():
+    """A cluster of the fault tests' own, in a temporary folder, destroyed at the end of the session:
+    they restart it (`pg_ctl restart`, or `-m immediate`: a crash), which the shared one never is.
+    Not a fast cluster: fsync and synchronous_commit on, as in production."""
+    yield from _throwaway_cluster("runhub-pytest-faults-", fast=False)
+
+
+@pytest.fixture(scope="session")
+def fault_template_db(fault_cluster) -> str:
+    yield _deploy_template(fault_cluster)  # the cluster and its databases go with fault_cluster
+
+
+@pytest.fixture
+def fault_db_url(fault_cluster, fault_template_db) -> str:
+    """URL of this test's own freshly deployed database on fault_cluster."""
+    yield from _clone(fault_cluster, fault_template_db)
+
+
+@pytest.fixture
+def fault_conn(fault_db_url):
+    """An autocommit connection to this test's database on fault_cluster."""
+    with psycopg.connect(fault_db_url, autocommit=True) as c:
+        yield c

@@ -1,0 +1,21 @@
+"""The SQL contract (docs/sql-contract.md) read as data: its role table."""
+from __future__ import annotations
+
+import re
+
+from helpers.files import REPO
+
+ROLES = ("runhub_app", "runhub_ingest", "runhub_sender", "runhub_reader")
+
+
+def contract_roles() -> dict[str, dict[str, set[str]]]:
+    """{role: {"execute": names, "select": names}} from the contract's role table."""
+    text = (REPO / "docs" / "sql-contract.md").read_text()
+    section = text.split("\n## Roles\n", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and re.fullmatch(r"`runhub_\w+`", cells[0]):
+            names = [set(re.findall(r"`(\w+)`", cell)) for cell in cells[2:]]
+            table[cells[0].strip("`")] = {"execute": names[0], "select": names[1]}
+    return table
