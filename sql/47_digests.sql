@@ -194,8 +194,8 @@ $$;
 -- zone as of p_now (the batch's now), unless that day was done, is gathered (_digest_facts),
 -- composed by the rules in one call, queued as mail and recorded. Any error rolls all of it back
 -- and raises: the caller then serves the batch one project at a time (_run_digest), so that only
--- the project at fault fails. Custom plans: the digests table grows by a batch each time (a plan cached while it was small would
--- scan it). Returns {served, queued, skipped, failed, done}.
+-- the project at fault fails. Custom plans: the digests table grows by a batch each time (a plan
+-- cached while it was small would scan it). Returns {served, queued, skipped, failed, done}.
 CREATE OR REPLACE FUNCTION runhub._serve_digests(p_claimed runhub.projects[], p_now timestamptz)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE

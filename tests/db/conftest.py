@@ -10,6 +10,7 @@ The fault tests that restart or crash PostgreSQL use `fault_cluster` / `fault_db
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -25,7 +26,8 @@ from helpers.db import reset_db_clock, set_db_clock
 from runhub_loader.db.deploy import deploy
 from runhub_loader.db.embedded import Cluster
 
-TEMPLATE = "runhub_test_template"
+# One template per pytest-xdist worker (scripts/test runs two): each deploys and clones its own.
+TEMPLATE = "runhub_test_template" + (f"_{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else "")
 
 
 def _throwaway_cluster(prefix: str, fast: bool):
@@ -59,10 +61,14 @@ def _drop_database(cluster: Cluster, name: str) -> None:
 
 
 def _deploy_template(cluster: Cluster) -> str:
-    """runhub deployed (without cron jobs) into the template database, made anew."""
-    _drop_database(cluster, TEMPLATE)
-    _create_database(cluster, TEMPLATE)
-    deploy(cluster.url(TEMPLATE), schedule_cron=False)
+    """runhub deployed (without cron jobs) into the template database, made anew. One deploy at a
+    time per cluster: the first deploys of two databases would both create runhub's roles, which
+    belong to the cluster (the second fails on them)."""
+    with open(cluster.root / "test-deploy.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _drop_database(cluster, TEMPLATE)
+        _create_database(cluster, TEMPLATE)
+        deploy(cluster.url(TEMPLATE), schedule_cron=False)
     return TEMPLATE
 
 
@@ -110,8 +116,9 @@ def conn(db_url):
 
 
 @pytest.fixture
-def fresh_db(cluster):
-    """An empty database with nothing deployed, dropped afterwards (with its cron jobs)."""
+def fresh_db(cluster, template_db):
+    """An empty database with nothing deployed, dropped afterwards (with its cron jobs). After the
+    template's deploy (template_db): runhub's roles, the cluster's, exist before a test deploys here."""
     name = f"runhub_empty_{uuid.uuid4().hex[:10]}"
     _create_database(cluster, name)
     yield cluster.url(name)

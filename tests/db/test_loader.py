@@ -193,8 +193,9 @@ def test_status_reports_version_pending_cron_and_tables(fresh_db):
     assert "Python 3." in after.output
 
 
-def test_cron_jobs_of_similarly_named_databases_stay_apart(cluster):
-    """'_' is a LIKE wildcard: shop_1's jobs must not be mistaken for shopX1's."""
+def test_cron_jobs_of_similarly_named_databases_stay_apart(cluster, template_db):
+    """'_' is a LIKE wildcard: shop_1's jobs must not be mistaken for shopX1's. (template_db: the
+    cluster's runhub roles exist before these deploys, as conftest's fresh_db says.)"""
     from runhub_loader.db.cron import unschedule_cron_jobs
 
     suffix = uuid.uuid4().hex[:8]

@@ -677,6 +677,13 @@ SELECT is((SELECT array_agg(m[1] ORDER BY m[1]) FROM regexp_matches(
           (SELECT array_agg(l ORDER BY l) FROM unnest(runhub._locales()) l),
           'projects.locale''s CHECK (migration 0001) allows exactly the locales of runhub._constants()');
 SELECT is(runhub._constant('maxSendAttempts'), 8, 'runhub._constant reads an integer of runhub._constants()');
+SELECT is_empty($$SELECT DISTINCT m[1] FROM pg_proc p,
+                          regexp_matches(p.prosrc, '(?:_constant\(|_check_(?:claim|lease)\([^;]*)''([A-Za-z]+)''\)', 'g') AS m
+                   WHERE p.pronamespace = 'runhub'::regnamespace AND NOT runhub._constants() ? m[1]$$,
+                'every constant runhub''s functions name (runhub._constant, the lease bound of _check_claim and _check_lease) is one of runhub._constants() (an unknown one would read null)');
+SELECT ok((SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'runhub'::regnamespace
+             AND p.prosrc ~ '_constant\(''maxSendAttempts''\)') >= 2,
+          'the send-attempt cap is read from runhub._constants() (so the check above is not vacuous)');
 
 SELECT * FROM finish();
 ROLLBACK;
