@@ -79,7 +79,7 @@ def sql_files(source: Path) -> list[Path]:
 
 
 def _last_checksum(conn) -> str | None:
-    exists = conn.execute(queries.DEPLOYMENTS_TABLE_EXISTS).fetchone()[0]
+    exists = conn.execute(queries.TABLE_EXISTS, ("runhub.deployments",)).fetchone()[0]
     if not exists:
         return None
     row = conn.execute(queries.LAST_DEPLOYED_CHECKSUM).fetchone()

@@ -16,8 +16,9 @@ from psycopg import sql
 
 # -- deploy (db/deploy.py) ----------------------------------------------------------------------
 
-# Whether runhub.deployments exists yet (not before the first migration).
-DEPLOYMENTS_TABLE_EXISTS = "SELECT to_regclass('runhub.deployments') IS NOT NULL"
+# Whether a table exists yet (runhub.deployments not before the first migration; status reads only
+# the tables there are); params (qualified name,); column ok.
+TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL AS ok"
 
 # The code checksum of the last deploy: an unchanged checkout with no pending migration is a no-op.
 LAST_DEPLOYED_CHECKSUM = "SELECT checksum FROM runhub.deployments ORDER BY id DESC LIMIT 1"
@@ -89,11 +90,7 @@ UNSCHEDULE_CRON_JOB = "SELECT cron.unschedule(%s)"
 
 # -- status (db/status.py; rows as dicts) --------------------------------------------------------
 
-# Whether each table the report reads exists yet (column ok).
-STATUS_HAS_DEPLOYMENTS = "SELECT to_regclass('runhub.deployments') IS NOT NULL AS ok"
-STATUS_HAS_WORKFLOW_RUNS = "SELECT to_regclass('runhub.workflow_runs') IS NOT NULL AS ok"
-STATUS_HAS_RELAY_STATUS = "SELECT to_regclass('runhub.relay_status') IS NOT NULL AS ok"
-STATUS_HAS_JOB_RUNS = "SELECT to_regclass('runhub.job_runs') IS NOT NULL AS ok"
+# Whether each table the report reads exists yet: TABLE_EXISTS (above).
 
 # The last deploy.
 LAST_DEPLOYMENT = "SELECT version, checksum, deployed_at, deployed_by FROM runhub.deployments ORDER BY id DESC LIMIT 1"

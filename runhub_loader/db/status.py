@@ -13,7 +13,7 @@ from .deploy import code_checksum, pending_migrations
 
 def collect(database_url: str, source=DEFAULT_SOURCE) -> dict:
     with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
-        deployed = conn.execute(queries.STATUS_HAS_DEPLOYMENTS).fetchone()["ok"]
+        deployed = conn.execute(queries.TABLE_EXISTS, ("runhub.deployments",)).fetchone()["ok"]
         report: dict = {"database": conn.info.dbname, "server": conn.info.parameter_status("server_version")}
         if not deployed:
             report["deployed"] = None
@@ -36,7 +36,7 @@ def _table_sizes(conn) -> list[dict]:
 
 def _queues(conn) -> dict | None:
     """Runs and outbox messages by state, and the runs stuck in running for over 30 minutes."""
-    if not conn.execute(queries.STATUS_HAS_WORKFLOW_RUNS).fetchone()["ok"]:
+    if not conn.execute(queries.TABLE_EXISTS, ("runhub.workflow_runs",)).fetchone()["ok"]:
         return None
     runs = conn.execute(queries.RUN_QUEUE).fetchone()
     outbox = conn.execute(queries.OUTBOX_QUEUE).fetchone()
@@ -51,7 +51,7 @@ def _queues(conn) -> dict | None:
 
 def _relays(conn) -> list[dict] | None:
     """The SMTP relay as each sender of the last hour last found it (runhub.relay_status)."""
-    if not conn.execute(queries.STATUS_HAS_RELAY_STATUS).fetchone()["ok"]:
+    if not conn.execute(queries.TABLE_EXISTS, ("runhub.relay_status",)).fetchone()["ok"]:
         return None
     rows = conn.execute(queries.RECENT_RELAY_STATUS).fetchall()
     for row in rows:
@@ -63,7 +63,7 @@ def _relays(conn) -> list[dict] | None:
 def _digests(conn) -> dict | None:
     """Projects with digests on, how many are due (overdue by over an hour: the job is not
     running), and the digest job's last runs (runhub.job_runs)."""
-    if not conn.execute(queries.STATUS_HAS_JOB_RUNS).fetchone()["ok"]:
+    if not conn.execute(queries.TABLE_EXISTS, ("runhub.job_runs",)).fetchone()["ok"]:
         return None
     projects = conn.execute(queries.DIGEST_PROJECTS).fetchone()
     runs = conn.execute(queries.LAST_DIGEST_JOB_RUNS).fetchall()
