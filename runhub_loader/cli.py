@@ -156,7 +156,9 @@ def db_destroy(obj: Context) -> None:
 def deploy(obj: Context, source: Path | None, no_cron: bool) -> None:
     """Apply migrations, SQL and PL/Python in one transaction; register the pg_cron jobs.
 
-    Deploying the same code twice changes nothing; a failed deploy changes nothing.
+    Deploying the same code twice changes nothing; a failed deploy changes nothing. After an
+    upgrade from before migration 0018, it then moves each project's create_run count off its
+    sequence, a batch a transaction (progress logged; a stopped deploy's next run goes on).
     """
     from .db.assets import DEFAULT_SOURCE
     from .db.deploy import DeployError, deploy as run_deploy
@@ -170,6 +172,8 @@ def deploy(obj: Context, source: Path | None, no_cron: bool) -> None:
         click.echo(f"deployed runhub {result.version} (code {result.checksum[:12]}); migrations applied: {applied}")
     else:
         click.echo(f"up to date: runhub {result.version} (code {result.checksum[:12]})")
+    if result.counters_retired:
+        click.echo(f"create_run counters moved off their sequences: {result.counters_retired} project(s)")
     cron = result.cron
     if cron is None:
         return

@@ -132,9 +132,8 @@ BEGIN
                                 'must be a lower-case tag of at most 40 characters');
     END IF;
     v_id := gen_random_uuid();
-    INSERT INTO runhub.projects (id, name, owner_id, timezone, currency, locale, industry, create_run_counter)
-    VALUES (v_id, runhub._trim(p_name), p_owner, p_timezone, p_currency, p_locale, p_industry,
-            runhub._create_run_counter(v_id));
+    INSERT INTO runhub.projects (id, name, owner_id, timezone, currency, locale, industry)
+    VALUES (v_id, runhub._trim(p_name), p_owner, p_timezone, p_currency, p_locale, p_industry);
     INSERT INTO runhub.project_members (project_id, user_id, role) VALUES (v_id, p_owner, 'owner');
     RETURN v_id;
 END
@@ -177,22 +176,72 @@ BEGIN
 END
 $$;
 
--- A project's create_run counter, counting its create_run calls (see runhub._count_create_run_call):
--- a sequence, because it must not roll back.
-CREATE OR REPLACE FUNCTION runhub._create_run_counter(p_project uuid)
-RETURNS regclass
+-- Before migration 0018 each project counted its create_run calls in a sequence of its own
+-- (projects.create_run_counter). Retire one project's: the count of the current minute of runhub's
+-- clock moves into its runhub.create_run_counts row, the sequence is dropped, the column set null.
+-- The caller holds the project row (FOR NO KEY UPDATE, as create_run does), so no call is counted
+-- in between.
+CREATE OR REPLACE FUNCTION runhub._retire_create_run_counter(p_project uuid, p_counter regclass)
+RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_name text := 'create_run_counter_' || replace(p_project::text, '-', '');
+    v_minute bigint := floor(extract(epoch FROM runhub._now()) / 60);
+    v_last   bigint := pg_sequence_last_value(p_counter);  -- minute * 2^20 + calls in it
 BEGIN
-    EXECUTE format('CREATE SEQUENCE runhub.%I', v_name);
-    RETURN format('runhub.%I', v_name)::regclass;
+    IF v_last >> 20 = v_minute THEN
+        INSERT INTO runhub.create_run_counts (project_id, minute, calls)
+        VALUES (p_project, v_minute, v_last & ((1 << 20) - 1))
+        ON CONFLICT (project_id) DO NOTHING;
+    END IF;
+    EXECUTE format('DROP SEQUENCE %s', p_counter);
+    UPDATE runhub.projects SET create_run_counter = NULL WHERE id = p_project;
 END
 $$;
 
--- A deleted project takes its counter with it.
+-- Retire up to p_batch projects' counters (the ids after p_after, in id order), each under its
+-- project row lock; for `runhub deploy`, which calls it once a transaction until none is left, so
+-- no transaction holds more than a batch's locks. Returns how many it retired and the last id it
+-- looked at (null: none left after p_after).
+CREATE OR REPLACE FUNCTION runhub._retire_create_run_counters(p_after uuid, p_batch int,
+                                                              OUT retired int, OUT last_id uuid)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_project record;
+BEGIN
+    retired := 0;
+    FOR v_project IN
+        SELECT p.id, p.create_run_counter FROM runhub.projects p
+         WHERE p.id > coalesce(p_after, '00000000-0000-0000-0000-000000000000') AND p.create_run_counter IS NOT NULL
+         ORDER BY p.id LIMIT p_batch
+           FOR NO KEY UPDATE
+    LOOP
+        PERFORM runhub._retire_create_run_counter(v_project.id, v_project.create_run_counter);
+        retired := retired + 1;
+        last_id := v_project.id;
+    END LOOP;
+END
+$$;
+
+-- Projects whose counter is still a sequence: the sequences by name, through pg_class's index on
+-- it (no scan of runhub.projects, so a no-op deploy and runhub status stay as fast at a million
+-- projects as at one). Migration 0017 named every one create_run_counter_<project id>.
+CREATE OR REPLACE FUNCTION runhub._create_run_counters_left(p_limit int DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT count(*) FROM (
+        SELECT 1 FROM pg_class c
+         WHERE c.relnamespace = 'runhub'::regnamespace AND c.relkind = 'S'
+           AND c.relname >= 'create_run_counter_' AND c.relname < 'create_run_counter`'  -- the prefix: '`' follows '_'
+         LIMIT p_limit) s
+$$;
+
+-- A project deleted before its counter was retired takes the sequence with it.
 CREATE OR REPLACE FUNCTION runhub._drop_create_run_counter()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -206,7 +255,7 @@ $$;
 
 CREATE OR REPLACE TRIGGER projects_drop_create_run_counter
     AFTER DELETE ON runhub.projects
-    FOR EACH ROW EXECUTE FUNCTION runhub._drop_create_run_counter();
+    FOR EACH ROW WHEN (OLD.create_run_counter IS NOT NULL) EXECUTE FUNCTION runhub._drop_create_run_counter();
 
 -- As an admin, change project settings. Kept in settings (null removes a key): shopUrl (https link
 -- base for recovery links), frequencyCapHours (0-168: no second workflow e-mail to a customer

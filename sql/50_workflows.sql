@@ -125,10 +125,11 @@ END
 $$;
 
 -- Count one create_run call against the project's limit of 10 per minute of runhub's clock
--- (runhub._now()). Callers hold the project row lock, so the read-then-set below cannot race. The
--- count lives in the project's create_run counter, a sequence: it survives the rollback of a call
--- that a later rule refuses. Value = minute since epoch * 2^20 + calls in it.
-CREATE OR REPLACE FUNCTION runhub._count_create_run_call(p_counter regclass)
+-- (runhub._now()), in its runhub.create_run_counts row. Callers hold the project row lock, so calls
+-- of one project are counted one at a time. The count is a row, so it commits or rolls back with
+-- the call: a call that create_run refuses (this limit's PT429 included) is not counted. A project
+-- whose count is still in its pre-0018 sequence retires it first (runhub._retire_create_run_counter).
+CREATE OR REPLACE FUNCTION runhub._count_create_run_call(p_project runhub.projects)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
@@ -137,15 +138,16 @@ DECLARE
     c_limit  CONSTANT int := 10;
     v_epoch  numeric := extract(epoch FROM runhub._now());
     v_minute bigint := floor(v_epoch / 60);
-    v_last   bigint := pg_sequence_last_value(p_counter);
-    v_count  bigint;
+    v_count  int;
 BEGIN
-    IF v_last IS NULL OR v_last >> 20 <> v_minute THEN
-        v_count := 1;
-        PERFORM setval(p_counter, (v_minute << 20) + 1);
-    ELSE
-        v_count := nextval(p_counter) & ((1 << 20) - 1);
+    IF p_project.create_run_counter IS NOT NULL THEN
+        PERFORM runhub._retire_create_run_counter(p_project.id, p_project.create_run_counter);
     END IF;
+    INSERT INTO runhub.create_run_counts AS c (project_id, minute, calls) VALUES (p_project.id, v_minute, 1)
+    ON CONFLICT (project_id) DO UPDATE
+       SET minute = excluded.minute,
+           calls = CASE WHEN c.minute = excluded.minute THEN c.calls + 1 ELSE 1 END
+    RETURNING c.calls INTO v_count;
     RETURN jsonb_build_object('count', v_count, 'limit', c_limit, 'windowSeconds', 60,
                               'retryAfterSeconds', ceil((v_minute + 1) * 60 - v_epoch));
 END
@@ -318,7 +320,7 @@ BEGIN
     -- lookup below are then exact under concurrency. NO KEY UPDATE leaves event ingestion alone.
     SELECT * INTO v_project FROM runhub.projects WHERE id = p_project FOR NO KEY UPDATE;
     PERFORM runhub._enforce(runhub._evaluate_policy(
-        jsonb_build_object('rate', runhub._count_create_run_call(v_project.create_run_counter))));
+        jsonb_build_object('rate', runhub._count_create_run_call(v_project))));
     IF p_idempotency_key IS NULL OR length(p_idempotency_key) NOT BETWEEN 1 AND 255 THEN
         PERFORM runhub._invalid('workflows.invalidParams', 'idempotencyKey', 'is required: 1 to 255 characters');
     END IF;

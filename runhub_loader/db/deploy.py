@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
@@ -29,6 +31,7 @@ class DeployResult:
     checksum: str
     applied_migrations: list[str] = field(default_factory=list)
     changed: bool = False
+    counters_retired: int = 0
     cron: CronReport | None = None
 
 
@@ -114,10 +117,42 @@ def deploy(database_url: str, source: Path = DEFAULT_SOURCE, schedule_cron: bool
                     result.applied_migrations = [m.id for m in pending]
         finally:
             backend.connection.close()
+        result.counters_retired = retire_create_run_counters(database_url)
         if schedule_cron:
             result.cron = register_cron_jobs(database_url)
         log.info("deploy_finished", changed=result.changed, migrations=result.applied_migrations)
     return result
+
+
+# Projects' pre-0018 counter sequences retired per transaction: each holds about two locks (the
+# sequence's, dropped, and its row's), far below a stock server's lock table (~6,400 slots).
+RETIRE_BATCH = 500
+RETIRE_PROGRESS_SECONDS = 5.0
+
+
+def retire_create_run_counters(database_url: str, batch: int = RETIRE_BATCH) -> int:
+    """Move every project still counting its create_run calls in a sequence of its own (made
+    before migration 0018) onto its row, a batch a transaction, after the deploy committed: one
+    transaction for all of them would hold a lock per project. Resumable (a stopped deploy's next
+    run goes on); a no-op deploy pays one index probe of pg_class. Returns how many it retired."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        if not conn.execute(queries.FUNCTION_EXISTS, ("runhub._create_run_counters_left(integer)",)).fetchone()[0]:
+            return 0
+        left = conn.execute(queries.CREATE_RUN_COUNTERS_LEFT).fetchone()[0]
+        if not left:
+            return 0
+        log.info("counters_retiring", left=left, batch=batch)
+        done, after, last_report = 0, None, time.monotonic()
+        while True:
+            retired, after = conn.execute(queries.RETIRE_CREATE_RUN_COUNTERS, (after, batch)).fetchone()
+            done += retired
+            if after is None:
+                break
+            if time.monotonic() - last_report >= RETIRE_PROGRESS_SECONDS:
+                log.info("counters_retiring", done=done, left=max(left - done, 0))
+                last_report = time.monotonic()
+        log.info("counters_retired", done=done)
+        return done
 
 
 def _apply_all(backend, pending, source: Path, checksum: str) -> None:

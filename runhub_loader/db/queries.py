@@ -29,6 +29,16 @@ RECORD_DEPLOYMENT = "INSERT INTO runhub.deployments (version, checksum, migratio
 # Is an extension installed; params (extname,).
 EXTENSION_INSTALLED = "SELECT 1 FROM pg_extension WHERE extname = %s"
 
+# Whether a function exists (an older deployed schema may lack it); params (regprocedure text,).
+FUNCTION_EXISTS = "SELECT to_regprocedure(%s) IS NOT NULL AS ok"
+
+# Projects whose create_run counter is still a sequence of their own (made before migration 0018).
+CREATE_RUN_COUNTERS_LEFT = "SELECT runhub._create_run_counters_left() AS counters_left"
+
+# Retires a batch of them in this transaction; params (after this project id or null, batch size);
+# columns (retired, last project id looked at: null when none is left after it).
+RETIRE_CREATE_RUN_COUNTERS = "SELECT retired, last_id FROM runhub._retire_create_run_counters(%s, %s)"
+
 # Installs an extension; format with sql.Identifier(name).
 CREATE_EXTENSION = sql.SQL("CREATE EXTENSION {}")
 
@@ -130,11 +140,19 @@ QUEUE_TABLE_BLOAT = """SELECT relname AS table, n_live_tup AS live, n_dead_tup A
 RECENT_RELAY_STATUS = """SELECT worker, relay, down_since, last_error, updated_at FROM runhub.relay_status
             WHERE updated_at > now() - interval '1 hour' ORDER BY down_since NULLS LAST, worker"""
 
-# Projects with digests on, due, and overdue by over an hour.
-DIGEST_PROJECTS = """SELECT count(*) FILTER (WHERE digest_enabled) AS enabled,
-                  count(*) FILTER (WHERE digest_next_at <= now()) AS due,
-                  count(*) FILTER (WHERE digest_next_at <= now() - interval '1 hour') AS overdue
-             FROM runhub.projects"""
+# Projects with digests on (digest_next_at is set exactly for them), due, and overdue by over an
+# hour: the due ones through the partial index projects_digest_due, never a scan of every project;
+# those on are its index's entry count as VACUUM/ANALYZE last estimated it, counted only while the
+# estimate says fewer than 100,000 (or there is none yet).
+DIGEST_PROJECTS = """SELECT CASE WHEN i.reltuples >= 100000 THEN i.reltuples::bigint
+                       ELSE (SELECT count(*) FROM runhub.projects WHERE digest_next_at IS NOT NULL) END AS enabled,
+                  i.reltuples >= 100000 AS enabled_estimated,
+                  d.due, d.overdue
+             FROM pg_class i,
+                  (SELECT count(*) AS due,
+                          count(*) FILTER (WHERE digest_next_at <= now() - interval '1 hour') AS overdue
+                     FROM runhub.projects WHERE digest_next_at <= now()) d
+            WHERE i.oid = 'runhub.projects_digest_due'::regclass"""
 
 # The digest job's last 3 runs.
 LAST_DIGEST_JOB_RUNS = """SELECT started_at, duration_ms, counts FROM runhub.job_runs

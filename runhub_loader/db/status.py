@@ -24,6 +24,7 @@ def collect(database_url: str, source=DEFAULT_SOURCE) -> dict:
             report["tables"] = _table_sizes(conn)
             report["queues"] = _queues(conn)
             report["plpython"] = _plpython(conn)
+            report["create_run_counters_left"] = _counters_left(conn)
         usable, reason, cron_db = cron_state(conn)
     report["pending_migrations"] = pending_migrations(database_url, source)
     report["cron"] = _cron(database_url, report["database"], usable, reason, cron_db)
@@ -73,6 +74,14 @@ def _digests(conn) -> dict | None:
     return {**projects, "last_runs": runs}
 
 
+def _counters_left(conn) -> int:
+    """Projects still counting create_run calls in a sequence of their own (before migration
+    0018): `runhub deploy` moves them onto rows; one it stopped midway leaves some."""
+    if not conn.execute(queries.FUNCTION_EXISTS, ("runhub._create_run_counters_left(integer)",)).fetchone()["ok"]:
+        return 0
+    return conn.execute(queries.CREATE_RUN_COUNTERS_LEFT).fetchone()["counters_left"]
+
+
 def _plpython(conn) -> dict:
     try:
         return conn.execute("SELECT runhub._plpython_runtime() AS r").fetchone()["r"]
@@ -107,6 +116,9 @@ def render(report: dict) -> str:
     pending = report["pending_migrations"]
     lines.append(f"migrations   {len(pending)} pending" + (": " + ", ".join(pending) if pending else ""))
     if deployed:
+        if report.get("create_run_counters_left"):
+            lines.append(f"counters     {report['create_run_counters_left']:,} project(s) still count create_run calls in "
+                         "a sequence of their own: run `runhub deploy` to move them onto rows")
         py = report["plpython"]
         lines.append("plpython     " + (f"error: {py['error']}" if "error" in py
                                          else f"Python {py['python']}, modules {', '.join(py['modules'])}"))
@@ -134,8 +146,9 @@ def render(report: dict) -> str:
                 lines.append(f"relay        {relay['relay']} reachable (sender {relay['worker']}, {relay['updated_at']})")
         digests = queues.get("digests")
         if digests:
-            lines.append(f"digests      {digests['enabled']} project(s) on, {digests['due']} due, "
-                         f"{digests['overdue']} overdue by over an hour")
+            enabled = f"~{digests['enabled']:,} (estimate)" if digests["enabled_estimated"] else f"{digests['enabled']:,}"
+            lines.append(f"digests      {enabled} project(s) on, {digests['due']:,} due, "
+                         f"{digests['overdue']:,} overdue by over an hour")
             for run in digests["last_runs"]:
                 counts = ", ".join(f"{v} {k}" for k, v in run["counts"].items() if v)
                 lines.append(f"  job at {run['started_at']}: {run['duration_ms']:.0f} ms, {counts or 'nothing'}")

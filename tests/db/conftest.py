@@ -183,3 +183,18 @@ def fault_conn(fault_db_url):
     """An autocommit connection to this test's database on fault_cluster."""
     with psycopg.connect(fault_db_url, autocommit=True) as c:
         yield c
+
+
+# -- a cluster with a small lock table --------------------------------------------------------------
+
+@pytest.fixture
+def small_lock_cluster():
+    """A cluster of its own whose shared lock table holds a few hundred locks (PostgreSQL's stock one
+    holds ~12,000): what would take one lock per project in one transaction fails on it with a few
+    thousand projects instead of tens of thousands. Destroyed afterwards."""
+    for cluster in _throwaway_cluster("runhub-pytest-locks-", fast=True):
+        with _admin(cluster) as admin:
+            admin.execute("ALTER SYSTEM SET max_locks_per_transaction = 10")
+            admin.execute("ALTER SYSTEM SET max_connections = 20")
+        cluster.restart()
+        yield cluster

@@ -23,8 +23,7 @@ PG_DUMP = "/usr/lib/postgresql/15/bin/pg_dump"
 
 def schema_dump(url: str) -> str:
     """The schema as pg_dump sees it (no data, no ownership noise)."""
-    out = subprocess.run([PG_DUMP, "--schema-only", "--no-owner", "--dbname", url,
-                          "--exclude-table", "runhub.create_run_counter_*"],  # per project: data, not schema
+    out = subprocess.run([PG_DUMP, "--schema-only", "--no-owner", "--dbname", url],
                          check=True, capture_output=True, text=True).stdout
     noise = ("-- Dumped", "\\restrict", "\\unrestrict")  # version banners and per-dump random keys
     return "\n".join(line for line in out.splitlines() if not line.startswith(noise))

@@ -138,7 +138,7 @@ def test_50_concurrent_calls_with_one_key_make_exactly_one_run(conn, open_sessio
     assert {r["runId"] for r in ok} == {str(runs[0])}
     assert sum(not r["deduplicated"] for r in ok) == 1, ok
     assert {r["status"] for r in ok} == {"queued"}
-    # Every call counts: 10 get through the limiter (one creates, nine are replays), 40 are refused.
+    # Every call that returns counts: 10 get through the limiter (one creates, nine are replays), 40 are refused.
     assert len(ok) == 10
     assert _errors(results) == [("PT429", "workflows.policy.rateLimited")] * 40
 
@@ -149,37 +149,45 @@ def test_50_concurrent_calls_with_one_key_make_exactly_one_run(conn, open_sessio
 # -- (c) the rate limit ------------------------------------------------------------------------
 
 def test_rate_limit_is_exact_under_30_concurrent_calls(conn, open_sessions, db_clock):
+    """30 sessions at once: 15 replay the project's run (each counts when answered), 15 ask for new
+    runs that its cooldown refuses (refused: not counted). Exactly 10 replays are answered; every
+    other call is refused, and the count ends at 10."""
     project, owner = _recover_ready(conn, 2)
+    run = create_run(conn, project, owner, RECOVER, "first")["runId"]
     sessions = open_sessions(30)
     minute = db_clock(0)
-    results = _race(sessions, lambda i, c: create_run(c, project, owner, RECOVER, f"key-{i}"))
+    results = _race(sessions, lambda i, c: create_run(c, project, owner, RECOVER, "first" if i % 2 else f"key-{i}"))
     assert db_minute(conn) == minute, "the calls must fall in one clock minute for the counts below"
 
-    limited = [r for r in results if r[0] == "err" and r[1] == "PT429"]
-    assert len(limited) == 20
-    assert all(r[2] == "workflows.policy.rateLimited" for r in limited)
-    for r in limited:
-        assert r[3]["limit"] == 10 and r[3]["windowSeconds"] == 60 and 1 <= r[3]["retryAfterSeconds"] <= 60
-    # The 10 counted calls: the first creates the run, the other nine meet its cooldown.
-    passed = [r for r in results if not (r[0] == "err" and r[1] == "PT429")]
-    assert len(passed) == 10
-    assert sorted(r[0] if r[0] == "ok" else r[2] for r in passed) == ["ok"] + ["workflows.policy.cooldownActive"] * 9
-    assert len(runs_of(conn, project)) == 1
+    replays, new_keys = results[1::2], results[0::2]
+    assert sorted(r[0] for r in replays) == ["err"] * 5 + ["ok"] * 10
+    assert {r[1]["runId"] for r in replays if r[0] == "ok"} == {run}
+    assert {(r[1], r[2]) for r in replays if r[0] == "err"} == {("PT429", "workflows.policy.rateLimited")}
+    assert {(r[1], r[2]) for r in new_keys} <= {("PT429", "workflows.policy.rateLimited"),
+                                                 ("PT409", "workflows.policy.cooldownActive")}
+    for r in results:
+        if r[0] == "err" and r[1] == "PT429":
+            assert r[3]["limit"] == 10 and r[3]["windowSeconds"] == 60 and 1 <= r[3]["retryAfterSeconds"] <= 60
+    assert conn.execute("SELECT minute, calls FROM runhub.create_run_counts WHERE project_id = %s",
+                        (project,)).fetchone() == (minute, 10)
+    assert runs_of(conn, project) == [uuid.UUID(run)]
 
 
-def test_refused_calls_count_toward_the_limit(conn, db_clock):
-    """Every call counts whatever its outcome: ten calls refused by other rules, then the 11th -
-    even a perfectly valid one - is rate limited, and writes nothing."""
+def test_refused_calls_are_not_counted(conn, db_clock):
+    """A refused call rolls back whole, its count with it: twenty calls refused by another rule leave
+    the project its ten; the 11th that returns is the one rate limited, and writes nothing."""
     project, owner = ready_project(conn)
     checkouts(conn, project, 2)
     minute = db_clock(0)
     refusals = []
-    for i in range(10):
+    for i in range(20):
         with pytest.raises(psycopg.Error) as exc:
             create_run(conn, project, owner, RECOVER, f"k{i}")  # no preview yet
         refusals.append(assert_refused(exc, "PT422", "workflows.policy.previewRequired"))
-    assert refusals == [{"maxAgeMinutes": 15}] * 10
+    assert refusals == [{"maxAgeMinutes": 15}] * 20
     preview(conn, project, owner, RECOVER)
+    answered = [create_run(conn, project, owner, RECOVER, "valid") for _ in range(10)]
+    assert [a["deduplicated"] for a in answered] == [False] + [True] * 9
     before = snapshot(conn)
     with pytest.raises(psycopg.Error) as exc:
         create_run(conn, project, owner, RECOVER, "valid")
@@ -188,7 +196,7 @@ def test_refused_calls_count_toward_the_limit(conn, db_clock):
     assert snapshot(conn) == before
 
 
-def test_every_kind_of_outcome_counts_and_the_11th_replay_is_limited(conn, db_clock):
+def test_calls_that_return_count_and_the_11th_replay_is_limited(conn, db_clock):
     project, owner = ready_project(conn)
     checkouts(conn, project, 2)
     minute = db_clock(0)
@@ -196,12 +204,13 @@ def test_every_kind_of_outcome_counts_and_the_11th_replay_is_limited(conn, db_cl
                 attempt(create_run, conn, project, owner, RECOVER, "k", {"x": 1})[2],         # unknown param
                 attempt(create_run, conn, project, owner, RECOVER, "k")[2]]                   # no preview
     preview(conn, project, owner, RECOVER)
-    run = create_run(conn, project, owner, RECOVER, "k")["runId"]                             # 4: created
+    run = create_run(conn, project, owner, RECOVER, "k")["runId"]                             # 1: created
     outcomes += [attempt(create_run, conn, project, owner, RECOVER, "k")[1]["deduplicated"] for _ in range(3)]
     outcomes += [attempt(create_run, conn, project, owner, RECOVER, f"k{i}")[2] for i in range(3)]  # cooldown
     assert outcomes == ["workflows.invalidParams", "workflows.unknownParam", "workflows.policy.previewRequired",
                         True, True, True] + ["workflows.policy.cooldownActive"] * 3
-    # 10 calls so far: the 11th, though a replay of the existing run, is refused.
+    # 4 calls returned so far: six more replays are answered, the 11th is refused.
+    assert [create_run(conn, project, owner, RECOVER, "k")["deduplicated"] for _ in range(6)] == [True] * 6
     with pytest.raises(psycopg.Error) as exc:
         create_run(conn, project, owner, RECOVER, "k")
     assert_refused(exc, "PT429", "workflows.policy.rateLimited")

@@ -9,7 +9,7 @@ SELECT * FROM no_plan();
 -- Schema, extensions, tables and their columns.
 SELECT has_schema('runhub');
 SELECT has_extension('plpython3u', 'plpython3u is installed (deploy ensures it)');
-SELECT tables_are('runhub', ARRAY['actions', 'business_events', 'clock_offset', 'currencies', 'customers', 'deployments', 'digests', 'job_runs',
+SELECT tables_are('runhub', ARRAY['actions', 'business_events', 'clock_offset', 'create_run_counts', 'currencies', 'customers', 'deployments', 'digests', 'job_runs',
                                  'outbox', 'plpython_modules', 'previews', 'project_members', 'projects', 'relay_status',
                                  'secrets', 'suppressions', 'timezones', 'unsubscribe_keys', 'workflow_attributions',
                                  'workflow_run_recipients', 'workflow_runs'],
@@ -48,6 +48,9 @@ SELECT set_eq($$SELECT c.relname::text COLLATE "default", a.attname::text COLLAT
                        ('business_events',         'id',                       'bigint',                   true,  'GENERATED ALWAYS AS IDENTITY'),  -- ingestion order cannot be forged
                        ('clock_offset',            'singleton',                'boolean',                  true,  'true'),  -- one row at most (checked below)
                        ('clock_offset',            'shift',                    'interval',                 true,  '''00:00:00''::interval'),  -- runhub._now()'s shift of clock_timestamp()
+                       ('create_run_counts',       'project_id',               'uuid',                     true,  NULL),
+                       ('create_run_counts',       'minute',                   'bigint',                   true,  NULL),  -- minute since the epoch on runhub._now()
+                       ('create_run_counts',       'calls',                    'integer',                  true,  NULL),  -- create_run calls counted in it
                        ('business_events',         'project_id',               'uuid',                     true,  NULL),
                        ('business_events',         'event_type',               'text',                     true,  NULL),
                        ('business_events',         'occurred_at',              'timestamp with time zone', true,  NULL),
@@ -142,7 +145,7 @@ SELECT set_eq($$SELECT c.relname::text COLLATE "default", a.attname::text COLLAT
                        ('projects',                'digest_recipient',         'text',                     false, NULL),
                        ('projects',                'digest_next_at',           'timestamp with time zone', false, NULL),
                        ('projects',                'created_at',               'timestamp with time zone', true,  'now()'),
-                       ('projects',                'create_run_counter',       'regclass',                 true,  NULL),  -- the per-project sequence counting create_run calls
+                       ('projects',                'create_run_counter',       'regclass',                 false, NULL),  -- before 0018: a project's own sequence; null once retired
                        ('relay_status',            'worker',                   'text',                     true,  NULL),
                        ('relay_status',            'relay',                    'text',                     true,  NULL),
                        ('relay_status',            'down_since',               'timestamp with time zone', false, NULL),
@@ -301,6 +304,21 @@ SELECT throws_ok($$INSERT INTO runhub.clock_offset (singleton, shift) VALUES (fa
                  '23514', NULL, 'clock_offset takes no second row');
 SELECT ok(abs(extract(epoch FROM runhub._now() - clock_timestamp())) < 1,
           'runhub._now() is clock_timestamp() while there is no shift');
+
+-- create_run_counts (0018_create_run_counts): the create_run rate count of each project that has
+-- called it, a row (never a relation per project); it goes with its project.
+SELECT col_is_pk('runhub', 'create_run_counts', 'project_id', 'create_run_counts.project_id is the primary key');
+SELECT fk_ok('runhub', 'create_run_counts', 'project_id', 'runhub', 'projects', 'id', 'create_run_counts.project_id references projects');
+SELECT is((SELECT confdeltype FROM pg_constraint WHERE conrelid = 'runhub.create_run_counts'::regclass AND contype = 'f'), 'c',
+          'a deleted project takes its count with it (ON DELETE CASCADE)');
+SELECT throws_ok($$INSERT INTO runhub.create_run_counts (project_id, minute, calls)
+                   SELECT gen_random_uuid(), 1, 0$$, '23514', NULL, 'a count is at least one call');
+
+-- Nothing per project in the catalog: a project is rows. create_project makes no relation (the
+-- test in tests/db/test_scale.py creates 1,000), and no runhub function creates one at run time:
+-- the owner may not create in the schema.
+SELECT ok(NOT has_schema_privilege('runhub_owner', 'runhub', 'CREATE'),
+          'runhub_owner cannot create in schema runhub (it made a sequence per project before 0018)');
 
 -- secrets (0004_sender): deploy secrets, readable by the owner only (tests/sql/80_roles.sql).
 SELECT col_is_pk('runhub', 'secrets', 'name', 'secrets.name is the primary key');
