@@ -246,6 +246,43 @@ BEGIN
 END
 $$;
 
+-- Claim up to p_max projects whose digest is due at p_now, most overdue first: lock them, skipping
+-- those another job holds, and advance their next time; returns their rows as they were claimed.
+-- One generic plan, an ordered scan of projects_digest_due that stops after p_max: a custom plan is
+-- no better, and the plan cache would keep making one per call once the statistics say nothing is
+-- due (cheaper than the generic plan's estimate), 1.2 ms of planning a call at a million shops.
+CREATE OR REPLACE FUNCTION runhub._claim_due_digests(p_now timestamptz, p_max int)
+RETURNS runhub.projects[]
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_claimed runhub.projects[];
+BEGIN
+    -- Claimed and advanced in one write: each next time moves past now, whatever its day brings.
+    -- A due project's next time is the first of its hour after now (its due time is past), the same
+    -- for every project of its zone and hour: computed once for each.
+    WITH due AS MATERIALIZED (
+        SELECT d.id, d.timezone, d.digest_hour FROM runhub.projects d
+         WHERE d.digest_next_at <= p_now
+         ORDER BY d.digest_next_at
+         LIMIT p_max
+         FOR NO KEY UPDATE SKIP LOCKED  -- NO KEY: ingest's foreign-key share locks do not skip it
+    ), slots AS MATERIALIZED (
+        SELECT s.timezone, s.digest_hour, runhub.next_digest_at(s.timezone, s.digest_hour, p_now) AS next_at
+          FROM (SELECT DISTINCT d.timezone, d.digest_hour FROM due d) s
+    ), claimed AS (
+        UPDATE runhub.projects p
+           SET digest_next_at = s.next_at
+          FROM due d JOIN slots s ON s.timezone = d.timezone AND s.digest_hour = d.digest_hour
+         WHERE p.id = d.id
+        RETURNING p)
+    SELECT coalesce(array_agg(c.p), '{}') INTO v_claimed FROM claimed c;
+    RETURN v_claimed;
+END
+$$;
+
 -- One batch of the digest job: up to p_max projects whose digest is due, most overdue first,
 -- claimed (their next time advanced), served set-based (_serve_digests) — or, when that fails, one by one (_run_digest), the project
 -- at fault logged and skipped — the batch timed and counted into runhub.job_runs (the row
@@ -275,25 +312,7 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtextextended('runhub.digest_batch', 0)) THEN
         RETURN v_counts || jsonb_build_object('jobRun', p_job_run, 'busy', true);
     END IF;
-    -- Claimed and advanced in one write: each next time moves past now, whatever its day brings.
-    -- A due project's next time is the first of its hour after now (its due time is past), the same
-    -- for every project of its zone and hour: computed once for each.
-    WITH due AS MATERIALIZED (
-        SELECT d.id, d.timezone, d.digest_hour FROM runhub.projects d
-         WHERE d.digest_next_at <= v_now
-         ORDER BY d.digest_next_at
-         LIMIT p_max
-         FOR NO KEY UPDATE SKIP LOCKED  -- NO KEY: ingest's foreign-key share locks do not skip it
-    ), slots AS MATERIALIZED (
-        SELECT s.timezone, s.digest_hour, runhub.next_digest_at(s.timezone, s.digest_hour, v_now) AS next_at
-          FROM (SELECT DISTINCT d.timezone, d.digest_hour FROM due d) s
-    ), claimed AS (
-        UPDATE runhub.projects p
-           SET digest_next_at = s.next_at
-          FROM due d JOIN slots s ON s.timezone = d.timezone AND s.digest_hour = d.digest_hour
-         WHERE p.id = d.id
-        RETURNING p)
-    SELECT coalesce(array_agg(c.p), '{}') INTO v_claimed FROM claimed c;
+    v_claimed := runhub._claim_due_digests(v_now, p_max);
     IF cardinality(v_claimed) > 0 THEN
         BEGIN
             v_counts := runhub._serve_digests(v_claimed, v_now);
