@@ -31,7 +31,8 @@ Measured, side by side in alternating order, each a median over rounds with its 
   and one backend's memory (pg_backend_memory_contexts, and its private pages) after serving 10,000 shops
   (an event, list_actions and a refused create_run each) against one shop served 10,000 times.
 Printed too: database size and bytes per shop, relations in the database, pg_dump -Fc (time, size,
-pg_dump's peak memory) and pg_restore --single-transaction (time) of each database.
+pg_dump's peak memory) and pg_restore --single-transaction (time) of each database, and a
+pg_basebackup of the whole cluster (time, size).
 
 Targets: every API ratio <= 1.1, status and deploy <= 1.5, backup and restore succeed, their time
 growing no faster than 1.5 x the data (the dump's bytes) from N/10 to N. Exits 1 when one is missed.
@@ -493,6 +494,21 @@ def backup_and_restore(cluster: Cluster, name: str) -> dict:
                 "restore_s": restore_s}
 
 
+def physical_backup(cluster: Cluster) -> dict:
+    """pg_basebackup of the whole cluster (tar format, WAL streamed alongside): the physical backup a
+    platform runs (or pgBackRest, which copies the same files); time and size, then deleted."""
+    with tempfile.TemporaryDirectory(prefix="runhub-scale-base-") as folder:
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(pg_bindir() / "pg_basebackup"), "-h", str(cluster.socketdir), "-p", str(cluster.port),
+                               "-U", "postgres", "-D", folder, "-Ft", "-X", "stream", "--checkpoint=fast"],
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        size = sum(f.stat().st_size for f in Path(folder).iterdir())
+    if proc.returncode:
+        return {"ok": False, "error": proc.stderr.strip()[:500]}
+    return {"ok": True, "seconds": seconds, "bytes": size}
+
+
 def print_backup(label: str, shops: int, size: int, b: dict) -> None:
     if not b["ok"]:
         print(f"  {label:12} {shops:>9,} shops  FAILED: {b['error']}", flush=True)
@@ -544,7 +560,16 @@ def measure_memory(big: str, one: str) -> None:
           f"private memory {big_anon / 2**20:.1f} MB vs {one_anon / 2**20:.1f} MB", flush=True)
 
 
-def measure_backups(cluster: Cluster, big: str, one: str, backups: list, results: list) -> None:
+def tenth_figures(url: str) -> tuple | None:
+    """Backup and restore at a tenth of the shops, as the build measured them."""
+    with psycopg.connect(url) as conn:
+        if not conn.execute("SELECT to_regclass('public.bench_scale_tenth') IS NOT NULL").fetchone()[0]:
+            return None
+        row = conn.execute("SELECT figures FROM public.bench_scale_tenth").fetchone()
+    return tuple(row[0]) if row else None
+
+
+def measure_backups(cluster: Cluster, big: str, one: str, results: list) -> None:
     """Sizes, then backup and restore of the one-project database and the big one. Linear: from a
     tenth of the shops to all of them, the time grows no faster than 1.5 x the dump's bytes."""
     print("\nsize", flush=True)
@@ -561,14 +586,21 @@ def measure_backups(cluster: Cluster, big: str, one: str, backups: list, results
     final = ("shops", big_size["shops"], big_size["size"], backup_and_restore(cluster, BIG))
     for b in (baseline, final):
         print_backup(*b)
-    backups += [baseline, final]
-    succeeded = all(b[3]["ok"] for b in backups)
+    physical = physical_backup(cluster)
+    if physical["ok"]:
+        print(f"  pg_basebackup of the whole cluster (its three databases): {physical['seconds']:.1f} s, "
+              f"{physical['bytes'] / 2**20:.1f} MB", flush=True)
+    else:
+        print(f"  pg_basebackup FAILED: {physical['error']}", flush=True)
+    succeeded = baseline[3]["ok"] and final[3]["ok"] and physical["ok"]
     results.append(("backup and restore succeed", 1.0 if succeeded else float("inf"), 1.0, succeeded))
-    tenth = next((b for b in backups if b[0] == "a tenth"), None)
+    tenth = tenth_figures(big)
     if not tenth:
-        print("  (no figure at a tenth of the shops: this data set was built by an earlier run; --rebuild measures it)")
+        print("  (no figure at a tenth of the shops: the build that measures it did not finish; --rebuild)")
         return
-    if succeeded:
+    print("  at a tenth of the shops (measured when the data set was built):", flush=True)
+    print_backup(*tenth)
+    if succeeded and tenth[3]["ok"]:
         data = final[3]["dump_bytes"] / tenth[3]["dump_bytes"]
         for what in ("dump_s", "restore_s"):
             growth = final[3][what] / tenth[3][what]
@@ -594,12 +626,13 @@ def main() -> int:
     cluster = stock_cluster(Path(args.home))
     with psycopg.connect(cluster.url("postgres")) as admin:
         print(f"cluster: {settings(admin)}", flush=True)
-    backups: list[tuple] = []
-
     def at_a_tenth(url: str, built: int) -> None:
         print(f"backup and restore at {built:,} shops", flush=True)
-        backups.append(("a tenth", built, sizes(url)["size"], backup_and_restore(cluster, BIG)))
-        print_backup(*backups[-1])
+        tenth = ("a tenth", built, sizes(url)["size"], backup_and_restore(cluster, BIG))
+        print_backup(*tenth)
+        with psycopg.connect(url, autocommit=True) as conn:  # for the runs that find the data set built
+            conn.execute("CREATE TABLE IF NOT EXISTS public.bench_scale_tenth (figures jsonb)")
+            conn.execute("INSERT INTO public.bench_scale_tenth VALUES (%s)", (Jsonb(tenth),))
 
     for name in (ONE, DUE, BIG):
         build(cluster, name, args.shops, args.rebuild, at_a_tenth)
@@ -611,11 +644,12 @@ def main() -> int:
     for url in (big, due):
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(DIGEST_EVENTS)  # yesterday's, in each shop's zone (idempotent)
+            vacuum_analyze(conn, ["runhub.business_events", "runhub.customers"])
     results: list[tuple] = []
     measure_api(big, one, due, args.shops, args.rounds, args.digest_rounds, results)
     measure_operations(big, one, args.rounds, results)
     measure_memory(big, one)
-    measure_backups(cluster, big, one, backups, results)
+    measure_backups(cluster, big, one, results)
 
     missed = [r for r in results if not r[3]]
     print(f"\nload average at end: {loadavg()}; total {time.monotonic() - t_start:.0f} s")
