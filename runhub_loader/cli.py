@@ -161,11 +161,11 @@ def deploy(obj: Context, source: Path | None, no_cron: bool) -> None:
     sequence, a batch a transaction (progress logged; a stopped deploy's next run goes on).
     """
     from .db.assets import DEFAULT_SOURCE
-    from .db.deploy import DeployError, deploy as run_deploy
+    from .db.deploy import DeployError, DeployIncomplete, deploy as run_deploy
 
     try:
         result = run_deploy(obj.database_url(), source or DEFAULT_SOURCE, schedule_cron=not no_cron)
-    except DeployError as exc:
+    except (DeployError, DeployIncomplete) as exc:
         raise click.ClickException(str(exc)) from exc
     if result.changed:
         applied = ", ".join(result.applied_migrations) or "none"

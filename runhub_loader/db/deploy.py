@@ -25,6 +25,10 @@ class DeployError(RuntimeError):
     """The deploy failed and changed nothing in the target database's schema."""
 
 
+class DeployIncomplete(RuntimeError):
+    """The deploy committed, but a step after its transaction stopped; deploying again finishes it."""
+
+
 @dataclass
 class DeployResult:
     version: str
@@ -117,7 +121,12 @@ def deploy(database_url: str, source: Path = DEFAULT_SOURCE, schedule_cron: bool
                     result.applied_migrations = [m.id for m in pending]
         finally:
             backend.connection.close()
-        result.counters_retired = retire_create_run_counters(database_url)
+        try:
+            result.counters_retired = retire_create_run_counters(database_url)
+        except psycopg.Error as exc:
+            log.error("counters_retire_failed", error=str(exc).strip())
+            raise DeployIncomplete("deployed, but moving the create_run counters off their sequences stopped: "
+                                   f"{str(exc).strip()}; run `runhub deploy` again to finish") from exc
         if schedule_cron:
             result.cron = register_cron_jobs(database_url)
         log.info("deploy_finished", changed=result.changed, migrations=result.applied_migrations)
@@ -128,6 +137,7 @@ def deploy(database_url: str, source: Path = DEFAULT_SOURCE, schedule_cron: bool
 # sequence's, dropped, and its row's), far below a stock server's lock table (~6,400 slots).
 RETIRE_BATCH = 500
 RETIRE_PROGRESS_SECONDS = 5.0
+RETIRE_LOCK_TIMEOUT = "30s"  # a project row held longer than this stops the step (a later deploy goes on)
 
 
 def retire_create_run_counters(database_url: str, batch: int = RETIRE_BATCH) -> int:
@@ -138,6 +148,8 @@ def retire_create_run_counters(database_url: str, batch: int = RETIRE_BATCH) -> 
     with psycopg.connect(database_url, autocommit=True) as conn:
         if not conn.execute(queries.FUNCTION_EXISTS, ("runhub._create_run_counters_left(integer)",)).fetchone()[0]:
             return 0
+        if conn.execute(queries.LOCK_TIMEOUT_UNSET).fetchone()[0]:
+            conn.execute(queries.SET_LOCK_TIMEOUT, (RETIRE_LOCK_TIMEOUT,))  # never hang behind a stuck session
         left = conn.execute(queries.CREATE_RUN_COUNTERS_LEFT).fetchone()[0]
         if not left:
             return 0

@@ -35,6 +35,10 @@ FUNCTION_EXISTS = "SELECT to_regprocedure(%s) IS NOT NULL AS ok"
 # Projects whose create_run counter is still a sequence of their own (made before migration 0018).
 CREATE_RUN_COUNTERS_LEFT = "SELECT runhub._create_run_counters_left() AS counters_left"
 
+# Whether this session waits for locks without limit (lock_timeout 0), and sets a limit; params (value,).
+LOCK_TIMEOUT_UNSET = "SELECT current_setting('lock_timeout') = '0'"
+SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, false)"
+
 # Retires a batch of them in this transaction; params (after this project id or null, batch size);
 # columns (retired, last project id looked at: null when none is left after it).
 RETIRE_CREATE_RUN_COUNTERS = "SELECT retired, last_id FROM runhub._retire_create_run_counters(%s, %s)"

@@ -14,7 +14,7 @@ from psycopg import sql
 from helpers.db import set_db_clock
 from helpers.files import REPO
 from runhub_loader.db import queries
-from runhub_loader.db.deploy import deploy
+from runhub_loader.db.deploy import RETIRE_BATCH, DeployIncomplete, deploy
 from runhub_loader.db.status import collect
 
 # The last commit whose create_project made a sequence per project (migrations 0001-0017).
@@ -67,6 +67,7 @@ def _dump(url: str, path) -> subprocess.CompletedProcess:
     return subprocess.run([PG_DUMP, "-Fc", "-f", str(path), "--dbname", url], capture_output=True, text=True)
 
 
+@pytest.mark.slow  # ~10 s: a cluster of its own, 3,000 projects made the old way, a dump and a restore
 def test_upgrade_moves_a_sequence_per_project_onto_rows_in_batches(small_lock_cluster, tmp_path):
     cluster = small_lock_cluster
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
@@ -141,6 +142,25 @@ def test_a_stopped_retirement_is_finished_by_the_next_deploy(fresh_db):
     assert collect(fresh_db)["create_run_counters_left"] == 0
     with psycopg.connect(fresh_db) as conn:
         assert conn.execute("SELECT count(*) FROM runhub.projects WHERE create_run_counter IS NOT NULL").fetchone()[0] == 0
+
+
+def test_a_retirement_stopped_by_a_held_project_is_reported_and_finished_later(fresh_db, monkeypatch):
+    """A project row held past the step's lock timeout stops the retirement: the deploy (committed)
+    says so and how to finish, the batches before it stay done, and the next deploy finishes."""
+    deploy(fresh_db, schedule_cron=False)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        projects = sorted(_create_projects(conn, 1200))
+        _leave_counters_unretired(conn, projects)
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=300ms")  # the deploying login's own limit wins
+    with psycopg.connect(fresh_db) as holder:  # holds the last project's row, as a stuck client would
+        holder.execute("SELECT 1 FROM runhub.projects WHERE id = %s FOR UPDATE", (projects[-1],))
+        with pytest.raises(DeployIncomplete, match="run `runhub deploy` again"):
+            deploy(fresh_db, schedule_cron=False)
+        holder.rollback()
+    left = collect(fresh_db)["create_run_counters_left"]
+    assert 0 < left <= len(projects) - 2 * RETIRE_BATCH, "the batches committed before it stay done"
+    assert deploy(fresh_db, schedule_cron=False).counters_retired == left
+    assert collect(fresh_db)["create_run_counters_left"] == 0
 
 
 def test_status_counts_due_digests_through_the_index(conn):
