@@ -286,7 +286,7 @@ $$;
 -- One batch of the digest job: up to p_max projects whose digest is due, most overdue first,
 -- claimed (their next time advanced), served set-based (_serve_digests) — or, when that fails, one by one (_run_digest), the project
 -- at fault logged and skipped — the batch timed and counted into runhub.job_runs (the row
--- p_job_run, or a new one). Under an advisory lock: while one job's batch runs, another's returns
+-- p_job_run, or a new one). Under the job's lock (runhub._try_job_lock): while one job's batch runs, another's returns
 -- busy at once. "Now" is the transaction's start on runhub's clock (now() + runhub._clock_offset(),
 -- sql/12_clock.sql): what is due, the next times and the days served all read it. Returns
 -- {jobRun, served, queued, skipped, failed, done, busy}.
@@ -309,7 +309,7 @@ BEGIN
     IF p_max IS NULL OR p_max NOT BETWEEN 1 AND 10000 THEN
         PERFORM runhub._invalid('common.invalidInput', 'max', 'must be 1 to 10000');
     END IF;
-    IF NOT pg_try_advisory_xact_lock(hashtextextended('runhub.digest_batch', 0)) THEN
+    IF NOT runhub._try_job_lock('digests') THEN
         RETURN v_counts || jsonb_build_object('jobRun', p_job_run, 'busy', true);
     END IF;
     v_claimed := runhub._claim_due_digests(v_now, p_max);

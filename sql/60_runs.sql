@@ -88,12 +88,34 @@ BEGIN
 END
 $$;
 
--- The advisory lock that makes a project's executions one at a time (execute_run; process_runs
--- takes a batch's up front, in the order of these keys).
-CREATE OR REPLACE FUNCTION runhub._execution_lock_key(p_project uuid)
-RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT pg_catalog.hashtextextended('runhub.execute:' || p_project::text, 0) $$;
+-- Hold the execution locks of these projects until the transaction ends: executions of one
+-- project run one at a time, so the frequency cap spans all its workflows. Rows of
+-- runhub.execution_locks (made on first need), taken in project order, so two batches wait for
+-- each other rather than deadlock; no role but the owner can take them (migration 0019).
+CREATE OR REPLACE FUNCTION runhub._lock_executions(p_projects uuid[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO runhub.execution_locks (project_id)
+    SELECT DISTINCT p FROM unnest(p_projects) p ORDER BY 1
+    ON CONFLICT (project_id) DO NOTHING;
+    PERFORM 1 FROM runhub.execution_locks l WHERE l.project_id = ANY (p_projects) ORDER BY l.project_id FOR UPDATE;
+END
+$$;
+
+-- Take a job's lock for this transaction if no other run of it holds it: true when taken.
+CREATE OR REPLACE FUNCTION runhub._try_job_lock(p_job text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM 1 FROM runhub.job_locks WHERE job = p_job FOR UPDATE SKIP LOCKED;
+    RETURN FOUND;
+END
+$$;
 
 -- Extend p_worker's lease on a run it is executing; false when it no longer holds it.
 CREATE OR REPLACE FUNCTION runhub.heartbeat_run(p_run uuid, p_worker text, p_lease_seconds int DEFAULT 300)
@@ -174,7 +196,7 @@ BEGIN
     RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_started', 'runId', p_run,
         'projectId', v_run.project_id, 'actionId', v_run.action_id, 'attempt', v_run.attempts);
     -- Executions of one project one at a time: the frequency cap spans all its workflows.
-    PERFORM pg_advisory_xact_lock(runhub._execution_lock_key(v_run.project_id));
+    PERFORM runhub._lock_executions(ARRAY[v_run.project_id]);
     SELECT * INTO v_action FROM runhub.actions WHERE id = v_run.action_id;
     SELECT * INTO v_project FROM runhub.projects WHERE id = v_run.project_id;
     SELECT m.role INTO v_role FROM runhub.project_members m
@@ -250,16 +272,12 @@ DECLARE
     c_max_attempts CONSTANT int := runhub._constant('maxExecutionAttempts');
     v_worker text := format('process_runs/%s/%s', pg_backend_pid(), txid_current());
     v_runs   uuid[];
-    v_key    bigint;
     v_run    uuid;
     v_done   int := 0;
     v_error  text;
 BEGIN
     v_runs := ARRAY(SELECT runhub.claim_runs(v_worker, p_max));
-    FOR v_key IN SELECT DISTINCT runhub._execution_lock_key(r.project_id) FROM runhub.workflow_runs r
-                  WHERE r.id = ANY (v_runs) ORDER BY 1 LOOP
-        PERFORM pg_advisory_xact_lock(v_key);
-    END LOOP;
+    PERFORM runhub._lock_executions(ARRAY(SELECT r.project_id FROM runhub.workflow_runs r WHERE r.id = ANY (v_runs)));
     FOREACH v_run IN ARRAY v_runs LOOP
         BEGIN
             PERFORM runhub.execute_run(v_run, v_worker);
@@ -288,7 +306,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF NOT pg_try_advisory_xact_lock(hashtextextended('runhub.cron_process_runs', 0)) THEN
+    IF NOT runhub._try_job_lock('process_runs_sweep') THEN
         RETURN 0;
     END IF;
     PERFORM runhub._complete_done_runs();  -- runs whose last messages were cancelled, not sent

@@ -9,7 +9,8 @@ SELECT * FROM no_plan();
 -- Schema, extensions, tables and their columns.
 SELECT has_schema('runhub');
 SELECT has_extension('plpython3u', 'plpython3u is installed (deploy ensures it)');
-SELECT tables_are('runhub', ARRAY['actions', 'business_events', 'clock_offset', 'create_run_counts', 'currencies', 'customers', 'deployments', 'digests', 'job_runs',
+SELECT tables_are('runhub', ARRAY['actions', 'business_events', 'clock_offset', 'create_run_counts', 'currencies', 'customers', 'deployments', 'digests',
+                                 'execution_locks', 'job_locks', 'job_runs',
                                  'outbox', 'plpython_modules', 'previews', 'project_members', 'projects', 'relay_status',
                                  'secrets', 'suppressions', 'timezones', 'unsubscribe_keys', 'workflow_attributions',
                                  'workflow_run_recipients', 'workflow_runs'],
@@ -51,6 +52,8 @@ SELECT set_eq($$SELECT c.relname::text COLLATE "default", a.attname::text COLLAT
                        ('create_run_counts',       'project_id',               'uuid',                     true,  NULL),
                        ('create_run_counts',       'minute',                   'bigint',                   true,  NULL),  -- minute since the epoch on runhub._now()
                        ('create_run_counts',       'calls',                    'integer',                  true,  NULL),  -- create_run calls counted in it
+                       ('execution_locks',         'project_id',               'uuid',                     true,  NULL),  -- held by an execution of the project
+                       ('job_locks',               'job',                      'text',                     true,  NULL),  -- held by a run of the job
                        ('business_events',         'project_id',               'uuid',                     true,  NULL),
                        ('business_events',         'event_type',               'text',                     true,  NULL),
                        ('business_events',         'occurred_at',              'timestamp with time zone', true,  NULL),
@@ -313,6 +316,15 @@ SELECT is((SELECT confdeltype FROM pg_constraint WHERE conrelid = 'runhub.create
           'a deleted project takes its count with it (ON DELETE CASCADE)');
 SELECT throws_ok($$INSERT INTO runhub.create_run_counts (project_id, minute, calls)
                    SELECT gen_random_uuid(), 1, 0$$, '23514', NULL, 'a count is at least one call');
+
+-- job_locks and execution_locks (0019_job_and_execution_locks): the locks runhub's jobs and
+-- executions take, rows only the owner can lock (tests/db/test_locks.py attacks them).
+SELECT results_eq($$SELECT job FROM runhub.job_locks ORDER BY job$$, $$VALUES ('digests'), ('process_runs_sweep')$$,
+                  'job_locks has a row for each job that must not run twice at once');
+SELECT fk_ok('runhub', 'execution_locks', 'project_id', 'runhub', 'projects', 'id', 'execution_locks.project_id references projects');
+SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
+                   WHERE p.pronamespace = 'runhub'::regnamespace AND p.prosrc ~* 'advisory'$$,
+                'no runhub function takes an advisory lock (any login may take the same keys)');
 
 -- Nothing per project in the catalog: a project is rows. create_project makes no relation (the
 -- test in tests/db/test_scale.py creates 1,000), and no runhub function creates one at run time:
@@ -633,7 +645,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                      AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
                      AND p.proname NOT IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                            '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
-                                           '_execution_lock_key', '_is_client_instant', '_is_system_idempotency_key',
+                                           '_is_client_instant', '_is_system_idempotency_key',
                                            '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_plain_event',
                                            '_event_as_stored', '_plain_event', '_plain_events',
                                            '_attribution_texts', '_constants', '_constant', '_locales',
@@ -645,7 +657,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace
                      AND p.proname IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                        '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
-                                       '_execution_lock_key', '_is_client_instant', '_is_system_idempotency_key',
+                                       '_is_client_instant', '_is_system_idempotency_key',
                                        '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_plain_event',
                                        '_event_as_stored', '_plain_event', '_plain_events',
                                        '_constants', '_constant', '_locales')

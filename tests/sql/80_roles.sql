@@ -239,10 +239,12 @@ SELECT policies_are('runhub', 'digests', ARRAY['digests_member_read'], 'digests:
 SELECT policies_are('runhub', 'previews', '{}'::name[], 'previews: no policy (nobody but the owner reads it)');
 SELECT policies_are('runhub', 'outbox', '{}'::name[], 'outbox: no policy (nobody but the owner reads it)');
 SELECT policies_are('runhub', 'create_run_counts', '{}'::name[], 'create_run_counts: no policy (nobody but the owner reads it)');
+SELECT policies_are('runhub', 'execution_locks', '{}'::name[], 'execution_locks: no policy (nobody but the owner reads it)');
 SELECT is_empty($$SELECT c.oid::regclass FROM pg_class c
                    WHERE c.relnamespace = 'runhub'::regnamespace AND c.relkind IN ('r', 'p') AND c.relrowsecurity
                      AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid)
-                     AND c.oid NOT IN ('runhub.previews'::regclass, 'runhub.outbox'::regclass, 'runhub.create_run_counts'::regclass)$$,
+                     AND c.oid NOT IN ('runhub.previews'::regclass, 'runhub.outbox'::regclass, 'runhub.create_run_counts'::regclass,
+                                       'runhub.execution_locks'::regclass)$$,
                 'no other table with RLS lacks a policy (each new project table is decided on above)');
 
 -- ---------------------------------------------------------------------------------------------
