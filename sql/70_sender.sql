@@ -287,7 +287,7 @@ BEGIN
     UPDATE runhub.outbox
        SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
            next_attempt_at = clock_timestamp(), started_at = NULL
-     WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker;
+     WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker AND lease_expires_at > clock_timestamp();
     GET DIAGNOSTICS v_released = ROW_COUNT;
     RETURN v_released;  -- a released message of a cancelled run is cancelled by the next claim
 END
@@ -309,7 +309,7 @@ BEGIN
        SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = clock_timestamp(),
            attempts = CASE WHEN started_at IS NOT NULL THEN greatest(attempts - 1, 0) ELSE attempts END,
            started_at = NULL, last_error = left(p_reason, 500)
-     WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker;
+     WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker AND lease_expires_at > clock_timestamp();
     GET DIAGNOSTICS v_deferred = ROW_COUNT;
     RETURN v_deferred;
 END
@@ -338,8 +338,11 @@ $$;
 
 -- The server accepted these messages (SMTP 250 each), recorded in one transaction (see
 -- record_sent): p_replies[i] is the server's reply to p_ids[i]. The sender records its workers'
--- outcomes together (one commit for several mails). Returns each id with its status, in the order
--- given.
+-- outcomes together (one commit for several mails). Only a message p_worker is sending under a
+-- lease it still holds is recorded ('sent'); any other id - unknown, queued, sent already, another
+-- worker's, a lapsed lease - answers 'lease_lost' and changes nothing, so a sender login can
+-- neither mark a mail sent that it never claimed nor learn which ids exist. Returns each id with
+-- its answer, in the order given.
 CREATE OR REPLACE FUNCTION runhub.record_sent_many(p_worker text, p_ids bigint[], p_replies text[])
 RETURNS TABLE (id bigint, status text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -354,6 +357,7 @@ AS $$
 DECLARE
     v_runs uuid[];
     v_run  uuid;
+    v_sent bigint[];
 BEGIN
     PERFORM runhub._check_worker(p_worker);
     IF p_ids IS NULL OR p_replies IS NULL OR array_ndims(p_ids) > 1 OR array_ndims(p_replies) > 1 THEN
@@ -372,8 +376,9 @@ BEGIN
            SET status = 'sent', sent_at = now(), smtp_code = 250, smtp_reply = left(i.reply, 500),
                lease_owner = NULL, lease_expires_at = NULL
           FROM input i
-         WHERE o.id = i.id AND o.status IN ('sending', 'queued')
-        RETURNING o.recipient_id, o.run_id, o.message_id
+         WHERE o.id = i.id AND o.status = 'sending' AND o.lease_owner = p_worker
+           AND o.lease_expires_at > clock_timestamp()
+        RETURNING o.id, o.recipient_id, o.run_id, o.message_id
     ), recipients AS (
         UPDATE runhub.workflow_run_recipients rc SET status = 'sent', updated_at = now()
           FROM sent WHERE rc.id = sent.recipient_id
@@ -393,8 +398,9 @@ BEGIN
           JOIN runhub.actions a ON a.id = r.action_id
         ON CONFLICT (project_id, idempotency_key) DO NOTHING
     )
-    SELECT array_agg(DISTINCT sent.run_id ORDER BY sent.run_id) FILTER (WHERE sent.run_id IS NOT NULL)
-      INTO v_runs
+    SELECT array_agg(DISTINCT sent.run_id ORDER BY sent.run_id) FILTER (WHERE sent.run_id IS NOT NULL),
+           coalesce(array_agg(sent.id), '{}')
+      INTO v_runs, v_sent
       FROM sent;
     -- After the recipients are updated: each run's lock is taken in id order, once per batch.
     FOREACH v_run IN ARRAY coalesce(v_runs, '{}') LOOP
@@ -402,15 +408,16 @@ BEGIN
     END LOOP;
     RAISE LOG 'runhub %', jsonb_build_object('event', 'messages_sent', 'worker', p_worker, 'ids', p_ids);
     RETURN QUERY
-    SELECT i.id, coalesce(o.status, 'unknown')
-      FROM unnest(p_ids) WITH ORDINALITY AS i(id, n) LEFT JOIN runhub.outbox o ON o.id = i.id
+    SELECT i.id, CASE WHEN i.id = ANY (v_sent) THEN 'sent' ELSE 'lease_lost' END
+      FROM unnest(p_ids) WITH ORDINALITY AS i(id, n)
      ORDER BY i.n;
 END
 $$;
 
--- The server accepted the message (SMTP 250). Recorded even if the lease lapsed meanwhile: the mail
--- is out, and forgetting it would send it again. Appends the *_email_sent business event once.
--- Returns the message's status: 'sent', or what it already was ('unknown' if there is no such message).
+-- The server accepted the message (SMTP 250). Recorded only while p_worker holds its lease (see
+-- record_sent_many): a sender paused past its lease may see its mail go out twice, never a mail
+-- marked sent that it did not send. Appends the *_email_sent business event once. Returns 'sent',
+-- or 'lease_lost' (for an unknown id too).
 CREATE OR REPLACE FUNCTION runhub.record_sent(p_id bigint, p_worker text, p_smtp_reply text DEFAULT NULL)
 RETURNS text
 LANGUAGE sql VOLATILE SECURITY DEFINER
@@ -438,8 +445,9 @@ BEGIN
         PERFORM runhub._invalid('common.invalidInput', 'smtpCode', 'a failure is a 4xx or 5xx reply, or null');
     END IF;
     SELECT * INTO v_message FROM runhub.outbox WHERE id = p_id FOR UPDATE;
-    IF NOT FOUND OR v_message.status <> 'sending' OR v_message.lease_owner IS DISTINCT FROM p_worker THEN
-        RETURN 'lease_lost';
+    IF NOT FOUND OR v_message.status <> 'sending' OR v_message.lease_owner IS DISTINCT FROM p_worker
+       OR v_message.lease_expires_at <= clock_timestamp() THEN
+        RETURN 'lease_lost';  -- unknown, not sending, another worker's or lapsed: one answer for all
     END IF;
     v_status := CASE WHEN v_permanent OR v_message.attempts >= c_max_attempts THEN 'failed'
                      WHEN EXISTS (SELECT 1 FROM runhub.workflow_runs r WHERE r.id = v_message.run_id AND r.status = 'cancelled')

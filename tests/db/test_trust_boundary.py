@@ -280,3 +280,34 @@ def test_the_app_runs_a_whole_workflow_as_a_login_granted_only_runhub_app(conn, 
     assert app.execute("SELECT runhub.get_run(%s, %s, %s)", (project, owner, run)).fetchone()[0]["status"] == "running"
     assert app.execute("SELECT runhub.list_runs(%s, %s)", (project, owner)).fetchone()[0][0]["id"] == str(run)
     assert len(app.execute("SELECT runhub.list_actions(%s, %s)", (project, owner)).fetchone()[0]) == 3
+
+
+# -- the sender records only what it holds ------------------------------------------------------------
+
+def test_a_sender_login_cannot_mark_sent_a_message_it_never_claimed(conn, login_as):
+    """A forged "sent" of a queued message (record_sent_many took any queued or sending message,
+    whatever the worker and lease) wrote its *_email_sent event, made the run succeed without a mail
+    and got a payment through the run's link credited at high confidence. Now: the same answer as
+    for an unknown id, and nothing written; claimed by another worker, the same again."""
+    from helpers.attribution import credit, pay
+
+    project, _, run = onboarding_run(conn, ["new@shop.example"])
+    process_runs(conn)
+    [message] = [r[0] for r in conn.execute("SELECT id FROM runhub.outbox WHERE run_id = %s", (run,))]
+    with psycopg.connect(login_as("runhub_sender"), autocommit=True) as sender:
+        forged = "SELECT * FROM runhub.record_sent_many('forger', %s, %s)"
+        assert sender.execute(forged, ([message, 987654321], ["250 ok", "250 ok"])).fetchall() == [
+            (message, "lease_lost"), (987654321, "lease_lost")], "queued and unknown answer alike"
+        [(claimed,)] = sender.execute("SELECT runhub.claim_messages('honest', 10, 60)").fetchall()
+        assert claimed["id"] == message
+        assert sender.execute(forged, ([message], ["250 ok"])).fetchall() == [(message, "lease_lost")], \
+            "another worker's message: the same"
+        assert sender.execute("SELECT runhub.record_failure(%s, 'forger', 550, '550 no such user')",
+                              (message,)).fetchone()[0] == "lease_lost"
+    assert conn.execute("SELECT status, lease_owner FROM runhub.outbox WHERE id = %s", (message,)).fetchone() == (
+        "sending", "honest")
+    assert conn.execute("SELECT count(*) FROM runhub.business_events WHERE project_id = %s"
+                        " AND event_type ~ '_email_sent$'", (project,)).fetchone()[0] == 0
+    assert run_status(conn, run) == "running"
+    payment = pay(conn, project, email="new@shop.example", wid=run, amount=1000, currency="EUR")
+    assert credit(conn, payment) is None, "a mail never sent earns no credit"

@@ -237,7 +237,8 @@ SELECT results_eq(format('SELECT * FROM pg_temp.sent_events(%L)', :'proj_a'),
                                                     'messageId', o.message_id))
                      FROM runhub.outbox o WHERE o.to_email = 'ann@example.com')],
                   'one recovery_email_sent event, keyed mail:<Message-ID>, with what attribution needs');
-SELECT is(runhub.record_sent(pg_temp.msg('ann@example.com'), 'w1', '250 again'), 'sent', 'recording it again: sent');
+SELECT is(runhub.record_sent(pg_temp.msg('ann@example.com'), 'w1', '250 again'), 'lease_lost',
+          'recording it again (a retry): lease_lost, since w1 no longer holds it');
 SELECT results_eq(format($$SELECT count(*)::int, min(o.smtp_reply) FROM pg_temp.sent_events(%L) e, runhub.outbox o
                             WHERE o.to_email = 'ann@example.com'$$, :'proj_a'),
                   $$VALUES (1, '250 2.0.0 Ok: queued as 4F2A')$$,
@@ -262,19 +263,21 @@ SELECT results_eq(format($$SELECT status, completed_at, result - 'errorSummary',
 SELECT is(runhub.record_sent(pg_temp.msg('owner@example.com'), 'w1'), 'sent', 'the digest (mail of no run) is recorded sent');
 SELECT is((SELECT count(*)::int FROM runhub.business_events WHERE event_type ~ '_email_sent$' AND project_id = :'proj_a'), 1,
           '... and appends no event (it is not workflow mail)');
-SELECT is(runhub.record_sent(-1, 'w1'), 'unknown', 'record_sent of an unknown message: unknown');
+SELECT is(runhub.record_sent(-1, 'w1'), 'lease_lost', 'record_sent of an unknown message: lease_lost, as for any message not w1''s');
 
--- The mail is out even if the lease was lost: cy's first worker (w-other) reports after w2 reclaimed it.
-SELECT is(runhub.record_sent(pg_temp.msg('cy@example.com'), 'w-other', '250 ok'), 'sent',
-          'record_sent by the worker whose lease was taken over: accepted, sent');
+-- A worker whose lease was taken over records nothing: cy's first worker (w-other) reports after w2
+-- reclaimed it. (It sent the mail, and w2 may send it again: a sender paused past its lease is the
+-- one case of a mail twice. Recording it would let any sender login mark sent what it never held.)
+SELECT pg_temp.row_of('cy@example.com') AS cy_row \gset
+SELECT is(runhub.record_sent(pg_temp.msg('cy@example.com'), 'w-other', '250 ok'), 'lease_lost',
+          'record_sent by the worker whose lease was taken over: lease_lost');
+SELECT is(runhub.record_failure(pg_temp.msg('cy@example.com'), 'w-other', 451, '451 4.3.0 Temporary failure'), 'lease_lost',
+          '... and its failure: lease_lost');
+SELECT is(pg_temp.row_of('cy@example.com'), :'cy_row'::jsonb, '... neither changed the message: still w2''s');
+SELECT is(runhub.record_sent(pg_temp.msg('cy@example.com'), 'w2', '250 ok'), 'sent', 'the lease holder''s record_sent: sent');
 SELECT results_eq($$SELECT o.status, o.lease_owner, r.status FROM runhub.outbox o JOIN runhub.workflow_run_recipients r ON r.id = o.recipient_id
                      WHERE o.to_email = 'cy@example.com'$$,
                   $$VALUES ('sent', NULL::text, 'sent')$$, 'cy''s message and recipient are sent, the lease cleared');
-SELECT pg_temp.row_of('cy@example.com') AS cy_row \gset
-SELECT is(runhub.record_failure(pg_temp.msg('cy@example.com'), 'w2', 451, '451 4.3.0 Temporary failure'), 'lease_lost',
-          'the new lease holder''s failure afterwards: lease_lost');
-SELECT is(runhub.record_sent(pg_temp.msg('cy@example.com'), 'w2', '250 twice'), 'sent', '... and its own record_sent: sent (already)');
-SELECT is(pg_temp.row_of('cy@example.com'), :'cy_row'::jsonb, '... neither changed the message');
 SELECT is((SELECT count(*)::int FROM runhub.business_events WHERE idempotency_key = 'mail:' || :'cy_message_id'), 1,
           'cy''s sent event is there once');
 
@@ -572,7 +575,11 @@ SELECT cmp_ok((SELECT lease_expires_at FROM runhub.outbox WHERE to_email = 'wyn@
               '... wyn''s is (by the default 120 seconds)');
 SELECT is(runhub.heartbeat_messages('wg', NULL), 0, 'a heartbeat of no ids holds nothing');
 
-SELECT is(runhub.release_messages('wg', :'g_ids'), 2, 'wg releases both messages (shutting down)');
+SELECT is(runhub.release_messages('wg', ARRAY[pg_temp.msg('xia@example.com')]), 0,
+          'xia''s lapsed lease: not wg''s to release any more (a claim takes it)');
+SELECT is(pg_temp.row_of('xia@example.com'), :'xia_row'::jsonb, '... and the message is as it was');
+UPDATE runhub.outbox SET lease_expires_at = clock_timestamp() + interval '1 minute' WHERE to_email = 'xia@example.com';
+SELECT is(runhub.release_messages('wg', :'g_ids'), 2, 'wg releases both messages (shutting down), xia''s lease live again');
 SELECT results_eq($$SELECT to_email, status, attempts, lease_owner, lease_expires_at, next_attempt_at BETWEEN now() AND clock_timestamp()
                       FROM runhub.outbox WHERE to_email IN ('wyn@example.com', 'xia@example.com') ORDER BY 1$$,
                   $$VALUES ('wyn@example.com', 'queued', 0, NULL::text, NULL::timestamptz, true),
@@ -699,15 +706,26 @@ SELECT is(ARRAY(SELECT v.args || ' -> ' || pg_temp.refusal('SELECT * FROM runhub
           '{}'::text[], 'record_sent_many with ids and replies of different lengths, a null id, null arrays or over 1000 ids: PT400 ids');
 SELECT is((SELECT array_agg(status ORDER BY to_email) FROM runhub.outbox WHERE run_id = :'run_m'), '{queued,queued,queued}',
           '... and the refused batches recorded nothing');
+-- A sender login cannot mark sent a message it never claimed (its *_email_sent event would be a
+-- touch attribution credits): queued messages answer lease_lost, as an unknown id does.
+SELECT results_eq(format($$SELECT * FROM runhub.record_sent_many('wm', ARRAY[%s, -7], ARRAY['250 forged', '250 forged'])$$,
+                         pg_temp.msg('kai@example.com')),
+                  format($$VALUES (%s::bigint, 'lease_lost'), (-7, 'lease_lost')$$, pg_temp.msg('kai@example.com')),
+                  'record_sent_many of a queued message and of an unknown id: lease_lost, the same answer');
+SELECT results_eq(format($$SELECT status, smtp_reply, (SELECT count(*)::int FROM runhub.business_events e
+                                                    WHERE e.project_id = %L AND e.event_type ~ '_email_sent$')
+                             FROM runhub.outbox WHERE to_email = 'kai@example.com'$$, :'proj_m'),
+                  $$VALUES ('queued', NULL::text, 0)$$, '... recorded nothing: kai''s message queued, no sent event');
+SELECT is(pg_temp.claim_only('wm'), '{kai@example.com,lea@example.com,mo@example.com}'::text[], 'wm claims the three messages');
 SELECT results_eq(format($$SELECT * FROM runhub.record_sent_many('wm', ARRAY[%s, -7, %s, %s], ARRAY['250 kai', '250 none', '250 lea', '250 kai again'])$$,
                          pg_temp.msg('kai@example.com'), pg_temp.msg('lea@example.com'), pg_temp.msg('kai@example.com')),
-                  format($$VALUES (%s::bigint, 'sent'), (-7, 'unknown'), (%s, 'sent'), (%s, 'sent')$$,
+                  format($$VALUES (%s::bigint, 'sent'), (-7, 'lease_lost'), (%s, 'sent'), (%s, 'sent')$$,
                          pg_temp.msg('kai@example.com'), pg_temp.msg('lea@example.com'), pg_temp.msg('kai@example.com')),
-                  'a batch: each id''s status in the order given (an unknown id: unknown; an id twice: recorded once)');
+                  'a batch: each id''s answer in the order given (an unknown id: lease_lost; an id twice: recorded once)');
 SELECT results_eq(format($$SELECT o.to_email, o.status, o.smtp_reply, r.status FROM runhub.outbox o
                              JOIN runhub.workflow_run_recipients r ON r.id = o.recipient_id WHERE o.run_id = %L ORDER BY 1$$, :'run_m'),
                   $$VALUES ('kai@example.com', 'sent', '250 kai', 'sent'), ('lea@example.com', 'sent', '250 lea', 'sent'),
-                           ('mo@example.com', 'queued', NULL, 'queued')$$,
+                           ('mo@example.com', 'sending', NULL, 'queued')$$,
                   'kai and lea are sent with their own replies (the first of a repeated id), their recipients too; mo is not');
 SELECT results_eq(format($$SELECT e.customer_email, e.correlation_id, e.amount_cents FROM runhub.business_events e
                              WHERE e.project_id = %L AND e.event_type = 'recovery_email_sent' ORDER BY 1$$, :'proj_m'),
@@ -716,8 +734,8 @@ SELECT results_eq(format($$SELECT e.customer_email, e.correlation_id, e.amount_c
 SELECT is((SELECT status FROM runhub.workflow_runs WHERE id = :'run_m'), 'running', 'the run is not over: mo is not final');
 SELECT results_eq(format($$SELECT * FROM runhub.record_sent_many('wm', ARRAY[%s, %s], ARRAY['250 mo', '250 lea twice'])$$,
                          pg_temp.msg('mo@example.com'), pg_temp.msg('lea@example.com')),
-                  format($$VALUES (%s::bigint, 'sent'), (%s, 'sent')$$, pg_temp.msg('mo@example.com'), pg_temp.msg('lea@example.com')),
-                  'the last message, with one recorded already: both sent');
+                  format($$VALUES (%s::bigint, 'sent'), (%s, 'lease_lost')$$, pg_temp.msg('mo@example.com'), pg_temp.msg('lea@example.com')),
+                  'the last message sent, and one recorded already: lease_lost (nothing to record)');
 SELECT results_eq(format($$SELECT status, result - 'errorSummary' FROM runhub.workflow_runs WHERE id = %L$$, :'run_m'),
                   $$VALUES ('succeeded', '{"totalRecipients": 3, "successful": 3, "failed": 0, "cancelled": 0}'::jsonb)$$,
                   'the batch that holds the run''s last message ends it: succeeded, 3 of 3');

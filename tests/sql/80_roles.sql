@@ -402,7 +402,11 @@ SELECT is(runhub.heartbeat_messages('sender-1', ARRAY[((:'sender_claim'::jsonb) 
 SELECT is(runhub.release_messages('sender-1', ARRAY[((:'sender_claim'::jsonb) ->> 'id')::bigint]), 1, 'runhub_sender can call release_messages');
 SELECT is(runhub.record_failure(((:'sender_claim'::jsonb) ->> 'id')::bigint, 'sender-1', 421, '421 busy'), 'lease_lost',
           'runhub_sender can call record_failure (here: the message was released)');
-SELECT is(runhub.record_sent(((:'sender_claim'::jsonb) ->> 'id')::bigint, 'sender-1', '250 ok'), 'sent', 'runhub_sender can call record_sent');
+SELECT is(runhub.record_sent(((:'sender_claim'::jsonb) ->> 'id')::bigint, 'sender-1', '250 ok'), 'lease_lost',
+          'runhub_sender can call record_sent (here: lease_lost, the message was released: it records nothing it does not hold)');
+SELECT runhub.claim_messages('sender-1', 10, 60) AS sender_claim \gset
+SELECT is(runhub.record_sent(((:'sender_claim'::jsonb) ->> 'id')::bigint, 'sender-1', '250 ok'), 'sent',
+          'runhub_sender can call record_sent (claimed again: sent)');
 SELECT matches(runhub.unsubscribe_token(:'p1', 'c1@example.com'), '^v2\.[0-9]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$',
                'runhub_sender can call unsubscribe_token (its PL/Python signer runs with the owner''s rights)');
 SELECT throws_ok($$SELECT runhub.unsubscribe('v1.forged.token')$$, '42501', NULL, 'runhub_sender cannot call unsubscribe');
