@@ -11,7 +11,7 @@ import click
 from . import __version__, logs
 from .constants import (DEFAULT_LOCALE, LOCALES, MAX_CLAIM_BATCH, MAX_MESSAGE_LEASE_SECONDS, MIN_LEASE_SECONDS,
                         TEMPLATES)
-from .db.embedded import Cluster, EmbeddedError, default_home
+from .db.embedded import Cluster, EmbeddedError, absolute_home, default_home
 
 DEFAULT_DASHBOARD_URL = "https://localhost/projects/{projectId}/run"  # = mail.daemon.DEFAULT_DASHBOARD_URL
 LOCALE_LIST = ", ".join(LOCALES)
@@ -25,7 +25,13 @@ class Context:
 
     @property
     def cluster(self) -> Cluster:
-        return Cluster(self.home)
+        """The embedded cluster in --home, its home checked first (not a symlink, ours)."""
+        cluster = Cluster(self.home)
+        try:
+            cluster.check_home()
+        except EmbeddedError as exc:
+            raise click.ClickException(str(exc)) from exc
+        return cluster
 
     def database_url(self) -> str:
         if self.database_url_option:
@@ -45,7 +51,7 @@ def _set_database_url(ctx: click.Context, _param, value: str | None) -> None:
 
 def _set_home(ctx: click.Context, _param, value: Path | None) -> None:
     if value is not None:
-        ctx.find_object(Context).home = value.resolve()
+        ctx.find_object(Context).home = absolute_home(value)
 
 
 class Commands(click.Group):
@@ -80,7 +86,7 @@ def main(ctx: click.Context, database_url: str | None, home: Path | None, log_fo
     and reports on what is deployed.
     """
     logs.setup(log_format)
-    ctx.obj = Context(home.resolve() if home else default_home(), database_url)
+    ctx.obj = Context(absolute_home(home) if home else default_home(), database_url)
 
 
 # -- runhub db ----------------------------------------------------------------------------------

@@ -50,7 +50,13 @@ def pg_bindir() -> Path:
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("RUNHUB_HOME", ".runhub")).resolve()
+    return absolute_home(Path(os.environ.get("RUNHUB_HOME", ".runhub")))
+
+
+def absolute_home(home: Path) -> Path:
+    """The home as an absolute path, its last component as given: never resolved through a symlink
+    (Cluster refuses a home that is one, rather than act on whatever it points at)."""
+    return Path(os.path.abspath(home))
 
 
 def _server_user() -> str | None:
@@ -131,9 +137,28 @@ class Cluster:
     def state_file(self) -> Path:
         return self.home / "db.json"
 
+    def check_home(self) -> None:
+        """The home itself, before anything in it is read or changed: not a symlink (another local
+        user may plant one in a world-writable folder, pointing at a folder of ours to chown or
+        delete), a directory, and ours or the server's user's (whom we gave it to). A missing home
+        is made by init."""
+        try:
+            info = os.lstat(self.home)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            raise EmbeddedError(f"refusing {self.home}: it is {'a symlink' if stat.S_ISLNK(info.st_mode) else 'not a directory'}; "
+                                "someone may have planted it, so it was left untouched")
+        owners = self._owners()
+        if info.st_uid not in owners:
+            expected = " or ".join(sorted(_user_name(uid) for uid in owners))
+            raise EmbeddedError(f"refusing {self.home}: it is owned by {_user_name(info.st_uid)}, not {expected}; "
+                                "someone may have planted it, so it was left untouched")
+
     def state(self) -> dict:
         """db.json: where root keeps (and chowns) the cluster's folders, so only we may have written it.
         The home may belong to the server's user, who could otherwise swap in a file or a symlink."""
+        self.check_home()
         try:
             fd = os.open(self.state_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -208,11 +233,10 @@ class Cluster:
             return self.home
         return Path(tempfile.mkdtemp(prefix=FALLBACK_PREFIX, dir=FALLBACK_PARENT))
 
-    def _owners(self, folder: Path) -> set[int] | None:
-        """Who may own a folder of the cluster: us (before the chown) or the server's user. The home
-        is the user's own folder (any owner); a fallback root sits in world-writable /var/tmp."""
-        if folder == self.home:
-            return None
+    @staticmethod
+    def _owners() -> set[int]:
+        """Who may own a folder of the cluster, the home included: us (before the chown) or the
+        server's user (after it)."""
         ids = _server_ids()
         return {os.geteuid()} | ({ids[0]} if ids else set())
 
@@ -220,11 +244,11 @@ class Cluster:
         """Give root, pgdata and run (created if missing) to the server's user, mode 0700 (the home:
         0755). Each is opened without following a symlink and checked before any fchown/fchmod."""
         ids = _server_ids()
-        root_fd = _open_dir_no_follow(root, root, self._owners(root))
+        root_fd = _open_dir_no_follow(root, root, self._owners())
         try:
             _set_owner_and_mode(root_fd, ids, 0o755 if root == self.home else 0o700)
             for name in CLUSTER_FOLDERS:  # run: only the server's user (and root) may use the socket
-                fd = _open_dir_no_follow(name, root / name, self._owners(root / name), dir_fd=root_fd,
+                fd = _open_dir_no_follow(name, root / name, self._owners(), dir_fd=root_fd,
                                          create=True)
                 try:
                     _set_owner_and_mode(fd, ids, 0o700)
@@ -240,6 +264,7 @@ class Cluster:
     def init(self, fast: bool = False, cron: bool = True) -> None:
         """Create the cluster: initdb, runhub's server settings, a random free port.
         cron=False leaves pg_cron out of shared_preload_libraries (to test servers without it)."""
+        self.check_home()
         self.home.mkdir(parents=True, exist_ok=True)
         recorded = self.state().get("root")
         root = self._choose_root()
@@ -323,7 +348,7 @@ class Cluster:
         self.stop()
         root = self.root
         try:
-            root_fd = _open_dir_no_follow(root, root, self._owners(root))
+            root_fd = _open_dir_no_follow(root, root, self._owners())
         except EmbeddedError:
             root_fd = None
         if root_fd is not None:

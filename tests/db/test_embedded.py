@@ -255,3 +255,56 @@ def test_deploy_without_pg_cron_says_so_and_everything_else_works(home):
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         project, _ = new_project(conn)
         assert ingest(conn, project, event())["inserted"]
+
+
+# -- a home someone else planted -----------------------------------------------------------------------
+
+@pytest.fixture
+def sticky_folder():
+    """A world-writable sticky folder, like /tmp, where another local user can plant a name first."""
+    folder = Path(tempfile.mkdtemp(prefix="runhub-sticky-"))
+    folder.chmod(0o1777)
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.fixture
+def victim_cluster_files(victim):
+    """The victim folder laid out as a cluster's home: what `db destroy` would delete through a link."""
+    (victim / "pgdata").mkdir()
+    (victim / "pgdata" / "PG_VERSION").write_text("15\n")
+    (victim / "run").mkdir()
+    (victim / "db.json").write_text(json.dumps({"root": str(victim), "port": free_port(), "password": "x"}))
+    return victim
+
+
+@as_root
+@pytest.mark.parametrize("command", [["db", "start", "--fast"], ["db", "destroy", "--yes"], ["db", "status"], ["db", "stop"]])
+def test_a_home_that_is_a_symlink_another_user_planted_is_refused_and_its_target_untouched(
+        sticky_folder, victim_cluster_files, command):
+    """RUNHUB_HOME names a symlink another user planted in a sticky world-writable folder, pointing at
+    a folder of root's: start chowned the target and made pgdata in it, destroy deleted its pgdata/,
+    run/ and db.json. The home is checked itself now, before anything is resolved or read."""
+    home = sticky_folder / "runhub-home"
+    home.symlink_to(victim_cluster_files)
+    give_to(home, "nobody")
+    before = snapshot(victim_cluster_files), sorted(p.name for p in victim_cluster_files.rglob("*"))
+    result = CliRunner().invoke(cli, ["--home", str(home), *command])
+    assert result.exit_code != 0
+    assert f"refusing {home}: it is a symlink" in result.output
+    assert (snapshot(victim_cluster_files), sorted(p.name for p in victim_cluster_files.rglob("*"))) == before
+    result = CliRunner(env={"RUNHUB_HOME": str(home)}).invoke(cli, command)  # the same through the variable
+    assert result.exit_code != 0 and f"refusing {home}: it is a symlink" in result.output
+    assert (snapshot(victim_cluster_files), sorted(p.name for p in victim_cluster_files.rglob("*"))) == before
+
+
+@as_root
+def test_a_home_another_user_owns_is_refused(sticky_folder):
+    home = sticky_folder / "runhub-home"
+    home.mkdir()
+    give_to(home, "nobody")
+    before = owner_group_mode(home)
+    for command in (["db", "start", "--fast"], ["db", "destroy", "--yes"]):
+        result = CliRunner().invoke(cli, ["--home", str(home), *command])
+        assert result.exit_code != 0 and f"refusing {home}: it is owned by nobody" in result.output, result.output
+    assert owner_group_mode(home) == before and not any(home.iterdir())
