@@ -351,24 +351,27 @@ $$;
 -- and writing a batch costs as much as a few hundred of its projects), or the setting
 -- runhub.digest_batch_size (1 to 10000; e.g. ALTER DATABASE ... SET runhub.digest_batch_size = 200).
 -- A procedure, so that it can commit between batches: that rules out SECURITY DEFINER and a SET
--- clause, so it runs with its caller's rights and does nothing but call digest_batch.
-CREATE OR REPLACE PROCEDURE runhub.run_due_digests(INOUT queued int DEFAULT NULL)
+-- clause, so it runs with its caller's rights and does nothing but call digest_batch; with no
+-- search_path of its own, every type and operator it names is schema-qualified (a caller's
+-- pg_temp.jsonb, say, comes first in the caller's path).
+CREATE OR REPLACE PROCEDURE runhub.run_due_digests(INOUT queued pg_catalog.int4 DEFAULT NULL)
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_size  text := pg_catalog.current_setting('runhub.digest_batch_size', true);
-    c_batch int := CASE WHEN v_size OPERATOR(pg_catalog.~) '^ *[0-9]{1,5} *$'
-                        THEN least(greatest(v_size::int, 1), 10000) ELSE 1000 END;
-    v_batch jsonb;
-    v_run   bigint;
+    v_size  pg_catalog.text := pg_catalog.current_setting('runhub.digest_batch_size', true);
+    c_batch pg_catalog.int4 := CASE WHEN v_size OPERATOR(pg_catalog.~) '^ *[0-9]{1,5} *$'
+                                    THEN least(greatest(v_size::pg_catalog.int4, 1), 10000) ELSE 1000 END;
+    v_batch pg_catalog.jsonb;
+    v_run   pg_catalog.int8;
 BEGIN
     queued := 0;
     LOOP
         v_batch := runhub.digest_batch(c_batch, v_run);
         COMMIT;
-        v_run := (v_batch ->> 'jobRun')::bigint;
-        queued := queued + (v_batch ->> 'queued')::int;
-        EXIT WHEN (v_batch ->> 'busy')::boolean OR (v_batch ->> 'served')::int < c_batch;
+        v_run := (v_batch OPERATOR(pg_catalog.->>) 'jobRun')::pg_catalog.int8;
+        queued := queued OPERATOR(pg_catalog.+) (v_batch OPERATOR(pg_catalog.->>) 'queued')::pg_catalog.int4;
+        EXIT WHEN (v_batch OPERATOR(pg_catalog.->>) 'busy')::pg_catalog.bool
+               OR (v_batch OPERATOR(pg_catalog.->>) 'served')::pg_catalog.int4 OPERATOR(pg_catalog.<) c_batch;
     END LOOP;
 END
 $$;

@@ -311,3 +311,13 @@ def test_a_sender_login_cannot_mark_sent_a_message_it_never_claimed(conn, login_
     assert run_status(conn, run) == "running"
     payment = pay(conn, project, email="new@shop.example", wid=run, amount=1000, currency="EUR")
     assert credit(conn, payment) is None, "a mail never sent earns no credit"
+
+
+def test_types_a_caller_makes_in_pg_temp_do_not_change_the_digest_job(conn, login_as):
+    """run_due_digests is a procedure (it commits between batches), so it can have no search_path of
+    its own: the caller's applies, and pg_temp comes first in it for types. A sender login's
+    pg_temp.jsonb broke the job's own call; every type and operator it names is qualified now."""
+    with psycopg.connect(login_as("runhub_sender"), autocommit=True) as sender:
+        for name in ("jsonb", "int4", "int8", "text", "bool"):
+            sender.execute(f"CREATE TYPE pg_temp.{name} AS (x int)")
+        assert sender.execute("CALL runhub.run_due_digests(NULL)").fetchone()[0] == 0
