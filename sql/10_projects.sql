@@ -245,16 +245,14 @@ $$;
 -- Projects whose counter is still a sequence: the sequences by name, through pg_class's index on
 -- it (no scan of runhub.projects, so a no-op deploy and runhub status stay as fast at a million
 -- projects as at one). Migration 0017 named every one create_run_counter_<project id>.
-CREATE OR REPLACE FUNCTION runhub._create_run_counters_left(p_limit int DEFAULT NULL)
+CREATE OR REPLACE FUNCTION runhub._create_run_counters_left()
 RETURNS bigint
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT count(*) FROM (
-        SELECT 1 FROM pg_class c
-         WHERE c.relnamespace = 'runhub'::regnamespace AND c.relkind = 'S'
-           AND c.relname >= 'create_run_counter_' AND c.relname < 'create_run_counter`'  -- the prefix: '`' follows '_'
-         LIMIT p_limit) s
+    SELECT count(*) FROM pg_class c
+     WHERE c.relnamespace = 'runhub'::regnamespace AND c.relkind = 'S'
+       AND c.relname >= 'create_run_counter_' AND c.relname < 'create_run_counter`'  -- the prefix: '`' follows '_'
 $$;
 
 -- A project deleted before its counter was retired takes the sequence with it.

@@ -146,7 +146,7 @@ def retire_create_run_counters(database_url: str, batch: int = RETIRE_BATCH) -> 
     transaction for all of them would hold a lock per project. Resumable (a stopped deploy's next
     run goes on); a no-op deploy pays one index probe of pg_class. Returns how many it retired."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        if not conn.execute(queries.FUNCTION_EXISTS, ("runhub._create_run_counters_left(integer)",)).fetchone()[0]:
+        if not conn.execute(queries.FUNCTION_EXISTS, ("runhub._create_run_counters_left()",)).fetchone()[0]:
             return 0
         if conn.execute(queries.LOCK_TIMEOUT_UNSET).fetchone()[0]:
             conn.execute(queries.SET_LOCK_TIMEOUT, (RETIRE_LOCK_TIMEOUT,))  # never hang behind a stuck session

@@ -77,7 +77,7 @@ def _digests(conn) -> dict | None:
 def _counters_left(conn) -> int:
     """Projects still counting create_run calls in a sequence of their own (before migration
     0018): `runhub deploy` moves them onto rows; one it stopped midway leaves some."""
-    if not conn.execute(queries.FUNCTION_EXISTS, ("runhub._create_run_counters_left(integer)",)).fetchone()["ok"]:
+    if not conn.execute(queries.FUNCTION_EXISTS, ("runhub._create_run_counters_left()",)).fetchone()["ok"]:
         return 0
     return conn.execute(queries.CREATE_RUN_COUNTERS_LEFT).fetchone()["counters_left"]
 
