@@ -321,3 +321,4 @@ def test_types_a_caller_makes_in_pg_temp_do_not_change_the_digest_job(conn, logi
         for name in ("jsonb", "int4", "int8", "text", "bool"):
             sender.execute(f"CREATE TYPE pg_temp.{name} AS (x int)")
         assert sender.execute("CALL runhub.run_due_digests(NULL)").fetchone()[0] == 0
+        sender.execute("DISCARD TEMP")  # now: a backend drops its temp types only as it exits, after the role's teardown
