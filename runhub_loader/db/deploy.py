@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import tuple_row
 from yoyo import get_backend, read_migrations
 
 from .. import __version__, logs
@@ -140,19 +141,26 @@ RETIRE_PROGRESS_SECONDS = 5.0
 RETIRE_LOCK_TIMEOUT = "30s"  # a project row held longer than this stops the step (a later deploy goes on)
 
 
+def create_run_counters_left(conn) -> int:
+    """Projects still counting create_run calls in a sequence of their own (made before migration
+    0018); 0 on a database deployed before the function that counts them existed."""
+    cur = conn.cursor(row_factory=tuple_row)
+    if not cur.execute(queries.FUNCTION_EXISTS, ("runhub._create_run_counters_left()",)).fetchone()[0]:
+        return 0
+    return cur.execute(queries.CREATE_RUN_COUNTERS_LEFT).fetchone()[0]
+
+
 def retire_create_run_counters(database_url: str, batch: int = RETIRE_BATCH) -> int:
     """Move every project still counting its create_run calls in a sequence of its own (made
     before migration 0018) onto its row, a batch a transaction, after the deploy committed: one
     transaction for all of them would hold a lock per project. Resumable (a stopped deploy's next
     run goes on); a no-op deploy pays one index probe of pg_class. Returns how many it retired."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        if not conn.execute(queries.FUNCTION_EXISTS, ("runhub._create_run_counters_left()",)).fetchone()[0]:
+        left = create_run_counters_left(conn)
+        if not left:
             return 0
         if conn.execute(queries.LOCK_TIMEOUT_UNSET).fetchone()[0]:
             conn.execute(queries.SET_LOCK_TIMEOUT, (RETIRE_LOCK_TIMEOUT,))  # never hang behind a stuck session
-        left = conn.execute(queries.CREATE_RUN_COUNTERS_LEFT).fetchone()[0]
-        if not left:
-            return 0
         log.info("counters_retiring", left=left, batch=batch)
         done, after, last_report = 0, None, time.monotonic()
         while True:

@@ -30,10 +30,10 @@ RECORD_DEPLOYMENT = "INSERT INTO runhub.deployments (version, checksum, migratio
 EXTENSION_INSTALLED = "SELECT 1 FROM pg_extension WHERE extname = %s"
 
 # Whether a function exists (an older deployed schema may lack it); params (regprocedure text,).
-FUNCTION_EXISTS = "SELECT to_regprocedure(%s) IS NOT NULL AS ok"
+FUNCTION_EXISTS = "SELECT to_regprocedure(%s) IS NOT NULL"
 
 # Projects whose create_run counter is still a sequence of their own (made before migration 0018).
-CREATE_RUN_COUNTERS_LEFT = "SELECT runhub._create_run_counters_left() AS counters_left"
+CREATE_RUN_COUNTERS_LEFT = "SELECT runhub._create_run_counters_left()"
 
 # Whether this session waits for locks without limit (lock_timeout 0), and sets a limit; params (value,).
 LOCK_TIMEOUT_UNSET = "SELECT current_setting('lock_timeout') = '0'"

@@ -8,7 +8,7 @@ from psycopg.rows import dict_row
 from . import queries
 from .assets import DEFAULT_SOURCE
 from .cron import cron_state, job_prefix
-from .deploy import code_checksum, pending_migrations
+from .deploy import code_checksum, create_run_counters_left, pending_migrations
 
 
 def collect(database_url: str, source=DEFAULT_SOURCE) -> dict:
@@ -24,7 +24,7 @@ def collect(database_url: str, source=DEFAULT_SOURCE) -> dict:
             report["tables"] = _table_sizes(conn)
             report["queues"] = _queues(conn)
             report["plpython"] = _plpython(conn)
-            report["create_run_counters_left"] = _counters_left(conn)
+            report["create_run_counters_left"] = create_run_counters_left(conn)
         usable, reason, cron_db = cron_state(conn)
     report["pending_migrations"] = pending_migrations(database_url, source)
     report["cron"] = _cron(database_url, report["database"], usable, reason, cron_db)
@@ -72,14 +72,6 @@ def _digests(conn) -> dict | None:
         run["started_at"] = run["started_at"].isoformat()
         run["duration_ms"] = float(run["duration_ms"])
     return {**projects, "last_runs": runs}
-
-
-def _counters_left(conn) -> int:
-    """Projects still counting create_run calls in a sequence of their own (before migration
-    0018): `runhub deploy` moves them onto rows; one it stopped midway leaves some."""
-    if not conn.execute(queries.FUNCTION_EXISTS, ("runhub._create_run_counters_left()",)).fetchone()["ok"]:
-        return 0
-    return conn.execute(queries.CREATE_RUN_COUNTERS_LEFT).fetchone()["counters_left"]
 
 
 def _plpython(conn) -> dict:
