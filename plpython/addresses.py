@@ -13,13 +13,18 @@ A mailbox here is RFC 5321's, narrowed to what plain SMTP delivers and mail read
 - the whole address at most 254 characters on the wire (RFC 5321's 256-octet path less "<>"); the
   local part's own 64 is not enforced (runhub accepted longer ones before; a server that refuses
   one answers 5xx: a failed send, not a message that cannot be written).
-Addresses are lower-cased first: runhub stores them so. IDNA is the standard library's (IDNA 2003):
-a label it would map to something else (ß to ss, a full-width letter, a zero-width space) is refused
-rather than delivered to another domain than the one shown.
+Addresses are lower-cased first, by one rule that never depends on a database's locale (SQL's
+lower() does): the letters A-Z anywhere, and the domain's other letters by Unicode's default case
+mapping (str.lower); a local part's other characters stay as given, so an address with one (İ,
+the Kelvin sign K, ſ) is refused, never read as the ASCII letter it resembles. IDNA is the standard
+library's (IDNA 2003): a label it would map to something else (ß to ss, a full-width letter, a
+zero-width space, a final sigma to σ) is refused rather than delivered to another domain than the
+one shown. runhub stores the lower-cased form.
 """
 from __future__ import annotations
 
 import re
+import string
 from encodings import idna
 
 from ._export import sql_function
@@ -32,6 +37,7 @@ _LOCAL_PART = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 _HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _DIGITS = re.compile(r"[0-9]+")
 _OTHER_DOTS = re.compile("[\u3002\uff0e\uff61]")  # IDNA reads these as dots, this split would not
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 # The grammar for the common case, as a plain-SQL fast path (sql/20_events.sql) that spares ingest
 # a PL/Python call: lower-case ASCII, no "?" in the local part, a last label that starts with a letter,
@@ -48,15 +54,24 @@ def mailbox(text: str | None) -> str | None:
     """text as runhub stores it — lower-cased, an internationalized domain in Unicode (so that
     ann@xn--bcher-kva.de and ann@bücher.de are one address, suppressed together) — when it is a
     mailbox runhub can deliver to, else None."""
-    forms = _forms(text.lower()) if isinstance(text, str) else None
+    forms = _forms(lowered(text)) if isinstance(text, str) and len(text) <= MAX_ADDRESS else None
     return forms[0] if forms else None
 
 
 def ascii_mailbox(text: str | None) -> str | None:
     """The address as it goes on the wire (RCPT TO and To): lower-cased, its domain in A-labels;
     None when it is not a mailbox runhub can deliver to."""
-    forms = _forms(text.lower()) if isinstance(text, str) else None
+    forms = _forms(lowered(text)) if isinstance(text, str) and len(text) <= MAX_ADDRESS else None
     return forms[1] if forms else None
+
+
+def lowered(text: str) -> str:
+    """text lower-cased by runhub's rule (see above): A-Z anywhere, the domain (after the last @)
+    by str.lower(). SQL's lower(text COLLATE "C") is the same on ASCII. (No valid address is longer
+    than 254 characters: lower-casing never shortens one, and a domain's Unicode form is never
+    longer than its A-labels, so callers refuse longer text before any work.)"""
+    local, at, domain = text.rpartition("@")
+    return local.translate(_ASCII_LOWER) + at + domain.lower()
 
 
 def _forms(address: str) -> tuple[str, str] | None:

@@ -389,6 +389,9 @@ def attribute_payments(obj: Context, since, projects) -> None:
               help="Messages claimed ahead of the workers (the local queue, refilled when half empty).")
 @click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="Poll this often even without a NOTIFY.")
+@click.option("--wake-seconds", default=0.2, show_default=True, type=click.FloatRange(min=0.01),
+              help="A NOTIFY wakes the sender at most this often (any login can NOTIFY: a flood costs what "
+                   "polling this often costs).")
 @click.option("--lease-seconds", default=120, show_default=True, type=click.IntRange(MIN_LEASE_SECONDS, MAX_MESSAGE_LEASE_SECONDS),
               help="How long a claimed message stays ours without a heartbeat (a crashed sender's come back after it).")
 @click.option("--listen-url", envvar="RUNHUB_LISTEN_URL", default=None,
@@ -396,7 +399,7 @@ def attribute_payments(obj: Context, since, projects) -> None:
                    "mode (PgBouncer), a direct connection to PostgreSQL; or 'none' to poll every --poll-seconds.")
 @click.pass_obj
 def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, concurrency, rate, project_rate,
-           batch, poll_seconds, lease_seconds, listen_url) -> None:
+           batch, poll_seconds, wake_seconds, lease_seconds, listen_url) -> None:
     """Run the sender daemon: execute runs and deliver the outbox (SIGTERM stops it cleanly)."""
     from .mail.daemon import Sender, SenderConfig
     from .mail.smtp import SmtpConfig
@@ -404,7 +407,7 @@ def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, co
     config = SenderConfig(database_url=obj.database_url(), smtp=SmtpConfig.from_url(smtp_url),
                           from_addr=from_addr, unsubscribe_url=unsubscribe_url, dashboard_url=dashboard_url,
                           concurrency=concurrency, rate=rate, project_rate=project_rate, batch=batch,
-                          poll_seconds=poll_seconds, lease_seconds=lease_seconds,
+                          poll_seconds=poll_seconds, wake_seconds=wake_seconds, lease_seconds=lease_seconds,
                           listen_url="" if (listen_url or "").lower() == "none" else listen_url)
     daemon = Sender(config)
     daemon.install_signal_handlers()

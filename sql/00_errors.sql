@@ -21,6 +21,7 @@ AS $$
     ('events.reservedForRunhub',     'PT400', 'Event field {field} may not be {value}: runhub writes such events itself'),
     ('events.unknownField',          'PT400', 'Event field {field} is not part of the event contract'),
     ('events.payloadTooLarge',       'PT413', 'The event payload is {bytes} bytes; the limit is {maxBytes}'),
+    ('events.batchTooLarge',         'PT413', 'The events are {bytes} bytes as stored; the limit is {maxBytes} a call'),
     ('events.notFound',              'PT404', 'There is no event {eventId} in this project'),
     ('events.appendOnly',            'PT409', 'runhub.{table} is append-only: {operation} is refused'),
     ('events.invalidCursor',         'PT400', 'The cursor does not fit the {order} order: {reason}'),

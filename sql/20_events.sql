@@ -209,23 +209,16 @@ BEGIN
             SELECT k INTO v_key FROM jsonb_object_keys(v_customer - '{email,name,locale}'::text[]) k ORDER BY k LIMIT 1;
             PERFORM runhub._raise('events.unknownField', jsonb_build_object('field', 'customer.' || v_key));
         END IF;
-        -- Trimmed of every kind of white space before the length check: an address padded with an
-        -- invisible character would never match the same customer's other events.
+        -- Only an address the sender can deliver, by the one rule of runhub._address: trimmed of
+        -- every kind of white space (an address padded with an invisible character would never
+        -- match the same customer's other events), lower-cased, then the grammar.
         v_value := v_customer -> 'email';
-        v_row.customer_email := lower(runhub._trim(
-            CASE WHEN v_value IS NULL THEN NULL
-                 WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 1000
-                 THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.email', 1000) END));
-        -- Only an address the sender can deliver (plpython/addresses.py). The common ones are checked
-        -- here, sparing a PL/Python call (and a session's first, ~20 ms): ASCII_FAST_PATTERN there,
-        -- with the lengths (tests/db/test_mailbox.py proves it agrees); the grammar takes the rest.
-        IF v_row.customer_email !~ '^[a-z0-9!#$%&\x27*+/=^_`{|}~-]+(\.[a-z0-9!#$%&\x27*+/=^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$'
-           OR length(v_row.customer_email) > 254 OR length(split_part(v_row.customer_email, '@', 2)) > 63
-           OR strpos(v_row.customer_email, 'xn--') > 0 THEN  -- A-labels are stored in Unicode
-            v_row.customer_email := runhub._mailbox(v_row.customer_email);
-            IF v_row.customer_email IS NULL THEN
-                PERFORM runhub._invalid('events.invalid', 'customer.email', 'is not a deliverable e-mail address (ASCII local part, host name, at most 254 characters)');
-            END IF;
+        v_text := CASE WHEN v_value IS NULL THEN NULL
+                       WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 1000
+                       THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.email', 1000) END;
+        v_row.customer_email := runhub._address(v_text);
+        IF v_text IS NOT NULL AND v_row.customer_email IS NULL THEN
+            PERFORM runhub._invalid('events.invalid', 'customer.email', 'is not a deliverable e-mail address (ASCII local part, host name, at most 254 characters)');
         END IF;
         v_value := v_customer -> 'name';
         v_row.customer_name := nullif(runhub._trim(
@@ -273,9 +266,21 @@ BEGIN
     IF v_bytes > 32768 THEN
         PERFORM runhub._raise('events.payloadTooLarge', jsonb_build_object('bytes', v_bytes, 'maxBytes', 32768));
     END IF;
+    IF runhub._is_nested_too_deep(v_row.payload) THEN
+        PERFORM runhub._invalid('events.invalid', 'payload', 'nests objects and arrays more than 32 levels deep');
+    END IF;
     RETURN v_row;
 END
 $$;
+
+-- Whether a payload nests objects and arrays more than 32 levels deep (the payload itself is the
+-- first): an object or array at level 33. 5,000 levels fit in 32 KiB and break the readers of
+-- list_events (Python's JSON parser, psycopg's, recurses); no payload a shop sends needs more than a
+-- few. The scan stops at level 33. No SET clause: inlined where it is used.
+CREATE OR REPLACE FUNCTION runhub._is_nested_too_deep(p_payload jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.jsonb_path_exists(p_payload, 'strict $.**{32} ? (@.type() == "object" || @.type() == "array")') $$;
 
 -- Whether an event has the common shape _event_from_json takes as it is, checked in one
 -- expression: an object of known fields; a type of the pattern not named as runhub's own (the
@@ -283,7 +288,7 @@ $$;
 -- is a client's (_is_client_instant); a key of 1 to 255 characters outside runhub's namespaces; a
 -- correlation id of 1 to 255; no customer, or one with a lower-case-able ASCII address on the fast
 -- path of addresses.py, a name of 1 to 200 and a language tag; a whole amount with a currency
--- string; a payload object of at most 32 KiB. False is no verdict: _event_from_json then takes the event field by field, and
+-- string; a payload object of at most 32 KiB and 32 levels. False is no verdict: _event_from_json then takes the event field by field, and
 -- stores it or says why not. tests/db/test_ingest_plain.py holds the two to that on generated events.
 -- No SET clause: inlined where it is used (CASE, not AND, before a cast: SQL does not promise the
 -- order of AND).
@@ -307,11 +312,11 @@ AS $$
                       OR CASE WHEN pg_catalog.jsonb_typeof(e -> 'customer') = 'object'
                          THEN ((e -> 'customer') - '{email,name,locale}'::text[]) = '{}' ELSE false END
                          AND pg_catalog.jsonb_typeof(e -> 'customer' -> 'email') = 'string'
-                         -- ASCII_FAST_PATTERN and its lengths, as in _event_field_by_field
-                         AND pg_catalog.lower(e -> 'customer' ->> 'email') ~ '^[a-z0-9!#$%&\x27*+/=^_`{|}~-]+(\.[a-z0-9!#$%&\x27*+/=^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$'
+                         -- ASCII_FAST_PATTERN and its lengths, as in runhub._address
+                         AND pg_catalog.lower((e -> 'customer' ->> 'email') COLLATE "C") ~ '^[a-z0-9!#$%&\x27*+/=^_`{|}~-]+(\.[a-z0-9!#$%&\x27*+/=^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$'
                          AND pg_catalog.length(e -> 'customer' ->> 'email') <= 254
                          AND pg_catalog.length(pg_catalog.split_part(e -> 'customer' ->> 'email', '@', 2)) <= 63
-                         AND pg_catalog.strpos(pg_catalog.lower(e -> 'customer' ->> 'email'), 'xn--') = 0
+                         AND pg_catalog.strpos(pg_catalog.lower((e -> 'customer' ->> 'email') COLLATE "C"), 'xn--') = 0
                          AND (e -> 'customer' -> 'name' IS NULL
                               OR pg_catalog.jsonb_typeof(e -> 'customer' -> 'name') = 'string'
                                  AND pg_catalog.length(e -> 'customer' ->> 'name') BETWEEN 1 AND 200)
@@ -329,6 +334,7 @@ AS $$
                       OR (e -> 'amountCents')::pg_catalog.numeric = pg_catalog.trunc((e -> 'amountCents')::pg_catalog.numeric)
                          AND (e -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND 9007199254740991)
                  AND pg_catalog.octet_length(coalesce(e -> 'payload', '{}')::text) <= 32768
+                 AND NOT runhub._is_nested_too_deep(coalesce(e -> 'payload', '{}'))
             ELSE false END
 $$;
 
@@ -348,7 +354,7 @@ AS $$
            CASE WHEN runhub._is_plain_instant(p_event ->> 'occurredAt')
                 THEN (p_event ->> 'occurredAt')::pg_catalog.timestamptz END,
            p_event ->> 'idempotencyKey', p_event ->> 'correlationId',
-           pg_catalog.lower(p_event -> 'customer' ->> 'email'),
+           pg_catalog.lower((p_event -> 'customer' ->> 'email') COLLATE "C"),
            nullif(runhub._trim(p_event -> 'customer' ->> 'name'), ''), p_event -> 'customer' ->> 'locale',
            CASE WHEN pg_catalog.jsonb_typeof(p_event -> 'amountCents') = 'number'
                 THEN CASE WHEN (p_event -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND 9007199254740991
@@ -445,7 +451,7 @@ END
 $$;
 
 -- Many events at once, for imports (a shop backfilling its history): p_events is a JSON array of
--- 1 to 5,000 events, each validated exactly as ingest_event validates one and stored idempotently
+-- 1 to 5,000 events (at most 32 MiB as stored), each validated exactly as ingest_event validates one and stored idempotently
 -- (per project and idempotency key; a key twice in the batch is stored once). Returns a JSON array
 -- in the order given: {eventId, inserted} for each event, or {error: {code, key, params, message}}
 -- for one refused as ingest_event would refuse it (the others are still stored). A refusal of the
@@ -458,6 +464,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c_max     CONSTANT int := 5000;
+    c_max_bytes CONSTANT int := 32 * 1024 * 1024;
+    v_bytes   int;
     v_count   int;
     v_keys    text[];   -- each event's idempotency key, in the order given (null where refused)
     v_errors  jsonb[];  -- why each was refused (null where not)
@@ -467,6 +475,13 @@ BEGIN
     PERFORM runhub._require_project(p_project);
     IF jsonb_typeof(p_events) IS DISTINCT FROM 'array' THEN
         PERFORM runhub._invalid('common.invalidInput', 'events', 'must be a JSON array of events');
+    END IF;
+    -- A bound on the call's work that holds whatever statement_timeout the login sets: the batch's
+    -- size as PostgreSQL holds it, known without reading it (about 1.2 times its JSON text for
+    -- common events; up to 4 times for arrays of small numbers).
+    v_bytes := pg_column_size(p_events);
+    IF v_bytes > c_max_bytes THEN
+        PERFORM runhub._raise('events.batchTooLarge', jsonb_build_object('bytes', v_bytes, 'maxBytes', c_max_bytes));
     END IF;
     v_count := jsonb_array_length(p_events);
     IF v_count NOT BETWEEN 1 AND c_max THEN

@@ -555,10 +555,10 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_email text := lower(runhub._trim(p_email));
+    v_email text;
 BEGIN
     PERFORM runhub._authorize(p_project, p_actor, 'admin');
-    v_email := runhub._mailbox(v_email);  -- the grammar ingest enforces (plpython/addresses.py)
+    v_email := runhub._address(p_email);  -- the rule ingest enforces
     IF v_email IS NULL THEN
         PERFORM runhub._invalid('common.invalidInput', 'email', 'is not a deliverable e-mail address (ASCII local part, host name, at most 254 characters)');
     END IF;

@@ -46,6 +46,24 @@ BEGIN
 END
 $$;
 
+-- Refuse a list of message ids no claim could have given: nested, holding a null, or longer than a
+-- claim (maxClaimBatch); null is none. The sender's batch calls are bounded by this, not by a
+-- statement_timeout its login could lift.
+CREATE OR REPLACE FUNCTION runhub._check_ids(p_ids bigint[])
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF array_ndims(p_ids) > 1 THEN  -- apart: array_position refuses a multidimensional array
+        PERFORM runhub._invalid('common.invalidInput', 'ids', format('must be a list of up to %s ids, none null', runhub._constant('maxClaimBatch')));
+    END IF;
+    IF cardinality(p_ids) > runhub._constant('maxClaimBatch') OR array_position(p_ids, NULL) IS NOT NULL THEN
+        PERFORM runhub._invalid('common.invalidInput', 'ids', format('must be a list of up to %s ids, none null', runhub._constant('maxClaimBatch')));
+    END IF;
+END
+$$;
+
 -- Claim up to p_max runs for p_worker: queued ones, and running ones whose execution lease expired
 -- (their worker died before writing the messages). One statement, SKIP LOCKED.
 CREATE OR REPLACE FUNCTION runhub.claim_runs(p_worker text, p_max int DEFAULT 10, p_lease_seconds int DEFAULT 300)

@@ -18,9 +18,9 @@ RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT runhub._sign_unsubscribe(k.kid, k.secret, p_project, lower(p_email))
-      FROM runhub._unsubscribe_signing_key() k
-     WHERE p_project IS NOT NULL AND p_email IS NOT NULL  -- a token for nobody is no token
+    SELECT runhub._sign_unsubscribe(k.kid, k.secret, p_project, a.address)
+      FROM runhub._unsubscribe_signing_key() k, runhub._address(p_email) a(address)
+     WHERE p_project IS NOT NULL AND a.address IS NOT NULL  -- a token for no address is no token
 $$;
 
 -- For operators (`runhub rotate-secret`; no runhub role may call it): a new key signs unsubscribe
@@ -81,7 +81,7 @@ BEGIN
     IF v_parts IS NULL OR NOT EXISTS (SELECT 1 FROM runhub.projects WHERE id = v_parts[1]::uuid) THEN
         PERFORM runhub._raise('mail.invalidUnsubscribeToken', '{}');
     END IF;
-    PERFORM runhub._suppress(v_parts[1]::uuid, lower(v_parts[2]), 'unsubscribed');
+    PERFORM runhub._suppress(v_parts[1]::uuid, lower(v_parts[2] COLLATE "C"), 'unsubscribed');
 END
 $$;
 
@@ -99,7 +99,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_key FROM runhub._unsubscribe_signing_key();
     SELECT runhub._sign_unsubscribe_many(v_key.kid, v_key.secret,
-                                         array_agg(o.project_id ORDER BY i.n), array_agg(lower(o.to_email) ORDER BY i.n))
+                                         array_agg(o.project_id ORDER BY i.n), array_agg(lower(o.to_email COLLATE "C") ORDER BY i.n))
       INTO v_tokens  -- v_tokens[n] is p_ids[n]'s (null for no such message)
       FROM unnest(p_ids) WITH ORDINALITY AS i(id, n) LEFT JOIN runhub.outbox o ON o.id = i.id;
     RETURN QUERY
@@ -245,6 +245,7 @@ DECLARE
     v_held int;
 BEGIN
     PERFORM runhub._check_lease(p_worker, p_lease_seconds, 'maxMessageLeaseSeconds');
+    PERFORM runhub._check_ids(p_ids);
     UPDATE runhub.outbox SET lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds)
      WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker AND lease_expires_at > clock_timestamp();
     GET DIAGNOSTICS v_held = ROW_COUNT;
@@ -266,6 +267,7 @@ SET enable_seqscan = off
 AS $$
 BEGIN
     PERFORM runhub._check_worker(p_worker);
+    PERFORM runhub._check_ids(p_ids);
     RETURN QUERY
     UPDATE runhub.outbox o SET started_at = clock_timestamp(), attempts = o.attempts + 1
      WHERE o.id = ANY (p_ids) AND o.status = 'sending' AND o.lease_owner = p_worker
@@ -284,6 +286,7 @@ DECLARE
     v_released int;
 BEGIN
     PERFORM runhub._check_worker(p_worker);
+    PERFORM runhub._check_ids(p_ids);
     UPDATE runhub.outbox
        SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
            next_attempt_at = clock_timestamp(), started_at = NULL
@@ -305,6 +308,7 @@ DECLARE
     v_deferred int;
 BEGIN
     PERFORM runhub._check_worker(p_worker);
+    PERFORM runhub._check_ids(p_ids);
     UPDATE runhub.outbox
        SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = clock_timestamp(),
            attempts = CASE WHEN started_at IS NOT NULL THEN greatest(attempts - 1, 0) ELSE attempts END,
@@ -360,12 +364,9 @@ DECLARE
     v_sent bigint[];
 BEGIN
     PERFORM runhub._check_worker(p_worker);
-    IF p_ids IS NULL OR p_replies IS NULL OR array_ndims(p_ids) > 1 OR array_ndims(p_replies) > 1 THEN
-        PERFORM runhub._invalid('common.invalidInput', 'ids', 'up to 1000 ids, none null, with one reply each');
-    END IF;  -- apart: array_position refuses a multidimensional array, and OR may evaluate it first
-    IF cardinality(p_ids) <> cardinality(p_replies) OR array_position(p_ids, NULL) IS NOT NULL
-       OR cardinality(p_ids) > 1000 THEN
-        PERFORM runhub._invalid('common.invalidInput', 'ids', 'up to 1000 ids, none null, with one reply each');
+    PERFORM runhub._check_ids(p_ids);
+    IF p_ids IS NULL OR p_replies IS NULL OR array_ndims(p_replies) > 1 OR cardinality(p_replies) <> cardinality(p_ids) THEN
+        PERFORM runhub._invalid('common.invalidInput', 'ids', 'must come with one reply each');
     END IF;
     -- The input in id order, so rows are taken in id order: two overlapping batches (a lease
     -- lapsed and a second sender took the message) wait for each other rather than deadlock.
@@ -468,7 +469,7 @@ BEGIN
     ELSIF v_status = 'failed' AND v_message.recipient_id IS NOT NULL THEN
         UPDATE runhub.workflow_run_recipients SET status = 'failed', updated_at = now() WHERE id = v_message.recipient_id;
         IF p_smtp_code IN (550, 551, 553) OR p_smtp_reply ~ '^(\d{3}[ -])?5\.1\.\d{1,3}(\s|$)' THEN
-            PERFORM runhub._suppress(v_message.project_id, lower(v_message.to_email), 'bounced');
+            PERFORM runhub._suppress(v_message.project_id, lower(v_message.to_email COLLATE "C"), 'bounced');
         END IF;
         PERFORM runhub._complete_run_if_done(v_message.run_id);
     END IF;

@@ -37,6 +37,7 @@ from .smtp import Outcome, RelayUnavailable, SmtpConfig, SmtpConnection
 
 log = logs.get("sender")
 DIGEST_CATCH_UP_S = 60.0  # how often the sender runs the digest job as a catch-up
+NOTIFY_READ_MAX = 10_000  # NOTIFYs read in one go; more are read at the next wake-up
 
 
 DEFAULT_DASHBOARD_URL = "https://localhost/projects/{projectId}/run"
@@ -61,6 +62,9 @@ class SenderConfig:
     batch: int = 32                    # claimed ahead of the workers (see _claim)
     lease_seconds: int = 120
     poll_seconds: float = 5.0
+    # A NOTIFY wakes the sender at most this often (any login may NOTIFY: however many come, they
+    # cost what polling this often costs; the ones that come meanwhile are one wake-up).
+    wake_seconds: float = 0.2
     exit_when_idle: bool = False       # stop once nothing is due (for the demo and scripts)
     # Where to LISTEN for wake-ups: None, the database URL itself (a direct connection); a URL, a
     # direct connection beside a pooled database URL; "" (none), no LISTEN: poll every poll_seconds.
@@ -109,6 +113,7 @@ class Sender:
         self._wake_w.setblocking(False)
         self._more_due = False  # the last claim was full: more may be due right now
         self._digests_after = 0.0  # monotonic time of the next digest catch-up
+        self._next_wake = 0.0  # monotonic time before which a NOTIFY does not wake the sender
         self.work: queue.Queue[dict] = queue.Queue()
         self.in_flight: set[int] = set()
         self._in_flight_lock = threading.Lock()
@@ -173,6 +178,7 @@ class Sender:
                     catch_up = True
                     while not self.stopping.is_set():
                         if catch_up:  # first, and after every NOTIFY or poll; not for a refill
+                            self._next_wake = time.monotonic() + self.config.wake_seconds
                             self._process_runs(conn)
                         if self._relay_up.is_set():  # while it is down, what is due stays in the database
                             self._claim(conn)
@@ -199,24 +205,34 @@ class Sender:
         return listener
 
     def _wait(self, wakeups) -> bool:
-        """Until the local queue runs low while more is due (False: just refill), or a NOTIFY (on
-        the listening connection, if any), a stop, or the poll interval (True: catch up on runs too)."""
+        """Until the local queue runs low while more is due (False: just refill), or a stop, the
+        poll interval or a NOTIFY (True: catch up on runs too). A NOTIFY wakes the sender no sooner
+        than wake_seconds after its last catch-up: any login may send one, and a flood of them must
+        cost no more than polling that often. The NOTIFYs that come meanwhile (also during the
+        catch-up, read with its results) are read at once, one wake-up."""
         deadline = time.monotonic() + self.config.poll_seconds
+        notified = wakeups is not None and self._notified(wakeups)
         while not self.stopping.is_set():
             if self._more_due and self.work.qsize() <= self._low_water:
                 return False
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            wake_at = min(deadline, self._next_wake) if notified else deadline
+            if now >= wake_at:
                 return True
-            database = wakeups.fileno() if wakeups is not None else None
-            ready, _, _ = select.select([self._wake_r] + ([database] if wakeups is not None else []), [], [], left)
+            watched = [self._wake_r] + ([wakeups.fileno()] if wakeups is not None and not notified else [])
+            ready, _, _ = select.select(watched, [], [], wake_at - now)
             if self._wake_r in ready:
                 self._drain_wakeups()
                 if self.config.exit_when_idle and self._nothing_in_hand():
                     return True
-            if database is not None and database in ready and any(True for _ in wakeups.notifies(timeout=0)):
-                return True  # (notifies() raises if the server is gone)
+            if len(watched) > 1 and watched[1] in ready:
+                notified = self._notified(wakeups)  # (raises if the server is gone)
         return True
+
+    @staticmethod
+    def _notified(wakeups) -> bool:
+        """Whether NOTIFYs came, reading all that did (up to a bound, so a flood cannot hold the loop)."""
+        return sum(1 for _ in wakeups.notifies(timeout=0, stop_after=NOTIFY_READ_MAX)) > 0
 
     def _drain_wakeups(self) -> None:
         try:

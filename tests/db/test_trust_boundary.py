@@ -5,6 +5,7 @@ because the attack now fails."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 import psycopg
@@ -12,7 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from psycopg.types.json import Jsonb
 
-from helpers.db import assert_refused, event, new_project
+from helpers.db import assert_refused, event, new_project, wait_until
 from helpers.workflows import ago, create_run, db_minute, preview, process_runs, ready_project, run_status, signup
 from runhub_loader import logs
 from runhub_loader.db.embedded import free_port
@@ -322,3 +323,49 @@ def test_types_a_caller_makes_in_pg_temp_do_not_change_the_digest_job(conn, logi
             sender.execute(f"CREATE TYPE pg_temp.{name} AS (x int)")
         assert sender.execute("CALL runhub.run_due_digests(NULL)").fetchone()[0] == 0
         sender.execute("DISCARD TEMP")  # now: a backend drops its temp types only as it exits, after the role's teardown
+
+
+def _process_runs_calls(conn) -> int:
+    row = conn.execute("SELECT calls FROM pg_stat_user_functions WHERE schemaname = 'runhub'"
+                       " AND funcname = 'process_runs'").fetchone()
+    return row[0] if row else 0
+
+
+@pytest.mark.parametrize("channel", ["runhub_runs", "runhub_outbox"])
+def test_a_flood_of_forged_wakeups_costs_the_sender_no_more_than_polling(conn, login_as, channel):
+    """Any login may NOTIFY runhub's channels (PostgreSQL has no privilege on NOTIFY). A reader login
+    sends thousands of NOTIFYs, each its own transaction: the sender catches up (process_runs, then a
+    claim) at most once per wake_seconds, as a sender polling that often would, counted by the server
+    itself; before, every NOTIFY was a catch-up. It still wakes on them: the flood is not ignored."""
+    sender_url = login_as("runhub_sender")
+    sender_role = psycopg.conninfo.conninfo_to_dict(sender_url)["user"]
+    conn.execute(f'ALTER ROLE "{sender_role}" SET track_functions = \'all\'')
+    controller = Controller(ScriptedSink(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    wake_seconds = 0.25
+    config = SenderConfig(database_url=sender_url, smtp=SmtpConfig.from_url(f"smtp://127.0.0.1:{controller.port}"),
+                          poll_seconds=300, wake_seconds=wake_seconds, concurrency=1)
+    daemon = Sender(config)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    try:
+        logs.setup("text")
+        thread.start()
+        wait_until(lambda: conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND state = 'idle'"
+            " AND query LIKE '%%claim_messages%%'", (sender_role,)).fetchone()[0] == 1, "the sender to wait")
+        started = time.monotonic()
+        with psycopg.connect(login_as("runhub_reader"), autocommit=True) as forger:
+            for i in range(3000):
+                forger.execute("SELECT pg_notify(%s, %s)", (channel, str(i)))
+        flooded = time.monotonic() - started
+    finally:
+        daemon.stop()
+        thread.join(timeout=30)
+        controller.stop()
+    assert not thread.is_alive()
+    wait_until(lambda: conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s",
+                                    (sender_role,)).fetchone()[0] == 0, "the sender's sessions to end")
+    ran = time.monotonic() - started  # the flood, and the sender's stop after it
+    catch_ups = _process_runs_calls(conn) - 1  # its first, on starting
+    polling = ran / wake_seconds + 1  # what a sender polling every wake_seconds makes in that time
+    assert 1 <= catch_ups <= polling, (catch_ups, polling, flooded)

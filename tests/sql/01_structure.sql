@@ -632,8 +632,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- checks, a day's KPI facts, whether an action can run and a run's outcome as a row (the digest
 -- job's batch query), and the execution lock's key, a client's plausible instant and runhub's own
 -- idempotency keys (expressions), and ingest's checks of an event's common shape and its fields
--- (_trim, _is_plain_instant, _is_reserved_event_type, _is_plain_event, _event_as_stored, _plain_event,
--- _plain_events: one plan for a batch). So is the attribution texts'
+-- (_trim, _is_plain_instant, _is_reserved_event_type, _is_nested_too_deep, _is_plain_event,
+-- _event_as_stored, _plain_event, _plain_events: one plan for a batch). So is the attribution texts'
 -- constant (_attribution_texts) and runhub's lists and bounds (_constants, _constant, _locales), which
 -- name nothing to look up, and the digest job's procedure
 -- (run_due_digests) and the outbox's purge (purge_finished_mail): one that commits may have no SET
@@ -646,7 +646,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                      AND p.proname NOT IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                            '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
                                            '_is_client_instant', '_is_system_idempotency_key',
-                                           '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_plain_event',
+                                           '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event',
                                            '_event_as_stored', '_plain_event', '_plain_events',
                                            '_attribution_texts', '_constants', '_constant', '_locales',
                                            'run_due_digests', 'purge_finished_mail')$$,
@@ -658,7 +658,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                      AND p.proname IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                        '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
                                        '_is_client_instant', '_is_system_idempotency_key',
-                                       '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_plain_event',
+                                       '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event',
                                        '_event_as_stored', '_plain_event', '_plain_events',
                                        '_constants', '_constant', '_locales')
                      AND (p.prosecdef OR r.rolname IS NOT NULL
