@@ -120,13 +120,20 @@ $$;
 
 -- Create a project; its owner becomes its first member. Returns the project id.
 CREATE OR REPLACE FUNCTION runhub.create_project(
-    p_name text, p_owner uuid, p_timezone text, p_currency text,
-    p_locale text DEFAULT 'en', p_industry text DEFAULT NULL)
+    name text, owner uuid, timezone text, currency text,
+    locale text DEFAULT 'en', industry text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_name ALIAS FOR name;
+    p_owner ALIAS FOR owner;
+    p_timezone ALIAS FOR timezone;
+    p_currency ALIAS FOR currency;
+    p_locale ALIAS FOR locale;
+    p_industry ALIAS FOR industry;
     v_id uuid;
 BEGIN
     IF p_name IS NULL OR length(runhub._trim(p_name)) NOT BETWEEN 1 AND 200 THEN
@@ -160,12 +167,17 @@ $$;
 -- As actor, add a member or change a member's role. Owners manage everyone; admins add and change
 -- members and admins but never make or touch an owner; members manage nobody. A project always
 -- keeps an owner.
-CREATE OR REPLACE FUNCTION runhub.add_member(p_project uuid, p_actor uuid, p_user uuid, p_role text)
+CREATE OR REPLACE FUNCTION runhub.add_member(project uuid, actor uuid, member uuid, role text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
+    p_user ALIAS FOR member;
+    p_role ALIAS FOR role;
     v_actor_role  text;
     v_target_role text;
 BEGIN
@@ -281,12 +293,16 @@ CREATE OR REPLACE TRIGGER projects_drop_create_run_counter
 -- timezone, dailyDigestEnabled (false), dailyDigestHour (9), dailyDigestRecipient (none; needed to
 -- turn digests on). A change to any of these four sets the next digest time in this transaction.
 -- Returns the settings with the four.
-CREATE OR REPLACE FUNCTION runhub.update_project_settings(p_project uuid, p_actor uuid, p_settings jsonb)
+CREATE OR REPLACE FUNCTION runhub.update_project_settings(project uuid, actor uuid, settings jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
+    p_settings ALIAS FOR settings;
     c_project_keys CONSTANT text[] := ARRAY['timezone', 'dailyDigestEnabled', 'dailyDigestHour', 'dailyDigestRecipient'];
     v_key     text;
     v_value   jsonb;

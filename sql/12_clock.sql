@@ -58,12 +58,16 @@ $$;
 -- skipped altogether (Pacific/Apia 2011-12-30) has none. Iterating it (after := result) gives one
 -- instant per local day, skipping none. PT400 for an unknown zone, an hour outside 0-23, an
 -- instant that is null, infinite or outside the years 1 to 9999.
-CREATE OR REPLACE FUNCTION runhub.next_digest_at(p_timezone text, p_hour int, p_after timestamptz)
+CREATE OR REPLACE FUNCTION runhub.next_digest_at(timezone text, hour int, after timestamptz)
 RETURNS timestamptz
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_timezone ALIAS FOR timezone;
+    p_hour ALIAS FOR hour;
+    p_after ALIAS FOR after;
     v_day date;
     v_at  timestamptz;
 BEGIN
@@ -111,11 +115,15 @@ AS $$ SELECT tstzrange(runhub._resolve_wall(p_day::timestamp, p_timezone),
 -- 2011-12-30) is an empty range; where the clock was set back across midnight (America/Goose_Bay,
 -- 00:01 to 23:01 until 2010), the repeated minutes of the earlier date belong to the later day's
 -- range. PT400 for an unknown zone, or a day that is null, infinite or outside the years 1 to 9999.
-CREATE OR REPLACE FUNCTION runhub.local_day_range(p_day date, p_timezone text)
+CREATE OR REPLACE FUNCTION runhub.local_day_range(day date, timezone text)
 RETURNS tstzrange
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
+DECLARE
+    p_day ALIAS FOR day;
+    p_timezone ALIAS FOR timezone;
 BEGIN
     IF p_day IS NULL OR NOT isfinite(p_day) OR p_day NOT BETWEEN '0001-01-01' AND '9999-12-31' THEN
         PERFORM runhub._invalid('common.invalidInput', 'day', 'must be a finite date in the years 1 to 9999');

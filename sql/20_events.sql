@@ -407,12 +407,15 @@ $$;
 
 -- Append an event, idempotent on (project, idempotencyKey): a replay, even a concurrent one,
 -- returns the first event's id with inserted = false and writes nothing.
-CREATE OR REPLACE FUNCTION runhub.ingest_event(p_project uuid, p_event jsonb)
+CREATE OR REPLACE FUNCTION runhub.ingest_event(project uuid, event jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_event ALIAS FOR event;
     v_row runhub.business_events;
     v_id  bigint;
 BEGIN
@@ -457,12 +460,15 @@ $$;
 -- for one refused as ingest_event would refuse it (the others are still stored). A refusal of the
 -- call itself (no such project, not an array, none or too many) stores nothing. Payments are
 -- attributed as they are one by one (the row trigger), customers kept up (the statement trigger).
-CREATE OR REPLACE FUNCTION runhub.ingest_events(p_project uuid, p_events jsonb)
+CREATE OR REPLACE FUNCTION runhub.ingest_events(project uuid, events jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_events ALIAS FOR events;
     c_max     CONSTANT int := 5000;
     c_max_bytes CONSTANT int := 32 * 1024 * 1024;
     v_bytes   int;
@@ -629,12 +635,18 @@ $$;
 -- A page of a project's events for a member, newest first, in timeline order (occurred_at DESC,
 -- id DESC; cursor {occurredAt, id}) or ingestion order (id DESC; cursor {id}).
 CREATE OR REPLACE FUNCTION runhub.list_events(
-    p_project uuid, p_actor uuid, p_order text DEFAULT 'timeline', p_cursor jsonb DEFAULT NULL, p_limit int DEFAULT 50)
+    project uuid, actor uuid, sort text DEFAULT 'timeline', cursor jsonb DEFAULT NULL, page_size int DEFAULT 50)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
+    p_order ALIAS FOR sort;
+    p_cursor ALIAS FOR cursor;
+    p_limit ALIAS FOR page_size;
     c_max_limit CONSTANT int := 500;
     v_after_at  timestamptz;
     v_after_id  bigint;
@@ -644,10 +656,10 @@ DECLARE
 BEGIN
     PERFORM runhub._authorize(p_project, p_actor);
     IF p_order IS NULL OR p_order NOT IN ('timeline', 'ingestion') THEN
-        PERFORM runhub._raise('events.invalidOrder', jsonb_build_object('order', p_order));
+        PERFORM runhub._raise('events.invalidSort', jsonb_build_object('sort', p_order));
     END IF;
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND c_max_limit THEN
-        PERFORM runhub._raise('events.invalidLimit', jsonb_build_object('limit', p_limit, 'max', c_max_limit));
+        PERFORM runhub._raise('events.invalidPageSize', jsonb_build_object('pageSize', p_limit, 'max', c_max_limit));
     END IF;
     SELECT c.after_at, c.after_id INTO v_after_at, v_after_id FROM runhub._parse_cursor(p_order, p_cursor) c;
 
@@ -694,10 +706,10 @@ BEGIN
     IF jsonb_typeof(p_cursor) <> 'object'
        OR (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(p_cursor) k) IS DISTINCT FROM v_expected THEN
         PERFORM runhub._raise('events.invalidCursor', jsonb_build_object(
-            'order', p_order, 'reason', 'expected exactly the fields ' || array_to_string(v_expected, ', ')));
+            'sort', p_order, 'reason', 'expected exactly the fields ' || array_to_string(v_expected, ', ')));
     END IF;
     IF jsonb_typeof(p_cursor -> 'id') <> 'number' OR (p_cursor ->> 'id') !~ '^[1-9]\d{0,17}$' THEN
-        PERFORM runhub._raise('events.invalidCursor', jsonb_build_object('order', p_order, 'reason', 'id must be a positive integer'));
+        PERFORM runhub._raise('events.invalidCursor', jsonb_build_object('sort', p_order, 'reason', 'id must be a positive integer'));
     END IF;
     after_id := (p_cursor ->> 'id')::bigint;
     IF p_order = 'timeline' THEN
@@ -705,7 +717,7 @@ BEGIN
                          THEN runhub._parse_instant(p_cursor ->> 'occurredAt') END;
         IF after_at IS NULL OR NOT runhub._is_client_instant(after_at) THEN
             PERFORM runhub._raise('events.invalidCursor', jsonb_build_object(
-                'order', p_order, 'reason', 'occurredAt must be an ISO 8601 instant after 2000, at most a day ahead'));
+                'sort', p_order, 'reason', 'occurredAt must be an ISO 8601 instant after 2000, at most a day ahead'));
         END IF;
     END IF;
 END

@@ -41,11 +41,15 @@ WHERE (a.*) IS DISTINCT FROM (excluded.*);
 -- the exclusions an action lists, and the preview describes exactly those: one definition, two uses.
 -- PL/pgSQL, as criteria_text: a SQL function with a SET clause is planned on every call (a preview
 -- makes seven).
-CREATE OR REPLACE FUNCTION runhub.exclusion_label(p_exclusion text, p_frequency_cap_hours int)
+CREATE OR REPLACE FUNCTION runhub.exclusion_label(exclusion text, frequency_cap_hours int)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
+DECLARE
+    p_exclusion ALIAS FOR exclusion;
+    p_frequency_cap_hours ALIAS FOR frequency_cap_hours;
 BEGIN
     RETURN CASE p_exclusion
         WHEN 'converted'        THEN 'Customers who paid after their checkout'
@@ -59,11 +63,16 @@ $$;
 
 -- The audience of an action with these params, as a plain-English sentence built from the same
 -- policy windows the recipient builder filters with.
-CREATE OR REPLACE FUNCTION runhub.criteria_text(p_action text, p_policy jsonb, p_params jsonb)
+CREATE OR REPLACE FUNCTION runhub.criteria_text(action text, policy jsonb, params jsonb)
 RETURNS text
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
+DECLARE
+    p_action ALIAS FOR action;
+    p_policy ALIAS FOR policy;
+    p_params ALIAS FOR params;
 BEGIN
     RETURN CASE p_action
         WHEN 'recover_abandoned' THEN format(

@@ -344,12 +344,16 @@ $$;
 
 -- Why a payment was credited, or why not, in the words of the log (a dry run when it was not:
 -- what recording it now would do). Any member.
-CREATE OR REPLACE FUNCTION runhub.explain_attribution(p_project uuid, p_actor uuid, p_payment_event_id bigint)
+CREATE OR REPLACE FUNCTION runhub.explain_attribution(project uuid, actor uuid, payment_event_id bigint)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
+    p_payment_event_id ALIAS FOR payment_event_id;
     v_payment runhub.business_events;
 BEGIN
     PERFORM runhub._authorize(p_project, p_actor);
@@ -420,11 +424,16 @@ SET search_path = pg_catalog, pg_temp
 AS $$ SELECT o.outcome FROM runhub._run_outcome(r) o $$;
 
 -- A run's Outcome, for any member.
-CREATE OR REPLACE FUNCTION runhub.workflow_outcome(p_project uuid, p_actor uuid, p_run uuid)
+CREATE OR REPLACE FUNCTION runhub.workflow_outcome(project uuid, actor uuid, run uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
+DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
+    p_run ALIAS FOR run;
 BEGIN
     PERFORM runhub._authorize(p_project, p_actor);
     RETURN runhub._outcome(runhub._require_run(p_project, p_run));

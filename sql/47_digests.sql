@@ -290,13 +290,16 @@ $$;
 -- busy at once. "Now" is the transaction's start on runhub's clock (now() + runhub._clock_offset(),
 -- sql/12_clock.sql): what is due, the next times and the days served all read it. Returns
 -- {jobRun, served, queued, skipped, failed, done, busy}.
-CREATE OR REPLACE FUNCTION runhub.digest_batch(p_max int DEFAULT 200, p_job_run bigint DEFAULT NULL)
+CREATE OR REPLACE FUNCTION runhub.digest_batch(max int DEFAULT 200, job_run bigint DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_max ALIAS FOR max;
+    p_job_run ALIAS FOR job_run;
     v_started timestamptz := clock_timestamp();
     v_now     timestamptz := now() + runhub._clock_offset();
     v_claimed runhub.projects[];

@@ -249,13 +249,18 @@ END
 $$;
 
 -- The preview of an action: who, why, who not, warnings, and whether policy would refuse it now.
-CREATE OR REPLACE FUNCTION runhub.preview(p_project uuid, p_actor uuid, p_action text, p_params jsonb DEFAULT '{}')
+CREATE OR REPLACE FUNCTION runhub.preview(project uuid, actor uuid, action text, params jsonb DEFAULT '{}')
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
+    p_action ALIAS FOR action;
+    p_params ALIAS FOR params;
     v_role     text := runhub._authorize(p_project, p_actor);
     v_action   runhub.actions := runhub._require_action(p_action);
     v_project  runhub.projects;
@@ -299,13 +304,21 @@ $$;
 -- Create a run: authorize, count the call, validate, deduplicate, then the trigger-time policy on
 -- the preview's count. Idempotent on (project, action, idempotency key).
 CREATE OR REPLACE FUNCTION runhub.create_run(
-    p_project uuid, p_actor uuid, p_action text, p_idempotency_key text, p_params jsonb DEFAULT '{}',
-    p_client_requested_at timestamptz DEFAULT NULL, p_preview_id uuid DEFAULT NULL)
+    project uuid, actor uuid, action text, idempotency_key text, params jsonb DEFAULT '{}',
+    client_requested_at timestamptz DEFAULT NULL, preview_id uuid DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
+    p_action ALIAS FOR action;
+    p_idempotency_key ALIAS FOR idempotency_key;
+    p_params ALIAS FOR params;
+    p_client_requested_at ALIAS FOR client_requested_at;
+    p_preview_id ALIAS FOR preview_id;
     v_role     text := runhub._authorize(p_project, p_actor);
     v_action   runhub.actions := runhub._require_action(p_action);
     v_project  runhub.projects;
@@ -417,11 +430,16 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION runhub.get_run(p_project uuid, p_actor uuid, p_run uuid)
+CREATE OR REPLACE FUNCTION runhub.get_run(project uuid, actor uuid, run uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
+DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
+    p_run ALIAS FOR run;
 BEGIN
     PERFORM runhub._authorize(p_project, p_actor);
     RETURN runhub._run_json(runhub._require_run(p_project, p_run));
@@ -429,12 +447,16 @@ END
 $$;
 
 -- Runs of the project, newest first. filters: actionId, status, limit (1-100, default 20).
-CREATE OR REPLACE FUNCTION runhub.list_runs(p_project uuid, p_actor uuid, p_filters jsonb DEFAULT '{}')
+CREATE OR REPLACE FUNCTION runhub.list_runs(project uuid, actor uuid, filters jsonb DEFAULT '{}')
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
+    p_filters ALIAS FOR filters;
     v_filters jsonb := coalesce(p_filters, '{}');
     v_key     text;
     v_limit   int;
@@ -472,12 +494,16 @@ $$;
 -- Stop what is not sent yet. A queued run, or one whose execution has not written its messages,
 -- is cancelled outright (a worker still holding its lease will find it gone); a delivering run has
 -- its queued messages cancelled; messages already handed to the SMTP server run their course.
-CREATE OR REPLACE FUNCTION runhub.cancel_run(p_project uuid, p_actor uuid, p_run uuid)
+CREATE OR REPLACE FUNCTION runhub.cancel_run(project uuid, actor uuid, run uuid)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
+    p_run ALIAS FOR run;
     v_role text := runhub._authorize(p_project, p_actor);
     v_run  runhub.workflow_runs := runhub._require_run(p_project, p_run);
 BEGIN
@@ -501,12 +527,15 @@ $$;
 
 -- The action registry as this actor sees it: each action with whether it can run now and why not,
 -- its last run, and the outcome of its latest run that sent mail (with the run's completedAt).
-CREATE OR REPLACE FUNCTION runhub.list_actions(p_project uuid, p_actor uuid)
+CREATE OR REPLACE FUNCTION runhub.list_actions(project uuid, actor uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
     v_role    text := runhub._authorize(p_project, p_actor);
     v_project runhub.projects;
 BEGIN
@@ -549,12 +578,17 @@ $$;
 
 -- Suppress an address for the project, as an admin: no workflow e-mails it again, and its queued
 -- messages are cancelled.
-CREATE OR REPLACE FUNCTION runhub.suppress(p_project uuid, p_actor uuid, p_email text, p_reason text DEFAULT 'manual')
+CREATE OR REPLACE FUNCTION runhub.suppress(project uuid, actor uuid, email text, reason text DEFAULT 'manual')
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_project ALIAS FOR project;
+    p_actor ALIAS FOR actor;
+    p_email ALIAS FOR email;
+    p_reason ALIAS FOR reason;
     v_email text;
 BEGIN
     PERFORM runhub._authorize(p_project, p_actor, 'admin');

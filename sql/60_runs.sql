@@ -66,12 +66,16 @@ $$;
 
 -- Claim up to p_max runs for p_worker: queued ones, and running ones whose execution lease expired
 -- (their worker died before writing the messages). One statement, SKIP LOCKED.
-CREATE OR REPLACE FUNCTION runhub.claim_runs(p_worker text, p_max int DEFAULT 10, p_lease_seconds int DEFAULT 300)
+CREATE OR REPLACE FUNCTION runhub.claim_runs(worker text, max int DEFAULT 10, lease_seconds int DEFAULT 300)
 RETURNS SETOF uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_worker ALIAS FOR worker;
+    p_max ALIAS FOR max;
+    p_lease_seconds ALIAS FOR lease_seconds;
     c_max_attempts CONSTANT int := runhub._constant('maxExecutionAttempts');
 BEGIN
     PERFORM runhub._check_claim(p_worker, p_max, p_lease_seconds, 'maxRunLeaseSeconds');
@@ -136,11 +140,16 @@ END
 $$;
 
 -- Extend p_worker's lease on a run it is executing; false when it no longer holds it.
-CREATE OR REPLACE FUNCTION runhub.heartbeat_run(p_run uuid, p_worker text, p_lease_seconds int DEFAULT 300)
+CREATE OR REPLACE FUNCTION runhub.heartbeat_run(run uuid, worker text, lease_seconds int DEFAULT 300)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
+DECLARE
+    p_run ALIAS FOR run;
+    p_worker ALIAS FOR worker;
+    p_lease_seconds ALIAS FOR lease_seconds;
 BEGIN
     PERFORM runhub._check_lease(p_worker, p_lease_seconds, 'maxRunLeaseSeconds');
     UPDATE runhub.workflow_runs
@@ -185,14 +194,17 @@ $$;
 -- execution-time policy (role, cooldown, recipient count), and write one recipient row and one
 -- outbox message each, in this transaction. Does nothing unless p_worker still holds the lease.
 -- Returns the run's status afterwards, or 'lease_lost'.
-CREATE OR REPLACE FUNCTION runhub.execute_run(p_run uuid, p_worker text)
+CREATE OR REPLACE FUNCTION runhub.execute_run(run uuid, worker text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET jit = off
 SET plan_cache_mode = force_custom_plan
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_run ALIAS FOR run;
+    p_worker ALIAS FOR worker;
     v_run      runhub.workflow_runs;
     v_action   runhub.actions;
     v_project  runhub.projects;
@@ -281,12 +293,14 @@ $$;
 -- An execution holds its project's lock (execute_run) to the end of the transaction, so a batch
 -- takes every project lock it will need up front, in one global order (the lock keys, sorted):
 -- two batches that reach the same projects in opposite orders wait for each other, never deadlock.
-CREATE OR REPLACE FUNCTION runhub.process_runs(p_max int DEFAULT 10)
+CREATE OR REPLACE FUNCTION runhub.process_runs(max int DEFAULT 10)
 RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_max ALIAS FOR max;
     c_max_attempts CONSTANT int := runhub._constant('maxExecutionAttempts');
     v_worker text := format('process_runs/%s/%s', pg_backend_pid(), txid_current());
     v_runs   uuid[];

@@ -13,14 +13,14 @@ AS $$
 $$;
 
 -- The signed token of a one-click unsubscribe link for this address, under the newest key.
-CREATE OR REPLACE FUNCTION runhub.unsubscribe_token(p_project uuid, p_email text)
+CREATE OR REPLACE FUNCTION runhub.unsubscribe_token(project uuid, email text)
 RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT runhub._sign_unsubscribe(k.kid, k.secret, p_project, a.address)
-      FROM runhub._unsubscribe_signing_key() k, runhub._address(p_email) a(address)
-     WHERE p_project IS NOT NULL AND a.address IS NOT NULL  -- a token for no address is no token
+    SELECT runhub._sign_unsubscribe(k.kid, k.secret, unsubscribe_token.project, a.address)
+      FROM runhub._unsubscribe_signing_key() k, runhub._address(unsubscribe_token.email) a(address)
+     WHERE unsubscribe_token.project IS NOT NULL AND a.address IS NOT NULL  -- a token for no address is no token
 $$;
 
 -- For operators (`runhub rotate-secret`; no runhub role may call it): a new key signs unsubscribe
@@ -65,12 +65,14 @@ $$;
 
 -- Act on a one-click unsubscribe: suppress the token's address for its project (idempotent). The
 -- token must be intact and signed by the key it names (v1: key 1), not revoked.
-CREATE OR REPLACE FUNCTION runhub.unsubscribe(p_token text)
+CREATE OR REPLACE FUNCTION runhub.unsubscribe(token text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_token ALIAS FOR token;
     v_parts text[];  -- {project, email}; the project a canonical uuid
 BEGIN
     IF octet_length(p_token) <= 2000 THEN  -- no token of ours is longer: not worth a trip to Python
@@ -127,12 +129,16 @@ $$;
 -- expired (expires_at: the mail lost its point, e.g. while the relay was down), of a cancelled run
 -- or to an address suppressed since they were queued are cancelled instead of returned, the
 -- reason in last_error (the minute sweep ends their runs if nothing else is left).
-CREATE OR REPLACE FUNCTION runhub.claim_messages(p_worker text, p_max int DEFAULT 50, p_lease_seconds int DEFAULT 120)
+CREATE OR REPLACE FUNCTION runhub.claim_messages(worker text, max int DEFAULT 50, lease_seconds int DEFAULT 120)
 RETURNS SETOF jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_worker ALIAS FOR worker;
+    p_max ALIAS FOR max;
+    p_lease_seconds ALIAS FOR lease_seconds;
     v_ids bigint[];
 BEGIN
     PERFORM runhub._check_claim(p_worker, p_max, p_lease_seconds, 'maxMessageLeaseSeconds');
@@ -236,12 +242,16 @@ END
 $$;
 
 -- Extend p_worker's leases on messages it is still sending; returns how many it still holds.
-CREATE OR REPLACE FUNCTION runhub.heartbeat_messages(p_worker text, p_ids bigint[], p_lease_seconds int DEFAULT 120)
+CREATE OR REPLACE FUNCTION runhub.heartbeat_messages(worker text, ids bigint[], lease_seconds int DEFAULT 120)
 RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_worker ALIAS FOR worker;
+    p_ids ALIAS FOR ids;
+    p_lease_seconds ALIAS FOR lease_seconds;
     v_held int;
 BEGIN
     PERFORM runhub._check_lease(p_worker, p_lease_seconds, 'maxMessageLeaseSeconds');
@@ -258,13 +268,17 @@ $$;
 -- _give_up_lost_messages). The sender calls it in the statement that records its previous
 -- outcomes. Returns the ids it still holds a lease on; it must not send the others (their lease
 -- lapsed, another sender may have them).
-CREATE OR REPLACE FUNCTION runhub.start_messages(p_worker text, p_ids bigint[])
+CREATE OR REPLACE FUNCTION runhub.start_messages(worker text, ids bigint[])
 RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan  -- as record_sent_many: a few rows by key, one plan
 SET enable_seqscan = off
 AS $$
+#variable_conflict use_column
+DECLARE
+    p_worker ALIAS FOR worker;
+    p_ids ALIAS FOR ids;
 BEGIN
     PERFORM runhub._check_worker(p_worker);
     PERFORM runhub._check_ids(p_ids);
@@ -277,12 +291,15 @@ END
 $$;
 
 -- Give back messages p_worker claimed but will not send (it is shutting down): due again now.
-CREATE OR REPLACE FUNCTION runhub.release_messages(p_worker text, p_ids bigint[])
+CREATE OR REPLACE FUNCTION runhub.release_messages(worker text, ids bigint[])
 RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_worker ALIAS FOR worker;
+    p_ids ALIAS FOR ids;
     v_released int;
 BEGIN
     PERFORM runhub._check_worker(p_worker);
@@ -299,12 +316,16 @@ $$;
 -- p_worker started these messages but could not hand them to its SMTP relay (it did not answer,
 -- or refused the session: TLS, AUTH, a 421 greeting): the relay's fault, not theirs. Due again now
 -- without the attempt their start charged; p_reason kept in last_error. Returns how many.
-CREATE OR REPLACE FUNCTION runhub.defer_messages(p_worker text, p_ids bigint[], p_reason text)
+CREATE OR REPLACE FUNCTION runhub.defer_messages(worker text, ids bigint[], reason text)
 RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_worker ALIAS FOR worker;
+    p_ids ALIAS FOR ids;
+    p_reason ALIAS FOR reason;
     v_deferred int;
 BEGIN
     PERFORM runhub._check_worker(p_worker);
@@ -321,11 +342,16 @@ $$;
 
 -- p_worker's SMTP relay (host:port) answers (p_error null) or not: kept per sender for `runhub
 -- status` ("relay unreachable since ..."), the time it went down kept while it stays down.
-CREATE OR REPLACE FUNCTION runhub.report_relay(p_worker text, p_relay text, p_error text)
+CREATE OR REPLACE FUNCTION runhub.report_relay(worker text, relay text, error text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
+DECLARE
+    p_worker ALIAS FOR worker;
+    p_relay ALIAS FOR relay;
+    p_error ALIAS FOR error;
 BEGIN
     PERFORM runhub._check_worker(p_worker);
     IF p_relay IS NULL OR btrim(p_relay) = '' THEN
@@ -347,7 +373,7 @@ $$;
 -- worker's, a lapsed lease - answers 'lease_lost' and changes nothing, so a sender login can
 -- neither mark a mail sent that it never claimed nor learn which ids exist. Returns each id with
 -- its answer, in the order given.
-CREATE OR REPLACE FUNCTION runhub.record_sent_many(p_worker text, p_ids bigint[], p_replies text[])
+CREATE OR REPLACE FUNCTION runhub.record_sent_many(worker text, ids bigint[], replies text[])
 RETURNS TABLE (id bigint, status text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -359,6 +385,9 @@ SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
+    p_worker ALIAS FOR worker;
+    p_ids ALIAS FOR ids;
+    p_replies ALIAS FOR replies;
     v_runs uuid[];
     v_run  uuid;
     v_sent bigint[];
@@ -419,23 +448,28 @@ $$;
 -- record_sent_many): a sender paused past its lease may see its mail go out twice, never a mail
 -- marked sent that it did not send. Appends the *_email_sent business event once. Returns 'sent',
 -- or 'lease_lost' (for an unknown id too).
-CREATE OR REPLACE FUNCTION runhub.record_sent(p_id bigint, p_worker text, p_smtp_reply text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION runhub.record_sent(id bigint, worker text, smtp_reply text DEFAULT NULL)
 RETURNS text
 LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT r.status FROM runhub.record_sent_many(p_worker, ARRAY[p_id], ARRAY[p_smtp_reply]) r
+    SELECT r.status FROM runhub.record_sent_many(record_sent.worker, ARRAY[record_sent.id], ARRAY[record_sent.smtp_reply]) r
 $$;
 
 -- The server refused the message, or the connection failed. A 4xx (or no answer) is retried with
 -- exponential backoff and jitter, up to 8 attempts; a 5xx fails it for good, and a hard bounce
 -- (550, 551, 553 or an enhanced 5.1.x status) suppresses the address for the project.
-CREATE OR REPLACE FUNCTION runhub.record_failure(p_id bigint, p_worker text, p_smtp_code int, p_smtp_reply text)
+CREATE OR REPLACE FUNCTION runhub.record_failure(id bigint, worker text, smtp_code int, smtp_reply text)
 RETURNS text
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+#variable_conflict use_column
 DECLARE
+    p_id ALIAS FOR id;
+    p_worker ALIAS FOR worker;
+    p_smtp_code ALIAS FOR smtp_code;
+    p_smtp_reply ALIAS FOR smtp_reply;
     c_max_attempts CONSTANT int := runhub._constant('maxSendAttempts');
     v_message   runhub.outbox;
     v_permanent boolean := p_smtp_code BETWEEN 500 AND 599;

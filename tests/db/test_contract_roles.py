@@ -3,9 +3,10 @@ runhub role may execute, and every relation it may read, is listed there, and no
 the table: tests/unit/test_contract_table.py.)"""
 from __future__ import annotations
 
+import psycopg
 import pytest
 
-from helpers.contract import ROLES, contract_roles
+from helpers.contract import ROLES, contract_roles, contract_signatures
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -38,3 +39,43 @@ def test_the_owner_is_nobody_and_owns_everything(conn):
         """SELECT p.oid::regprocedure::text FROM pg_proc p
             WHERE p.pronamespace = 'runhub'::regnamespace AND p.proowner <> 'runhub_owner'::regrole""").fetchall()
     assert not_owned == []
+
+
+def _granted_signatures(conn) -> list[tuple[str, str, list[str], list[str]]]:
+    """(name, kind, input names, input types) of every function a runhub role may execute."""
+    rows = conn.execute(
+        """SELECT p.proname, p.prokind, coalesce(p.proargnames, '{}'), coalesce(p.proargmodes::text[], '{}'),
+                  ARRAY(SELECT format_type(t, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(t, i) ORDER BY i)
+             FROM pg_proc p
+            WHERE p.pronamespace = 'runhub'::regnamespace
+              AND EXISTS (SELECT 1 FROM unnest(%s::text[]) r WHERE has_function_privilege(r, p.oid, 'EXECUTE'))
+            ORDER BY 1""", (list(ROLES),)).fetchall()
+    signatures = []
+    for name, kind, names, modes, types in rows:
+        modes = modes or ["i"] * len(names)
+        signatures.append((name, kind, [n for n, m in zip(names, modes) if m in ("i", "b")], types))
+    return signatures
+
+
+def test_every_granted_function_has_the_parameter_names_the_contract_gives_it(conn):
+    documented = contract_signatures()
+    mismatched = {name: (names, documented.get(name)) for name, _, names, _ in _granted_signatures(conn)
+                  if documented.get(name) != names}
+    assert mismatched == {}, "catalog vs docs/sql-contract.md"
+
+
+def test_every_granted_function_takes_named_notation(conn):
+    """Called with every argument by its documented name (all null): the call reaches the function,
+    which answers or refuses with its documented PTxxx; a name it does not take would be 42883."""
+    documented = contract_signatures()
+    for name, kind, names, types in _granted_signatures(conn):
+        arguments = ", ".join(f"{arg} => NULL::{type_}" for arg, type_ in zip(documented[name], types))
+        statement = f"{'CALL' if kind == 'p' else 'SELECT'} runhub.{name}({arguments})"
+        try:
+            if kind == "p":  # a procedure that commits: outside any transaction block
+                conn.execute(statement)
+            else:
+                with conn.transaction(force_rollback=True):
+                    conn.execute(statement)
+        except psycopg.Error as err:
+            assert err.sqlstate.startswith("PT"), (statement, err.sqlstate, str(err))

@@ -263,7 +263,7 @@ def test_bad_cursor_is_refused(conn, six, order, cursor):
     with pytest.raises(psycopg.Error) as excinfo:
         list_page(conn, project, owner, order, cursor, 3)
     detail = assert_refused(excinfo, "PT400", "events.invalidCursor")
-    assert detail["order"] == order and detail["reason"]
+    assert detail["sort"] == order and detail["reason"]
 
 
 @pytest.mark.parametrize("order", [None, "", "Timeline", "TIMELINE", "newest", "occurredAt", "id"])
@@ -271,7 +271,7 @@ def test_bad_order_is_refused(conn, six, order):
     project, owner, _ = six
     with pytest.raises(psycopg.Error) as excinfo:
         list_page(conn, project, owner, order, None, 3)
-    assert assert_refused(excinfo, "PT400", "events.invalidOrder") == {"order": order}
+    assert assert_refused(excinfo, "PT400", "events.invalidSort") == {"sort": order}
 
 
 @pytest.mark.parametrize("limit", [None, 0, -1, 501, 2 ** 31 - 1])
@@ -279,7 +279,7 @@ def test_bad_limit_is_refused(conn, six, limit):
     project, owner, _ = six
     with pytest.raises(psycopg.Error) as excinfo:
         list_page(conn, project, owner, "timeline", None, limit)
-    assert assert_refused(excinfo, "PT400", "events.invalidLimit") == {"limit": limit, "max": 500}
+    assert assert_refused(excinfo, "PT400", "events.invalidPageSize") == {"pageSize": limit, "max": 500}
 
 
 def test_limit_500_is_accepted(conn, six):

@@ -182,8 +182,8 @@ def test_a_forged_send_can_neither_block_nor_fake_one(conn, webhook, login_as):
 def test_a_huge_value_is_echoed_cut_to_200_characters(app, shops):
     with pytest.raises(psycopg.Error) as excinfo:
         app.execute("SELECT runhub.list_events(%s, %s, %s)", (shops["a"], shops["a_owner"], "y" * 5_000_000))
-    detail = assert_refused(excinfo, "PT400", "events.invalidOrder")
-    assert detail["order"] == "y" * 200 + "… (4999800 more characters)"
+    detail = assert_refused(excinfo, "PT400", "events.invalidSort")
+    assert detail["sort"] == "y" * 200 + "… (4999800 more characters)"
     assert len(excinfo.value.diag.message_hint) < 400
 
 

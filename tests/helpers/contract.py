@@ -19,3 +19,26 @@ def contract_roles() -> dict[str, dict[str, set[str]]]:
             names = [set(re.findall(r"`(\w+)`", cell)) for cell in cells[2:]]
             table[cells[0].strip("`")] = {"execute": names[0], "select": names[1]}
     return table
+
+
+def contract_signatures() -> dict[str, list[str]]:
+    """{function: its parameters' names} for each function the contract defines: a `### ` heading
+    or a table row that starts with `name(parameters)`, else its first mention in backticks with
+    parameters, else `name()`."""
+    text = (REPO / "docs" / "sql-contract.md").read_text()
+    mention = re.compile(r"`(?:runhub\.)?(\w+)\(([^)`]*)\)")
+    defined: dict[str, list[str]] = {}
+    mentioned: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        head = line if line.startswith("### `") else line.split("|")[1] if line.startswith("| `") else ""
+        for name, params in mention.findall(head):
+            defined.setdefault(name, _names(params))
+        for name, params in mention.findall(line):
+            if params.strip() or name not in mentioned:
+                if not mentioned.get(name):
+                    mentioned[name] = _names(params)
+    return mentioned | defined
+
+
+def _names(params: str) -> list[str]:
+    return [p.split()[0] for p in params.split(",") if p.strip() and p.strip() != "…"]

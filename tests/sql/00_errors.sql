@@ -128,7 +128,7 @@ DO $$
 DECLARE
     v_state text; v_msg text; v_detail text; v_hint text;
 BEGIN
-    PERFORM runhub._raise('events.invalidLimit', jsonb_build_object('limit', 0, 'max', 500));
+    PERFORM runhub._raise('events.invalidPageSize', jsonb_build_object('pageSize', 0, 'max', 500));
 EXCEPTION WHEN SQLSTATE 'PT400' THEN
     GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT,
                             v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
@@ -136,8 +136,8 @@ EXCEPTION WHEN SQLSTATE 'PT400' THEN
 END
 $$;
 SELECT results_eq($$SELECT state, msg, detail::jsonb, hint FROM do_caught$$,
-                  $$VALUES ('PT400', 'events.invalidLimit', '{"limit": 0, "max": 500}'::jsonb,
-                            'limit must be between 1 and 500, not 0')$$,
+                  $$VALUES ('PT400', 'events.invalidPageSize', '{"pageSize": 0, "max": 500}'::jsonb,
+                            'page_size must be between 1 and 500, not 0')$$,
                   'WHEN SQLSTATE ''PT400'' catches it; GET STACKED DIAGNOSTICS reads key, params and hint');
 
 -- error_catalog() is callable by the application (to translate keys) and is a plain table function.

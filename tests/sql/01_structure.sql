@@ -551,15 +551,15 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(
                                      'runhub.unsubscribe_token(uuid,text)'::regprocedure,
                                      'runhub.unsubscribe(text)'::regprocedure)
                      ORDER BY p.oid::regprocedure::text COLLATE "C"$$,
-                  $$VALUES ('runhub.claim_messages(text,integer,integer)', 'p_worker text, p_max integer DEFAULT 50, p_lease_seconds integer DEFAULT 120'),
-                           ('runhub.heartbeat_messages(text,bigint[],integer)', 'p_worker text, p_ids bigint[], p_lease_seconds integer DEFAULT 120'),
-                           ('runhub.record_failure(bigint,text,integer,text)', 'p_id bigint, p_worker text, p_smtp_code integer, p_smtp_reply text'),
-                           ('runhub.record_sent(bigint,text,text)', 'p_id bigint, p_worker text, p_smtp_reply text DEFAULT NULL::text'),
-                           ('runhub.record_sent_many(text,bigint[],text[])', 'p_worker text, p_ids bigint[], p_replies text[]'),
-                           ('runhub.release_messages(text,bigint[])', 'p_worker text, p_ids bigint[]'),
-                           ('runhub.start_messages(text,bigint[])', 'p_worker text, p_ids bigint[]'),
-                           ('runhub.unsubscribe(text)', 'p_token text'),
-                           ('runhub.unsubscribe_token(uuid,text)', 'p_project uuid, p_email text')$$,
+                  $$VALUES ('runhub.claim_messages(text,integer,integer)', 'worker text, max integer DEFAULT 50, lease_seconds integer DEFAULT 120'),
+                           ('runhub.heartbeat_messages(text,bigint[],integer)', 'worker text, ids bigint[], lease_seconds integer DEFAULT 120'),
+                           ('runhub.record_failure(bigint,text,integer,text)', 'id bigint, worker text, smtp_code integer, smtp_reply text'),
+                           ('runhub.record_sent(bigint,text,text)', 'id bigint, worker text, smtp_reply text DEFAULT NULL::text'),
+                           ('runhub.record_sent_many(text,bigint[],text[])', 'worker text, ids bigint[], replies text[]'),
+                           ('runhub.release_messages(text,bigint[])', 'worker text, ids bigint[]'),
+                           ('runhub.start_messages(text,bigint[])', 'worker text, ids bigint[]'),
+                           ('runhub.unsubscribe(text)', 'token text'),
+                           ('runhub.unsubscribe_token(uuid,text)', 'project uuid, email text')$$,
                   'sender defaults: claims of up to 50 messages, leases of 120 s, record_sent without a reply');
 SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(p.oid)
                       FROM pg_proc p
@@ -571,24 +571,24 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(
                                      'runhub.claim_runs(text,integer,integer)'::regprocedure,
                                      'runhub.heartbeat_run(uuid,text,integer)'::regprocedure)
                      ORDER BY p.oid::regprocedure::text COLLATE "C"$$,
-                  $$VALUES ('runhub.claim_runs(text,integer,integer)', 'p_worker text, p_max integer DEFAULT 10, p_lease_seconds integer DEFAULT 300'),
+                  $$VALUES ('runhub.claim_runs(text,integer,integer)', 'worker text, max integer DEFAULT 10, lease_seconds integer DEFAULT 300'),
                            ('runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)',
-                            'p_project uuid, p_actor uuid, p_action text, p_idempotency_key text, p_params jsonb DEFAULT ''{}''::jsonb, p_client_requested_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_preview_id uuid DEFAULT NULL::uuid'),
-                           ('runhub.heartbeat_run(uuid,text,integer)', 'p_run uuid, p_worker text, p_lease_seconds integer DEFAULT 300'),
-                           ('runhub.list_runs(uuid,uuid,jsonb)', 'p_project uuid, p_actor uuid, p_filters jsonb DEFAULT ''{}''::jsonb'),
-                           ('runhub.preview(uuid,uuid,text,jsonb)', 'p_project uuid, p_actor uuid, p_action text, p_params jsonb DEFAULT ''{}''::jsonb'),
-                           ('runhub.process_runs(integer)', 'p_max integer DEFAULT 10'),
-                           ('runhub.suppress(uuid,uuid,text,text)', 'p_project uuid, p_actor uuid, p_email text, p_reason text DEFAULT ''manual''::text')$$,
+                            'project uuid, actor uuid, action text, idempotency_key text, params jsonb DEFAULT ''{}''::jsonb, client_requested_at timestamp with time zone DEFAULT NULL::timestamp with time zone, preview_id uuid DEFAULT NULL::uuid'),
+                           ('runhub.heartbeat_run(uuid,text,integer)', 'run uuid, worker text, lease_seconds integer DEFAULT 300'),
+                           ('runhub.list_runs(uuid,uuid,jsonb)', 'project uuid, actor uuid, filters jsonb DEFAULT ''{}''::jsonb'),
+                           ('runhub.preview(uuid,uuid,text,jsonb)', 'project uuid, actor uuid, action text, params jsonb DEFAULT ''{}''::jsonb'),
+                           ('runhub.process_runs(integer)', 'max integer DEFAULT 10'),
+                           ('runhub.suppress(uuid,uuid,text,text)', 'project uuid, actor uuid, email text, reason text DEFAULT ''manual''::text')$$,
                   'defaults of the contract: params {}, filters {}, reason manual, max 10, lease 300 s');
 SELECT function_returns('runhub', 'criteria_text', ARRAY['text', 'jsonb', 'jsonb'], 'text', 'criteria_text(action, policy, params) returns text');
 SELECT function_returns('runhub', 'exclusion_label', ARRAY['text', 'integer'], 'text', 'exclusion_label(exclusion, hours) returns text');
 SELECT function_lang_is('runhub', '_evaluate_policy', ARRAY['jsonb'], 'plpython3u', 'the policy layer, _evaluate_policy(jsonb), is PL/Python');
 -- Defaults of the contract: locale 'en', industry null; order 'timeline', cursor null, limit 50.
 SELECT is((SELECT pg_get_function_arguments('runhub.create_project(text, uuid, text, text, text, text)'::regprocedure)),
-          'p_name text, p_owner uuid, p_timezone text, p_currency text, p_locale text DEFAULT ''en''::text, p_industry text DEFAULT NULL::text',
+          'name text, owner uuid, timezone text, currency text, locale text DEFAULT ''en''::text, industry text DEFAULT NULL::text',
           'create_project defaults: locale en, industry null');
 SELECT is((SELECT pg_get_function_arguments('runhub.list_events(uuid, uuid, text, jsonb, integer)'::regprocedure)),
-          'p_project uuid, p_actor uuid, p_order text DEFAULT ''timeline''::text, p_cursor jsonb DEFAULT NULL::jsonb, p_limit integer DEFAULT 50',
+          'project uuid, actor uuid, sort text DEFAULT ''timeline''::text, cursor jsonb DEFAULT NULL::jsonb, page_size integer DEFAULT 50',
           'list_events defaults: order timeline, no cursor, limit 50');
 -- Internal helpers run with the caller's rights.
 SELECT isnt_definer('runhub', '_raise', ARRAY['text', 'jsonb'], '_raise is not SECURITY DEFINER');

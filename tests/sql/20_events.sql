@@ -247,11 +247,11 @@ SELECT is(pg_temp.page_keys(:'in_page1') || pg_temp.page_keys(runhub.list_events
 SELECT is(pg_temp.page_keys(runhub.list_events(:'l', :l_owner, 'ingestion', NULL, 1)), '{e7}', 'ingestion: a fresh first page starts with e7');
 
 -- Bad order, limit and cursor: PT400 with their keys; an unknown project: PT404.
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'newest')$$, :'l', :l_owner)), 'PT400 events.invalidOrder', 'order newest: events.invalidOrder');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, NULL)$$, :'l', :l_owner)), 'PT400 events.invalidOrder', 'a null order: events.invalidOrder');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', NULL, 0)$$, :'l', :l_owner)), 'PT400 events.invalidLimit', 'limit 0: events.invalidLimit');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', NULL, 501)$$, :'l', :l_owner)), 'PT400 events.invalidLimit', 'limit 501: events.invalidLimit');
-SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', NULL, NULL)$$, :'l', :l_owner)), 'PT400 events.invalidLimit', 'a null limit: events.invalidLimit');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'newest')$$, :'l', :l_owner)), 'PT400 events.invalidSort', 'order newest: events.invalidSort');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, NULL)$$, :'l', :l_owner)), 'PT400 events.invalidSort', 'a null order: events.invalidSort');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', NULL, 0)$$, :'l', :l_owner)), 'PT400 events.invalidPageSize', 'limit 0: events.invalidPageSize');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', NULL, 501)$$, :'l', :l_owner)), 'PT400 events.invalidPageSize', 'limit 501: events.invalidPageSize');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', NULL, NULL)$$, :'l', :l_owner)), 'PT400 events.invalidPageSize', 'a null limit: events.invalidPageSize');
 SELECT lives_ok(format($$SELECT runhub.list_events(%L, %L, 'ingestion', NULL, 500)$$, :'l', :l_owner), 'limit 500 is accepted');
 SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', '[]')$$, :'l', :l_owner)), 'PT400 events.invalidCursor', 'an array cursor: events.invalidCursor');
 SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', '"abc"')$$, :'l', :l_owner)), 'PT400 events.invalidCursor', 'a string cursor: events.invalidCursor');
