@@ -3,10 +3,12 @@ runhub role may execute, and every relation it may read, is listed there, and no
 the table: tests/unit/test_contract_table.py.)"""
 from __future__ import annotations
 
+import re
+
 import psycopg
 import pytest
 
-from helpers.contract import ROLES, contract_roles, contract_signatures
+from helpers.contract import ROLES, contract_errors, contract_roles, contract_signatures
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -79,3 +81,15 @@ def test_every_granted_function_takes_named_notation(conn):
                     conn.execute(statement)
         except psycopg.Error as err:
             assert err.sqlstate.startswith("PT"), (statement, err.sqlstate, str(err))
+
+
+def test_the_contracts_error_table_is_the_catalog_both_ways(conn):
+    """Every key runhub can raise is in docs/sql-contract.md with its SQLSTATE, and every key there
+    is one it can raise; each placeholder of a key's hint is among the params the table gives it."""
+    catalog = {key: (sqlstate, set(re.findall(r"\{(\w+)\}", hint)))
+               for key, sqlstate, hint in conn.execute("SELECT key, sqlstate, hint FROM runhub.error_catalog()")}
+    documented = contract_errors()
+    assert {k: v[0] for k, v in documented.items()} == {k: v[0] for k, v in catalog.items()}
+    unnamed = {key: placeholders - documented[key][1] for key, (_, placeholders) in catalog.items()
+               if placeholders - documented[key][1]}
+    assert unnamed == {}, "hint placeholders the contract's table does not list as params"

@@ -42,3 +42,14 @@ def contract_signatures() -> dict[str, list[str]]:
 
 def _names(params: str) -> list[str]:
     return [p.split()[0] for p in params.split(",") if p.strip() and p.strip() != "…"]
+
+
+def contract_errors() -> dict[str, tuple[str, set[str]]]:
+    """{i18n key: (SQLSTATE, the params it names)} from the contract's error table."""
+    text = (REPO / "docs" / "sql-contract.md").read_text()
+    errors = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"\| `([a-z]+(?:\.[A-Za-z]+)+)` \| (PT\d{3}) \| (.*) \|", line.strip())
+        if match:
+            errors[match[1]] = (match[2], set(re.findall(r"\b([a-z][A-Za-z]*)\b(?![^(]*\))", match[3])))
+    return errors
