@@ -397,9 +397,12 @@ def attribute_payments(obj: Context, since, projects) -> None:
 @click.option("--listen-url", envvar="RUNHUB_LISTEN_URL", default=None,
               help="Where to LISTEN for wake-ups [default: the database URL]. Behind a pooler in transaction "
                    "mode (PgBouncer), a direct connection to PostgreSQL; or 'none' to poll every --poll-seconds.")
+@click.option("--until-idle", is_flag=True,
+              help="Execute and deliver what is due, then exit 0 once nothing is (no run queued or executing, "
+                   "no message due or being sent): for scripts and one-off catch-ups.")
 @click.pass_obj
 def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, concurrency, rate, project_rate,
-           batch, poll_seconds, wake_seconds, lease_seconds, listen_url) -> None:
+           batch, poll_seconds, wake_seconds, lease_seconds, listen_url, until_idle) -> None:
     """Run the sender daemon: execute runs and deliver the outbox (SIGTERM stops it cleanly)."""
     from .mail.daemon import Sender, SenderConfig
     from .mail.smtp import SmtpConfig
@@ -408,7 +411,8 @@ def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, co
                           from_addr=from_addr, unsubscribe_url=unsubscribe_url, dashboard_url=dashboard_url,
                           concurrency=concurrency, rate=rate, project_rate=project_rate, batch=batch,
                           poll_seconds=poll_seconds, wake_seconds=wake_seconds, lease_seconds=lease_seconds,
-                          listen_url="" if (listen_url or "").lower() == "none" else listen_url)
+                          listen_url="" if (listen_url or "").lower() == "none" else listen_url,
+                          exit_when_idle=until_idle)
     daemon = Sender(config)
     daemon.install_signal_handlers()
     sys.exit(daemon.run())
@@ -478,7 +482,10 @@ def render_command(template: str, locale: str, pairs: tuple[str, ...], vars_json
         variables[key] = value
     try:
         paths = write_preview(template, locale, variables, out_dir)
-    except (RenderError, OSError) as exc:  # OSError: e.g. a symlink where a preview goes
+    except RenderError as exc:
+        hint = "" if sample else " (give it with --var KEY=VALUE or --vars-json, or start from example values: --sample)"
+        raise click.ClickException(f"{exc}{hint}") from exc
+    except OSError as exc:  # e.g. a symlink where a preview goes
         raise click.ClickException(str(exc)) from exc
     for path in paths:
         click.echo(path)
@@ -493,8 +500,9 @@ def digest() -> None:
 
 @digest.command("preview")
 @click.option("--project", required=True, type=click.UUID, metavar="UUID", help="The project.")
-@click.option("--day", required=True, type=click.DateTime(["%Y-%m-%d"]), metavar="YYYY-MM-DD",
-              help="The project's local calendar day the digest covers.")
+@click.option("--day", default="yesterday", show_default=True, metavar="yesterday|today|YYYY-MM-DD",
+              help="The project's local calendar day the digest covers; yesterday and today are the project's, "
+                   "in its time zone (today so far).")
 @click.option("--locale", default=None,
               help=f"Language tag: {LOCALE_LIST} [default: the project's, as the digest says].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
@@ -514,9 +522,9 @@ def digest_preview(obj: Context, project, day, locale: str | None, out_dir: Path
     from .mail.preview import write_digest_preview
     from .mail.values import RenderError
 
-    day = day.date()
     try:
         with psycopg.connect(obj.database_url(), autocommit=True) as conn:
+            day = _digest_day(conn, project, day)
             content = conn.execute("SELECT runhub.generate_digest(%s, %s)", (project, day)).fetchone()[0]
     except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as exc:
         message = exc.diag.message_primary or ""
@@ -536,6 +544,23 @@ def digest_preview(obj: Context, project, day, locale: str | None, out_dir: Path
         raise click.ClickException(str(exc)) from exc
     for path in paths:
         click.echo(path)
+
+
+def _digest_day(conn, project, day: str):
+    """The date --day names: yesterday or today on the project's clock (runhub's, in its zone), or
+    the date given."""
+    import datetime as dt
+
+    if day not in ("yesterday", "today"):
+        try:
+            return dt.date.fromisoformat(day)
+        except ValueError:
+            raise click.BadParameter(f"{day!r} is not yesterday, today or YYYY-MM-DD", param_hint="--day") from None
+    today = conn.execute("SELECT (runhub._now() AT TIME ZONE timezone)::date FROM runhub.projects WHERE id = %s",
+                         (project,)).fetchone()
+    if today is None:
+        raise click.ClickException(f"no project {project} in this database")
+    return today[0] - dt.timedelta(days=1 if day == "yesterday" else 0)
 
 
 @main.command()

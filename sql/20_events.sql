@@ -174,8 +174,12 @@ BEGIN
     ELSE
         v_row.occurred_at := runhub._parse_instant(runhub._event_string(v_value, 'occurredAt', 40));
     END IF;
-    IF v_row.occurred_at IS NULL THEN
-        PERFORM runhub._invalid('events.invalid', 'occurredAt', 'is required: an ISO 8601 instant with an offset');
+    IF v_row.occurred_at IS NULL AND v_text ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$' THEN
+        PERFORM runhub._invalid('events.invalid', 'occurredAt', 'needs a UTC offset (Z or +hh:mm): without one it could be any of 26 hours');
+    ELSIF v_row.occurred_at IS NULL AND v_text IS NOT NULL THEN
+        PERFORM runhub._invalid('events.invalid', 'occurredAt', 'is not an ISO 8601 instant such as 2026-11-20T10:00:00Z');
+    ELSIF v_row.occurred_at IS NULL THEN
+        PERFORM runhub._invalid('events.invalid', 'occurredAt', 'is required: an ISO 8601 instant with a UTC offset');
     ELSIF NOT runhub._is_client_instant(v_row.occurred_at) THEN
         PERFORM runhub._invalid('events.invalid', 'occurredAt', 'must be after 2000 and at most a day ahead of the server');
     END IF;

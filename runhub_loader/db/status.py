@@ -96,6 +96,17 @@ def _cron(database_url: str, dbname: str, usable: bool, reason: str, cron_db: st
     return {"available": True, "database": cron_db, "jobs": jobs}
 
 
+# Dead rows worth an operator's look: enough to slow the queue's scans and a share autovacuum
+# should long since have cleared (runhub sets it to vacuum the queue tables at 1-2 %; a new install's
+# "3 dead of 4 rows" is neither).
+BLOAT_FLOOR_ROWS = 10_000
+BLOAT_FLOOR_SHARE = 0.2
+
+
+def is_bloated(live: int, dead: int) -> bool:
+    return dead >= BLOAT_FLOOR_ROWS and dead >= BLOAT_FLOOR_SHARE * (live + dead)
+
+
 def render(report: dict) -> str:
     lines = [f"database     {report['database']} (PostgreSQL {report['server']})"]
     deployed = report.get("deployed")
@@ -125,11 +136,14 @@ def render(report: dict) -> str:
         lines.append(f"stuck runs   {len(stale)} running for over 30 minutes" + (":" if stale else ""))
         for run in stale:
             lines.append(f"  {run['id']}  {run['action_id']:18} {run['running_s'] // 60} min, attempt {run['attempts']}")
-        for table in queues.get("queue_tables") or []:
-            total = table["live"] + table["dead"]
-            share = f"{100 * table['dead'] / total:.0f} %" if total else "0 %"
-            lines.append(f"bloat        {table['table']}: {table['dead']} dead of {total} rows ({share}), "
-                         f"last vacuumed {table['last_vacuum'] or 'never'}")
+        bloated = [t for t in queues.get("queue_tables") or [] if is_bloated(t["live"], t["dead"])]
+        if not bloated:
+            lines.append(f"dead rows    none to worry about (no queue table has {BLOAT_FLOOR_ROWS:,} dead rows "
+                         f"and {BLOAT_FLOOR_SHARE:.0%} of its rows)")
+        for table in bloated:
+            share = table["dead"] / (table["live"] + table["dead"])
+            lines.append(f"dead rows    {table['table']}: {table['dead']:,} beside {table['live']:,} live ({share:.0%}), "
+                         f"last vacuumed {table['last_vacuum'] or 'never'}: see docs/operations.md")
         for relay in queues.get("relays") or []:
             if relay["down_since"]:
                 lines.append(f"relay        {relay['relay']} unreachable since {relay['down_since']} "

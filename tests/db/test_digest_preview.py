@@ -170,3 +170,20 @@ def test_every_registry_action_has_a_label_in_every_language(conn):
     assert registered == set(ACTION_IDS)
     for locale in LOCALES:
         assert all(catalog(locale)[f"digest.actionLabel.{action_id}"].strip() for action_id in registered)
+
+
+def test_digest_preview_takes_yesterday_and_today_on_the_projects_clock(conn, db_url, tmp_path):
+    """--day is yesterday by default, in the project's time zone (Kiritimati is 14 hours ahead of
+    UTC: its yesterday is often UTC's today); today is the day so far; anything else is refused."""
+    project, _ = new_project(conn, timezone="Pacific/Kiritimati", currency="EUR", locale="en")
+    local_today = conn.execute("SELECT (runhub._now() AT TIME ZONE 'Pacific/Kiritimati')::date").fetchone()[0]
+    for args, day in [((), local_today - timedelta(days=1)), (("--day", "yesterday"), local_today - timedelta(days=1)),
+                      (("--day", "today"), local_today)]:
+        event(conn, project, "lead_created", f"{day.isoformat()}T00:30:00+14:00")
+        result = preview(db_url, "--project", str(project), "--out", str(tmp_path), *args)
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / f"digest.{project}.{day.isoformat()}.en.txt").exists(), (args, result.output)
+    bad = preview(db_url, "--project", str(project), "--day", "tomorrow")
+    assert bad.exit_code == 2 and "yesterday, today or YYYY-MM-DD" in bad.output
+    unknown = preview(db_url, "--project", str(uuid.uuid4()), "--day", "today")
+    assert unknown.exit_code == 1 and "no project" in unknown.output

@@ -569,3 +569,15 @@ def test_customer_names_are_trimmed_of_every_kind_of_white_space(conn, project, 
     event_id = ingest(conn, project, body)["eventId"]
     assert conn.execute("SELECT customer_name FROM runhub.business_events WHERE id = %s",
                         (event_id,)).fetchone()[0] == stored
+
+
+@pytest.mark.parametrize(("occurred_at", "says"), [
+    (DELETE, "is required"),
+    ("2026-11-20T10:00:00", "needs a UTC offset"),   # was "is required", for a value that is there
+    ("2026-11-20 10:00", "needs a UTC offset"),
+    ("yesterday", "is not an ISO 8601 instant"),
+    ("2026-11-20T25:00:00Z", "is not an ISO 8601 instant"),
+])
+def test_a_refused_instant_says_what_is_wrong_with_it(conn, project, occurred_at, says):
+    detail = refused(conn, project, Jsonb(with_field(base_event(), "occurredAt", occurred_at)), "PT400", INVALID)
+    assert detail["field"] == "occurredAt" and detail["reason"].startswith(says), detail

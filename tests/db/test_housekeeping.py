@@ -70,7 +70,7 @@ def test_status_shows_failed_cron_runs_queue_bloat_and_the_relay(fresh_db, clust
     result = CliRunner().invoke(cli, ["--database-url", fresh_db, "status"])
     assert result.exit_code == 0, result.output
     assert "1 failed in 24 h, last: ERROR:  canceling statement due to statement timeout" in result.output
-    assert "bloat        outbox:" in result.output
+    assert "dead rows    none to worry about" in result.output, "a new install has nothing to flag"
     assert "relay        relay.example:587 unreachable since" in result.output
 
 
@@ -105,3 +105,12 @@ def test_a_component_login_gets_its_one_role_and_its_timeouts(conn, db_url, monk
         conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
         conn.execute(f'DROP OWNED BY "{name}"')
         conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def test_status_flags_dead_rows_only_past_a_floor_that_matters():
+    from runhub_loader.db.status import is_bloated
+
+    assert not is_bloated(live=1, dead=3), "a new install's 75 % of 4 rows"
+    assert not is_bloated(live=1_000_000, dead=50_000), "5 %: autovacuum's business"
+    assert is_bloated(live=30_000, dead=12_000)
+    assert not is_bloated(live=0, dead=9_999)

@@ -230,3 +230,19 @@ def test_the_recorder_lingers_no_longer_than_its_limit(conn, db_url):
     recorder.close()
     thread.join(timeout=30)
     assert conn.execute("SELECT status FROM runhub.outbox WHERE id = %s", (ids[1],)).fetchone()[0] == "sending"
+
+
+def test_runhub_sender_until_idle_delivers_what_is_due_then_exits_0(conn, db_url, sink_factory):
+    """`runhub sender --until-idle`, as a script runs it: executes the queued run, delivers its mail
+    and exits 0 once nothing is due."""
+    from click.testing import CliRunner
+
+    from runhub_loader.cli import main as cli
+
+    _, _, run = onboarding_run(conn, [f"idle{i}@example.com" for i in range(3)])
+    sink, url = sink_factory()
+    result = CliRunner().invoke(cli, ["--database-url", db_url, "--log-format", "text", "sender",
+                                      "--smtp-url", url, "--until-idle", "--poll-seconds", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert run_status(conn, run) == "succeeded"
+    assert sorted(m["To"].addresses[0].addr_spec for m in sink.accepted) == [f"idle{i}@example.com" for i in range(3)]

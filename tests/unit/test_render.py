@@ -380,6 +380,7 @@ def test_render_command_vars_json_and_errors(tmp_path):
     assert ok.exit_code == 0, ok.output
     missing = runner.invoke(cli.main, ["render", "recovery", "--out", str(tmp_path)])
     assert missing.exit_code == 1 and "'projectName' is required" in missing.output
+    assert "--sample" in missing.output, "a missing variable names the way to example values"
     bad = runner.invoke(cli.main, ["render", "promo", "--var", "novalue", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.output
 
