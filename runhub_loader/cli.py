@@ -375,7 +375,8 @@ def attribute_payments(obj: Context, since, projects) -> None:
 @click.option("--smtp-url", envvar="RUNHUB_SMTP_URL", default="smtp://127.0.0.1:2525", show_default=True,
               help="smtp[s]://user:pass@host:port?starttls=true — the relay to send through.")
 @click.option("--from", "from_addr", envvar="RUNHUB_MAIL_FROM", default="Run Hub <runhub@localhost>",
-              show_default=True, help="From: address of every mail.")
+              show_default=True, help="The platform's address all mail comes from: workflow mail under the shop's "
+                   "senderName (default its name), with its replyTo; digests under this name. Message-IDs are on its domain.")
 @click.option("--unsubscribe-url", envvar="RUNHUB_UNSUBSCRIBE_URL",
               default="https://localhost/unsubscribe?token={token}", show_default=True,
               help="One-click unsubscribe link; {token} is replaced by the signed token.")
@@ -556,8 +557,9 @@ def _digest_day(conn, project, day: str):
             return dt.date.fromisoformat(day)
         except ValueError:
             raise click.BadParameter(f"{day!r} is not yesterday, today or YYYY-MM-DD", param_hint="--day") from None
-    today = conn.execute("SELECT (runhub._now() AT TIME ZONE timezone)::date FROM runhub.projects WHERE id = %s",
-                         (project,)).fetchone()
+    from .db import queries
+
+    today = conn.execute(queries.PROJECT_TODAY, (project,)).fetchone()
     if today is None:
         raise click.ClickException(f"no project {project} in this database")
     return today[0] - dt.timedelta(days=1 if day == "yesterday" else 0)

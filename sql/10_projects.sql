@@ -289,7 +289,9 @@ CREATE OR REPLACE TRIGGER projects_drop_create_run_counter
 -- base for recovery links), frequencyCapHours (0-168: no second workflow e-mail to a customer
 -- within it; default 16), integrations (connected integrations: payments, email),
 -- emailOnlyAttribution (credit a payment to the last workflow mail to the payer's address even
--- without a cart or amount match; default false). Kept on the project (null: the default):
+-- without a cart or amount match; default false), senderName (the From name of the shop's mail;
+-- default its name) and replyTo (where replies to it go; none by default), both stored as
+-- normalized. Kept on the project (null: the default):
 -- timezone, dailyDigestEnabled (false), dailyDigestHour (9), dailyDigestRecipient (none; needed to
 -- turn digests on). A change to any of these four sets the next digest time in this transaction.
 -- Returns the settings with the four.
@@ -307,6 +309,8 @@ DECLARE
     v_key     text;
     v_value   jsonb;
     v_project runhub.projects;
+    v_changes jsonb := p_settings;  -- what is stored: the values, some normalized
+    v_text    text;
 BEGIN
     PERFORM runhub._authorize(p_project, p_actor, 'admin');
     IF p_settings IS NULL OR jsonb_typeof(p_settings) <> 'object' THEN
@@ -314,7 +318,8 @@ BEGIN
     END IF;
     SELECT * INTO v_project FROM runhub.projects WHERE id = p_project FOR NO KEY UPDATE;
     FOR v_key, v_value IN SELECT * FROM jsonb_each(p_settings) LOOP
-        IF NOT (v_key = ANY (c_project_keys || ARRAY['shopUrl', 'frequencyCapHours', 'integrations', 'emailOnlyAttribution'])) THEN
+        IF NOT (v_key = ANY (c_project_keys || ARRAY['shopUrl', 'frequencyCapHours', 'integrations', 'emailOnlyAttribution',
+                                                     'senderName', 'replyTo'])) THEN
             PERFORM runhub._raise('common.unknownField', jsonb_build_object('field', v_key));
         END IF;
         CASE v_key
@@ -328,6 +333,22 @@ BEGIN
                OR (v_value::text)::int > 168) THEN
                 PERFORM runhub._invalid('common.invalidInput', 'frequencyCapHours', 'must be a whole number of hours, 0 to 168');
             END IF;
+        WHEN 'senderName' THEN
+            -- A display name: one line (white space runs are one space), no control character.
+            v_text := CASE WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') <= 1000
+                           THEN regexp_replace(runhub._trim(v_value #>> '{}'), '[\s\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+', ' ', 'g') END;
+            IF v_value <> 'null' AND (v_text IS NULL OR length(v_text) NOT BETWEEN 1 AND 100
+                                      OR v_text ~ '[\x01-\x1f\x7f-\x9f]') THEN
+                PERFORM runhub._invalid('common.invalidInput', 'senderName', 'must be 1 to 100 characters on one line');
+            END IF;
+            v_changes := jsonb_set(v_changes, '{senderName}', coalesce(to_jsonb(v_text), 'null'));
+        WHEN 'replyTo' THEN
+            v_text := CASE WHEN jsonb_typeof(v_value) = 'string' THEN runhub._address(v_value #>> '{}') END;
+            IF v_value <> 'null' AND v_text IS NULL THEN
+                PERFORM runhub._invalid('common.invalidInput', 'replyTo',
+                                        'is not a deliverable e-mail address (ASCII local part, host name, at most 254 characters)');
+            END IF;
+            v_changes := jsonb_set(v_changes, '{replyTo}', coalesce(to_jsonb(v_text), 'null'));
         WHEN 'emailOnlyAttribution' THEN
             IF v_value <> 'null' AND jsonb_typeof(v_value) <> 'boolean' THEN
                 PERFORM runhub._invalid('common.invalidInput', 'emailOnlyAttribution', 'must be true or false');
@@ -366,7 +387,7 @@ BEGIN
         PERFORM runhub._raise('projects.digestRecipientRequired', '{}');
     END IF;
     UPDATE runhub.projects p
-       SET settings = jsonb_strip_nulls(p.settings || (p_settings - c_project_keys)),
+       SET settings = jsonb_strip_nulls(p.settings || (v_changes - c_project_keys)),
            timezone = v_project.timezone, digest_enabled = v_project.digest_enabled,
            digest_hour = v_project.digest_hour, digest_recipient = v_project.digest_recipient,
            digest_next_at = CASE WHEN NOT (p_settings ?| c_project_keys) THEN p.digest_next_at

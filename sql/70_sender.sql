@@ -108,6 +108,9 @@ BEGIN
     SELECT jsonb_build_object(
         'id', o.id, 'messageId', o.message_id, 'projectId', o.project_id, 'runId', o.run_id,
         'template', o.template, 'locale', o.locale, 'toEmail', o.to_email, 'toName', o.to_name,
+        -- workflow mail is the shop's: its name on the platform's address, replies to the shop
+        'fromName', CASE WHEN o.run_id IS NOT NULL THEN coalesce(p.settings ->> 'senderName', p.name) END,
+        'replyTo', CASE WHEN o.run_id IS NOT NULL THEN p.settings ->> 'replyTo' END,
         'attempts', o.attempts,
         'unsubscribeToken', CASE WHEN o.run_id IS NOT NULL THEN v_tokens[i.n] END,
         'variables', o.variables || jsonb_strip_nulls(jsonb_build_object(

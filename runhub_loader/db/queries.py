@@ -240,3 +240,6 @@ def record_sent_and_start(sent: bool, start: bool) -> str:
     """The recorder's statement: RECORD_SENT and/or START_MESSAGES in one (one transaction, one
     round trip); their params in that order."""
     return " UNION ALL ".join(([RECORD_SENT] if sent else []) + ([START_MESSAGES] if start else []))
+
+# A project's today on runhub's clock, in its time zone (`runhub digest preview --day today|yesterday`).
+PROJECT_TODAY = "SELECT (runhub._now() AT TIME ZONE timezone)::date FROM runhub.projects WHERE id = %s"

@@ -32,7 +32,7 @@ import psycopg
 from .. import logs
 from ..db.session import connect
 from .recorder import Recorder
-from .render import envelope_address, render_bytes
+from .render import envelope_address, on_domain, render_bytes
 from .smtp import Outcome, RelayUnavailable, SmtpConfig, SmtpConnection
 
 log = logs.get("sender")
@@ -105,6 +105,7 @@ class Sender:
         self.config = config
         self.worker_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.envelope_from = parseaddr(config.from_addr)[1] or config.from_addr  # MAIL FROM, once
+        self.message_id_domain = self.envelope_from.rpartition("@")[2] or "localhost"  # the platform's
         self.stopping = threading.Event()
         # A worker that sees the local queue run low, and stop(), write a byte here: the main loop
         # selects on it and on its LISTENing connection at once.
@@ -427,8 +428,9 @@ class Sender:
             try:
                 email = render_bytes(
                     message["template"], message["locale"], variables,
-                    message_id=message["messageId"], to_email=message["toEmail"], to_name=message.get("toName"),
-                    from_addr=self.config.from_addr,
+                    message_id=on_domain(message["messageId"], self.message_id_domain),
+                    to_email=message["toEmail"], to_name=message.get("toName"),
+                    from_addr=self.config.from_addr, from_name=message.get("fromName"), reply_to=message.get("replyTo"),
                     unsubscribe_url=self.config.unsubscribe_url.format(token=token) if token else None)
                 recipient = envelope_address(message["toEmail"])
             except Exception as exc:

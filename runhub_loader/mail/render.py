@@ -247,9 +247,19 @@ def _address(value: str | Address, name: str) -> tuple[str, str]:
         raise RenderError(f"{name}: {exc}: {value!r}") from None
 
 
-@functools.lru_cache(maxsize=64)
-def _from_header(from_addr: str | Address) -> str:
-    return f"From: {mime.address(*_address(from_addr, 'from_addr'))}\r\n"
+@functools.lru_cache(maxsize=4096)
+def _from_header(from_addr: str | Address, from_name: str | None = None) -> str:
+    """From: the platform's address, under the shop's name when it has one (each shop mails as
+    itself; the address stays the platform's, whose domain signs and is trusted)."""
+    name, address = _address(from_addr, "from_addr")
+    return f"From: {mime.address(clean_line(from_name) or name, address)}\r\n"
+
+
+def on_domain(message_id: str, domain: str) -> str:
+    """A stored Message-ID (<local@runhub>, fixed when the message was written) on the platform's
+    domain, as it goes in the header: the same on every retry."""
+    local = message_id[1:].rpartition("@")[0]
+    return f"<{local}@{domain}>"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -269,13 +279,16 @@ def _to_header(to_email: str, to_name: str | None) -> str:
 
 def render_bytes(template: str, locale: str | None, variables: Mapping[str, Any], *,
                  message_id: str, to_email: str, to_name: str | None, from_addr: str | Address,
-                 unsubscribe_url: str | None, sent_at: datetime | None = None) -> bytes:
+                 unsubscribe_url: str | None, sent_at: datetime | None = None,
+                 from_name: str | None = None, reply_to: str | None = None) -> bytes:
     """A complete message as wire bytes: headers, and a multipart/alternative of text/plain and
     text/html.
 
     `message_id` is used exactly as given (the outbox fixed it when the run executed). Workflow
     templates need an https `unsubscribe_url` (RFC 8058 one-click, also shown in both parts);
-    `digest` gets no List-Unsubscribe and ignores it. Raises RenderError on bad input.
+    `digest` gets no List-Unsubscribe and ignores it. `from_name` replaces the display name of
+    `from_addr` (the shop's name on the platform's address); `reply_to` (an address runhub stores)
+    adds a Reply-To. Raises RenderError on bad input.
     """
     workflow = template in WORKFLOW_TEMPLATES
     if not (message_id.isascii() and message_id.isprintable() and len(message_id) <= 500
@@ -286,7 +299,9 @@ def render_bytes(template: str, locale: str | None, variables: Mapping[str, Any]
         if not unsubscribe_url:
             raise RenderError(f"{template}: workflow mail needs an unsubscribe_url (RFC 8058)")
         uri = values.header_uri(unsubscribe_url, "unsubscribe_url")
-    headers = [_from_header(from_addr), _to_header(to_email, to_name)]
+    headers = [_from_header(from_addr, from_name), _to_header(to_email, to_name)]
+    if reply_to:
+        headers.append(f"Reply-To: {mime.address('', envelope_address(reply_to))}\r\n")
     sent_at = sent_at or datetime.now(timezone.utc)
     rendered = render_content(template, locale, variables, unsubscribe_url=uri, now=sent_at)
     headers += [

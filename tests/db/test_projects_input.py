@@ -407,3 +407,41 @@ def test_locale_accepted_iff_supported(conn, locale):
         assert project is not None and key is None, locale
     else:
         assert key == "projects.invalidLocale", (locale, key)
+
+
+# -- senderName and replyTo: how a shop's mail says who sent it ------------------------------------
+
+def _settings(conn, project, owner, settings: dict):
+    from psycopg.types.json import Jsonb
+
+    return conn.execute("SELECT runhub.update_project_settings(%s, %s, %s)", (project, owner, Jsonb(settings))).fetchone()[0]
+
+
+@pytest.mark.parametrize(("given_", "stored"), [
+    ("Café Olé", "Café Olé"), ("  Two\n lines\tjoined ", "Two lines joined"), ("x" * 100, "x" * 100),
+    ("line\u2028sep\u3000arated", "line sep arated"),
+    ('"Quoted" <not@an.address>', '"Quoted" <not@an.address>'),  # a name, written as encoded words
+])
+def test_a_sender_name_is_stored_on_one_line(conn, given_, stored):
+    project, owner = new_project(conn)
+    assert _settings(conn, project, owner, {"senderName": given_})["senderName"] == stored
+    assert "senderName" not in _settings(conn, project, owner, {"senderName": None}), "null: the project's name again"
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "x" * 101, "bell\x07", "esc\x1b", "csi\x9b", 7, ["x"]])
+def test_a_bad_sender_name_is_refused_and_changes_nothing(conn, bad):
+    project, owner = new_project(conn)
+    with pytest.raises(psycopg.Error) as excinfo:
+        _settings(conn, project, owner, {"senderName": bad, "shopUrl": "https://shop.example"})
+    assert assert_refused(excinfo, "PT400", "common.invalidInput")["field"] == "senderName"
+    assert conn.execute("SELECT settings FROM runhub.projects WHERE id = %s", (project,)).fetchone()[0] == {}
+
+
+def test_reply_to_is_an_address_by_the_one_rule(conn):
+    project, owner = new_project(conn)
+    assert _settings(conn, project, owner, {"replyTo": " Owner@Bücher.DE "})["replyTo"] == "owner@bücher.de"
+    for bad in ["owner", "İnfo@example.com", "a" * 250 + "@example.com", "Owner <owner@example.com>", 5]:
+        with pytest.raises(psycopg.Error) as excinfo:
+            _settings(conn, project, owner, {"replyTo": bad})
+        assert assert_refused(excinfo, "PT400", "common.invalidInput")["field"] == "replyTo", bad
+    assert "replyTo" not in _settings(conn, project, owner, {"replyTo": None})

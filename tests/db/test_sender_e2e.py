@@ -5,11 +5,15 @@ import email
 import email.policy
 import threading
 from collections import Counter
+from email.header import decode_header, make_header
 
 import pytest
 from aiosmtpd.controller import Controller
 
+from psycopg.types.json import Jsonb
+
 from helpers.db import wait_until
+from helpers.mail import stored_message_id
 from helpers.workflows import create_run, preview, process_runs, ready_project, run_status, signup
 from runhub_loader import logs
 from runhub_loader.db.embedded import free_port
@@ -95,7 +99,7 @@ def test_a_run_is_delivered_once_with_its_headers(conn, sink_factory, run_sender
     run_sender(url)
     wait_until(lambda: run_status(conn, run) == "succeeded", "the run to succeed")
 
-    messages = {m["Message-ID"]: m for m in sink.accepted}
+    messages = {stored_message_id(m["Message-ID"]): m for m in sink.accepted}
     rows = conn.execute("SELECT to_email, message_id, status, smtp_code FROM runhub.outbox WHERE run_id = %s",
                         (run,)).fetchall()
     assert sorted(r[0] for r in rows) == emails and len(sink.accepted) == len(emails)
@@ -246,3 +250,48 @@ def test_runhub_sender_until_idle_delivers_what_is_due_then_exits_0(conn, db_url
     assert result.exit_code == 0, result.output
     assert run_status(conn, run) == "succeeded"
     assert sorted(m["To"].addresses[0].addr_spec for m in sink.accepted) == [f"idle{i}@example.com" for i in range(3)]
+
+
+# -- each shop mails as itself -------------------------------------------------------------------
+
+HOSTILE_NAME = 'Café "Ünïcode" <evil@attacker.example>,\nBcc: all@victims.example =?utf-8?q?x?='
+
+
+def test_each_shop_mails_under_its_own_name_and_gets_its_replies(conn, sink_factory, run_sender):
+    """From: the shop's senderName (default its name) on the platform's address; Reply-To: the
+    shop's replyTo; Message-ID on the platform's domain. Parsed back from the delivered mail, with
+    a name that tries to add an address and a header."""
+    project, owner, run = onboarding_run(conn, ["new@example.com"])
+    conn.execute("SELECT runhub.update_project_settings(%s, %s, %s)",
+                 (project, owner, Jsonb({"senderName": HOSTILE_NAME, "replyTo": " Owner@Bücher.de "})))
+    sink, url = sink_factory()
+    run_sender(url, from_addr="Platform Mail <mail@platform.example>")
+    wait_until(lambda: run_status(conn, run) == "succeeded", "the run to succeed")
+    [message] = sink.accepted
+    [sender] = message["From"].addresses
+    assert sender.addr_spec == "mail@platform.example"
+    assert _rfc2047_display_name(message) == " ".join(HOSTILE_NAME.split())
+    assert [a.addr_spec for a in message["Reply-To"].addresses] == ["owner@xn--bcher-kva.de"]
+    assert "Bcc" not in message and [a.addr_spec for a in message["To"].addresses] == ["new@example.com"]
+    assert message["Message-ID"] == f"<{run}.{_recipient_id(conn, run)}@platform.example>"
+
+
+def test_a_shop_without_a_sender_name_mails_under_its_name_and_without_reply_to(conn, sink_factory, run_sender):
+    project, _, run = onboarding_run(conn, ["plain@example.com"])
+    name = conn.execute("SELECT name FROM runhub.projects WHERE id = %s", (project,)).fetchone()[0]
+    sink, url = sink_factory()
+    run_sender(url, from_addr="Platform Mail <mail@platform.example>")
+    wait_until(lambda: run_status(conn, run) == "succeeded", "the run to succeed")
+    [message] = sink.accepted
+    assert (message["From"].addresses[0].display_name, message["Reply-To"]) == (name, None)
+
+
+def _recipient_id(conn, run) -> int:
+    return conn.execute("SELECT id FROM runhub.workflow_run_recipients WHERE run_id = %s", (run,)).fetchone()[0]
+
+
+def _rfc2047_display_name(message) -> str:
+    """The From display name decoded as RFC 2047 says (white space between encoded words dropped;
+    Python's address parser keeps it)."""
+    raw = dict(message.raw_items())["From"]
+    return str(make_header(decode_header(raw.rpartition("<")[0]))).strip()

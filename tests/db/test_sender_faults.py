@@ -41,6 +41,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 from helpers.db import durable_commits, wait_until
+from helpers.mail import stored_message_id
 from helpers.workflows import connect, create_run, preview, ready_project, run_status
 from runhub_loader.db.embedded import free_port
 from runhub_loader.mail.sink import ehlo_responses
@@ -96,7 +97,7 @@ class FaultSink:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
         headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(envelope.content)
-        message_id = str(headers["Message-ID"]).strip()
+        message_id = stored_message_id(headers["Message-ID"])
         to = parseaddr(str(headers["To"]))[1].lower()
         assert len(envelope.rcpt_tos) == 1, envelope.rcpt_tos
         rcpt = envelope.rcpt_tos[0].lower()

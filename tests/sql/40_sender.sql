@@ -161,24 +161,27 @@ SELECT is((SELECT m FROM claimed WHERE m ->> 'toEmail' = 'ann@example.com'),
           (SELECT jsonb_build_object(
                 'id', o.id, 'messageId', o.message_id, 'projectId', :'proj_a', 'runId', :'run_a',
                 'template', 'recovery', 'locale', 'fr', 'toEmail', 'ann@example.com', 'toName', 'Ann', 'attempts', 0,
+                'fromName', 'Sender shop', 'replyTo', NULL,
                 'unsubscribeToken', runhub.unsubscribe_token(:'proj_a', 'ann@example.com'),
                 'variables', jsonb_build_object(
                     'projectName', 'Sender shop', 'shopUrl', 'https://shop.example/', 'customerName', 'Ann',
                     'link', 'https://shop.example/checkout?wid=' || :'run_a' || '&cart=cart-ann', 'cartId', 'cart-ann',
                     'amountCents', 4200, 'currency', 'EUR'))
              FROM runhub.outbox o WHERE o.to_email = 'ann@example.com'),
-          'a recovery message as claimed: envelope, no attempt yet, unsubscribe token, and the variables its template needs');
+          'a recovery message as claimed: envelope, the shop''s name to send under, no attempt yet, unsubscribe token, and the variables its template needs');
 SELECT matches((SELECT m ->> 'messageId' FROM claimed WHERE m ->> 'toEmail' = 'ann@example.com'), '^<[^<>@[:space:]]+@[^<>@[:space:]]+>$',
                'the messageId is a Message-ID, <...@...>');
 SELECT is((SELECT m - ARRAY['id', 'messageId'] FROM claimed WHERE m ->> 'toEmail' = 'pat@example.com'),
           jsonb_build_object('projectId', :'proj_b', 'runId', :'run_b', 'template', 'promo', 'locale', 'es',
                              'toEmail', 'pat@example.com', 'toName', 'Pat', 'attempts', 0,
+                             'fromName', 'Promo shop', 'replyTo', NULL,
                              'unsubscribeToken', runhub.unsubscribe_token(:'proj_b', 'pat@example.com'),
                              'variables', '{"projectName": "Promo shop", "customerName": "Pat", "subject": "Spring sale", "content": "Up to 30% off"}'::jsonb),
           'a promo message: subject and content from the run''s params, no link, cart or amount');
 SELECT is((SELECT m - ARRAY['id', 'messageId'] FROM claimed WHERE m ->> 'toEmail' = 'owner@example.com'),
           jsonb_build_object('projectId', :'proj_a', 'runId', NULL, 'template', 'digest', 'locale', 'en',
                              'toEmail', 'owner@example.com', 'toName', 'Owner', 'attempts', 0, 'unsubscribeToken', NULL,
+                             'fromName', NULL, 'replyTo', NULL,
                              'variables', '{"week": 47, "projectName": "Sender shop", "shopUrl": "https://shop.example/"}'::jsonb),
           'mail of no run (a digest): its own variables plus the project''s, and no unsubscribe token');
 SELECT results_eq($$SELECT to_email, status, attempts, lease_owner, started_at,

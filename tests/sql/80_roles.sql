@@ -396,7 +396,7 @@ SELECT throws_ok($$SELECT * FROM runhub.projects$$, '42501', NULL, 'runhub_sende
 SELECT runhub.claim_messages('sender-1', 10, 60) AS sender_claim \gset
 SELECT is((:'sender_claim'::jsonb) - ARRAY['id', 'projectId'],
           '{"messageId": "<digest-roles@runhub>", "runId": null, "template": "digest", "locale": "en", "toEmail": "b@example.com",
-            "toName": null, "attempts": 0, "unsubscribeToken": null, "variables": {"week": 1, "projectName": "Project two"}}'::jsonb,
+            "toName": null, "fromName": null, "replyTo": null, "attempts": 0, "unsubscribeToken": null, "variables": {"week": 1, "projectName": "Project two"}}'::jsonb,
           'runhub_sender can call claim_messages (it claims the digest)');
 SELECT is(runhub.heartbeat_messages('sender-1', ARRAY[((:'sender_claim'::jsonb) ->> 'id')::bigint]), 1, 'runhub_sender can call heartbeat_messages');
 SELECT is(runhub.release_messages('sender-1', ARRAY[((:'sender_claim'::jsonb) ->> 'id')::bigint]), 1, 'runhub_sender can call release_messages');
