@@ -401,9 +401,13 @@ def attribute_payments(obj: Context, since, projects) -> None:
 @click.option("--until-idle", is_flag=True,
               help="Execute and deliver what is due, then exit 0 once nothing is (no run queued or executing, "
                    "no message due or being sent): for scripts and one-off catch-ups.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics on this port (/metrics): the sender's own and the database's.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="The address the metrics are served on (0.0.0.0: every interface).")
 @click.pass_obj
 def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, concurrency, rate, project_rate,
-           batch, poll_seconds, wake_seconds, lease_seconds, listen_url, until_idle) -> None:
+           batch, poll_seconds, wake_seconds, lease_seconds, listen_url, until_idle, metrics_port, metrics_host) -> None:
     """Run the sender daemon: execute runs and deliver the outbox (SIGTERM stops it cleanly)."""
     from .mail.daemon import Sender, SenderConfig
     from .mail.smtp import SmtpConfig
@@ -413,10 +417,24 @@ def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, co
                           concurrency=concurrency, rate=rate, project_rate=project_rate, batch=batch,
                           poll_seconds=poll_seconds, wake_seconds=wake_seconds, lease_seconds=lease_seconds,
                           listen_url="" if (listen_url or "").lower() == "none" else listen_url,
-                          exit_when_idle=until_idle)
+                          exit_when_idle=until_idle, metrics_port=metrics_port, metrics_host=metrics_host)
     daemon = Sender(config)
     daemon.install_signal_handlers()
     sys.exit(daemon.run())
+
+
+@main.command("metrics")
+@click.pass_obj
+def metrics_command(obj: Context) -> None:
+    """Print the database's metrics once, in Prometheus' text format (runhub.metrics(): queues, runs,
+    relays, the digest job, cancelled mail), e.g. for a node exporter's textfile collector. The
+    sender's own come from `runhub sender --metrics-port`."""
+    from .metrics import database_text
+
+    text = database_text(obj.database_url())
+    if b"runhub_database_up 1.0" not in text:
+        raise click.ClickException("could not read runhub.metrics(): is runhub deployed in this database?")
+    click.echo(text.decode(), nl=False)
 
 
 @main.command("smtp-sink")

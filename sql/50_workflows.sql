@@ -631,7 +631,11 @@ BEGIN
     WITH cancelled AS (
         UPDATE runhub.outbox o SET status = 'cancelled', last_error = p_why
          WHERE o.recipient_id = ANY (p_recipients) AND o.status = 'queued'
-        RETURNING o.recipient_id)
+        RETURNING o.recipient_id
+    ), counted AS (
+        UPDATE runhub.outbox_cancellations k SET count = k.count + (SELECT count(*) FROM cancelled)
+         WHERE k.reason = runhub._cancellation_reason(p_why) AND EXISTS (SELECT 1 FROM cancelled)
+    )
     UPDATE runhub.workflow_run_recipients SET status = 'cancelled', updated_at = now()
      WHERE id IN (SELECT recipient_id FROM cancelled);
 END

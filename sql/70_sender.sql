@@ -2,6 +2,18 @@
 -- SMTP server gave it, retry with backoff, and end a run when its last message is final.
 -- A message is marked sent only by record_sent, which the daemon calls after the server said 250.
 
+-- What a cancellation's last_error says, as a reason of runhub.outbox_cancellations: expired (the
+-- claim: too late to be of use), suppressed (the claim, or a suppression), run_cancelled (the
+-- claim, or cancel_run). No SET clause: inlined where it is used.
+CREATE OR REPLACE FUNCTION runhub._cancellation_reason(p_last_error text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN pg_catalog.starts_with(p_last_error, 'expired') THEN 'expired'
+                WHEN pg_catalog.starts_with(p_last_error, 'suppressed') THEN 'suppressed'
+                ELSE 'run_cancelled' END
+$$;
+
 -- The key new unsubscribe tokens are signed with: the newest one not revoked (rotation adds it
 -- before revoking any other, so there always is one).
 CREATE OR REPLACE FUNCTION runhub._unsubscribe_signing_key()
@@ -184,6 +196,11 @@ BEGIN
     ), settled AS (
         UPDATE runhub.workflow_run_recipients rc SET status = 'cancelled', updated_at = now()
           FROM claimed c WHERE c.status = 'cancelled' AND rc.id = c.recipient_id
+    ), counted AS (
+        UPDATE runhub.outbox_cancellations k SET count = k.count + c.n
+          FROM (SELECT runhub._cancellation_reason(c.last_error) AS reason, count(*) AS n
+                  FROM claimed c WHERE c.status = 'cancelled' GROUP BY 1) c
+         WHERE k.reason = c.reason
     )
     SELECT array_agg(c.id ORDER BY c.next_attempt_at, c.id) INTO v_ids FROM claimed c WHERE c.status = 'sending';
     IF v_ids IS NOT NULL THEN

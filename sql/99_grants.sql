@@ -49,7 +49,8 @@ GRANT EXECUTE ON FUNCTION
     runhub.record_failure(bigint, text, int, text),
     runhub.unsubscribe_token(uuid, text),
     runhub.sender_idle(),
-    runhub.digest_batch(int, bigint)
+    runhub.digest_batch(int, bigint),
+    runhub.metrics()
 TO runhub_sender;
 -- The digest job's catch-up (the procedure runs with its caller's rights: it calls digest_batch).
 GRANT EXECUTE ON PROCEDURE runhub.run_due_digests(int) TO runhub_sender;

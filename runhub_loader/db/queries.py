@@ -243,3 +243,6 @@ def record_sent_and_start(sent: bool, start: bool) -> str:
 
 # A project's today on runhub's clock, in its time zone (`runhub digest preview --day today|yesterday`).
 PROJECT_TODAY = "SELECT (runhub._now() AT TIME ZONE timezone)::date FROM runhub.projects WHERE id = %s"
+
+# The database's figures for monitoring (runhub_loader/metrics.py).
+DATABASE_METRICS = "SELECT name, labels, value FROM runhub.metrics()"

@@ -31,6 +31,7 @@ import psycopg
 
 from .. import logs
 from ..db.session import connect
+from ..metrics import SenderMetrics
 from .recorder import Recorder
 from .render import envelope_address, on_domain, render_bytes
 from .smtp import Outcome, RelayUnavailable, SmtpConfig, SmtpConnection
@@ -70,6 +71,8 @@ class SenderConfig:
     # direct connection beside a pooled database URL; "" (none), no LISTEN: poll every poll_seconds.
     listen_url: str | None = None
     relay_probe_max_s: float = 30.0    # while the relay is down, probe it at most this far apart
+    metrics_port: int | None = None    # serve Prometheus metrics here (runhub_loader/metrics.py)
+    metrics_host: str = "127.0.0.1"
 
     @property
     def wakeups_url(self) -> str | None:
@@ -128,11 +131,17 @@ class Sender:
         self._relay_up = threading.Event()
         self._relay_up.set()
         self._relay_down_since: float | None = None
+        self.metrics = SenderMetrics(config.database_url if config.metrics_port is not None else None)
+        self.metrics.local_queue.set_function(self.work.qsize)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
         with logs.bound(worker=self.worker_id):
             log.info("sender_started", concurrency=self.config.concurrency, batch=self.config.batch)
+            metrics_server = None
+            if self.config.metrics_port is not None:
+                metrics_server = self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
+                log.info("metrics_serving", host=self.config.metrics_host, port=self.config.metrics_port)
             threads = [_thread(self._worker, f"send-{i}") for i in range(self.config.concurrency)]
             threads.append(_thread(self._heartbeat, "heartbeat"))
             recorder = _thread(self.recorder.run, "recorder")
@@ -150,6 +159,9 @@ class Sender:
                 self._release_queued()
                 self._wake_r.close()
                 self._wake_w.close()
+                if metrics_server is not None:
+                    metrics_server.shutdown()
+                    metrics_server.server_close()
                 log.info("sender_stopped", **self.totals)
         return 0
 
@@ -253,7 +265,8 @@ class Sender:
         return conn.execute("SELECT runhub.sender_idle()").fetchone()[0]
 
     def _process_runs(self, conn) -> None:
-        done = conn.execute("SELECT runhub.process_runs(10)").fetchone()[0]
+        with self.metrics.timed("process_runs"):
+            done = conn.execute("SELECT runhub.process_runs(10)").fetchone()[0]
         if done:
             log.info("runs_processed", runs=done)
         self._run_due_digests(conn)
@@ -277,8 +290,9 @@ class Sender:
         room = self.config.batch - self.work.qsize()
         if room <= 0:
             return
-        rows = conn.execute("SELECT runhub.claim_messages(%s, %s, %s)",
-                            (self.worker_id, room, self.config.lease_seconds)).fetchall()
+        with self.metrics.timed("claim_messages"):
+            rows = conn.execute("SELECT runhub.claim_messages(%s, %s, %s)",
+                                (self.worker_id, room, self.config.lease_seconds)).fetchall()
         self._more_due = len(rows) == room
         with self._in_flight_lock:
             self.in_flight.update(message["id"] for (message,) in rows)
@@ -374,7 +388,9 @@ class Sender:
             first = self._relay_up.is_set()
             if first:
                 self._relay_up.clear()
+                self.metrics.relay_up.set(0)
                 self._relay_down_since = time.monotonic()
+        self.metrics.deferred(message["template"])
         self._database_call("SELECT runhub.defer_messages(%s, %s, %s)",
                             (self.worker_id, [message["id"]], f"relay unavailable: {exc}"))
         with self._in_flight_lock:
@@ -399,6 +415,7 @@ class Sender:
             log.error("relay_reachable", relay=probe.relay, down_for_s=round(down_for, 1))
             self._database_call("SELECT runhub.report_relay(%s, %s, NULL)", (self.worker_id, probe.relay))
             self._relay_up.set()
+            self.metrics.relay_up.set(1)
             self._wake()  # claim again now
             return
 
@@ -438,13 +455,15 @@ class Sender:
                 return Outcome(False, 554, f"render failed: {exc!r}"[:400])
             self.global_rate.wait()
             self.project_rate.wait(message["projectId"])
-            return smtp.send(email, self.envelope_from, recipient)
+            with self.metrics.smtp_sends.time():
+                return smtp.send(email, self.envelope_from, recipient)
 
     def _finish(self, message: dict, outcome: Outcome, following: dict | None) -> bool:
         """Record the outcome (and the start of `following`); whether `following` may be sent."""
         status, started = self._submit(message, outcome, following)
         if status is not None:
             self.totals[status] += 1
+            self.metrics.finished(message["template"], status, outcome.code, outcome.reply)
             with logs.bound(run_id=message.get("runId"), message_id=message["messageId"]):
                 log.info("message_" + ("sent" if outcome.accepted else "refused"), status=status,
                          smtp_code=outcome.code, reply=outcome.reply[:200], attempt=message["attempts"] + 1,
@@ -457,7 +476,8 @@ class Sender:
         both are left to their leases."""
         failed = False
         try:
-            status, started = self.recorder.record(message and message["id"], outcome, start and start["id"])
+            with self.metrics.timed("record"):
+                status, started = self.recorder.record(message and message["id"], outcome, start and start["id"])
         except Exception as exc:
             log.error("record_failed", error=repr(exc))
             status, started, failed = None, False, True
