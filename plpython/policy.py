@@ -67,14 +67,15 @@ def check_requirements(requirements: list[dict]) -> dict | None:
     return None
 
 
-def check_cooldown(last_run_at, now, cooldown_minutes: int) -> dict | None:
+def check_cooldown(last_run_at, now, cooldown_minutes: int, last_run_queued: bool = False) -> dict | None:
+    """A run within the cooldown holds it; one still queued says so (it has sent nothing yet)."""
     last, current = _instant(last_run_at), _instant(now)
     if last is None:
         return None
     remaining = cooldown_minutes * 60 - (current - last).total_seconds()
     if remaining > 0:
-        return _refuse("PT409", "workflows.policy.cooldownActive", minutes=max(1, -(-int(remaining) // 60)),
-                       cooldownMinutes=cooldown_minutes)
+        reason = "workflows.policy.alreadyQueued" if last_run_queued else "workflows.policy.cooldownActive"
+        return _refuse("PT409", reason, minutes=max(1, -(-int(remaining) // 60)), cooldownMinutes=cooldown_minutes)
     return None
 
 
@@ -87,11 +88,12 @@ def check_recipients(count: int, policy: dict) -> dict | None:
     return None
 
 
-def warnings_for(count: int, policy: dict) -> list[str]:
+def warnings_for(count: int, policy: dict) -> list[dict]:
+    """Each warning as an i18n key with its params (and the param its plural form follows)."""
     warnings = []
     threshold = _number(policy.get("warnAtRecipients", 500))
     if count >= threshold:
-        warnings.append(f"This will email {count} people")
+        warnings.append({"key": "owner.warning.manyRecipients", "params": {"count": count}, "plural": "count"})
     return warnings
 
 
@@ -108,7 +110,8 @@ def evaluate(facts: dict) -> dict:
     if "requirements" in facts:
         checks.append(lambda: check_requirements(facts["requirements"]))
     if "now" in facts:
-        checks.append(lambda: check_cooldown(facts.get("lastRunAt"), facts["now"], _number(policy["cooldownMinutes"])))
+        checks.append(lambda: check_cooldown(facts.get("lastRunAt"), facts["now"], _number(policy["cooldownMinutes"]),
+                                             bool(facts.get("lastRunQueued"))))
     if facts.get("previewFound") is False:
         checks.append(lambda: _refuse("PT422", "workflows.policy.previewRequired",
                                       maxAgeMinutes=_number(policy["previewMaxAgeMinutes"])))

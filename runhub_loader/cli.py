@@ -309,10 +309,10 @@ def demo(obj: Context) -> None:
     click.echo("actions, previewed as the owner:")
     for action in result["actions"]:
         preview = result["previews"][action["id"]]
-        state = "available" if action["available"] else f"unavailable ({action['reason']})"
-        blocked = f", blocked: {preview['blocked']['reason']}" if "blocked" in preview else ""
+        state = "available" if action["available"] else f"unavailable ({action['reasonText']})"
+        blocked = f", blocked: {preview['blocked']['text']}" if "blocked" in preview else ""
         click.echo(f"  {action['id']:18} {state}: {preview['count']} recipient(s){blocked}")
-        click.echo(f"    {preview['criteria']}; excluded: "
+        click.echo(f"    {preview['criteria']['text']}; excluded: "
                    + (", ".join(f"{x['count']} {x['exclusion']}" for x in preview["excluded"]) or "nothing"))
     run = result["run"]
     if run and "blocked" in run:

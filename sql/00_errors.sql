@@ -38,6 +38,7 @@ AS $$
     ('workflows.policy.ownerRequired', 'PT403', 'Only the project owner can run this action; you are {role}'),
     ('workflows.policy.rateLimited', 'PT429', 'At most {limit} workflow triggers per minute per project; retry in {retryAfterSeconds} s'),
     ('workflows.policy.cooldownActive', 'PT409', 'This action ran less than {cooldownMinutes} minutes ago; wait {minutes} more minutes'),
+    ('workflows.policy.alreadyQueued', 'PT409', 'A run of this action is already queued and has sent nothing yet; it can run again in {minutes} minutes'),
     ('workflows.policy.previewRequired', 'PT422', 'Preview this action with the same parameters (within {maxAgeMinutes} minutes) before running it'),
     ('workflows.policy.noRecipients', 'PT422', 'No recipients match the criteria ({count}; at least {min} needed)'),
     ('workflows.policy.tooManyRecipients', 'PT422', 'Too many recipients ({count}); the maximum is {max}'),

@@ -37,55 +37,53 @@ ON CONFLICT (id) DO UPDATE SET
     sent_event_type = excluded.sent_event_type, position = excluded.position
 WHERE (a.*) IS DISTINCT FROM (excluded.*);
 
--- What each exclusion means, in the words a preview shows. The recipient builder enforces exactly
--- the exclusions an action lists, and the preview describes exactly those: one definition, two uses.
--- PL/pgSQL, as criteria_text: a SQL function with a SET clause is planned on every call (a preview
--- makes seven).
-CREATE OR REPLACE FUNCTION runhub.exclusion_label(exclusion text, frequency_cap_hours int)
-RETURNS text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+-- What each exclusion means, in the words a preview shows: {key, params, text}, the text in the
+-- locale. The recipient builder enforces exactly the exclusions an action lists, and the preview
+-- describes exactly those: one definition, two uses.
+CREATE OR REPLACE FUNCTION runhub._exclusion_text(p_locale text, p_exclusion text, p_frequency_cap_hours int)
+RETURNS jsonb
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-DECLARE
-    p_exclusion ALIAS FOR exclusion;
-    p_frequency_cap_hours ALIAS FOR frequency_cap_hours;
-BEGIN
-    RETURN CASE p_exclusion
-        WHEN 'converted'        THEN 'Customers who paid after their checkout'
-        WHEN 'alreadyContacted' THEN 'Checkouts that already got a recovery e-mail'
-        WHEN 'alreadyOnboarded' THEN 'Users who already got a welcome e-mail'
-        WHEN 'suppressed'       THEN 'Unsubscribed, bounced or suppressed addresses'
-        WHEN 'frequencyCap'     THEN format('Customers e-mailed by any workflow in the last %s hours', p_frequency_cap_hours)
-    END;
-END
+    SELECT runhub._owner_text(p_locale, 'owner.exclusion.' || p_exclusion,
+                              CASE WHEN p_exclusion = 'frequencyCap' THEN jsonb_build_object('hours', p_frequency_cap_hours)
+                                   ELSE '{}' END)
+     WHERE p_exclusion IN ('converted', 'alreadyContacted', 'alreadyOnboarded', 'suppressed', 'frequencyCap')
 $$;
 
--- The audience of an action with these params, as a plain-English sentence built from the same
--- policy windows the recipient builder filters with.
-CREATE OR REPLACE FUNCTION runhub.criteria_text(action text, policy jsonb, params jsonb)
-RETURNS text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+-- The audience of an action with these params, as a sentence built from the same policy windows
+-- the recipient builder filters with: {key, params, text}, the text in the locale.
+CREATE OR REPLACE FUNCTION runhub._criteria(p_locale text, p_action text, p_policy jsonb, p_params jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-DECLARE
-    p_action ALIAS FOR action;
-    p_policy ALIAS FOR policy;
-    p_params ALIAS FOR params;
-BEGIN
-    RETURN CASE p_action
-        WHEN 'recover_abandoned' THEN format(
-            'Customers whose latest checkout in the last %s hours has no payment yet', p_policy ->> 'windowHours')
-        WHEN 'send_promo' THEN CASE p_params ->> 'segmentation'
-            WHEN 'recent_7d'  THEN 'Customers and leads seen in the last 7 days'
-            WHEN 'recent_30d' THEN 'Customers and leads seen in the last 30 days'
-            ELSE 'Every customer and lead this shop has seen' END
-        WHEN 'onboard_users' THEN format(
-            'People who signed up in the last %s days and have done nothing since', p_policy ->> 'windowDays')
-    END;
-END
+    SELECT CASE p_action
+        WHEN 'recover_abandoned' THEN runhub._owner_text(p_locale, 'owner.criteria.recoverAbandoned',
+                                          jsonb_build_object('hours', (p_policy ->> 'windowHours')::int))
+        WHEN 'send_promo' THEN runhub._owner_text(p_locale, CASE p_params ->> 'segmentation'
+                                          WHEN 'recent_7d' THEN 'owner.criteria.sendPromo.recent7d'
+                                          WHEN 'recent_30d' THEN 'owner.criteria.sendPromo.recent30d'
+                                          ELSE 'owner.criteria.sendPromo.all' END)
+        WHEN 'onboard_users' THEN runhub._owner_text(p_locale, 'owner.criteria.onboardUsers',
+                                          jsonb_build_object('days', (p_policy ->> 'windowDays')::int))
+    END
 $$;
+
+-- The words for one exclusion, in a locale (default English): what a preview's label says.
+CREATE OR REPLACE FUNCTION runhub.exclusion_label(exclusion text, frequency_cap_hours int, locale text DEFAULT 'en')
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER  -- it reads runhub.texts, which the app's login may not
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT runhub._exclusion_text(exclusion_label.locale, exclusion_label.exclusion, exclusion_label.frequency_cap_hours) ->> 'text' $$;
+
+-- The audience of an action under a policy and params, in a locale (default English): what a
+-- preview's criteria say.
+CREATE OR REPLACE FUNCTION runhub.criteria_text(action text, policy jsonb, params jsonb, locale text DEFAULT 'en')
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER  -- it reads runhub.texts, which the app's login may not
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT runhub._criteria(criteria_text.locale, criteria_text.action, criteria_text.policy, criteria_text.params) ->> 'text' $$;
 
 -- The project's frequency cap in hours (setting frequencyCapHours, default 16). No SET clause: an
 -- expression inlined where it is used (the recipient builder).

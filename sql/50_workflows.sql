@@ -165,7 +165,12 @@ BEGIN
     RETURN jsonb_build_object(
         'policy', p_action.policy, 'requiredRole', p_action.required_role, 'role', p_role,
         'requirements', runhub._requirements(p_project, p_action),
-        'lastRunAt', runhub._iso(p_last_run_at), 'now', runhub._iso(now()))
+        'lastRunAt', runhub._iso(p_last_run_at), 'now', runhub._iso(now()),
+        -- whether the run that holds the cooldown is still queued (it has sent nothing yet)
+        'lastRunQueued', p_last_run_at IS NOT NULL AND EXISTS (
+            SELECT 1 FROM runhub.workflow_runs r
+             WHERE r.project_id = p_project.id AND r.action_id = p_action.id AND r.requested_at = p_last_run_at
+               AND r.status = 'queued'))
         || CASE WHEN p_recipient_count IS NOT NULL
                 THEN jsonb_build_object('recipientCount', p_recipient_count) ELSE '{}' END;
 END
@@ -278,7 +283,8 @@ BEGIN
     v_decision := runhub._evaluate_policy(runhub._policy_facts(v_project, v_action, v_role,
         (v_audience ->> 'count')::int, runhub._last_run_at(p_project, p_action)));
     IF NOT (v_decision ->> 'allowed')::boolean THEN
-        v_blocked := jsonb_build_object('reason', v_decision ->> 'reason', 'reasonParams', v_decision -> 'reasonParams');
+        v_blocked := jsonb_build_object('reason', v_decision ->> 'reason', 'reasonParams', v_decision -> 'reasonParams',
+                                        'text', runhub._text(v_project.locale, v_decision ->> 'reason', v_decision -> 'reasonParams'));
     END IF;
     INSERT INTO runhub.previews (project_id, actor, action_id, params, params_hash, recipient_count, blocked)
     VALUES (p_project, p_actor, p_action, v_params, md5(v_params::text), (v_audience ->> 'count')::int, v_blocked)
@@ -288,14 +294,16 @@ BEGIN
         'previewId', v_preview,
         'count', v_audience -> 'count',
         'sample', v_audience -> 'sample',
-        'criteria', runhub.criteria_text(p_action, v_action.policy, v_params),
-        'exclusions', (SELECT coalesce(jsonb_agg(runhub.exclusion_label(x, v_cap) ORDER BY ord), '[]')
+        'criteria', runhub._criteria(v_project.locale, p_action, v_action.policy, v_params),
+        'exclusions', (SELECT coalesce(jsonb_agg(runhub._exclusion_text(v_project.locale, x, v_cap) ORDER BY ord), '[]')
                          FROM unnest(v_action.exclusions) WITH ORDINALITY AS u(x, ord)),
         'excluded', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                                'exclusion', x, 'label', runhub.exclusion_label(x, v_cap),
+                                'exclusion', x, 'label', runhub._exclusion_text(v_project.locale, x, v_cap),
                                 'count', coalesce((v_audience -> 'excludedCounts' ->> x)::int, 0)) ORDER BY ord), '[]')
                        FROM unnest(v_action.exclusions) WITH ORDINALITY AS u(x, ord)),
-        'warnings', coalesce(v_decision -> 'warnings', '[]'),
+        'warnings', (SELECT coalesce(jsonb_agg(runhub._owner_text(v_project.locale, w ->> 'key', w -> 'params', w ->> 'plural')
+                                               ORDER BY ord), '[]')
+                       FROM jsonb_array_elements(v_decision -> 'warnings') WITH ORDINALITY AS u(w, ord)),
         'blocked', v_blocked,
         'params', v_params));
 END
@@ -540,7 +548,11 @@ DECLARE
     v_project runhub.projects;
 BEGIN
     SELECT * INTO v_project FROM runhub.projects WHERE id = p_project;
-    RETURN (SELECT jsonb_agg(runhub._action_json(a, d, lr) || jsonb_build_object('lastOutcome', lo.outcome)
+    RETURN (SELECT jsonb_agg(runhub._action_json(a, d, lr) || jsonb_build_object(
+                                 'lastOutcome', lo.outcome,
+                                 'title', runhub._owner_text(v_project.locale, 'digest.actionLabel.' || a.id),
+                                 'reasonText', CASE WHEN d ->> 'reason' IS NOT NULL
+                                                    THEN runhub._text(v_project.locale, d ->> 'reason', d -> 'reasonParams') END)
                              ORDER BY a.position)
               FROM runhub.actions a
              CROSS JOIN LATERAL (SELECT runhub._evaluate_policy(runhub._policy_facts(

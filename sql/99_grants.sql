@@ -20,11 +20,12 @@ GRANT EXECUTE ON FUNCTION
     runhub.cancel_run(uuid, uuid, uuid),
     runhub.workflow_outcome(uuid, uuid, uuid),
     runhub.explain_attribution(uuid, uuid, bigint),
+    runhub.explain_recipient(uuid, uuid, text, text, jsonb),
     runhub.attribution_reasons(),
     runhub.suppress(uuid, uuid, text, text),
     runhub.unsubscribe(text),
-    runhub.criteria_text(text, jsonb, jsonb),
-    runhub.exclusion_label(text, int),
+    runhub.criteria_text(text, jsonb, jsonb, text),
+    runhub.exclusion_label(text, int, text),
     runhub.next_digest_at(text, int, timestamptz), runhub.local_day_range(date, text),
     runhub.error_catalog()
 TO runhub_app;

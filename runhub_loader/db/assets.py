@@ -15,3 +15,12 @@ def _source() -> Path:
 
 # A folder holding migrations/, sql/ and plpython/: what `runhub deploy` deploys by default.
 DEFAULT_SOURCE = _source()
+
+_PACKAGED_CATALOGS = Path(__file__).resolve().parent.parent / "mail" / "templates"
+
+
+def catalog_folder(source: Path) -> Path:
+    """The mail's catalogs (messages.<locale>.json) that go with a deployable source: a checkout's
+    own, else this package's (the wheel's deployable/ sits beside mail/)."""
+    checkout = source / "runhub_loader" / "mail" / "templates"
+    return checkout if checkout.is_dir() else _PACKAGED_CATALOGS

@@ -14,7 +14,8 @@ from psycopg.rows import tuple_row
 from yoyo import get_backend, read_migrations
 
 from .. import __version__, logs
-from .assets import CODE_FOLDERS, DEFAULT_SOURCE
+from ..constants import LOCALES
+from .assets import CODE_FOLDERS, DEFAULT_SOURCE, catalog_folder
 from . import queries
 from .cron import CronReport, register_cron_jobs
 from .plpy_bundle import bundle_statements
@@ -47,6 +48,8 @@ def code_checksum(source: Path) -> str:
         for path in sorted((source / folder).rglob("*")):
             if path.is_file() and path.suffix in (".sql", ".py"):
                 digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(catalog_folder(source).glob("messages.*.json")):  # runhub.texts comes from them
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -192,6 +195,8 @@ def _apply_all(backend, pending, source: Path, checksum: str) -> None:
         step = "plpython bundle"  # first: SQL functions may call the wrappers, and grants come last
         for statement, params in bundle_statements(source):
             conn.execute(statement, params)
+        step = "texts"
+        _install_texts(conn, source)
         for path in sql_files(source):
             step = f"sql/{path.name}"
             conn.execute(path.read_text())
@@ -204,6 +209,17 @@ def _apply_all(backend, pending, source: Path, checksum: str) -> None:
         backend.rollback()
         log.error("deploy_failed", step=step, error=str(exc).strip())
         raise DeployError(f"deploy failed at {step}; nothing was changed: {str(exc).strip()}") from exc
+
+
+def _install_texts(conn, source: Path) -> None:
+    """The mail's catalogs, every locale, into runhub.texts: what the API answers owners in (an older
+    checkout's schema has no such table)."""
+    if not conn.execute(queries.TABLE_EXISTS, ("runhub.texts",)).fetchone()[0]:
+        return
+    conn.execute(queries.CLEAR_TEXTS)
+    for locale in LOCALES:
+        catalog = (catalog_folder(source) / f"messages.{locale}.json").read_text(encoding="utf-8")
+        conn.execute(queries.INSERT_TEXTS, (locale, catalog))
 
 
 def _note_defined_functions(conn) -> None:

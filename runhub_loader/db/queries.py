@@ -246,3 +246,7 @@ PROJECT_TODAY = "SELECT (runhub._now() AT TIME ZONE timezone)::date FROM runhub.
 
 # The database's figures for monitoring (runhub_loader/metrics.py).
 DATABASE_METRICS = "SELECT name, labels, value FROM runhub.metrics()"
+
+# The mail's catalog of one locale into runhub.texts (the deploy); params (locale, the JSON object).
+CLEAR_TEXTS = "DELETE FROM runhub.texts"
+INSERT_TEXTS = "INSERT INTO runhub.texts (locale, key, text) SELECT %s, key, value FROM jsonb_each_text(%s::jsonb)"

@@ -614,9 +614,12 @@ SPECS: dict[str, Spec] = {
     "runhub.suppress(uuid,uuid,text,text)": Spec(APP, lambda w: dict(
         project=w.A, actor=w.aA, email="sup@example.com", reason="manual")),
     "runhub.unsubscribe(text)": Spec(APP, lambda w: dict(token=w.token)),
-    "runhub.criteria_text(text,jsonb,jsonb)": Spec(APP, lambda w: dict(
-        action="send_promo", policy=w.policy, params={"segmentation": "recent_7d"})),
-    "runhub.exclusion_label(text,integer)": Spec(APP, lambda w: dict(exclusion="frequencyCap", frequency_cap_hours=16)),
+    "runhub.criteria_text(text,jsonb,jsonb,text)": Spec(APP, lambda w: dict(
+        action="send_promo", policy=w.policy, params={"segmentation": "recent_7d"}, locale="de")),
+    "runhub.exclusion_label(text,integer,text)": Spec(APP, lambda w: dict(exclusion="frequencyCap", frequency_cap_hours=16,
+                                                                          locale="fr")),
+    "runhub.explain_recipient(uuid,uuid,text,text,jsonb)": Spec(APP, lambda w: dict(
+        project=w.A, actor=w.aA, action="send_promo", email="c1@ex.com", params=PROMO)),
     "runhub.next_digest_at(text,integer,timestamp with time zone)": Spec(APP, lambda w: dict(
         timezone="Europe/Paris", hour=9, after=iso(now()))),
     "runhub.local_day_range(date,text)": Spec(APP, lambda w: dict(day="2026-03-29", timezone="Europe/Paris")),
@@ -647,6 +650,7 @@ SPECS: dict[str, Spec] = {
         id=w.claimed[1], worker=WORKER, smtp_code=450, smtp_reply="450 try later")),
     "runhub.unsubscribe_token(uuid,text)": Spec(SENDER, lambda w: dict(project=w.A, email="c1@ex.com")),
     "runhub.sender_idle()": Spec(SENDER, lambda w: {}, examples=1),
+    "runhub.metrics()": Spec(SENDER, lambda w: {}, examples=5),
     "runhub.digest_batch(integer,bigint)": Spec(SENDER, lambda w: dict(max=5, job_run=None), examples=20),
     "runhub.run_due_digests(integer)": Spec(SENDER, lambda w: dict(queued=None), examples=5),
     "runhub.current_user_id()": Spec(READER, lambda w: {}, examples=60),

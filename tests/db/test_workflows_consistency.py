@@ -185,7 +185,8 @@ def _earlier_runs(conn, w, mailed, base):
 # -- the model: docs/sql-contract.md, "One recipient builder" ----------------------------------
 
 def _model(w: World, action: str, segmentation: str):
-    """(recipients in e-mail order with their cart, {exclusion: count}, blocked reason or None)."""
+    """(recipients in e-mail order with their cart, {exclusion: count}, blocked reason or None,
+    {audience member: the exclusion that leaves them out, or None})."""
     by_email: dict[str, list[Ev]] = {}
     for e in w.events:
         if e.email:
@@ -231,8 +232,9 @@ def _model(w: World, action: str, segmentation: str):
 
     counts = dict.fromkeys(EXCLUSIONS[action], 0)
     chosen = []
+    verdicts = {}
     for email in sorted(audience):
-        why = excluded(email, audience[email])
+        why = verdicts[email] = excluded(email, audience[email])
         if why:
             counts[why] += 1
         else:
@@ -246,7 +248,7 @@ def _model(w: World, action: str, segmentation: str):
     else:
         unmet = not any(e.kind == "user_signed_up" for e in w.events) and "workflows.requires.events"
     blocked = unmet or (None if chosen else "workflows.policy.noRecipients")
-    return chosen, counts, blocked
+    return chosen, counts, blocked, verdicts
 
 
 def _busy_customer(i):
@@ -274,7 +276,7 @@ def _sample_of(rows):
 
 
 def _check_action(conn, w: World, action: str, params: dict):
-    expected, excluded_counts, blocked = _model(w, action, params.get("segmentation", "recent_30d"))
+    expected, excluded_counts, blocked, _ = _model(w, action, params.get("segmentation", "recent_30d"))
     # "E-mail order" is the database's collation: let it order the model's recipients too.
     carts = dict(expected)
     expected = [(e, carts[e]) for e in conn.execute(

@@ -95,7 +95,7 @@ def test_replay_is_answered_before_the_cooldown_and_preview_rules(conn):
     assert create_run(conn, project, owner, RECOVER, "k") == {"runId": run, "status": "queued", "deduplicated": True}
     with pytest.raises(psycopg.Error) as exc:
         create_run(conn, project, owner, RECOVER, "k2")
-    assert_refused(exc, "PT409", "workflows.policy.cooldownActive")
+    assert_refused(exc, "PT409", "workflows.policy.alreadyQueued")  # the cooldown of a run not yet executed
     assert len(runs_of(conn, project)) == 1
 
 
@@ -164,7 +164,7 @@ def test_rate_limit_is_exact_under_30_concurrent_calls(conn, open_sessions, db_c
     assert {r[1]["runId"] for r in replays if r[0] == "ok"} == {run}
     assert {(r[1], r[2]) for r in replays if r[0] == "err"} == {("PT429", "workflows.policy.rateLimited")}
     assert {(r[1], r[2]) for r in new_keys} <= {("PT429", "workflows.policy.rateLimited"),
-                                                 ("PT409", "workflows.policy.cooldownActive")}
+                                                 ("PT409", "workflows.policy.alreadyQueued")}
     for r in results:
         if r[0] == "err" and r[1] == "PT429":
             assert r[3]["limit"] == 10 and r[3]["windowSeconds"] == 60 and 1 <= r[3]["retryAfterSeconds"] <= 60
@@ -208,7 +208,7 @@ def test_calls_that_return_count_and_the_11th_replay_is_limited(conn, db_clock):
     outcomes += [attempt(create_run, conn, project, owner, RECOVER, "k")[1]["deduplicated"] for _ in range(3)]
     outcomes += [attempt(create_run, conn, project, owner, RECOVER, f"k{i}")[2] for i in range(3)]  # cooldown
     assert outcomes == ["workflows.invalidParams", "workflows.unknownParam", "workflows.policy.previewRequired",
-                        True, True, True] + ["workflows.policy.cooldownActive"] * 3
+                        True, True, True] + ["workflows.policy.alreadyQueued"] * 3
     # 4 calls returned so far: six more replays are answered, the 11th is refused.
     assert [create_run(conn, project, owner, RECOVER, "k")["deduplicated"] for _ in range(6)] == [True] * 6
     with pytest.raises(psycopg.Error) as exc:
@@ -258,10 +258,11 @@ def test_trigger_time_cooldown_then_released_by_cancel(conn):
     before = snapshot(conn)
     with pytest.raises(psycopg.Error) as exc:
         create_run(conn, project, owner, RECOVER, "b")
-    assert assert_refused(exc, "PT409", "workflows.policy.cooldownActive") == {"minutes": 60, "cooldownMinutes": 60}
+    assert assert_refused(exc, "PT409", "workflows.policy.alreadyQueued") == {"minutes": 60, "cooldownMinutes": 60}
     assert snapshot(conn) == before
     blocked = preview(conn, project, owner, RECOVER)["blocked"]
-    assert blocked == {"reason": "workflows.policy.cooldownActive", "reasonParams": {"minutes": 60, "cooldownMinutes": 60}}
+    assert blocked == {"reason": "workflows.policy.alreadyQueued", "reasonParams": {"minutes": 60, "cooldownMinutes": 60},
+                       "text": "A run of this action is already queued and has sent nothing yet: it can run again in 60 min"}
     # A cancelled run sent nothing and does not hold the cooldown.
     conn.execute("SELECT runhub.cancel_run(%s, %s, %s)", (project, owner, first))
     assert create_run(conn, project, owner, RECOVER, "c")["deduplicated"] is False
@@ -312,7 +313,8 @@ def test_trigger_time_no_recipients_is_decided_on_the_previews_count(conn):
     checkout(conn, project, "old@ex.com", hours=30)  # outside the 24 h window: prerequisite met, nobody to mail
     p = preview(conn, project, owner, RECOVER)
     assert p["count"] == 0 and p["sample"] == []
-    assert p["blocked"] == {"reason": "workflows.policy.noRecipients", "reasonParams": {"count": 0, "min": 1}}
+    assert p["blocked"] == {"reason": "workflows.policy.noRecipients", "reasonParams": {"count": 0, "min": 1},
+                            "text": "Nobody to e-mail: 0 recipient(s), at least 1 needed"}
     with pytest.raises(psycopg.Error) as exc:
         create_run(conn, project, owner, RECOVER, "k")
     assert assert_refused(exc, "PT422", "workflows.policy.noRecipients") == {"count": 0, "min": 1}
@@ -331,7 +333,8 @@ def test_trigger_time_too_many_recipients_is_decided_on_the_previews_count(conn)
     checkouts(conn, project, 3)
     p = preview(conn, project, owner, RECOVER)
     assert p["count"] == 3
-    assert p["blocked"] == {"reason": "workflows.policy.tooManyRecipients", "reasonParams": {"count": 3, "max": 2}}
+    assert p["blocked"] == {"reason": "workflows.policy.tooManyRecipients", "reasonParams": {"count": 3, "max": 2},
+                            "text": "Too many recipients: 3, at most 2"}
     before = snapshot(conn)
     with pytest.raises(psycopg.Error) as exc:
         create_run(conn, project, owner, RECOVER, "k")
@@ -346,7 +349,8 @@ def test_preview_warns_from_the_threshold_without_blocking(conn):
     assert preview(conn, project, owner, RECOVER)["warnings"] == []
     checkouts(conn, project, 1, prefix="third")
     p = preview(conn, project, owner, RECOVER)
-    assert p["warnings"] == ["This will email 3 people"] and "blocked" not in p
+    assert p["warnings"] == [{"key": "owner.warning.manyRecipients", "params": {"count": 3},
+                              "text": "This will e-mail 3 people"}] and "blocked" not in p
     assert create_run(conn, project, owner, RECOVER, "k")["deduplicated"] is False
 
 
@@ -469,9 +473,14 @@ def _setup_key_reused(conn, w):
     create_run(conn, w["project"], w["owner"], "send_promo", "k", PROMO)
 
 
-def _setup_cooldown(conn, w):
+def _setup_queued(conn, w):
     preview(conn, w["project"], w["owner"], RECOVER)
     create_run(conn, w["project"], w["owner"], RECOVER, "k")
+
+
+def _setup_cooldown(conn, w):
+    _setup_queued(conn, w)
+    process_runs(conn)  # executed: its mail is going out
 
 
 def _setup_too_many(conn, w):
@@ -533,6 +542,8 @@ REFUSALS = {
                             "PT422", "workflows.requires.recipients", {"source": "customers_30d"}, "blocked"),
     "cooldown": (_world, _setup_cooldown, "owner", RECOVER, "k2", {}, "PT409", "workflows.policy.cooldownActive",
                  {"cooldownMinutes": 60}, "blocked"),
+    "cooldown of a queued run": (_world, _setup_queued, "owner", RECOVER, "k2", {}, "PT409",
+                                 "workflows.policy.alreadyQueued", {"cooldownMinutes": 60}, "blocked"),
     "no preview": (_world, None, "owner", RECOVER, "k", {}, "PT422", "workflows.policy.previewRequired",
                    {"maxAgeMinutes": 15}, None),
     "no recipients": (_old_checkout_only, None, "owner", RECOVER, "k", {}, "PT422", "workflows.policy.noRecipients",
@@ -576,7 +587,9 @@ def test_every_refusal_has_its_code_and_key_and_writes_nothing(conn, case, db_cl
         assert snapshot(conn) == before, "a refused preview records nothing"
     elif preview_rule == "blocked":
         p = preview(conn, w["project"], actor, action, params)
-        assert p["blocked"] == {"reason": i18n, "reasonParams": got}
+        text = conn.execute("SELECT runhub._text(p.locale, %s, %s) FROM runhub.projects p WHERE p.id = %s",
+                            (i18n, Jsonb(got), w["project"])).fetchone()[0]
+        assert p["blocked"] == {"reason": i18n, "reasonParams": got, "text": text} and text != i18n
 
 
 def test_every_catalog_key_used_by_policy_is_in_the_catalog(conn):

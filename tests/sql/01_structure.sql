@@ -11,8 +11,8 @@ SELECT has_schema('runhub');
 SELECT has_extension('plpython3u', 'plpython3u is installed (deploy ensures it)');
 SELECT tables_are('runhub', ARRAY['actions', 'business_events', 'clock_offset', 'create_run_counts', 'currencies', 'customers', 'deployments', 'digests',
                                  'execution_locks', 'job_locks', 'job_runs',
-                                 'outbox', 'plpython_modules', 'previews', 'project_members', 'projects', 'relay_status',
-                                 'secrets', 'suppressions', 'timezones', 'unsubscribe_keys', 'workflow_attributions',
+                                 'outbox', 'outbox_cancellations', 'plpython_modules', 'previews', 'project_members', 'projects', 'relay_status',
+                                 'secrets', 'suppressions', 'texts', 'timezones', 'unsubscribe_keys', 'workflow_attributions',
                                  'workflow_run_recipients', 'workflow_runs'],
                   'schema runhub has exactly these tables');
 SELECT has_view('runhub', 'stale_runs', 'view runhub.stale_runs exists');
@@ -118,6 +118,8 @@ SELECT set_eq($$SELECT c.relname::text COLLATE "default", a.attname::text COLLAT
                        ('outbox',                  'smtp_code',                'integer',                  false, NULL),  -- the SMTP server's last answer, 200-599 (checked below); null until there is one
                        ('outbox',                  'started_at',               'timestamp with time zone', false, NULL),
                        ('outbox',                  'expires_at',               'timestamp with time zone', false, NULL),
+                       ('outbox_cancellations',    'reason',                   'text',                     true,  NULL),  -- expired, run_cancelled, suppressed (checked below)
+                       ('outbox_cancellations',    'count',                    'bigint',                   true,  '0'),  -- messages cancelled for that reason, ever
                        ('plpython_modules',        'name',                     'text',                     true,  NULL),
                        ('plpython_modules',        'source',                   'text',                     true,  NULL),
                        ('plpython_modules',        'sha256',                   'text',                     true,  NULL),
@@ -161,6 +163,9 @@ SELECT set_eq($$SELECT c.relname::text COLLATE "default", a.attname::text COLLAT
                        ('suppressions',            'email',                    'text',                     true,  NULL),
                        ('suppressions',            'reason',                   'text',                     true,  NULL),
                        ('suppressions',            'created_at',               'timestamp with time zone', true,  'now()'),
+                       ('texts',                   'locale',                   'text',                     true,  NULL),
+                       ('texts',                   'key',                      'text',                     true,  NULL),
+                       ('texts',                   'text',                     'text',                     true,  NULL),
                        ('timezones',               'name',                     'text',                     true,  NULL),
                        ('unsubscribe_keys',        'kid',                      'integer',                  true,  NULL),
                        ('unsubscribe_keys',        'secret',                   'bytea',                    true,  NULL),
@@ -316,6 +321,25 @@ SELECT is((SELECT confdeltype FROM pg_constraint WHERE conrelid = 'runhub.create
           'a deleted project takes its count with it (ON DELETE CASCADE)');
 SELECT throws_ok($$INSERT INTO runhub.create_run_counts (project_id, minute, calls)
                    SELECT gen_random_uuid(), 1, 0$$, '23514', NULL, 'a count is at least one call');
+
+-- outbox_cancellations (0021_outbox_cancellations): how many messages runhub cancelled, one row per
+-- reason (expired, run_cancelled, suppressed), counts that never go below zero.
+SELECT col_is_pk('runhub', 'outbox_cancellations', 'reason', 'outbox_cancellations.reason is the primary key');
+SELECT results_eq($$SELECT reason FROM runhub.outbox_cancellations ORDER BY reason COLLATE "C"$$,
+                  $$VALUES ('expired'), ('run_cancelled'), ('suppressed')$$,
+                  'outbox_cancellations has a row for each reason: expired, run_cancelled, suppressed');
+SELECT throws_ok($$INSERT INTO runhub.outbox_cancellations (reason) VALUES ('bounced')$$,
+                 '23514', NULL, 'an outbox_cancellations reason is one of the three');
+SELECT throws_ok($$UPDATE runhub.outbox_cancellations SET count = -1 WHERE reason = 'expired'$$,
+                 '23514', NULL, 'an outbox_cancellations count is never negative');
+
+-- texts (0022_texts): the owner-facing catalogs, one text per (locale, key), every locale loaded
+-- by the deploy from runhub_loader/mail/templates/messages.<locale>.json.
+SELECT col_is_pk('runhub', 'texts', ARRAY['locale', 'key'], 'texts key is (locale, key)');
+SELECT set_eq($$SELECT DISTINCT locale FROM runhub.texts$$, $$SELECT unnest(runhub._locales())$$,
+              'the deploy loaded a catalog into runhub.texts for every locale of runhub._locales()');
+SELECT is((SELECT text FROM runhub.texts WHERE locale = 'en' AND key = 'owner.warning.manyRecipients.other'),
+          'This will e-mail {count} people', 'runhub.texts holds the English catalog''s texts as written');
 
 -- job_locks and execution_locks (0019_job_and_execution_locks): the locks runhub's jobs and
 -- executions take, rows only the owner can lock (tests/db/test_locks.py attacks them).
@@ -580,8 +604,8 @@ SELECT results_eq($$SELECT p.oid::regprocedure::text, pg_get_function_arguments(
                            ('runhub.process_runs(integer)', 'max integer DEFAULT 10'),
                            ('runhub.suppress(uuid,uuid,text,text)', 'project uuid, actor uuid, email text, reason text DEFAULT ''manual''::text')$$,
                   'defaults of the contract: params {}, filters {}, reason manual, max 10, lease 300 s');
-SELECT function_returns('runhub', 'criteria_text', ARRAY['text', 'jsonb', 'jsonb'], 'text', 'criteria_text(action, policy, params) returns text');
-SELECT function_returns('runhub', 'exclusion_label', ARRAY['text', 'integer'], 'text', 'exclusion_label(exclusion, hours) returns text');
+SELECT function_returns('runhub', 'criteria_text', ARRAY['text', 'jsonb', 'jsonb', 'text'], 'text', 'criteria_text(action, policy, params, locale) returns text');
+SELECT function_returns('runhub', 'exclusion_label', ARRAY['text', 'integer', 'text'], 'text', 'exclusion_label(exclusion, hours, locale) returns text');
 SELECT function_lang_is('runhub', '_evaluate_policy', ARRAY['jsonb'], 'plpython3u', 'the policy layer, _evaluate_policy(jsonb), is PL/Python');
 -- Defaults of the contract: locale 'en', industry null; order 'timeline', cursor null, limit 50.
 SELECT is((SELECT pg_get_function_arguments('runhub.create_project(text, uuid, text, text, text, text)'::regprocedure)),
@@ -619,8 +643,10 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                                            'unsubscribe', 'unsubscribe_token', 'claim_messages', 'heartbeat_messages',
                                            'release_messages', 'start_messages', 'record_sent', 'record_sent_many', 'record_failure',
                                            'defer_messages', 'report_relay', 'sender_idle', '_my_project_ids', 'workflow_outcome', 'explain_attribution',
-                                           'attribution_reasons', 'digest_batch', 'next_digest_at', 'local_day_range')$$,
-                'no function other than the API (outcomes included), the worker and sender functions (sender_idle included) and _my_project_ids is SECURITY DEFINER');
+                                           'attribution_reasons', 'digest_batch', 'next_digest_at', 'local_day_range',
+                                           'explain_recipient', 'criteria_text', 'exclusion_label', 'metrics')$$,
+                'no function other than the API (outcomes, explain_recipient, and criteria_text and exclusion_label, which read runhub.texts, included), '
+                'the worker and sender functions (sender_idle and metrics included) and _my_project_ids is SECURITY DEFINER');
 
 -- Every function in schema runhub pins search_path (a definer function without it can be hijacked
 -- through objects in the caller's search_path). The one exception is the recipient builder
@@ -630,9 +656,10 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- helpers written to inline into their callers' queries: the prerequisites (_requirement_checks),
 -- the frequency cap and a run's settled state (expressions), a local day's range without its
 -- checks, a day's KPI facts, whether an action can run and a run's outcome as a row (the digest
--- job's batch query), and the execution lock's key, a client's plausible instant and runhub's own
--- idempotency keys (expressions), and ingest's checks of an event's common shape and its fields
--- (_trim, _is_plain_instant, _is_reserved_event_type, _is_nested_too_deep, _is_plain_event,
+-- job's batch query), and the execution lock's key, a client's plausible instant, runhub's own
+-- idempotency keys and a cancelled message's reason for the counters (_cancellation_reason)
+-- (expressions), and ingest's checks of an event's common shape and its fields (_trim,
+-- _is_plain_instant, _is_reserved_event_type, _is_nested_too_deep, _is_plain_event,
 -- _event_as_stored, _plain_event, _plain_events: one plan for a batch). So is the attribution texts'
 -- constant (_attribution_texts) and runhub's lists and bounds (_constants, _constant, _locales), which
 -- name nothing to look up, and the digest job's procedure
@@ -645,7 +672,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                      AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
                      AND p.proname NOT IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                            '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
-                                           '_is_client_instant', '_is_system_idempotency_key',
+                                           '_is_client_instant', '_is_system_idempotency_key', '_cancellation_reason',
                                            '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event',
                                            '_event_as_stored', '_plain_event', '_plain_events',
                                            '_attribution_texts', '_constants', '_constant', '_locales',
@@ -657,7 +684,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace
                      AND p.proname IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                        '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
-                                       '_is_client_instant', '_is_system_idempotency_key',
+                                       '_is_client_instant', '_is_system_idempotency_key', '_cancellation_reason',
                                        '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event',
                                        '_event_as_stored', '_plain_event', '_plain_events',
                                        '_constants', '_constant', '_locales')

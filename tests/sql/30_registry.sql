@@ -64,17 +64,27 @@ SELECT is_empty($$SELECT a.id, x FROM runhub.actions a, unnest(a.exclusions) x W
 SELECT results_eq($$SELECT runhub.exclusion_label(x, 16) FROM unnest(ARRAY['converted', 'alreadyContacted', 'alreadyOnboarded', 'suppressed', 'frequencyCap']) x$$,
                   $$VALUES ('Customers who paid after their checkout'), ('Checkouts that already got a recovery e-mail'),
                            ('Users who already got a welcome e-mail'), ('Unsubscribed, bounced or suppressed addresses'),
-                           ('Customers e-mailed by any workflow in the last 16 hours')$$,
+                           ('Customers e-mailed by any workflow in the last 16 h')$$,
                   'exclusion labels, the frequency cap with its hours');
+SELECT results_eq($$SELECT runhub.exclusion_label(x, 16, 'de') FROM unnest(ARRAY['converted', 'alreadyContacted', 'alreadyOnboarded', 'suppressed', 'frequencyCap']) x$$,
+                  $$VALUES ('Kunden, die nach ihrem Checkout bezahlt haben'), ('Checkouts, die schon eine Erinnerungs-E-Mail bekommen haben'),
+                           ('Personen, die schon eine Willkommens-E-Mail bekommen haben'), ('Abgemeldete, unzustellbare oder gesperrte Adressen'),
+                           ('Kunden, die in den letzten 16 Std. schon eine Workflow-E-Mail bekommen haben')$$,
+                  'exclusion labels in a locale (de), the frequency cap with its hours');
 SELECT results_eq($$SELECT runhub.criteria_text(a.id, a.policy, p) FROM runhub.actions a,
                            (VALUES (1, '{"segmentation": "recent_30d"}'::jsonb), (2, '{"segmentation": "recent_7d"}'), (3, '{"segmentation": "all"}')) v(n, p)
                      WHERE a.id <> 'send_promo' AND n = 1 OR a.id = 'send_promo'
                      ORDER BY a.position, n$$,
-                  $$VALUES ('Customers whose latest checkout in the last 24 hours has no payment yet'),
+                  $$VALUES ('Customers whose latest checkout in the last 24 h has no payment yet'),
                            ('Customers and leads seen in the last 30 days'), ('Customers and leads seen in the last 7 days'),
                            ('Every customer and lead this shop has seen'),
                            ('People who signed up in the last 7 days and have done nothing since')$$,
                   'criteria_text is built from the registry''s windows and the params');
+SELECT results_eq($$SELECT runhub.criteria_text(a.id, a.policy, '{"segmentation": "recent_30d"}', 'fr') FROM runhub.actions a ORDER BY a.position$$,
+                  $$VALUES ('Clients dont le dernier passage en caisse des dernières 24 h n’est pas encore payé'),
+                           ('Clients et prospects vus ces 30 derniers jours'),
+                           ('Personnes inscrites ces 7 derniers jours qui n’ont rien fait depuis')$$,
+                  'criteria_text in a locale (fr), from the same windows and params');
 
 -- ---------------------------------------------------------------------------------------------
 -- Lifecycle constraints on workflow_runs, written directly (each attempt rolled back).
@@ -168,21 +178,33 @@ SELECT is_empty(format($$SELECT a ->> 'id', array_agg(k ORDER BY k)
                            FROM jsonb_array_elements(runhub.list_actions(%L, %L)) a, jsonb_object_keys(a) k
                           GROUP BY a ->> 'id'
                          HAVING array_agg(k ORDER BY k COLLATE "C") <> ARRAY['available', 'confirmRequired', 'exclusions', 'id', 'label',
-                                'lastOutcome', 'lastRun', 'outcome', 'policy', 'reason', 'reasonParams', 'requiredRole',
-                                'requires', 'risk', 'supportsPreview', 'type', 'ui']$$, :'rec', :owner),
+                                'lastOutcome', 'lastRun', 'outcome', 'policy', 'reason', 'reasonParams', 'reasonText', 'requiredRole',
+                                'requires', 'risk', 'supportsPreview', 'title', 'type', 'ui']$$, :'rec', :owner),
                 'every ActionDefinition has exactly the documented keys');
-SELECT is(pg_temp.action(:'rec', :owner, 'recover_abandoned') - ARRAY['available', 'reason', 'reasonParams'],
+SELECT is(pg_temp.action(:'rec', :owner, 'recover_abandoned') - ARRAY['available', 'reason', 'reasonParams', 'reasonText'],
           (SELECT jsonb_build_object('id', id, 'label', label, 'type', type, 'risk', risk, 'requiredRole', required_role,
                                      'confirmRequired', confirm_required, 'supportsPreview', supports_preview, 'ui', ui,
                                      'outcome', outcome, 'requires', requires, 'policy', policy, 'exclusions', to_jsonb(exclusions),
-                                     'lastRun', NULL, 'lastOutcome', NULL)
+                                     'lastRun', NULL, 'lastOutcome', NULL,
+                                     'title', '{"key": "digest.actionLabel.recover_abandoned", "params": {},
+                                                "text": "Abgebrochene Käufe zurückgewinnen"}'::jsonb)
              FROM runhub.actions WHERE id = 'recover_abandoned'),
           'an ActionDefinition is its registry row; lastRun and lastOutcome null before any run');
+SELECT is((SELECT jsonb_object_agg(a ->> 'id', a -> 'title') FROM jsonb_array_elements(runhub.list_actions(:'rec', :owner)) a),
+          '{"recover_abandoned": {"key": "digest.actionLabel.recover_abandoned", "params": {}, "text": "Abgebrochene Käufe zurückgewinnen"},
+            "send_promo":        {"key": "digest.actionLabel.send_promo", "params": {}, "text": "Aktion oder Neuigkeit versenden"},
+            "onboard_users":     {"key": "digest.actionLabel.onboard_users", "params": {}, "text": "Neue Anmeldungen begrüßen"}}'::jsonb,
+          'each action''s title: its digest.actionLabel key, rendered in the project''s locale (de)');
 SELECT is(pg_temp.availability(:'rec', :owner),
           '{"recover_abandoned": {"available": false, "reason": "workflows.requires.integration", "reasonParams": {"integration": "payments"}},
             "send_promo":        {"available": false, "reason": "workflows.requires.integration", "reasonParams": {"integration": "email"}},
             "onboard_users":     {"available": false, "reason": "workflows.requires.integration", "reasonParams": {"integration": "email"}}}'::jsonb,
           'no integrations: every action unavailable with workflows.requires.integration');
+SELECT is((SELECT jsonb_object_agg(a ->> 'id', a -> 'reasonText') FROM jsonb_array_elements(runhub.list_actions(:'rec', :owner)) a),
+          '{"recover_abandoned": "Zuerst die Integration payments verbinden",
+            "send_promo":        "Zuerst die Integration email verbinden",
+            "onboard_users":     "Zuerst die Integration email verbinden"}'::jsonb,
+          'reasonText: each refusal rendered in the project''s locale (de) with its params');
 SELECT is(pg_temp.availability(:'rec', :member),
           '{"recover_abandoned": {"available": false, "reason": "auth.roleRequired", "reasonParams": {"required": "admin", "role": "member"}},
             "send_promo":        {"available": false, "reason": "workflows.policy.ownerRequired", "reasonParams": {"required": "owner", "role": "member"}},
@@ -225,6 +247,10 @@ SELECT is(pg_temp.availability(:'rec', :owner),
             "send_promo":        {"available": true, "reason": null, "reasonParams": null},
             "onboard_users":     {"available": false, "reason": "workflows.requires.events", "reasonParams": {"eventType": "user_signed_up", "minCount": 1}}}'::jsonb,
           'with checkouts and recent customers, recover_abandoned and send_promo are available to the owner');
+SELECT is((SELECT jsonb_object_agg(a ->> 'id', a -> 'reasonText') FROM jsonb_array_elements(runhub.list_actions(:'rec', :owner)) a),
+          '{"recover_abandoned": null, "send_promo": null,
+            "onboard_users": "Dafür braucht es zuerst mindestens 1 Ereignis(se) vom Typ user_signed_up"}'::jsonb,
+          'reasonText is null for an available action, the rendered refusal otherwise');
 SELECT is(pg_temp.availability(:'rec', :member) -> 'send_promo',
           '{"available": false, "reason": "workflows.policy.ownerRequired", "reasonParams": {"required": "owner", "role": "member"}}'::jsonb,
           'a member still sees send_promo unavailable: workflows.policy.ownerRequired');

@@ -37,16 +37,27 @@ SELECT is((:'pv'::jsonb) -> 'sample',
           '[{"email": "ann@example.com", "name": "Ann"}, {"email": "bob@example.com"}, {"email": "erin@example.com"},
             {"email": "ivy@example.com"}, {"email": "kim@example.com", "name": "Kim"}]'::jsonb,
           'sample: the first five recipients in e-mail order, with names where known');
-SELECT is((:'pv'::jsonb) ->> 'criteria', 'Customers whose latest checkout in the last 24 hours has no payment yet', 'preview criteria');
+SELECT is((:'pv'::jsonb) -> 'criteria',
+          '{"key": "owner.criteria.recoverAbandoned", "params": {"hours": 24},
+            "text": "Kundinnen und Kunden, deren letzter Checkout der vergangenen 24 Std. noch unbezahlt ist"}'::jsonb,
+          'preview criteria');
 SELECT is((:'pv'::jsonb) -> 'exclusions',
-          '["Customers who paid after their checkout", "Checkouts that already got a recovery e-mail",
-            "Unsubscribed, bounced or suppressed addresses", "Customers e-mailed by any workflow in the last 16 hours"]'::jsonb,
+          '[{"key": "owner.exclusion.converted", "params": {}, "text": "Kunden, die nach ihrem Checkout bezahlt haben"},
+            {"key": "owner.exclusion.alreadyContacted", "params": {}, "text": "Checkouts, die schon eine Erinnerungs-E-Mail bekommen haben"},
+            {"key": "owner.exclusion.suppressed", "params": {}, "text": "Abgemeldete, unzustellbare oder gesperrte Adressen"},
+            {"key": "owner.exclusion.frequencyCap", "params": {"hours": 16},
+             "text": "Kunden, die in den letzten 16 Std. schon eine Workflow-E-Mail bekommen haben"}]'::jsonb,
           'preview exclusions: labels in registry order, with the default 16-hour cap');
 SELECT is((:'pv'::jsonb) -> 'excluded',
-          '[{"exclusion": "converted", "label": "Customers who paid after their checkout", "count": 3},
-            {"exclusion": "alreadyContacted", "label": "Checkouts that already got a recovery e-mail", "count": 0},
-            {"exclusion": "suppressed", "label": "Unsubscribed, bounced or suppressed addresses", "count": 1},
-            {"exclusion": "frequencyCap", "label": "Customers e-mailed by any workflow in the last 16 hours", "count": 0}]'::jsonb,
+          '[{"exclusion": "converted", "count": 3,
+             "label": {"key": "owner.exclusion.converted", "params": {}, "text": "Kunden, die nach ihrem Checkout bezahlt haben"}},
+            {"exclusion": "alreadyContacted", "count": 0,
+             "label": {"key": "owner.exclusion.alreadyContacted", "params": {}, "text": "Checkouts, die schon eine Erinnerungs-E-Mail bekommen haben"}},
+            {"exclusion": "suppressed", "count": 1,
+             "label": {"key": "owner.exclusion.suppressed", "params": {}, "text": "Abgemeldete, unzustellbare oder gesperrte Adressen"}},
+            {"exclusion": "frequencyCap", "count": 0,
+             "label": {"key": "owner.exclusion.frequencyCap", "params": {"hours": 16},
+                       "text": "Kunden, die in den letzten 16 Std. schon eine Workflow-E-Mail bekommen haben"}}]'::jsonb,
           'preview excluded: each exclusion with its label and count (converted 3, suppressed 1)');
 SELECT is((:'pv'::jsonb) -> 'warnings', '[]'::jsonb, 'no warning for 6 recipients');
 SELECT is((:'pv'::jsonb) -> 'params', '{}'::jsonb, 'recover_abandoned params: none');
@@ -54,12 +65,14 @@ SELECT results_eq(format($$SELECT actor, action_id, params, recipient_count, blo
                   format($$VALUES (%L::uuid, 'recover_abandoned', '{}'::jsonb, 6, NULL::jsonb)$$, :admin),
                   'the preview is recorded: actor, action, params, count, not blocked');
 SELECT pg_temp.set_policy('recover_abandoned', '{"warnAtRecipients": 6}') \g /dev/null
-SELECT is(runhub.preview(:'rec', :admin, 'recover_abandoned') -> 'warnings', '["This will email 6 people"]'::jsonb,
+SELECT is(runhub.preview(:'rec', :admin, 'recover_abandoned') -> 'warnings',
+          '[{"key": "owner.warning.manyRecipients", "params": {"count": 6}, "text": "Das geht an 6 Personen"}]'::jsonb,
           'a warning from warnAtRecipients recipients on');
 SELECT pg_temp.set_policy('recover_abandoned', '{"warnAtRecipients": 500, "maxRecipients": 5}') \g /dev/null
 SELECT runhub.preview(:'rec', :admin, 'recover_abandoned') AS pv_blocked \gset
 SELECT is((:'pv_blocked'::jsonb) -> 'blocked',
-          '{"reason": "workflows.policy.tooManyRecipients", "reasonParams": {"count": 6, "max": 5}}'::jsonb,
+          '{"reason": "workflows.policy.tooManyRecipients", "reasonParams": {"count": 6, "max": 5},
+            "text": "Zu viele Empfänger: 6, höchstens 5"}'::jsonb,
           'a preview over maxRecipients is blocked: workflows.policy.tooManyRecipients');
 SELECT is((SELECT blocked ->> 'reason' FROM runhub.previews WHERE id = ((:'pv_blocked'::jsonb) ->> 'previewId')::uuid),
           'workflows.policy.tooManyRecipients', 'the blocked preview is recorded with its refusal');
@@ -85,18 +98,24 @@ SELECT is((:'ppv'::jsonb) -> 'params',
           'send_promo params come back with their defaults (recent_30d, isUpdate false)');
 SELECT is(jsonb_build_array((:'ppv'::jsonb) -> 'count', (:'ppv'::jsonb) -> 'sample', (:'ppv'::jsonb) -> 'criteria'),
           '[3, [{"email": "pat@example.com", "name": "Pat"}, {"email": "quinn@example.com"}, {"email": "ruth@example.com"}],
-            "Customers and leads seen in the last 30 days"]'::jsonb,
+            {"key": "owner.criteria.sendPromo.recent30d", "params": {}, "text": "Clientes y contactos vistos en los últimos 30 días"}]'::jsonb,
           'recent_30d: pat (a lead), quinn, ruth; not sara (40 days), tom (our send) or uri (suppressed)');
 SELECT is(jsonb_build_array((:'ppv'::jsonb) -> 'exclusions', (:'ppv'::jsonb) -> 'excluded'),
-          '[["Unsubscribed, bounced or suppressed addresses", "Customers e-mailed by any workflow in the last 16 hours"],
-            [{"exclusion": "suppressed", "label": "Unsubscribed, bounced or suppressed addresses", "count": 1},
-             {"exclusion": "frequencyCap", "label": "Customers e-mailed by any workflow in the last 16 hours", "count": 0}]]'::jsonb,
+          '[[{"key": "owner.exclusion.suppressed", "params": {}, "text": "Direcciones dadas de baja, rebotadas o bloqueadas"},
+             {"key": "owner.exclusion.frequencyCap", "params": {"hours": 16},
+              "text": "Clientes que recibieron un correo automático en las últimas 16 h"}],
+            [{"exclusion": "suppressed", "count": 1,
+              "label": {"key": "owner.exclusion.suppressed", "params": {}, "text": "Direcciones dadas de baja, rebotadas o bloqueadas"}},
+             {"exclusion": "frequencyCap", "count": 0,
+              "label": {"key": "owner.exclusion.frequencyCap", "params": {"hours": 16},
+                        "text": "Clientes que recibieron un correo automático en las últimas 16 h"}}]]'::jsonb,
           'send_promo lists only its own exclusions: suppressed (1) and frequencyCap');
 SELECT runhub.preview(:'promo', :owner, 'send_promo', (:'pp'::jsonb) || '{"segmentation": "recent_7d"}') AS ppv7 \gset
-SELECT is(jsonb_build_array((:'ppv7'::jsonb) -> 'count', (:'ppv7'::jsonb) -> 'criteria'), '[2, "Customers and leads seen in the last 7 days"]'::jsonb,
+SELECT is(jsonb_build_array((:'ppv7'::jsonb) -> 'count', (:'ppv7'::jsonb) -> 'criteria'),
+          '[2, {"key": "owner.criteria.sendPromo.recent7d", "params": {}, "text": "Clientes y contactos vistos en los últimos 7 días"}]'::jsonb,
           'recent_7d: pat and quinn');
 SELECT is((runhub.preview(:'promo', :owner, 'send_promo', (:'pp'::jsonb) || '{"segmentation": "all"}') - ARRAY['previewId', 'params', 'exclusions', 'excluded', 'warnings']),
-          '{"count": 4, "criteria": "Every customer and lead this shop has seen",
+          '{"count": 4, "criteria": {"key": "owner.criteria.sendPromo.all", "params": {}, "text": "Todos los clientes y contactos que esta tienda ha visto"},
             "sample": [{"email": "pat@example.com", "name": "Pat"}, {"email": "quinn@example.com"}, {"email": "ruth@example.com"}, {"email": "sara@example.com"}]}'::jsonb,
           'all: sara too');
 SELECT is(pg_temp.refusal(pg_temp.preview_sql(:'promo', :admin, 'send_promo', :'pp')), 'PT403 workflows.policy.ownerRequired',
@@ -130,10 +149,15 @@ SELECT is(pg_temp.who(:'onb', 'onboard_users'),
 SELECT runhub.preview(:'onb', :member, 'onboard_users') AS opv \gset
 SELECT is((:'opv'::jsonb) - ARRAY['previewId', 'exclusions', 'warnings'],
           '{"count": 3, "params": {}, "sample": [{"email": "sam@example.com", "name": "Sam"}, {"email": "vic@example.com"}, {"email": "wes@example.com"}],
-            "criteria": "People who signed up in the last 7 days and have done nothing since",
-            "excluded": [{"exclusion": "alreadyOnboarded", "label": "Users who already got a welcome e-mail", "count": 0},
-                         {"exclusion": "suppressed", "label": "Unsubscribed, bounced or suppressed addresses", "count": 1},
-                         {"exclusion": "frequencyCap", "label": "Customers e-mailed by any workflow in the last 16 hours", "count": 0}]}'::jsonb,
+            "criteria": {"key": "owner.criteria.onboardUsers", "params": {"days": 7},
+                         "text": "Personnes inscrites ces 7 derniers jours qui n’ont rien fait depuis"},
+            "excluded": [{"exclusion": "alreadyOnboarded", "count": 0,
+                          "label": {"key": "owner.exclusion.alreadyOnboarded", "params": {}, "text": "Utilisateurs qui ont déjà reçu un e-mail de bienvenue"}},
+                         {"exclusion": "suppressed", "count": 1,
+                          "label": {"key": "owner.exclusion.suppressed", "params": {}, "text": "Adresses désinscrites, en échec ou bloquées"}},
+                         {"exclusion": "frequencyCap", "count": 0,
+                          "label": {"key": "owner.exclusion.frequencyCap", "params": {"hours": 16},
+                                    "text": "Clients ayant reçu un e-mail automatique ces dernières 16 h"}}]}'::jsonb,
           'a member may preview onboard_users: 3 recipients, xan suppressed');
 
 SELECT * FROM finish();

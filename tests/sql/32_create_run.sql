@@ -70,10 +70,10 @@ SELECT is(pg_temp.violation(format($$UPDATE runhub.workflow_runs SET status = 'r
 SELECT is(runhub.create_run(:'rec', :admin, 'recover_abandoned', 'rec-1'),
           jsonb_build_object('runId', :'rec1', 'status', 'queued', 'deduplicated', true),
           'the same key and params again: the same run, deduplicated, with its real status');
-SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-2')), 'PT409 workflows.policy.cooldownActive',
-          'another key within the cooldown: PT409 workflows.policy.cooldownActive');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-2')), 'PT409 workflows.policy.alreadyQueued',
+          'another key within the cooldown of a run still queued: PT409 workflows.policy.alreadyQueued');
 SELECT is(pg_temp.detail(pg_temp.create_sql(:'rec', :admin, 'recover_abandoned', 'rec-2')), '{"minutes": 60, "cooldownMinutes": 60}'::jsonb,
-          'cooldownActive says how long to wait');
+          'alreadyQueued says how long to wait');
 SELECT is((SELECT count(*)::int FROM runhub.workflow_runs WHERE project_id = :'rec'), 1, 'one run in the project');
 SELECT is(runhub.get_run(:'rec', :member, :'rec1'),
           jsonb_build_object('id', :'rec1', 'projectId', :'rec', 'actionId', 'recover_abandoned', 'status', 'queued',
@@ -85,13 +85,17 @@ SELECT is(runhub.get_run(:'rec', :member, :'rec1'),
                                           "windowEndsAt": null, "final": false}'::jsonb),
           'get_run of a queued run (any member may read it): no conversions yet, its window not begun');
 SELECT is(pg_temp.availability(:'rec', :owner) -> 'recover_abandoned',
-          '{"available": false, "reason": "workflows.policy.cooldownActive", "reasonParams": {"minutes": 60, "cooldownMinutes": 60}}'::jsonb,
-          'list_actions after a run: workflows.policy.cooldownActive');
+          '{"available": false, "reason": "workflows.policy.alreadyQueued", "reasonParams": {"minutes": 60, "cooldownMinutes": 60}}'::jsonb,
+          'list_actions after a run (still queued): workflows.policy.alreadyQueued');
+SELECT is(pg_temp.action(:'rec', :owner, 'recover_abandoned') -> 'reasonText',
+          '"Ein Lauf dieser Aktion wartet bereits und hat noch nichts gesendet: sie kann in 60 Min. wieder laufen"'::jsonb,
+          'list_actions reasonText: the refusal in the project''s locale (de)');
 SELECT is(pg_temp.action(:'rec', :owner, 'recover_abandoned') -> 'lastRun',
           jsonb_build_object('id', :'rec1', 'status', 'queued', 'requestedAt', runhub._iso(now())),
           'list_actions lastRun: the queued run');
 SELECT is(runhub.preview(:'rec', :admin, 'recover_abandoned') -> 'blocked',
-          '{"reason": "workflows.policy.cooldownActive", "reasonParams": {"minutes": 60, "cooldownMinutes": 60}}'::jsonb,
+          '{"reason": "workflows.policy.alreadyQueued", "reasonParams": {"minutes": 60, "cooldownMinutes": 60},
+            "text": "Ein Lauf dieser Aktion wartet bereits und hat noch nichts gesendet: sie kann in 60 Min. wieder laufen"}'::jsonb,
           'a preview during the cooldown is blocked by it');
 
 -- ---------------------------------------------------------------------------------------------

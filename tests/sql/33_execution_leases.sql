@@ -95,7 +95,8 @@ SELECT is(pg_temp.excluded(:'pv_after'), '{"converted": 3, "alreadyContacted": 6
 SELECT is((:'pv_after'::jsonb) -> 'blocked' ->> 'reason', 'workflows.policy.cooldownActive', 'the cooldown is the first refusal');
 UPDATE runhub.workflow_runs SET requested_at = now() - interval '2 hours' WHERE id = :'rec1';
 SELECT is(runhub.preview(:'rec', :admin, 'recover_abandoned') -> 'blocked',
-          '{"reason": "workflows.policy.noRecipients", "reasonParams": {"count": 0, "min": 1}}'::jsonb,
+          '{"reason": "workflows.policy.noRecipients", "reasonParams": {"count": 0, "min": 1},
+            "text": "Niemand zum Anschreiben: 0 Empfänger, mindestens 1 nötig"}'::jsonb,
           'past the cooldown, zero recipients: blocked by workflows.policy.noRecipients');
 SELECT pg_temp.ev(:'rec', 'checkout_started', 'ann-2', '30 minutes', '{"email": "ann@example.com", "name": "Ann"}', '{"payload": {"cartId": "cart-ann-2"}}') \g /dev/null
 SELECT is(pg_temp.who(:'rec', 'recover_abandoned') ->> 'ann@example.com', 'frequencyCap',
@@ -108,7 +109,9 @@ SELECT runhub.preview(:'rec', :admin, 'recover_abandoned') AS pv_cap0 \gset
 SELECT is(jsonb_build_array((:'pv_cap0'::jsonb) -> 'count', (:'pv_cap0'::jsonb) -> 'sample'),
           '[1, [{"email": "ann@example.com", "name": "Ann"}]]'::jsonb,
           'frequencyCapHours 0: ann is mailed again for her new cart');
-SELECT is((:'pv_cap0'::jsonb) -> 'exclusions' ->> 3, 'Customers e-mailed by any workflow in the last 0 hours',
+SELECT is((:'pv_cap0'::jsonb) -> 'exclusions' -> 3,
+          '{"key": "owner.exclusion.frequencyCap", "params": {"hours": 0},
+            "text": "Kunden, die in den letzten 0 Std. schon eine Workflow-E-Mail bekommen haben"}'::jsonb,
           'the frequency-cap label shows the project''s hours');
 UPDATE runhub.workflow_run_recipients SET created_at = now() - interval '3 hours' WHERE run_id = :'rec1';
 SELECT runhub.update_project_settings(:'rec', :admin, '{"frequencyCapHours": 2}') \g /dev/null
@@ -116,7 +119,9 @@ SELECT is(pg_temp.who(:'rec', 'recover_abandoned') ->> 'ann@example.com', 'inclu
 SELECT runhub.update_project_settings(:'rec', :admin, '{"frequencyCapHours": 4}') \g /dev/null
 SELECT is(pg_temp.who(:'rec', 'recover_abandoned') ->> 'ann@example.com', 'frequencyCap', 'mailed 3 hours ago, cap 4 hours: frequencyCap');
 SELECT is(runhub.preview(:'rec', :admin, 'recover_abandoned') -> 'excluded' -> 3,
-          '{"exclusion": "frequencyCap", "label": "Customers e-mailed by any workflow in the last 4 hours", "count": 1}'::jsonb,
+          '{"exclusion": "frequencyCap", "count": 1,
+            "label": {"key": "owner.exclusion.frequencyCap", "params": {"hours": 4},
+                      "text": "Kunden, die in den letzten 4 Std. schon eine Workflow-E-Mail bekommen haben"}}'::jsonb,
           'the preview shows the 4-hour cap and its count');
 
 -- ---------------------------------------------------------------------------------------------
@@ -153,9 +158,12 @@ SELECT is(pg_temp.detail(pg_temp.create_sql(:'promo', :owner, 'send_promo', 'pro
 SELECT pg_temp.reset_rate(:'promo') \g /dev/null
 SELECT runhub.preview(:'promo', :owner, 'send_promo', (:'pp'::jsonb) || '{"isUpdate": true}') -> 'count' AS promo2_count \gset
 SELECT runhub.create_run(:'promo', :owner, 'send_promo', 'promo-2', (:'pp'::jsonb) || '{"isUpdate": true}') ->> 'runId' AS promo2 \gset
-SELECT is(pg_temp.refusal(pg_temp.create_sql(:'promo', :owner, 'send_promo', 'promo-3', :'pp')), 'PT409 workflows.policy.cooldownActive',
-          'while promo-2 is queued, send_promo is in its cooldown');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'promo', :owner, 'send_promo', 'promo-3', :'pp')), 'PT409 workflows.policy.alreadyQueued',
+          'while promo-2 is queued, send_promo is in its cooldown (workflows.policy.alreadyQueued)');
 SELECT is(runhub.process_runs(), 1, 'process_runs takes promo-2');
+SELECT is(pg_temp.availability(:'promo', :owner) -> 'send_promo',
+          '{"available": false, "reason": "workflows.policy.cooldownActive", "reasonParams": {"minutes": 60, "cooldownMinutes": 60}}'::jsonb,
+          'once promo-2 is executed (running), its cooldown is workflows.policy.cooldownActive');
 SELECT is((SELECT count(*)::int FROM runhub.workflow_run_recipients WHERE run_id = :'promo2'), :'promo2_count'::int,
           'promo-2 has as many recipients as its preview counted');
 SELECT results_eq(format($$SELECT o.to_email, o.template, o.locale, r.link IS NULL
@@ -200,7 +208,8 @@ UPDATE runhub.previews SET created_at = now() - interval '1 minute' WHERE id = (
 SELECT runhub.preview(:'onb', :member, 'onboard_users') AS opv2 \gset
 SELECT is(jsonb_build_array(pg_temp.excluded(:'opv2'), (:'opv2'::jsonb) -> 'blocked'),
           '[{"alreadyOnboarded": 3, "suppressed": 1, "frequencyCap": 0},
-            {"reason": "workflows.policy.noRecipients", "reasonParams": {"count": 0, "min": 1}}]'::jsonb,
+            {"reason": "workflows.policy.noRecipients", "reasonParams": {"count": 0, "min": 1},
+             "text": "Personne à qui écrire\u00a0: 0 destinataire(s), il en faut au moins 1"}]'::jsonb,
           'once welcomed, they are alreadyOnboarded (before frequencyCap): blocked, no recipients');
 SELECT is(pg_temp.refusal(pg_temp.create_sql(:'onb', :member, 'onboard_users', 'onb-3')), 'PT422 workflows.policy.noRecipients',
           'create_run on a preview of zero: PT422 workflows.policy.noRecipients');

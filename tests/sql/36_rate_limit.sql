@@ -62,8 +62,8 @@ SELECT is_empty(format('SELECT 1 FROM runhub.create_run_counts WHERE project_id 
 SELECT is(runhub.create_run(:'rl', :owner, 'onboard_users', 'rl-1') - 'runId', '{"status": "queued", "deduplicated": false}'::jsonb, 'call 1: a run');
 SELECT results_eq(format('SELECT minute, calls FROM runhub.create_run_counts WHERE project_id = %L', :'rl'),
                   format('VALUES (%s::bigint, 1)', :'rl_minute'), 'it is counted in the project''s row, for this minute');
-SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rl', :owner, 'onboard_users', 'rl-2')), 'PT409 workflows.policy.cooldownActive',
-          'refused (cooldown), not counted');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'rl', :owner, 'onboard_users', 'rl-2')), 'PT409 workflows.policy.alreadyQueued',
+          'refused (cooldown: rl-1 is still queued), not counted');
 SELECT is(array_agg(x), array_fill('{"status": "queued", "deduplicated": true}'::jsonb, ARRAY[9]), 'calls 2-10: replays, answered')
   FROM (SELECT runhub.create_run(:'rl', :owner, 'onboard_users', 'rl-1') - 'runId' AS x FROM generate_series(2, 10) i) c;
 SELECT is((SELECT calls FROM runhub.create_run_counts WHERE project_id = :'rl'), 10, 'ten calls counted');

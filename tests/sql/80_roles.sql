@@ -98,10 +98,10 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)',
                     'runhub.get_run(uuid,uuid,uuid)', 'runhub.list_runs(uuid,uuid,jsonb)', 'runhub.cancel_run(uuid,uuid,uuid)',
                     'runhub.workflow_outcome(uuid,uuid,uuid)', 'runhub.explain_attribution(uuid,uuid,bigint)',
-                    'runhub.attribution_reasons()',
+                    'runhub.explain_recipient(uuid,uuid,text,text,jsonb)', 'runhub.attribution_reasons()',
                     'runhub.next_digest_at(text,integer,timestamp with time zone)', 'runhub.local_day_range(date,text)',
                     'runhub.suppress(uuid,uuid,text,text)', 'runhub.unsubscribe(text)',
-                    'runhub.criteria_text(text,jsonb,jsonb)', 'runhub.exclusion_label(text,integer)',
+                    'runhub.criteria_text(text,jsonb,jsonb,text)', 'runhub.exclusion_label(text,integer,text)',
                     'runhub.error_catalog()'],
               'runhub_app can EXECUTE exactly the API, unsubscribe included (and criteria_text, exclusion_label, error_catalog)');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
@@ -117,10 +117,11 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                     'runhub.defer_messages(text,bigint[],text)', 'runhub.report_relay(text,text,text)',
                     'runhub.record_sent(bigint,text,text)', 'runhub.record_sent_many(text,bigint[],text[])',
                     'runhub.record_failure(bigint,text,integer,text)', 'runhub.unsubscribe_token(uuid,text)',
-                    'runhub.sender_idle()', 'runhub.digest_batch(integer,bigint)', 'runhub.run_due_digests(integer)'],
+                    'runhub.sender_idle()', 'runhub.digest_batch(integer,bigint)', 'runhub.run_due_digests(integer)',
+                    'runhub.metrics()'],
               'runhub_sender can EXECUTE exactly the run functions (process_runs, claim_runs, execute_run, heartbeat_run) '
               'and the mail functions (claim_messages, heartbeat_messages, release_messages, start_messages, defer_messages, '
-              'report_relay, record_sent, record_sent_many, record_failure, unsubscribe_token, sender_idle)');
+              'report_relay, record_sent, record_sent_many, record_failure, unsubscribe_token, sender_idle), and metrics');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_reader', p.oid, 'EXECUTE')$$,
               ARRAY['runhub.current_user_id()', 'runhub._my_project_ids()', 'runhub.error_catalog()'],
@@ -313,8 +314,14 @@ SELECT throws_ok($$SELECT runhub._my_project_ids()$$, '42501', NULL, 'runhub_app
 SELECT is(runhub.update_project_settings(:'p1', :a, '{"integrations": ["email"]}') - ARRAY['timezone', 'dailyDigestEnabled', 'dailyDigestHour', 'dailyDigestRecipient', 'dailyDigestNextAt'], '{"integrations": ["email"]}'::jsonb,
           'runhub_app can update project settings');
 SELECT is(jsonb_array_length(runhub.list_actions(:'p1', :a)), 3, 'runhub_app can list actions');
-SELECT is(runhub.preview(:'p1', :a, 'onboard_users') ->> 'criteria', 'People who signed up in the last 7 days and have done nothing since',
+SELECT is(runhub.preview(:'p1', :a, 'onboard_users') -> 'criteria',
+          '{"key": "owner.criteria.onboardUsers", "params": {"days": 7},
+            "text": "People who signed up in the last 7 days and have done nothing since"}'::jsonb,
           'runhub_app can preview');
+SELECT is(runhub.explain_recipient(:'p1', :a, 'onboard_users', 'c1@example.com') - ARRAY['text', 'audience', 'exclusions'],
+          '{"email": "c1@example.com", "actionId": "onboard_users", "customer": true, "mailed": false, "excludedBy": null}'::jsonb,
+          'runhub_app can call explain_recipient (as an owner: c1 never signed up, so is not mailed)');
+SELECT throws_ok($$SELECT * FROM runhub.metrics()$$, '42501', NULL, 'runhub_app cannot call metrics');
 SELECT throws_ok(format($$SELECT runhub.create_run(%L, %L, 'onboard_users', 'app-1')$$, :'p1', :a), 'PT422', 'workflows.requires.events',
                  'runhub_app can call create_run (here: refused by policy, no sign-up yet)');
 SELECT is(runhub.get_run(:'p1', :a, 'dddddddd-0000-4000-8000-0000000000a1') ->> 'status', 'queued', 'runhub_app can get a run');
@@ -391,6 +398,8 @@ SELECT throws_ok(format($$SELECT runhub.create_project('x', %L, 'UTC', 'EUR')$$,
 SELECT throws_ok(format($$SELECT runhub.ingest_event(%L, '{}')$$, :'p1'), '42501', NULL, 'runhub_sender cannot call ingest_event');
 SELECT throws_ok(format($$SELECT runhub.list_events(%L, %L)$$, :'p1', :a), '42501', NULL, 'runhub_sender cannot call list_events');
 SELECT is(runhub.sender_idle(), false, 'runhub_sender can call sender_idle (a digest is due)');
+SELECT is((SELECT value FROM runhub.metrics() WHERE name = 'runhub_outbox_messages' AND labels = '{"state": "due"}'), 1::float8,
+          'runhub_sender can call metrics (one message due: the digest)');
 SELECT throws_ok($$SELECT * FROM runhub.business_events$$, '42501', NULL, 'runhub_sender cannot SELECT business_events');
 SELECT throws_ok($$SELECT * FROM runhub.projects$$, '42501', NULL, 'runhub_sender cannot SELECT projects');
 SELECT runhub.claim_messages('sender-1', 10, 60) AS sender_claim \gset

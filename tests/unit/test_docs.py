@@ -84,3 +84,15 @@ def test_every_file_and_test_a_document_quotes_exists(document):
 def test_the_readme_quotes_paths_and_tests_so_the_check_above_checks_something():
     text = (REPO / "README.md").read_text()
     assert len(QUOTED_PATH.findall(text)) > 20 and len(QUOTED_TEST.findall(text)) > 20
+
+
+def test_every_name_the_architecture_page_quotes_is_in_the_code():
+    """docs/architecture.md walks the code function by function: each name it quotes (a function,
+    table, trigger or method with an underscore in it) exists in sql/, migrations/, plpython/ or
+    runhub_loader/."""
+    code = "\n".join(p.read_text() for folder in ("sql", "migrations", "plpython", "runhub_loader")
+                     for p in (REPO / folder).rglob("*") if p.suffix in (".sql", ".py"))
+    text = (REPO / "docs" / "architecture.md").read_text()
+    names = {n.split(".")[-1] for n in re.findall(r"`(?:runhub\.)?((?:[A-Za-z]+\.)?_?[a-z]+_[a-z_]+)(?:\(|`)", text)}
+    assert len(names) > 30
+    assert sorted(n for n in names if not re.search(rf"\b{re.escape(n)}\b", code)) == []

@@ -93,8 +93,18 @@ def test_recipient_limits_and_the_large_audience_warning(count):
         assert decision["reasonParams"] == {"count": count, "max": 1000}
     else:
         assert decision["allowed"]
-        assert decision["warnings"] == ([f"This will email {count} people"] if count >= 500 else [])
+        assert decision["warnings"] == ([{"key": "owner.warning.manyRecipients", "params": {"count": count},
+                                          "plural": "count"}] if count >= 500 else [])
 
 
 def test_rules_without_their_facts_do_not_apply():
     assert evaluate({"role": "admin", "requiredRole": "admin"}) == {"allowed": True, "warnings": []}
+
+
+def test_a_cooldown_held_by_a_queued_run_says_it_is_queued():
+    """The run that holds the cooldown has sent nothing yet: not "this action ran"."""
+    held = facts(lastRunAt="2026-01-01T11:30:00+00:00", now="2026-01-01T12:00:00+00:00")
+    assert evaluate(held)["reason"] == "workflows.policy.cooldownActive"
+    queued = evaluate(held | {"lastRunQueued": True})
+    assert (queued["reason"], queued["reasonParams"]) == ("workflows.policy.alreadyQueued",
+                                                          {"minutes": 30, "cooldownMinutes": 60})
