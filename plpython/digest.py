@@ -53,15 +53,17 @@ def _rounded(value: Decimal) -> Decimal:
     return round(value, 6)
 
 
-def conversion(payments, checkouts) -> Decimal:
-    """Payments per checkout as a ratio (0.25 is 25 %), 0 without checkouts."""
+def conversion(payments, checkouts) -> Decimal | None:
+    """Payments per checkout as a ratio (0.25 is 25 %); None without checkouts: a day with no
+    checkout has no conversion rate, not a rate of zero."""
     checkouts = _number(checkouts)
-    return _number(payments) / checkouts if checkouts else Decimal(0)
+    return _number(payments) / checkouts if checkouts else None
 
 
-def day_values(day: dict) -> dict[str, Decimal]:
+def day_values(day: dict) -> dict[str, Decimal | None]:
+    rate = conversion(day.get("payments"), day.get("checkouts"))
     return {"revenue": _number(day.get("revenueCents")), "leads": _number(day.get("leads")),
-            "conversion": _rounded(conversion(day.get("payments"), day.get("checkouts")))}
+            "conversion": None if rate is None else _rounded(rate)}
 
 
 def percent_change(value: Decimal, previous: Decimal) -> Decimal | None:
@@ -69,12 +71,22 @@ def percent_change(value: Decimal, previous: Decimal) -> Decimal | None:
     return (value - previous) * 100 / previous if previous else None
 
 
+def _kpi(now: Decimal | None, before: Decimal | None) -> dict:
+    """A KPI's value, the day before's, and the change (none where either day has no value)."""
+    defined = now is not None and before is not None
+    percent = percent_change(now, before) if defined else None
+    return {"value": None if now is None else _json_number(now), "previous": None if before is None else _json_number(before),
+            "delta": _json_number(now - before) if defined else None,
+            "deltaPercent": None if percent is None else _json_number(_rounded(percent))}
+
+
 def kpis(day: dict, previous: dict) -> dict:
+    """Revenue and leads change in percent; the conversion rate in points too (a rate's change is
+    a difference of rates: 25 % to 30 % is +5 points, not +20 %)."""
     now, before = day_values(day), day_values(previous)
-    out = {m: {"value": _json_number(now[m]), "previous": _json_number(before[m]),
-               "delta": _json_number(now[m] - before[m]),
-               "deltaPercent": None if (p := percent_change(now[m], before[m])) is None else _json_number(_rounded(p))}
-           for m in METRICS}
+    out = {m: _kpi(now[m], before[m]) for m in METRICS}
+    rate = out["conversion"]
+    rate["deltaPoints"] = None if rate["delta"] is None else _json_number(_rounded(Decimal(str(rate["delta"])) * 100))
     out["revenue"]["otherCurrencyPayments"] = int(_number(day.get("otherCurrencyPayments")))
     return out
 
@@ -83,7 +95,8 @@ def headline(kpi: dict) -> dict:
     """The metric with the largest absolute percent change (ties: revenue, leads, conversion); one up
     from nothing outranks any percent (it has none: the headline gives its value); a steady day when
     none moved."""
-    from_zero = [m for m in METRICS if kpi[m]["deltaPercent"] is None and kpi[m]["delta"] > 0]
+    # a metric either day lacks (a conversion rate without checkouts) has no change to headline
+    from_zero = [m for m in METRICS if kpi[m]["deltaPercent"] is None and kpi[m]["delta"] is not None and kpi[m]["delta"] > 0]
     if from_zero:
         metric = from_zero[0]
         return {"metric": metric, "delta": kpi[metric]["delta"], "deltaPercent": None,
@@ -95,8 +108,9 @@ def headline(kpi: dict) -> dict:
     _, _, metric = max(moved)
     change = kpi[metric]["deltaPercent"]
     direction = "Up" if change > 0 else "Down"
+    params = ({"points": abs(kpi[metric]["deltaPoints"])} if metric == "conversion" else {"percent": abs(change)})
     return {"metric": metric, "delta": kpi[metric]["delta"], "deltaPercent": change,
-            "key": f"digest.headline.{metric}{direction}", "params": {"percent": abs(change)}}
+            "key": f"digest.headline.{metric}{direction}", "params": params}
 
 
 def anomaly(day: dict, week_before: dict, weekday: int) -> dict | None:
@@ -106,7 +120,7 @@ def anomaly(day: dict, week_before: dict, weekday: int) -> dict | None:
     found = []
     now, before = day_values(day), day_values(week_before)
     for rank, metric in enumerate(METRICS, start=1):
-        if before[metric] > 0:
+        if before[metric] is not None and now[metric] is not None and before[metric] > 0:
             drop = (before[metric] - now[metric]) * 100 / before[metric]
             if drop > ANOMALY_DROP:
                 found.append((drop > ANOMALY_DROP_HIGH, drop, -rank, {

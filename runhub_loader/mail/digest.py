@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Callable, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale
 from babel.dates import format_date, format_timedelta, get_day_names
@@ -40,6 +41,7 @@ class KpiRow:
 METRICS = ("revenue", "leads", "conversion")
 HEADLINE_KEYS = frozenset({f"digest.headline.{m}{d}" for m in METRICS for d in ("Up", "Down", "FromZero")}
                           | {"digest.headline.noChange"})
+NO_CHANGE = "—"  # a change against a day without a value (a conversion rate without checkouts)
 DROP_ANOMALY_KEYS = frozenset(f"digest.anomaly.{m}Drop" for m in METRICS)
 ANOMALY_KEYS = DROP_ANOMALY_KEYS | {"digest.anomaly.paymentFailures"}
 RECOMMEND_KEYS = frozenset({"digest.recommend.recoverAbandoned", "digest.recommend.sendPromo",
@@ -82,6 +84,15 @@ def _timestamp(value: Any, name: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def _rtl(loc: Locale) -> bool:
+    return loc.character_order == "right-to-left"
+
+
+def _fig(text: str, loc: Locale) -> str:
+    """A figure kept whole in right-to-left text (locales.isolated)."""
+    return locales.isolated(text, _rtl(loc))
+
+
 def _metric_formats(currency: str, loc: Locale) -> dict[str, Callable[[Decimal], str]]:
     """How each KPI's value is written: money in minor units, a count, a ratio as a percent."""
     return {
@@ -89,6 +100,38 @@ def _metric_formats(currency: str, loc: Locale) -> dict[str, Callable[[Decimal],
         "leads": lambda v: format_decimal(v, locale=loc),
         "conversion": lambda v: locales.percent(v, loc, places=2),  # a ratio: 0.034 is 3.4 %
     }
+
+
+def _points(points: Decimal, loc: Locale, t: Messages) -> str:
+    """A difference of rates in percentage points, to a tenth, signed: "+3.3 pts". Only the signed
+    number is isolated in right-to-left text: the unit is a word of the sentence ("نقطة")."""
+    number = locales.signed(points, format_decimal(round(abs(points), 1), format="#,##0.#", locale=loc), loc)
+    return t("digest.kpi.points", points=_fig(number, loc))
+
+
+def _change(metric: str, kpi: Mapping[str, Any], fmt, loc: Locale, t: Messages) -> tuple[str, Decimal]:
+    """The change column and the sign it colors by: percent for money and counts, points for the
+    conversion rate, "new" for a count or amount up from nothing, a dash against a day without a
+    value; the sign written by the locale, before the magnitude, the whole kept together."""
+    name = f"kpis.{metric}"
+    delta = values.decimal(kpi.get("delta"), f"{name}.delta")
+    if metric == "conversion":
+        points = values.decimal(kpi.get("deltaPoints"), f"{name}.deltaPoints")
+        if points is None and delta is not None:  # content from before deltaPoints
+            points = delta * 100
+        if points is None:
+            return NO_CHANGE, Decimal(0)
+        return _points(points, loc, t), points
+    percent = values.decimal(kpi.get("deltaPercent"), f"{name}.deltaPercent")
+    if percent is not None:
+        return _fig(locales.signed(percent, locales.percent(abs(percent) / 100, loc), loc), loc), percent
+    if delta is None:
+        return NO_CHANGE, Decimal(0)
+    if delta > 0:  # up from nothing: no percent of nothing
+        return t("digest.kpi.new"), delta
+    if delta < 0:  # content without its percent (older than the rule that always gives one)
+        return _fig(locales.signed(delta, fmt(abs(delta)), loc), loc), delta
+    return _fig(locales.percent(Decimal(0), loc), loc), Decimal(0)
 
 
 def _kpi_rows(kpis: Mapping[str, Any], order: Any, currency: str, loc: Locale,
@@ -106,38 +149,51 @@ def _kpi_rows(kpis: Mapping[str, Any], order: Any, currency: str, loc: Locale,
         if not isinstance(kpi, Mapping):
             continue
         fmt, name = formats[metric], f"kpis.{metric}"
-        value = values.decimal(kpi.get("value"), f"{name}.value") or Decimal(0)
-        delta = values.decimal(kpi.get("delta"), f"{name}.delta")
-        percent = values.decimal(kpi.get("deltaPercent"), f"{name}.deltaPercent")
-        sign = delta if delta is not None else percent if percent is not None else Decimal(0)
-        if percent is not None:  # relative change when known; absolute when there was nothing before
-            delta_text = locales.signed(sign, locales.percent(abs(percent) / 100, loc), loc)
-        elif delta is not None:
-            delta_text = locales.signed(sign, fmt(abs(delta)), loc)
+        value = values.decimal(kpi.get("value"), f"{name}.value")
+        if value is None and metric == "conversion" and "value" in kpi:  # a day without checkouts
+            shown = t("digest.kpi.noCheckouts")
         else:
-            delta_text = ""
-        rows.append(KpiRow(t(f"digest.kpi.{metric}"), fmt(value), delta_text, delta_color(sign)))
+            shown = _fig(fmt(value or Decimal(0)), loc)
+        change, sign = _change(metric, kpi, fmt, loc, t)
+        rows.append(KpiRow(t(f"digest.kpi.{metric}"), shown, change, delta_color(sign)))
     other = _mapping(kpis.get("revenue")).get("otherCurrencyPayments")
     count = _count(other, "kpis.revenue.otherCurrencyPayments") if other is not None else 0
-    note = t.plural("digest.kpi.otherCurrency", count, count=format_decimal(count, locale=loc)) if count else None
+    note = t.plural("digest.kpi.otherCurrency", count, count=_fig(format_decimal(count, locale=loc), loc)) if count else None
     return rows, note
 
 
-def _headline(headline: Mapping[str, Any], currency: str, loc: Locale, t: Messages) -> str:
+def _headline(headline: Mapping[str, Any], currency: str, loc: Locale, t: Messages, today: bool) -> str:
+    """The headline, of yesterday (the digest's day) or, for a preview of the day so far, of today."""
     key = headline.get("key")
     if key is None and not headline:
         key = "digest.headline.noChange"  # a digest without a headline: nothing moved
     key = _key(key, HEADLINE_KEYS, "headline.key")
+    said = key.replace("digest.headline.", "digest.headline.today.") if today else key
+    params = _mapping(headline.get("params"))
     if key == "digest.headline.noChange":
-        return t(key)
+        return t(said)
     if key.endswith("FromZero"):  # up from nothing: there is no percent, say the value itself
         metric = key.removeprefix("digest.headline.").removesuffix("FromZero")
-        value = values.decimal(_mapping(headline.get("params")).get("value"), "headline.params.value")
+        value = values.decimal(params.get("value"), "headline.params.value")
         if value is None or value < 0:
             raise RenderError(f"digest: headline.params.value must be a number ≥ 0, got {value!r}")
-        return t(key, value=_metric_formats(currency, loc)[metric](value))
-    percent = _share(_mapping(headline.get("params")).get("percent"), "headline.params.percent")
-    return t(key, percent=locales.percent(percent / 100, loc))
+        return t(said, value=_fig(_metric_formats(currency, loc)[metric](value), loc))
+    if key.startswith("digest.headline.conversion"):  # a rate moves in points
+        points = values.decimal(params.get("points"), "headline.params.points")
+        if points is None or points < 0:
+            raise RenderError(f"digest: headline.params.points must be a number ≥ 0, got {points!r}")
+        return t(said, points=_fig(format_decimal(round(points, 1), format="#,##0.#", locale=loc), loc))
+    percent = _share(params.get("percent"), "headline.params.percent")
+    return t(said, percent=_fig(locales.percent(percent / 100, loc), loc))
+
+
+def _is_today(day: date, zone: Any, now: datetime) -> bool:
+    """Whether the digest's day is today in the project's time zone (a preview of the day so far)."""
+    try:
+        tz = ZoneInfo(str(zone)) if zone else timezone.utc
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = timezone.utc
+    return day >= now.astimezone(tz).date()
 
 
 def _anomaly(anomaly: Mapping[str, Any], loc: Locale, t: Messages) -> dict | None:
@@ -145,7 +201,7 @@ def _anomaly(anomaly: Mapping[str, Any], loc: Locale, t: Messages) -> dict | Non
         return None
     key = _key(anomaly.get("key"), ANOMALY_KEYS, "anomaly.key")
     params = _mapping(anomaly.get("params"))
-    percent = locales.percent(_share(params.get("percent"), "anomaly.params.percent") / 100, loc)
+    percent = _fig(locales.percent(_share(params.get("percent"), "anomaly.params.percent") / 100, loc), loc)
     if key in DROP_ANOMALY_KEYS:
         weekday = params.get("weekday")
         if isinstance(weekday, bool) or weekday not in range(1, 8):
@@ -154,8 +210,8 @@ def _anomaly(anomaly: Mapping[str, Any], loc: Locale, t: Messages) -> dict | Non
     else:
         failed = _count(params.get("failed"), "anomaly.params.failed")
         attempts = _count(params.get("attempts"), "anomaly.params.attempts")
-        text = t.plural(key, failed, percent=percent, failed=format_decimal(failed, locale=loc),
-                        attempts=format_decimal(attempts, locale=loc))
+        text = t.plural(key, failed, percent=percent, failed=_fig(format_decimal(failed, locale=loc), loc),
+                        attempts=_fig(format_decimal(attempts, locale=loc), loc))
     return {"text": text, "color": RED if anomaly.get("severity") == "high" else AMBER}
 
 
@@ -171,7 +227,7 @@ def _action(action: Mapping[str, Any], loc: Locale, t: Messages) -> dict | None:
     label = _action_label(action.get("id"), "recommendedAction.id", t)
     key = _key(action.get("key"), RECOMMEND_KEYS, "recommendedAction.key")
     count = _count(_mapping(action.get("params")).get("count"), "recommendedAction.params.count")
-    return {"label": label, "reason": t.plural(key, count, count=format_decimal(count, locale=loc))}
+    return {"label": label, "reason": t.plural(key, count, count=_fig(format_decimal(count, locale=loc), loc))}
 
 
 def _proof(last: Mapping[str, Any], currency: str, loc: Locale, t: Messages, now: datetime) -> dict | None:
@@ -186,7 +242,7 @@ def _proof(last: Mapping[str, Any], currency: str, loc: Locale, t: Messages, now
     if conversions:
         cents = values.minor_units(outcome.get("revenueCents"), "lastOutcome.outcome.revenueCents") or 0
         code = values.currency(outcome.get("currency") or currency, "lastOutcome.outcome.currency")
-        text = t("digest.proof.recovered", action=label, amount=format_money(cents, code, loc))
+        text = t("digest.proof.recovered", action=label, amount=_fig(format_money(cents, code, loc), loc))
     elif outcome:
         text = t("digest.proof.noConversions" if final else "digest.proof.noConversionsYet", action=label)
     else:
@@ -202,7 +258,7 @@ def _proof(last: Mapping[str, Any], currency: str, loc: Locale, t: Messages, now
     if conversions and outcome.get("confidence") in CONFIDENCE_NOTES:
         notes.append(t(CONFIDENCE_NOTES[outcome["confidence"]]))
     return {"prefix": t("digest.proof.prefix" if conversions else "digest.proof.prefixNoResult"), "text": text,
-            "conversions": format_decimal(conversions, locale=loc) if conversions else None, "notes": notes}
+            "conversions": _fig(format_decimal(conversions, locale=loc), loc) if conversions else None, "notes": notes}
 
 
 def digest_context(v: Mapping[str, Any], loc: Locale, t: Messages, now: datetime) -> tuple[str, dict]:
@@ -218,7 +274,7 @@ def digest_context(v: Mapping[str, Any], loc: Locale, t: Messages, now: datetime
     context = {
         "project_name": project,
         "date_text": format_date(day, "full", locale=loc),
-        "headline": _headline(_mapping(v.get("headline")), currency, loc, t),
+        "headline": _headline(_mapping(v.get("headline")), currency, loc, t, _is_today(day, v.get("timezone"), now)),
         "kpis": kpis,
         "kpi_note": other_currency,
         "anomaly": _anomaly(_mapping(v.get("anomaly")), loc, t),

@@ -13,6 +13,15 @@ from babel.numbers import format_currency, format_percent, get_currency_precisio
 from ..constants import DEFAULT_LOCALE, LOCALES
 
 RTL_LOCALES = frozenset({"ar"})
+LRI, PDI = "\u2066", "\u2069"  # Unicode's left-to-right isolate and its end
+
+
+def isolated(text: str, rtl: bool) -> str:
+    """A figure, an amount or a link as its formatter wrote it, kept whole inside right-to-left
+    text: without an isolate the bidi algorithm reorders its parts against the sentence (Arabic's
+    "‏89.00 US$" read as "US$ 89.00", a sign jumping to the other side). Left-to-right text is left
+    as it is."""
+    return f"{LRI}{text}{PDI}" if rtl and text else text
 
 
 def resolve_locale(locale: str | None) -> str:

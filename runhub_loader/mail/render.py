@@ -33,7 +33,7 @@ from ..constants import TEMPLATES
 from ..db.assets import DEFAULT_SOURCE
 from . import mime, values
 from .digest import digest_context
-from .locales import RTL_LOCALES, babel_locale, format_money, resolve_locale, translator
+from .locales import RTL_LOCALES, babel_locale, format_money, isolated, resolve_locale, translator
 from .values import RenderError, clean_line, clean_text
 
 
@@ -91,6 +91,7 @@ _env = Environment(
     auto_reload=False,  # templates ship with the package: no stat() of each one on every render
 )
 _env.filters["paragraphs"] = paragraphs
+_env.filters["isolate"] = lambda text, direction: isolated(text, direction == "rtl")  # links in visible text
 
 
 
@@ -100,7 +101,8 @@ def _recovery_values(v: Mapping[str, Any], loc: Locale) -> dict[str, str | None]
     return {
         "link": values.url(values.require(v, "link", "recovery"), "link"),
         "cart_id": clean_line(v.get("cartId")),
-        "amount": format_money(cents, values.currency(v.get("currency")), loc) if cents is not None else None,
+        "amount": isolated(format_money(cents, values.currency(v.get("currency")), loc), loc.character_order == "right-to-left")
+                  if cents is not None else None,
     }
 
 

@@ -182,7 +182,9 @@ def test_digest_preview_takes_yesterday_and_today_on_the_projects_clock(conn, db
         event(conn, project, "lead_created", f"{day.isoformat()}T00:30:00+14:00")
         result = preview(db_url, "--project", str(project), "--out", str(tmp_path), *args)
         assert result.exit_code == 0, result.output
-        assert (tmp_path / f"digest.{project}.{day.isoformat()}.en.txt").exists(), (args, result.output)
+        text = (tmp_path / f"digest.{project}.{day.isoformat()}.en.txt").read_text()
+        assert ("today so far" in text) == (args == ("--day", "today")), (args, text)
+        assert ("yesterday" in text) == (args != ("--day", "today")), (args, text)
     bad = preview(db_url, "--project", str(project), "--day", "tomorrow")
     assert bad.exit_code == 2 and "yesterday, today or YYYY-MM-DD" in bad.output
     unknown = preview(db_url, "--project", str(uuid.uuid4()), "--day", "today")

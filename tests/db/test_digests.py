@@ -120,7 +120,7 @@ def test_kpis_deltas_and_headline_of_a_local_day(conn):
     assert d["kpis"]["revenue"] == {"value": 2500, "previous": 1000, "delta": 1500, "deltaPercent": 150,
                                     "otherCurrencyPayments": 1}
     assert d["kpis"]["leads"] == {"value": 1, "previous": 1, "delta": 0, "deltaPercent": 0}
-    assert d["kpis"]["conversion"] == {"value": 0.5, "previous": 0.5, "delta": 0, "deltaPercent": 0}
+    assert d["kpis"]["conversion"] == {"value": 0.5, "previous": 0.5, "delta": 0, "deltaPercent": 0, "deltaPoints": 0}
     assert d["headline"] == {"metric": "revenue", "delta": 1500, "deltaPercent": 150, "key": "digest.headline.revenueUp",
                              "params": {"percent": 150}}
     assert (d["date"], d["timezone"], d["currency"], d["kpiOrder"]) == ("2026-11-29", tz, "USD", ["revenue", "leads", "conversion"])

@@ -5,6 +5,7 @@ in it (english_in). Used by tests/unit/test_digest_render.py and tests/db/test_d
 from __future__ import annotations
 
 import copy
+import dataclasses
 import html as html_module
 import re
 from datetime import datetime, timezone
@@ -22,8 +23,19 @@ PROJECT = SAMPLES["digest"]["projectName"]
 NON_ENGLISH = tuple(locale for locale in LOCALES if locale != "en")
 
 
+ISOLATES = dict.fromkeys(map(ord, "\u2066\u2067\u2068\u2069"))
+
+
+def unisolated(text: str) -> str:
+    """Text without the bidi isolates right-to-left mail puts around each figure and link."""
+    return text.translate(ISOLATES)
+
+
 def render(content: dict, locale: str, now: datetime = NOW) -> Rendered:
-    return render_content("digest", locale, content, now=now)
+    """The digest as rendered, its figures' isolates taken out so that its sentences compare with
+    the catalog's (test_digest_render.py's test_rtl_figures_and_links_are_isolated checks them)."""
+    r = render_content("digest", locale, content, now=now)
+    return dataclasses.replace(r, subject=unisolated(r.subject), text=unisolated(r.text), html=unisolated(r.html))
 
 
 def outcome(**changes) -> dict:
@@ -43,15 +55,17 @@ def kpis(revenue=(150000, 120000, 30000, 25.0), leads=(3, 5, -2, -40.0), convers
          other_currency=0) -> dict:
     def kpi(values):
         return dict(zip(("value", "previous", "delta", "deltaPercent"), values))
+    rate = kpi(conversion)  # a rate changes in points too, as runhub.generate_digest gives it
+    rate["deltaPoints"] = None if rate["delta"] is None else round(rate["delta"] * 100, 6)
     return {"revenue": {**kpi(revenue), "otherCurrencyPayments": other_currency}, "leads": kpi(leads),
-            "conversion": kpi(conversion)}
+            "conversion": rate}
 
 
 def headline(metric: str | None, direction: str = "Up", percent=None) -> dict:
     if metric is None:
         return {"metric": None, "delta": 0, "deltaPercent": None, "key": "digest.headline.noChange", "params": {}}
     return {"metric": metric, "delta": 1, "deltaPercent": percent, "key": f"digest.headline.{metric}{direction}",
-            "params": {"percent": percent}}
+            "params": {"points" if metric == "conversion" else "percent": percent}}  # a rate moves in points
 
 
 def drop(metric: str, percent, weekday: int, severity="medium") -> dict:
@@ -133,7 +147,7 @@ def with_generator_text(content: dict, texts: dict[str, str] = GENERATOR_ENGLISH
 
 URL = re.compile(r"https?://\S+")
 _WORD = re.compile(r"[^\W\d_]{3,}")  # three letters or more, any script
-_BIDI = dict.fromkeys(map(ord, "\u200e\u200f\u061c"))  # direction marks Babel puts around numbers
+_BIDI = dict.fromkeys(map(ord, "\u200e\u200f\u061c\u2066\u2067\u2068\u2069"))  # direction marks Babel puts around numbers, isolates around figures
 
 
 def plain(text: str) -> str:
@@ -177,7 +191,7 @@ ENGLISH = english_vocabulary()
 # "action", "conversion(s)", "promotion", "notification", "attribution"; the German mail's
 # "Leads", "Dashboard" and "Link" (its catalog's chosen terms); "mail" of "e-mail"/"E-Mail".
 COGNATES = {
-    "fr": {"action", "conversion", "conversions", "promotion", "notification", "attribution", "mail"},
+    "fr": {"action", "conversion", "conversions", "promotion", "notification", "attribution", "mail", "pts"},
     "es": set(),
     "de": {"leads", "dashboard", "link", "mail"},
     "ar": set(),

@@ -28,6 +28,8 @@ from runhub_loader.mail import daemon as sender_module
 from runhub_loader.mail.digest import GREEN, GREY, RED
 from runhub_loader.mail.locales import catalog, format_money
 from runhub_loader.mail.preview import SAMPLES
+
+NON_ARABIC = tuple(locale for locale in LOCALES if locale != "ar")
 from runhub_loader.mail.smtp import Outcome, SmtpConfig
 from runhub_loader.mail.values import RenderError
 
@@ -138,20 +140,70 @@ def test_kpis_lead_in_the_digests_order_coloured_by_direction(locale):
 
 def test_kpi_values_and_deltas_as_written_in_english_and_french():
     rows = {label: (value, colour, delta) for label, value, colour, delta in kpi_rows(render(digest(), "en").html)}
-    assert rows == {"Revenue": ("€1,500.00", GREEN, "+25%"), "Conversion rate": ("3.4%", GREY, "0%"),
+    assert rows == {"Revenue": ("€1,500.00", GREEN, "+25%"), "Conversion rate": ("3.4%", GREY, "0 pts"),
                     "Leads": ("3", RED, "-40%")}
-    down = kpi_rows(render(VARIANTS["everything down"], "fr").html)
+    down = kpi_rows(render(VARIANTS["everything down"], "fr").html)  # a rate's change in points
     assert [(plain(value), plain(delta)) for _, value, _, delta in down] == [
-        ("1", "-75 %"), ("800,00 €", "-20 %"), ("10 %", "-50 %")]
+        ("1", "-75 %"), ("800,00 €", "-20 %"), ("10 %", "-10 pts")]
 
 
 @pytest.mark.parametrize("locale", LOCALES)
-def test_conversion_up_from_nothing_shows_the_absolute_change(locale):
+def test_conversion_up_from_nothing_shows_the_change_in_points(locale):
     rows = kpi_rows(render(VARIANTS["conversion up from nothing"], locale).html)
     conversion = [row for row in rows if row[0] == str(escape(label(locale, "digest.kpi.conversion")))]
     assert len(conversion) == 1
     _, value, colour, delta = conversion[0]
-    assert colour == GREEN and plain(delta).lstrip("+") == plain(value)  # +25 % from 0 % to 25 %
+    points = catalog(locale)["digest.kpi.points"].format(points="25")  # from 0 % to 25 %: +25 points
+    assert colour == GREEN and plain(delta).lstrip("+") == plain(points)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_a_day_without_checkouts_says_so_and_shows_no_change(locale):
+    """Not "0 %": no checkout, no rate; and no change against a day without one."""
+    content = digest(kpis=kpis(conversion=(None, 0.25, None, None)))
+    rows = {row[0]: row for row in kpi_rows(render(content, locale).html)}
+    _, value, colour, delta = rows[str(escape(label(locale, "digest.kpi.conversion")))]
+    assert (value, delta, colour) == (str(escape(catalog(locale)["digest.kpi.noCheckouts"])), "—", GREY)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_counts_and_money_up_from_nothing_are_new_not_a_bare_number(locale):
+    content = digest(kpis=kpis(leads=(3, 0, 3, None), revenue=(150000, 0, 150000, None)))
+    deltas = {row[0]: row[3] for row in kpi_rows(render(content, locale).html)}
+    new = str(escape(catalog(locale)["digest.kpi.new"]))
+    assert deltas[str(escape(label(locale, "digest.kpi.leads")))] == new
+    assert deltas[str(escape(label(locale, "digest.kpi.revenue")))] == new
+
+
+def test_rtl_figures_and_links_are_isolated_and_signs_sit_before_them():
+    """In Arabic every amount, percent, point change and count is a left-to-right isolate (it reads
+    as Babel wrote it: "‏150.00 US$", never "US$ 150.00"), with its sign inside, before it, for money
+    and percent alike; the dashboard link too. No isolate in left-to-right mail."""
+    from runhub_loader.mail.render import render_content
+
+    from babel.numbers import get_minus_sign_symbol, get_plus_sign_symbol
+
+    content = digest(currency="USD", kpis=kpis(revenue=(150000, 120000, 30000, 25.0)))
+    arabic = render_content("digest", "ar", content, now=NOW)
+    plus, minus = get_plus_sign_symbol("ar"), get_minus_sign_symbol("ar")
+    for figure in (format_money(150000, "USD", "ar"), format_percent_of(25, "ar"), plus + format_percent_of(25, "ar"),
+                   minus + format_percent_of(40, "ar")):
+        assert f"\u2066{figure}\u2069" in arabic.text and f"\u2066{figure}\u2069" in arabic.html, figure
+    assert f"\u2066{content['runHubUrl']}\u2069" in arabic.text
+    for locale in NON_ARABIC:
+        english = render_content("digest", locale, content, now=NOW)
+        assert not any(c in english.text + english.html for c in "\u2066\u2067\u2068\u2069"), locale
+
+
+def test_a_preview_of_today_says_today():
+    """A digest of the day so far (runhub digest preview --day today) says "today", not "yesterday"."""
+    from runhub_loader.mail.render import render_content
+
+    today = render_content("digest", "en", digest(date="2026-01-28", timezone="UTC"), now=NOW)
+    assert today.text.splitlines()[1] == "Revenue up 25% today so far"
+    assert render_content("digest", "en", digest(date="2026-01-27", timezone="UTC"), now=NOW).text.splitlines()[1] \
+        == "Revenue up 25% yesterday"
+
 
 
 # -- sentences ------------------------------------------------------------------------------------

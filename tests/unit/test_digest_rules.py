@@ -18,7 +18,7 @@ def test_deltas_and_a_percent_only_of_something():
     k = kpis(day(revenue=1500, leads=2, payments=1, checkouts=4), day(revenue=0, leads=4, payments=1, checkouts=2))
     assert k["revenue"] == {"value": 1500, "previous": 0, "delta": 1500, "deltaPercent": None, "otherCurrencyPayments": 0}
     assert k["leads"] == {"value": 2, "previous": 4, "delta": -2, "deltaPercent": -50}
-    assert k["conversion"] == {"value": 0.25, "previous": 0.5, "delta": -0.25, "deltaPercent": -50}
+    assert k["conversion"] == {"value": 0.25, "previous": 0.5, "delta": -0.25, "deltaPercent": -50, "deltaPoints": -25}
 
 
 def test_the_headline_is_the_largest_percent_change_with_ties_in_metric_order():
@@ -77,6 +77,10 @@ def test_any_day_composes_a_consistent_digest(now, before):
     k = kpis(day(**now), day(**before))
     h = headline(k)
     for metric, kpi in k.items():
+        if kpi["value"] is None or kpi["previous"] is None:  # a rate without checkouts: no change of it
+            assert metric == "conversion" and kpi["delta"] is kpi["deltaPercent"] is kpi["deltaPoints"] is None
+            assert h["metric"] != "conversion"
+            continue
         assert Decimal(str(kpi["value"])) - Decimal(str(kpi["previous"])) == Decimal(str(kpi["delta"]))
     if h["key"].endswith("FromZero"):
         assert k[h["metric"]]["previous"] == 0 < k[h["metric"]]["value"]
@@ -85,3 +89,19 @@ def test_any_day_composes_a_consistent_digest(now, before):
         assert (h["deltaPercent"] > 0) == h["key"].endswith("Up")
     a = anomaly(day(**now), day(**before), 1)
     assert a is None or a["severity"] in ("medium", "high")
+
+
+def test_a_day_without_checkouts_has_no_conversion_rate_and_the_next_day_no_change_against_it():
+    """Not 0 %: the next day's headline was "conversion up from zero" over a real +100 % revenue day."""
+    quiet = kpis(day(revenue=500, payments=1, checkouts=0), day(revenue=250, payments=1, checkouts=2))
+    assert quiet["conversion"] == {"value": None, "previous": 0.5, "delta": None, "deltaPercent": None,
+                                   "deltaPoints": None}
+    after = kpis(day(revenue=1000, payments=1, checkouts=4), day(revenue=500, payments=1, checkouts=0))
+    assert after["conversion"]["previous"] is None and after["conversion"]["delta"] is None
+    assert headline(after)["key"] == "digest.headline.revenueUp"
+
+
+def test_a_conversion_headline_speaks_in_points():
+    k = kpis(day(revenue=100, payments=3, checkouts=10), day(revenue=100, payments=1, checkouts=10))
+    assert headline(k) == {"metric": "conversion", "delta": 0.2, "deltaPercent": 200,
+                           "key": "digest.headline.conversionUp", "params": {"points": 20}}

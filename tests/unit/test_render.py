@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 from markupsafe import escape
 
+from helpers.digest import unisolated
 from helpers.mail import render_message
 from runhub_loader import cli
 from runhub_loader.constants import LOCALES, TEMPLATES
@@ -263,7 +264,7 @@ def test_digest_date_and_headline_per_locale(locale):
     assert format_date(date(2026, 1, 27), "full", locale=locale) in text
     headline = catalog(locale)["digest.headline.revenueUp"].format(
         percent=format_percent(Decimal("0.25"), locale=locale))
-    assert headline in text and str(escape(headline)) in html
+    assert headline in unisolated(text) and str(escape(headline)) in unisolated(html)
     assert SAMPLES["digest"]["projectName"] in parsed["Subject"]
 
 
@@ -284,16 +285,16 @@ def test_digest_kpi_deltas_are_coloured_by_sign():
         "conversion": {"value": 0.034, "delta": 0, "deltaPercent": 0}}}
     _, html = bodies(send("digest", "en", variables))
     assert kpi_colours(html) == {"Revenue": (GREEN, "+25%"), "Leads": (RED, "-40%"),
-                                 "Conversion rate": (GREY, "0%")}
+                                 "Conversion rate": (GREY, "0 pts")}  # a rate moves in points
     assert "€1,500.00" in html
 
 
-def test_digest_delta_without_percent_is_absolute():
+def test_digest_delta_up_from_nothing_is_new_not_a_bare_amount():
     variables = {**SAMPLES["digest"], "currency": "USD", "kpis": {
-        "revenue": {"value": 4200, "delta": 4200, "deltaPercent": None},
-        "leads": {"value": 0, "delta": -3}}}
+        "revenue": {"value": 4200, "previous": 0, "delta": 4200, "deltaPercent": None},
+        "leads": {"value": 0, "delta": -3}}}  # content without its percent: the absolute change
     _, html = bodies(send("digest", "en", variables))
-    assert kpi_colours(html) == {"Revenue": (GREEN, "+$42.00"), "Leads": (RED, "-3")}
+    assert kpi_colours(html) == {"Revenue": (GREEN, "new"), "Leads": (RED, "-3")}
 
 
 @pytest.mark.parametrize("locale", LOCALES)
