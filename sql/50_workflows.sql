@@ -275,6 +275,7 @@ DECLARE
     v_blocked  jsonb;
     v_preview  uuid;
     v_cap      int;
+    v_excluded jsonb;
 BEGIN
     PERFORM runhub._authorize_action(v_role, v_action);
     v_params := runhub._workflow_params(p_action, p_params);
@@ -290,17 +291,19 @@ BEGIN
     VALUES (p_project, p_actor, p_action, v_params, md5(v_params::text), (v_audience ->> 'count')::int, v_blocked)
     RETURNING id INTO v_preview;
     v_cap := runhub._frequency_cap_hours(v_project.settings);
+    -- each exclusion the action lists, in its order, with its label (rendered once) and count
+    v_excluded := (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                              'exclusion', x, 'label', runhub._exclusion_text(v_project.locale, x, v_cap),
+                              'count', coalesce((v_audience -> 'excludedCounts' ->> x)::int, 0)) ORDER BY ord), '[]')
+                     FROM unnest(v_action.exclusions) WITH ORDINALITY AS u(x, ord));
     RETURN jsonb_strip_nulls(jsonb_build_object(
         'previewId', v_preview,
         'count', v_audience -> 'count',
         'sample', v_audience -> 'sample',
         'criteria', runhub._criteria(v_project.locale, p_action, v_action.policy, v_params),
-        'exclusions', (SELECT coalesce(jsonb_agg(runhub._exclusion_text(v_project.locale, x, v_cap) ORDER BY ord), '[]')
-                         FROM unnest(v_action.exclusions) WITH ORDINALITY AS u(x, ord)),
-        'excluded', (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                                'exclusion', x, 'label', runhub._exclusion_text(v_project.locale, x, v_cap),
-                                'count', coalesce((v_audience -> 'excludedCounts' ->> x)::int, 0)) ORDER BY ord), '[]')
-                       FROM unnest(v_action.exclusions) WITH ORDINALITY AS u(x, ord)),
+        'exclusions', (SELECT coalesce(jsonb_agg(e -> 'label' ORDER BY ord), '[]')
+                         FROM jsonb_array_elements(v_excluded) WITH ORDINALITY AS u(e, ord)),
+        'excluded', v_excluded,
         'warnings', (SELECT coalesce(jsonb_agg(runhub._owner_text(v_project.locale, w ->> 'key', w -> 'params', w ->> 'plural')
                                                ORDER BY ord), '[]')
                        FROM jsonb_array_elements(v_decision -> 'warnings') WITH ORDINALITY AS u(w, ord)),
