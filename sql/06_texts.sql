@@ -4,10 +4,10 @@
 -- tests/db/test_texts.py holds the two renderings to each other for every key in every locale.
 
 -- The CLDR plural category of a whole number n in a locale (the rules of runhub's five languages).
+-- No SET clause: inlined where it is used (a SQL function with one is planned on every call).
 CREATE OR REPLACE FUNCTION runhub._plural_category(p_locale text, p_n numeric)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE p_locale
         WHEN 'ar' THEN CASE WHEN p_n = 0 THEN 'zero' WHEN p_n = 1 THEN 'one' WHEN p_n = 2 THEN 'two'
@@ -23,18 +23,18 @@ $$;
 
 -- A number as Babel's format_decimal writes it in the locale: groups of three digits and the
 -- decimal mark of the language (1,612.5 in en and ar; 1.612,5 in de and es; 1 612,5 in fr with a
--- narrow no-break space).
+-- narrow no-break space). No SET clause: inlined where it is used.
 CREATE OR REPLACE FUNCTION runhub._format_number(p_locale text, p_n numeric)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN p_n < 0 THEN '-' ELSE '' END
-           || pg_catalog.regexp_replace(pg_catalog.trunc(abs(p_n))::text, '(\d)(?=(\d{3})+$)', '\1' || g.sep, 'g')
-           || CASE WHEN abs(p_n) <> pg_catalog.trunc(abs(p_n))
-                   THEN g.mark || pg_catalog.rtrim(pg_catalog.split_part(abs(p_n)::text, '.', 2), '0') ELSE '' END
-      FROM (SELECT CASE p_locale WHEN 'de' THEN '.' WHEN 'es' THEN '.' WHEN 'fr' THEN E'\u202f' ELSE ',' END AS sep,
-                   CASE WHEN p_locale IN ('de', 'es', 'fr') THEN ',' ELSE '.' END AS mark) g
+           || pg_catalog.regexp_replace(pg_catalog.trunc(pg_catalog.abs(p_n))::text, '(\d)(?=(\d{3})+$)',
+                  '\1' || CASE p_locale WHEN 'de' THEN '.' WHEN 'es' THEN '.' WHEN 'fr' THEN E'\u202f' ELSE ',' END, 'g')
+           || CASE WHEN pg_catalog.abs(p_n) <> pg_catalog.trunc(pg_catalog.abs(p_n))
+                   THEN CASE WHEN p_locale IN ('de', 'es', 'fr') THEN ',' ELSE '.' END
+                        || pg_catalog.rtrim(pg_catalog.split_part(pg_catalog.abs(p_n)::text, '.', 2), '0')
+                   ELSE '' END
 $$;
 
 -- The text of key in locale (else English, else the key itself) with params filled in: a number as
@@ -68,12 +68,12 @@ BEGIN
 END
 $$;
 
--- An owner-facing text as the API returns it: {key, params, text}, the text in locale.
+-- An owner-facing text as the API returns it: {key, params, text}, the text in locale. No SET
+-- clause: inlined where it is used.
 CREATE OR REPLACE FUNCTION runhub._owner_text(p_locale text, p_key text, p_params jsonb DEFAULT '{}', p_plural text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object('key', p_key, 'params', coalesce(p_params, '{}'),
-                              'text', runhub._text(p_locale, p_key, p_params, p_plural))
+    SELECT pg_catalog.jsonb_build_object('key', p_key, 'params', coalesce(p_params, '{}'),
+                                         'text', runhub._text(p_locale, p_key, p_params, p_plural))
 $$;

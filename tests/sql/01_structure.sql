@@ -673,7 +673,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                      AND p.proname NOT IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                            '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
                                            '_is_client_instant', '_is_system_idempotency_key', '_cancellation_reason',
-                                           '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event',
+                                           '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event', '_owner_text', '_plural_category', '_format_number',
                                            '_event_as_stored', '_plain_event', '_plain_events',
                                            '_attribution_texts', '_constants', '_constant', '_locales',
                                            'run_due_digests', 'purge_finished_mail')$$,
@@ -685,7 +685,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                      AND p.proname IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
                                        '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
                                        '_is_client_instant', '_is_system_idempotency_key', '_cancellation_reason',
-                                       '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event',
+                                       '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event', '_owner_text', '_plural_category', '_format_number',
                                        '_event_as_stored', '_plain_event', '_plain_events',
                                        '_constants', '_constant', '_locales')
                      AND (p.prosecdef OR r.rolname IS NOT NULL
