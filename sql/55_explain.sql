@@ -126,7 +126,10 @@ BEGIN
             'value', jsonb_strip_nulls(jsonb_build_object('at', runhub._iso(v_at)) || (coalesce(v_extra, '{}') - 'action')),
             'text', runhub._owner_text(p_project.locale, 'owner.explain.' || v_x || CASE WHEN v_applies THEN '.yes' ELSE '.no' END,
                                        jsonb_strip_nulls(coalesce(v_extra, '{}') - 'actionId'
-                                           || jsonb_build_object('at', runhub._local_minute(p_project.timezone, v_at)))));
+                                           || jsonb_build_object('at', runhub._local_minute(p_project.timezone, v_at))
+                                           -- a suppression's reason in the owner's words (value keeps its code)
+                                           || CASE WHEN v_extra ? 'reason' THEN jsonb_build_object('reason', runhub._text(
+                                                  p_project.locale, 'owner.suppressionReason.' || (v_extra ->> 'reason'))) ELSE '{}' END)));
     END LOOP;
     RETURN v_out;
 END

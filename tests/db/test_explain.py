@@ -81,6 +81,10 @@ def test_it_answers_in_the_projects_language(conn):
     x = explain(conn, project, owner, "onboard_users", "neu@example.com")
     assert x["mailed"] and x["text"]["text"] == "Würde angeschrieben"
     assert x["audience"]["text"]["text"].startswith("Angemeldet am ")
+    conn.execute("SELECT runhub.suppress(%s, %s, 'neu@example.com', 'bounced')", (project, owner))
+    suppressed = explain(conn, project, owner, "onboard_users", "neu@example.com")
+    [rule] = [x for x in suppressed["exclusions"] if x["exclusion"] == "suppressed"]
+    assert rule["value"]["reason"] == "bounced" and rule["text"]["text"].endswith("(unzustellbar)"), rule
     stranger = explain(conn, project, owner, "onboard_users", "fremd@example.com")
     assert (stranger["customer"], stranger["mailed"]) == (False, False)
     assert stranger["text"]["text"].startswith("Kein Kunde dieses Shops")
