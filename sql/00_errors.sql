@@ -15,6 +15,7 @@ AS $$
     ('projects.invalidCurrency',     'PT400', '{currency} is not an ISO 4217 currency code'),
     ('projects.invalidLocale',       'PT400', '{locale} is not a supported locale ({supported})'),
     ('projects.lastOwner',           'PT409', 'A project must keep at least one owner'),
+    ('projects.idInUse',             'PT409', 'Project {projectId} already exists, with another owner'),
     ('projects.digestRecipientRequired', 'PT422', 'Set dailyDigestRecipient before turning daily digests on'),
     ('auth.roleRequired',            'PT403', 'This needs the {required} role; you are {role}'),
     ('events.invalid',               'PT400', 'Event field {field} is invalid: {reason}'),

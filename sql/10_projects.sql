@@ -121,7 +121,7 @@ $$;
 -- Create a project; its owner becomes its first member. Returns the project id.
 CREATE OR REPLACE FUNCTION runhub.create_project(
     name text, owner uuid, timezone text, currency text,
-    locale text DEFAULT 'en', industry text DEFAULT NULL)
+    locale text DEFAULT 'en', industry text DEFAULT NULL, id uuid DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -134,6 +134,7 @@ DECLARE
     p_currency ALIAS FOR currency;
     p_locale ALIAS FOR locale;
     p_industry ALIAS FOR industry;
+    p_id ALIAS FOR id;
     v_id uuid;
 BEGIN
     IF p_name IS NULL OR length(runhub._trim(p_name)) NOT BETWEEN 1 AND 200 THEN
@@ -156,9 +157,18 @@ BEGIN
         PERFORM runhub._invalid('common.invalidInput', 'industry',
                                 'must be a lower-case tag of at most 40 characters');
     END IF;
-    v_id := runhub._time_ordered_uuid();
+    -- The caller's id makes the call safe to retry (and lets a proxy place the shop before it
+    -- exists): a second call with it, by the same owner, answers the first one's project.
+    v_id := coalesce(p_id, runhub._time_ordered_uuid());
     INSERT INTO runhub.projects (id, name, owner_id, timezone, currency, locale, industry)
-    VALUES (v_id, runhub._trim(p_name), p_owner, p_timezone, p_currency, p_locale, p_industry);
+    VALUES (v_id, runhub._trim(p_name), p_owner, p_timezone, p_currency, p_locale, p_industry)
+    ON CONFLICT (id) DO NOTHING;  -- a concurrent call with the id waits here for the first to commit
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM runhub.projects p WHERE p.id = v_id AND p.owner_id = p_owner) THEN
+            RETURN v_id;  -- a replay: the first call's project, unchanged
+        END IF;
+        PERFORM runhub._raise('projects.idInUse', jsonb_build_object('projectId', v_id));
+    END IF;
     INSERT INTO runhub.project_members (project_id, user_id, role) VALUES (v_id, p_owner, 'owner');
     RETURN v_id;
 END

@@ -8,7 +8,7 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA runhub FROM PUBLIC, runhub_app, runhub_inge
 -- The application's server side: the API, no table access. Every call that acts for a person
 -- names the actor, and the function checks the actor's membership and role.
 GRANT EXECUTE ON FUNCTION
-    runhub.create_project(text, uuid, text, text, text, text),
+    runhub.create_project(text, uuid, text, text, text, text, uuid),
     runhub.add_member(uuid, uuid, uuid, text),
     runhub.list_events(uuid, uuid, text, jsonb, int),
     runhub.update_project_settings(uuid, uuid, jsonb),

@@ -542,6 +542,7 @@ ARG_POOLS: dict[str, Callable[[World], list]] = {
     "lease_seconds": lambda w: [4, 5, 3600, 3601, 86400, 86401],
     "frequency_cap_hours": lambda w: [0, 16, 168, -1],
     "id": lambda w: [*w.claimed, w.queued[0]],
+    "create_project.id": lambda w: [None, w.A, w.B, uuid.uuid4(), uuid.UUID(int=0)],  # taken ids refused PT409
     "run": lambda w: [w.promo_run, w.recover_run, w.cancelled_run],
     "preview_id": lambda w: [w.promo_preview],
     "event": event_pool,
@@ -590,8 +591,8 @@ class Spec:
 APP, INGEST, SENDER, READER = ("runhub_app",), ("runhub_ingest",), ("runhub_sender",), ("runhub_reader",)
 # The reader's functions take no argument: their input is the session's identity (see reader_pools).
 SPECS: dict[str, Spec] = {
-    "runhub.create_project(text,uuid,text,text,text,text)": Spec(APP, lambda w: dict(
-        name="Hostile shop", owner=w.user(), timezone="UTC", currency="EUR", locale="en", industry=None)),
+    "runhub.create_project(text,uuid,text,text,text,text,uuid)": Spec(APP, lambda w: dict(
+        name="Hostile shop", owner=w.user(), timezone="UTC", currency="EUR", locale="en", industry=None, id=None)),
     "runhub.add_member(uuid,uuid,uuid,text)": Spec(APP, lambda w: dict(
         project=w.A, actor=w.oA, member=w.user(), role="member")),
     "runhub.update_project_settings(uuid,uuid,jsonb)": Spec(APP, lambda w: dict(

@@ -445,3 +445,53 @@ def test_reply_to_is_an_address_by_the_one_rule(conn):
             _settings(conn, project, owner, {"replyTo": bad})
         assert assert_refused(excinfo, "PT400", "common.invalidInput")["field"] == "replyTo", bad
     assert "replyTo" not in _settings(conn, project, owner, {"replyTo": None})
+
+
+# -- a caller's id: create_project safe to retry ---------------------------------------------------
+
+def _create(conn, owner, project_id, name="Shop"):
+    return conn.execute("SELECT runhub.create_project(name => %s, owner => %s, timezone => 'UTC', currency => 'EUR',"
+                        " id => %s)", (name, owner, project_id)).fetchone()[0]
+
+
+def test_a_retry_with_the_callers_id_answers_the_first_project(conn):
+    owner, project_id = uuid.uuid4(), uuid.uuid4()
+    assert _create(conn, owner, project_id) == project_id
+    assert _create(conn, owner, project_id, name="Another name") == project_id, "first write wins"
+    assert conn.execute("SELECT name FROM runhub.projects WHERE id = %s", (project_id,)).fetchone()[0] == "Shop"
+    assert conn.execute("SELECT count(*) FROM runhub.project_members WHERE project_id = %s",
+                        (project_id,)).fetchone()[0] == 1
+
+
+def test_an_id_another_owner_has_is_refused_and_nothing_is_written(conn):
+    owner, project_id = uuid.uuid4(), uuid.uuid4()
+    _create(conn, owner, project_id)
+    before = count_rows(conn, "project_members")
+    with pytest.raises(psycopg.Error) as excinfo:
+        _create(conn, uuid.uuid4(), project_id)
+    assert assert_refused(excinfo, "PT409", "projects.idInUse") == {"projectId": str(project_id)}
+    assert count_rows(conn, "project_members") == before
+
+
+def test_concurrent_calls_with_one_id_make_one_project(conn, db_url):
+    """Eight sessions at once, one id: one project, one owner row, every call answered with it."""
+    import threading
+
+    owner, project_id = uuid.uuid4(), uuid.uuid4()
+    sessions = [psycopg.connect(db_url, autocommit=True) for _ in range(8)]
+    barrier, answers = threading.Barrier(len(sessions)), []
+
+    def call(session):
+        barrier.wait()
+        answers.append(_create(session, owner, project_id))
+
+    threads = [threading.Thread(target=call, args=(s,)) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for s in sessions:
+        s.close()
+    assert answers == [project_id] * 8
+    assert conn.execute("SELECT count(*) FROM runhub.project_members WHERE project_id = %s",
+                        (project_id,)).fetchone()[0] == 1

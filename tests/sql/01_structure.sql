@@ -504,13 +504,13 @@ SELECT is_empty($$SELECT tgname FROM pg_trigger WHERE tgrelid = 'runhub.projects
 
 -- ---------------------------------------------------------------------------------------------
 -- API functions: signatures, return types, SECURITY DEFINER (they run for roles without table access).
-SELECT function_returns('runhub', 'create_project', ARRAY['text', 'uuid', 'text', 'text', 'text', 'text'], 'uuid',
-                        'create_project(name, owner, timezone, currency, locale, industry) returns uuid');
+SELECT function_returns('runhub', 'create_project', ARRAY['text', 'uuid', 'text', 'text', 'text', 'text', 'uuid'], 'uuid',
+                        'create_project(name, owner, timezone, currency, locale, industry, id) returns uuid');
 SELECT function_returns('runhub', 'add_member', ARRAY['uuid', 'uuid', 'uuid', 'text'], 'void', 'add_member(project, actor, user, role) returns void');
 SELECT function_returns('runhub', 'ingest_event', ARRAY['uuid', 'jsonb'], 'jsonb', 'ingest_event(project, event) returns jsonb');
 SELECT function_returns('runhub', 'list_events', ARRAY['uuid', 'uuid', 'text', 'jsonb', 'integer'], 'jsonb',
                         'list_events(project, actor, order, cursor, limit) returns jsonb');
-SELECT is_definer('runhub', 'create_project', ARRAY['text', 'uuid', 'text', 'text', 'text', 'text'], 'create_project is SECURITY DEFINER');
+SELECT is_definer('runhub', 'create_project', ARRAY['text', 'uuid', 'text', 'text', 'text', 'text', 'uuid'], 'create_project is SECURITY DEFINER');
 SELECT is_definer('runhub', 'add_member', ARRAY['uuid', 'uuid', 'uuid', 'text'], 'add_member is SECURITY DEFINER');
 SELECT is_definer('runhub', 'ingest_event', ARRAY['uuid', 'jsonb'], 'ingest_event is SECURITY DEFINER');
 SELECT is_definer('runhub', 'list_events', ARRAY['uuid', 'uuid', 'text', 'jsonb', 'integer'], 'list_events is SECURITY DEFINER');
@@ -608,8 +608,8 @@ SELECT function_returns('runhub', 'criteria_text', ARRAY['text', 'jsonb', 'jsonb
 SELECT function_returns('runhub', 'exclusion_label', ARRAY['text', 'integer', 'text'], 'text', 'exclusion_label(exclusion, hours, locale) returns text');
 SELECT function_lang_is('runhub', '_evaluate_policy', ARRAY['jsonb'], 'plpython3u', 'the policy layer, _evaluate_policy(jsonb), is PL/Python');
 -- Defaults of the contract: locale 'en', industry null; order 'timeline', cursor null, limit 50.
-SELECT is((SELECT pg_get_function_arguments('runhub.create_project(text, uuid, text, text, text, text)'::regprocedure)),
-          'name text, owner uuid, timezone text, currency text, locale text DEFAULT ''en''::text, industry text DEFAULT NULL::text',
+SELECT is((SELECT pg_get_function_arguments('runhub.create_project(text, uuid, text, text, text, text, uuid)'::regprocedure)),
+          'name text, owner uuid, timezone text, currency text, locale text DEFAULT ''en''::text, industry text DEFAULT NULL::text, id uuid DEFAULT NULL::uuid',
           'create_project defaults: locale en, industry null');
 SELECT is((SELECT pg_get_function_arguments('runhub.list_events(uuid, uuid, text, jsonb, integer)'::regprocedure)),
           'project uuid, actor uuid, sort text DEFAULT ''timeline''::text, cursor jsonb DEFAULT NULL::jsonb, page_size integer DEFAULT 50',

@@ -76,7 +76,7 @@ SELECT is_empty($$SELECT a.privilege_type
                    WHERE n.nspname = 'runhub' AND a.grantee = 0$$,
                 'PUBLIC has neither USAGE nor CREATE on schema runhub');
 
-SELECT function_privs_are('runhub', 'create_project', ARRAY['text', 'uuid', 'text', 'text', 'text', 'text'], 'runhub_app', ARRAY['EXECUTE'],
+SELECT function_privs_are('runhub', 'create_project', ARRAY['text', 'uuid', 'text', 'text', 'text', 'text', 'uuid'], 'runhub_app', ARRAY['EXECUTE'],
                           'runhub_app can EXECUTE create_project');
 SELECT function_privs_are('runhub', 'add_member', ARRAY['uuid', 'uuid', 'uuid', 'text'], 'runhub_app', ARRAY['EXECUTE'],
                           'runhub_app can EXECUTE add_member');
@@ -92,7 +92,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                 'runhub_app can EXECUTE no internal (_-prefixed) function');
 SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_app', p.oid, 'EXECUTE')$$,
-              ARRAY['runhub.create_project(text,uuid,text,text,text,text)', 'runhub.add_member(uuid,uuid,uuid,text)',
+              ARRAY['runhub.create_project(text,uuid,text,text,text,text,uuid)', 'runhub.add_member(uuid,uuid,uuid,text)',
                     'runhub.update_project_settings(uuid,uuid,jsonb)', 'runhub.list_events(uuid,uuid,text,jsonb,integer)',
                     'runhub.list_actions(uuid,uuid)', 'runhub.preview(uuid,uuid,text,jsonb)',
                     'runhub.create_run(uuid,uuid,text,text,jsonb,timestamp with time zone,uuid)',
@@ -126,7 +126,7 @@ SELECT set_eq($$SELECT p.oid::regprocedure::text FROM pg_proc p
                  WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege('runhub_reader', p.oid, 'EXECUTE')$$,
               ARRAY['runhub.current_user_id()', 'runhub._my_project_ids()', 'runhub.error_catalog()'],
               'runhub_reader can EXECUTE exactly what its policies call (and error_catalog)');
-SELECT is_empty($$SELECT f FROM unnest(ARRAY['runhub.create_project(text,uuid,text,text,text,text)', 'runhub.add_member(uuid,uuid,uuid,text)',
+SELECT is_empty($$SELECT f FROM unnest(ARRAY['runhub.create_project(text,uuid,text,text,text,text,uuid)', 'runhub.add_member(uuid,uuid,uuid,text)',
                                                 'runhub.ingest_event(uuid,jsonb)', 'runhub.ingest_events(uuid,jsonb)',
                                                 'runhub.list_events(uuid,uuid,text,jsonb,integer)',
                                                 'runhub.update_project_settings(uuid,uuid,jsonb)', 'runhub.list_actions(uuid,uuid)',
