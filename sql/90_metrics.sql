@@ -11,7 +11,7 @@ AS $$
         SELECT count(*) FILTER (WHERE r.status = 'queued') AS queued,
                count(*) FILTER (WHERE r.status = 'running' AND r.executed_at IS NULL) AS executing,
                count(*) FILTER (WHERE r.status = 'running' AND r.executed_at IS NOT NULL) AS delivering,
-               count(*) FILTER (WHERE r.status = 'running' AND r.started_at < now() - interval '30 minutes') AS stuck,
+               (SELECT count(*) FROM runhub.stale_runs) AS stuck,  -- what runhub status lists
                extract(epoch FROM now() - min(r.requested_at) FILTER (WHERE r.status = 'queued')) AS oldest_queued
           FROM runhub.workflow_runs r WHERE r.status IN ('queued', 'running')
     ), queued AS (
