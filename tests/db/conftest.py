@@ -129,6 +129,23 @@ def fresh_db(cluster, template_db):
 
 
 @pytest.fixture
+def open_sessions(db_url):
+    """open_sessions(n): n autocommit connections, opened before any race starts; closed afterwards."""
+    from helpers.workflows import connect
+
+    opened = []
+
+    def make(n):
+        conns = [connect(db_url) for _ in range(n)]
+        opened.extend(conns)
+        return conns
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
 def login_as(db_url, conn):
     """login_as('runhub_app') -> the URL of a fresh LOGIN role granted only that runhub role, for
     this test's database: calls then go through the grants a deployment gives that component.

@@ -473,25 +473,12 @@ def test_an_id_another_owner_has_is_refused_and_nothing_is_written(conn):
     assert count_rows(conn, "project_members") == before
 
 
-def test_concurrent_calls_with_one_id_make_one_project(conn, db_url):
+def test_concurrent_calls_with_one_id_make_one_project(conn, open_sessions):
     """Eight sessions at once, one id: one project, one owner row, every call answered with it."""
-    import threading
+    from helpers.workflows import race
 
     owner, project_id = uuid.uuid4(), uuid.uuid4()
-    sessions = [psycopg.connect(db_url, autocommit=True) for _ in range(8)]
-    barrier, answers = threading.Barrier(len(sessions)), []
-
-    def call(session):
-        barrier.wait()
-        answers.append(_create(session, owner, project_id))
-
-    threads = [threading.Thread(target=call, args=(s,)) for s in sessions]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    for s in sessions:
-        s.close()
-    assert answers == [project_id] * 8
+    answers = race(open_sessions(8), lambda i, session: _create(session, owner, project_id))
+    assert [a[1] for a in answers] == [project_id] * 8
     assert conn.execute("SELECT count(*) FROM runhub.project_members WHERE project_id = %s",
                         (project_id,)).fetchone()[0] == 1

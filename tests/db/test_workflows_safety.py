@@ -4,7 +4,6 @@ error contract of every policy refusal, and the double click. Concurrent callers
 one connection each, released together by a barrier or ordered by watching pg_stat_activity."""
 from __future__ import annotations
 
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,37 +13,10 @@ from psycopg.types.json import Jsonb
 
 from helpers.db import DEADLINE_SECONDS, assert_refused, blocked_by, ingest, set_db_clock, wait_until
 from helpers.workflows import (PROMO, SETTINGS, add_member, ago, attempt, checkout, checkouts, connect, create_run,
-                               db_minute, get_run, outbox, preview, process_runs, ready_project, recipients, run_row,
-                               runs_of, signup, snapshot)
+                               db_minute, get_run, outbox, preview, process_runs, race, ready_project, recipients,
+                               run_row, runs_of, signup, snapshot)
 
 RECOVER = "recover_abandoned"
-
-
-@pytest.fixture
-def open_sessions(db_url):
-    """open_sessions(n): n autocommit connections, opened before any race starts; closed afterwards."""
-    opened = []
-
-    def make(n):
-        conns = [connect(db_url) for _ in range(n)]
-        opened.extend(conns)
-        return conns
-
-    yield make
-    for c in opened:
-        c.close()
-
-
-def _race(sessions, call):
-    """Run call(i, session) in every session at once (released by one barrier); results in order."""
-    barrier = threading.Barrier(len(sessions), timeout=DEADLINE_SECONDS)
-
-    def worker(i):
-        barrier.wait()
-        return attempt(call, i, sessions[i])
-
-    with ThreadPoolExecutor(max_workers=len(sessions)) as pool:
-        return list(pool.map(worker, range(len(sessions))))
 
 
 def _recover_ready(conn, n=3):
@@ -129,7 +101,7 @@ def test_50_concurrent_calls_with_one_key_make_exactly_one_run(conn, open_sessio
     project, owner = _recover_ready(conn, 3)
     sessions = open_sessions(50)
     minute = db_clock(0)
-    results = _race(sessions, lambda i, c: create_run(c, project, owner, RECOVER, "one-key"))
+    results = race(sessions, lambda i, c: create_run(c, project, owner, RECOVER, "one-key"))
     assert db_minute(conn) == minute, "the calls must fall in one clock minute for the counts below"
 
     runs = runs_of(conn, project)
@@ -156,7 +128,7 @@ def test_rate_limit_is_exact_under_30_concurrent_calls(conn, open_sessions, db_c
     run = create_run(conn, project, owner, RECOVER, "first")["runId"]
     sessions = open_sessions(30)
     minute = db_clock(0)
-    results = _race(sessions, lambda i, c: create_run(c, project, owner, RECOVER, "first" if i % 2 else f"key-{i}"))
+    results = race(sessions, lambda i, c: create_run(c, project, owner, RECOVER, "first" if i % 2 else f"key-{i}"))
     assert db_minute(conn) == minute, "the calls must fall in one clock minute for the counts below"
 
     replays, new_keys = results[1::2], results[0::2]
@@ -603,7 +575,7 @@ def test_every_catalog_key_used_by_policy_is_in_the_catalog(conn):
 @pytest.mark.parametrize("round_", range(5))
 def test_double_click_makes_one_run(conn, open_sessions, round_):
     project, owner = _recover_ready(conn, 2)
-    results = _race(open_sessions(2), lambda i, c: create_run(c, project, owner, RECOVER, "click"))
+    results = race(open_sessions(2), lambda i, c: create_run(c, project, owner, RECOVER, "click"))
     assert [r[0] for r in results] == ["ok", "ok"], results
     runs = runs_of(conn, project)
     assert len(runs) == 1

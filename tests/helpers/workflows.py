@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from helpers.db import ingest, new_project
+from helpers.db import DEADLINE_SECONDS, ingest, new_project
 
 SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"]}
 PROMO = {"subject": "Winter sale", "content": "Everything -20% this week"}
@@ -147,3 +149,16 @@ def db_minute(conn) -> int:
     """The minute since the epoch on runhub's clock (runhub._now()): the rate limiter's window. Tests
     put the clock at the start of a fresh minute with the db_clock fixture / helpers.db.set_db_clock."""
     return conn.execute("SELECT floor(extract(epoch FROM runhub._now()) / 60)::bigint").fetchone()[0]
+
+
+def race(sessions, call):
+    """Run call(i, session) in every session at once (released by one barrier); each one's attempt(),
+    in order."""
+    barrier = threading.Barrier(len(sessions), timeout=DEADLINE_SECONDS)
+
+    def worker(i):
+        barrier.wait()
+        return attempt(call, i, sessions[i])
+
+    with ThreadPoolExecutor(max_workers=len(sessions)) as pool:
+        return list(pool.map(worker, range(len(sessions))))
