@@ -290,6 +290,7 @@ class Cluster:
             "unix_socket_directories": f"'{socketdir}'",
             "max_worker_processes": 32,
             "max_connections": 200,
+            "max_prepared_transactions": 20,  # `runhub proxy move` commits on two shards at once
             "timezone": "'UTC'",
             "log_line_prefix": "'%m [%p] %q%u@%d '",
         }

@@ -1,0 +1,43 @@
+"""The unsubscribe keys every shard of a proxy shares. A link is signed by the shard that sent the
+mail and verified by the shard that owns the project when it is clicked: after a move, another one.
+So the shards hold one key set, partition 0's, copied to a shard when it joins and after each
+rotation (`runhub proxy rotate-secret`)."""
+from __future__ import annotations
+
+import secrets
+
+from . import queries
+
+
+class KeyConflict(RuntimeError):
+    pass
+
+
+def keys_of(conn) -> list[tuple]:
+    return conn.execute(queries.UNSUBSCRIBE_KEYS).fetchall()
+
+
+def sync_unsubscribe_keys(reference: list[tuple], conn, label: str) -> bool:
+    """Gives the shard behind conn the reference key set. A shard that never sent mail drops its own
+    keys first; one that did must hold the same keys already (its links would stop working).
+    Returns whether anything changed."""
+    own = keys_of(conn)
+    if own == reference:
+        return False
+    mine = {kid: secret for kid, secret, *_ in own}
+    theirs = {kid: secret for kid, secret, *_ in reference}
+    clash = sorted(kid for kid in mine.keys() & theirs.keys() if bytes(mine[kid]) != bytes(theirs[kid]))
+    extra = sorted(mine.keys() - theirs.keys())
+    if clash or extra:
+        if conn.execute(queries.OUTBOX_EVER_USED).fetchone()[0]:
+            raise KeyConflict(f"{label} signed unsubscribe links with keys of its own (ids {clash + extra}): "
+                              "the links in mail it sent would stop working on another shard")
+        conn.execute(queries.DELETE_UNSUBSCRIBE_KEYS)
+    for row in reference:
+        conn.execute(queries.UPSERT_UNSUBSCRIBE_KEY, row)
+    return True
+
+
+def new_key(reference: list[tuple]) -> tuple[int, bytes]:
+    """The next key id after every one there is, and 32 random bytes (as rotate_unsubscribe_key)."""
+    return max((kid for kid, *_ in reference), default=0) + 1, secrets.token_bytes(32)

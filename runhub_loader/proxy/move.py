@@ -1,0 +1,203 @@
+"""`runhub proxy move PROJECT --to PARTITION`: a shop's rows from one shard to another while it
+keeps taking calls.
+
+The order of things, and why:
+1. On the proxy, lock the project's directory row and take its call lock exclusively: calls in
+   flight for the project finish first, new ones wait (they take the lock shared before they read
+   the directory, so after the move they read the new partition).
+2. On the source shard, in one transaction, hold the shop still: its runs (execute_run and the
+   attribution job wait), its messages not yet in a sender's hands (claim_messages skips them),
+   then wait until no message of it is being sent, then its project row (every insert naming it
+   waits).
+3. Copy every row to the target (COPY, table by table), compare counts and checksums, and PREPARE
+   the target's transaction; delete the rows on the source and PREPARE that one too (two-phase
+   commit: both shards need max_prepared_transactions > 0).
+4. Switch the directory and commit the proxy: the decision. Then COMMIT PREPARED on both shards.
+   A mover stopped after the decision leaves prepared transactions that the next move of the
+   project, or `runhub proxy recover`, finishes the way the directory says; stopped before it,
+   they are rolled back: the shop stays where it was.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from .. import logs
+from . import queries
+from .shards import MOVED_TABLES, connect
+
+log = logs.get("proxy")
+
+DRAIN_POLL_SECONDS = 0.05
+
+
+class MoveError(RuntimeError):
+    """The move did not happen: the project is where it was, its rows unchanged."""
+
+
+@dataclass
+class MoveResult:
+    project: str
+    from_partition: int
+    to_partition: int
+    rows: dict[str, int] = field(default_factory=dict)
+    paused_ms: float = 0.0
+    moved: bool = True
+
+
+def _gid(project: str, role: str, partition: int) -> str:
+    return f"runhub_move:{project}:{role}:{partition}"
+
+
+def recover(proxy_url: str, project: str | None = None) -> list[str]:
+    """Finishes the prepared transactions stopped moves left, as the directory decided: a copy is
+    committed on the partition the directory names and rolled back elsewhere; a delete is
+    committed where the directory no longer points. Returns what it did."""
+    done = []
+    with psycopg.connect(proxy_url, autocommit=True) as proxy:
+        partitions = proxy.execute(queries.PARTITIONS).fetchall()
+        for partition, connstr in partitions:
+            with connect(connstr, proxy_url, autocommit=True) as shard:
+                pattern = f"runhub_move:{project}:%" if project else "runhub_move:%"
+                for (gid,) in shard.execute(queries.PREPARED_MOVES, (pattern,)).fetchall():
+                    _, moved, role, _ = gid.split(":")
+                    owner = proxy.execute(queries.PARTITION_OF, (moved,)).fetchone()[0]
+                    keep = owner == partition if role == "copy" else owner != partition
+                    statement = queries.COMMIT_PREPARED if keep else queries.ROLLBACK_PREPARED
+                    shard.execute(statement.format(sql.Literal(gid)))
+                    done.append(f"{'committed' if keep else 'rolled back'} {gid}")
+                    log.info("proxy_move_recovered", gid=gid, committed=keep)
+    return done
+
+
+def move_project(proxy_url: str, project: str, to_partition: int, lock_timeout: str = "30s",
+                 drain_seconds: float = 150.0) -> MoveResult:
+    project = str(uuid.UUID(project))
+    with logs.bound(move_id=str(uuid.uuid4()), project=project):
+        recover(proxy_url, project)
+        with psycopg.connect(proxy_url) as proxy:
+            partitions = dict(proxy.execute(queries.PARTITIONS).fetchall())
+            if to_partition not in partitions:
+                raise MoveError(f"no partition {to_partition}: the partitions are 0 to {len(partitions) - 1}")
+            proxy.execute(queries.SET_LOCAL_LOCK_TIMEOUT, (lock_timeout,))
+            source = _lock_directory_row(proxy, project)
+            if source == to_partition:
+                proxy.rollback()
+                return MoveResult(project, source, to_partition, moved=False)
+            log.info("proxy_move_started", source=source, target=to_partition)
+            move_id = proxy.execute(queries.START_MOVE, (project, source, to_partition)).fetchone()[0]
+            paused = time.monotonic()
+            try:
+                proxy.execute(queries.LOCK_PROJECT_CALLS, (project,))
+            except psycopg.errors.LockNotAvailable as exc:
+                raise MoveError(f"calls for the project did not finish within {lock_timeout}: not moved") from exc
+            with connect(partitions[source], proxy_url) as src, connect(partitions[to_partition], proxy_url) as dst:
+                _check_two_phase(src, dst)
+                dst.tpc_begin(_gid(project, "copy", to_partition))
+                src.tpc_begin(_gid(project, "delete", source))
+                try:
+                    _hold_still(src, project, lock_timeout, drain_seconds)
+                    rows = _copy(src, dst, project)
+                    dst.tpc_prepare()
+                    _delete(src, project)
+                    src.tpc_prepare()
+                    proxy.execute(queries.SWITCH_PARTITION, (to_partition, project))
+                    paused_ms = round((time.monotonic() - paused) * 1000, 1)
+                    proxy.execute(queries.FINISH_MOVE, (Jsonb(rows), paused_ms, move_id))
+                    proxy.commit()  # the decision: the project is the target's now
+                except BaseException:
+                    proxy.rollback()
+                    for conn in (dst, src):
+                        with contextlib.suppress(psycopg.Error):  # else `recover` rolls it back
+                            conn.tpc_rollback()  # prepared or not
+                    raise
+                dst.tpc_commit()
+                src.tpc_commit()
+        log.info("proxy_move_finished", source=source, target=to_partition, rows=rows, paused_ms=paused_ms)
+        return MoveResult(project, source, to_partition, rows, paused_ms)
+
+
+def _lock_directory_row(proxy, project: str) -> int:
+    """The project's partition, its directory row locked (made first if it had none)."""
+    row = proxy.execute(queries.DIRECTORY_ROW_FOR_MOVE, (project,)).fetchone()
+    if row is None:
+        partition = proxy.execute(queries.PARTITION_OF, (project,)).fetchone()[0]
+        proxy.execute(queries.ADD_DIRECTORY_ROW, (project, partition))
+        row = proxy.execute(queries.DIRECTORY_ROW_FOR_MOVE, (project,)).fetchone()
+    return row[0]
+
+
+def _check_two_phase(*shards) -> None:
+    for shard in shards:
+        allowed = shard.execute(queries.MAX_PREPARED_TRANSACTIONS).fetchone()[0]
+        shard.rollback()  # two-phase transactions begin on an idle connection
+        if allowed < 1:
+            raise MoveError(f"{shard.info.dbname} on {shard.info.host}:{shard.info.port} has "
+                            "max_prepared_transactions = 0: a move commits on two shards at once "
+                            "(set it to a few, e.g. 10, and restart that server)")
+
+
+def _hold_still(src, project: str, lock_timeout: str, drain_seconds: float) -> None:
+    """Stops all work on the project on the source shard (see the module's docstring), in src's
+    transaction: nothing of it is left in a sender's hands when this returns."""
+    src.execute(queries.SET_LOCAL_LOCK_TIMEOUT, (lock_timeout,))
+    if not src.execute(queries.PROJECT_EXISTS, (project,)).fetchone()[0]:
+        raise MoveError(f"project {project} is not on its partition's shard: nothing to move")
+    src.execute(queries.LOCK_SOURCE_RUNS, (project,))
+    _drain(src, project, drain_seconds)
+    src.execute(queries.LOCK_SOURCE_PROJECT, (project,))
+    _drain(src, project, drain_seconds)  # a digest queued meanwhile, and claimed
+
+
+def _drain(src, project: str, drain_seconds: float) -> None:
+    deadline = time.monotonic() + drain_seconds
+    while True:
+        src.execute(queries.LOCK_SOURCE_WAITING_MESSAGES, (project,))
+        in_flight = src.execute(queries.SOURCE_MESSAGES_IN_FLIGHT, (project,)).fetchone()[0]
+        if not in_flight:
+            return
+        if time.monotonic() > deadline:
+            raise MoveError(f"{in_flight} message(s) of the project were still being sent after "
+                            f"{drain_seconds:.0f}s: not moved (try again)")
+        time.sleep(DRAIN_POLL_SECONDS)
+
+
+def _columns(conn, table: str) -> sql.Composable:
+    names = conn.execute(queries.TABLE_COLUMNS, (f"runhub.{table}",)).fetchone()[0]
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def _copy(src, dst, project: str) -> dict[str, int]:
+    """Every row of the project into dst's transaction; raises unless counts and checksums agree."""
+    if dst.execute(queries.PROJECT_EXISTS, (project,)).fetchone()[0]:
+        raise MoveError(f"project {project} is on the target shard already: resolve by hand")
+    # As a replica applies rows: no trigger fires (the rows are the source's, their effects
+    # included: a payment's trigger would credit it again), no foreign key is checked row by row.
+    dst.execute(queries.AS_REPLICA)
+    rows = {}
+    for table, key in MOVED_TABLES:
+        parts = {"table": sql.Identifier(table), "key": sql.Identifier(key), "columns": _columns(src, table)}
+        with src.cursor().copy(queries.COPY_OUT.format(**parts), (project,)) as out, \
+                dst.cursor().copy(queries.COPY_IN.format(**parts)) as into:
+            for chunk in out:
+                into.write(chunk)
+        check = queries.TABLE_CHECKSUM.format(**parts)
+        ours, theirs = src.execute(check, (project,)).fetchone(), dst.execute(check, (project,)).fetchone()
+        if ours != theirs:
+            raise MoveError(f"runhub.{table}: {ours[0]} rows on the source, {theirs[0]} copied, checksums "
+                            f"{ours[1]} and {theirs[1]}: not moved")
+        rows[table] = ours[0]
+    return rows
+
+
+def _delete(src, project: str) -> None:
+    src.execute(queries.AS_REPLICA)  # the rows live on elsewhere: no trigger (append-only's refusal) fires
+    for table, key in reversed(MOVED_TABLES):
+        src.execute(queries.DELETE_PROJECT_ROWS.format(table=sql.Identifier(table), key=sql.Identifier(key)),
+                    (project,))
