@@ -12,6 +12,7 @@ from . import __version__, logs
 from .constants import (DEFAULT_LOCALE, LOCALES, MAX_CLAIM_BATCH, MAX_MESSAGE_LEASE_SECONDS, MIN_LEASE_SECONDS,
                         TEMPLATES)
 from .db.embedded import Cluster, EmbeddedError, absolute_home, default_home
+from .proxy.cli import register as register_proxy_commands
 
 DEFAULT_DASHBOARD_URL = "https://localhost/projects/{projectId}/run"  # = mail.daemon.DEFAULT_DASHBOARD_URL
 LOCALE_LIST = ", ".join(LOCALES)
@@ -195,13 +196,23 @@ def deploy(obj: Context, source: Path | None, no_cron: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--proxy", "proxy_url", metavar="URL", default=None,
+              help="A proxy database: its partitions, and every shard's status in one view.")
 @click.pass_obj
-def status(obj: Context, as_json: bool) -> None:
+def status(obj: Context, as_json: bool, proxy_url: str | None) -> None:
     """Deployed version, pending migrations, cron jobs and their last runs, table sizes."""
     from .db.status import collect, render
 
+    if proxy_url:
+        from .proxy.cli import status_report
+
+        click.echo(status_report(proxy_url, as_json))
+        return
     report = collect(obj.database_url())
     click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
+
+
+register_proxy_commands(main, Commands, Context)
 
 
 @main.command("rotate-secret")
@@ -254,42 +265,66 @@ LOGIN_TIMEOUTS = {"app": ("30s", "60s"), "ingest": ("5s", "30s"), "sender": ("10
 def login_role(obj: Context, name: str, component: str, password_env: str | None) -> None:
     """Create or update the LOGIN role NAME for one component: granted runhub_<component> and no
     other runhub role, with that component's statement_timeout and
-    idle_in_transaction_session_timeout in this database. Connect as the login that deploys runhub."""
+    idle_in_transaction_session_timeout in this database. Connect as the login that deploys runhub.
+    On a proxy database, the same login is made on every shard too: PL/Proxy connects as it."""
     import psycopg
-    from psycopg import sql
-
-    from .db import queries
 
     password = None
     if password_env:
         password = os.environ.get(password_env)
         if not password:
             raise click.ClickException(f"${password_env} is empty or not set")
+    try:
+        with psycopg.connect(obj.database_url(), autocommit=True) as conn:
+            _apply_login_role(conn, name, component, password)
+            shards = _proxy_partitions(conn)
+        for connstr in shards:  # PL/Proxy connects to the shards as the calling login
+            from .proxy.shards import connect
+
+            with connect(connstr, obj.database_url(), autocommit=True) as shard:
+                _apply_login_role(shard, name, component, password)
+    except psycopg.Error as exc:
+        raise click.ClickException(f"login-role failed: {str(exc).strip()} (each database it did not "
+                                   "reach is unchanged: run it again)") from exc
+    statement, idle = LOGIN_TIMEOUTS[component]
+    click.echo(f"{name}: LOGIN, granted runhub_{component} only, statement_timeout {statement}, "
+               f"idle_in_transaction_session_timeout {idle} in this database"
+               + (f" and its {len(shards)} shard(s)" if shards else ""))
+
+
+def _proxy_partitions(conn) -> list[str]:
+    """A proxy's partitions' connection strings; none for a shard or a single database."""
+    from .proxy import queries as proxy_queries
+
+    if not conn.execute(proxy_queries.IS_PROXY_DATABASE).fetchone()[0]:
+        return []
+    return [connstr for _, connstr in conn.execute(proxy_queries.PARTITIONS).fetchall()]
+
+
+def _apply_login_role(conn, name: str, component: str, password: str | None) -> None:
+    from psycopg import sql
+
+    from .db import queries
+
     statement, idle = LOGIN_TIMEOUTS[component]
     role = sql.Identifier(name)
-    try:
-        with psycopg.connect(obj.database_url(), autocommit=True) as conn, conn.transaction():
-            existing = conn.execute(queries.LOGIN_ROLE_STATE,
-                                    (["runhub_owner"] + [f"runhub_{c}" for c in LOGIN_TIMEOUTS], name)).fetchone()
-            if existing and (existing[0] or existing[1]):
-                raise click.ClickException(f"{name} is a superuser or one of runhub's own roles: not a component login")
-            if not existing:
-                conn.execute(queries.CREATE_LOGIN_ROLE.format(role))
-            if password:
-                conn.execute(queries.SET_LOGIN_PASSWORD.format(role, sql.Literal(password)))
-            for other in sorted(LOGIN_TIMEOUTS):
-                if other != component and conn.execute(queries.IS_ROLE_MEMBER,
-                                                       (name, f"runhub_{other}")).fetchone()[0]:
-                    conn.execute(queries.REVOKE_ROLE.format(sql.Identifier(f"runhub_{other}"), role))
-            conn.execute(queries.GRANT_ROLE.format(sql.Identifier(f"runhub_{component}"), role))
-            database = sql.Identifier(conn.info.dbname)
-            for setting, value in (("statement_timeout", statement), ("idle_in_transaction_session_timeout", idle)):
-                conn.execute(queries.SET_ROLE_SETTING_IN_DATABASE.format(
-                    role, database, sql.Identifier(setting), sql.Literal(value)))
-    except psycopg.Error as exc:
-        raise click.ClickException(f"login-role failed, nothing changed: {str(exc).strip()}") from exc
-    click.echo(f"{name}: LOGIN, granted runhub_{component} only, statement_timeout {statement}, "
-               f"idle_in_transaction_session_timeout {idle} in this database")
+    with conn.transaction():
+        existing = conn.execute(queries.LOGIN_ROLE_STATE,
+                                (["runhub_owner"] + [f"runhub_{c}" for c in LOGIN_TIMEOUTS], name)).fetchone()
+        if existing and (existing[0] or existing[1]):
+            raise click.ClickException(f"{name} is a superuser or one of runhub's own roles: not a component login")
+        if not existing:
+            conn.execute(queries.CREATE_LOGIN_ROLE.format(role))
+        if password:
+            conn.execute(queries.SET_LOGIN_PASSWORD.format(role, sql.Literal(password)))
+        for other in sorted(LOGIN_TIMEOUTS):
+            if other != component and conn.execute(queries.IS_ROLE_MEMBER, (name, f"runhub_{other}")).fetchone()[0]:
+                conn.execute(queries.REVOKE_ROLE.format(sql.Identifier(f"runhub_{other}"), role))
+        conn.execute(queries.GRANT_ROLE.format(sql.Identifier(f"runhub_{component}"), role))
+        database = sql.Identifier(conn.info.dbname)
+        for setting, value in (("statement_timeout", statement), ("idle_in_transaction_session_timeout", idle)):
+            conn.execute(queries.SET_ROLE_SETTING_IN_DATABASE.format(
+                role, database, sql.Identifier(setting), sql.Literal(value)))
 
 
 def _ids(ids: list[int]) -> str:

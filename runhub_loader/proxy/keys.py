@@ -41,3 +41,21 @@ def sync_unsubscribe_keys(reference: list[tuple], conn, label: str) -> bool:
 def new_key(reference: list[tuple]) -> tuple[int, bytes]:
     """The next key id after every one there is, and 32 random bytes (as rotate_unsubscribe_key)."""
     return max((kid for kid, *_ in reference), default=0) + 1, secrets.token_bytes(32)
+
+
+def rotate_everywhere(proxy_url: str, revoke_previous: bool) -> tuple[int, int]:
+    """A new key on partition 0 (runhub.rotate_unsubscribe_key), then partition 0's key set on
+    every other shard. Re-running after a stop finishes the copy. Returns (key id, shards)."""
+    import psycopg
+
+    from .shards import connect
+
+    with psycopg.connect(proxy_url, autocommit=True) as proxy:
+        partitions = proxy.execute(queries.PARTITIONS).fetchall()
+    with connect(partitions[0][1], proxy_url, autocommit=True) as first:
+        rotation = first.execute("SELECT runhub.rotate_unsubscribe_key(%s)", (revoke_previous,)).fetchone()[0]
+        reference = keys_of(first)
+    for partition, connstr in partitions[1:]:
+        with connect(connstr, proxy_url, autocommit=True) as conn, conn.transaction():
+            sync_unsubscribe_keys(reference, conn, f"partition {partition}")
+    return rotation["keyId"], len(partitions)

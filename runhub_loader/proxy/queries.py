@@ -45,8 +45,8 @@ ALTER_FUNCTION_OWNER = sql.SQL("ALTER FUNCTION {} OWNER TO runhub_owner")
 # The shard's deployed code: the shards of a proxy must all run the same.
 SHARD_CHECKSUM = "SELECT checksum FROM runhub.deployments ORDER BY id DESC LIMIT 1"
 PROJECT_COUNT = "SELECT count(*) FROM runhub.projects"
-IS_RUNHUB_DATABASE = "SELECT to_regclass('runhub.deployments') IS NOT NULL"
-IS_PROXY_DATABASE = "SELECT to_regclass('runhub_proxy.partitions') IS NOT NULL"
+IS_RUNHUB_DATABASE = "SELECT to_regclass('runhub.deployments') IS NOT NULL AS ok"
+IS_PROXY_DATABASE = "SELECT to_regclass('runhub_proxy.partitions') IS NOT NULL AS ok"
 
 # -- the proxy's own tables ------------------------------------------------------------------------
 
@@ -138,3 +138,10 @@ SELECT c.relname::text, s.seqrelid::regclass::text, coalesce(q.last_value, s.seq
 # Gives a sequence its partition's block; format with (sequence, min, max, restart).
 SET_ID_BLOCK = sql.SQL("ALTER SEQUENCE {} MINVALUE {} MAXVALUE {} START WITH {} RESTART WITH {}")
 SET_ID_BLOCK_KEEP = sql.SQL("ALTER SEQUENCE {} MINVALUE {} MAXVALUE {}")
+
+# -- status ---------------------------------------------------------------------------------------
+
+LAST_PROXY_DEPLOYMENT = """SELECT version, shard_checksum, functions, deployed_at FROM runhub_proxy.deployments
+ ORDER BY id DESC LIMIT 1"""
+RECENT_MOVES = """SELECT project, from_partition, to_partition, started_at, finished_at, paused_ms
+  FROM runhub_proxy.moves ORDER BY id DESC LIMIT 5"""

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -215,3 +216,96 @@ def small_lock_cluster():
             admin.execute("ALTER SYSTEM SET max_connections = 20")
         cluster.restart()
         yield cluster
+
+
+# -- a proxy over four partitions on two clusters --------------------------------------------------
+
+@dataclass
+class Sharded:
+    """A proxy database (on the shared cluster) and its shards: partitions 0 and 1 on the shared
+    cluster, 2 and 3 on shard_cluster. cluster_of[p] is the Cluster partition p lives on."""
+    proxy_url: str
+    shard_urls: list[str]
+    clusters: list
+
+    def shard(self, partition: int, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.shard_urls[partition], autocommit=True, **kwargs)
+
+    def partition_of(self, project) -> int:
+        with psycopg.connect(self.proxy_url, autocommit=True) as proxy:
+            return proxy.execute("SELECT runhub_proxy.partition_of(%s)", (project,)).fetchone()[0]
+
+
+def _rollback_prepared(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for (gid,) in conn.execute("SELECT gid FROM pg_prepared_xacts WHERE database = current_database()").fetchall():
+            conn.execute(sql.SQL("ROLLBACK PREPARED {}").format(sql.Literal(gid)))
+
+
+def new_database(cluster: Cluster, template: str | None, dropped: list) -> str:
+    name = f"runhub_shard_{uuid.uuid4().hex[:10]}"
+    _create_database(cluster, name, template)
+    dropped.append((cluster, name))
+    return cluster.url(name)
+
+
+def drop_databases(dropped: list) -> None:
+    for cluster, name in reversed(dropped):
+        _rollback_prepared(cluster.url(name))  # a database with a prepared transaction cannot be dropped
+        _drop_database(cluster, name)
+
+
+@pytest.fixture(scope="session")
+def shard_cluster():
+    """The second cluster of the sharded tests (two of the four partitions live there)."""
+    yield from _throwaway_cluster("runhub-pytest-shards-", fast=True)
+
+
+@pytest.fixture(scope="session")
+def shard_template_db(shard_cluster) -> str:
+    yield _deploy_template(shard_cluster)
+
+
+@pytest.fixture(scope="session")
+def sharded(cluster, template_db, shard_cluster, shard_template_db):
+    """The session's proxy over 4 partitions on two clusters, deployed by `runhub proxy deploy`'s
+    code. Tests make projects of their own on it (the directory spreads them by id)."""
+    from runhub_loader.proxy.deploy import deploy_proxy
+
+    dropped: list = []
+    clusters = [cluster, cluster, shard_cluster, shard_cluster]
+    templates = {id(cluster): template_db, id(shard_cluster): shard_template_db}
+    try:
+        shards = [new_database(c, templates[id(c)], dropped) for c in clusters]
+        proxy = new_database(cluster, None, dropped)
+        deploy_proxy(proxy, shards)
+        yield Sharded(proxy, shards, clusters)
+    finally:
+        drop_databases(dropped)
+
+
+@pytest.fixture(scope="session")
+def proxy_login(sharded, cluster, shard_cluster):
+    """proxy_login('app') -> the URL of a login made by `runhub login-role NAME --component app` on
+    the proxy (and so on every shard), connecting to the proxy. Dropped at the session's end."""
+    from click.testing import CliRunner
+
+    from runhub_loader import cli
+
+    made: dict[str, str] = {}
+
+    def make(component: str) -> str:
+        if component not in made:
+            name = f"proxy_{component}_{uuid.uuid4().hex[:8]}"
+            result = CliRunner().invoke(cli.main, ["login-role", name, "--component", component,
+                                                   "--database-url", sharded.proxy_url])
+            assert result.exit_code == 0, result.output
+            made[component] = name
+        return make_conninfo(sharded.proxy_url, user=made[component])
+
+    yield make
+    for c in (cluster, shard_cluster):
+        with _admin(c) as admin:
+            for name in made.values():
+                admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
