@@ -294,11 +294,11 @@ def login_role(obj: Context, name: str, component: str, password_env: str | None
 
 def _proxy_partitions(conn) -> list[str]:
     """A proxy's partitions' connection strings; none for a shard or a single database."""
-    from .proxy import queries as proxy_queries
+    from .proxy import queries
 
-    if not conn.execute(proxy_queries.IS_PROXY_DATABASE).fetchone()[0]:
+    if not conn.execute(queries.IS_PROXY_DATABASE).fetchone()[0]:
         return []
-    return [connstr for _, connstr in conn.execute(proxy_queries.PARTITIONS).fetchall()]
+    return [connstr for _, connstr in conn.execute(queries.PARTITIONS).fetchall()]
 
 
 def _apply_login_role(conn, name: str, component: str, password: str | None) -> None:

@@ -69,8 +69,7 @@ def recover(proxy_url: str, project: str | None = None) -> list[str]:
                     _, moved, role, _ = gid.split(":")
                     owner = proxy.execute(queries.PARTITION_OF, (moved,)).fetchone()[0]
                     keep = owner == partition if role == "copy" else owner != partition
-                    statement = queries.COMMIT_PREPARED if keep else queries.ROLLBACK_PREPARED
-                    shard.execute(statement.format(sql.Literal(gid)))
+                    shard.execute((queries.COMMIT_PREPARED if keep else queries.ROLLBACK_PREPARED).format(sql.Literal(gid)))
                     done.append(f"{'committed' if keep else 'rolled back'} {gid}")
                     log.info("proxy_move_recovered", gid=gid, committed=keep)
     return done
@@ -187,8 +186,8 @@ def _copy(src, dst, project: str) -> dict[str, int]:
                 dst.cursor().copy(queries.COPY_IN.format(**parts)) as into:
             for chunk in out:
                 into.write(chunk)
-        check = queries.TABLE_CHECKSUM.format(**parts)
-        ours, theirs = src.execute(check, (project,)).fetchone(), dst.execute(check, (project,)).fetchone()
+        ours = src.execute(queries.TABLE_CHECKSUM.format(**parts), (project,)).fetchone()
+        theirs = dst.execute(queries.TABLE_CHECKSUM.format(**parts), (project,)).fetchone()
         if ours != theirs:
             raise MoveError(f"runhub.{table}: {ours[0]} rows on the source, {theirs[0]} copied, checksums "
                             f"{ours[1]} and {theirs[1]}: not moved")

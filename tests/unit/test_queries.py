@@ -27,6 +27,11 @@ ALLOWED = {
     ("db/deploy.py", "conn.execute(statement, params)"),
     # The sender's _database_call(sql, params): its callers pass API calls (checked here too).
     ("mail/daemon.py", "conn.execute(sql, params)"),
+    # The proxy's deploy applies proxy/sql/ files, and the API functions it generates from a
+    # shard's catalog (proxy/deploy.py remote_function, wrapper_function): deployment of code.
+    ("proxy/deploy.py", "proxy.execute(path.read_text())"),
+    ("proxy/deploy.py", "conn.execute(remote_function(fn))"),
+    ("proxy/deploy.py", "conn.execute(wrapper_function(fn))"),
 }
 
 
