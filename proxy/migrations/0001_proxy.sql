@@ -26,10 +26,13 @@ $$;
 
 CREATE SCHEMA runhub_proxy;   -- the directory and the routing functions: nobody's but the deployer's
 CREATE SCHEMA runhub_remote;  -- the PL/Proxy functions: one per API function, errors as PL/Proxy words them
-CREATE SCHEMA IF NOT EXISTS plproxy;  -- where PL/Proxy looks for its cluster configuration
 CREATE SCHEMA runhub;         -- the API, the shards' names and arguments, errors as the shards word them
-REVOKE ALL ON SCHEMA runhub_proxy, runhub_remote, plproxy, runhub FROM PUBLIC;
-GRANT USAGE ON SCHEMA runhub, runhub_remote, runhub_proxy, plproxy TO runhub_app, runhub_ingest, runhub_reader;
+REVOKE ALL ON SCHEMA runhub_proxy, runhub_remote, runhub FROM PUBLIC;
+GRANT USAGE ON SCHEMA runhub, runhub_remote, runhub_proxy TO runhub_app, runhub_ingest, runhub_reader;
+
+-- PL/Proxy's cluster is SQL/MED SERVER runhub (cheaper per call than configuration functions,
+-- which PL/Proxy asks for a version on every call): `runhub proxy deploy` creates it with the
+-- partitions (PL/Proxy refuses a cluster of none), `add-shard` adds to it.
 
 -- The shard databases, numbered from 0 with no gap (PL/Proxy's partition numbers). connstr is
 -- a libpq connection string without user or password: PL/Proxy connects as the calling login.
@@ -38,13 +41,6 @@ CREATE TABLE runhub_proxy.partitions (
     connstr   text        NOT NULL CHECK (connstr <> ''),
     added_at  timestamptz NOT NULL DEFAULT now()
 );
-
--- What PL/Proxy compares on every call to know its cached partition list is stale.
-CREATE TABLE runhub_proxy.cluster_version (
-    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    version   int     NOT NULL DEFAULT 1
-);
-INSERT INTO runhub_proxy.cluster_version DEFAULT VALUES;
 
 -- Which partition owns each project. A project missing here lives on its hash partition (where
 -- it was created: see runhub_proxy.place_project).

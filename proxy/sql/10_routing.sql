@@ -1,45 +1,10 @@
--- Where a call goes: PL/Proxy's cluster configuration, read from runhub_proxy.partitions, and the
--- functions that name the partition of a call's project (RUN ON). Re-applied by every proxy deploy.
-
--- PL/Proxy asks for the version on every call and re-reads the partitions when it grew.
-CREATE OR REPLACE FUNCTION plproxy.get_cluster_version(cluster_name text)
-RETURNS int
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF cluster_name = 'runhub' THEN
-        RETURN (SELECT v.version FROM runhub_proxy.cluster_version v);
-    END IF;
-    RAISE EXCEPTION 'runhub''s proxy knows no cluster %', cluster_name USING ERRCODE = '42704';
-END
-$$;
-
-CREATE OR REPLACE FUNCTION plproxy.get_cluster_partitions(cluster_name text)
-RETURNS SETOF text
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF cluster_name = 'runhub' THEN
-        RETURN QUERY SELECT p.connstr FROM runhub_proxy.partitions p ORDER BY p.partition;
-        RETURN;
-    END IF;
-    RAISE EXCEPTION 'runhub''s proxy knows no cluster %', cluster_name USING ERRCODE = '42704';
-END
-$$;
-
--- modular_mapping: any number of partitions (a shard at a time), not only powers of two. The
--- routing functions return a partition number itself, so hash % count is that number.
-CREATE OR REPLACE FUNCTION plproxy.get_cluster_config(cluster_name text, OUT key text, OUT val text)
-RETURNS SETOF record
-LANGUAGE sql IMMUTABLE
-AS $$ VALUES ('modular_mapping', '1'), ('connection_lifetime', '1800') $$;
+-- Where a call goes: the functions that name the partition of a call's project (RUN ON; the
+-- partitions themselves are the options of SERVER runhub). Re-applied by every proxy deploy.
 
 -- Projects and the moves: an exclusive lock on a project's key is what `runhub proxy move` holds
 -- while it switches the project's partition; every call for the project takes it shared first.
 CREATE OR REPLACE FUNCTION runhub_proxy.lock_key() RETURNS int LANGUAGE sql IMMUTABLE
-AS $$ SELECT 1381322312 $$;  -- 'RUNH'
+AS $$ SELECT 1381322312 $$;  -- 'RUNH' (partition_of writes it out: it is on every call's path)
 
 -- The partition a new project goes to: by the hash of its id, so a retried create_project lands
 -- where the first attempt went even if the proxy lost that attempt's directory row.
@@ -53,16 +18,18 @@ $$;
 
 -- The partition that owns a project. Waits while a move holds the project, then reads the
 -- directory in a statement of its own: after a move it sees the new partition.
+-- On every call, so no SET search_path (its save and restore was a third of the function's
+-- time): everything in it is schema-qualified, and a caller's search_path cannot reach the rest
+-- (pg_temp is never searched for functions or operators; no runhub role may create a schema).
 CREATE OR REPLACE FUNCTION runhub_proxy.partition_of(project uuid)
 RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_partition int;
 BEGIN
-    PERFORM pg_advisory_xact_lock_shared(runhub_proxy.lock_key(), hashtext(partition_of.project::text));
-    SELECT d.partition INTO v_partition FROM runhub_proxy.directory d WHERE d.project = partition_of.project;
+    PERFORM pg_catalog.pg_advisory_xact_lock_shared(1381322312, pg_catalog.hashtext(partition_of.project::pg_catalog.text));
+    SELECT d.partition INTO v_partition FROM runhub_proxy.directory d WHERE d.project OPERATOR(pg_catalog.=) partition_of.project;
     -- Not in the directory: a project that does not exist (its shard says so, as one database
     -- would), or one whose creation the proxy did not record (it is on its hash partition).
     RETURN coalesce(v_partition, runhub_proxy.hash_partition(partition_of.project));

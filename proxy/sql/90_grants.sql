@@ -1,9 +1,8 @@
 -- Who may call what on the proxy. The API's functions get their shards' grants from the deploy
 -- (generated with them); these are the routing functions PL/Proxy runs as the calling login.
 
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA runhub_proxy, plproxy FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA runhub_proxy FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    plproxy.get_cluster_version(text), plproxy.get_cluster_partitions(text), plproxy.get_cluster_config(text),
     runhub_proxy.partition_of(uuid), runhub_proxy.partition_of_token(text),
     runhub_proxy.reraise(text, text, text, text)
 TO runhub_app, runhub_ingest, runhub_reader;

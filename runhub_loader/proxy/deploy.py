@@ -245,7 +245,7 @@ def deploy_proxy(proxy_url: str, shard_urls: list[str]) -> ProxyDeployResult:
                 if not _registered(proxy):
                     for p, connstr in enumerate(connstrs):
                         proxy.execute(queries.ADD_PARTITION, (p, connstr))
-                    proxy.execute(queries.BUMP_CLUSTER_VERSION)
+                    _create_cluster(proxy, connstrs)
                 for path in sorted((PROXY_FOLDER / "sql").glob("*.sql")):
                     proxy.execute(path.read_text())
                 _install_api(proxy, functions)
@@ -259,6 +259,21 @@ def deploy_proxy(proxy_url: str, shard_urls: list[str]) -> ProxyDeployResult:
                 conn.close()
         log.info("proxy_deployed", partitions=len(connstrs), functions=len(functions), migrations=migrations)
         return ProxyDeployResult(connstrs, len(functions), migrations, keys_copied, blocks)
+
+
+def _create_cluster(proxy, connstrs: list[str]) -> None:
+    options = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(f"p{p}"), sql.Literal(connstr))
+                                 for p, connstr in enumerate(connstrs))
+    if not proxy.execute(queries.SERVER_EXISTS).fetchone()[0]:
+        proxy.execute(queries.CREATE_SERVER.format(options))
+    proxy.execute(queries.CREATE_USER_MAPPING)
+    proxy.execute(queries.GRANT_SERVER)
+
+
+def _add_partition(proxy, partition: int, connstr: str) -> None:
+    """The directory's partition and PL/Proxy's (an option of SERVER runhub), in one transaction."""
+    proxy.execute(queries.ADD_PARTITION, (partition, connstr))
+    proxy.execute(queries.ADD_SERVER_PARTITION.format(sql.Identifier(f"p{partition}"), sql.Literal(connstr)))
 
 
 def _registered(proxy) -> list[str]:
@@ -291,8 +306,7 @@ def add_shard(proxy_url: str, shard_url: str) -> int:
             proxy.execute(queries.LOCK_PARTITIONS)
             if _registered(proxy) != registered:
                 raise ProxyError("the partitions changed while adding this one: run add-shard again")
-            proxy.execute(queries.ADD_PARTITION, (partition, connstr))
-            proxy.execute(queries.BUMP_CLUSTER_VERSION)
+            _add_partition(proxy, partition, connstr)
     except psycopg.Error as exc:
         raise ProxyError(f"add-shard failed, the proxy is unchanged: {str(exc).strip()}") from exc
     log.info("proxy_shard_added", partition=partition, connstr=connstr)

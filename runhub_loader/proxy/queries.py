@@ -52,7 +52,18 @@ IS_PROXY_DATABASE = "SELECT to_regclass('runhub_proxy.partitions') IS NOT NULL A
 
 PARTITIONS = "SELECT partition, connstr FROM runhub_proxy.partitions ORDER BY partition"
 ADD_PARTITION = "INSERT INTO runhub_proxy.partitions (partition, connstr) VALUES (%s, %s)"
-BUMP_CLUSTER_VERSION = "UPDATE runhub_proxy.cluster_version SET version = version + 1"
+# PL/Proxy's cluster, SQL/MED: its options are the partitions' connection strings, p0, p1, … (kept
+# equal to runhub_proxy.partitions). modular_mapping: any number of partitions, not only powers of
+# two (the routing functions return a partition's number itself, so hash % count is that number).
+# Format with the partitions' options (sql.SQL(", ").join of "pN 'connstr'").
+CREATE_SERVER = sql.SQL("CREATE SERVER runhub FOREIGN DATA WRAPPER plproxy "
+                        "OPTIONS (modular_mapping '1', connection_lifetime '1800', {})")
+SERVER_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_foreign_server WHERE srvname = 'runhub')"
+# No user or password in the mapping: PL/Proxy connects to a shard as the calling login.
+CREATE_USER_MAPPING = "CREATE USER MAPPING IF NOT EXISTS FOR PUBLIC SERVER runhub"
+GRANT_SERVER = "GRANT USAGE ON FOREIGN SERVER runhub TO runhub_app, runhub_ingest, runhub_reader"
+# PL/Proxy's cluster learns of a partition; format with (sql.Identifier('p<n>'), sql.Literal(connstr)).
+ADD_SERVER_PARTITION = sql.SQL("ALTER SERVER runhub OPTIONS (ADD {} {})")
 RECORD_PROXY_DEPLOYMENT = """INSERT INTO runhub_proxy.deployments (version, shard_checksum, functions)
 VALUES (%s, %s, %s)"""
 LOCK_PARTITIONS = "LOCK TABLE runhub_proxy.partitions IN SHARE ROW EXCLUSIVE MODE"

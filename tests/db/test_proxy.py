@@ -266,6 +266,20 @@ def test_login_role_on_the_proxy_makes_the_login_on_every_shard(sharded, proxy_l
         assert settings and "statement_timeout=5s" in settings[0]
 
 
+def test_the_proxy_reaches_a_shard_as_the_calling_login_so_the_shard_checks_its_grants(sharded, proxy_login):
+    url = proxy_login("ingest")
+    name = psycopg.conninfo.conninfo_to_dict(url)["user"]
+    with connect(proxy_login("app")) as app:
+        project, _ = new_project(app)
+    partition = sharded.partition_of(project)
+    with connect(url) as hook:
+        ingest(hook, project, event())
+        with sharded.shard(partition) as shard:  # PL/Proxy keeps its connection while the session lives
+            users = {u for (u,) in shard.execute("SELECT usename FROM pg_stat_activity WHERE datname = current_database() "
+                                                 "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")}
+    assert name in users and "postgres" not in users
+
+
 def test_an_ingest_login_cannot_call_the_app_api_through_the_proxy(sharded, proxy_login):
     with connect(proxy_login("ingest")) as hook, pytest.raises(psycopg.errors.InsufficientPrivilege):
         hook.execute("SELECT runhub.preview(%s, %s, 'recover_abandoned', '{}')", (uuid.uuid4(), uuid.uuid4()))
