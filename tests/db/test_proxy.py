@@ -294,3 +294,19 @@ def test_status_shows_every_shard(sharded):
     for p in range(4):
         assert f"== partition {p}:" in result.output
     assert result.output.count("outbox ") >= 4 and "UNSUBSCRIBE KEYS DIFFER" not in result.output
+
+
+def test_deploying_the_proxy_again_changes_nothing_and_other_shards_are_refused(sharded, proxy_login):
+    from runhub_loader.proxy.deploy import deploy_proxy
+
+    before = _catalog(sharded.proxy_url)
+    result = deploy_proxy(sharded.proxy_url, sharded.shard_urls)
+    assert result.migrations == [] and result.functions == len(before)
+    assert _catalog(sharded.proxy_url) == before
+    with connect(proxy_login("app")) as app:  # still routed, grants kept
+        assert new_project(app)[0]
+    with pytest.raises(ProxyError, match="already routes to other shards"):
+        deploy_proxy(sharded.proxy_url, sharded.shard_urls[:2])
+    result = CliRunner().invoke(cli.main, ["proxy", "deploy", "--database-url", sharded.proxy_url,
+                                           "--shard", sharded.shard_urls[0]])
+    assert result.exit_code == 1 and "already routes to other shards" in result.output
