@@ -96,7 +96,9 @@ def move_project(proxy_url: str, project: str, to_partition: int, lock_timeout: 
                 proxy.execute(queries.LOCK_PROJECT_CALLS, (project,))
             except psycopg.errors.LockNotAvailable as exc:
                 raise MoveError(f"calls for the project did not finish within {lock_timeout}: not moved") from exc
-            with connect(partitions[source], proxy_url) as src, connect(partitions[to_partition], proxy_url) as dst:
+            options = queries.MOVE_SESSION_OPTIONS
+            with connect(partitions[source], proxy_url, options=options) as src, \
+                    connect(partitions[to_partition], proxy_url, options=options) as dst:
                 _check_two_phase(src, dst)
                 dst.tpc_begin(_gid(project, "copy", to_partition))
                 src.tpc_begin(_gid(project, "delete", source))
@@ -148,6 +150,9 @@ def _hold_still(src, project: str, lock_timeout: str, drain_seconds: float) -> N
     src.execute(queries.SET_LOCAL_LOCK_TIMEOUT, (lock_timeout,))
     if not src.execute(queries.PROJECT_EXISTS, (project,)).fetchone()[0]:
         raise MoveError(f"project {project} is not on its partition's shard: nothing to move")
+    if src.execute(queries.PROJECT_HAS_OWN_COUNTER, (project,)).fetchone()[0]:
+        raise MoveError("the project still counts its create_run calls in a sequence of its own: "
+                        "`runhub deploy` its shard first (the deploy moves those counters onto rows)")
     src.execute(queries.LOCK_SOURCE_RUNS, (project,))
     _drain(src, project, drain_seconds)
     src.execute(queries.LOCK_SOURCE_PROJECT, (project,))

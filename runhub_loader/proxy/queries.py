@@ -94,9 +94,15 @@ START_MOVE = """INSERT INTO runhub_proxy.moves (project, from_partition, to_part
 RETURNING id"""
 FINISH_MOVE = "UPDATE runhub_proxy.moves SET finished_at = now(), rows = %s, paused_ms = %s WHERE id = %s"
 SET_LOCAL_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
+# The move's sessions on both shards print values alike, whatever each server's defaults: the
+# checksums compare rows as text.
+MOVE_SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres -c extra_float_digits=3 -c bytea_output=hex"
 
 # Shards: whether the project is there.
 PROJECT_EXISTS = "SELECT EXISTS (SELECT 1 FROM runhub.projects WHERE id = %s)"
+# Whether the project still counts its create_run calls in a sequence of its own (made before
+# migration 0018): a regclass names an object of its database, meaningless on another.
+PROJECT_HAS_OWN_COUNTER = "SELECT create_run_counter IS NOT NULL FROM runhub.projects WHERE id = %s"
 
 # The source shard holds the project still: the sender's and the jobs' work on it waits or skips it.
 # Its runs (execute_run, attribution take them), then its messages not yet in a sender's hands

@@ -239,7 +239,7 @@ def test_the_wheel_deploys_from_outside_the_checkout(fresh_db, tmp_path):
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
-    for folder in ("runhub_loader", "migrations", "sql", "plpython"):
+    for folder in ("runhub_loader", "migrations", "sql", "plpython", "proxy"):
         shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(source)],
@@ -256,10 +256,13 @@ def test_the_wheel_deploys_from_outside_the_checkout(fresh_db, tmp_path):
     (venv_site / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run([str(python), "-c", "import runhub_loader, runhub_loader.db.assets as a; "
-                            "print(runhub_loader.__file__); print(a.DEFAULT_SOURCE)"],
+    where = subprocess.run([str(python), "-c", "import runhub_loader, runhub_loader.db.assets as a, "
+                            "runhub_loader.proxy.deploy as p; print(runhub_loader.__file__); print(a.DEFAULT_SOURCE); "
+                            "print(*sorted(x.name for x in p.PROXY_FOLDER.glob('*/*.sql')))"],
                            check=True, capture_output=True, text=True, cwd=elsewhere).stdout.split()
+    where, shipped = where[:2], where[2:]
     assert all(str(venv) in line and str(REPO) not in line for line in where), where
+    assert {"0001_proxy.sql", "10_routing.sql", "90_grants.sql"} <= set(shipped), shipped  # the proxy's too
     result = subprocess.run([str(venv / "bin" / "runhub"), "--log-format", "text", "deploy", "--no-cron",
                              "--database-url", fresh_db], capture_output=True, text=True, cwd=elsewhere)
     assert result.returncode == 0, result.stderr
