@@ -10,6 +10,7 @@ that owns the project and through the proxy, timed per call, direct and proxied 
 rounds (their order too), each operation on shops of two sizes:
 
   ingest_event   a new checkout_started (a distinct idempotency key each)
+  ingest_events  100 of them a call (a webhook receiver that batches)
   preview        recover_abandoned, on a shop of 200 and of 5,000 customers with a checkout
   create_run     recover_abandoned on a fresh shop (one run each: the rate limit is per shop)
 
@@ -18,7 +19,9 @@ The figure is the median of the rounds' median per-call ratio proxy/direct, with
 --clients clients for --seconds each, into 64 shops spread evenly over 2 partitions on ONE cluster (A)
 and over 2 partitions on TWO clusters (A and B), alternating: events/s and the ratio. Both clusters
 share this machine's cores, so a second cluster cannot add capacity here: it shows what the proxy
-costs and that routing spreads the load, not the gain of a second server.
+costs and that routing spreads the load, not the gain of a second server. Part 3, for the record (no
+goal): how long calls for a shop of --move-events events (a fifth as many customers) wait while
+`runhub proxy move` moves it to the other cluster and back.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from runhub_loader.proxy.move import move_project  # noqa: E402
 SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"]}
 TARGET = 1.3
 INGEST = "SELECT runhub.ingest_event(%s, %s)"
+INGEST_MANY = "SELECT runhub.ingest_events(%s, %s)"
 PREVIEW = "SELECT runhub.preview(%s, %s, 'recover_abandoned', '{}')"
 CREATE_RUN = "SELECT runhub.create_run(%s, %s, 'recover_abandoned', %s, '{}')"
 
@@ -58,6 +62,7 @@ def arguments():
     p.add_argument("--calls", type=int, default=300, help="ingest calls per round and side (previews: a tenth)")
     p.add_argument("--clients", type=int, default=8, help="clients of the aggregate ingest")
     p.add_argument("--seconds", type=float, default=6.0, help="length of each aggregate ingest round")
+    p.add_argument("--move-events", type=int, default=100_000, help="events of the shop moved in part 3")
     return p.parse_args()
 
 
@@ -118,6 +123,10 @@ def single_calls(args, proxy_url: str, shard_url: str) -> dict:
                     "type": "checkout_started", "occurredAt": "2026-12-01T10:00:00Z", "idempotencyKey": uuid.uuid4().hex,
                     "customer": {"email": f"x{i % 500}@example.com"}, "payload": {"cartId": f"k{i}"}}))
                     for i in range(args.calls)]),
+                "ingest_events (100 a call)": lambda: (INGEST_MANY, [(ingest_shop[0], Jsonb([{
+                    "type": "checkout_started", "occurredAt": "2026-12-01T10:00:00Z", "idempotencyKey": uuid.uuid4().hex,
+                    "customer": {"email": f"y{j % 500}@example.com"}, "payload": {"cartId": f"b{j}"}} for j in range(100)]))
+                    for _ in range(max(args.calls // 20, 5))]),
                 "preview (200 customers)": lambda: (PREVIEW, [small] * previews),
                 "preview (5,000 customers)": lambda: (PREVIEW, [big] * (previews // 2)),
             }
@@ -213,6 +222,18 @@ def main() -> int:
         print(f"{name:14} {statistics.median(values):7.0f} events/s (spread {min(values):.0f}..{max(values):.0f})")
     print(f"two / one: {statistics.median(ratio):.2f}x (spread {min(ratio):.2f}..{max(ratio):.2f}); "
           f"{os.cpu_count()} cores shared by both clusters, the proxy and the clients (load average {loadavg()})")
+    print(f"\n-- moving a shop of {args.move_events:,} events between the clusters --", flush=True)
+    with psycopg.connect(proxy_two, autocommit=True) as proxy:
+        project, _ = shop(proxy, 0, 0, proxy_two)
+    with psycopg.connect(two[0], autocommit=True) as shard:
+        for start in range(0, args.move_events, 1000):
+            batch = [{"type": "checkout_started", "occurredAt": "2026-12-01T10:00:00Z", "idempotencyKey": f"m{i}",
+                      "customer": {"email": f"m{i % max(args.move_events // 5, 1)}@example.com"},
+                      "payload": {"cartId": f"m{i}"}} for i in range(start, min(start + 1000, args.move_events))]
+            shard.execute("SELECT runhub.ingest_events(%s, %s)", (project, Jsonb(batch)))
+    for target in (1, 0):
+        result = move_project(proxy_two, str(project), target)
+        print(f"to partition {target}: {sum(result.rows.values()):,} rows, calls paused {result.paused_ms:,.0f} ms", flush=True)
     return 0 if worst <= TARGET else 1
 
 
