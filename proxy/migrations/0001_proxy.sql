@@ -5,22 +5,17 @@
 CREATE EXTENSION IF NOT EXISTS plproxy;
 
 DO $$
+DECLARE
+    v_role text;
 BEGIN  -- roles belong to the cluster: a shard on this cluster may have made them already
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'runhub_owner') THEN
         CREATE ROLE runhub_owner NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'runhub_app') THEN
-        CREATE ROLE runhub_app NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'runhub_ingest') THEN
-        CREATE ROLE runhub_ingest NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'runhub_sender') THEN
-        CREATE ROLE runhub_sender NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'runhub_reader') THEN
-        CREATE ROLE runhub_reader NOLOGIN;
-    END IF;
+    FOREACH v_role IN ARRAY ARRAY['runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_role) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', v_role);
+        END IF;
+    END LOOP;
 END
 $$;
 
