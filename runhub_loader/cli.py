@@ -169,7 +169,11 @@ def deploy(obj: Context, source: Path | None, no_cron: bool) -> None:
     """
     from .db.assets import DEFAULT_SOURCE
     from .db.deploy import DeployError, DeployIncomplete, deploy as run_deploy
+    from .proxy.status import is_proxy_database
 
+    if is_proxy_database(obj.database_url()):
+        raise click.ClickException("this is a runhub proxy database: update it with `runhub proxy deploy` "
+                                   "(and deploy runhub into each of its shards)")
     try:
         result = run_deploy(obj.database_url(), source or DEFAULT_SOURCE, schedule_cron=not no_cron)
     except (DeployError, DeployIncomplete) as exc:
@@ -197,16 +201,19 @@ def deploy(obj: Context, source: Path | None, no_cron: bool) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--proxy", "proxy_url", metavar="URL", default=None,
-              help="A proxy database: its partitions, and every shard's status in one view.")
+              help="A proxy database: its partitions, and every shard's status in one view "
+                   "(what --database-url naming a proxy shows too).")
 @click.pass_obj
 def status(obj: Context, as_json: bool, proxy_url: str | None) -> None:
     """Deployed version, pending migrations, cron jobs and their last runs, table sizes."""
     from .db.status import collect, render
 
-    if proxy_url:
+    from .proxy.status import is_proxy_database
+
+    if proxy_url or is_proxy_database(obj.database_url()):  # a proxy's status is its shards'
         from .proxy.cli import status_report
 
-        click.echo(status_report(proxy_url, as_json))
+        click.echo(status_report(proxy_url or obj.database_url(), as_json))
         return
     report = collect(obj.database_url())
     click.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))

@@ -11,6 +11,15 @@ from .keys import keys_of
 from .shards import connect, operator_url
 
 
+def is_proxy_database(url: str) -> bool:
+    """Whether url names a proxy database (False when it cannot be reached: the caller says why)."""
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            return bool(conn.execute(queries.IS_PROXY_DATABASE).fetchone()[0])
+    except psycopg.Error:
+        return False
+
+
 def collect(proxy_url: str) -> dict:
     with psycopg.connect(proxy_url, autocommit=True, row_factory=dict_row) as proxy:
         if not proxy.execute(queries.IS_PROXY_DATABASE).fetchone()["ok"]:

@@ -297,6 +297,15 @@ def test_status_shows_every_shard(sharded):
     for p in range(4):
         assert f"== partition {p}:" in result.output
     assert result.output.count("outbox ") >= 4 and "UNSUBSCRIBE KEYS DIFFER" not in result.output
+    named = CliRunner().invoke(cli.main, ["status", "--database-url", sharded.proxy_url])  # a proxy's URL alone
+    assert named.exit_code == 0 and "proxy: 4 partition(s)" in named.output
+
+
+def test_runhub_deploy_refuses_a_proxy_database(sharded):
+    result = CliRunner().invoke(cli.main, ["deploy", "--database-url", sharded.proxy_url])
+    assert result.exit_code == 1 and "this is a runhub proxy database" in result.output
+    with psycopg.connect(sharded.proxy_url) as proxy:  # nothing of a shard's schema went in
+        assert proxy.execute("SELECT to_regclass('runhub.projects')").fetchone()[0] is None
 
 
 def test_deploying_the_proxy_again_changes_nothing_and_other_shards_are_refused(sharded, proxy_login):
