@@ -47,16 +47,19 @@ CREATE TABLE runhub_proxy.directory (
 );
 CREATE INDEX directory_partition ON runhub_proxy.directory (partition);
 
--- Every move of a project between partitions, with the rows it copied (per table).
+-- Every move of a project between partitions, with the rows it copied (per table) and how long
+-- the shop's calls waited. source_cleaned_at: when the old shard's copy of its events was deleted
+-- (after the switch, in batches, so the calls need not wait for it).
 CREATE TABLE runhub_proxy.moves (
-    id             bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    project        uuid        NOT NULL,
-    from_partition int         NOT NULL,
-    to_partition   int         NOT NULL,
-    started_at     timestamptz NOT NULL DEFAULT now(),
-    finished_at    timestamptz,
-    rows           jsonb,
-    paused_ms      numeric
+    id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    project           uuid        NOT NULL,
+    from_partition    int         NOT NULL,
+    to_partition      int         NOT NULL,
+    started_at        timestamptz NOT NULL DEFAULT now(),
+    finished_at       timestamptz,
+    rows              jsonb,
+    paused_ms         numeric,
+    source_cleaned_at timestamptz
 );
 CREATE INDEX moves_project ON runhub_proxy.moves (project, started_at DESC);
 

@@ -2,17 +2,21 @@
 keeps taking calls.
 
 The order of things, and why:
-1. On the proxy, lock the project's directory row and take its call lock exclusively: calls in
-   flight for the project finish first, new ones wait (they take the lock shared before they read
-   the directory, so after the move they read the new partition).
-2. On the source shard, in one transaction, hold the shop still: its runs (execute_run and the
+1. On the proxy, lock the project's directory row (one move of a shop at a time). Copy the shop's
+   events, the bulk of it, into the target's transaction from a snapshot of the source while the
+   shop still takes calls: stored events never change (append-only), so the copy stays true.
+2. Take the project's call lock exclusively: calls in flight for the project finish first, new
+   ones wait (they take the lock shared before they read the directory, so after the move they
+   read the new partition). From here the shop's calls wait: the pause.
+3. On the source shard, in one transaction, hold the shop still: its runs (execute_run and the
    attribution job wait), its messages not yet in a sender's hands (claim_messages skips them),
    then wait until no message of it is being sent, then its project row (every insert naming it
    waits).
-3. Copy every row to the target (COPY, table by table), compare counts and checksums, and PREPARE
-   the target's transaction; delete the rows on the source and PREPARE that one too (two-phase
-   commit: both shards need max_prepared_transactions > 0).
-4. Switch the directory and commit the proxy: the decision. Then COMMIT PREPARED on both shards.
+4. Copy the rest — every other table, and the events stored since the snapshot (newer ids, and
+   any older id whose transaction was still open then) — checking counts and checksums table by
+   table, and PREPARE the target's transaction; delete the rows on the source and PREPARE that one
+   too (two-phase commit: both shards need max_prepared_transactions > 0).
+5. Switch the directory and commit the proxy: the decision. Then COMMIT PREPARED on both shards.
    A mover stopped after the decision leaves prepared transactions that the next move of the
    project, or `runhub proxy recover`, finishes the way the directory says; stopped before it,
    they are rolled back: the shop stays where it was.
@@ -30,7 +34,7 @@ from psycopg.types.json import Jsonb
 
 from .. import logs
 from . import queries
-from .shards import MOVED_TABLES, connect
+from .shards import MOVED_TABLES, OUTBOX_ROWS, connect
 
 log = logs.get("proxy")
 
@@ -72,7 +76,27 @@ def recover(proxy_url: str, project: str | None = None) -> list[str]:
                     shard.execute((queries.COMMIT_PREPARED if keep else queries.ROLLBACK_PREPARED).format(sql.Literal(gid)))
                     done.append(f"{'committed' if keep else 'rolled back'} {gid}")
                     log.info("proxy_move_recovered", gid=gid, committed=keep)
+    if cleaned := clean_sources(proxy_url, project):
+        done.append(f"deleted {cleaned} event(s) moved shops left on their old shards")
     return done
+
+
+def clean_sources(proxy_url: str, project: str | None = None) -> int:
+    """Deletes, in batches, the events moved shops left on their old shards (the move deletes the
+    rest before its switch); returns how many. Never while the shop is on that shard."""
+    deleted = 0
+    with psycopg.connect(proxy_url, autocommit=True) as proxy:
+        partitions = dict(proxy.execute(queries.PARTITIONS).fetchall())
+        for move_id, moved, source in proxy.execute(queries.MOVES_TO_CLEAN, (project, project)).fetchall():
+            if proxy.execute(queries.PARTITION_OF, (moved,)).fetchone()[0] == source:
+                proxy.execute(queries.MARK_CLEANED, (move_id,))  # moved back since: its events are its own again
+                continue
+            with connect(partitions[source], proxy_url, autocommit=True) as shard:
+                shard.execute(queries.SET_REPLICA)
+                while batch := shard.execute(queries.DELETE_LEFT_EVENTS, {"project": moved}).rowcount:
+                    deleted += batch
+            proxy.execute(queries.MARK_CLEANED, (move_id,))
+    return deleted
 
 
 def move_project(proxy_url: str, project: str, to_partition: int, lock_timeout: str = "30s",
@@ -91,11 +115,6 @@ def move_project(proxy_url: str, project: str, to_partition: int, lock_timeout: 
                 return MoveResult(project, source, to_partition, moved=False)
             log.info("proxy_move_started", source=source, target=to_partition)
             move_id = proxy.execute(queries.START_MOVE, (project, source, to_partition)).fetchone()[0]
-            paused = time.monotonic()
-            try:
-                proxy.execute(queries.LOCK_PROJECT_CALLS, (project,))
-            except psycopg.errors.LockNotAvailable as exc:
-                raise MoveError(f"calls for the project did not finish within {lock_timeout}: not moved") from exc
             options = queries.MOVE_SESSION_OPTIONS
             with connect(partitions[source], proxy_url, options=options) as src, \
                     connect(partitions[to_partition], proxy_url, options=options) as dst:
@@ -103,8 +122,11 @@ def move_project(proxy_url: str, project: str, to_partition: int, lock_timeout: 
                 dst.tpc_begin(_gid(project, "copy", to_partition))
                 src.tpc_begin(_gid(project, "delete", source))
                 try:
+                    early = _copy_events_early(partitions[source], proxy_url, dst, project)
+                    paused = time.monotonic()  # from here the shop's calls wait
+                    _lock_calls(proxy, project, lock_timeout)
                     _hold_still(src, project, lock_timeout, drain_seconds)
-                    rows = _copy(src, dst, project)
+                    rows = _copy(src, dst, project, early)
                     dst.tpc_prepare()
                     _delete(src, project)
                     src.tpc_prepare()
@@ -120,8 +142,17 @@ def move_project(proxy_url: str, project: str, to_partition: int, lock_timeout: 
                     raise
                 dst.tpc_commit()
                 src.tpc_commit()
+        clean_sources(proxy_url, project)
         log.info("proxy_move_finished", source=source, target=to_partition, rows=rows, paused_ms=paused_ms)
         return MoveResult(project, source, to_partition, rows, paused_ms)
+
+
+def _lock_calls(proxy, project: str, lock_timeout: str) -> None:
+    """Waits for the project's calls in flight; holds new ones until the proxy's transaction ends."""
+    try:
+        proxy.execute(queries.LOCK_PROJECT_CALLS, (project,))
+    except psycopg.errors.LockNotAvailable as exc:
+        raise MoveError(f"calls for the project did not finish within {lock_timeout}: not moved") from exc
 
 
 def _lock_directory_row(proxy, project: str) -> int:
@@ -161,9 +192,10 @@ def _hold_still(src, project: str, lock_timeout: str, drain_seconds: float) -> N
 
 def _drain(src, project: str, drain_seconds: float) -> None:
     deadline = time.monotonic() + drain_seconds
+    outbox = {"selection": sql.SQL(OUTBOX_ROWS)}
     while True:
-        src.execute(queries.LOCK_SOURCE_WAITING_MESSAGES, (project,))
-        in_flight = src.execute(queries.SOURCE_MESSAGES_IN_FLIGHT, (project,)).fetchone()[0]
+        src.execute(queries.LOCK_SOURCE_WAITING_MESSAGES.format(**outbox), {"project": project})
+        in_flight = src.execute(queries.SOURCE_MESSAGES_IN_FLIGHT.format(**outbox), {"project": project}).fetchone()[0]
         if not in_flight:
             return
         if time.monotonic() > deadline:
@@ -177,31 +209,77 @@ def _columns(conn, table: str) -> sql.Composable:
     return sql.SQL(", ").join(map(sql.Identifier, names))
 
 
-def _copy(src, dst, project: str) -> dict[str, int]:
-    """Every row of the project into dst's transaction; raises unless counts and checksums agree."""
+@dataclass
+class EarlyEvents:
+    """The events copied before the calls waited: those of one snapshot, ids up to upto."""
+    upto: int
+    count: int
+
+
+def _copy_events_early(source: str, proxy_url: str, dst, project: str) -> EarlyEvents:
+    """The bulk of a shop, its events, copied into dst's transaction while the shop still takes
+    calls: they never change once stored (append-only), so what a snapshot shows stays true. From
+    a snapshot of their own; checked as the rest is."""
     if dst.execute(queries.PROJECT_EXISTS, (project,)).fetchone()[0]:
         raise MoveError(f"project {project} is on the target shard already: resolve by hand")
     # As a replica applies rows: no trigger fires (the rows are the source's, their effects
     # included: a payment's trigger would credit it again), no foreign key is checked row by row.
     dst.execute(queries.AS_REPLICA)
+    with connect(source, proxy_url, options=queries.MOVE_SESSION_OPTIONS) as snapshot:
+        snapshot.isolation_level, snapshot.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True  # one snapshot
+        upto = snapshot.execute(queries.EVENTS_NEWEST_ID, {"project": project}).fetchone()[0]
+        params = {"project": project, "upto": upto}
+        count = _copy_rows(snapshot, dst, "business_events", queries.EVENTS_UPTO, params)
+    return EarlyEvents(upto, count)
+
+
+def _copy_rows(src, dst, table: str, selection, params: dict) -> int:
+    """The rows of table that selection picks, from src into dst; their count once both sides'
+    checksums agree (else MoveError)."""
+    parts = {"table": sql.Identifier(table), "columns": _columns(src, table),
+             "selection": selection if isinstance(selection, sql.Composable) else sql.SQL(selection)}
+    with src.cursor().copy(queries.COPY_OUT.format(**parts), params) as out, \
+            dst.cursor().copy(queries.COPY_IN.format(**parts)) as into:
+        for chunk in out:
+            into.write(chunk)
+    ours = src.execute(queries.TABLE_CHECKSUM.format(**parts), params).fetchone()
+    theirs = dst.execute(queries.TABLE_CHECKSUM.format(**parts), params).fetchone()
+    if ours != theirs:
+        raise MoveError(f"runhub.{table}: {ours[0]} rows on the source, {theirs[0]} copied, checksums "
+                        f"{ours[1]} and {theirs[1]}: not moved")
+    return ours[0]
+
+
+def _copy(src, dst, project: str, early: EarlyEvents) -> dict[str, int]:
+    """Every row of the project not copied early into dst's transaction, each table checked."""
     rows = {}
-    for table, key in MOVED_TABLES:
-        parts = {"table": sql.Identifier(table), "key": sql.Identifier(key), "columns": _columns(src, table)}
-        with src.cursor().copy(queries.COPY_OUT.format(**parts), (project,)) as out, \
-                dst.cursor().copy(queries.COPY_IN.format(**parts)) as into:
-            for chunk in out:
-                into.write(chunk)
-        ours = src.execute(queries.TABLE_CHECKSUM.format(**parts), (project,)).fetchone()
-        theirs = dst.execute(queries.TABLE_CHECKSUM.format(**parts), (project,)).fetchone()
-        if ours != theirs:
-            raise MoveError(f"runhub.{table}: {ours[0]} rows on the source, {theirs[0]} copied, checksums "
-                            f"{ours[1]} and {theirs[1]}: not moved")
-        rows[table] = ours[0]
+    for table, selection in MOVED_TABLES:
+        if table == "business_events":
+            rows[table] = early.count + _copy_late_events(src, dst, project, early)
+        else:
+            rows[table] = _copy_rows(src, dst, table, selection, {"project": project})
     return rows
 
 
+def _copy_late_events(src, dst, project: str, early: EarlyEvents) -> int:
+    """Events stored since the early copy's snapshot: newer ids, and any older id whose
+    transaction was still open then (found by comparing counts: rare, and only those are fetched)."""
+    params = {"project": project, "upto": early.upto}
+    late = _copy_rows(src, dst, "business_events", queries.EVENTS_AFTER, params)
+    if src.execute(queries.EVENT_COUNT_UPTO, params).fetchone()[0] != early.count:
+        copied = {i for (i,) in dst.execute(queries.EVENT_IDS_UPTO, params).fetchall()}
+        missing = [i for (i,) in src.execute(queries.EVENT_IDS_UPTO, params).fetchall() if i not in copied]
+        late += _copy_rows(src, dst, "business_events", queries.EVENTS_WITH_IDS, {"ids": missing})
+    return late
+
+
 def _delete(src, project: str) -> None:
-    src.execute(queries.AS_REPLICA)  # the rows live on elsewhere: no trigger (append-only's refusal) fires
-    for table, key in reversed(MOVED_TABLES):
-        src.execute(queries.DELETE_PROJECT_ROWS.format(table=sql.Identifier(table), key=sql.Identifier(key)),
-                    (project,))
+    """The shop's rows on the source, but its events: inert without their project row (no job,
+    trigger or call reads them), they go after the switch (clean_sources) so the calls need not
+    wait for their deletion, the longest part of a big shop's."""
+    src.execute(queries.AS_REPLICA)  # the rows live on elsewhere: no trigger (append-only's refusal, a cascade) fires
+    for table, selection in reversed(MOVED_TABLES):
+        if table == "business_events":
+            continue
+        src.execute(queries.DELETE_PROJECT_ROWS.format(table=sql.Identifier(table), selection=sql.SQL(selection)),
+                    {"project": project})

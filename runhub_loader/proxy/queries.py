@@ -93,6 +93,11 @@ SWITCH_PARTITION = "UPDATE runhub_proxy.directory SET partition = %s, moved_at =
 START_MOVE = """INSERT INTO runhub_proxy.moves (project, from_partition, to_partition) VALUES (%s, %s, %s)
 RETURNING id"""
 FINISH_MOVE = "UPDATE runhub_proxy.moves SET finished_at = now(), rows = %s, paused_ms = %s WHERE id = %s"
+# Moves whose old shard still holds the shop's events (deleted after the switch); params (project or null,).
+MOVES_TO_CLEAN = """SELECT id, project, from_partition FROM runhub_proxy.moves
+ WHERE finished_at IS NOT NULL AND source_cleaned_at IS NULL AND (%s::uuid IS NULL OR project = %s::uuid)
+ ORDER BY id"""
+MARK_CLEANED = "UPDATE runhub_proxy.moves SET source_cleaned_at = now() WHERE id = %s"
 SET_LOCAL_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 # The move's sessions on both shards print values alike, whatever each server's defaults: the
 # checksums compare rows as text.
@@ -108,23 +113,38 @@ PROJECT_HAS_OWN_COUNTER = "SELECT create_run_counter IS NOT NULL FROM runhub.pro
 # Its runs (execute_run, attribution take them), then its messages not yet in a sender's hands
 # (claim_messages skips locked rows), then its row (every insert that names the project waits).
 LOCK_SOURCE_RUNS = "SELECT 1 FROM runhub.workflow_runs WHERE project_id = %s ORDER BY id FOR UPDATE"
-LOCK_SOURCE_WAITING_MESSAGES = """SELECT 1 FROM runhub.outbox
- WHERE project_id = %s AND (status = 'queued' OR (status = 'sending' AND lease_expires_at < clock_timestamp()))
- ORDER BY id FOR UPDATE"""
-SOURCE_MESSAGES_IN_FLIGHT = """SELECT count(*) FROM runhub.outbox
- WHERE project_id = %s AND status = 'sending' AND lease_expires_at >= clock_timestamp()"""
+# Format both with (selection,): shards.OUTBOX_ROWS; params {project}.
+LOCK_SOURCE_WAITING_MESSAGES = sql.SQL("""SELECT 1 FROM runhub.outbox
+ WHERE {selection} AND (status = 'queued' OR (status = 'sending' AND lease_expires_at < clock_timestamp()))
+ ORDER BY id FOR UPDATE""")
+SOURCE_MESSAGES_IN_FLIGHT = sql.SQL("""SELECT count(*) FROM runhub.outbox
+ WHERE {selection} AND status = 'sending' AND lease_expires_at >= clock_timestamp()""")
 LOCK_SOURCE_PROJECT = "SELECT 1 FROM runhub.projects WHERE id = %s FOR UPDATE"
 
-# Copies one table's rows of the project; format with (table, column list), params (project,).
-COPY_OUT = sql.SQL("COPY (SELECT {columns} FROM runhub.{table} WHERE {key} = %s) TO STDOUT (FORMAT binary)")
+# Copies one table's rows of the project; format with (table, column list, selection: a condition
+# of shards.MOVED_TABLES, maybe narrowed), params {project, ...}.
+COPY_OUT = sql.SQL("COPY (SELECT {columns} FROM runhub.{table} WHERE {selection}) TO STDOUT (FORMAT binary)")
 COPY_IN = sql.SQL("COPY runhub.{table} ({columns}) FROM STDIN (FORMAT binary)")
 # Rows and a checksum of them (an order-free sum of each row's hash), the same on both sides.
 TABLE_CHECKSUM = sql.SQL("""SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text
-  FROM (SELECT {columns} FROM runhub.{table} WHERE {key} = %s) t""")
+  FROM (SELECT {columns} FROM runhub.{table} WHERE {selection}) t""")
+# The events copied before the calls wait: those of a snapshot, up to its newest id; the rest (newer,
+# or older ids committed after the snapshot) once they do. Params {project, upto}.
+EVENTS_UPTO = sql.SQL("project_id = %(project)s AND id <= %(upto)s")
+EVENTS_AFTER = sql.SQL("project_id = %(project)s AND id > %(upto)s")
+EVENTS_NEWEST_ID = "SELECT coalesce(max(id), 0) FROM runhub.business_events WHERE project_id = %(project)s"
+EVENT_IDS_UPTO = "SELECT id FROM runhub.business_events WHERE project_id = %(project)s AND id <= %(upto)s"
+EVENT_COUNT_UPTO = "SELECT count(*) FROM runhub.business_events WHERE project_id = %(project)s AND id <= %(upto)s"
+EVENTS_WITH_IDS = sql.SQL("id = ANY(%(ids)s)")
 TABLE_COLUMNS = """SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
  WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped"""
 AS_REPLICA = "SET LOCAL session_replication_role = replica"
-DELETE_PROJECT_ROWS = sql.SQL("DELETE FROM runhub.{table} WHERE {key} = %s")
+SET_REPLICA = "SET session_replication_role = replica"
+DELETE_PROJECT_ROWS = sql.SQL("DELETE FROM runhub.{table} WHERE {selection}")
+# A batch of a moved shop's events on its old shard, once the shop is gone from there; params {project}.
+DELETE_LEFT_EVENTS = """DELETE FROM runhub.business_events
+ WHERE id = ANY(ARRAY(SELECT e.id FROM runhub.business_events e WHERE e.project_id = %(project)s LIMIT 10000))
+   AND NOT EXISTS (SELECT 1 FROM runhub.projects p WHERE p.id = %(project)s)"""
 
 COMMIT_PREPARED = sql.SQL("COMMIT PREPARED {}")
 ROLLBACK_PREPARED = sql.SQL("ROLLBACK PREPARED {}")
@@ -160,5 +180,5 @@ SET_ID_BLOCK_KEEP = sql.SQL("ALTER SEQUENCE {} MINVALUE {} MAXVALUE {}")
 
 LAST_PROXY_DEPLOYMENT = """SELECT version, shard_checksum, functions, deployed_at FROM runhub_proxy.deployments
  ORDER BY id DESC LIMIT 1"""
-RECENT_MOVES = """SELECT project, from_partition, to_partition, started_at, finished_at, paused_ms
+RECENT_MOVES = """SELECT project, from_partition, to_partition, started_at, finished_at, paused_ms, source_cleaned_at
   FROM runhub_proxy.moves ORDER BY id DESC LIMIT 5"""

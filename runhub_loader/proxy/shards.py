@@ -9,22 +9,30 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from . import queries
 
 # A project's rows, table by table, in an order that inserts parents before children (reverse to
-# delete), each with the column that names the project. tests/db/test_proxy_move.py checks that
-# every table with a project_id is here.
+# delete), each with the condition that picks them (%(project)s: the project), written so an index
+# finds them: the outbox has no index on its project (its hot path pays for no index a move alone
+# would use), so its rows are found through the run's recipients, or as the project's other mail;
+# the credits through their runs. tests/db/test_proxy_move.py checks that every table with a
+# project_id is here.
+PROJECT_ROWS = "project_id = %(project)s"
+OUTBOX_ROWS = ("id = ANY(ARRAY(SELECT o.id FROM runhub.outbox o WHERE o.project_id = %(project)s AND o.run_id IS NULL"
+               " UNION ALL SELECT o.id FROM runhub.workflow_run_recipients r JOIN runhub.outbox o ON o.recipient_id = r.id"
+               " WHERE r.project_id = %(project)s))")
+CREDIT_ROWS = "run_id = ANY(ARRAY(SELECT w.id FROM runhub.workflow_runs w WHERE w.project_id = %(project)s))"
 MOVED_TABLES = (
-    ("projects", "id"),
-    ("project_members", "project_id"),
-    ("execution_locks", "project_id"),
-    ("create_run_counts", "project_id"),
-    ("customers", "project_id"),
-    ("suppressions", "project_id"),
-    ("business_events", "project_id"),
-    ("previews", "project_id"),
-    ("workflow_runs", "project_id"),
-    ("workflow_run_recipients", "project_id"),
-    ("outbox", "project_id"),
-    ("workflow_attributions", "project_id"),
-    ("digests", "project_id"),
+    ("projects", "id = %(project)s"),
+    ("project_members", PROJECT_ROWS),
+    ("execution_locks", PROJECT_ROWS),
+    ("create_run_counts", PROJECT_ROWS),
+    ("customers", PROJECT_ROWS),
+    ("suppressions", PROJECT_ROWS),
+    ("business_events", PROJECT_ROWS),
+    ("previews", PROJECT_ROWS),
+    ("workflow_runs", PROJECT_ROWS),
+    ("workflow_run_recipients", PROJECT_ROWS),
+    ("outbox", OUTBOX_ROWS),
+    ("workflow_attributions", CREDIT_ROWS),
+    ("digests", PROJECT_ROWS),
 )
 
 # Each partition's sequences count in a block of their own, so a moved row keeps its id (ids are

@@ -54,6 +54,8 @@ def render(report: dict) -> str:
                      "(links of a moved shop fail on its new shard)")
     for move in proxy["recent_moves"]:
         state = f"paused {move['paused_ms']} ms" if move["finished_at"] else "not finished"
+        if move["finished_at"] and not move["source_cleaned_at"]:
+            state += "; its events still on the old shard: run `runhub proxy recover`"
         lines.append(f"  move {move['project']}: {move['from_partition']} -> {move['to_partition']} "
                      f"at {move['started_at']:%Y-%m-%d %H:%M:%S}, {state}")
     for shard in report["shards"]:

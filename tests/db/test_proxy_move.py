@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from helpers.attribution import outcome, pay, recovery_run
-from helpers.db import event, ingest, new_project, wait_until
+from helpers.db import blocked_by, event, ingest, new_project, wait_until
 from helpers.workflows import attempt, connect, ready_project
 from runhub_loader import cli
 from runhub_loader.proxy import move as mover
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.slow
 
 
 def _rows_of(shard, project) -> dict:
-    return {table: shard.execute(f"SELECT count(*) FROM runhub.{table} WHERE {key} = %s", (project,)).fetchone()[0]
-            for table, key in MOVED_TABLES}
+    return {table: shard.execute(f"SELECT count(*) FROM runhub.{table} WHERE {selection}", {"project": project}).fetchone()[0]
+            for table, selection in MOVED_TABLES}
 
 
 def test_every_table_that_holds_a_project_s_rows_is_moved(conn):
@@ -300,3 +300,62 @@ def test_a_shard_with_shops_of_its_own_cannot_join_as_another_partition(cluster,
             add_shard(proxy_url, busy)
     finally:
         drop_databases(dropped)
+
+
+def test_an_event_whose_transaction_was_open_when_the_events_were_copied_still_moves(sharded, proxy_login):
+    """The early copy takes a snapshot's events up to its newest id; an older id committed after it
+    (its transaction was open) is found when the calls wait, and moved too."""
+    with connect(proxy_login("app")) as app, connect(proxy_login("ingest")) as hook:
+        project, _ = new_project(app)
+        source = sharded.partition_of(project)
+        slow = psycopg.connect(sharded.shard_urls[source])  # a transaction of its own, left open
+        ingest(slow, project, event(key="older"))  # takes its id first ...
+        ingest(hook, project, event(key="newer"))  # ... this one, a later id, commits first
+    outcome_of_move: list = []
+    mover_thread = threading.Thread(target=lambda: outcome_of_move.append(
+        attempt(move_project, sharded.proxy_url, str(project), (source + 2) % 4)))
+    with sharded.shard(source) as monitor:
+        pid = slow.info.backend_pid
+        mover_thread.start()
+        wait_until(lambda: blocked_by(monitor, pid), "the mover waiting for the open transaction")
+        slow.commit()
+        slow.close()
+        mover_thread.join()
+    assert outcome_of_move[0][0] == "ok", outcome_of_move
+    assert outcome_of_move[0][1].rows["business_events"] == 2
+    with sharded.shard((source + 2) % 4) as shard:
+        keys = sorted(k for (k,) in shard.execute(
+            "SELECT idempotency_key FROM runhub.business_events WHERE project_id = %s", (project,)))
+    assert keys == ["newer", "older"]
+
+
+def test_events_a_stopped_mover_left_on_the_old_shard_are_deleted_by_recover(sharded, proxy_login, monkeypatch):
+    with connect(proxy_login("app")) as app, connect(proxy_login("ingest")) as hook:
+        project, owner = new_project(app)
+        for n in range(3):
+            ingest(hook, project, event(key=f"e{n}"))
+    source = sharded.partition_of(project)
+
+    calls = []
+
+    def stopped(*args, **kwargs):  # the move cleans before it starts (nothing to do), then after its commits
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("stopped after the commits, before the old shard's events were deleted")
+        return 0
+
+    monkeypatch.setattr(mover, "clean_sources", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        move_project(sharded.proxy_url, str(project), (source + 1) % 4)
+    monkeypatch.undo()
+    with sharded.shard(source) as shard:  # inert: no project row there, so no call, job or trigger sees them
+        assert _rows_of(shard, project)["business_events"] == 3 and _rows_of(shard, project)["projects"] == 0
+    status = CliRunner().invoke(cli.main, ["status", "--proxy", sharded.proxy_url])
+    assert "its events still on the old shard" in status.output
+    done = CliRunner().invoke(cli.main, ["proxy", "recover", "--database-url", sharded.proxy_url])
+    assert "deleted 3 event(s)" in done.output, done.output
+    with sharded.shard(source) as shard:
+        assert set(_rows_of(shard, project).values()) == {0}
+    with connect(proxy_login("app")) as app:
+        events = app.execute("SELECT runhub.list_events(project => %s, actor => %s)", (project, owner)).fetchone()[0]
+    assert sorted(e["idempotencyKey"] for e in events["events"]) == ["e0", "e1", "e2"]
