@@ -2,7 +2,7 @@
 keeps taking calls.
 
 The order of things, and why:
-1. On the proxy, lock the project's directory row (one move of a shop at a time). Copy the shop's
+1. On the proxy, take the project's move lock (one move of a shop at a time). Copy the shop's
    events, the bulk of it, into the target's transaction from a snapshot of the source while the
    shop still takes calls: stored events never change (append-only), so the copy stays true.
 2. Take the project's call lock exclusively: calls in flight for the project finish first, new
@@ -14,12 +14,15 @@ The order of things, and why:
    waits).
 4. Copy the rest — every other table, and the events stored since the snapshot (newer ids, and
    any older id whose transaction was still open then) — checking counts and checksums table by
-   table, and PREPARE the target's transaction; delete the rows on the source and PREPARE that one
-   too (two-phase commit: both shards need max_prepared_transactions > 0).
-5. Switch the directory and commit the proxy: the decision. Then COMMIT PREPARED on both shards.
-   A mover stopped after the decision leaves prepared transactions that the next move of the
-   project, or `runhub proxy recover`, finishes the way the directory says; stopped before it,
-   they are rolled back: the shop stays where it was.
+   table, and PREPARE the target's transaction; delete the rows on the source (its events but
+   later: inert without their project row) and PREPARE that one too (two-phase commit: both
+   shards need max_prepared_transactions > 0).
+5. Switch the directory, in a transaction of its own: the decision, durable. Then COMMIT PREPARED
+   on both shards, and only then let the calls go (to the target, whole there). A mover stopped
+   after the decision leaves prepared transactions that the next move of the project, or
+   `runhub proxy recover`, finishes the way the directory says (until then the shop's calls find
+   it missing); stopped before it, they are rolled back: the shop stays where it was.
+6. Delete the shop's events on the source, in batches (`clean_sources`).
 """
 from __future__ import annotations
 
@@ -104,47 +107,75 @@ def move_project(proxy_url: str, project: str, to_partition: int, lock_timeout: 
     project = str(uuid.UUID(project))
     with logs.bound(move_id=str(uuid.uuid4()), project=project):
         recover(proxy_url, project)
-        with psycopg.connect(proxy_url) as proxy:
-            partitions = dict(proxy.execute(queries.PARTITIONS).fetchall())
+        # Two sessions on the proxy: `hold`'s transaction holds the locks (the project's moves,
+        # then its calls) until the shards have committed; `decide` records the move and, once
+        # both shards have prepared, the switch: the decision, durable before either commits.
+        with psycopg.connect(proxy_url) as hold, psycopg.connect(proxy_url, autocommit=True) as decide:
+            partitions = dict(hold.execute(queries.PARTITIONS).fetchall())
             if to_partition not in partitions:
                 raise MoveError(f"no partition {to_partition}: the partitions are 0 to {len(partitions) - 1}")
-            proxy.execute(queries.SET_LOCAL_LOCK_TIMEOUT, (lock_timeout,))
-            source = _lock_directory_row(proxy, project)
+            hold.execute(queries.SET_LOCAL_LOCK_TIMEOUT, (lock_timeout,))
+            hold.execute(queries.LOCK_PROJECT_MOVES, (project,))
+            source = _partition_in_directory(decide, project)
             if source == to_partition:
-                proxy.rollback()
                 return MoveResult(project, source, to_partition, moved=False)
             log.info("proxy_move_started", source=source, target=to_partition)
-            move_id = proxy.execute(queries.START_MOVE, (project, source, to_partition)).fetchone()[0]
+            move_id = decide.execute(queries.START_MOVE, (project, source, to_partition)).fetchone()[0]
             options = queries.MOVE_SESSION_OPTIONS
             with connect(partitions[source], proxy_url, options=options) as src, \
                     connect(partitions[to_partition], proxy_url, options=options) as dst:
-                _check_two_phase(src, dst)
-                dst.tpc_begin(_gid(project, "copy", to_partition))
-                src.tpc_begin(_gid(project, "delete", source))
-                try:
-                    early = _copy_events_early(partitions[source], proxy_url, dst, project)
-                    paused = time.monotonic()  # from here the shop's calls wait
-                    _lock_calls(proxy, project, lock_timeout)
-                    _hold_still(src, project, lock_timeout, drain_seconds)
-                    rows = _copy(src, dst, project, early)
-                    dst.tpc_prepare()
-                    _delete(src, project)
-                    src.tpc_prepare()
-                    proxy.execute(queries.SWITCH_PARTITION, (to_partition, project))
-                    paused_ms = round((time.monotonic() - paused) * 1000, 1)
-                    proxy.execute(queries.FINISH_MOVE, (Jsonb(rows), paused_ms, move_id))
-                    proxy.commit()  # the decision: the project is the target's now
-                except BaseException:
-                    proxy.rollback()
-                    for conn in (dst, src):
-                        with contextlib.suppress(psycopg.Error):  # else `recover` rolls it back
-                            conn.tpc_rollback()  # prepared or not
-                    raise
-                dst.tpc_commit()
-                src.tpc_commit()
+                plan = MovePlan(project, source, to_partition, move_id, lock_timeout, drain_seconds)
+                rows, paused_ms = _move_rows(hold, decide, src, dst, partitions[source], proxy_url, plan)
         clean_sources(proxy_url, project)
         log.info("proxy_move_finished", source=source, target=to_partition, rows=rows, paused_ms=paused_ms)
         return MoveResult(project, source, to_partition, rows, paused_ms)
+
+
+@dataclass
+class MovePlan:
+    """What one move does: the shop, from where to where, its record, and how long it may wait."""
+    project: str
+    source: int
+    target: int
+    move_id: int
+    lock_timeout: str
+    drain_seconds: float
+
+
+def _move_rows(hold, decide, src, dst, source_connstr: str, proxy_url: str, plan: MovePlan) -> tuple[dict, float]:
+    """Steps 1 to 5 of the module's docstring, in the shards' two-phase transactions; returns the
+    rows moved and how long the shop's calls waited (ms)."""
+    _check_two_phase(src, dst)
+    dst.tpc_begin(_gid(plan.project, "copy", plan.target))
+    src.tpc_begin(_gid(plan.project, "delete", plan.source))
+    try:
+        early = _copy_events_early(source_connstr, proxy_url, dst, plan.project)
+        paused = time.monotonic()  # from here the shop's calls wait
+        _lock_calls(hold, plan.project, plan.lock_timeout)
+        _hold_still(src, plan.project, plan.lock_timeout, plan.drain_seconds)
+        rows = _copy(src, dst, plan.project, early)
+        dst.tpc_prepare()
+        _delete(src, plan.project)
+        src.tpc_prepare()
+        _decide(decide, plan, rows)
+    except BaseException:
+        for conn in (dst, src):
+            with contextlib.suppress(psycopg.Error):  # else `recover` rolls it back
+                conn.tpc_rollback()  # prepared or not
+        raise
+    dst.tpc_commit()  # before the calls go on: they find the shop whole on the target
+    src.tpc_commit()
+    hold.commit()  # the calls go on, to the target
+    paused_ms = round((time.monotonic() - paused) * 1000, 1)
+    decide.execute(queries.RECORD_PAUSE, (paused_ms, plan.move_id))
+    return rows, paused_ms
+
+
+def _decide(decide, plan: MovePlan, rows: dict) -> None:
+    """The directory names the target from now on (the calls still wait: `hold`'s lock)."""
+    with decide.transaction():
+        decide.execute(queries.SWITCH_PARTITION, (plan.target, plan.project))
+        decide.execute(queries.FINISH_MOVE, (Jsonb(rows), plan.move_id))
 
 
 def _lock_calls(proxy, project: str, lock_timeout: str) -> None:
@@ -155,13 +186,12 @@ def _lock_calls(proxy, project: str, lock_timeout: str) -> None:
         raise MoveError(f"calls for the project did not finish within {lock_timeout}: not moved") from exc
 
 
-def _lock_directory_row(proxy, project: str) -> int:
-    """The project's partition, its directory row locked (made first if it had none)."""
-    row = proxy.execute(queries.DIRECTORY_ROW_FOR_MOVE, (project,)).fetchone()
+def _partition_in_directory(decide, project: str) -> int:
+    """The project's partition (its directory row made first if it had none)."""
+    row = decide.execute(queries.DIRECTORY_ROW, (project,)).fetchone()
     if row is None:
-        partition = proxy.execute(queries.PARTITION_OF, (project,)).fetchone()[0]
-        proxy.execute(queries.ADD_DIRECTORY_ROW, (project, partition))
-        row = proxy.execute(queries.DIRECTORY_ROW_FOR_MOVE, (project,)).fetchone()
+        decide.execute(queries.ADD_DIRECTORY_ROW, (project, decide.execute(queries.PARTITION_OF, (project,)).fetchone()[0]))
+        row = decide.execute(queries.DIRECTORY_ROW, (project,)).fetchone()
     return row[0]
 
 

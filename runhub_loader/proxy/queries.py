@@ -83,7 +83,9 @@ SHARD_PROJECT_IDS = "SELECT coalesce(array_agg(id), '{}') FROM runhub.projects"
 # -- moving a project ----------------------------------------------------------------------------
 
 # The project's row in the directory, locked for the move; params (project,); column partition.
-DIRECTORY_ROW_FOR_MOVE = "SELECT partition FROM runhub_proxy.directory WHERE project = %s FOR UPDATE"
+# One move of a project at a time (held by the mover's holding transaction from its start).
+LOCK_PROJECT_MOVES = "SELECT pg_advisory_xact_lock(runhub_proxy.lock_key() + 1, hashtext(%s::text))"
+DIRECTORY_ROW = "SELECT partition FROM runhub_proxy.directory WHERE project = %s"
 PARTITION_OF = "SELECT runhub_proxy.partition_of(%s)"
 ADD_DIRECTORY_ROW = """INSERT INTO runhub_proxy.directory (project, partition) VALUES (%s, %s)
 ON CONFLICT (project) DO NOTHING"""
@@ -92,7 +94,8 @@ LOCK_PROJECT_CALLS = "SELECT pg_advisory_xact_lock(runhub_proxy.lock_key(), hash
 SWITCH_PARTITION = "UPDATE runhub_proxy.directory SET partition = %s, moved_at = now() WHERE project = %s"
 START_MOVE = """INSERT INTO runhub_proxy.moves (project, from_partition, to_partition) VALUES (%s, %s, %s)
 RETURNING id"""
-FINISH_MOVE = "UPDATE runhub_proxy.moves SET finished_at = now(), rows = %s, paused_ms = %s WHERE id = %s"
+FINISH_MOVE = "UPDATE runhub_proxy.moves SET finished_at = now(), rows = %s WHERE id = %s"
+RECORD_PAUSE = "UPDATE runhub_proxy.moves SET paused_ms = %s WHERE id = %s"
 # Moves whose old shard still holds the shop's events (deleted after the switch); params (project or null,).
 MOVES_TO_CLEAN = """SELECT id, project, from_partition FROM runhub_proxy.moves
  WHERE finished_at IS NOT NULL AND source_cleaned_at IS NULL AND (%s::uuid IS NULL OR project = %s::uuid)

@@ -53,7 +53,7 @@ def render(report: dict) -> str:
         lines.append("  UNSUBSCRIBE KEYS DIFFER between shards: run `runhub proxy rotate-secret` "
                      "(links of a moved shop fail on its new shard)")
     for move in proxy["recent_moves"]:
-        state = f"paused {move['paused_ms']} ms" if move["finished_at"] else "not finished"
+        state = f"paused {move['paused_ms']} ms" if move["finished_at"] else "not finished (in progress, failed or stopped)"
         if move["finished_at"] and not move["source_cleaned_at"]:
             state += "; its events still on the old shard: run `runhub proxy recover`"
         lines.append(f"  move {move['project']}: {move['from_partition']} -> {move['to_partition']} "
