@@ -322,3 +322,30 @@ def test_deploying_the_proxy_again_changes_nothing_and_other_shards_are_refused(
     result = CliRunner().invoke(cli.main, ["proxy", "deploy", "--database-url", sharded.proxy_url,
                                            "--shard", sharded.shard_urls[0]])
     assert result.exit_code == 1 and "already routes to other shards" in result.output
+
+
+def test_rotating_the_unsubscribe_key_through_the_proxy_gives_every_shard_the_new_key(sharded, proxy_login):
+    def key_sets():
+        sets = []
+        for url in sharded.shard_urls:
+            with psycopg.connect(url) as shard:
+                sets.append(shard.execute("SELECT kid, secret, revoked_at IS NOT NULL FROM runhub.unsubscribe_keys "
+                                          "ORDER BY kid").fetchall())
+        return sets
+
+    before = key_sets()
+    assert all(s == before[0] for s in before)  # partition 0's keys, given at deploy
+    result = CliRunner().invoke(cli.main, ["proxy", "rotate-secret", "--database-url", sharded.proxy_url])
+    assert result.exit_code == 0, result.output
+    after = key_sets()
+    assert all(s == after[0] for s in after) and len(after[0]) == len(before[0]) + 1
+    with connect(proxy_login("app")) as app:
+        project, _ = new_project(app)
+    signer = (sharded.partition_of(project) + 1) % 4  # signed on one shard, verified on the shop's own
+    with sharded.shard(signer) as shard:
+        token = shard.execute("SELECT runhub.unsubscribe_token(%s, 'fan@example.com')", (project,)).fetchone()[0]
+    assert token.split(".")[1] == str(after[0][-1][0])  # the new key signs
+    with connect(proxy_login("app")) as app:
+        app.execute("SELECT runhub.unsubscribe(token => %s)", (token,))
+    with sharded.shard(sharded.partition_of(project)) as shard:
+        assert shard.execute("SELECT count(*) FROM runhub.suppressions WHERE project_id = %s", (project,)).fetchone()[0] == 1
