@@ -6,8 +6,8 @@
 Two embedded clusters (A in --home, B in --home-b; fsync off, as throwaway clusters) hold the shard
 databases; the proxy database is on A, as the partitions' servers would be reached by a proxy on one
 of them. Part 1, single calls, one client, its connection kept: each call made directly on the shard
-that owns the project and through the proxy, timed per call, direct and proxied alternating between
-rounds (their order too), each operation on shops of two sizes:
+that owns the project and through the proxy, timed per call, direct and proxied alternating call
+by call (which side first alternating between rounds), each operation on shops of two sizes:
 
   ingest_event   a new checkout_started (a distinct idempotency key each)
   ingest_events  100 of them a call (a webhook receiver that batches)
@@ -94,16 +94,30 @@ def shop(proxy, customers: int = 0, partition: int | None = None, proxy_url: str
     return project, owner
 
 
-def timed(conn, statement: str, params_list: list) -> list[float]:
-    times = []
-    for params in params_list:
-        started = time.perf_counter()
-        conn.execute(statement, params).fetchone()
-        times.append(time.perf_counter() - started)
-    return times
+def interleaved(sides: list, statement: str, params: dict) -> dict[str, float]:
+    """{side: median seconds per call}: the calls made alternately on each side (call i on one,
+    then call i on the other), so that a drift of the machine meets both alike."""
+    times = {side: [] for side, _ in sides}
+    for i in range(len(params[sides[0][0]])):
+        for side, conn in sides:
+            started = time.perf_counter()
+            conn.execute(statement, params[side][i]).fetchone()
+            times[side].append(time.perf_counter() - started)
+    return {side: statistics.median(t) for side, t in times.items()}
 
 
 absolute: dict[str, list[tuple[float, float]]] = {}  # operation: per round (direct, proxy) median seconds
+
+
+def sides(shard, proxy, round_number: int) -> list:
+    """Which side goes first alternates between rounds."""
+    pair = [("direct", shard), ("proxy", proxy)]
+    return pair if round_number % 2 == 0 else pair[::-1]
+
+
+def _record(name: str, medians: dict, ratios: dict) -> None:
+    ratios.setdefault(name, []).append(medians["proxy"] / medians["direct"])
+    absolute.setdefault(name, []).append((medians["direct"], medians["proxy"]))
 
 
 def single_calls(args, proxy_url: str, shard_url: str) -> dict:
@@ -131,22 +145,12 @@ def single_calls(args, proxy_url: str, shard_url: str) -> dict:
                 "preview (5,000 customers)": lambda: (PREVIEW, [big] * (previews // 2)),
             }
             for name, make in work.items():
-                statement, params = make()
-                sides = [("direct", shard), ("proxy", proxy)]
-                if r % 2:
-                    sides.reverse()
-                medians = {}
-                for side, conn in sides:
-                    statement, params = make()
-                    medians[side] = statistics.median(timed(conn, statement, params))
-                ratios.setdefault(name, []).append(medians["proxy"] / medians["direct"])
-                absolute.setdefault(name, []).append((medians["direct"], medians["proxy"]))
-            halves = {"direct": fresh[:previews], "proxy": fresh[previews:]}
-            medians = {}
-            for side, conn in ([("direct", shard), ("proxy", proxy)][::(-1 if r % 2 else 1)]):
-                medians[side] = statistics.median(timed(conn, CREATE_RUN, [(p, o, uuid.uuid4().hex) for p, o in halves[side]]))
-            ratios.setdefault("create_run", []).append(medians["proxy"] / medians["direct"])
-            absolute.setdefault("create_run", []).append((medians["direct"], medians["proxy"]))
+                statement, direct = make()
+                statement, proxied = make()
+                _record(name, interleaved(sides(shard, proxy, r), statement, {"direct": direct, "proxy": proxied}), ratios)
+            runs = {"direct": [(p, o, uuid.uuid4().hex) for p, o in fresh[:previews]],
+                    "proxy": [(p, o, uuid.uuid4().hex) for p, o in fresh[previews:]]}
+            _record("create_run", interleaved(sides(shard, proxy, r), CREATE_RUN, runs), ratios)
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}x" for k, v in ratios.items()), flush=True)
     return ratios
 
