@@ -65,7 +65,7 @@ RATIO_TARGET = 0.7
 OUTCOME_TARGET_MS = 5.0
 TRIGGER = "business_events_attribute_payment"
 INGEST_ROLE, APP_ROLE = "runhub_bench_ingest", "runhub_bench_app"
-SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"]}
+SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"], "holdoutPercent": 0}  # every recipient mailed: like for like
 PROMO = {"subject": "Spring sale", "content": "Everything -20% this week", "segmentation": "recent_30d",
          "isUpdate": False}
 

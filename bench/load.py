@@ -52,7 +52,7 @@ from benchlib import database_url, loadavg, parser as bench_parser  # noqa: E402
 DATABASE = "runhub_bench_load"
 RUNHUB = Path(sys.executable).parent / "runhub"
 PROJECTS, CUSTOMERS = 50, 200
-SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"]}
+SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"], "holdoutPercent": 0}  # every recipient mailed: like for like
 ACTIONS = {"recover_abandoned": {}, "onboard_users": {}, "send_promo": {"subject": "Sale", "content": "-20 % this week"}}
 INGEST_ROLE, APP_ROLE = "runhub_bench_ingest", "runhub_bench_app"
 FINAL = ("succeeded", "failed", "cancelled")

@@ -43,7 +43,7 @@ from runhub_loader.db.embedded import Cluster  # noqa: E402
 from runhub_loader.proxy.deploy import deploy_proxy  # noqa: E402
 from runhub_loader.proxy.move import move_project  # noqa: E402
 
-SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"]}
+SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"], "holdoutPercent": 0}  # every recipient mailed: like for like
 TARGET = 1.3
 INGEST = "SELECT runhub.ingest_event(%s, %s)"
 INGEST_MANY = "SELECT runhub.ingest_events(%s, %s)"

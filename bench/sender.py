@@ -57,7 +57,7 @@ from runhub_loader.mail.smtp import SmtpConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DATABASE = "runhub_bench_sender"
-SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"]}
+SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"], "holdoutPercent": 0}  # every recipient mailed: like for like
 FROM_ADDR = "Run Hub <runhub@localhost>"                        # SenderConfig's defaults
 UNSUBSCRIBE_URL = "https://localhost/unsubscribe?token={token}"
 TARGET = 0.8

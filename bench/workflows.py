@@ -33,7 +33,7 @@ RUN_TABLES = ("runhub.workflow_runs", "runhub.workflow_run_recipients", "runhub.
               "public.bench_plain", "public.bench_plain_messages")
 TOTAL_EVENTS = 5_000_000
 BIG_EVENTS = 500_000
-SETTINGS = {"shopUrl": "https://big.example", "integrations": ["payments", "email"]}
+SETTINGS = {"shopUrl": "https://big.example", "integrations": ["payments", "email"], "holdoutPercent": 0}  # every recipient mailed: like for like
 
 
 def load(conn) -> None:

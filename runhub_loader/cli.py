@@ -363,7 +363,7 @@ def demo(obj: Context) -> None:
         again = " (today's, already created)" if run["deduplicated"] else ""
         click.echo(f"recovery run {run['id']}{again}: {run['status']}, result {json.dumps(run.get('result'))}")
         for email, link in run["links"]:
-            click.echo(f"  {email:24} {link}")
+            click.echo(f"  {email:24} {link or 'held out: not mailed, to measure what the mail earns'}")
         click.echo(_outcome_line(run.get("outcome")))
     if result["digest"]:  # yesterday's digest, as its owner will get it at 08:00 shop time
         from .mail.daemon import dashboard_link

@@ -18,7 +18,9 @@ AS $body$ SELECT $constants$
     "maxClaimBatch": 1000,
     "minLeaseSeconds": 5,
     "maxRunLeaseSeconds": 86400,
-    "maxMessageLeaseSeconds": 3600
+    "maxMessageLeaseSeconds": 3600,
+    "defaultHoldoutPercent": 10,
+    "maxHoldoutPercent": 50
 }
 $constants$::jsonb $body$;
 

@@ -301,7 +301,8 @@ CREATE OR REPLACE TRIGGER projects_drop_create_run_counter
 -- emailOnlyAttribution (credit a payment to the last workflow mail to the payer's address even
 -- without a cart or amount match; default false), senderName (the From name of the shop's mail;
 -- default its name) and replyTo (where replies to it go; none by default), both stored as
--- normalized. Kept on the project (null: the default):
+-- normalized; holdoutPercent (0-50: the share of a money action's eligible recipients left unmailed
+-- to measure what the mail caused; default 10). Kept on the project (null: the default):
 -- timezone, dailyDigestEnabled (false), dailyDigestHour (9), dailyDigestRecipient (none; needed to
 -- turn digests on). A change to any of these four sets the next digest time in this transaction.
 -- Returns the settings with the four.
@@ -329,7 +330,7 @@ BEGIN
     SELECT * INTO v_project FROM runhub.projects WHERE id = p_project FOR NO KEY UPDATE;
     FOR v_key, v_value IN SELECT * FROM jsonb_each(p_settings) LOOP
         IF NOT (v_key = ANY (c_project_keys || ARRAY['shopUrl', 'frequencyCapHours', 'integrations', 'emailOnlyAttribution',
-                                                     'senderName', 'replyTo'])) THEN
+                                                     'senderName', 'replyTo', 'holdoutPercent'])) THEN
             PERFORM runhub._raise('common.unknownField', jsonb_build_object('field', v_key));
         END IF;
         CASE v_key
@@ -342,6 +343,11 @@ BEGIN
             IF v_value <> 'null' AND (jsonb_typeof(v_value) <> 'number' OR (v_value::text) !~ '^\d{1,3}$'
                OR (v_value::text)::int > 168) THEN
                 PERFORM runhub._invalid('common.invalidInput', 'frequencyCapHours', 'must be a whole number of hours, 0 to 168');
+            END IF;
+        WHEN 'holdoutPercent' THEN
+            IF v_value <> 'null' AND (jsonb_typeof(v_value) <> 'number' OR (v_value::text) !~ '^\d{1,2}$'
+               OR (v_value::text)::int > runhub._constant('maxHoldoutPercent')) THEN
+                PERFORM runhub._invalid('common.invalidInput', 'holdoutPercent', 'must be a whole percent, 0 to 50');
             END IF;
         WHEN 'senderName' THEN
             -- A display name: one line (white space runs are one space), no control character.

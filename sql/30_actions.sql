@@ -6,7 +6,7 @@ INSERT INTO runhub.actions AS a (id, label, type, risk, required_role, confirm_r
 VALUES
     ('recover_abandoned', 'Recover abandoned checkouts', 'workflow', 'medium', 'admin', true, true,
      '{}',
-     '{"model": "last_touch_48h", "windowHours": 48, "metrics": ["recovered_revenue", "conversions"]}',
+     '{"model": "last_touch_48h", "windowHours": 48, "metrics": ["recovered_revenue", "conversions"], "holdout": true}',
      '[{"type": "hasIntegration", "integration": "payments"},
        {"type": "hasSetting", "setting": "shopUrl"},
        {"type": "hasEvents", "eventType": "checkout_started", "minCount": 1}]',
@@ -15,7 +15,7 @@ VALUES
      '{converted,alreadyContacted,suppressed,frequencyCap}', 'recovery', 'recovery_email_sent', 1),
     ('send_promo', 'Send a promotion or update', 'workflow', 'high', 'owner', true, true,
      '{"modalId": "sendPromo"}',
-     '{"model": "last_touch_48h", "windowHours": 48, "metrics": ["attributed_revenue", "orders"]}',
+     '{"model": "last_touch_48h", "windowHours": 48, "metrics": ["attributed_revenue", "orders"], "holdout": true}',
      '[{"type": "hasIntegration", "integration": "email"},
        {"type": "hasRecipients", "source": "customers_30d"}]',
      '{"cooldownMinutes": 60, "maxRecipients": 1000, "minRecipients": 1, "requirePreview": true,
@@ -91,6 +91,40 @@ CREATE OR REPLACE FUNCTION runhub._frequency_cap_hours(p_settings jsonb)
 RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT coalesce((p_settings ->> 'frequencyCapHours')::int, 16) $$;
+
+-- The share of an action's eligible recipients held out of its mail (percent): the project's
+-- holdoutPercent (default defaultHoldoutPercent) for the actions whose outcome is money (registry
+-- outcome.holdout), else 0. No SET clause: inlined.
+CREATE OR REPLACE FUNCTION runhub._holdout_percent(p_settings jsonb, p_outcome jsonb)
+RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN (p_outcome ->> 'holdout')::boolean
+                THEN coalesce((p_settings ->> 'holdoutPercent')::int, runhub._constant('defaultHoldoutPercent'))
+                ELSE 0 END
+$$;
+
+-- Whether a recipient of a run is held out: the first 32 bits of a keyed hash of the run and the
+-- address below the percent's share of 2^32. The same run and address always answer alike (a
+-- re-executed run holds out the same people), whatever order the addresses come in, and without
+-- the database's key (runhub.secrets 'holdout') nobody can tell who will be. No SET clause:
+-- inlined into the execution's one statement.
+CREATE OR REPLACE FUNCTION runhub._held_out(p_key bytea, p_run uuid, p_email text, p_percent int)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT p_percent > 0
+       AND ('x' || pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(
+                p_key || pg_catalog.convert_to(p_run::text || ':' || p_email, 'UTF8')), 'hex'), 8))::bit(32)::bigint
+           < (p_percent::bigint * 4294967296) / 100
+$$;
+
+-- The key of the holdout hash (for the execution, which runs as runhub's owner).
+CREATE OR REPLACE FUNCTION runhub._holdout_key()
+RETURNS bytea
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT s.value FROM runhub.secrets s WHERE s.name = 'holdout' $$;
 
 -- Each prerequisite of an action (its registry `requires`) with whether the project meets it, in
 -- the registry's order: the one definition, for the preview's checks (_requirements) and the

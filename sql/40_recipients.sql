@@ -68,7 +68,7 @@ AS $$
            WHEN (SELECT 'alreadyContacted' = ANY (x.exclusions) FROM runhub.actions x WHERE x.id = p_action) AND EXISTS (
                     SELECT 1 FROM runhub.workflow_run_recipients r
                      WHERE r.project_id = p_project AND r.email COLLATE "C" = a.email AND r.cart_id = a.cart_id
-                       AND r.status IN ('queued', 'sent'))
+                       AND r.status IN ('queued', 'sent', 'held_out'))  -- held out for a cart stays so: a later run mailing it would blur the comparison
                 THEN 'alreadyContacted'
            WHEN (SELECT 'alreadyOnboarded' = ANY (x.exclusions) FROM runhub.actions x WHERE x.id = p_action)
                 AND a.email IN (SELECT r.email FROM runhub.workflow_run_recipients r

@@ -307,9 +307,27 @@ BEGIN
         'warnings', (SELECT coalesce(jsonb_agg(runhub._owner_text(v_project.locale, w ->> 'key', w -> 'params', w ->> 'plural')
                                                ORDER BY ord), '[]')
                        FROM jsonb_array_elements(v_decision -> 'warnings') WITH ORDINALITY AS u(w, ord)),
+        'holdout', runhub._holdout_split(v_project, v_action, (v_audience ->> 'count')::int),
         'blocked', v_blocked,
         'params', v_params));
 END
+$$;
+
+-- How a preview's recipients would split between mailed and held out: the expected numbers (each
+-- recipient is held out by a hash, so a run's actual split varies around them), with their text;
+-- null when the action holds nobody out.
+CREATE OR REPLACE FUNCTION runhub._holdout_split(p_project runhub.projects, p_action runhub.actions, p_count int)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_build_object('percent', h.percent, 'mailed', p_count - h.held, 'heldOut', h.held,
+                              'text', runhub._owner_text(p_project.locale, 'owner.holdout.split',
+                                                         jsonb_build_object('mailed', p_count - h.held, 'heldOut', h.held,
+                                                                            'percent', h.percent)))
+      FROM (SELECT runhub._holdout_percent(p_project.settings, p_action.outcome) AS percent,
+                   round(p_count * runhub._holdout_percent(p_project.settings, p_action.outcome) / 100.0)::int AS held) h
+     WHERE h.percent > 0
 $$;
 
 -- Create a run: authorize, count the call, validate, deduplicate, then the trigger-time policy on
@@ -394,12 +412,15 @@ RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object(
+    SELECT jsonb_strip_nulls(jsonb_build_object(
         'totalRecipients', count(*),
         'successful', count(*) FILTER (WHERE status = 'sent'),
         'failed', count(*) FILTER (WHERE status = 'failed'),
         'pending', count(*) FILTER (WHERE status = 'queued'),
-        'cancelled', count(*) FILTER (WHERE status = 'cancelled'))
+        'cancelled', count(*) FILTER (WHERE status = 'cancelled'),
+        -- only for a run executed with a holdout group (the others never hold anyone out)
+        'heldOut', CASE WHEN (SELECT w.holdout_percent FROM runhub.workflow_runs w WHERE w.id = p_run) > 0
+                        THEN count(*) FILTER (WHERE status = 'held_out') END))
       FROM runhub.workflow_run_recipients WHERE run_id = p_run
 $$;
 

@@ -215,6 +215,8 @@ DECLARE
     v_shop_link text;
     v_template  text;
     v_expires_at timestamptz;
+    v_holdout   int;
+    v_holdout_key bytea := runhub._holdout_key();
 BEGIN
     PERFORM runhub._check_worker(p_worker);
     SELECT * INTO v_run FROM runhub.workflow_runs WHERE id = p_run FOR UPDATE;
@@ -240,32 +242,41 @@ BEGIN
     -- has lost its point (a relay down that long), and expires rather than arrive stale.
     v_expires_at := CASE WHEN v_action.policy ? 'windowHours'
                          THEN now() + make_interval(hours => (v_action.policy ->> 'windowHours')::int) END;
+    v_holdout := runhub._holdout_percent(v_project.settings, v_action.outcome);
     BEGIN
         -- One statement writes each recipient and its message (expressions inline rather than
         -- helper calls: they run once per recipient). The message carries what is fixed now
         -- (template, locale, address, Message-ID); what it says comes from its recipient, run and
         -- project when the sender renders it.
-        WITH recipients AS (
-            INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email, name, locale, cart_id,
-                                                        amount_cents, currency, link)
-            SELECT p_run, v_run.project_id, r.email, r.name,
-                   CASE WHEN split_part(r.locale, '-', 1) = ANY (runhub._locales())
-                        THEN split_part(r.locale, '-', 1) ELSE v_project.locale END,
-                   r.cart_id, r.amount_cents, r.currency,
-                   CASE WHEN v_run.action_id = 'recover_abandoned'
-                        THEN v_link_base || runhub._url_encode(coalesce(r.cart_id, ''))
-                        ELSE v_shop_link END
+        WITH eligible AS (
+            SELECT r.*, runhub._held_out(v_holdout_key, p_run, r.email, v_holdout) AS held_out
               FROM runhub._recipients(v_run.project_id, v_run.action_id, v_run.params, now()) r
              WHERE r.excluded_by IS NULL
-             ORDER BY r.email
-            RETURNING id, project_id, email, name, locale)
-        INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id,
-                                   expires_at)
-        SELECT rc.project_id, p_run, rc.id, v_template, rc.locale, rc.email, rc.name,
-               '<' || p_run || '.' || rc.id || '@runhub>',
-               v_expires_at
-          FROM recipients rc;
-        GET DIAGNOSTICS v_count = ROW_COUNT;
+        ), recipients AS (
+            INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email, name, locale, cart_id,
+                                                        amount_cents, currency, link, status)
+            SELECT p_run, v_run.project_id, e.email, e.name,
+                   CASE WHEN split_part(e.locale, '-', 1) = ANY (runhub._locales())
+                        THEN split_part(e.locale, '-', 1) ELSE v_project.locale END,
+                   e.cart_id, e.amount_cents, e.currency,
+                   CASE WHEN e.held_out THEN NULL  -- no mail, so no link
+                        WHEN v_run.action_id = 'recover_abandoned'
+                        THEN v_link_base || runhub._url_encode(coalesce(e.cart_id, ''))
+                        ELSE v_shop_link END,
+                   CASE WHEN e.held_out THEN 'held_out' ELSE 'queued' END
+              FROM eligible e
+             ORDER BY e.email
+            RETURNING id, project_id, email, name, locale, status
+        ), messages AS (  -- held-out recipients get none: never mailed, no *_email_sent event
+            INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id,
+                                       expires_at)
+            SELECT rc.project_id, p_run, rc.id, v_template, rc.locale, rc.email, rc.name,
+                   '<' || p_run || '.' || rc.id || '@runhub>',
+                   v_expires_at
+              FROM recipients rc
+             WHERE rc.status = 'queued'
+        )
+        SELECT count(*) INTO v_count FROM recipients;  -- the policy's count: everyone chosen, mailed or not
         -- On today's facts: the actor's role now, prerequisites (a shopUrl removed since), cooldown, count.
         v_decision := runhub._evaluate_policy(runhub._policy_facts(v_project, v_action, v_role, v_count,
             runhub._last_run_at(v_run.project_id, v_run.action_id, p_run, v_run.requested_at)));
@@ -279,8 +290,10 @@ BEGIN
     END;
 
     UPDATE runhub.workflow_runs
-       SET executed_at = now(), lease_owner = NULL, lease_expires_at = NULL
+       SET executed_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+           holdout_percent = CASE WHEN (v_action.outcome ->> 'holdout')::boolean THEN v_holdout END
      WHERE id = p_run;
+    PERFORM runhub._complete_run_if_done(p_run);  -- everyone held out: nothing to send, done now
     PERFORM pg_notify('runhub_outbox', p_run::text);
     RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_recipients_written', 'runId', p_run,
                                              'recipientCount', v_count);

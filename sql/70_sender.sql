@@ -534,7 +534,7 @@ END
 $$;
 
 -- End a delivering run once none of its messages is queued or being sent: succeeded if any mail
--- went out, failed if none did, with totals and the errors summarized. Locks the run, so the last
+-- went out (or its every recipient was held out), failed if none did, with totals and the errors summarized. Locks the run, so the last
 -- two outcomes recorded at once cannot both miss the end.
 CREATE OR REPLACE FUNCTION runhub._complete_run_if_done(p_run uuid)
 RETURNS void
@@ -566,7 +566,10 @@ BEGIN
         RETURN;
     END IF;
     UPDATE runhub.workflow_runs
-       SET status = CASE WHEN (v_totals ->> 'successful')::int > 0 THEN 'succeeded' ELSE 'failed' END,
+       SET status = CASE WHEN (v_totals ->> 'successful')::int > 0 THEN 'succeeded'
+                         -- everyone held out: the run did what it was asked (nobody to mail)
+                         WHEN coalesce((v_totals ->> 'heldOut')::int, 0) = (v_totals ->> 'totalRecipients')::int THEN 'succeeded'
+                         ELSE 'failed' END,
            completed_at = now(), result = jsonb_strip_nulls(v_totals), last_sent_at = v_last_sent
      WHERE id = p_run;
     RAISE LOG 'runhub %', jsonb_build_object('event', 'workflow_run_completed', 'runId', p_run, 'result', v_totals);

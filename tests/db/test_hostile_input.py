@@ -50,7 +50,7 @@ from helpers.db import DELETE, with_field
 
 ROLES = ("runhub_app", "runhub_ingest", "runhub_sender", "runhub_reader")
 WORKER = "hx-worker"  # the fixture's sender worker: it holds the leases of CLAIMED messages
-SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"]}
+SETTINGS = {"shopUrl": "https://shop.example", "integrations": ["payments", "email"], "holdoutPercent": 0}
 PROMO = {"subject": "Winter sale", "content": "Everything -20% this week"}
 
 # DETAIL and HINT of a refusal: each param is cut to 200 characters, so a few KB at most.

@@ -67,7 +67,7 @@ def _scenario(app_url: str, ingest_url: str, at: str, lead_at: str) -> dict:
                               "currency => 'EUR', locale => 'de')", (owner,)).fetchone()[0]
         answers["settings"] = app.execute(
             "SELECT runhub.update_project_settings(project => %s, actor => %s, settings => %s)",
-            (project, owner, Jsonb({"shopUrl": "https://cafe.example", "integrations": ["payments", "email"],
+            (project, owner, Jsonb({"shopUrl": "https://cafe.example", "integrations": ["payments", "email"], "holdoutPercent": 0,
                                     "senderName": "Café"}))).fetchone()[0]
         member = add_member(app, project, owner, "member")
         for n in range(3):

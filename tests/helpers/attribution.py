@@ -46,8 +46,7 @@ def recovery_run(conn, carts: dict[str, tuple[str, int]], project=None, owner=No
 def promo_run(conn, emails: list[str], project=None, owner=None, hours_ago=1.0):
     """A promotion to customers seen lately, sent `hours_ago`; returns (project, owner, run)."""
     if project is None:
-        project, owner = ready_project(conn, settings={"shopUrl": "https://shop.example",
-                                                       "integrations": ["payments", "email"]})
+        project, owner = ready_project(conn)
     for email in emails:
         ingest(conn, project, {"type": "lead_created", "occurredAt": ago(3), "idempotencyKey": uuid.uuid4().hex,
                                "customer": {"email": email}})

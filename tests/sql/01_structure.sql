@@ -219,7 +219,8 @@ SELECT set_eq($$SELECT c.relname::text COLLATE "default", a.attname::text COLLAT
                        ('workflow_runs',           'triggered_by_role',        'text',                     true,  NULL),
                        ('workflow_runs',           'created_at',               'timestamp with time zone', true,  'now()'),
                        ('workflow_runs',           'outcome_window_hours',     'integer',                  false, NULL),
-                       ('workflow_runs',           'last_sent_at',             'timestamp with time zone', false, NULL)$$,
+                       ('workflow_runs',           'last_sent_at',             'timestamp with time zone', false, NULL),
+                       ('workflow_runs',           'holdout_percent',          'smallint',                 false, NULL)$$,
               'the columns of every runhub table: types, NOT NULL and defaults as listed');
 
 -- ---------------------------------------------------------------------------------------------
@@ -658,7 +659,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- checks, a day's KPI facts, whether an action can run and a run's outcome as a row (the digest
 -- job's batch query), and the execution lock's key, a client's plausible instant, runhub's own
 -- idempotency keys and a cancelled message's reason for the counters (_cancellation_reason)
--- (expressions), and ingest's checks of an event's common shape and its fields (_trim,
+-- (expressions), an action's holdout percent and who a run holds out (_holdout_percent, _held_out:
+-- expressions of the execution's one statement), and ingest's checks of an event's common shape and its fields (_trim,
 -- _is_plain_instant, _is_reserved_event_type, _is_nested_too_deep, _is_plain_event,
 -- _event_as_stored, _plain_event, _plain_events: one plan for a batch). So is the attribution texts'
 -- constant (_attribution_texts) and runhub's lists and bounds (_constants, _constant, _locales), which
@@ -671,6 +673,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace
                      AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
                      AND p.proname NOT IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
+                                           '_holdout_percent', '_held_out',
                                            '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
                                            '_is_client_instant', '_is_system_idempotency_key', '_cancellation_reason',
                                            '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event', '_owner_text', '_plural_category', '_format_number',
@@ -683,6 +686,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                                         AND has_function_privilege(r.oid, p.oid, 'EXECUTE')
                    WHERE p.pronamespace = 'runhub'::regnamespace
                      AND p.proname IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
+                                       '_holdout_percent', '_held_out',
                                        '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
                                        '_is_client_instant', '_is_system_idempotency_key', '_cancellation_reason',
                                        '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event', '_owner_text', '_plural_category', '_format_number',

@@ -307,7 +307,7 @@ SELECT is_empty(format($$SELECT 1 FROM runhub.workflow_run_recipients WHERE run_
 -- decoding changes ('+' is a space, a raw space is not allowed in a URL) must be percent-encoded,
 -- like '&', '#' and '%' are. shopUrl without a trailing slash gets one before checkout.
 SELECT runhub.create_project('Link shop', :owner, 'UTC', 'EUR') AS lnk \gset
-SELECT runhub.update_project_settings(:'lnk', :owner, '{"integrations": ["payments"], "shopUrl": "https://shop.example/base"}') \g /dev/null
+SELECT runhub.update_project_settings(:'lnk', :owner, '{"integrations": ["payments"], "shopUrl": "https://shop.example/base", "holdoutPercent": 0}') \g /dev/null
 SELECT pg_temp.ev(:'lnk', 'checkout_started', 'lnk-1', '1 hour', '{"email": "lnk1@example.com"}', '{"payload": {"cartId": "a&b#c%d"}}') \g /dev/null
 SELECT pg_temp.ev(:'lnk', 'checkout_started', 'lnk-2', '1 hour', '{"email": "lnk2@example.com"}', '{"payload": {"cartId": "cart+1 x"}}') \g /dev/null
 SELECT runhub.preview(:'lnk', :owner, 'recover_abandoned') ->> 'previewId' AS lnk_preview \gset

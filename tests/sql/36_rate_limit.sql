@@ -36,7 +36,7 @@ SELECT runhub.preview(:'onb', :member, 'onboard_users') \g /dev/null
 -- with it. Membership and role come first.
 SELECT runhub.create_project('Rate shop', :owner, 'UTC', 'EUR') AS rl \gset
 SELECT runhub.add_member(:'rl', :owner, :member, 'member') \g /dev/null
-SELECT runhub.update_project_settings(:'rl', :owner, '{"integrations": ["email"]}') \g /dev/null
+SELECT runhub.update_project_settings(:'rl', :owner, '{"integrations": ["email"], "holdoutPercent": 0}') \g /dev/null
 SELECT pg_temp.ev(:'rl', 'user_signed_up', 'rl1', '1 day', '{"email": "rl1@example.com"}') \g /dev/null
 SELECT runhub.preview(:'rl', :owner, 'onboard_users') ->> 'previewId' AS rl_preview \gset
 -- The calls below must fall in one minute of runhub's clock: set it to second 0 of a fresh one.
@@ -108,7 +108,7 @@ SELECT is((SELECT array_agg(idempotency_key) FROM runhub.workflow_runs WHERE pro
 -- the others; deleting a project not yet retired drops its sequence.
 SELECT pg_temp.set_clock(0) AS old_minute \gset
 SELECT runhub.create_project('Old shop', :owner, 'UTC', 'EUR') AS old1 \gset
-SELECT runhub.update_project_settings(:'old1', :owner, '{"integrations": ["email"]}') \g /dev/null
+SELECT runhub.update_project_settings(:'old1', :owner, '{"integrations": ["email"], "holdoutPercent": 0}') \g /dev/null
 SELECT pg_temp.ev(:'old1', 'user_signed_up', 'o1', '1 day', '{"email": "o1@example.com"}') \g /dev/null
 SELECT runhub.preview(:'old1', :owner, 'onboard_users') \g /dev/null
 SELECT runhub.create_run(:'old1', :owner, 'onboard_users', 'o-1') \g /dev/null

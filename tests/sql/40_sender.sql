@@ -32,7 +32,7 @@ DECLARE
     v_person  jsonb;
 BEGIN
     PERFORM runhub.update_project_settings(v_project, c_owner,
-        '{"integrations": ["payments", "email"], "shopUrl": "https://shop.example/"}');
+        '{"integrations": ["payments", "email"], "shopUrl": "https://shop.example/", "holdoutPercent": 0}');
     FOR v_person IN SELECT * FROM jsonb_array_elements(p_people) LOOP
         PERFORM runhub.ingest_event(v_project, jsonb_build_object(
             'type', 'checkout_started', 'idempotencyKey', 'checkout:' || (v_person ->> 'email'),
@@ -116,7 +116,7 @@ SELECT pg_temp.recovery_run('Sender shop', '[
     {"email": "dee@example.com", "cart": "cart-dee"}]') AS run_a \gset
 SELECT pg_temp.project_of(:'run_a') AS proj_a \gset
 SELECT runhub.create_project('Promo shop', :owner, 'UTC', 'USD', 'es') AS proj_b \gset
-SELECT runhub.update_project_settings(:'proj_b', :owner, '{"integrations": ["email"]}') \g /dev/null
+SELECT runhub.update_project_settings(:'proj_b', :owner, '{"integrations": ["email"], "holdoutPercent": 0}') \g /dev/null
 SELECT runhub.ingest_event(:'proj_b', jsonb_build_object('type', 'page_viewed', 'idempotencyKey', 'pat-1',
            'occurredAt', runhub._iso(now() - interval '1 day'), 'customer', '{"email": "pat@example.com", "name": "Pat"}'::jsonb)) \g /dev/null
 \set promo_params '{"subject": "Spring sale", "content": "Up to 30% off"}'
