@@ -20,7 +20,7 @@ from .. import __version__, logs
 from ..db.assets import DEFAULT_SOURCE
 from ..db.deploy import yoyo_url
 from . import queries
-from .keys import KeyConflict, keys_of, sync_unsubscribe_keys
+from .keys import KeyConflict, keys_of, sync_holdout_key, sync_unsubscribe_keys
 from .shards import connect as connect_partition, give_id_blocks
 
 log = logs.get("proxy")
@@ -174,11 +174,15 @@ def _check_shard(conn, label: str) -> str:
     return conn.execute(queries.SHARD_CHECKSUM).fetchone()[0]
 
 
-def _prepare_shard(conn, partition: int, reference_keys: list[tuple], label: str) -> tuple[bool, bool]:
-    """A shard made ready for its partition: the shared unsubscribe keys and its block of ids."""
+def _prepare_shard(conn, partition: int, first, label: str) -> tuple[bool, bool]:
+    """A shard made ready for its partition: partition 0's unsubscribe and holdout keys (first is
+    a connection to partition 0), and its block of ids."""
     try:
         with conn.transaction():
-            copied = sync_unsubscribe_keys(reference_keys, conn, label) if partition else False
+            copied = False
+            if partition:
+                copied = sync_unsubscribe_keys(keys_of(first), conn, label)
+                copied = sync_holdout_key(first, conn, label) or copied
             blocked = bool(give_id_blocks(conn, partition))
     except (KeyConflict, ValueError) as exc:
         raise ProxyError(f"{label} cannot be partition {partition}: {exc}") from exc
@@ -232,10 +236,9 @@ def deploy_proxy(proxy_url: str, shard_urls: list[str]) -> ProxyDeployResult:
                     if conn.execute(queries.PROJECT_COUNT).fetchone()[0]:
                         raise ProxyError(f"shard {p} ({connstrs[p]}) has projects: only partition 0 may join with "
                                          "shops of its own (move shops with `runhub proxy move`)")
-            reference_keys = keys_of(shards[0])
             keys_copied, blocks = [], []
             for p, conn in enumerate(shards):
-                copied, blocked = _prepare_shard(conn, p, reference_keys, f"shard {p} ({connstrs[p]})")
+                copied, blocked = _prepare_shard(conn, p, shards[0], f"shard {p} ({connstrs[p]})")
                 keys_copied += [p] if copied else []
                 blocks += [p] if blocked else []
             functions = api_functions(shard_urls[0])
@@ -301,7 +304,7 @@ def add_shard(proxy_url: str, shard_url: str) -> int:
                 raise ProxyError(f"{label} runs other runhub code than partition 0: deploy the same checkout there")
             if shard.execute(queries.PROJECT_COUNT).fetchone()[0]:
                 raise ProxyError(f"{label} has projects: a new partition starts empty")
-            _prepare_shard(shard, partition, keys_of(first), label)
+            _prepare_shard(shard, partition, first, label)
         with psycopg.connect(proxy_url) as proxy:
             proxy.execute(queries.LOCK_PARTITIONS)
             if _registered(proxy) != registered:

@@ -1,4 +1,4 @@
-"""The unsubscribe keys every shard of a proxy shares. A link is signed by the shard that sent the
+"""The keys every shard of a proxy shares: the unsubscribe keys and the holdout key. A link is signed by the shard that sent the
 mail and verified by the shard that owns the project when it is clicked: after a move, another one.
 So the shards hold one key set, partition 0's, copied to a shard when it joins and after each
 rotation (`runhub proxy rotate-secret`)."""
@@ -35,6 +35,20 @@ def sync_unsubscribe_keys(reference: list[tuple], conn, label: str) -> bool:
         conn.execute(queries.DELETE_UNSUBSCRIBE_KEYS)
     for row in reference:
         conn.execute(queries.UPSERT_UNSUBSCRIBE_KEY, row)
+    return True
+
+
+def sync_holdout_key(reference_conn, conn, label: str) -> bool:
+    """Gives the shard behind conn partition 0's holdout key (who a run holds out is a hash keyed by
+    it: a run executed again after its shop moved must hold out the same people). A shard that held
+    somebody out with a key of its own keeps it, and the join is refused."""
+    reference = reference_conn.execute(queries.HOLDOUT_KEY).fetchone()
+    own = conn.execute(queries.HOLDOUT_KEY).fetchone()
+    if reference is None or (own is not None and bytes(own[0]) == bytes(reference[0])):
+        return False
+    if own is not None and conn.execute(queries.HOLDOUT_EVER_USED).fetchone()[0]:
+        raise KeyConflict(f"{label} held recipients out with a holdout key of its own")
+    conn.execute(queries.SET_HOLDOUT_KEY, (reference[0],))
     return True
 
 

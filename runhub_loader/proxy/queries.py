@@ -163,6 +163,12 @@ UPSERT_UNSUBSCRIBE_KEY = """INSERT INTO runhub.unsubscribe_keys (kid, secret, cr
 VALUES (%s, %s, %s, %s)
 ON CONFLICT (kid) DO UPDATE SET revoked_at = EXCLUDED.revoked_at
  WHERE runhub.unsubscribe_keys.secret = EXCLUDED.secret"""
+# The key of the holdout hash (a re-executed run, on whichever shard its shop is now, must hold out the
+# same people): partition 0's, given to a shard that has held nobody out yet.
+HOLDOUT_KEY = "SELECT value FROM runhub.secrets WHERE name = 'holdout'"
+HOLDOUT_EVER_USED = "SELECT EXISTS (SELECT 1 FROM runhub.workflow_run_recipients WHERE status = 'held_out')"
+SET_HOLDOUT_KEY = """INSERT INTO runhub.secrets (name, value) VALUES ('holdout', %s)
+ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, created_at = now()"""
 OUTBOX_EVER_USED = "SELECT EXISTS (SELECT 1 FROM runhub.outbox) OR EXISTS (SELECT 1 FROM runhub.digests)"
 
 # The identity sequences of the tables a move copies; columns (table, sequence, last value, max id).

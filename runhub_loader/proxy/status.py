@@ -33,14 +33,14 @@ def collect(proxy_url: str) -> dict:
         shard = {"partition": row["partition"], "connstr": row["connstr"], "projects": counts.get(row["partition"], 0)}
         try:
             with connect(row["connstr"], proxy_url, autocommit=True) as conn:
-                key_sets.append(keys_of(conn))
+                key_sets.append((keys_of(conn), conn.execute(queries.HOLDOUT_KEY).fetchone()))
                 shard["in_doubt_moves"] = [gid for (gid,) in conn.execute(queries.PREPARED_MOVES, ("runhub_move:%",))]
             shard["status"] = shard_status.collect(operator_url(row["connstr"], proxy_url))
         except psycopg.Error as exc:
             shard["error"] = str(exc).strip()
         shards.append(shard)
     return {"proxy": {"deployment": deployment, "recent_moves": moves,
-                      "unsubscribe_keys_shared": len({repr(k) for k in key_sets}) <= 1},
+                      "keys_shared": len({repr(k) for k in key_sets}) <= 1},
             "shards": shards}
 
 
@@ -49,9 +49,10 @@ def render(report: dict) -> str:
     deployment = proxy["deployment"] or {}
     lines = [f"proxy: {len(report['shards'])} partition(s), {deployment.get('functions', 0)} API functions "
              f"(runhub {deployment.get('version', '?')}, deployed {deployment.get('deployed_at', 'never')})"]
-    if not proxy["unsubscribe_keys_shared"]:
-        lines.append("  UNSUBSCRIBE KEYS DIFFER between shards: run `runhub proxy rotate-secret` "
-                     "(links of a moved shop fail on its new shard)")
+    if not proxy["keys_shared"]:
+        lines.append("  KEYS DIFFER between shards (unsubscribe or holdout): links of a moved shop may fail on its "
+                     "new shard, a run executed again there may hold out others; `runhub proxy rotate-secret` "
+                     "shares the unsubscribe keys")
     for move in proxy["recent_moves"]:
         state = f"paused {move['paused_ms']} ms" if move["finished_at"] else "not finished (in progress, failed or stopped)"
         if move["finished_at"] and not move["source_cleaned_at"]:
