@@ -258,7 +258,7 @@ def rotate_secret(obj: Context, revoke_previous: bool, yes: bool) -> None:
 # What each component's login may spend: a statement (the sender's longest is the digest job over
 # every due project, and the execution of a 1,000-recipient run) and an idle transaction.
 LOGIN_TIMEOUTS = {"app": ("30s", "60s"), "ingest": ("5s", "30s"), "sender": ("10min", "60s"),
-                  "reader": ("30s", "60s")}
+                  "reader": ("30s", "60s"), "analyst": ("5min", "60s")}  # the analyst's: pooled over every shop
 
 
 @main.command("login-role")

@@ -81,7 +81,10 @@ def load(database_url: str, now: datetime | None = None) -> dict:
                      (project, DEMO_OWNER, Jsonb({"shopUrl": "https://coffee.example",
                                                   "integrations": ["payments", "email"],
                                                   "dailyDigestEnabled": True, "dailyDigestHour": 8,
-                                                  "dailyDigestRecipient": "owner@coffee.example"})))
+                                                  "dailyDigestRecipient": "owner@coffee.example",
+                                                  # a day's recovery is a cart or two: holding one out
+                                                  # would leave the demo nothing to show
+                                                  "holdoutPercent": 0})))
         inserted = 0
         for event in demo_events(now):
             result = conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event))).fetchone()[0]

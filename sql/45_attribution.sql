@@ -417,13 +417,21 @@ AS $$
      GROUP BY w.ends_at
 $$;
 
+-- With `incremental` for a run executed with a holdout group (sql/44_lift.sql): every Outcome the
+-- API shows (workflow_outcome, get_run, list_runs, list_actions) carries it.
 CREATE OR REPLACE FUNCTION runhub._outcome(r runhub.workflow_runs)
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$ SELECT o.outcome FROM runhub._run_outcome(r) o $$;
+AS $$
+    SELECT o.outcome || coalesce((SELECT jsonb_build_object('incremental', i.incremental)
+                                    FROM (SELECT runhub._incremental(r.id, r.project_id, NULL, NULL) AS incremental
+                                           WHERE r.holdout_percent > 0) i
+                                   WHERE i.incremental IS NOT NULL), '{}')
+      FROM runhub._run_outcome(r) o
+$$;
 
--- A run's Outcome, for any member.
+-- A run's Outcome, for any member; with `incremental` for a run executed with a holdout group.
 CREATE OR REPLACE FUNCTION runhub.workflow_outcome(project uuid, actor uuid, run uuid)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER

@@ -3,7 +3,7 @@
 -- a per-schema ALTER DEFAULT PRIVILEGES cannot take away PUBLIC's default EXECUTE, so this revoke
 -- is what protects every function, including those added by later files.
 
-REVOKE ALL ON ALL ROUTINES IN SCHEMA runhub FROM PUBLIC, runhub_app, runhub_ingest, runhub_sender, runhub_reader;
+REVOKE ALL ON ALL ROUTINES IN SCHEMA runhub FROM PUBLIC, runhub_app, runhub_ingest, runhub_sender, runhub_reader, runhub_analyst;
 
 -- The application's server side: the API, no table access. Every call that acts for a person
 -- names the actor, and the function checks the actor's membership and role.
@@ -21,6 +21,7 @@ GRANT EXECUTE ON FUNCTION
     runhub.workflow_outcome(uuid, uuid, uuid),
     runhub.explain_attribution(uuid, uuid, bigint),
     runhub.explain_recipient(uuid, uuid, text, text, jsonb),
+    runhub.action_lift(uuid, uuid, text),
     runhub.attribution_reasons(),
     runhub.suppress(uuid, uuid, text, text),
     runhub.unsubscribe(text),
@@ -59,3 +60,6 @@ GRANT EXECUTE ON PROCEDURE runhub.run_due_digests(int) TO runhub_sender;
 -- Direct reads for a signed-in user: what the RLS policies call.
 GRANT EXECUTE ON FUNCTION runhub.current_user_id(), runhub._my_project_ids(), runhub.error_catalog()
 TO runhub_reader;
+
+-- The platform's operators: an action's lift pooled over every shop, no shop's own figures.
+GRANT EXECUTE ON FUNCTION runhub.platform_lift(text) TO runhub_analyst;

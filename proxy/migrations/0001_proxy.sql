@@ -11,7 +11,7 @@ BEGIN  -- roles belong to the cluster: a shard on this cluster may have made the
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'runhub_owner') THEN
         CREATE ROLE runhub_owner NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT;
     END IF;
-    FOREACH v_role IN ARRAY ARRAY['runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader'] LOOP
+    FOREACH v_role IN ARRAY ARRAY['runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader', 'runhub_analyst'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = v_role) THEN
             EXECUTE format('CREATE ROLE %I NOLOGIN', v_role);
         END IF;

@@ -230,6 +230,18 @@ def _action(action: Mapping[str, Any], loc: Locale, t: Messages) -> dict | None:
     return {"label": label, "reason": t.plural(key, count, count=_fig(format_decimal(count, locale=loc), loc))}
 
 
+def _caused_cents(incremental: Mapping[str, Any]) -> int | None:
+    """What the mail itself earned, when a holdout comparison shows it (enough data, significant,
+    more than without): its incremental revenue; else None."""
+    if incremental.get("enoughData") is not True or incremental.get("significant") is not True:
+        return None
+    name = "lastOutcome.outcome.incremental.incrementalRevenueCents"
+    amount = values.decimal(incremental.get("incrementalRevenueCents"), name)
+    if amount is None or amount <= 0:  # significantly less than without the mail: no figure to boast
+        return None
+    return values.minor_units(amount, name)
+
+
 def _proof(last: Mapping[str, Any], currency: str, loc: Locale, t: Messages, now: datetime) -> dict | None:
     """The last outcome: what it brought in, when, and how sure that figure is — an estimate or a
     window still open is said so."""
@@ -239,9 +251,12 @@ def _proof(last: Mapping[str, Any], currency: str, loc: Locale, t: Messages, now
     outcome = _mapping(last.get("outcome"))
     conversions = _count(outcome.get("conversions") or 0, "lastOutcome.outcome.conversions")
     final = outcome.get("final") is True  # not said to be final: it may still change
-    if conversions:
+    caused = _caused_cents(_mapping(outcome.get("incremental")))
+    code = values.currency(outcome.get("currency") or currency, "lastOutcome.outcome.currency")
+    if caused:  # measured against the people it held out: what the mail itself earned
+        text = t("digest.proof.incremental", action=label, amount=_fig(format_money(caused, code, loc), loc))
+    elif conversions:  # credited by attribution only: said so, never claimed as caused
         cents = values.minor_units(outcome.get("revenueCents"), "lastOutcome.outcome.revenueCents") or 0
-        code = values.currency(outcome.get("currency") or currency, "lastOutcome.outcome.currency")
         text = t("digest.proof.recovered", action=label, amount=_fig(format_money(cents, code, loc), loc))
     elif outcome:
         text = t("digest.proof.noConversions" if final else "digest.proof.noConversionsYet", action=label)
@@ -257,7 +272,7 @@ def _proof(last: Mapping[str, Any], currency: str, loc: Locale, t: Messages, now
         notes.append(t("digest.proof.provisional"))
     if conversions and outcome.get("confidence") in CONFIDENCE_NOTES:
         notes.append(t(CONFIDENCE_NOTES[outcome["confidence"]]))
-    return {"prefix": t("digest.proof.prefix" if conversions else "digest.proof.prefixNoResult"), "text": text,
+    return {"prefix": t("digest.proof.prefix" if caused else "digest.proof.prefixNoResult"), "text": text,
             "conversions": _fig(format_decimal(conversions, locale=loc), loc) if conversions else None, "notes": notes}
 
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from helpers.attribution import deliver
+from helpers.attribution import deliver, sent_hours_ago
 from helpers.db import assert_refused
 from helpers.workflows import (PROMO, SETTINGS, checkouts, create_run, get_run, preview, process_runs,
                                ready_project, signup)
@@ -200,3 +200,158 @@ def json_round(value):
     if isinstance(value, (int,)) and not isinstance(value, bool):
         return value
     return float(f"{float(value):.9g}") if type(value).__name__ == "Decimal" else value
+
+
+# -- comparing the groups ----------------------------------------------------------------------------
+
+def executed_recovery(conn, percent=50, carts=120):
+    """A recovery run at percent, its mail sent, over carts customers; returns (project, owner, run, groups)."""
+    project, owner = held_out_project(conn, percent)
+    checkouts(conn, project, carts, hours=2, prefix=f"c{uuid.uuid4().hex[:6]}-")
+    preview(conn, project, owner, RECOVER)
+    run = create_run(conn, project, owner, RECOVER, uuid.uuid4().hex)["runId"]
+    process_runs(conn)
+    deliver(conn, run)
+    an_hour_ago(conn, run)
+    return project, owner, run, recipients_by_status(conn, run)
+
+
+def an_hour_ago(conn, run) -> None:
+    """The run executed and its mail sent an hour ago: payments of now fall inside its window."""
+    sent_hours_ago(conn, run, 1)
+    conn.execute("UPDATE runhub.workflow_runs SET executed_at = executed_at - interval '1 hour' WHERE id = %s", (run,))
+
+
+def pay_for_cart(conn, project, email, amount=4200, cart=None, wid=None, hours_ago=0.0):
+    """A payment by email; for its checkout's cart (looked up) unless cart is given."""
+    cart = cart or conn.execute("SELECT cart_id FROM runhub.workflow_run_recipients WHERE project_id = %s AND email = %s "
+                                "LIMIT 1", (project, email)).fetchone()[0]
+    payload = {"cartId": cart} | ({"checkoutMetadata": {"wid": wid}} if wid else {})
+    conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb({
+        "type": "payment_succeeded", "occurredAt": ago_minutes(-1), "idempotencyKey": uuid.uuid4().hex,
+        "customer": {"email": email}, "amountCents": amount, "currency": "EUR", "correlationId": cart,
+        "payload": payload})))
+
+
+def ago_minutes(minutes_ahead: float) -> str:
+    import datetime as dt
+
+    return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes_ahead)).isoformat()
+
+
+def test_an_outcome_compares_the_mailed_with_the_held_out_by_the_same_rules(conn):
+    project, owner, run, groups = executed_recovery(conn, percent=50, carts=160)
+    mailed, held = sorted(groups["sent"]), sorted(groups["held_out"])
+    for email in mailed[:30]:
+        pay_for_cart(conn, project, email, amount=5000)
+    for email in held[:6]:
+        pay_for_cart(conn, project, email, amount=5000)
+    # a mailed payer through the run's link alone (another cart and amount): attribution credits it,
+    # the comparison does not (the held out have no link to pay through)
+    pay_for_cart(conn, project, mailed[40], amount=777, cart="another-cart", wid=str(run))
+    outcome = conn.execute("SELECT runhub.workflow_outcome(%s, %s, %s)", (project, owner, run)).fetchone()[0]
+    inc = outcome["incremental"]
+    assert inc["method"]["matching"] == "cart_or_amount" and inc["runs"] == 1
+    assert (inc["mailed"]["recipients"], inc["heldOut"]["recipients"]) == (len(mailed), len(held))
+    assert (inc["mailed"]["conversions"], inc["heldOut"]["conversions"]) == (30, 6)
+    assert (inc["mailed"]["revenueCents"], inc["heldOut"]["revenueCents"]) == (150_000, 30_000)
+    assert outcome["conversions"] == 31  # attribution, by its own rules, credits the link too
+    assert inc["enoughData"] is True and inc["conversionLift"]["low"] <= inc["conversionLift"]["difference"]
+    assert get_run(conn, project, owner, run)["outcome"]["incremental"] == inc  # every Outcome carries it
+
+
+def test_a_run_without_a_holdout_has_no_incremental_figure(conn):
+    project, owner = held_out_project(conn, 0)
+    checkouts(conn, project, 3, hours=2)
+    preview(conn, project, owner, RECOVER)
+    run = create_run(conn, project, owner, RECOVER, "k")["runId"]
+    process_runs(conn)
+    outcome = conn.execute("SELECT runhub.workflow_outcome(%s, %s, %s)", (project, owner, run)).fetchone()[0]
+    assert "incremental" not in outcome
+    assert conn.execute("SELECT runhub.action_lift(%s, %s, %s)", (project, owner, RECOVER)).fetchone()[0] is None
+
+
+def test_small_groups_get_not_enough_data_instead_of_a_number(conn):
+    project, owner, run, groups = executed_recovery(conn, percent=10, carts=30)
+    outcome = conn.execute("SELECT runhub.workflow_outcome(%s, %s, %s)", (project, owner, run)).fetchone()[0]
+    assert outcome["incremental"]["enoughData"] is False and "conversionLift" not in outcome["incremental"]
+    assert outcome["incremental"]["minimum"] == {"recipientsPerGroup": 50, "conversions": 10}
+
+
+def test_pooled_and_platform_figures_are_the_sums_of_their_runs(conn, login_as):
+    runs = []
+    for n in range(3):  # two runs in one shop, a third shop
+        if n < 2:
+            project, owner = (runs[0][0], runs[0][1]) if runs else held_out_project(conn, 30)
+            checkouts(conn, project, 40, hours=2, prefix=f"r{n}-")
+            preview(conn, project, owner, RECOVER)
+            conn.execute("UPDATE runhub.workflow_runs SET requested_at = requested_at - interval '2 hours' "
+                         "WHERE project_id = %s", (project,))
+            run = create_run(conn, project, owner, RECOVER, f"k{n}")["runId"]
+            process_runs(conn)
+            deliver(conn, run)
+            an_hour_ago(conn, run)
+        else:
+            project, owner, run, _ = executed_recovery(conn, percent=30, carts=40)
+        for email in list(recipients_by_status(conn, run).get("held_out", set()))[:2] + \
+                list(recipients_by_status(conn, run).get("sent", set()))[:5]:
+            pay_for_cart(conn, project, email)
+        runs.append((project, owner, run))
+
+    def groups(run_ids):
+        totals = [conn.execute("SELECT runhub._holdout_groups(%s, NULL, NULL, NULL)", (r,)).fetchone()[0] for r in run_ids]
+        return {g: {k: sum(float(t[g][k]) for t in totals) for k in ("recipients", "conversions", "revenueCents")}
+                for g in ("mailed", "heldOut")}
+
+    def figure(result):
+        return {g: {k: float(result[g][k]) for k in ("recipients", "conversions", "revenueCents")} for g in ("mailed", "heldOut")}
+
+    shop, owner = runs[0][0], runs[0][1]
+    pooled = conn.execute("SELECT runhub.action_lift(%s, %s, %s)", (shop, owner, RECOVER)).fetchone()[0]
+    assert pooled["runs"] == 2 and figure(pooled) == groups([runs[0][2], runs[1][2]])
+    with psycopg.connect(login_as("runhub_analyst"), autocommit=True) as analyst:
+        platform = analyst.execute("SELECT runhub.platform_lift(%s)", (RECOVER,)).fetchone()[0]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            analyst.execute("SELECT runhub.action_lift(%s, %s, %s)", (shop, owner, RECOVER))
+    assert platform["runs"] == 3 and platform["projects"] == 2
+    assert figure(platform) == groups([r for _, _, r in runs])
+    assert str(shop) not in json_dumps(platform) and str(runs[2][0]) not in json_dumps(platform)  # no shop named
+    with psycopg.connect(login_as("runhub_app"), autocommit=True) as app, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app.execute("SELECT runhub.platform_lift(%s)", (RECOVER,))
+
+
+def json_dumps(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def test_the_digest_quotes_what_the_mail_caused_when_the_comparison_shows_it(conn):
+    from helpers.digest import render
+
+    project, owner, run, groups = executed_recovery(conn, percent=50, carts=240)
+    for email in sorted(groups["sent"])[:45]:
+        pay_for_cart(conn, project, email, amount=5000)
+    for email in sorted(groups["held_out"])[:4]:
+        pay_for_cart(conn, project, email, amount=5000)
+    today = conn.execute("SELECT (now() AT TIME ZONE timezone)::date FROM runhub.projects WHERE id = %s",
+                         (project,)).fetchone()[0]
+    content = conn.execute("SELECT runhub.generate_digest(%s, %s)", (project, today)).fetchone()[0]
+    incremental = content["lastOutcome"]["outcome"]["incremental"]
+    assert incremental["significant"] and incremental["incrementalRevenueCents"] > 0
+    text = render(content | {"runHubUrl": "https://app.example/run"}, "en").text  # the sender adds the link
+    assert "Your last action worked:" in text and "more than without its e-mail (measured against a holdout group)" in text
+    conn.execute("UPDATE runhub.projects SET settings = settings || '{\"holdoutPercent\": 0}' WHERE id = %s", (project,))
+    # the next run has no holdout: its sales are only attributed, and said to be
+    conn.execute("UPDATE runhub.workflow_runs SET requested_at = requested_at - interval '2 hours' WHERE id = %s", (run,))
+    checkouts(conn, project, 2, hours=2, prefix="later-")
+    preview(conn, project, owner, RECOVER)
+    later = create_run(conn, project, owner, RECOVER, "later")["runId"]
+    process_runs(conn)
+    deliver(conn, later)
+    an_hour_ago(conn, later)
+    pay_for_cart(conn, project, "later-00@ex.com", amount=3000)
+    content = conn.execute("SELECT runhub.generate_digest(%s, %s)", (project, today)).fetchone()[0]
+    assert "incremental" not in content["lastOutcome"]["outcome"]
+    text = render(content | {"runHubUrl": "https://app.example/run"}, "en").text
+    assert "Your last action worked:" not in text and "in sales attributed to it" in text

@@ -589,6 +589,7 @@ class Spec:
 
 
 APP, INGEST, SENDER, READER = ("runhub_app",), ("runhub_ingest",), ("runhub_sender",), ("runhub_reader",)
+ANALYST = ("runhub_analyst",)
 # The reader's functions take no argument: their input is the session's identity (see reader_pools).
 SPECS: dict[str, Spec] = {
     "runhub.create_project(text,uuid,text,text,text,text,uuid)": Spec(APP, lambda w: dict(
@@ -609,6 +610,8 @@ SPECS: dict[str, Spec] = {
     "runhub.list_runs(uuid,uuid,jsonb)": Spec(APP, lambda w: dict(project=w.A, actor=w.mA, filters={})),
     "runhub.cancel_run(uuid,uuid,uuid)": Spec(APP, lambda w: dict(project=w.B, actor=w.oB, run=w.cancelled_run)),
     "runhub.workflow_outcome(uuid,uuid,uuid)": Spec(APP, lambda w: dict(project=w.A, actor=w.mA, run=w.promo_run)),
+    "runhub.action_lift(uuid,uuid,text)": Spec(APP, lambda w: dict(project=w.A, actor=w.mA, action="send_promo")),
+    "runhub.platform_lift(text)": Spec(ANALYST, lambda w: dict(action="recover_abandoned"), examples=20),
     "runhub.explain_attribution(uuid,uuid,bigint)": Spec(APP, lambda w: dict(
         project=w.A, actor=w.mA, payment_event_id=w.cursor["id"])),
     "runhub.attribution_reasons()": Spec(APP, lambda w: {}, examples=5),
@@ -697,7 +700,7 @@ def granted_functions(conn) -> dict[tuple[str, str], Fn]:
                   p.provolatile::text, p.prokind::text
              FROM pg_proc p CROSS JOIN unnest(%s::text[]) AS r(role)
             WHERE p.pronamespace = 'runhub'::regnamespace AND has_function_privilege(r.role, p.oid, 'EXECUTE')""",
-        (list(ROLES),)).fetchall()
+        (list(ROLES + ANALYST),)).fetchall()
     return {(role, sig): Fn(sig, name, list(names), list(types), vol, kind)
             for role, sig, name, names, types, vol, kind in rows}
 

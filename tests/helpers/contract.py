@@ -5,7 +5,7 @@ import re
 
 from helpers.files import REPO
 
-ROLES = ("runhub_app", "runhub_ingest", "runhub_sender", "runhub_reader")
+ROLES = ("runhub_app", "runhub_ingest", "runhub_sender", "runhub_reader", "runhub_analyst")
 
 
 def contract_roles() -> dict[str, dict[str, set[str]]]:

@@ -86,6 +86,9 @@ def action(action_id: str, count: int) -> dict:
     return {"id": action_id, "key": f"digest.recommend.{RECOMMEND_KEYS[action_id]}", "params": {"count": count}}
 
 
+# A holdout comparison that shows the mail's effect: 90.00 more than without it.
+INCREMENTAL = {"enoughData": True, "significant": True, "incrementalRevenueCents": 9000, "runs": 1}
+
 VARIANTS = {
     "sample": digest(),
     "no anomaly": digest(anomaly=None),
@@ -106,6 +109,10 @@ VARIANTS = {
                                                   byMethod={}, final=True)),
     "final, by link": digest(lastOutcome=outcome(confidence="high", matchedBy="wid_link")),
     "low confidence": digest(lastOutcome=outcome(confidence="low", matchedBy="amount_match")),
+    "caused, measured": digest(lastOutcome=outcome(confidence="high", incremental=INCREMENTAL)),
+    "held out, not significant": digest(lastOutcome=outcome(confidence="high",
+                                                            incremental=INCREMENTAL | {"significant": False})),
+    "held out, not enough data": digest(lastOutcome=outcome(confidence="high", incremental={"enoughData": False})),
     "steady day": digest(headline=headline(None), anomaly=None,
                          kpis=kpis((0, 0, 0, 0), (2, 2, 0, 0), (0.5, 0.5, 0, 0))),
     "everything down": digest(headline=headline("revenue", "Down", 20.0), kpiOrder=["leads", "revenue", "conversion"],

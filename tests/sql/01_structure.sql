@@ -645,8 +645,9 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
                                            'release_messages', 'start_messages', 'record_sent', 'record_sent_many', 'record_failure',
                                            'defer_messages', 'report_relay', 'sender_idle', '_my_project_ids', 'workflow_outcome', 'explain_attribution',
                                            'attribution_reasons', 'digest_batch', 'next_digest_at', 'local_day_range',
-                                           'explain_recipient', 'criteria_text', 'exclusion_label', 'metrics')$$,
-                'no function other than the API (outcomes, explain_recipient, and criteria_text and exclusion_label, which read runhub.texts, included), '
+                                           'explain_recipient', 'criteria_text', 'exclusion_label', 'metrics',
+                                           'action_lift', 'platform_lift')$$,
+                'no function other than the API (outcomes and lifts, explain_recipient, and criteria_text and exclusion_label, which read runhub.texts, included), '
                 'the worker and sender functions (sender_idle and metrics included) and _my_project_ids is SECURITY DEFINER');
 
 -- Every function in schema runhub pins search_path (a definer function without it can be hijacked

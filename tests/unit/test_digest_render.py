@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 from markupsafe import escape
 
-from helpers.digest import (ENGLISH, GENERATOR_ENGLISH, NON_ENGLISH, NOW, PROJECT, RECOMMEND_KEYS, URL, VARIANTS,
+from helpers.digest import (INCREMENTAL, ENGLISH, GENERATOR_ENGLISH, NON_ENGLISH, NOW, PROJECT, RECOMMEND_KEYS, URL, VARIANTS,
                             action, digest, drop, english_in, failures, format_percent_of, headline, kpis, outcome,
                             plain, render, visible, with_generator_text)
 from helpers.mail import render_message
@@ -306,7 +306,7 @@ def test_proof_point_action_money_and_relative_time_in_the_locale(locale):
     t = catalog(locale)
     what = t["digest.proof.recovered"].format(action=t["digest.actionLabel.recover_abandoned"],
                                               amount=format_money(17000, "EUR", locale))
-    assert f'{t["digest.proof.prefix"]} {t["digest.proof.when"].format(text=what, when=AGO[locale])}' in text
+    assert f'{t["digest.proof.prefixNoResult"]} {t["digest.proof.when"].format(text=what, when=AGO[locale])}' in text
     assert t["digest.proof.conversions"].format(count="2") in text
     later = render(content, locale, now=NOW + timedelta(days=7)).text  # counted from the send time
     assert AGO[locale] not in later
@@ -314,10 +314,13 @@ def test_proof_point_action_money_and_relative_time_in_the_locale(locale):
 
 def test_proof_point_in_english_and_french():
     content = digest(lastOutcome={**outcome(confidence="high"), "completedAt": "2026-01-26T07:00:00Z"})
-    assert ("Your last action worked: Recover abandoned checkouts brought in €170.00 (finished 2 days ago)"
+    assert ("Your last action: Recover abandoned checkouts: €170.00 in sales attributed to it (finished 2 days ago)"
             in render(content, "en").text)
-    assert ("Votre dernière action a porté ses fruits : Relancer les paniers abandonnés a rapporté 170,00 € "
+    assert ("Votre dernière action : Relancer les paniers abandonnés : 170,00 € de ventes lui sont attribuées "
             "(terminée il y a 2 jours)" in plain(render(content, "fr").text))
+    measured = digest(lastOutcome={**outcome(confidence="high", incremental=INCREMENTAL), "completedAt": "2026-01-26T07:00:00Z"})
+    assert ("Your last action worked: Recover abandoned checkouts brought in €90.00 more than without its e-mail "
+            "(measured against a holdout group) (finished 2 days ago)" in render(measured, "en").text)
 
 
 def test_a_completion_after_the_send_time_is_a_minute_ago_not_in_the_future():
@@ -326,11 +329,14 @@ def test_a_completion_after_the_send_time_is_a_minute_ago_not_in_the_future():
 
 
 HONESTY = {  # variant: (prefix key, sentence key, notes)
-    "sample": ("digest.proof.prefix", "digest.proof.recovered", ["digest.proof.confidence.medium"]),
-    "final, by link": ("digest.proof.prefix", "digest.proof.recovered", []),
-    "low confidence": ("digest.proof.prefix", "digest.proof.recovered", ["digest.proof.confidence.low"]),
-    "outcome not final, not completed": ("digest.proof.prefix", "digest.proof.recovered",
+    "sample": ("digest.proof.prefixNoResult", "digest.proof.recovered", ["digest.proof.confidence.medium"]),
+    "final, by link": ("digest.proof.prefixNoResult", "digest.proof.recovered", []),
+    "low confidence": ("digest.proof.prefixNoResult", "digest.proof.recovered", ["digest.proof.confidence.low"]),
+    "outcome not final, not completed": ("digest.proof.prefixNoResult", "digest.proof.recovered",
                                          ["digest.proof.provisional"]),
+    "caused, measured": ("digest.proof.prefix", "digest.proof.incremental", []),
+    "held out, not significant": ("digest.proof.prefixNoResult", "digest.proof.recovered", []),
+    "held out, not enough data": ("digest.proof.prefixNoResult", "digest.proof.recovered", []),
     "not final, no sales yet": ("digest.proof.prefixNoResult", "digest.proof.noConversionsYet",
                                 ["digest.proof.provisional"]),
     "final, no sales": ("digest.proof.prefixNoResult", "digest.proof.noConversions", []),
@@ -341,8 +347,9 @@ NOTE_KEYS = ("digest.proof.provisional", "digest.proof.confidence.medium", "dige
 @pytest.mark.parametrize("variant", HONESTY)
 @pytest.mark.parametrize("locale", LOCALES)
 def test_the_proof_point_says_when_it_is_an_estimate_or_not_final(locale, variant):
-    """Only sales earn "your last action worked"; an open window and a match weaker than the link
-    are said, in the owner's language."""
+    """Only what a holdout comparison shows the mail caused earns "your last action worked" (and is
+    quoted as made by it); sales credited otherwise are said to be attributed; an open window and a
+    match weaker than the link are said, in the owner's language."""
     prefix, sentence, notes = HONESTY[variant]
     t = catalog(locale)
     rendered = render(VARIANTS[variant], locale)
@@ -350,7 +357,8 @@ def test_the_proof_point_says_when_it_is_an_estimate_or_not_final(locale, varian
     other_prefix = "digest.proof.prefixNoResult" if prefix == "digest.proof.prefix" else "digest.proof.prefix"
     assert t[other_prefix] not in rendered.text
     label_ = t["digest.actionLabel.recover_abandoned"]
-    stem = t[sentence].format(action=label_, amount=format_money(17000, "EUR", locale))
+    cents = 9000 if sentence == "digest.proof.incremental" else 17000
+    stem = t[sentence].format(action=label_, amount=format_money(cents, "EUR", locale))
     assert stem in rendered.text and str(escape(stem)) in rendered.html
     for key in NOTE_KEYS:
         assert (t[key] in rendered.text) == (key in notes), key

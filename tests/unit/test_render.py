@@ -307,7 +307,7 @@ def test_digest_colours_in_every_locale(locale):
 
 def test_digest_proof_point_formats_revenue():
     text, _ = bodies(send("digest", "en", sent_at=datetime(2026, 1, 27, 10, 0, tzinfo=timezone.utc)))
-    assert "Your last action worked: Recover abandoned checkouts brought in €170.00 (finished 2 days ago)" in text
+    assert "Your last action: Recover abandoned checkouts: €170.00 in sales attributed to it (finished 2 days ago)" in text
     assert "Conversions: 2" in text
 
 
