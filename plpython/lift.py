@@ -147,7 +147,7 @@ def _group(g: dict) -> dict:
     n = int(g["recipients"])
     return {"recipients": n, "conversions": int(g["conversions"]),
             "conversionRate": (int(g["conversions"]) / n) if n else None,
-            "revenueCents": int(g["revenueCents"]),
+            "revenueCents": int(g["revenueCents"]), "revenueSquares": int(g["revenueSquares"]),
             "revenuePerRecipientCents": (float(g["revenueCents"]) / n) if n else None}
 
 
