@@ -1,9 +1,13 @@
 """The `runhub` command."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import stat
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -383,6 +387,54 @@ def _outcome_line(outcome: dict | None) -> str:
     state = "final" if outcome["final"] else f"window open until {outcome['windowEndsAt']}"
     return (f"outcome: {outcome['conversions']} conversion(s), {money} ({outcome['matchedBy']}, "
             f"{outcome['confidence']} confidence; {state})")
+
+
+@main.command("import")
+@click.option("--project", required=True, type=click.UUID, metavar="UUID", help="The shop the events are for.")
+@click.argument("source", type=click.File("r", encoding="utf-8", lazy=False), metavar="FILE|-")
+@click.pass_obj
+def import_command(obj: Context, project, source) -> None:
+    """Import a shop's history: JSON lines, one event a line (the shape ingest_event takes), streamed
+    through runhub.ingest_events in batches. Idempotent: re-running stores nothing twice. A refused
+    line never stops the import; the summary lists refusals by reason with their line numbers.
+    Connect as an ingest login (or the deploying one)."""
+    import psycopg
+
+    from .importer import import_events, summary
+
+    log = logs.get("import")
+    size = _file_size(source)
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(click.progressbar(length=size, label="importing", show_eta=True, show_percent=True,
+                                                    file=sys.stderr)) if size else None
+        seen = [0, time.monotonic()]
+
+        def progress(report, read: int) -> None:
+            if bar is not None:
+                bar.label = f"importing ({report.events_per_second:,.0f} events/s)"
+                bar.update(read - seen[0])
+                seen[0] = read
+            elif time.monotonic() - seen[1] >= 2:  # a pipe: no length, so a log line now and then
+                seen[1] = time.monotonic()
+                log.info("import_progress", lines=report.lines, events_per_s=round(report.events_per_second))
+
+        try:
+            report = import_events(obj.database_url(), str(project), source, progress)
+        except psycopg.Error as exc:
+            raise click.ClickException(f"import stopped: {str(exc).strip()}") from exc
+    for line in summary(report):
+        click.echo(line)
+    log.info("import_finished", lines=report.lines, stored=report.stored, already_there=report.already_there,
+             refused=report.refused_count)
+
+
+def _file_size(source) -> int | None:
+    """The size of a regular file behind source (for the progress bar), else None (a pipe)."""
+    try:
+        info = os.fstat(source.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return info.st_size if stat.S_ISREG(info.st_mode) and info.st_size else None
 
 
 @main.command("attribute-payments")
