@@ -392,7 +392,9 @@ $$;
 -- A run's Outcome (null when its action earns no money outcome): the credits of its mails, the
 -- weakest confidence among them, the method of most of them (ties: the stronger), per method,
 -- where the window ends, and final once it closed on a run that sends nothing more. A payment that
--- happened inside the window but is reported later still counts when it arrives.
+-- happened inside the window but is reported later still counts when it arrives. A run executed
+-- with a holdout group adds `incremental`, what its mail caused (sql/44_lift.sql): every Outcome
+-- shown (workflow_outcome, get_run, list_runs, list_actions, the digest's) carries it.
 -- As a row (none for a run without one), with no SET clause, so that it inlines into a query over
 -- many runs (the digest job's); _outcome is the same as a value.
 CREATE OR REPLACE FUNCTION runhub._run_outcome(r runhub.workflow_runs)
@@ -409,6 +411,11 @@ AS $$
                              FILTER (WHERE m.method IS NOT NULL), '{}'),
         'windowEndsAt', runhub._iso(w.ends_at),
         'final', runhub._run_settled(r) AND (w.ends_at IS NULL OR now() >= w.ends_at))
+        || CASE WHEN r.holdout_percent > 0
+                THEN coalesce((SELECT pg_catalog.jsonb_build_object('incremental', i.incremental)
+                                 FROM runhub._incremental(r.id, r.project_id, NULL, NULL) AS i(incremental)
+                                WHERE i.incremental IS NOT NULL), '{}')
+                ELSE '{}' END
       FROM (SELECT runhub._last_sent_at(r) + make_interval(hours => r.outcome_window_hours) AS ends_at) w
       LEFT JOIN (SELECT a.method, count(*) AS conversions, sum(a.amount_cents) AS revenue,
                         array_position(ARRAY['wid_link', 'cart_match', 'amount_match', 'email_exact'], a.method) AS rank
@@ -417,19 +424,11 @@ AS $$
      GROUP BY w.ends_at
 $$;
 
--- With `incremental` for a run executed with a holdout group (sql/44_lift.sql): every Outcome the
--- API shows (workflow_outcome, get_run, list_runs, list_actions) carries it.
 CREATE OR REPLACE FUNCTION runhub._outcome(r runhub.workflow_runs)
 RETURNS jsonb
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $$
-    SELECT o.outcome || coalesce((SELECT jsonb_build_object('incremental', i.incremental)
-                                    FROM (SELECT runhub._incremental(r.id, r.project_id, NULL, NULL) AS incremental
-                                           WHERE r.holdout_percent > 0) i
-                                   WHERE i.incremental IS NOT NULL), '{}')
-      FROM runhub._run_outcome(r) o
-$$;
+AS $$ SELECT o.outcome FROM runhub._run_outcome(r) o $$;
 
 -- A run's Outcome, for any member; with `incremental` for a run executed with a holdout group.
 CREATE OR REPLACE FUNCTION runhub.workflow_outcome(project uuid, actor uuid, run uuid)

@@ -48,8 +48,8 @@ $$;
 --     anyone: whether it can run now (_action_ready) and, if it can, how many it would reach (the
 --     recipient builder itself, as its preview counts); those after the first that reaches anyone
 --     are not tried (available and reach null);
---   lastOutcome: the project's latest run with a money outcome that wrote its mail (with its
---     incremental figure, for a run executed with a holdout group).
+--   lastOutcome: the project's latest run with a money outcome that wrote its mail (its Outcome
+--     with the incremental figure, for a run executed with a holdout group).
 -- PL/pgSQL with a generic plan: planned once a session, where planning it took as long as a
 -- batch of 200 projects' KPI queries (its shape does not depend on the values: index lookups).
 CREATE OR REPLACE FUNCTION runhub._digest_facts(p_projects uuid[], p_days date[])
@@ -114,14 +114,9 @@ BEGIN
             WHERE t.active AND r.project_id = t.id AND r.executed_at IS NOT NULL AND r.outcome_window_hours IS NOT NULL
             ORDER BY r.requested_at DESC
             LIMIT 1) lr ON true
-      LEFT JOIN LATERAL (  -- a run with a holdout group: what its mail caused (plpython/lift.py)
-           SELECT runhub._incremental((lr.run).id, (lr.run).project_id, NULL, NULL) AS incremental
-            WHERE (lr.run).holdout_percent > 0) li ON true
       LEFT JOIN LATERAL (
            SELECT jsonb_build_object('runId', (lr.run).id, 'actionId', (lr.run).action_id, 'actionLabel', a.label,
-                                     'completedAt', runhub._iso((lr.run).completed_at),
-                                     'outcome', o.outcome || CASE WHEN li.incremental IS NULL THEN '{}'
-                                                                  ELSE jsonb_build_object('incremental', li.incremental) END) AS outcome
+                                     'completedAt', runhub._iso((lr.run).completed_at), 'outcome', o.outcome) AS outcome
              FROM runhub._run_outcome(lr.run) o JOIN runhub.actions a ON a.id = (lr.run).action_id
             WHERE (lr.run).id IS NOT NULL) lo ON true;  -- (not "lr.run IS NOT NULL": true only when no field is null)
 END

@@ -325,8 +325,8 @@ AS $$
                               'text', runhub._owner_text(p_project.locale, 'owner.holdout.split',
                                                          jsonb_build_object('mailed', p_count - h.held, 'heldOut', h.held,
                                                                             'percent', h.percent)))
-      FROM (SELECT runhub._holdout_percent(p_project.settings, p_action.outcome) AS percent,
-                   round(p_count * runhub._holdout_percent(p_project.settings, p_action.outcome) / 100.0)::int AS held) h
+      FROM (SELECT pct.percent, round(p_count * pct.percent / 100.0)::int AS held
+              FROM (SELECT runhub._holdout_percent(p_project.settings, p_action.outcome) AS percent) pct) h
      WHERE h.percent > 0
 $$;
 
