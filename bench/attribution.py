@@ -128,6 +128,10 @@ def load(conn) -> None:
                                    g %% 5 < 3 AS money) t""",
                      {"k": EVENTS_PER_PROJECT, "c": CUSTOMERS, "off": batch * PROJECTS // batches,
                       "lim": PROJECTS // batches})
+        conn.execute("""SELECT count(runhub.rebuild_customers(p.id))  -- loaded past ingest
+                          FROM (SELECT id FROM runhub.projects WHERE name LIKE 'Bench shop %%' ORDER BY id
+                                OFFSET %(off)s LIMIT %(lim)s) p""",
+                     {"off": batch * PROJECTS // batches, "lim": PROJECTS // batches})
         conn.commit()
         print(f"  events {batch + 1}/{batches} ({time.monotonic() - t0:.0f} s)", flush=True)
 

@@ -172,6 +172,8 @@ def load(conn, projects: int) -> None:
                                    (hashint8(s.n::bigint * 1000003 + k.base + 500000)::bigint + 2147483648) / 4294967296.0 AS who,
                                    (hashint8(s.n::bigint * 7919 + k.base)::bigint + 2147483648) / 4294967296.0 AS amount) h
              WHERE s.n BETWEEN %(lo)s AND %(hi)s""", {"anchor": anchor, "lo": lo, "hi": hi})
+        conn.execute("SELECT count(runhub.rebuild_customers(s.project_id)) FROM public.bench_digest_shops s"
+                     " WHERE s.n BETWEEN %(lo)s AND %(hi)s", {"lo": lo, "hi": hi})  # loaded past ingest
         conn.commit()
         print(f"  events {batch + 1}/{batches} ({time.monotonic() - t0:.0f} s)", flush=True)
 

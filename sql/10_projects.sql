@@ -49,6 +49,25 @@ BEGIN
 END
 $$;
 
+-- Lock a project for a row that references it, as its foreign key would (FOR KEY SHARE: a delete
+-- waits for us, one committed before is seen): projects.notFound up front instead of a foreign-key
+-- error in mid-insert, which only a subtransaction could turn into ours.
+CREATE OR REPLACE FUNCTION runhub._lock_project(p_project uuid)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_project IS NULL THEN
+        PERFORM runhub._invalid('common.invalidInput', 'project', 'is required');
+    END IF;
+    PERFORM FROM runhub.projects WHERE id = p_project FOR KEY SHARE;
+    IF NOT FOUND THEN
+        PERFORM runhub._raise('projects.notFound', jsonb_build_object('projectId', p_project));
+    END IF;
+END
+$$;
+
 -- Rank of a role, for "at least" comparisons.
 CREATE OR REPLACE FUNCTION runhub._role_rank(p_role text)
 RETURNS int

@@ -287,9 +287,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT pg_catalog.jsonb_path_exists(p_payload, 'strict $.**{32} ? (@.type() == "object" || @.type() == "array")') $$;
 
 -- Whether an event has the common shape _event_from_json takes as it is, checked in one
--- expression: an object of known fields; a type of the pattern not named as runhub's own (the
--- actions' sent types aside: _event_as_stored looks them up); an instant _is_plain_instant takes that
--- is a client's (_is_client_instant); a key of 1 to 255 characters outside runhub's namespaces; a
+-- expression, its instant aside (_event_as_stored reads it once, for the check and the row): an
+-- object of known fields; a type of the pattern not named as runhub's own (the actions' sent types
+-- aside: _event_as_stored looks them up); a key of 1 to 255 characters outside runhub's namespaces; a
 -- correlation id of 1 to 255; no customer, or one with a lower-case-able ASCII address on the fast
 -- path of addresses.py, a name of 1 to 200 and a language tag; a whole amount with a currency
 -- string; a payload object of at most 32 KiB and 32 levels. False is no verdict: _event_from_json then takes the event field by field, and
@@ -305,7 +305,6 @@ AS $$
                  AND pg_catalog.jsonb_typeof(e -> 'type') = 'string' AND (e ->> 'type') ~ '^[a-z][a-z0-9_]*$'
                  AND pg_catalog.length(e ->> 'type') <= 64
                  AND NOT runhub._is_reserved_event_type(e ->> 'type', '{}')
-                 AND pg_catalog.jsonb_typeof(e -> 'occurredAt') = 'string' AND runhub._is_plain_instant(e ->> 'occurredAt')
                  AND pg_catalog.jsonb_typeof(e -> 'idempotencyKey') = 'string'
                  AND pg_catalog.length(e ->> 'idempotencyKey') BETWEEN 1 AND 255
                  AND NOT runhub._is_system_idempotency_key(e ->> 'idempotencyKey')
@@ -333,8 +332,7 @@ AS $$
                       OR pg_catalog.jsonb_typeof(e -> 'amountCents') = 'number'
                          AND pg_catalog.jsonb_typeof(e -> 'currency') = 'string')
                  AND (e -> 'payload' IS NULL OR pg_catalog.jsonb_typeof(e -> 'payload') = 'object')
-            THEN runhub._is_client_instant((e ->> 'occurredAt')::pg_catalog.timestamptz)
-                 AND (e -> 'amountCents' IS NULL
+            THEN (e -> 'amountCents' IS NULL
                       OR (e -> 'amountCents')::pg_catalog.numeric = pg_catalog.trunc((e -> 'amountCents')::pg_catalog.numeric)
                          AND (e -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND 9007199254740991)
                  AND pg_catalog.octet_length(coalesce(e -> 'payload', '{}')::text) <= 32768
@@ -354,20 +352,20 @@ RETURNS TABLE (event_type text, occurred_at timestamptz, idempotency_key text, c
                currency char(3), payload jsonb, plain boolean)
 LANGUAGE sql STABLE
 AS $$
-    SELECT p_event ->> 'type',
-           CASE WHEN runhub._is_plain_instant(p_event ->> 'occurredAt')
-                THEN (p_event ->> 'occurredAt')::pg_catalog.timestamptz END,
-           p_event ->> 'idempotencyKey', p_event ->> 'correlationId',
+    SELECT p_event ->> 'type', i.occurred_at, p_event ->> 'idempotencyKey', p_event ->> 'correlationId',
            pg_catalog.lower((p_event -> 'customer' ->> 'email') COLLATE "C"),
            nullif(runhub._trim(p_event -> 'customer' ->> 'name'), ''), p_event -> 'customer' ->> 'locale',
            CASE WHEN pg_catalog.jsonb_typeof(p_event -> 'amountCents') = 'number'
                 THEN CASE WHEN (p_event -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND 9007199254740991
                           THEN (p_event -> 'amountCents')::pg_catalog.numeric::bigint END END,
            (p_event ->> 'currency')::char(3), coalesce(p_event -> 'payload', '{}'),
-           runhub._is_plain_event(p_event)
+           i.occurred_at IS NOT NULL AND runhub._is_client_instant(i.occurred_at) AND runhub._is_plain_event(p_event)
            AND NOT (p_event ->> 'type') = ANY (ARRAY(SELECT a.sent_event_type FROM runhub.actions a))
            AND (p_event -> 'currency' IS NULL
                 OR EXISTS (SELECT 1 FROM runhub.currencies k WHERE k.code = p_event ->> 'currency'))
+      FROM (SELECT CASE WHEN runhub._is_plain_instant(p_event ->> 'occurredAt')  -- a JSON string's text, or no match
+                        THEN (p_event ->> 'occurredAt')::pg_catalog.timestamptz END AS occurred_at
+             OFFSET 0) i  -- evaluated once (the regular expression is the check's dearest part), not where used
 $$;
 
 -- An event of the common shape as business_events stores it (one row), or no row.
@@ -410,7 +408,11 @@ END
 $$;
 
 -- Append an event, idempotent on (project, idempotencyKey): a replay, even a concurrent one,
--- returns the first event's id with inserted = false and writes nothing.
+-- returns the first event's id with inserted = false and writes nothing. No subtransaction: the
+-- project is locked as its foreign key would lock it (FOR KEY SHARE), so one deleted meanwhile is
+-- refused up front rather than by a foreign-key error in mid-insert; the customer is kept up in
+-- the same statement as the event is stored (not by a trigger, whose transition table cost a
+-- single event more than the upsert).
 CREATE OR REPLACE FUNCTION runhub.ingest_event(project uuid, event jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -423,21 +425,48 @@ DECLARE
     v_row runhub.business_events;
     v_id  bigint;
 BEGIN
-    -- The common case, one statement: an event of the common shape, stored unless a replay (an
-    -- unknown project fails the foreign key, below).
-    INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
-                                        customer_email, customer_name, customer_locale, amount_cents, currency, payload)
-    SELECT p_project, p.event_type, p.occurred_at, p.idempotency_key, p.correlation_id, p.customer_email,
-           p.customer_name, p.customer_locale, p.amount_cents, p.currency, p.payload
-      FROM runhub._plain_event(p_event) p
-     WHERE p_project IS NOT NULL
-    ON CONFLICT (project_id, idempotency_key) DO NOTHING
-    RETURNING id INTO v_id;
+    -- The common case, one statement: an event of the common shape of a project that exists,
+    -- stored unless a replay, and its customer with it (the merge of _keep_customers, for one event).
+    WITH stored AS (
+        INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
+                                            customer_email, customer_name, customer_locale, amount_cents, currency, payload)
+        SELECT p_project, p.event_type, p.occurred_at, p.idempotency_key, p.correlation_id, p.customer_email,
+               p.customer_name, p.customer_locale, p.amount_cents, p.currency, p.payload
+          FROM runhub._plain_event(p_event) p,
+               (SELECT FROM runhub.projects pr WHERE pr.id = p_project FOR KEY SHARE) locked
+        ON CONFLICT (project_id, idempotency_key) DO NOTHING
+        RETURNING id, event_type, occurred_at, customer_email, customer_name, customer_locale
+    ), kept AS (
+        INSERT INTO runhub.customers AS c (project_id, email, name, name_at, locale, locale_at, first_seen_at,
+                                           last_seen_at, signed_up_at, last_engaged_at, last_paid_at)
+        SELECT p_project, e.customer_email, e.customer_name, CASE WHEN e.customer_name IS NOT NULL THEN e.occurred_at END,
+               e.customer_locale, CASE WHEN e.customer_locale IS NOT NULL THEN e.occurred_at END, e.occurred_at, e.occurred_at,
+               CASE WHEN e.event_type = 'user_signed_up' THEN e.occurred_at END,
+               CASE WHEN e.event_type <> 'user_signed_up' THEN e.occurred_at END,
+               CASE WHEN e.event_type = 'payment_succeeded' THEN e.occurred_at END
+          FROM stored e
+         WHERE e.customer_email IS NOT NULL AND e.event_type !~ '_email_sent$'
+        ON CONFLICT (project_id, email) DO UPDATE SET
+            name            = CASE WHEN excluded.name_at >= coalesce(c.name_at, c.last_seen_at) OR c.name IS NULL
+                                   THEN coalesce(excluded.name, c.name) ELSE c.name END,
+            name_at         = CASE WHEN excluded.name_at >= coalesce(c.name_at, c.last_seen_at) OR c.name IS NULL
+                                   THEN coalesce(excluded.name_at, c.name_at) ELSE c.name_at END,
+            locale          = CASE WHEN excluded.locale_at >= coalesce(c.locale_at, c.last_seen_at) OR c.locale IS NULL
+                                   THEN coalesce(excluded.locale, c.locale) ELSE c.locale END,
+            locale_at       = CASE WHEN excluded.locale_at >= coalesce(c.locale_at, c.last_seen_at) OR c.locale IS NULL
+                                   THEN coalesce(excluded.locale_at, c.locale_at) ELSE c.locale_at END,
+            first_seen_at   = least(c.first_seen_at, excluded.first_seen_at),
+            last_seen_at    = greatest(c.last_seen_at, excluded.last_seen_at),
+            signed_up_at    = greatest(c.signed_up_at, excluded.signed_up_at),
+            last_engaged_at = greatest(c.last_engaged_at, excluded.last_engaged_at),
+            last_paid_at    = greatest(c.last_paid_at, excluded.last_paid_at)
+    )
+    SELECT s.id INTO v_id FROM stored s;
     IF v_id IS NOT NULL THEN
         RETURN jsonb_build_object('eventId', v_id, 'inserted', true);
     END IF;
-    -- A replay, or an event to take field by field (which says why if it refuses it).
-    PERFORM runhub._require_project(p_project);
+    -- A replay, an unknown project, or an event to take field by field (which says why if it refuses it).
+    PERFORM runhub._lock_project(p_project);
     v_row := runhub._event_from_json(p_project, p_event);
     INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
                                         customer_email, customer_name, customer_locale, amount_cents, currency, payload)
@@ -446,14 +475,15 @@ BEGIN
             v_row.payload)
     ON CONFLICT (project_id, idempotency_key) DO NOTHING
     RETURNING id INTO v_id;
-    IF v_id IS NOT NULL THEN
-        RETURN jsonb_build_object('eventId', v_id, 'inserted', true);
+    IF v_id IS NULL THEN
+        -- ON CONFLICT waited for the first writer to commit, so a fresh snapshot sees its row.
+        SELECT id INTO v_id FROM runhub.business_events
+         WHERE project_id = p_project AND idempotency_key = v_row.idempotency_key;
+        RETURN jsonb_build_object('eventId', v_id, 'inserted', false);
     END IF;
-    -- ON CONFLICT waited for the first writer to commit, so a fresh snapshot sees its row.
-    SELECT id INTO v_id FROM runhub.business_events WHERE project_id = p_project AND idempotency_key = v_row.idempotency_key;
-    RETURN jsonb_build_object('eventId', v_id, 'inserted', false);
-EXCEPTION WHEN foreign_key_violation THEN  -- the project was deleted under us
-    PERFORM runhub._raise('projects.notFound', jsonb_build_object('projectId', p_project));
+    PERFORM runhub._keep_customers(p_project, ARRAY[v_row.event_type], ARRAY[v_row.occurred_at],
+                                   ARRAY[v_row.customer_email], ARRAY[v_row.customer_name], ARRAY[v_row.customer_locale]);
+    RETURN jsonb_build_object('eventId', v_id, 'inserted', true);
 END
 $$;
 
@@ -463,7 +493,7 @@ $$;
 -- in the order given: {eventId, inserted} for each event, or {error: {code, key, params, message}}
 -- for one refused as ingest_event would refuse it (the others are still stored). A refusal of the
 -- call itself (no such project, not an array, none or too many) stores nothing. Payments are
--- attributed as they are one by one (the row trigger), customers kept up (the statement trigger).
+-- attributed as they are one by one (the row trigger), customers kept up (_keep_customers).
 CREATE OR REPLACE FUNCTION runhub.ingest_events(project uuid, events jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -481,8 +511,13 @@ DECLARE
     v_errors  jsonb[];  -- why each was refused (null where not)
     v_new_keys text[];
     v_new_ids  bigint[];
+    v_types    text[];  -- the stored events with a customer, for _keep_customers
+    v_at       timestamptz[];
+    v_emails   text[];
+    v_names    text[];
+    v_locales  text[];
 BEGIN
-    PERFORM runhub._require_project(p_project);
+    PERFORM runhub._lock_project(p_project);
     IF jsonb_typeof(p_events) IS DISTINCT FROM 'array' THEN
         PERFORM runhub._invalid('common.invalidInput', 'events', 'must be a JSON array of events');
     END IF;
@@ -509,10 +544,19 @@ BEGIN
              WHERE CASE WHEN c.plain THEN true ELSE runhub._unchecked_event() END
              ORDER BY c.n  -- ids in the order given
             ON CONFLICT (project_id, idempotency_key) DO NOTHING
-            RETURNING id, idempotency_key
+            RETURNING id, idempotency_key, event_type, occurred_at, customer_email, customer_name, customer_locale
         )
-        SELECT coalesce(array_agg(s.idempotency_key), '{}'), coalesce(array_agg(s.id), '{}') INTO v_new_keys, v_new_ids
+        SELECT coalesce(array_agg(s.idempotency_key), '{}'), coalesce(array_agg(s.id), '{}'),
+               array_agg(s.event_type) FILTER (WHERE s.customer_email IS NOT NULL),
+               array_agg(s.occurred_at) FILTER (WHERE s.customer_email IS NOT NULL),
+               array_agg(s.customer_email) FILTER (WHERE s.customer_email IS NOT NULL),
+               array_agg(s.customer_name) FILTER (WHERE s.customer_email IS NOT NULL),
+               array_agg(s.customer_locale) FILTER (WHERE s.customer_email IS NOT NULL)
+          INTO v_new_keys, v_new_ids, v_types, v_at, v_emails, v_names, v_locales
           FROM stored s;
+        IF v_emails IS NOT NULL THEN
+            PERFORM runhub._keep_customers(p_project, v_types, v_at, v_emails, v_names, v_locales);
+        END IF;
         IF cardinality(v_new_ids) = v_count THEN  -- each stored, none a replay or twice here: ids in order
             RETURN (SELECT jsonb_agg(jsonb_build_object('eventId', i.id, 'inserted', true) ORDER BY i.id)
                       FROM unnest(v_new_ids) AS i(id));  -- ids ascend in the order inserted, the order given
@@ -524,8 +568,6 @@ BEGIN
           FROM runhub._ingest_one_by_one(p_project, p_events) o;
     END;
     RETURN runhub._ingest_answers(p_project, v_keys, v_errors, v_new_keys, v_new_ids);
-EXCEPTION WHEN foreign_key_violation THEN  -- the project was deleted under us
-    PERFORM runhub._raise('projects.notFound', jsonb_build_object('projectId', p_project));
 END
 $$;
 
@@ -548,6 +590,11 @@ DECLARE
     v_key     text;
     v_params  text;
     v_message text;
+    v_types   text[];  -- the stored events with a customer, for _keep_customers
+    v_at      timestamptz[];
+    v_emails  text[];
+    v_names   text[];
+    v_locales text[];
 BEGIN
     BEGIN
         SELECT array_agg(runhub._event_from_json(p_project, x.e) ORDER BY x.n) INTO v_rows
@@ -587,10 +634,19 @@ BEGIN
          WHERE r.event_type IS NOT NULL
          ORDER BY r.ordinality  -- ids in the order given
         ON CONFLICT (project_id, idempotency_key) DO NOTHING
-        RETURNING id, idempotency_key
+        RETURNING id, idempotency_key, event_type, occurred_at, customer_email, customer_name, customer_locale
     )
-    SELECT coalesce(array_agg(s.idempotency_key), '{}'), coalesce(array_agg(s.id), '{}') INTO new_keys, new_ids
+    SELECT coalesce(array_agg(s.idempotency_key), '{}'), coalesce(array_agg(s.id), '{}'),
+           array_agg(s.event_type) FILTER (WHERE s.customer_email IS NOT NULL),
+           array_agg(s.occurred_at) FILTER (WHERE s.customer_email IS NOT NULL),
+           array_agg(s.customer_email) FILTER (WHERE s.customer_email IS NOT NULL),
+           array_agg(s.customer_name) FILTER (WHERE s.customer_email IS NOT NULL),
+           array_agg(s.customer_locale) FILTER (WHERE s.customer_email IS NOT NULL)
+      INTO new_keys, new_ids, v_types, v_at, v_emails, v_names, v_locales
       FROM stored s;
+    IF v_emails IS NOT NULL THEN
+        PERFORM runhub._keep_customers(p_project, v_types, v_at, v_emails, v_names, v_locales);
+    END IF;
 END
 $$;
 
@@ -727,49 +783,95 @@ BEGIN
 END
 $$;
 
--- Keep runhub.customers in step with the events of each INSERT statement (one upsert per customer,
--- in e-mail order so concurrent batches lock rows in the same order). Our own *_email_sent events
--- are not customer activity.
-CREATE OR REPLACE FUNCTION runhub._customers_from_events()
-RETURNS trigger
-LANGUAGE plpgsql
+-- Keep runhub.customers in step with events just stored (one array element per event): one upsert
+-- per customer, in e-mail order so concurrent batches lock rows in the same order. Every writer of
+-- customer events calls it in the transaction that stores them (ingest_event, ingest_events,
+-- rebuild_customers) instead of a statement trigger, whose transition table cost a single event
+-- more than the upsert. A name or locale is the latest given, whatever order events come in (an
+-- import of older history keeps the newer name). Our own *_email_sent events are not customer
+-- activity. ingest_event's common case merges its one event in its own statement by the same
+-- ON CONFLICT clause (tests/db/test_ingest_plain.py holds the two to the same text).
+CREATE OR REPLACE FUNCTION runhub._keep_customers(
+    p_project uuid, p_types text[], p_at timestamptz[], p_emails text[], p_names text[], p_locales text[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    INSERT INTO runhub.customers AS c (project_id, email, name, locale, first_seen_at, last_seen_at,
-                                       signed_up_at, last_engaged_at, last_paid_at)
-    SELECT e.project_id, e.customer_email,
-           (array_agg(e.customer_name ORDER BY e.occurred_at DESC) FILTER (WHERE e.customer_name IS NOT NULL))[1],
-           (array_agg(e.customer_locale ORDER BY e.occurred_at DESC) FILTER (WHERE e.customer_locale IS NOT NULL))[1],
-           min(e.occurred_at), max(e.occurred_at),
-           max(e.occurred_at) FILTER (WHERE e.event_type = 'user_signed_up'),
-           max(e.occurred_at) FILTER (WHERE e.event_type <> 'user_signed_up'),
-           max(e.occurred_at) FILTER (WHERE e.event_type = 'payment_succeeded')
-      FROM new_events e
-     WHERE e.customer_email IS NOT NULL AND e.event_type !~ '_email_sent$'
-     GROUP BY e.project_id, e.customer_email
-     ORDER BY e.project_id, e.customer_email
+    INSERT INTO runhub.customers AS c (project_id, email, name, name_at, locale, locale_at, first_seen_at,
+                                       last_seen_at, signed_up_at, last_engaged_at, last_paid_at)
+    SELECT p_project, e.email,
+           (array_agg(e.name ORDER BY e.at DESC) FILTER (WHERE e.name IS NOT NULL))[1],
+           max(e.at) FILTER (WHERE e.name IS NOT NULL),
+           (array_agg(e.locale ORDER BY e.at DESC) FILTER (WHERE e.locale IS NOT NULL))[1],
+           max(e.at) FILTER (WHERE e.locale IS NOT NULL),
+           min(e.at), max(e.at),
+           max(e.at) FILTER (WHERE e.type = 'user_signed_up'),
+           max(e.at) FILTER (WHERE e.type <> 'user_signed_up'),
+           max(e.at) FILTER (WHERE e.type = 'payment_succeeded')
+      FROM unnest(p_types, p_at, p_emails, p_names, p_locales) AS e(type, at, email, name, locale)
+     WHERE e.email IS NOT NULL AND e.type !~ '_email_sent$'
+     GROUP BY e.email
+     ORDER BY e.email
     ON CONFLICT (project_id, email) DO UPDATE SET
-        name            = CASE WHEN excluded.last_seen_at >= c.last_seen_at
-                               THEN coalesce(excluded.name, c.name) ELSE coalesce(c.name, excluded.name) END,
-        locale          = CASE WHEN excluded.last_seen_at >= c.last_seen_at
-                               THEN coalesce(excluded.locale, c.locale) ELSE coalesce(c.locale, excluded.locale) END,
+        name            = CASE WHEN excluded.name_at >= coalesce(c.name_at, c.last_seen_at) OR c.name IS NULL
+                               THEN coalesce(excluded.name, c.name) ELSE c.name END,
+        name_at         = CASE WHEN excluded.name_at >= coalesce(c.name_at, c.last_seen_at) OR c.name IS NULL
+                               THEN coalesce(excluded.name_at, c.name_at) ELSE c.name_at END,
+        locale          = CASE WHEN excluded.locale_at >= coalesce(c.locale_at, c.last_seen_at) OR c.locale IS NULL
+                               THEN coalesce(excluded.locale, c.locale) ELSE c.locale END,
+        locale_at       = CASE WHEN excluded.locale_at >= coalesce(c.locale_at, c.last_seen_at) OR c.locale IS NULL
+                               THEN coalesce(excluded.locale_at, c.locale_at) ELSE c.locale_at END,
         first_seen_at   = least(c.first_seen_at, excluded.first_seen_at),
         last_seen_at    = greatest(c.last_seen_at, excluded.last_seen_at),
         signed_up_at    = greatest(c.signed_up_at, excluded.signed_up_at),
         last_engaged_at = greatest(c.last_engaged_at, excluded.last_engaged_at),
         last_paid_at    = greatest(c.last_paid_at, excluded.last_paid_at);
-    RETURN NULL;
 END
 $$;
+
+-- Bring a project's customers up to date with all its stored events (idempotent): for events
+-- written past ingest (a bulk load, a restore of business_events alone). For operators and
+-- loaders; no runhub role may call it. Returns the number of events read; 100,000 a statement.
+CREATE OR REPLACE FUNCTION runhub.rebuild_customers(p_project uuid)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    c_chunk CONSTANT int := 100000;
+    v_after bigint := 0;
+    v_last  bigint;
+    v_read  bigint := 0;
+    v_count int;
+    v_types text[];
+    v_at    timestamptz[];
+    v_emails text[];
+    v_names text[];
+    v_locales text[];
+BEGIN
+    PERFORM runhub._lock_project(p_project);
+    LOOP
+        SELECT max(e.id), count(*), array_agg(e.event_type), array_agg(e.occurred_at), array_agg(e.customer_email),
+               array_agg(e.customer_name), array_agg(e.customer_locale)
+          INTO v_last, v_count, v_types, v_at, v_emails, v_names, v_locales
+          FROM (SELECT * FROM runhub.business_events
+                 WHERE project_id = p_project AND id > v_after AND customer_email IS NOT NULL
+                 ORDER BY id LIMIT c_chunk) e;
+        EXIT WHEN v_count = 0;
+        PERFORM runhub._keep_customers(p_project, v_types, v_at, v_emails, v_names, v_locales);
+        v_read := v_read + v_count;
+        v_after := v_last;
+    END LOOP;
+    RETURN v_read;
+END
+$$;
+
+DROP TRIGGER IF EXISTS business_events_customers ON runhub.business_events;  -- before 24: kept by a statement trigger
+DROP FUNCTION IF EXISTS runhub._customers_from_events();
 
 -- An upsert that changes nothing writes nothing (a replayed or older event of a known customer):
 -- no new row version, no index entries, nothing for vacuum.
 CREATE OR REPLACE TRIGGER customers_skip_unchanged
     BEFORE UPDATE ON runhub.customers
     FOR EACH ROW EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger();
-
-CREATE OR REPLACE TRIGGER business_events_customers
-    AFTER INSERT ON runhub.business_events
-    REFERENCING NEW TABLE AS new_events
-    FOR EACH STATEMENT EXECUTE FUNCTION runhub._customers_from_events();

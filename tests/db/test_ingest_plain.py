@@ -13,7 +13,7 @@ from hypothesis import event as note_outcome
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
-from helpers.db import new_project
+from helpers.db import assert_refused, new_project
 from helpers.workflows import ago
 from test_events_input import base_event
 
@@ -159,3 +159,92 @@ def test_an_event_that_changes_nothing_of_its_customer_rewrites_no_row(conn):
     assert version() == first, "an older event with nothing new: the same row version"
     conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event(0))))
     assert version()[1] != first[1] and version()[2] > first[2], "a newer event: the row is updated"
+
+
+# -- customers, kept by ingest's own statements ---------------------------------------------------
+
+def _merge_clause(conn, function: str) -> str:
+    """The ON CONFLICT clause by which a function merges a customer row, white space folded."""
+    source = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = %s::regprocedure", (function,)).fetchone()[0]
+    clause = source[source.index("ON CONFLICT (project_id, email) DO UPDATE SET"):]
+    clause = clause[:clause.index("last_paid_at)") + len("last_paid_at)")]
+    return " ".join(clause.split())
+
+
+def test_one_event_and_a_batch_merge_a_customer_by_the_same_clause(conn):
+    """ingest_event merges its one event into the customer row in its own statement (no call, no
+    aggregate); _keep_customers merges a batch's: the rule is one text in two places."""
+    assert _merge_clause(conn, "runhub.ingest_event(uuid, jsonb)") == \
+        _merge_clause(conn, "runhub._keep_customers(uuid, text[], timestamptz[], text[], text[], text[])")
+
+
+def test_ingest_event_opens_no_subtransaction(conn):
+    """No EXCEPTION block (a subtransaction for every event): an unknown or deleted project is
+    refused by the lock taken before the insert, not caught in mid-insert."""
+    source = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = 'runhub.ingest_event(uuid, jsonb)'::regprocedure").fetchone()[0]
+    assert "EXCEPTION" not in source.upper().replace("RAISE EXCEPTION", "")
+
+
+CUSTOMER_STORY = [  # (hours ago, type, name, locale): out of order, names and locales coming and going
+    (30, "lead_created", "Ann", None), (5, "checkout_started", None, "fr-CA"), (40, "user_signed_up", "Annie", "en"),
+    (2, "payment_succeeded", "Ann B.", None), (20, "user_signed_up", None, None), (1, "page_viewed", None, "de"),
+    (50, "payment_succeeded", "Old Ann", "es"),
+]
+
+
+def _story_events(tag: str, at: dict) -> list[dict]:
+    events = []
+    for i, (hours, kind, name, locale) in enumerate(CUSTOMER_STORY):
+        customer = {"email": "ann@example.com"} | ({"name": name} if name else {}) | ({"locale": locale} if locale else {})
+        events.append({"type": kind, "occurredAt": at[hours], "idempotencyKey": f"{tag}-{i}", "customer": customer}
+                      | ({"amountCents": 100, "currency": "EUR"} if kind == "payment_succeeded" else {}))
+    return events
+
+
+def _customer_row(conn, project) -> tuple:
+    return conn.execute("""SELECT email, name, locale, first_seen_at, last_seen_at, signed_up_at, last_engaged_at, last_paid_at
+                             FROM runhub.customers WHERE project_id = %s""", (project,)).fetchall()
+
+
+@pytest.mark.parametrize("order", ["as told", "reversed"])
+def test_a_customer_is_the_same_one_by_one_in_bulk_and_rebuilt(conn, order):
+    """The same events give the same customer row whichever way they are stored: one by one
+    (ingest_event's own statement), in one batch (_keep_customers), or written past ingest and
+    brought up by rebuild_customers (which reads them again, idempotently)."""
+    at = {hours: ago(hours) for hours, *_ in CUSTOMER_STORY}
+    events = _story_events(order, at)
+    if order == "reversed":
+        events.reverse()
+    single, _ = new_project(conn)
+    for e in events:
+        assert conn.execute("SELECT runhub.ingest_event(%s, %s)", (single, Jsonb(e))).fetchone()[0]["inserted"]
+    bulk, _ = new_project(conn)
+    assert all(a["inserted"] for a in conn.execute("SELECT runhub.ingest_events(%s, %s)", (bulk, Jsonb(events))).fetchone()[0])
+    loaded, _ = new_project(conn)
+    conn.execute("""INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key,
+                                                        customer_email, customer_name, customer_locale, amount_cents, currency)
+                    SELECT %s, e->>'type', (e->>'occurredAt')::timestamptz, e->>'idempotencyKey', e->'customer'->>'email',
+                           e->'customer'->>'name', e->'customer'->>'locale', (e->>'amountCents')::bigint, e->>'currency'
+                      FROM jsonb_array_elements(%s) e""", (loaded, Jsonb(events)))
+    assert _customer_row(conn, loaded) == []
+    assert conn.execute("SELECT runhub.rebuild_customers(%s)", (loaded,)).fetchone()[0] == len(events)
+    rebuilt = _customer_row(conn, loaded)
+    assert conn.execute("SELECT runhub.rebuild_customers(%s)", (loaded,)).fetchone()[0] == len(events)
+    assert _customer_row(conn, loaded) == rebuilt, "rebuilding again changes nothing"
+    row = _customer_row(conn, single)
+    assert row == _customer_row(conn, bulk) == rebuilt
+    (email, name, locale, first, last, signed_up, engaged, paid), = row
+    hours = {h: conn.execute("SELECT %s::timestamptz", (text,)).fetchone()[0] for h, text in at.items()}
+    assert (email, name, locale) == ("ann@example.com", "Ann B.", "de")  # the latest name, the latest locale
+    assert (first, last, signed_up, engaged, paid) == (hours[50], hours[1], hours[20], hours[1], hours[2])
+
+
+def test_rebuild_customers_refuses_an_unknown_project_and_no_role_may_call_it(conn):
+    with pytest.raises(psycopg.Error) as excinfo:
+        conn.execute("SELECT runhub.rebuild_customers(%s)", (uuid.uuid4(),))
+    assert_refused(excinfo, "PT404", "projects.notFound")
+    conn.rollback()
+    granted = conn.execute("""SELECT array_agg(r.rolname ORDER BY r.rolname) FROM pg_roles r
+                               WHERE r.rolname LIKE 'runhub\\_%%' AND r.rolname <> 'runhub_owner'
+                                 AND has_function_privilege(r.oid, 'runhub.rebuild_customers(uuid)', 'EXECUTE')""").fetchone()[0]
+    assert granted is None

@@ -238,12 +238,13 @@ def senders(tmp_path):
 # -- the database side ------------------------------------------------------------------------------
 
 def seed_signups(conn, project, prefix: str, n: int) -> list[str]:
-    """n sign-ups an hour ago in one INSERT ... SELECT (the customers trigger fills runhub.customers)."""
+    """n sign-ups an hour ago in one INSERT ... SELECT, and runhub.customers brought up to date with them."""
     conn.execute(
         """INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, customer_email)
            SELECT %(p)s, 'user_signed_up', now() - interval '1 hour', 'signup-' || i,
                   %(prefix)s || '-' || lpad(i::text, 4, '0') || '@example.com'
              FROM generate_series(1, %(n)s) i""", {"p": project, "prefix": prefix, "n": n})
+    conn.execute("SELECT runhub.rebuild_customers(%s)", (project,))
     return [f"{prefix}-{i:04d}@example.com" for i in range(1, n + 1)]
 
 

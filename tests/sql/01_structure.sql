@@ -77,6 +77,8 @@ SELECT set_eq($$SELECT c.relname::text COLLATE "default", a.attname::text COLLAT
                        ('customers',               'signed_up_at',             'timestamp with time zone', false, NULL),
                        ('customers',               'last_engaged_at',          'timestamp with time zone', false, NULL),
                        ('customers',               'last_paid_at',             'timestamp with time zone', false, NULL),
+                       ('customers',               'name_at',                  'timestamp with time zone', false, NULL),
+                       ('customers',               'locale_at',                'timestamp with time zone', false, NULL),
                        ('deployments',             'id',                       'bigint',                   true,  'GENERATED ALWAYS AS IDENTITY'),
                        ('deployments',             'version',                  'text',                     true,  NULL),
                        ('deployments',             'checksum',                 'text',                     true,  NULL),
@@ -474,7 +476,7 @@ SELECT policy_roles_are('runhub', 'business_events', 'business_events_member_rea
 
 -- ---------------------------------------------------------------------------------------------
 -- Triggers on business_events: row-level BEFORE UPDATE OR DELETE, statement-level BEFORE TRUNCATE,
--- and the statement-level AFTER INSERT that keeps runhub.customers up to date.
+-- and no insert trigger but the payment one (ingest keeps runhub.customers by its own statements).
 SELECT has_trigger('runhub', 'business_events', 'business_events_append_only', 'append-only trigger exists');
 SELECT trigger_is('runhub', 'business_events', 'business_events_append_only', 'runhub', '_append_only',
                   'append-only trigger calls runhub._append_only');
@@ -489,12 +491,10 @@ SELECT results_eq($$SELECT tgname::text COLLATE "default", tgtype::int, tgenable
                   $$VALUES ('business_events_append_only', 1 + 2 + 8 + 16, 'O'),
                            ('business_events_no_truncate', 2 + 32, 'O')$$,
                   'the triggers fire BEFORE UPDATE/DELETE per row and BEFORE TRUNCATE, and are enabled');
-SELECT trigger_is('runhub', 'business_events', 'business_events_customers', 'runhub', '_customers_from_events',
-                  'business_events_customers calls runhub._customers_from_events');
-SELECT results_eq($$SELECT tgtype::int, tgenabled::text, tgnewtable::text COLLATE "default" FROM pg_trigger
-                     WHERE tgrelid = 'runhub.business_events'::regclass AND tgname = 'business_events_customers'$$,
-                  $$VALUES (4, 'O', 'new_events')$$,
-                  'business_events_customers fires AFTER INSERT per statement, with the new rows as new_events');
+SELECT is_empty($$SELECT tgname FROM pg_trigger WHERE tgrelid = 'runhub.business_events'::regclass AND tgtype & 4 = 4
+                       AND NOT tgisinternal AND tgname <> 'business_events_attribute_payment'$$,
+                'no insert trigger on business_events but the payment one: customers are kept by ingest''s own statements');
+SELECT hasnt_function('runhub', '_customers_from_events', 'the customers trigger function of before issue 24 is gone');
 SELECT trigger_is('runhub', 'projects', 'projects_drop_create_run_counter', 'runhub', '_drop_create_run_counter',
                   'projects_drop_create_run_counter calls runhub._drop_create_run_counter');
 SELECT results_eq($$SELECT tgtype::int, tgenabled::text FROM pg_trigger
