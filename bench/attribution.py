@@ -392,10 +392,10 @@ def make_outcome_run(admin, ingest_url: str) -> tuple[uuid.UUID, uuid.UUID, uuid
                    now() - interval '3 hours 1 minute', now() - interval '3 hours' + k * interval '3.6 seconds'
               FROM generate_series(0, 999) k
             RETURNING id, email, name, updated_at, created_at)
-        INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id,
+        INSERT INTO runhub.outbox (id, project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id,
                                    status, attempts, next_attempt_at, started_at, sent_at, smtp_code, smtp_reply,
                                    created_at)
-        SELECT %(p)s, %(run)s, rc.id, 'recovery', 'en', rc.email, rc.name, '<' || %(run)s || '.' || rc.id || '@runhub>',
+        SELECT rc.id, %(p)s, %(run)s, rc.id, 'recovery', 'en', rc.email, rc.name, '<' || %(run)s || '.' || rc.id || '@runhub>',
                'sent', 1, rc.created_at, rc.updated_at, rc.updated_at, 250, '250 2.0.0 Ok: queued', rc.created_at
           FROM rc""", {"run": run, "p": project})
     admin.execute("ANALYZE runhub.workflow_runs")

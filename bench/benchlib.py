@@ -87,10 +87,10 @@ def record_loaded_mail_sent(conn, run_keys: str) -> None:
     (SMTP 250) when its recipient row was last updated, and its *_email_sent event, as the sender
     records them."""
     conn.execute("""
-        INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id,
+        INSERT INTO runhub.outbox (id, project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id,
                                    status, attempts, next_attempt_at, started_at, sent_at, smtp_code, smtp_reply,
                                    created_at)
-        SELECT rc.project_id, rc.run_id, rc.id, a.template, coalesce(rc.locale, 'en'), rc.email, rc.name,
+        SELECT rc.id, rc.project_id, rc.run_id, rc.id, a.template, coalesce(rc.locale, 'en'), rc.email, rc.name,
                '<' || rc.run_id || '.' || rc.id || '@runhub>', 'sent', 1, rc.created_at, rc.updated_at,
                rc.updated_at, 250, '250 2.0.0 Ok: queued', rc.created_at
           FROM runhub.workflow_run_recipients rc

@@ -108,10 +108,11 @@ $$;
 -- address below the percent's share of 2^32. The same run and address always answer alike (a
 -- re-executed run holds out the same people), whatever order the addresses come in, and without
 -- the database's key (runhub.secrets 'holdout') nobody can tell who will be. No SET clause:
--- inlined into the execution's one statement.
+-- inlined into the execution's one statement; STABLE as convert_to is (declared IMMUTABLE, a
+-- function calling a STABLE one is not inlined but run as a query of its own for every recipient).
 CREATE OR REPLACE FUNCTION runhub._held_out(p_key bytea, p_run uuid, p_email text, p_percent int)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT p_percent > 0
        AND ('x' || pg_catalog.left(pg_catalog.encode(pg_catalog.sha256(

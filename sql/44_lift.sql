@@ -26,7 +26,7 @@ AS $$
           FROM runs w
           JOIN runhub.projects p ON p.id = w.project_id
           JOIN runhub.workflow_run_recipients rc ON rc.run_id = w.id
-          LEFT JOIN runhub.outbox o ON o.recipient_id = rc.id AND o.status = 'sent'
+          LEFT JOIN runhub.outbox o ON o.id = rc.id AND o.status = 'sent'
           LEFT JOIN LATERAL (
                 SELECT pe.id, pe.amount_cents FROM runhub.business_events pe
                  WHERE pe.project_id = w.project_id AND pe.event_type = 'payment_succeeded'

@@ -111,14 +111,14 @@ BEGIN
     -- a 1,000-recipient run's mail by "is it the payer's" read and sorted all of it.
     IF p_email IS NOT NULL THEN
         SELECT o.id, o.sent_at INTO message_id, sent_at
-          FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
+          FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
          WHERE rc.run_id = _link_touch.run_id AND rc.email COLLATE "C" = p_email
            AND o.status = 'sent' AND o.sent_at <= p_paid_at
            AND o.sent_at >= p_paid_at - make_interval(hours => window_hours);
     END IF;
     IF message_id IS NULL THEN  -- a forwarded link: the run's latest mail in the window
         SELECT o.id, o.sent_at INTO message_id, sent_at
-          FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
+          FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
          WHERE rc.run_id = _link_touch.run_id AND o.status = 'sent' AND o.sent_at <= p_paid_at
            AND o.sent_at >= p_paid_at - make_interval(hours => window_hours)
          ORDER BY o.sent_at DESC, o.id DESC
@@ -126,7 +126,7 @@ BEGIN
     END IF;
     IF message_id IS NULL THEN
         why := runhub._attribution_reason(
-            CASE WHEN EXISTS (SELECT 1 FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
+            CASE WHEN EXISTS (SELECT 1 FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
                                WHERE rc.run_id = _link_touch.run_id AND o.status = 'sent' AND o.sent_at <= p_paid_at)
                  THEN 'attribution.link.outsideWindow' ELSE 'attribution.link.noMailBeforePayment' END,
             jsonb_build_object('wid', p_wid, 'windowHours', window_hours));
@@ -206,7 +206,7 @@ BEGIN
                                 WHEN rc.amount_cents = p_payment.amount_cents AND rc.currency = p_payment.currency THEN 'amount_match'
                                 WHEN v_email_only THEN 'email_exact' END AS method
                       FROM runhub.workflow_run_recipients rc
-                      JOIN runhub.outbox o ON o.recipient_id = rc.id
+                      JOIN runhub.outbox o ON o.id = rc.id
                       JOIN runhub.workflow_runs r ON r.id = rc.run_id
                      WHERE rc.project_id = p_payment.project_id AND rc.email COLLATE "C" = p_payment.customer_email
                        AND rc.created_at <= p_payment.occurred_at  -- written before it was sent
@@ -384,7 +384,7 @@ BEGIN
     IF runhub._run_settled(r) THEN
         RETURN r.last_sent_at;
     END IF;
-    RETURN (SELECT max(o.sent_at) FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
+    RETURN (SELECT max(o.sent_at) FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
              WHERE rc.run_id = r.id AND o.status = 'sent');
 END
 $$;

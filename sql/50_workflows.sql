@@ -666,7 +666,7 @@ AS $$
 BEGIN
     WITH cancelled AS (
         UPDATE runhub.outbox o SET status = 'cancelled', last_error = p_why
-         WHERE o.recipient_id = ANY (p_recipients) AND o.status = 'queued'
+         WHERE o.id = ANY (p_recipients) AND o.status = 'queued'
         RETURNING o.recipient_id
     ), counted AS (
         UPDATE runhub.outbox_cancellations k SET count = k.count + (SELECT count(*) FROM cancelled)

@@ -268,9 +268,9 @@ BEGIN
              ORDER BY e.email
             RETURNING id, project_id, email, name, locale, status
         ), messages AS (  -- held-out recipients get none: never mailed, no *_email_sent event
-            INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, to_name, message_id,
-                                       expires_at)
-            SELECT rc.project_id, p_run, rc.id, v_template, rc.locale, rc.email, rc.name,
+            INSERT INTO runhub.outbox (id, project_id, run_id, recipient_id, template, locale, to_email, to_name,
+                                       message_id, expires_at)  -- keyed by its recipient (migration 0026)
+            SELECT rc.id, rc.project_id, p_run, rc.id, v_template, rc.locale, rc.email, rc.name,
                    '<' || p_run || '.' || rc.id || '@runhub>',
                    v_expires_at
               FROM recipients rc
@@ -376,7 +376,7 @@ AS $$
 BEGIN
     WITH gone AS (
         DELETE FROM runhub.workflow_run_recipients r USING deleted_runs d WHERE r.run_id = d.id RETURNING r.id)
-    DELETE FROM runhub.outbox o USING gone g WHERE o.recipient_id = g.id;
+    DELETE FROM runhub.outbox o USING gone g WHERE o.id = g.id;
     DELETE FROM runhub.workflow_attributions a USING deleted_runs d WHERE a.run_id = d.id;
     RETURN NULL;
 END

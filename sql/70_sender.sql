@@ -557,7 +557,7 @@ BEGIN
     END IF;
     v_totals := runhub._run_totals(p_run) - 'pending' || jsonb_build_object('errorSummary', runhub._error_summary(p_run));
     -- Its attribution window ends this long after its last mail: fixed now, read by every outcome.
-    v_last_sent := (SELECT max(o.sent_at) FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
+    v_last_sent := (SELECT max(o.sent_at) FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
                      WHERE rc.run_id = p_run AND o.status = 'sent');
     IF v_run.status = 'cancelled' THEN  -- keep it cancelled; settle its final counts
         UPDATE runhub.workflow_runs SET result = v_totals || jsonb_build_object('errorSummary', v_run.result ->> 'errorSummary'),
@@ -584,7 +584,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT string_agg(format('%s x %s', n, error), '; ' ORDER BY n DESC, error)
       FROM (SELECT left(coalesce(o.last_error, o.status), 120) AS error, count(*) AS n
-              FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.recipient_id = rc.id
+              FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
              WHERE rc.run_id = p_run AND o.status IN ('failed', 'cancelled')
              GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 3) top
 $$;

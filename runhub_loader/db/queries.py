@@ -214,7 +214,7 @@ DEMO_RUN_LINKS = "SELECT email, link FROM runhub.workflow_run_recipients WHERE r
 
 # A run's first recipient whose mail was sent, with the cart to pay; params (run id,).
 DEMO_FIRST_SENT_RECIPIENT = """SELECT rc.email, rc.cart_id, rc.amount_cents, rc.currency FROM runhub.workflow_run_recipients rc
-             JOIN runhub.outbox o ON o.recipient_id = rc.id
+             JOIN runhub.outbox o ON o.id = rc.id
             WHERE rc.run_id = %s AND o.status = 'sent' ORDER BY rc.email LIMIT 1"""
 
 # -- embedded cluster (db/embedded.py), in database postgres --------------------------------------

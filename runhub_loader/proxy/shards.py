@@ -16,7 +16,7 @@ from . import queries
 # project_id is here.
 PROJECT_ROWS = "project_id = %(project)s"
 OUTBOX_ROWS = ("id = ANY(ARRAY(SELECT o.id FROM runhub.outbox o WHERE o.project_id = %(project)s AND o.run_id IS NULL"
-               " UNION ALL SELECT o.id FROM runhub.workflow_run_recipients r JOIN runhub.outbox o ON o.recipient_id = r.id"
+               " UNION ALL SELECT o.id FROM runhub.workflow_run_recipients r JOIN runhub.outbox o ON o.id = r.id"
                " WHERE r.project_id = %(project)s))")
 CREDIT_ROWS = "run_id = ANY(ARRAY(SELECT w.id FROM runhub.workflow_runs w WHERE w.project_id = %(project)s))"
 MOVED_TABLES = (

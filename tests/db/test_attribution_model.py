@@ -228,9 +228,9 @@ def _insert_mail(conn, run: Run, email, cart, amount, currency, status, nominal,
         "                                                   currency, status, created_at, updated_at)"
         "            VALUES (%(run)s, %(project)s, %(email)s, %(cart)s, %(amount)s, %(currency)s, %(status)s,"
         "                    %(created)s, %(created)s) RETURNING id)"
-        " INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, message_id,"
+        " INSERT INTO runhub.outbox (id, project_id, run_id, recipient_id, template, locale, to_email, message_id,"
         "                            status, sent_at, created_at)"
-        " SELECT %(project)s, %(run)s, rc.id, 'recovery', 'en', %(email)s,"
+        " SELECT rc.id, %(project)s, %(run)s, rc.id, 'recovery', 'en', %(email)s,"
         "        format('<%%s.%%s@runhub.test>', %(run)s, rc.id), %(status)s, %(sent)s, %(created)s"
         "   FROM rc RETURNING id",
         {"run": run.id, "project": run.project, "email": email, "cart": cart, "amount": amount,

@@ -98,7 +98,7 @@ SELECT set_eq($$SELECT c.relname::text COLLATE "default", a.attname::text COLLAT
                        ('job_runs',                'finished_at',              'timestamp with time zone', true,  NULL),
                        ('job_runs',                'duration_ms',              'numeric',                  true,  NULL),
                        ('job_runs',                'counts',                   'jsonb',                    true,  '''{}''::jsonb'),
-                       ('outbox',                  'id',                       'bigint',                   true,  'GENERATED ALWAYS AS IDENTITY'),
+                       ('outbox',                  'id',                       'bigint',                   true,  'nextval(''runhub.workflow_run_recipients_id_seq''::regclass)'),  -- a message's id is its recipient's (0026)
                        ('outbox',                  'project_id',               'uuid',                     true,  NULL),  -- every message belongs to a project
                        ('outbox',                  'run_id',                   'uuid',                     false, NULL),
                        ('outbox',                  'recipient_id',             'bigint',                   false, NULL),
@@ -287,9 +287,10 @@ SELECT is(pg_get_indexdef('runhub.workflow_run_recipients_run_email'::regclass),
           'CREATE UNIQUE INDEX workflow_run_recipients_run_email ON runhub.workflow_run_recipients USING btree (run_id, email COLLATE "C")',
           'one recipient per (run, e-mail), compared byte for byte (no locale call per comparison: migration 0015)');
 SELECT col_is_pk('runhub', 'outbox', 'id', 'outbox.id is the primary key');
-SELECT col_is_unique('runhub', 'outbox', 'recipient_id', 'one message per recipient, so per (run, address)');
+SELECT hasnt_index('runhub', 'outbox', 'outbox_recipient_id_key', 'no index of its own on recipient_id: a message is keyed by its recipient');
 SELECT set_has($$SELECT conname::text FROM pg_constraint WHERE conrelid = 'runhub.outbox'::regclass AND contype = 'c'$$,
-               $$VALUES ('outbox_sending_state'), ('outbox_sent_state')$$, 'outbox has its state CHECK constraints');
+               $$VALUES ('outbox_sending_state'), ('outbox_sent_state'), ('outbox_keyed_by_recipient')$$,
+               'outbox has its state CHECK constraints, and a workflow message''s id is its recipient''s (one message per recipient)');
 -- outbox.smtp_code (0004_sender): the SMTP server's last answer, 200-599, null until there is one.
 SELECT is(ARRAY(SELECT v.code || ' -> ' || pg_temp.refusal(format(
                            $$INSERT INTO runhub.outbox (project_id, template, locale, to_email, message_id, smtp_code)

@@ -50,8 +50,8 @@ WITH rc AS (
     INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email, cart_id, amount_cents, currency, status, created_at)
     VALUES ('aaaaaaaa-0000-4000-8000-00000000a001', :'p', 'ann@shop.example', 'cart-1', 4200, 'EUR', 'sent', now() - interval '2 hours')
     RETURNING id, project_id, run_id, email)
-INSERT INTO runhub.outbox (project_id, run_id, recipient_id, template, locale, to_email, message_id, status, sent_at)
-SELECT project_id, run_id, id, 'recovery', 'en', email, '<a001.1@runhub>', 'sent', now() - interval '1 hour' FROM rc;
+INSERT INTO runhub.outbox (id, project_id, run_id, recipient_id, template, locale, to_email, message_id, status, sent_at)
+SELECT id, project_id, run_id, id, 'recovery', 'en', email, '<a001.1@runhub>', 'sent', now() - interval '1 hour' FROM rc;
 
 SELECT (runhub.ingest_event(:'p', format('{"type": "payment_succeeded", "occurredAt": "%s", "idempotencyKey": "pay-1",
         "amountCents": 5000, "currency": "EUR", "customer": {"email": "Ann@Shop.example"}, "payload": {"cartId": "cart-1"}}',
