@@ -39,26 +39,32 @@ WHERE (a.*) IS DISTINCT FROM (excluded.*);
 
 -- What each exclusion means, in the words a preview shows: {key, params, text}, the text in the
 -- locale. The recipient builder enforces exactly the exclusions an action lists, and the preview
--- describes exactly those: one definition, two uses.
+-- describes exactly those: one definition, two uses. PL/pgSQL, as _criteria: a SQL function with
+-- a SET clause is planned at every call (a preview makes several).
 CREATE OR REPLACE FUNCTION runhub._exclusion_text(p_locale text, p_exclusion text, p_frequency_cap_hours int)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT runhub._owner_text(p_locale, 'owner.exclusion.' || p_exclusion,
+BEGIN
+    IF p_exclusion NOT IN ('converted', 'alreadyContacted', 'alreadyOnboarded', 'suppressed', 'frequencyCap') THEN
+        RETURN NULL;
+    END IF;
+    RETURN runhub._owner_text(p_locale, 'owner.exclusion.' || p_exclusion,
                               CASE WHEN p_exclusion = 'frequencyCap' THEN jsonb_build_object('hours', p_frequency_cap_hours)
-                                   ELSE '{}' END)
-     WHERE p_exclusion IN ('converted', 'alreadyContacted', 'alreadyOnboarded', 'suppressed', 'frequencyCap')
+                                   ELSE '{}' END);
+END
 $$;
 
 -- The audience of an action with these params, as a sentence built from the same policy windows
 -- the recipient builder filters with: {key, params, text}, the text in the locale.
 CREATE OR REPLACE FUNCTION runhub._criteria(p_locale text, p_action text, p_policy jsonb, p_params jsonb)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT CASE p_action
+BEGIN
+    RETURN CASE p_action
         WHEN 'recover_abandoned' THEN runhub._owner_text(p_locale, 'owner.criteria.recoverAbandoned',
                                           jsonb_build_object('hours', (p_policy ->> 'windowHours')::int))
         WHEN 'send_promo' THEN runhub._owner_text(p_locale, CASE p_params ->> 'segmentation'
@@ -67,7 +73,8 @@ AS $$
                                           ELSE 'owner.criteria.sendPromo.all' END)
         WHEN 'onboard_users' THEN runhub._owner_text(p_locale, 'owner.criteria.onboardUsers',
                                           jsonb_build_object('days', (p_policy ->> 'windowDays')::int))
-    END
+    END;
+END
 $$;
 
 -- The words for one exclusion, in a locale (default English): what a preview's label says.

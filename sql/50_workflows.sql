@@ -177,12 +177,13 @@ END
 $$;
 
 -- Who the action would e-mail now: exact count, counts per exclusion, and the first five in e-mail
--- order. One pass of the recipient builder gives the counts and the first included address; the
--- other four come from the builder read over a window of the project's customers in e-mail order
--- from there (every audience member is a customer; the window is an index range, pushed into each
--- of the builder's branches), widened to the rest when it held fewer. The counts are planned for
--- the action and project at hand (custom plans prune the builder's other branches); jit off because
--- compiling costs more than these queries take.
+-- order, all from one pass of the recipient builder. The five are sorted out of that pass: among
+-- every included recipient when the audience is one of few (the carts of the recovery window,
+-- the sign-ups of the onboarding window: sorting them costs little), among those before the
+-- project's 257th customer in e-mail order for a promotion (its audience is most customers, and
+-- sorting all of them would cost half the pass again); a second, ordered pass only when those
+-- held fewer than five. The queries are planned for the action and project at hand (custom plans
+-- prune the builder's other branches); jit off because compiling costs more than they take.
 CREATE OR REPLACE FUNCTION runhub._audience_summary(p_project uuid, p_action text, p_params jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -191,11 +192,16 @@ SET jit = off
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    c_window CONSTANT int := 256;  -- customers the sample's first read covers
+    c_window CONSTANT int := 256;  -- a promotion's sample is sorted among this many customers
+    v_bound  text;                 -- the sample is sorted among included addresses below it (null: all)
     v_counts jsonb;
     v_first  text;
-    v_sample jsonb := '[]';
+    v_sample jsonb;
 BEGIN
+    IF p_action = 'send_promo' THEN
+        v_bound := (SELECT c.email FROM runhub.customers c WHERE c.project_id = p_project
+                     ORDER BY c.email OFFSET c_window LIMIT 1);
+    END IF;
     SELECT jsonb_build_object(
                'count', count(*) FILTER (WHERE a.excluded_by IS NULL),
                'excludedCounts', jsonb_build_object(
@@ -204,52 +210,34 @@ BEGIN
                    'alreadyOnboarded', count(*) FILTER (WHERE a.excluded_by = 'alreadyOnboarded'),
                    'suppressed', count(*) FILTER (WHERE a.excluded_by = 'suppressed'),
                    'frequencyCap', count(*) FILTER (WHERE a.excluded_by = 'frequencyCap'))),
-           min(a.email) FILTER (WHERE a.excluded_by IS NULL)
-      INTO v_counts, v_first
-      FROM (SELECT r.email, r.excluded_by FROM runhub._recipients(p_project, p_action, p_params, now()) r
-            OFFSET 0) a;  -- each row's exclusion computed once, not once per count
-    IF v_first IS NOT NULL THEN
-        v_sample := runhub._audience_sample(p_project, p_action, p_params, v_first, c_window);
-        IF jsonb_array_length(v_sample) < least(5, (v_counts ->> 'count')::int) THEN
-            v_sample := runhub._audience_sample(p_project, p_action, p_params, v_first, NULL);
-        END IF;
+           min(a.email) FILTER (WHERE a.excluded_by IS NULL),
+           to_jsonb((array_agg(jsonb_strip_nulls(jsonb_build_object('email', a.email, 'name', a.name)) ORDER BY a.email)
+                         FILTER (WHERE a.excluded_by IS NULL AND (v_bound IS NULL OR a.email < v_bound)))[1:5])
+      INTO v_counts, v_first, v_sample
+      FROM (SELECT r.email, r.name, r.excluded_by FROM runhub._recipients(p_project, p_action, p_params, now()) r
+            OFFSET 0) a;  -- each row's exclusion computed once, not once per aggregate
+    v_sample := coalesce(v_sample, '[]');
+    IF jsonb_array_length(v_sample) < least(5, (v_counts ->> 'count')::int) THEN
+        v_sample := runhub._audience_sample(p_project, p_action, p_params, v_first);
     END IF;
     RETURN v_counts || jsonb_build_object('sample', v_sample);
 END
 $$;
 
--- The first five included recipients in e-mail order from p_from, among the next p_window of the
--- project's customers in e-mail order (null: all of them; none when fewer than p_window remain).
--- A generic plan, made once a session: planning the builder costs more than reading a window of it
--- (the action's other branches stay in the plan behind one-time filters that skip them). Two
--- statements, not one with "p_window IS NULL OR": the window's bound must reach the index scans.
-CREATE OR REPLACE FUNCTION runhub._audience_sample(p_project uuid, p_action text, p_params jsonb, p_from text,
-                                                   p_window int)
+-- The first five included recipients in e-mail order from p_from: the builder's second pass, when
+-- the first could not sort them out (custom plan: only the action's branch, read in e-mail order).
+CREATE OR REPLACE FUNCTION runhub._audience_sample(p_project uuid, p_action text, p_params jsonb, p_from text)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
-SET plan_cache_mode = force_generic_plan
+SET plan_cache_mode = force_custom_plan
 AS $$
-DECLARE
-    v_sample jsonb;
 BEGIN
-    IF p_window IS NULL THEN
+    RETURN coalesce((
         SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', s.email, 'name', s.name)) ORDER BY s.email)
-          INTO v_sample
           FROM (SELECT r.email, r.name FROM runhub._recipients(p_project, p_action, p_params, now()) r
-                 WHERE r.excluded_by IS NULL AND r.email >= p_from ORDER BY r.email LIMIT 5) s;
-    ELSE
-        SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', s.email, 'name', s.name)) ORDER BY s.email)
-          INTO v_sample
-          FROM (SELECT r.email, r.name FROM runhub._recipients(p_project, p_action, p_params, now()) r
-                 WHERE r.excluded_by IS NULL AND r.email >= p_from
-                   AND r.email < (SELECT c.email FROM runhub.customers c  -- fewer customers: none (the caller widens)
-                                   WHERE c.project_id = p_project AND c.email >= p_from
-                                   ORDER BY c.email OFFSET p_window LIMIT 1)
-                 ORDER BY r.email LIMIT 5) s;
-    END IF;
-    RETURN coalesce(v_sample, '[]');
+                 WHERE r.excluded_by IS NULL AND r.email >= p_from ORDER BY r.email LIMIT 5) s), '[]');
 END
 $$;
 
@@ -318,16 +306,21 @@ $$;
 -- null when the action holds nobody out.
 CREATE OR REPLACE FUNCTION runhub._holdout_split(p_project runhub.projects, p_action runhub.actions, p_count int)
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE  -- not SQL: a SQL function with a SET clause is planned at every call
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT jsonb_build_object('percent', h.percent, 'mailed', p_count - h.held, 'heldOut', h.held,
+DECLARE
+    v_percent int := runhub._holdout_percent(p_project.settings, p_action.outcome);
+    v_held    int := round(p_count * v_percent / 100.0)::int;
+BEGIN
+    IF coalesce(v_percent, 0) <= 0 THEN
+        RETURN NULL;
+    END IF;
+    RETURN jsonb_build_object('percent', v_percent, 'mailed', p_count - v_held, 'heldOut', v_held,
                               'text', runhub._owner_text(p_project.locale, 'owner.holdout.split',
-                                                         jsonb_build_object('mailed', p_count - h.held, 'heldOut', h.held,
-                                                                            'percent', h.percent)))
-      FROM (SELECT pct.percent, round(p_count * pct.percent / 100.0)::int AS held
-              FROM (SELECT runhub._holdout_percent(p_project.settings, p_action.outcome) AS percent) pct) h
-     WHERE h.percent > 0
+                                                         jsonb_build_object('mailed', p_count - v_held, 'heldOut', v_held,
+                                                                            'percent', v_percent)));
+END
 $$;
 
 -- Create a run: authorize, count the call, validate, deduplicate, then the trigger-time policy on

@@ -162,15 +162,22 @@ END
 $$;
 
 -- A URL query value: UTF-8 bytes outside RFC 3986's unreserved set, percent-encoded.
+-- PL/pgSQL, not SQL: called once per recipient of a recovery, a SQL function with a SET clause is
+-- planned at every call; a cart id of unreserved characters only (the common case) is its own encoding.
 CREATE OR REPLACE FUNCTION runhub._url_encode(p_text text)
 RETURNS text
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(string_agg(CASE WHEN chr(b) ~ '^[A-Za-z0-9._~-]$' AND b < 128 THEN chr(b)
-                                    ELSE '%' || upper(lpad(to_hex(b), 2, '0')) END, '' ORDER BY i), '')
-      FROM (SELECT i, get_byte(convert_to(p_text, 'UTF8'), i) AS b
-              FROM generate_series(0, octet_length(convert_to(p_text, 'UTF8')) - 1) AS i) bytes
+BEGIN
+    IF p_text ~ '^[A-Za-z0-9._~-]*$' THEN
+        RETURN p_text;
+    END IF;
+    RETURN (SELECT coalesce(string_agg(CASE WHEN chr(b) ~ '^[A-Za-z0-9._~-]$' AND b < 128 THEN chr(b)
+                                            ELSE '%' || upper(lpad(to_hex(b), 2, '0')) END, '' ORDER BY i), '')
+              FROM (SELECT i, get_byte(convert_to(p_text, 'UTF8'), i) AS b
+                      FROM generate_series(0, octet_length(convert_to(p_text, 'UTF8')) - 1) AS i) bytes);
+END
 $$;
 
 -- End a run that execution refused or could not finish, with its reason.
