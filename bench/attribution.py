@@ -24,7 +24,7 @@ windows hold whenever the bench runs.
    DISABLE TRIGGER business_events_attribute_payment, by a second, superuser session), alternating
    which goes first; untimed warm-up payments before (10 x --warmup each way) and after each switch
    (--warmup). Prints events/s each way, the ratio on/off per round, and the median ratio with its
-   spread (target >= 0.7). Every round checks the credits: each planned match credited by its
+   spread (target >= 0.75). Every round checks the credits: each planned match credited by its
    method, nothing else, and nothing with the trigger off.
 2. Outcome. A fresh project with one recovery run of 1,000 recipients, all sent 3 to 2 hours ago,
    and 300 payments ingested through the API that credit it (100 by run link, 100 by cart, 100 by
@@ -53,7 +53,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.db.deploy import deploy  # noqa: E402
-from benchlib import database_url, kept_data_set, loadavg, parser as bench_parser, record_loaded_mail_sent, vacuum_analyze  # noqa: E402
+from benchlib import database_url, kept_data_set, loadavg, parser as bench_parser, record, record_loaded_mail_sent, vacuum_analyze  # noqa: E402
 
 DATABASE = "runhub_bench_attribution"
 DATA_VERSION = 1
@@ -61,7 +61,7 @@ PROJECTS = 2_000
 EVENTS_PER_PROJECT = 500
 CUSTOMERS = 100                 # per project, c0..c99@shop.example
 SMALL_SHOPS, BIG_SHOPS = 1_000, 10
-RATIO_TARGET = 0.7
+RATIO_TARGET = 0.75  # issue 24: at the new ingest speed
 OUTCOME_TARGET_MS = 5.0
 TRIGGER = "business_events_attribute_payment"
 INGEST_ROLE, APP_ROLE = "runhub_bench_ingest", "runhub_bench_app"
@@ -363,6 +363,7 @@ def bench_ingest(url: str, admin, shops: list[Shop], rounds: int, events: int, w
           f"off {statistics.median(off_rates):.0f} ev/s ({1000 / statistics.median(off_rates):.2f} ms/event)")
     print(f"  ratio on/off: median {med:.2f}, spread {min(ratios):.2f}-{max(ratios):.2f} over {rounds} rounds "
           f"(target >= {RATIO_TARGET}): {'ok' if ok else 'UNDER'}")
+    record("attribution", "ingest of payments, attribution on", "attribution off", ratios, f">= {RATIO_TARGET}", ok)
     return ok
 
 
@@ -461,6 +462,8 @@ def bench_outcome(url: str, admin, calls: int) -> bool:
               f"  max {max(live):6.2f}  (for information)")
         print(f"  settled (last_sent_at recorded)         p50 {percentile(settled, 0.5):5.2f}  p95 {p95:5.2f}"
               f"  max {max(settled):6.2f}  (target p95 <= {OUTCOME_TARGET_MS:g}): {'ok' if ok else 'OVER'}")
+        record("attribution", "workflow_outcome p95 ms, 1,000 recipients, 300 credits", "(absolute, ms)", p95,
+               f"<= {OUTCOME_TARGET_MS:g}", ok, "wall-clock: the machine's own speed")
         print(f"  outcome: {result['conversions']} conversions, {result['revenueCents']} cents {result['currency']}, "
               f"matchedBy {result['matchedBy']}, confidence {result['confidence']}, final {result['final']}")
     finally:

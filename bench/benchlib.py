@@ -3,7 +3,9 @@ VACUUM of what they loaded, and the load average."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 from pathlib import Path
 
 import psycopg
@@ -110,3 +112,23 @@ def record_loaded_mail_sent(conn, run_keys: str) -> None:
           JOIN runhub.workflow_runs r ON r.id = rc.run_id
           JOIN runhub.actions a ON a.id = r.action_id
          WHERE r.idempotency_key LIKE %(keys)s""", {"keys": run_keys})
+
+
+# -- bench/run's table -----------------------------------------------------------------------------
+
+RESULTS_ENV = "RUNHUB_BENCH_RESULTS"
+
+
+def record(bench: str, figure: str, baseline: str, ratios, target: str, met: bool, note: str = "") -> None:
+    """One row of bench/run's table (a JSON line appended to $RUNHUB_BENCH_RESULTS, when bench/run
+    set it): what was measured, against what, the ratio's median and spread over the rounds (a
+    single number where there is one), the target and whether its median met it."""
+    path = os.environ.get(RESULTS_ENV)
+    if not path:
+        return
+    values = [ratios] if isinstance(ratios, (int, float)) else list(ratios)
+    row = {"bench": bench, "figure": figure, "baseline": baseline, "median": statistics.median(values),
+           "min": min(values), "max": max(values), "rounds": len(values), "target": target, "met": bool(met),
+           "note": note}
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps(row) + "\n")

@@ -55,7 +55,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.db.deploy import deploy  # noqa: E402
-from benchlib import database_url, kept_data_set, loadavg, parser as bench_parser, record_loaded_mail_sent, vacuum_analyze  # noqa: E402
+from benchlib import database_url, kept_data_set, loadavg, parser as bench_parser, record, record_loaded_mail_sent, vacuum_analyze  # noqa: E402
 
 DATABASE = "runhub_bench_digests"
 DATA_VERSION = 1
@@ -554,6 +554,7 @@ def bench(url: str, admin, projects: int, rounds: int) -> tuple[bool, float]:
                   f"{'' if same_days else ' (a local midnight passed: days not compared)'}", flush=True)
     med = statistics.median(ratios)
     ok = med <= RATIO_TARGET
+    record("digests", "the digest job, per project", "bare KPI queries", ratios, f"<= {RATIO_TARGET:g}", ok)
     print(f"median: {statistics.median(rates):.0f} digests/s ({statistics.median(digest_ms):.2f} ms per digest, "
           f"spread {min(digest_ms):.2f}-{max(digest_ms):.2f}); bare KPI queries {statistics.median(base_ms):.3f} ms "
           f"per project (spread {min(base_ms):.3f}-{max(base_ms):.3f}; the aggregates alone "

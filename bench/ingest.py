@@ -35,7 +35,7 @@ from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.db.deploy import deploy  # noqa: E402
-from benchlib import database_url, durability, loadavg, parser as bench_parser  # noqa: E402
+from benchlib import database_url, durability, loadavg, parser as bench_parser, record  # noqa: E402
 
 DATABASE = "runhub_bench_ingest"
 ROLE = "runhub_bench_ingest"
@@ -121,6 +121,9 @@ def side_by_side(rounds: int, run, baseline: str) -> tuple[list[float], list[flo
 
 def report(label: str, ratios: list[float], target: float, other_label: str, others: list[float]) -> bool:
     med = statistics.median(ratios)
+    figure, baseline = label.split(" / ", 1)
+    record("ingest", figure, baseline, ratios, f">= {target}", med >= target,
+           f"{other_label}: {statistics.median(others):.2f}")
     print(f"{label}: median {med:.2f}, spread {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} rounds "
           f"(target >= {target}): {'ok' if med >= target else 'UNDER'}; {other_label}: median "
           f"{statistics.median(others):.2f}, spread {min(others):.2f}-{max(others):.2f}")

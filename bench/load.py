@@ -47,7 +47,7 @@ from psycopg.types.json import Jsonb
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from runhub_loader.db.deploy import deploy  # noqa: E402
 from runhub_loader.db.embedded import free_port  # noqa: E402
-from benchlib import database_url, loadavg, parser as bench_parser  # noqa: E402
+from benchlib import database_url, loadavg, parser as bench_parser, record  # noqa: E402
 
 DATABASE = "runhub_bench_load"
 RUNHUB = Path(sys.executable).parent / "runhub"
@@ -294,6 +294,9 @@ def main() -> int:
                     break
                 time.sleep(0.5)
             problems = invariants(admin, results, mail_dir)
+            record("load", f"delivery under {elapsed:.0f} s of 16 clients' load", "delivery idle", ratio, "(reported)", True)
+            record("load", "invariants after the load (no mail twice, rate limits exact, runs final)", "-", float(len(problems)),
+                   "0 broken", not problems, "; ".join(problems))
     finally:
         sender.terminate()
         sink.terminate()

@@ -37,7 +37,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchlib import loadavg  # noqa: E402
+from benchlib import loadavg, record  # noqa: E402
 from runhub_loader.db.deploy import deploy  # noqa: E402
 from runhub_loader.db.embedded import Cluster  # noqa: E402
 from runhub_loader.proxy.deploy import deploy_proxy  # noqa: E402
@@ -210,6 +210,7 @@ def main() -> int:
         proxied = statistics.median(p for _, p in absolute[name]) * 1000
         print(f"{name:28} {median:.2f}x  (spread {min(values):.2f}..{max(values):.2f}, {len(values)} rounds; "
               f"{direct:.3f} ms direct, {proxied:.3f} ms through the proxy)")
+        record("proxy", f"{name} through the proxy", "direct to the shard", values, f"<= {TARGET}", median <= TARGET)
     print(f"worst operation: {worst:.2f}x (goal <= {TARGET}x): {'met' if worst <= TARGET else 'NOT met'}")
 
     print(f"\n-- aggregate ingest through the proxy, {args.clients} clients, 64 shops on 2 partitions --", flush=True)
@@ -222,6 +223,8 @@ def main() -> int:
             rates[name].append(aggregate_ingest(url, shops[name], args.clients, args.seconds))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f} events/s" for k, v in rates.items()), flush=True)
     ratio = [t / o for t, o in zip(rates["two clusters"], rates["one cluster"])]
+    record("proxy", f"aggregate ingest, {args.clients} clients, 2 partitions on two clusters", "on one cluster", ratio,
+           "(reported)", True, "both clusters share this machine's cores")
     for name, values in rates.items():
         print(f"{name:14} {statistics.median(values):7.0f} events/s (spread {min(values):.0f}..{max(values):.0f})")
     print(f"two / one: {statistics.median(ratio):.2f}x (spread {min(ratio):.2f}..{max(ratio):.2f}); "

@@ -64,7 +64,7 @@ from runhub_loader.db.assets import CODE_FOLDERS, DEFAULT_SOURCE  # noqa: E402
 from runhub_loader.db.deploy import deploy  # noqa: E402
 from runhub_loader.db.embedded import Cluster, pg_bindir  # noqa: E402
 from runhub_loader.db.status import collect  # noqa: E402
-from benchlib import loadavg, parser as bench_parser, vacuum_analyze  # noqa: E402
+from benchlib import loadavg, parser as bench_parser, record, vacuum_analyze  # noqa: E402
 
 BIG, ONE, DUE = "runhub_scale", "runhub_scale_one", "runhub_scale_due"
 DATA_VERSION = 2  # 2: each digest shop has buyers of its own
@@ -325,6 +325,7 @@ def report(name: str, samples: list[tuple[float, float]], target: float, results
     ratio = statistics.median(ratios)
     ok = ratio <= target
     results.append((name, ratio, target, ok))
+    record("scale", f"{name}, a million shops", "one shop", ratios, f"<= {target:g}", ok)
     print(f"  {name:34} {statistics.median(b for b, _ in samples):9.3f} ms vs "
           f"{statistics.median(o for _, o in samples):9.3f} ms   ratio {ratio:5.2f} "
           f"(spread {min(ratios):.2f}-{max(ratios):.2f}, target <= {target:g}) {'ok' if ok else 'MISSED'}   "

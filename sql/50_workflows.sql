@@ -177,12 +177,12 @@ END
 $$;
 
 -- Who the action would e-mail now: exact count, counts per exclusion, and the first five in e-mail
--- order, all from one pass of the recipient builder. The five are sorted out of that pass: among
--- every included recipient when the audience is one of few (the carts of the recovery window,
--- the sign-ups of the onboarding window: sorting them costs little), among those before the
--- project's 257th customer in e-mail order for a promotion (its audience is most customers, and
--- sorting all of them would cost half the pass again); a second, ordered pass only when those
--- held fewer than five. The queries are planned for the action and project at hand (custom plans
+-- order, all from one pass of the recipient builder. The five addresses are sorted out of that
+-- pass: for a promotion, among those before the project's 257th customer in e-mail order (its
+-- audience may be every customer: sorting them all costs as much as the pass); for the carts of
+-- the recovery window and the sign-ups of the onboarding one, among all of them (they are few).
+-- Their names come from the builder read for those five only (a name can cost a lookup a row); a
+-- second, ordered pass only when the first sorted out fewer than five. The queries are planned for the action and project at hand (custom plans
 -- prune the builder's other branches); jit off because compiling costs more than they take.
 CREATE OR REPLACE FUNCTION runhub._audience_summary(p_project uuid, p_action text, p_params jsonb)
 RETURNS jsonb
@@ -196,9 +196,10 @@ DECLARE
     v_bound  text;                 -- the sample is sorted among included addresses below it (null: all)
     v_counts jsonb;
     v_first  text;
+    v_emails text[];               -- the first five included addresses the pass sorted out
     v_sample jsonb;
 BEGIN
-    IF p_action = 'send_promo' THEN
+    IF p_action = 'send_promo' THEN  -- an audience of up to every customer
         v_bound := (SELECT c.email FROM runhub.customers c WHERE c.project_id = p_project
                      ORDER BY c.email OFFSET c_window LIMIT 1);
     END IF;
@@ -211,13 +212,15 @@ BEGIN
                    'suppressed', count(*) FILTER (WHERE a.excluded_by = 'suppressed'),
                    'frequencyCap', count(*) FILTER (WHERE a.excluded_by = 'frequencyCap'))),
            min(a.email) FILTER (WHERE a.excluded_by IS NULL),
-           to_jsonb((array_agg(jsonb_strip_nulls(jsonb_build_object('email', a.email, 'name', a.name)) ORDER BY a.email)
-                         FILTER (WHERE a.excluded_by IS NULL AND (v_bound IS NULL OR a.email < v_bound)))[1:5])
-      INTO v_counts, v_first, v_sample
-      FROM (SELECT r.email, r.name, r.excluded_by FROM runhub._recipients(p_project, p_action, p_params, now()) r
-            OFFSET 0) a;  -- each row's exclusion computed once, not once per aggregate
-    v_sample := coalesce(v_sample, '[]');
-    IF jsonb_array_length(v_sample) < least(5, (v_counts ->> 'count')::int) THEN
+           (array_agg(a.email ORDER BY a.email) FILTER (WHERE a.excluded_by IS NULL AND (v_bound IS NULL OR a.email < v_bound)))[1:5]
+      INTO v_counts, v_first, v_emails
+      FROM (SELECT r.email, r.excluded_by FROM runhub._recipients(p_project, p_action, p_params, now()) r
+            OFFSET 0) a;  -- each row's exclusion computed once, not once per aggregate; no name (a lookup a row)
+    IF coalesce(cardinality(v_emails), 0) >= least(5, (v_counts ->> 'count')::int) THEN
+        v_sample := coalesce((  -- their names, as the builder gives them: its branch read for these five only
+            SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', r.email, 'name', r.name)) ORDER BY r.email)
+              FROM runhub._recipients(p_project, p_action, p_params, now()) r WHERE r.email = ANY (v_emails)), '[]');
+    ELSE
         v_sample := runhub._audience_sample(p_project, p_action, p_params, v_first);
     END IF;
     RETURN v_counts || jsonb_build_object('sample', v_sample);
