@@ -24,9 +24,10 @@ ENV_HELP = "Defaults to $DATABASE_URL, else the embedded cluster in --home (star
 
 
 class Context:
-    def __init__(self, home: Path, database_url: str | None):
+    def __init__(self, home: Path, database_url: str | None, log_format: str = "json"):
         self.home = home
         self.database_url_option = database_url  # --database-url or $DATABASE_URL, if given
+        self.log_format = log_format  # what processes this one starts log in, too
 
     @property
     def cluster(self) -> Cluster:
@@ -91,7 +92,7 @@ def main(ctx: click.Context, database_url: str | None, home: Path | None, log_fo
     and reports on what is deployed.
     """
     logs.setup(log_format)
-    ctx.obj = Context(absolute_home(home) if home else default_home(), database_url)
+    ctx.obj = Context(absolute_home(home) if home else default_home(), database_url, log_format)
 
 
 # -- runhub db ----------------------------------------------------------------------------------
@@ -499,9 +500,16 @@ def attribute_payments(obj: Context, since, projects) -> None:
               help="Serve Prometheus metrics on this port (/metrics): the sender's own and the database's.")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True,
               help="The address the metrics are served on (0.0.0.0: every interface).")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Sender processes. One is bound by one core (rendering and SMTP in Python): for bulk mail, as "
+                   "many as the host has cores. Each has --concurrency SMTP sessions and 3 database sessions; "
+                   "--rate and --project-rate are shared among them; the first alone executes runs and catches up "
+                   "on digests; --metrics-port serves them all, each sender's figures labelled process=\"i\". "
+                   "A process that dies is restarted; SIGTERM stops them all cleanly.")
 @click.pass_obj
 def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, concurrency, rate, project_rate,
-           batch, poll_seconds, wake_seconds, lease_seconds, listen_url, until_idle, metrics_port, metrics_host) -> None:
+           batch, poll_seconds, wake_seconds, lease_seconds, listen_url, until_idle, metrics_port, metrics_host,
+           processes) -> None:
     """Run the sender daemon: execute runs and deliver the outbox (SIGTERM stops it cleanly)."""
     from .mail.daemon import Sender, SenderConfig
     from .mail.smtp import SmtpConfig
@@ -512,7 +520,12 @@ def sender(obj: Context, smtp_url, from_addr, unsubscribe_url, dashboard_url, co
                           poll_seconds=poll_seconds, wake_seconds=wake_seconds, lease_seconds=lease_seconds,
                           listen_url="" if (listen_url or "").lower() == "none" else listen_url,
                           exit_when_idle=until_idle, metrics_port=metrics_port, metrics_host=metrics_host)
-    daemon = Sender(config)
+    if processes > 1:
+        from .mail.processes import Supervisor
+
+        daemon = Supervisor(config, processes, obj.log_format)
+    else:
+        daemon = Sender(config)
     daemon.install_signal_handlers()
     sys.exit(daemon.run())
 

@@ -9,6 +9,9 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 _context: contextvars.ContextVar[dict] = contextvars.ContextVar("runhub_log_context", default={})
+# Fields of every line this process writes, whatever thread writes it (setup's `fields`: a sender
+# process's index under `runhub sender --processes`).
+_process_fields: dict = {}
 
 
 @contextmanager
@@ -28,6 +31,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
+            **_process_fields,
             **_context.get(),
             **getattr(record, "fields", {}),
         }
@@ -38,12 +42,15 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        fields = {**_context.get(), **getattr(record, "fields", {})}
+        fields = {**_process_fields, **_context.get(), **getattr(record, "fields", {})}
         extra = " ".join(f"{k}={v}" for k, v in fields.items())
         return f"{record.levelname.lower():5} {record.getMessage()} {extra}".rstrip()
 
 
-def setup(fmt: str = "json", level: str = "info") -> None:
+def setup(fmt: str = "json", level: str = "info", **fields) -> None:
+    """Log lines on stderr, as JSON or text; `fields` go on every line of this process."""
+    _process_fields.clear()
+    _process_fields.update(fields)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger("runhub")

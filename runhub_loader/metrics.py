@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator
+import urllib.request
+from typing import Callable, Iterator, NamedTuple
 
 import psycopg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from .db import queries
 
@@ -128,3 +130,62 @@ class SenderMetrics:
         """Serve /metrics on host:port from a thread of its own; returns the server (shutdown())."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return server
+
+
+# -- `runhub sender --processes N`: one endpoint for all of them ----------------------------------------
+
+class SenderProcessView(NamedTuple):
+    index: int
+    metrics_port: int | None  # where it serves its own figures on loopback (None: not ready, or down)
+    restarts: int
+
+
+def serve_processes(port: int, host: str, database_url: str, processes: Callable[[], list[SenderProcessView]]):
+    """The supervisor's /metrics: the database's figures once, and every sender process's own with a
+    `process` label (Prometheus sums them with `sum without (process)`). Returns the server."""
+    registry = CollectorRegistry()
+    registry.register(DatabaseCollector(database_url))
+    registry.register(ProcessesCollector(processes))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server
+
+
+class ProcessesCollector:
+    """On every scrape, reads each sender process's own endpoint (loopback, a port of its own) and
+    labels its figures with the process's index."""
+
+    TIMEOUT_S = 2.0
+
+    def __init__(self, processes: Callable[[], list[SenderProcessView]]):
+        self.processes = processes
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via $http_proxy
+
+    def collect(self):
+        up = GaugeMetricFamily("runhub_sender_process_up", "Whether this scrape could read the sender process's "
+                               "figures (0: starting, restarting or not answering).", labels=["process"])
+        restarts = CounterMetricFamily("runhub_sender_process_restarts", "Times the supervisor restarted the "
+                                       "sender process after it died.", labels=["process"])
+        merged: dict[str, Metric] = {}
+        for view in self.processes():
+            text = self._read(view.metrics_port)
+            up.add_metric([str(view.index)], 0 if text is None else 1)
+            restarts.add_metric([str(view.index)], view.restarts)
+            for family in text_string_to_metric_families(text or ""):
+                target = merged.setdefault(family.name, Metric(family.name, family.documentation, family.type,
+                                                               family.unit))
+                target.samples += [s._replace(labels={**s.labels, "process": str(view.index)}) for s in family.samples]
+        yield up
+        yield restarts
+        yield from merged.values()
+
+    def _read(self, port: int | None) -> str | None:
+        if port is None:
+            return None
+        try:
+            with self._opener.open(f"http://127.0.0.1:{port}/metrics", timeout=self.TIMEOUT_S) as response:
+                return response.read().decode()
+        except OSError:  # it died or is stopping: its figures are missing from this scrape
+            return None
+
+    def describe(self):
+        return []  # collected on scrape only

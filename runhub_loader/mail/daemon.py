@@ -73,6 +73,9 @@ class SenderConfig:
     relay_probe_max_s: float = 30.0    # while the relay is down, probe it at most this far apart
     metrics_port: int | None = None    # serve Prometheus metrics here (runhub_loader/metrics.py)
     metrics_host: str = "127.0.0.1"
+    # Execute runs and catch up on digests. Under `--processes N` only the first process does: the
+    # claims are safe concurrently, but N processes woken by every NOTIFY would each try (processes.py).
+    drive_runs: bool = True
 
     @property
     def wakeups_url(self) -> str | None:
@@ -137,7 +140,8 @@ class Sender:
     # -- lifecycle ----------------------------------------------------------------------------------
     def run(self) -> int:
         with logs.bound(worker=self.worker_id):
-            log.info("sender_started", concurrency=self.config.concurrency, batch=self.config.batch)
+            log.info("sender_started", concurrency=self.config.concurrency, batch=self.config.batch,
+                     drives_runs=self.config.drive_runs)
             metrics_server = None
             if self.config.metrics_port is not None:
                 metrics_server = self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
@@ -192,7 +196,8 @@ class Sender:
                     while not self.stopping.is_set():
                         if catch_up:  # first, and after every NOTIFY or poll; not for a refill
                             self._next_wake = time.monotonic() + self.config.wake_seconds
-                            self._process_runs(conn)
+                            if self.config.drive_runs:
+                                self._process_runs(conn)
                         if self._relay_up.is_set():  # while it is down, what is due stays in the database
                             self._claim(conn)
                         if self.config.exit_when_idle and self._idle(conn):

@@ -26,3 +26,12 @@ def test_every_command_has_help():
 def test_the_command_explains_what_revoking_breaks():
     result = CliRunner().invoke(cli, ["rotate-secret", "--help"])
     assert result.exit_code == 0 and "--revoke-previous" in result.output and "STOP WORKING" in result.output
+
+
+def test_the_sender_says_how_to_run_several_processes_and_what_they_share():
+    result = CliRunner().invoke(cli, ["sender", "--help"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "--processes" in text
+    for said in ("[default: 1;", "as many as the host has cores", "shared among them",
+                 "the first alone executes runs", "A process that dies is restarted", "SIGTERM stops them all"):
+        assert said in text, said
