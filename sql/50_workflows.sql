@@ -218,13 +218,28 @@ BEGIN
       FROM (SELECT r.email, r.excluded_by FROM runhub._recipients(p_project, p_action, p_params, now()) r
             OFFSET 0) a;  -- each row's exclusion computed once, not once per aggregate; no name (a lookup a row)
     IF coalesce(cardinality(v_emails), 0) >= least(5, (v_counts ->> 'count')::int) THEN
-        v_sample := coalesce((  -- their names, as the builder gives them: its branch read for these five only
-            SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', r.email, 'name', r.name)) ORDER BY r.email)
-              FROM runhub._recipients(p_project, p_action, p_params, now()) r WHERE r.email = ANY (v_emails)), '[]');
+        v_sample := runhub._audience_names(p_project, p_action, p_params, v_emails);
     ELSE
         v_sample := runhub._audience_sample(p_project, p_action, p_params, v_first);
     END IF;
     RETURN v_counts || jsonb_build_object('sample', v_sample);
+END
+$$;
+
+-- The sample's entries for these addresses, with their names as the builder gives them (its
+-- branch read for these addresses only). A custom plan: a generic one reads the onboarding
+-- branch by its window and filters the addresses (15 ms on 100,000 customers, not 1).
+CREATE OR REPLACE FUNCTION runhub._audience_names(p_project uuid, p_action text, p_params jsonb, p_emails text[])
+RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+SET plan_cache_mode = force_custom_plan
+AS $$
+BEGIN
+    RETURN coalesce((
+        SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', r.email, 'name', r.name)) ORDER BY r.email)
+          FROM runhub._recipients(p_project, p_action, p_params, now()) r WHERE r.email = ANY (p_emails)), '[]');
 END
 $$;
 
