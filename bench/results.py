@@ -1,7 +1,7 @@
 """bench/run's table: the rows the benchmarks recorded (benchlib.record, JSON lines) as markdown,
 with the machine and the commit they were measured on.
 
-    .venv/bin/python bench/results.py ROWS.jsonl [--log-dir DIR] > bench/RESULTS.md
+    .venv/bin/python bench/results.py --rows A.rows B.rows ... --exits A.exit B.exit ... > bench/RESULTS.md
 """
 from __future__ import annotations
 
@@ -52,10 +52,11 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("rows", type=Path)
-    p.add_argument("--exits", type=Path, help="a file of `bench exit-status seconds command` lines from bench/run")
+    p.add_argument("--rows", type=Path, nargs="*", default=[], help="files of JSON lines (benchlib.record)")
+    p.add_argument("--exits", type=Path, nargs="*", default=[],
+                   help="files of `bench exit-status seconds command` lines from bench/run")
     args = p.parse_args()
-    rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
     print("# Benchmark results\n")
     print(f"Written by `bench/run` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.  ")
     print(f"Machine: {machine()}.  ")
@@ -65,9 +66,9 @@ def main() -> int:
           "`(absolute, ms)` is wall-clock on this machine. Reproduce one bench with the command in its log "
           "(`.runhub-bench-logs/<bench>.log`), all of them with `bench/run`.\n")
     print(table(rows))
-    if args.exits and args.exits.exists():
+    if args.exits:
         print("\n| bench | exit | seconds | command |\n|---|---|---|---|")
-        for line in args.exits.read_text().splitlines():
+        for line in (line for path in args.exits for line in path.read_text().splitlines() if line.strip()):
             name, status, seconds, command = line.split(" ", 3)
             print(f"| {name} | {status} | {seconds} | `{command}` |")
     return 0 if all(r["met"] for r in rows) else 1
