@@ -182,9 +182,10 @@ $$;
 -- pass: for a promotion, among those before the project's 257th customer in e-mail order (its
 -- audience may be every customer: sorting them all costs as much as the pass); for the carts of
 -- the recovery window and the sign-ups of the onboarding one, among all of them (they are few).
--- A customer audience's names come with it; a recovery's from the builder read for its five only
--- (a cart's name can cost a lookup a row); a second, ordered pass only when the first sorted out
--- fewer than five. The queries are planned for the action and project at hand (custom plans
+-- A promotion's names come with its candidates (a customer row's); the recovery's and the
+-- onboarding's from the builder read for their five only (sorting whole rows of every member cost
+-- more, and a cart's name can cost a lookup a row); a second, ordered pass only when a promotion's
+-- first 256 customers held fewer than five. The queries are planned for the action and project at hand (custom plans
 -- prune the builder's other branches); jit off because compiling costs more than they take.
 CREATE OR REPLACE FUNCTION runhub._audience_summary(p_project uuid, p_action text, p_params jsonb)
 RETURNS jsonb
@@ -214,21 +215,24 @@ BEGIN
                    'suppressed', count(*) FILTER (WHERE a.excluded_by = 'suppressed'),
                    'frequencyCap', count(*) FILTER (WHERE a.excluded_by = 'frequencyCap'))),
            min(a.email) FILTER (WHERE a.excluded_by IS NULL),
+           -- a promotion's candidates with their names (a customer row's); the others' addresses only
            to_jsonb((array_agg(jsonb_strip_nulls(jsonb_build_object('email', a.email, 'name', a.name)) ORDER BY a.email)
-                         FILTER (WHERE a.excluded_by IS NULL AND (v_bound IS NULL OR a.email < v_bound)))[1:5])
-      INTO v_counts, v_first, v_sample
-      FROM (SELECT r.email, r.excluded_by,
-                   -- a customer audience's name is its row's; a cart's may cost a lookup a row: not here
-                   CASE WHEN p_action = 'recover_abandoned' THEN NULL ELSE r.name END AS name
+                         FILTER (WHERE a.excluded_by IS NULL AND p_action = 'send_promo'
+                                 AND (v_bound IS NULL OR a.email < v_bound)))[1:5]),
+           (array_agg(a.email ORDER BY a.email) FILTER (WHERE a.excluded_by IS NULL AND p_action <> 'send_promo'))[1:5]
+      INTO v_counts, v_first, v_sample, v_emails
+      FROM (SELECT r.email, r.excluded_by, CASE WHEN p_action = 'send_promo' THEN r.name END AS name
               FROM runhub._recipients(p_project, p_action, p_params, now()) r
             OFFSET 0) a;  -- each row's exclusion computed once, not once per aggregate
-    v_sample := coalesce(v_sample, '[]');
-    v_emails := ARRAY(SELECT e ->> 'email' FROM jsonb_array_elements(v_sample) e);
-    IF cardinality(v_emails) >= least(5, (v_counts ->> 'count')::int) THEN
-        IF p_action = 'recover_abandoned' THEN
-            v_sample := runhub._audience_names(p_project, p_action, p_params, v_emails);
-        END IF;
-    ELSE
+    IF (v_counts ->> 'count')::int = 0 THEN
+        RETURN v_counts || jsonb_build_object('sample', '[]'::jsonb);
+    ELSIF p_action = 'send_promo' THEN
+        v_sample := coalesce(v_sample, '[]');
+        v_emails := ARRAY(SELECT e ->> 'email' FROM jsonb_array_elements(v_sample) e);
+    ELSIF coalesce(cardinality(v_emails), 0) >= least(5, (v_counts ->> 'count')::int) THEN
+        v_sample := runhub._audience_names(p_project, p_action, p_params, coalesce(v_emails, '{}'));
+    END IF;
+    IF coalesce(cardinality(v_emails), 0) < least(5, (v_counts ->> 'count')::int) THEN
         v_sample := runhub._audience_sample(p_project, p_action, p_params, v_first);
     END IF;
     RETURN v_counts || jsonb_build_object('sample', v_sample);

@@ -546,30 +546,12 @@ DECLARE
     v_totals    jsonb;
     v_last_sent timestamptz;
 BEGIN
-    -- Not done while a message of the run is still out that no other transaction is recording now
-    -- (those it holds are skipped): most calls return here without the run's lock, so senders
-    -- recording one run's mail do not wait on each other. A message nobody claimed first (the
-    -- FOR SHARE lock, to our commit, holds up no sender); else one in a sender's hands, whose
-    -- record then waits for our commit at most.
-    PERFORM FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
-      WHERE rc.run_id = p_run AND rc.status = 'queued' AND o.status = 'queued'
-      LIMIT 1 FOR SHARE OF o SKIP LOCKED;
-    IF FOUND THEN
-        RETURN;
-    END IF;
-    PERFORM FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
-      WHERE rc.run_id = p_run AND rc.status = 'queued' AND o.status = 'sending'
-      LIMIT 1 FOR SHARE OF o SKIP LOCKED;
-    IF FOUND THEN
-        RETURN;
-    END IF;
     SELECT * INTO v_run FROM runhub.workflow_runs WHERE id = p_run FOR UPDATE;
     IF NOT FOUND OR v_run.executed_at IS NULL OR v_run.status NOT IN ('running', 'cancelled') THEN
         RETURN;
     END IF;
     -- A recipient stays queued until its message is final (sent, failed or cancelled). Each
-    -- caller updated its recipient before taking the run's lock, so the last one sees all others
-    -- (two recording the last messages at once both get here: the second waits for the first's lock).
+    -- caller updated its recipient before taking the run's lock, so the last one sees all others.
     IF EXISTS (SELECT 1 FROM runhub.workflow_run_recipients rc WHERE rc.run_id = p_run AND rc.status = 'queued') THEN
         RETURN;
     END IF;

@@ -1,7 +1,6 @@
 """A run completes when its last message is recorded, however its senders' records interleave:
-a record takes the run's lock only when no message of the run is left that nobody is recording,
-so senders recording one run's mail do not queue on that lock, and the last two recording at once
-still complete it (the second waits for the first's lock, then sees its message final)."""
+the last two recording at once still complete it (the second waits for the first's lock on the
+run, then sees its message final)."""
 from __future__ import annotations
 
 import threading
@@ -9,7 +8,6 @@ import uuid
 
 import psycopg
 
-from helpers.db import wait_until
 from helpers.workflows import checkout, create_run, preview, process_runs, ready_project, run_status
 
 
@@ -57,26 +55,3 @@ def test_the_last_two_messages_recorded_at_once_complete_the_run(db_url, conn):
         first.close()
         second.close()
     assert run_status(conn, run) == "succeeded"
-
-
-def test_records_of_one_run_do_not_wait_for_each_other_while_mail_is_left(db_url, conn):
-    """With mail of the run still out, a record returns without the run's lock: a second sender
-    recording the same run at the same time is not held up by the first's open transaction."""
-    run = executed_recovery(conn, carts=3)
-    first, second = (psycopg.connect(db_url) for _ in range(2))
-    try:
-        a, b = claim_one(first, "w-a"), claim_one(second, "w-b")
-        first.commit()
-        second.commit()
-        record(first, "w-a", a)  # open, holding whatever it holds
-        second.execute("SET lock_timeout = '2s'")
-        record(second, "w-b", b)  # the third message is still queued: neither needs the run's lock
-        second.commit()
-        first.commit()
-    finally:
-        first.close()
-        second.close()
-    assert run_status(conn, run) == "running"
-    with psycopg.connect(db_url) as third:
-        record(third, "w-c", claim_one(third, "w-c"))
-    wait_until(lambda: run_status(conn, run) == "succeeded", "the run completes with its last message")
