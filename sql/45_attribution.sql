@@ -70,68 +70,118 @@ END
 $$;
 
 -- The run a payment links to (payload.checkoutMetadata.wid, else payload.wid) as sent, cut to
--- 100 characters for echoing; null when it carries none.
+-- 100 characters for echoing; null when it carries none. No SET clause: an expression inlined
+-- into _attribute.
 CREATE OR REPLACE FUNCTION runhub._payment_wid(p_payload jsonb)
 RETURNS text
-LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-BEGIN
-    RETURN left(coalesce(
+    SELECT left(coalesce(
         CASE WHEN jsonb_typeof(p_payload -> 'checkoutMetadata' -> 'wid') = 'string' THEN p_payload -> 'checkoutMetadata' ->> 'wid' END,
-        CASE WHEN jsonb_typeof(p_payload -> 'wid') = 'string' THEN p_payload ->> 'wid' END), 100);
-END
+        CASE WHEN jsonb_typeof(p_payload -> 'wid') = 'string' THEN p_payload ->> 'wid' END), 100)
 $$;
 
--- The mail a valid run link credits: the run's latest mail sent within its window before the
--- payment, to the payer's address if it got one (the link may also have been forwarded). Else no
--- message, and why says why the link does not count. Scalars in, scalars out: the payment's row is
--- never copied into a helper.
-CREATE OR REPLACE FUNCTION runhub._link_touch(p_project uuid, p_wid text, p_email text, p_paid_at timestamptz,
-                                              OUT message_id bigint, OUT run_id uuid, OUT action_id text,
-                                              OUT sent_at timestamptz, OUT window_hours int, OUT why jsonb)
+DROP FUNCTION IF EXISTS runhub._link_touch(uuid, text, text, timestamptz);  -- before 24: _link_mail and _link_why
+
+-- A run link as a run id: null unless the text is a UUID (so a malformed link looks up nothing).
+CREATE OR REPLACE FUNCTION runhub._wid_run(p_wid text)
+RETURNS uuid
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN p_wid ~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN p_wid::uuid END
+$$;
+
+-- The mail a run link credits: the run's (in this project, with a money outcome) mail sent within
+-- its window before the payment, to the payer's address if it got one (one probe of the run's
+-- (run_id, email) key), else the run's latest (the link may have been forwarded; read only when
+-- the payer got none: a null key looks up nothing). Read-only, no SET clause: inlined.
+CREATE OR REPLACE FUNCTION runhub._link_mail(p_project uuid, p_wid text, p_email text, p_paid_at timestamptz)
+RETURNS TABLE (message_id bigint, run_id uuid, action_id text, sent_at timestamptz, window_hours int)
+LANGUAGE sql STABLE
+AS $$
+    SELECT coalesce(mine.id, latest.id), r.id, r.action_id, coalesce(mine.sent_at, latest.sent_at), r.outcome_window_hours
+      FROM runhub.workflow_runs r
+      LEFT JOIN LATERAL (SELECT o.id, o.sent_at
+                           FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
+                          WHERE rc.run_id = r.id AND rc.email COLLATE "C" = p_email
+                            AND o.status = 'sent' AND o.sent_at <= p_paid_at
+                            AND o.sent_at >= p_paid_at - make_interval(hours => r.outcome_window_hours)
+                          LIMIT 1) mine ON true
+      LEFT JOIN LATERAL (SELECT o.id, o.sent_at
+                           FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
+                          WHERE rc.run_id = CASE WHEN mine.id IS NULL THEN r.id END
+                            AND o.status = 'sent' AND o.sent_at <= p_paid_at
+                            AND o.sent_at >= p_paid_at - make_interval(hours => r.outcome_window_hours)
+                          ORDER BY o.sent_at DESC, o.id DESC
+                          LIMIT 1) latest ON true
+     WHERE r.id = runhub._wid_run(p_wid) AND r.project_id = p_project AND r.outcome_window_hours IS NOT NULL
+       AND coalesce(mine.id, latest.id) IS NOT NULL
+$$;
+
+-- Why a payment's run link credits nothing (null when it does): for the log and explain.
+CREATE OR REPLACE FUNCTION runhub._link_why(p_project uuid, p_wid text, p_paid_at timestamptz)
+RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_run    uuid := runhub._wid_run(p_wid);
+    v_window int;
 BEGIN
-    IF p_wid !~* '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' THEN
-        why := runhub._attribution_reason('attribution.link.malformed', jsonb_build_object('wid', p_wid));
-        RETURN;
+    IF v_run IS NULL THEN
+        RETURN runhub._attribution_reason('attribution.link.malformed', jsonb_build_object('wid', p_wid));
     END IF;
-    SELECT r.id, r.action_id, r.outcome_window_hours INTO run_id, action_id, window_hours
-      FROM runhub.workflow_runs r WHERE r.id = p_wid::uuid AND r.project_id = p_project;
+    SELECT r.outcome_window_hours INTO v_window FROM runhub.workflow_runs r WHERE r.id = v_run AND r.project_id = p_project;
     IF NOT FOUND THEN  -- also another project's run: not ours to credit, and not to reveal
-        why := runhub._attribution_reason('attribution.link.unknownRun', jsonb_build_object('wid', p_wid));
-        RETURN;
-    ELSIF window_hours IS NULL THEN
-        why := runhub._attribution_reason('attribution.link.noMoneyOutcome', jsonb_build_object('wid', p_wid));
-        RETURN;
+        RETURN runhub._attribution_reason('attribution.link.unknownRun', jsonb_build_object('wid', p_wid));
+    ELSIF v_window IS NULL THEN
+        RETURN runhub._attribution_reason('attribution.link.noMoneyOutcome', jsonb_build_object('wid', p_wid));
+    ELSIF EXISTS (SELECT 1 FROM runhub._link_mail(p_project, p_wid, NULL, p_paid_at)) THEN
+        RETURN NULL;
     END IF;
-    -- The payer's own mail first: one probe of the run's (run_id, email) key, where ordering all of
-    -- a 1,000-recipient run's mail by "is it the payer's" read and sorted all of it.
-    IF p_email IS NOT NULL THEN
-        SELECT o.id, o.sent_at INTO message_id, sent_at
-          FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
-         WHERE rc.run_id = _link_touch.run_id AND rc.email COLLATE "C" = p_email
-           AND o.status = 'sent' AND o.sent_at <= p_paid_at
-           AND o.sent_at >= p_paid_at - make_interval(hours => window_hours);
-    END IF;
-    IF message_id IS NULL THEN  -- a forwarded link: the run's latest mail in the window
-        SELECT o.id, o.sent_at INTO message_id, sent_at
-          FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
-         WHERE rc.run_id = _link_touch.run_id AND o.status = 'sent' AND o.sent_at <= p_paid_at
-           AND o.sent_at >= p_paid_at - make_interval(hours => window_hours)
-         ORDER BY o.sent_at DESC, o.id DESC
-         LIMIT 1;
-    END IF;
-    IF message_id IS NULL THEN
-        why := runhub._attribution_reason(
-            CASE WHEN EXISTS (SELECT 1 FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
-                               WHERE rc.run_id = _link_touch.run_id AND o.status = 'sent' AND o.sent_at <= p_paid_at)
-                 THEN 'attribution.link.outsideWindow' ELSE 'attribution.link.noMailBeforePayment' END,
-            jsonb_build_object('wid', p_wid, 'windowHours', window_hours));
-    END IF;
+    RETURN runhub._attribution_reason(
+        CASE WHEN EXISTS (SELECT 1 FROM runhub.workflow_run_recipients rc JOIN runhub.outbox o ON o.id = rc.id
+                           WHERE rc.run_id = v_run AND o.status = 'sent' AND o.sent_at <= p_paid_at)
+             THEN 'attribution.link.outsideWindow' ELSE 'attribution.link.noMailBeforePayment' END,
+        jsonb_build_object('wid', p_wid, 'windowHours', v_window));
 END
+$$;
+
+-- The workflow mail runhub sent to an address within its run's window before an instant (and
+-- written before it: a recipient row is older than its mail), with what a payment is matched on.
+-- Read-only, no SET clause: inlined.
+CREATE OR REPLACE FUNCTION runhub._address_mails(p_project uuid, p_email text, p_paid_at timestamptz)
+RETURNS TABLE (message_id bigint, run_id uuid, action_id text, sent_at timestamptz, window_hours int,
+               cart_id text, amount_cents bigint, currency char(3))
+LANGUAGE sql STABLE
+AS $$
+    SELECT o.id, r.id, r.action_id, o.sent_at, r.outcome_window_hours, rc.cart_id, rc.amount_cents, rc.currency
+      FROM runhub.workflow_run_recipients rc
+      JOIN runhub.outbox o ON o.id = rc.id
+      JOIN runhub.workflow_runs r ON r.id = rc.run_id
+     WHERE rc.project_id = p_project AND rc.email COLLATE "C" = p_email
+       AND rc.created_at <= p_paid_at
+       AND o.status = 'sent' AND o.sent_at <= p_paid_at
+       AND o.sent_at >= p_paid_at - make_interval(hours => r.outcome_window_hours)
+$$;
+
+-- The last touch by address: of the payer's mails in their windows, the latest for the same cart
+-- (cart_match) or amount (amount_match) — or any, where the project turned on address-only
+-- matching (email_exact). No row when no mail went to the payer in a window; a row with a null
+-- method when mail went but none matches. Read-only, no SET clause: inlined.
+CREATE OR REPLACE FUNCTION runhub._address_touch(p_project uuid, p_email text, p_paid_at timestamptz, p_cart text,
+                                                 p_amount bigint, p_currency char(3), p_email_only boolean)
+RETURNS TABLE (message_id bigint, run_id uuid, action_id text, sent_at timestamptz, window_hours int, method text)
+LANGUAGE sql STABLE
+AS $$
+    SELECT t.message_id, t.run_id, t.action_id, t.sent_at, t.window_hours, t.method
+      FROM (SELECT m.message_id, m.run_id, m.action_id, m.sent_at, m.window_hours,
+                   CASE WHEN m.cart_id = p_cart THEN 'cart_match'
+                        WHEN m.amount_cents = p_amount AND m.currency = p_currency THEN 'amount_match'
+                        WHEN p_email_only THEN 'email_exact' END AS method
+              FROM runhub._address_mails(p_project, p_email, p_paid_at) m) t
+     ORDER BY t.method IS NULL, t.sent_at DESC, t.message_id DESC
+     LIMIT 1
 $$;
 
 -- The decision for one payment: credited (and, with p_record, recorded) or why not, as
@@ -139,10 +189,8 @@ $$;
 -- is always kept. Recording logs what did not count where there was something to weigh: a run link
 -- ignored, another currency, mail in the window that matched neither cart nor amount. A payment
 -- from someone runhub never mailed is most payments: not logged (explain_attribution answers).
--- The last touch by address is one read of the payer's mail, best match first: the latest mail
--- sent within its run's window before the payment for the same cart (cart_match) or amount
--- (amount_match) — or any, where the project turned on address-only matching (email_exact) —
--- with the count of the payer's mails in their windows (for noMatch).
+-- The touch is the run link's mail (_link_mail), else the address's last touch (_address_touch):
+-- read-only decisions; the credit is written here, once.
 CREATE OR REPLACE FUNCTION runhub._attribute(p_payment runhub.business_events, p_record boolean)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
@@ -153,15 +201,13 @@ DECLARE
     v_currency   char(3);
     v_email_only boolean;
     v_wid        text := runhub._payment_wid(p_payment.payload);
-    v_cart       text := coalesce(p_payment.payload ->> 'cartId', p_payment.correlation_id);
-    v_link       record;  -- _link_touch's answer
-    v_link_why   jsonb;   -- why the payment's run link does not count
     v_message    bigint;  -- the touch
     v_run        uuid;
     v_action     text;
     v_sent_at    timestamptz;
     v_window     int;
     v_method     text;
+    v_link_why   jsonb;   -- why the payment's run link does not count
     v_mails      bigint;
     v_decision   jsonb;
 BEGIN
@@ -169,8 +215,7 @@ BEGIN
         SELECT * INTO v_existing FROM runhub.workflow_attributions WHERE payment_event_id = p_payment.id;
         IF FOUND THEN  -- credited: say so, and why its run link (if any) did not decide
             IF v_wid IS NOT NULL AND v_existing.method <> 'wid_link' THEN
-                v_link := runhub._link_touch(p_payment.project_id, v_wid, p_payment.customer_email, p_payment.occurred_at);
-                v_link_why := v_link.why;
+                v_link_why := runhub._link_why(p_payment.project_id, v_wid, p_payment.occurred_at);
             END IF;
             RETURN runhub._attribution_json(v_existing)
                 || CASE WHEN v_link_why IS NOT NULL THEN jsonb_build_object('link', v_link_why) ELSE '{}' END;
@@ -187,64 +232,57 @@ BEGIN
             'paymentCurrency', p_payment.currency, 'projectCurrency', v_currency));
     ELSE
         IF v_wid IS NOT NULL THEN
-            v_link := runhub._link_touch(p_payment.project_id, v_wid, p_payment.customer_email, p_payment.occurred_at);
-            v_message := v_link.message_id;
-            v_run := v_link.run_id;
-            v_action := v_link.action_id;
-            v_sent_at := v_link.sent_at;
-            v_window := v_link.window_hours;
-            v_method := CASE WHEN v_link.message_id IS NOT NULL THEN 'wid_link' END;
-            v_link_why := v_link.why;
+            SELECT l.message_id, l.run_id, l.action_id, l.sent_at, l.window_hours, 'wid_link'
+              INTO v_message, v_run, v_action, v_sent_at, v_window, v_method
+              FROM runhub._link_mail(p_payment.project_id, v_wid, p_payment.customer_email, p_payment.occurred_at) l;
+            IF v_message IS NULL THEN
+                v_link_why := runhub._link_why(p_payment.project_id, v_wid, p_payment.occurred_at);
+            END IF;
         END IF;
-        IF v_message IS NULL AND p_payment.customer_email IS NULL THEN
+        IF v_message IS NULL AND p_payment.customer_email IS NOT NULL THEN
+            SELECT a.message_id, a.run_id, a.action_id, a.sent_at, a.window_hours, a.method
+              INTO v_message, v_run, v_action, v_sent_at, v_window, v_method
+              FROM runhub._address_touch(p_payment.project_id, p_payment.customer_email, p_payment.occurred_at,
+                                         coalesce(p_payment.payload ->> 'cartId', p_payment.correlation_id),
+                                         p_payment.amount_cents, p_payment.currency, v_email_only) a;
+        END IF;
+        IF v_method IS NOT NULL THEN
+            NULL;  -- credited: below
+        ELSIF p_payment.customer_email IS NULL THEN
             v_decision := runhub._attribution_reason('attribution.noCustomer');
         ELSIF v_message IS NULL THEN
-            SELECT t.message_id, t.run_id, t.action_id, t.sent_at, t.window_hours, t.method, count(*) OVER ()
-              INTO v_message, v_run, v_action, v_sent_at, v_window, v_method, v_mails
-              FROM (SELECT o.id AS message_id, r.id AS run_id, r.action_id, o.sent_at, r.outcome_window_hours AS window_hours,
-                           CASE WHEN rc.cart_id = v_cart THEN 'cart_match'
-                                WHEN rc.amount_cents = p_payment.amount_cents AND rc.currency = p_payment.currency THEN 'amount_match'
-                                WHEN v_email_only THEN 'email_exact' END AS method
-                      FROM runhub.workflow_run_recipients rc
-                      JOIN runhub.outbox o ON o.id = rc.id
-                      JOIN runhub.workflow_runs r ON r.id = rc.run_id
-                     WHERE rc.project_id = p_payment.project_id AND rc.email COLLATE "C" = p_payment.customer_email
-                       AND rc.created_at <= p_payment.occurred_at  -- written before it was sent
-                       AND o.status = 'sent' AND o.sent_at <= p_payment.occurred_at
-                       AND o.sent_at >= p_payment.occurred_at - make_interval(hours => r.outcome_window_hours)) t
-             ORDER BY t.method IS NULL, t.sent_at DESC, t.message_id DESC
-             LIMIT 1;
-            IF v_method IS NULL THEN
-                v_message := NULL;
-                v_decision := runhub._attribution_reason(
-                    CASE WHEN v_mails IS NULL THEN 'attribution.noMailInWindow' ELSE 'attribution.noMatch' END,
-                    jsonb_build_object('email', p_payment.customer_email)
-                    || CASE WHEN v_mails IS NOT NULL THEN jsonb_build_object('mails', v_mails) ELSE '{}' END);
-            END IF;
+            v_decision := runhub._attribution_reason('attribution.noMailInWindow', jsonb_build_object('email', p_payment.customer_email));
+        ELSE  -- mail went, none matched: how much, for the log
+            SELECT count(*) INTO v_mails
+              FROM runhub._address_mails(p_payment.project_id, p_payment.customer_email, p_payment.occurred_at);
+            v_decision := runhub._attribution_reason('attribution.noMatch', jsonb_build_object(
+                'email', p_payment.customer_email, 'mails', v_mails));
         END IF;
     END IF;
 
     IF v_decision IS NULL AND p_record THEN
         INSERT INTO runhub.workflow_attributions (project_id, run_id, payment_event_id, message_id, method, confidence,
                                                   window_hours, sent_at, paid_at, amount_cents, currency)
-        VALUES (p_payment.project_id, v_run, p_payment.id, v_message, v_method, runhub._confidence(v_method), v_window,
-                v_sent_at, p_payment.occurred_at, p_payment.amount_cents, p_payment.currency)
+        VALUES (p_payment.project_id, v_run, p_payment.id, v_message, v_method,
+                runhub._confidence(v_method), v_window, v_sent_at, p_payment.occurred_at,
+                p_payment.amount_cents, p_payment.currency)
         ON CONFLICT (payment_event_id) DO NOTHING;
         IF NOT FOUND THEN  -- credited meanwhile by another session (a backfill)
             SELECT * INTO v_existing FROM runhub.workflow_attributions WHERE payment_event_id = p_payment.id;
             v_decision := runhub._attribution_reason('attribution.alreadyAttributed', jsonb_build_object(
                 'runId', v_existing.run_id, 'method', v_existing.method)) || jsonb_build_object('attributed', true);
         ELSIF v_link_why IS NULL THEN  -- the common case: nothing to log, the row says it all
-            RETURN '{"reason": "attribution.attributed", "attributed": true, "recorded": true}';
+            RETURN '{"reason": "attribution.attributed", "attributed": true, "recorded": true}'::jsonb;
         ELSE
             v_decision := runhub._attribution_reason('attribution.attributed', jsonb_build_object(
-                'runId', v_run, 'actionId', v_action, 'method', v_method, 'messageId', v_message))
-                || jsonb_build_object('attributed', true, 'recorded', true);
+                'runId', v_run, 'actionId', v_action, 'method', v_method,
+                'messageId', v_message)) || jsonb_build_object('attributed', true, 'recorded', true);
         END IF;
     ELSIF v_decision IS NULL THEN  -- a dry run (explain): what recording would credit
         v_decision := runhub._attribution_reason('attribution.attributed', jsonb_build_object(
-            'runId', v_run, 'actionId', v_action, 'method', v_method, 'confidence', runhub._confidence(v_method),
-            'messageId', v_message, 'sentAt', runhub._iso(v_sent_at), 'windowHours', v_window))
+            'runId', v_run, 'actionId', v_action, 'method', v_method,
+            'confidence', runhub._confidence(v_method), 'messageId', v_message,
+            'sentAt', runhub._iso(v_sent_at), 'windowHours', v_window))
             || jsonb_build_object('attributed', true, 'recorded', false);
     ELSE
         v_decision := v_decision || jsonb_build_object('attributed', false);
@@ -260,12 +298,29 @@ BEGIN
 END
 $$;
 
--- A method's confidence: a run link is certain, a cart nearly, an amount or an address alone a guess.
-CREATE OR REPLACE FUNCTION runhub._confidence(p_method text)
-RETURNS text
+-- A credit's rules, the CHECK of workflow_attributions (one function: a table's CHECK expressions
+-- are rebuilt for every INSERT statement; migration 0027).
+CREATE OR REPLACE FUNCTION runhub._is_valid_credit(p_method text, p_confidence text, p_window_hours int,
+                                                  p_sent_at timestamptz, p_paid_at timestamptz, p_amount_cents bigint)
+RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ BEGIN RETURN CASE p_method WHEN 'wid_link' THEN 'high' WHEN 'cart_match' THEN 'medium' ELSE 'low' END; END $$;
+AS $$
+BEGIN
+    RETURN p_method IN ('wid_link', 'cart_match', 'amount_match', 'email_exact')
+       AND p_confidence = CASE p_method WHEN 'wid_link' THEN 'high' WHEN 'cart_match' THEN 'medium' ELSE 'low' END
+       AND p_window_hours BETWEEN 1 AND 8760
+       AND p_sent_at <= p_paid_at AND p_paid_at - p_sent_at <= make_interval(hours => p_window_hours)
+       AND p_amount_cents >= 0;
+END
+$$;
+
+-- A method's confidence: a run link is certain, a cart nearly, an amount or an address alone a guess.
+-- No SET clause: an expression inlined where it is used.
+CREATE OR REPLACE FUNCTION runhub._confidence(p_method text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE p_method WHEN 'wid_link' THEN 'high' WHEN 'cart_match' THEN 'medium' ELSE 'low' END $$;
 
 -- A recorded credit as a decision (p_action_id: its run's action, when the caller has it at hand).
 CREATE OR REPLACE FUNCTION runhub._attribution_json(a runhub.workflow_attributions, p_action_id text DEFAULT NULL)

@@ -116,5 +116,25 @@ SELECT throws_ok(format($$SELECT runhub.workflow_outcome(%L, %L, 'aaaaaaaa-0000-
                  '42501', NULL, 'runhub_ingest cannot read outcomes');
 RESET ROLE;
 
+-- ---------------------------------------------------------------------------------------------
+-- A credit's rules (one CHECK, runhub._is_valid_credit: migration 0027): a row that breaks any is
+-- refused, whoever writes it.
+PREPARE credit(bigint, text, text, int, interval, interval, bigint) AS
+    INSERT INTO runhub.workflow_attributions (project_id, run_id, payment_event_id, message_id, method, confidence,
+                                              window_hours, sent_at, paid_at, amount_cents, currency)
+    VALUES (:'p', 'aaaaaaaa-0000-4000-8000-00000000a001', $1, 1, $2, $3, $4, now() - $5, now() - $6, $7, 'EUR');
+SELECT lives_ok($$EXECUTE credit(-1, 'cart_match', 'medium', 48, '2 hours', '1 hour', 0)$$, 'a credit within the rules is stored');
+SELECT lives_ok($$EXECUTE credit(-2, 'email_exact', 'low', 48, '48 hours', '0 hours', 1)$$, 'sent exactly a window before the payment counts');
+SELECT throws_ok($$EXECUTE credit(-3, 'guess', 'low', 48, '2 hours', '1 hour', 100)$$, '23514', NULL, 'an unknown method is refused');
+SELECT throws_ok($$EXECUTE credit(-3, 'wid_link', 'medium', 48, '2 hours', '1 hour', 100)$$, '23514', NULL, 'a confidence that is not its method''s is refused');
+SELECT throws_ok($$EXECUTE credit(-3, 'cart_match', 'certain', 48, '2 hours', '1 hour', 100)$$, '23514', NULL, 'an unknown confidence is refused');
+SELECT throws_ok($$EXECUTE credit(-3, 'cart_match', 'medium', 0, '2 hours', '1 hour', 100)$$, '23514', NULL, 'a window under an hour is refused');
+SELECT throws_ok($$EXECUTE credit(-3, 'cart_match', 'medium', 8761, '2 hours', '1 hour', 100)$$, '23514', NULL, 'a window over a year is refused');
+SELECT throws_ok($$EXECUTE credit(-3, 'cart_match', 'medium', 48, '1 hour', '2 hours', 100)$$, '23514', NULL, 'mail sent after the payment is refused');
+SELECT throws_ok($$EXECUTE credit(-3, 'cart_match', 'medium', 48, '49 hours', '0 hours', 100)$$, '23514', NULL, 'mail sent before its window is refused');
+SELECT throws_ok($$EXECUTE credit(-3, 'cart_match', 'medium', 48, '2 hours', '1 hour', -1)$$, '23514', NULL, 'a negative amount is refused');
+SELECT is((SELECT count(*) FROM pg_constraint WHERE conrelid = 'runhub.workflow_attributions'::regclass AND contype = 'c')::int, 1,
+          'the credit''s rules are one CHECK (each CHECK expression is rebuilt for every INSERT statement)');
+
 SELECT * FROM finish();
 ROLLBACK;
