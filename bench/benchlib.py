@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -119,6 +120,16 @@ def record_loaded_mail_sent(conn, run_keys: str) -> None:
 RESULTS_ENV = "RUNHUB_BENCH_RESULTS"
 
 
+def measured_commit() -> str:
+    """The commit a figure was measured at (`+` when the tree had uncommitted changes besides
+    bench/RESULTS.md): bench/run keeps the rows of benches it did not re-run, so each row says."""
+    repo = Path(__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!bench/RESULTS.md"], capture_output=True, text=True).stdout.strip()
+    return (head or "?") + ("+" if dirty else "")
+
+
 def record(bench: str, figure: str, baseline: str, ratios, target: str, met: bool, note: str = "") -> None:
     """One row of bench/run's table (a JSON line appended to $RUNHUB_BENCH_RESULTS, when bench/run
     set it): what was measured, against what, the ratio's median and spread over the rounds (a
@@ -129,6 +140,6 @@ def record(bench: str, figure: str, baseline: str, ratios, target: str, met: boo
     values = [ratios] if isinstance(ratios, (int, float)) else list(ratios)
     row = {"bench": bench, "figure": figure, "baseline": baseline, "median": statistics.median(values),
            "min": min(values), "max": max(values), "rounds": len(values), "target": target, "met": bool(met),
-           "note": note}
+           "note": note, "commit": measured_commit()}
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(row) + "\n")

@@ -29,8 +29,8 @@ def machine() -> str:
 
 def commit() -> str:
     head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!bench/RESULTS.md"], capture_output=True, text=True).stdout.strip()
     return head[:100] + (" (with uncommitted changes)" if dirty else "")
 
 
@@ -41,11 +41,12 @@ def ratio(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| bench | figure | baseline | ratio: median (spread) | target | met | note |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| bench | figure | baseline | ratio: median (spread) | target | met | measured at | note |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         met = "yes" if row["met"] else "**no**"
-        cells = [row["bench"], row["figure"], row["baseline"], ratio(row), row["target"], met, row.get("note", "")]
+        cells = [row["bench"], row["figure"], row["baseline"], ratio(row), row["target"], met,
+                 row.get("commit", "?"), row.get("note", "")]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 
@@ -60,7 +61,8 @@ def main() -> int:
     print("# Benchmark results\n")
     print(f"Written by `bench/run` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.  ")
     print(f"Machine: {machine()}.  ")
-    print(f"Commit: {commit()}.\n")
+    print(f"Commit: {commit()} (each row says the commit it was measured at: bench/run keeps the rows of the "
+          "benches it did not re-run).\n")
     print("Every ratio is measured side by side against its baseline in the same script (the median of the rounds "
           "and the spread), so it travels between machines where absolute times do not; a figure marked "
           "`(absolute, ms)` is wall-clock on this machine. Reproduce one bench with the command in its log "
