@@ -182,10 +182,11 @@ $$;
 -- pass: for a promotion, among those before the project's 257th customer in e-mail order (its
 -- audience may be every customer: sorting them all costs as much as the pass); for the carts of
 -- the recovery window and the sign-ups of the onboarding one, among all of them (they are few).
--- A promotion's names come with its candidates (a customer row's); the recovery's and the
--- onboarding's from the builder read for their five only (sorting whole rows of every member cost
--- more, and a cart's name can cost a lookup a row); a second, ordered pass only when a promotion's
--- first 256 customers held fewer than five. The queries are planned for the action and project at hand (custom plans
+-- A customer audience's names (a promotion's, an onboarding's) are sorted out with its addresses,
+-- as pairs (a customer row's name: no lookup; one sort); a recovery's come from the builder read
+-- for its five only (a cart's name can cost a lookup a row: for every cart, were they sorted out
+-- of the pass); a second, ordered pass only when a promotion's first 256 customers held fewer
+-- than five. The queries are planned for the action and project at hand (custom plans
 -- prune the builder's other branches); jit off because compiling costs more than they take.
 CREATE OR REPLACE FUNCTION runhub._audience_summary(p_project uuid, p_action text, p_params jsonb)
 RETURNS jsonb
@@ -200,6 +201,7 @@ DECLARE
     v_counts jsonb;
     v_first  text;
     v_emails text[];               -- the first five included addresses the pass sorted out
+    v_pairs  text[];               -- a customer audience's: its first five {address, name}
     v_sample jsonb;
 BEGIN
     IF p_action = 'send_promo' THEN  -- an audience of up to every customer
@@ -215,20 +217,24 @@ BEGIN
                    'suppressed', count(*) FILTER (WHERE a.excluded_by = 'suppressed'),
                    'frequencyCap', count(*) FILTER (WHERE a.excluded_by = 'frequencyCap'))),
            min(a.email) FILTER (WHERE a.excluded_by IS NULL),
-           -- a promotion's candidates with their names (a customer row's); the others' addresses only
-           to_jsonb((array_agg(jsonb_strip_nulls(jsonb_build_object('email', a.email, 'name', a.name)) ORDER BY a.email)
-                         FILTER (WHERE a.excluded_by IS NULL AND p_action = 'send_promo'
-                                 AND (v_bound IS NULL OR a.email < v_bound)))[1:5]),
-           (array_agg(a.email ORDER BY a.email) FILTER (WHERE a.excluded_by IS NULL AND p_action <> 'send_promo'))[1:5]
-      INTO v_counts, v_first, v_sample, v_emails
-      FROM (SELECT r.email, r.excluded_by, CASE WHEN p_action = 'send_promo' THEN r.name END AS name
+           -- one of the two, as the action is (the other's filter is planned away): a customer
+           -- audience's candidates with their names; a recovery's addresses
+           (array_agg(ARRAY[a.email, a.name] ORDER BY a.email)
+                FILTER (WHERE a.excluded_by IS NULL AND p_action IN ('send_promo', 'onboard_users')
+                        AND (v_bound IS NULL OR a.email < v_bound)))[1:5],
+           (array_agg(a.email ORDER BY a.email)
+                FILTER (WHERE a.excluded_by IS NULL AND p_action NOT IN ('send_promo', 'onboard_users')))[1:5]
+      INTO v_counts, v_first, v_pairs, v_emails
+      FROM (SELECT r.email, r.excluded_by, CASE WHEN p_action IN ('send_promo', 'onboard_users') THEN r.name END AS name
               FROM runhub._recipients(p_project, p_action, p_params, now()) r
             OFFSET 0) a;  -- each row's exclusion computed once, not once per aggregate
     IF (v_counts ->> 'count')::int = 0 THEN
         RETURN v_counts || jsonb_build_object('sample', '[]'::jsonb);
-    ELSIF p_action = 'send_promo' THEN
-        v_sample := coalesce(v_sample, '[]');
-        v_emails := ARRAY(SELECT e ->> 'email' FROM jsonb_array_elements(v_sample) e);
+    ELSIF p_action IN ('send_promo', 'onboard_users') THEN
+        v_emails := ARRAY(SELECT v_pairs[i][1] FROM generate_subscripts(v_pairs, 1) i ORDER BY i);
+        v_sample := coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', v_pairs[i][1], 'name', v_pairs[i][2]))
+                                              ORDER BY i)
+                                FROM generate_subscripts(v_pairs, 1) i), '[]');
     ELSIF coalesce(cardinality(v_emails), 0) >= least(5, (v_counts ->> 'count')::int) THEN
         v_sample := runhub._audience_names(p_project, p_action, p_params, coalesce(v_emails, '{}'));
     END IF;
@@ -240,14 +246,16 @@ END
 $$;
 
 -- The sample's entries for these addresses, with their names as the builder gives them (its
--- branch read for these addresses only). A custom plan: a generic one reads the onboarding
--- branch by its window and filters the addresses (15 ms on 100,000 customers, not 1).
+-- branch read for these addresses only): a recovery's. One plan a session: planning the builder
+-- for five addresses cost a small shop's preview as much as its pass (a generic plan reads the
+-- recovery window's checkouts and filters the addresses: they are few; an onboarding's, whose
+-- window can hold every customer, takes its names from the pass).
 CREATE OR REPLACE FUNCTION runhub._audience_names(p_project uuid, p_action text, p_params jsonb, p_emails text[])
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET jit = off
-SET plan_cache_mode = force_custom_plan
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     RETURN coalesce((
