@@ -71,8 +71,7 @@ $$;
 -- Rank of a role, for "at least" comparisons.
 CREATE OR REPLACE FUNCTION runhub._role_rank(p_role text)
 RETURNS int
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql IMMUTABLE PARALLEL SAFE  -- no SET clause: an expression inlined where it is used (with one, planned at every call)
 AS $$ SELECT CASE p_role WHEN 'owner' THEN 3 WHEN 'admin' THEN 2 WHEN 'member' THEN 1 ELSE 0 END $$;
 
 -- The actor's role in the project. Authorization comes first: a non-member (or an unknown

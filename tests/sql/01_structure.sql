@@ -668,7 +668,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- constant (_attribution_texts) and runhub's lists and bounds (_constants, _constant, _locales), which
 -- name nothing to look up, attribution's decision by address and its small expressions
 -- (_link_mail, _address_mails, _address_touch, _wid_run, _payment_wid, _confidence: inlined into
--- _attribute's queries), and the digest job's procedure
+-- _attribute's queries), a role's rank (_role_rank, an expression), and the digest job's procedure
 -- (run_due_digests) and the outbox's purge (purge_finished_mail): one that commits may have no SET
 -- clause; they run with their caller's rights (no runhub role may call the purge).
 SELECT cmp_ok((SELECT count(*) FROM pg_proc WHERE pronamespace = 'runhub'::regnamespace)::int, '>=', 20,
@@ -683,7 +683,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                                            '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event', '_owner_text', '_plural_category', '_format_number',
                                            '_event_as_stored', '_plain_event', '_plain_events',
                                            '_attribution_texts', '_constants', '_constant', '_locales',
-                                           '_payment_wid', '_confidence', '_wid_run', '_link_mail', '_address_mails', '_address_touch',
+                                           '_payment_wid', '_confidence', '_wid_run', '_role_rank', '_link_mail', '_address_mails', '_address_touch',
                                            'run_due_digests', 'purge_finished_mail')$$,
                 'every function in schema runhub but the inlined helpers, the attribution texts (a constant, folded into plans) and the digest job (a procedure that commits) has SET search_path = pg_catalog, pg_temp');
 SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
@@ -697,7 +697,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                                        '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event', '_owner_text', '_plural_category', '_format_number',
                                        '_event_as_stored', '_plain_event', '_plain_events',
                                        '_constants', '_constant', '_locales',
-                                       '_payment_wid', '_confidence', '_wid_run', '_link_mail', '_address_mails', '_address_touch')
+                                       '_payment_wid', '_confidence', '_wid_run', '_role_rank', '_link_mail', '_address_mails', '_address_touch')
                      AND (p.prosecdef OR r.rolname IS NOT NULL
                           OR EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                                       WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))$$,
