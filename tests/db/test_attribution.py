@@ -277,6 +277,48 @@ def test_backfill_credits_what_the_trigger_missed_and_adds_nothing_twice(conn):
     assert [credit(conn, p)["method"] for p in missed] == ["cart_match", "amount_match"]
 
 
+def test_two_backfills_at_once_credit_a_payment_once_and_neither_fails(conn, db_url):
+    """The second backfill meets the first's uncredited-then-credited payment: it waits for the first's
+    credit to commit, finds the payment credited, adds nothing and raises nothing."""
+    project, _, run = recovery_run(conn, {"ann@shop.example": ("cart-1", 4200)})
+    conn.execute("ALTER TABLE runhub.business_events DISABLE TRIGGER business_events_attribute_payment")
+    try:
+        missed = pay(conn, project, "ann@shop.example", cart="cart-1")
+    finally:
+        conn.execute("ALTER TABLE runhub.business_events ENABLE TRIGGER business_events_attribute_payment")
+    since = "2000-01-01T00:00:00Z"
+    first, second = (connect(db_url, autocommit=False) for _ in range(2))
+    try:
+        assert first.execute("SELECT runhub.attribute_payments(%s, %s)", (project, since)).fetchone()[0] == 1
+        second_pid, outcome_of_second = second.info.backend_pid, []
+
+        def backfill_again():
+            try:
+                outcome_of_second.append(second.execute("SELECT runhub.attribute_payments(%s, %s)",
+                                                        (project, since)).fetchone()[0])
+                second.commit()
+            except psycopg.Error as error:  # recorded, for the assertion below
+                outcome_of_second.append(error)
+
+        thread = threading.Thread(target=backfill_again)
+        thread.start()
+        for _ in range(600):  # until the second waits on the first's uncommitted credit (not a sleep: a condition)
+            waiting = conn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                                   (second_pid,)).fetchone()[0]
+            if waiting:
+                break
+            thread.join(0.05)
+        assert waiting, "the second backfill never waited for the first's credit"
+        first.commit()
+        thread.join(30)
+        assert outcome_of_second == [0]
+    finally:
+        first.close()
+        second.close()
+    assert credit(conn, missed)["method"] == "cart_match"
+    assert count_rows(conn, "workflow_attributions") == 1
+
+
 def test_runhub_attribute_payments_credits_what_was_missed(conn, db_url):
     from click.testing import CliRunner
 
