@@ -81,8 +81,6 @@ AS $$
         CASE WHEN jsonb_typeof(p_payload -> 'wid') = 'string' THEN p_payload ->> 'wid' END), 100)
 $$;
 
-DROP FUNCTION IF EXISTS runhub._link_touch(uuid, text, text, timestamptz);  -- before 24: _link_mail and _link_why
-
 -- A run link as a run id: null unless the text is a UUID (so a malformed link looks up nothing).
 CREATE OR REPLACE FUNCTION runhub._wid_run(p_wid text)
 RETURNS uuid
@@ -299,7 +297,9 @@ END
 $$;
 
 -- A credit's rules, the CHECK of workflow_attributions (one function: a table's CHECK expressions
--- are rebuilt for every INSERT statement; migration 0027).
+-- are rebuilt for every INSERT statement; migration 0027). Written twice on purpose: the migration
+-- needs it before its constraint, and every deploy must define it again or drop it as stale. Its
+-- rules change only with a migration that checks the rows already stored.
 CREATE OR REPLACE FUNCTION runhub._is_valid_credit(p_method text, p_confidence text, p_window_hours int,
                                                   p_sent_at timestamptz, p_paid_at timestamptz, p_amount_cents bigint)
 RETURNS boolean

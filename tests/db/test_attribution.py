@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from helpers.attribution import credit, explain, outcome, pay, promo_run, recovery_run, sent_hours_ago
+from helpers.attribution import attribution_off, credit, explain, outcome, pay, promo_run, recovery_run, sent_hours_ago
 from helpers.db import assert_refused, count_rows, ingest, new_project
 from helpers.workflows import ago, connect, get_run, ready_project
 
@@ -264,11 +264,8 @@ def test_explain_and_outcome_check_the_actor(conn):
 
 def test_backfill_credits_what_the_trigger_missed_and_adds_nothing_twice(conn):
     project, owner, run = recovery_run(conn, {"ann@shop.example": ("cart-1", 4200), "bob@shop.example": ("cart-2", 99)})
-    conn.execute("ALTER TABLE runhub.business_events DISABLE TRIGGER business_events_attribute_payment")
-    try:
+    with attribution_off(conn):
         missed = [pay(conn, project, "ann@shop.example", cart="cart-1"), pay(conn, project, "bob@shop.example", amount=99)]
-    finally:
-        conn.execute("ALTER TABLE runhub.business_events ENABLE TRIGGER business_events_attribute_payment")
     assert [credit(conn, p) for p in missed] == [None, None]
     assert explain(conn, project, owner, missed[0])["recorded"] is False  # a dry run says what it would credit
     since = "2000-01-01T00:00:00Z"
@@ -281,11 +278,8 @@ def test_two_backfills_at_once_credit_a_payment_once_and_neither_fails(conn, db_
     """The second backfill meets the first's uncredited-then-credited payment: it waits for the first's
     credit to commit, finds the payment credited, adds nothing and raises nothing."""
     project, _, run = recovery_run(conn, {"ann@shop.example": ("cart-1", 4200)})
-    conn.execute("ALTER TABLE runhub.business_events DISABLE TRIGGER business_events_attribute_payment")
-    try:
+    with attribution_off(conn):
         missed = pay(conn, project, "ann@shop.example", cart="cart-1")
-    finally:
-        conn.execute("ALTER TABLE runhub.business_events ENABLE TRIGGER business_events_attribute_payment")
     since = "2000-01-01T00:00:00Z"
     first, second = (connect(db_url, autocommit=False) for _ in range(2))
     try:
@@ -325,11 +319,8 @@ def test_runhub_attribute_payments_credits_what_was_missed(conn, db_url):
     from runhub_loader.cli import main as cli
 
     project, _, run = recovery_run(conn, {"ann@shop.example": ("cart-1", 4200)})
-    conn.execute("ALTER TABLE runhub.business_events DISABLE TRIGGER business_events_attribute_payment")
-    try:
+    with attribution_off(conn):
         missed = pay(conn, project, "ann@shop.example", cart="cart-1")
-    finally:
-        conn.execute("ALTER TABLE runhub.business_events ENABLE TRIGGER business_events_attribute_payment")
     args = ["--database-url", db_url, "--log-format", "text", "attribute-payments", "--since", "2026-01-01"]
     first = CliRunner().invoke(cli, args + ["--project", str(project)])
     assert first.exit_code == 0 and "1 payment(s) newly credited in 1 project(s)" in first.output, first.output

@@ -36,7 +36,7 @@ from hypothesis import event as hevent
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
-from helpers.attribution import explain
+from helpers.attribution import attribution_off, explain
 from helpers.db import ingest, new_project
 
 EMAILS = ["ann@shop.example", "bob@shop.example", "cy@shop.example"]
@@ -495,12 +495,9 @@ def check_history(conn, hist) -> list[Decision]:
 
     # Backfill = trigger: the same payments again (new keys) with the trigger off, then credited by
     # attribute_payments, which leaves the uncredited originals uncredited; a second pass adds none.
-    conn.execute("ALTER TABLE runhub.business_events DISABLE TRIGGER business_events_attribute_payment")
-    try:
+    with attribution_off(conn):
         replays = [(ingest(conn, w.project, body | {"idempotencyKey": "replay-" + body["idempotencyKey"]})["eventId"],
                     event_id) for event_id, body in payments]
-    finally:
-        conn.execute("ALTER TABLE runhub.business_events ENABLE TRIGGER business_events_attribute_payment")
     assert _credits(conn, w.project) == got  # nothing credited with the trigger off
     since = "2000-01-01T00:00:00Z"
     added = conn.execute("SELECT runhub.attribute_payments(%s, %s)", (w.project, since)).fetchone()[0]

@@ -3,6 +3,7 @@ functions), sent-times moved into the past, and payments."""
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 
 from helpers.db import ingest
 from helpers.workflows import PROMO, ago, checkout, create_run, preview, process_runs, ready_project
@@ -89,3 +90,12 @@ def explain(conn, project, actor, payment) -> dict:
 def outcome(conn, project, actor, run) -> dict | None:
     return conn.execute("SELECT runhub.workflow_outcome(%s, %s, %s)", (project, actor, run)).fetchone()[0]
 
+
+@contextmanager
+def attribution_off(conn):
+    """Payments stored inside it are not examined (the trigger off, as after a restore): for the backfill."""
+    conn.execute("ALTER TABLE runhub.business_events DISABLE TRIGGER business_events_attribute_payment")
+    try:
+        yield
+    finally:
+        conn.execute("ALTER TABLE runhub.business_events ENABLE TRIGGER business_events_attribute_payment")
