@@ -146,6 +146,11 @@ SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"type": "runhub
           'PT400 events.reservedForRunhub type', 'a runhub_* type: events.reservedForRunhub (type)');
 SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"idempotencyKey": "mail:<abc@runhub>"}'),
           'PT400 events.reservedForRunhub idempotencyKey', 'a mail: key: events.reservedForRunhub (idempotencyKey)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"idempotencyKey": "MAIL:<abc@runhub>"}'),
+          'PT400 events.reservedForRunhub idempotencyKey', 'a MAIL: key in upper case: events.reservedForRunhub (idempotencyKey)');
+SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"idempotencyKey": "mailbox:1"}'),
+          'no error', 'a key that only starts like the namespace (mailbox:) is the client''s');
+SELECT :'events_before'::bigint + 1 AS events_before \gset
 SELECT is(pg_temp.ingest_refusal(:'p', (:'ok_event'::jsonb) || '{"idempotencyKey": "RunHub:later"}'),
           'PT400 events.reservedForRunhub idempotencyKey', 'a runhub: key in any case: events.reservedForRunhub (idempotencyKey)');
 SELECT is((pg_temp.caught(format('SELECT runhub.ingest_event(%L, %L)', :'p',

@@ -117,6 +117,74 @@ SELECT throws_ok(format($$SELECT runhub.workflow_outcome(%L, %L, 'aaaaaaaa-0000-
 RESET ROLE;
 
 -- ---------------------------------------------------------------------------------------------
+-- The contract's edges (docs/sql-contract.md, Outcomes): the window is inclusive at 48 hours to the
+-- microsecond; on one mail a cart match is a cart match even when the amount matches too; between
+-- two matching mails the later wins, whatever matched; an address alone counts only where the
+-- project turns emailOnlyAttribution on. A shop of its own, its mail written as the sender leaves it.
+SELECT runhub.create_project('Edges', :owner, 'UTC', 'EUR') AS e \gset
+INSERT INTO runhub.workflow_runs (id, project_id, action_id, idempotency_key, triggered_by, triggered_by_role,
+                                  status, started_at, executed_at, outcome_window_hours)
+VALUES ('aaaaaaaa-0000-4000-8000-00000000e001', :'e', 'recover_abandoned', 'e1', :owner, 'owner',
+        'running', now() - interval '3 days', now() - interval '3 days', 48);
+INSERT INTO runhub.workflow_runs (id, project_id, action_id, idempotency_key, triggered_by, triggered_by_role,
+                                  status, started_at, executed_at, outcome_window_hours)
+VALUES ('aaaaaaaa-0000-4000-8000-00000000e002', :'e', 'recover_abandoned', 'e2', :owner, 'owner',
+        'running', now() - interval '1 day', now() - interval '1 day', 48);
+CREATE FUNCTION pg_temp.mailed(p_email text, p_cart text, p_amount bigint, p_sent timestamptz,
+                               p_run uuid DEFAULT 'aaaaaaaa-0000-4000-8000-00000000e001') RETURNS void
+LANGUAGE sql AS $$
+    WITH rc AS (
+        INSERT INTO runhub.workflow_run_recipients (run_id, project_id, email, cart_id, amount_cents, currency, status, created_at)
+        SELECT r.id, r.project_id, p_email, p_cart, p_amount, 'EUR', 'sent', p_sent - interval '1 minute'
+          FROM runhub.workflow_runs r WHERE r.id = p_run
+        RETURNING id, project_id, run_id, email)
+    INSERT INTO runhub.outbox (id, project_id, run_id, recipient_id, template, locale, to_email, message_id, status, sent_at)
+    SELECT id, project_id, run_id, id, 'recovery', 'en', email, '<e.' || id || '@runhub>', 'sent', p_sent FROM rc
+$$;
+-- The method a payment was credited by ('none' when it was not), ingested as the API takes it.
+CREATE FUNCTION pg_temp.credited(p_project uuid, p_key text, p_email text, p_cart text, p_amount bigint, p_at timestamptz)
+RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    v_event bigint := (runhub.ingest_event(p_project, jsonb_build_object('type', 'payment_succeeded', 'occurredAt', runhub._iso(p_at),
+                          'idempotencyKey', p_key, 'amountCents', p_amount, 'currency', 'EUR',
+                          'customer', jsonb_build_object('email', p_email), 'payload', jsonb_build_object('cartId', p_cart))) ->> 'eventId')::bigint;
+BEGIN
+    RETURN coalesce((SELECT a.method FROM runhub.workflow_attributions a WHERE a.payment_event_id = v_event), 'none');
+END
+$$;
+SELECT now() - interval '50 hours' AS sent \gset
+SELECT pg_temp.mailed('edge@shop.example', 'cart-e', 1000, :'sent');
+SELECT is(pg_temp.credited(:'e', 'w-48h', 'edge@shop.example', 'cart-e', 5, :'sent'::timestamptz + interval '48 hours'), 'cart_match',
+          'paid exactly 48 hours after the mail: credited (the window includes its end)');
+SELECT is(pg_temp.credited(:'e', 'w-48h+', 'edge@shop.example', 'cart-e', 5, :'sent'::timestamptz + interval '48 hours 1 microsecond'), 'none',
+          'a microsecond later: not credited');
+SELECT is(pg_temp.credited(:'e', 'w-0', 'edge@shop.example', 'cart-e', 5, :'sent'), 'cart_match',
+          'paid the instant the mail went out: credited (the window includes its start)');
+SELECT is(pg_temp.credited(:'e', 'w-0-', 'edge@shop.example', 'cart-e', 5, :'sent'::timestamptz - interval '1 microsecond'), 'none',
+          'a microsecond before the mail: never');
+
+SELECT pg_temp.mailed('both@shop.example', 'cart-b', 2500, now() - interval '5 hours');
+SELECT is(pg_temp.credited(:'e', 'both', 'both@shop.example', 'cart-b', 2500, now()), 'cart_match',
+          'one mail matching the cart and the amount: cart_match (medium), not amount_match');
+
+SELECT pg_temp.mailed('two@shop.example', 'cart-old', 100, now() - interval '6 hours');
+SELECT pg_temp.mailed('two@shop.example', 'cart-new', 700, now() - interval '2 hours', 'aaaaaaaa-0000-4000-8000-00000000e002');
+SELECT is(pg_temp.credited(:'e', 'two', 'two@shop.example', 'cart-old', 700, now()), 'amount_match',
+          'two matching mails: the later (its amount) wins over the earlier (its cart)');
+
+SELECT pg_temp.mailed('only@shop.example', 'cart-o', 300, now() - interval '3 hours');
+SELECT is(pg_temp.credited(:'e', 'only-off', 'only@shop.example', 'cart-x', 999, now()), 'none',
+          'an address alone, emailOnlyAttribution off (the default): not credited');
+SELECT is(runhub.update_project_settings(:'e', :owner, '{"emailOnlyAttribution": true}') -> 'emailOnlyAttribution', 'true'::jsonb,
+          'the owner turns address-only matching on');
+SELECT is(pg_temp.credited(:'e', 'only-on', 'only@shop.example', 'cart-y', 998, now()), 'email_exact',
+          'then the address alone credits (email_exact)');
+SELECT is((SELECT confidence FROM runhub.workflow_attributions a JOIN runhub.business_events b ON b.id = a.payment_event_id
+            WHERE b.idempotency_key = 'only-on'), 'low', 'with low confidence');
+SELECT is(pg_temp.credited(:'e', 'only-cart', 'only@shop.example', 'cart-o', 998, now()), 'cart_match',
+          'and a cart match is still a cart match');
+
+-- ---------------------------------------------------------------------------------------------
 -- A credit's rules (one CHECK, runhub._is_valid_credit: migration 0027): a row that breaks any is
 -- refused, whoever writes it.
 PREPARE credit(bigint, text, text, int, interval, interval, bigint) AS
