@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__, logs
+from .db.api import Api
 from .constants import (DEFAULT_LOCALE, LOCALES, MAX_CLAIM_BATCH, MAX_MESSAGE_LEASE_SECONDS, MIN_LEASE_SECONDS,
                         TEMPLATES)
 from .db.embedded import Cluster, EmbeddedError, absolute_home, default_home
@@ -246,7 +247,7 @@ def rotate_secret(obj: Context, revoke_previous: bool, yes: bool) -> None:
     log = logs.get("secrets")
     try:
         with psycopg.connect(obj.database_url(), autocommit=True) as conn:
-            rotation = conn.execute("SELECT runhub.rotate_unsubscribe_key(%s)", (revoke_previous,)).fetchone()[0]
+            rotation = Api(conn).rotate_unsubscribe_key(revoke_previous)
     except psycopg.errors.UndefinedFunction as exc:
         raise click.ClickException("runhub.rotate_unsubscribe_key is missing: deploy runhub first") from exc
     except psycopg.Error as exc:
@@ -458,7 +459,7 @@ def attribute_payments(obj: Context, since, projects) -> None:
         ids = list(projects) or [r[0] for r in conn.execute(queries.ALL_PROJECT_IDS)]
         total = 0
         for n, project in enumerate(ids, 1):
-            added = conn.execute("SELECT runhub.attribute_payments(%s, %s)", (project, since)).fetchone()[0]
+            added = Api(conn).attribute_payments(project, since)
             total += added
             log.info("payments_attributed", project_id=str(project), added=added, progress=f"{n}/{len(ids)}")
     click.echo(f"{total} payment(s) newly credited in {len(ids)} project(s) since {since.isoformat()}")
@@ -651,7 +652,7 @@ def digest_preview(obj: Context, project, day, locale: str | None, out_dir: Path
     try:
         with psycopg.connect(obj.database_url(), autocommit=True) as conn:
             day = _digest_day(conn, project, day)
-            content = conn.execute("SELECT runhub.generate_digest(%s, %s)", (project, day)).fetchone()[0]
+            content = Api(conn).generate_digest(project, day)
     except (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName) as exc:
         message = exc.diag.message_primary or ""
         if "generate_digest(" in message or 'schema "runhub"' in message:  # not a function it calls

@@ -8,9 +8,9 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from .db import queries
+from .db.api import Api
 
 DEMO_OWNER = uuid.UUID("00000000-0000-4000-8000-000000000001")
 DEMO_NAME = "Demo Coffee Roasters"
@@ -74,27 +74,23 @@ def load(database_url: str, now: datetime | None = None) -> dict:
     now = now or datetime.now(timezone.utc)
     with psycopg.connect(database_url) as conn:
         row = conn.execute(queries.DEMO_PROJECT_ID, (DEMO_OWNER, DEMO_NAME)).fetchone()
-        project = row[0] if row else conn.execute(
-            "SELECT runhub.create_project(%s, %s, 'America/New_York', 'USD', 'en', 'coffee')",
-            (DEMO_NAME, DEMO_OWNER)).fetchone()[0]
-        conn.execute("SELECT runhub.update_project_settings(%s, %s, %s)",
-                     (project, DEMO_OWNER, Jsonb({"shopUrl": "https://coffee.example",
+        api = Api(conn)
+        project = row[0] if row else api.create_project(DEMO_NAME, DEMO_OWNER, "America/New_York", "USD", "en", "coffee")
+        api.update_project_settings(project, DEMO_OWNER, {"shopUrl": "https://coffee.example",
                                                   "integrations": ["payments", "email"],
                                                   "dailyDigestEnabled": True, "dailyDigestHour": 8,
                                                   "dailyDigestRecipient": "owner@coffee.example",
                                                   # a day's recovery is a cart or two: holding one out
                                                   # would leave the demo nothing to show
-                                                  "holdoutPercent": 0})))
+                                                  "holdoutPercent": 0})
         inserted = 0
         for event in demo_events(now):
-            result = conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event))).fetchone()[0]
+            result = api.ingest_event(project, event)
             inserted += result["inserted"]
         conn.commit()
         counts = dict(conn.execute(queries.DEMO_EVENT_COUNTS, (project,)).fetchall())
-        actions = conn.execute("SELECT runhub.list_actions(%s, %s)", (project, DEMO_OWNER)).fetchone()[0]
-        previews = {a["id"]: conn.execute("SELECT runhub.preview(%s, %s, %s, %s)",
-                                          (project, DEMO_OWNER, a["id"], Jsonb(DEMO_PARAMS.get(a["id"], {})))
-                                          ).fetchone()[0] for a in actions}
+        actions = api.list_actions(project, DEMO_OWNER)
+        previews = {a["id"]: api.preview(project, DEMO_OWNER, a["id"], DEMO_PARAMS.get(a["id"], {})) for a in actions}
         conn.commit()
         run = _run_recovery(conn, project, previews.get("recover_abandoned"), now)
         if run and "id" in run:
@@ -110,18 +106,17 @@ def _run_recovery(conn, project, preview, now: datetime) -> dict | None:
     if not preview:
         return None
     try:  # today's run again (the same key) even while the preview is blocked, e.g. by its cooldown
-        created = conn.execute(
-            "SELECT runhub.create_run(%s, %s, 'recover_abandoned', %s, '{}', now(), %s)",
-            (project, DEMO_OWNER, f"demo-recovery-{now:%Y-%m-%d}", preview["previewId"])).fetchone()[0]
+        created = Api(conn).create_run(project, DEMO_OWNER, "recover_abandoned", f"demo-recovery-{now:%Y-%m-%d}", {},
+                                       preview=preview["previewId"])
     except psycopg.Error:
         conn.rollback()
         if "blocked" not in preview:
             raise
         return {"blocked": preview["blocked"]["reason"]}
     conn.commit()
-    conn.execute("SELECT runhub.process_runs(10)")
+    Api(conn).process_runs(10)
     conn.commit()
-    run = conn.execute("SELECT runhub.get_run(%s, %s, %s)", (project, DEMO_OWNER, created["runId"])).fetchone()[0]
+    run = Api(conn).get_run(project, DEMO_OWNER, created["runId"])
     links = conn.execute(queries.DEMO_RUN_LINKS, (created["runId"],)).fetchall()
     return {**run, "deduplicated": created["deduplicated"], "links": links}
 
@@ -133,13 +128,13 @@ def _customer_comes_back(conn, project, run_id: str) -> dict | None:
     sent = conn.execute(queries.DEMO_FIRST_SENT_RECIPIENT, (run_id,)).fetchone()
     if sent:
         email, cart, amount, currency = sent
-        conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb({
+        Api(conn).ingest_event(project, {
             "type": "payment_succeeded", "occurredAt": datetime.now(timezone.utc).isoformat(),
             "idempotencyKey": f"{cart}:recovered:{run_id}", "correlationId": cart,
             "customer": {"email": email}, "amountCents": amount, "currency": currency,
-            "payload": {"cartId": cart, "checkoutMetadata": {"wid": run_id}}})))
+            "payload": {"cartId": cart, "checkoutMetadata": {"wid": run_id}}})
         conn.commit()
-    return conn.execute("SELECT runhub.workflow_outcome(%s, %s, %s)", (project, DEMO_OWNER, run_id)).fetchone()[0]
+    return Api(conn).workflow_outcome(project, DEMO_OWNER, run_id)
 
 
 DEMO_PARAMS = {"send_promo": {"subject": "20% off beans this week", "content": "Fresh roasts, 20% off.",

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import psycopg
-from psycopg.types.json import Jsonb
+
+from .db.api import Api
 
 # A batch: at most this many events, and this much JSON text — 4 MiB, a quarter of what
 # ingest_events refuses as held (32 MiB; PostgreSQL holds small numbers' arrays at up to 4x their
@@ -46,7 +47,7 @@ def _reason(error: dict) -> str:
 
 
 def _send(conn, project: str, batch: list[tuple[int, dict]], report: ImportReport) -> None:
-    answers = conn.execute("SELECT runhub.ingest_events(%s, %s)", (project, Jsonb([e for _, e in batch]))).fetchone()[0]
+    answers = Api(conn).ingest_events(project, [e for _, e in batch])
     for (line_no, _), answer in zip(batch, answers):
         if "error" in answer:
             report.refused[_reason(answer["error"])].append(line_no)

@@ -250,3 +250,7 @@ DATABASE_METRICS = "SELECT name, labels, value FROM runhub.metrics()"
 # The mail's catalog of one locale into runhub.texts (the deploy); params (locale, the JSON object).
 CLEAR_TEXTS = "DELETE FROM runhub.texts"
 INSERT_TEXTS = "INSERT INTO runhub.texts (locale, key, text) SELECT %s, key, value FROM jsonb_each_text(%s::jsonb)"
+
+# The sender's wake-ups: a run to execute (runhub_runs), messages to send (runhub_outbox).
+LISTEN_RUNS = "LISTEN runhub_runs"
+LISTEN_OUTBOX = "LISTEN runhub_outbox"

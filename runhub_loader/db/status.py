@@ -6,6 +6,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from . import queries
+from .api import Api
 from .assets import DEFAULT_SOURCE
 from .cron import cron_state, job_prefix
 from .deploy import code_checksum, create_run_counters_left, pending_migrations
@@ -76,7 +77,7 @@ def _digests(conn) -> dict | None:
 
 def _plpython(conn) -> dict:
     try:
-        return conn.execute("SELECT runhub._plpython_runtime() AS r").fetchone()["r"]
+        return Api(conn).plpython_runtime()
     except psycopg.Error as exc:
         return {"error": str(exc).strip()}
 

@@ -30,6 +30,8 @@ from urllib.parse import quote
 import psycopg
 
 from .. import logs
+from ..db import queries
+from ..db.api import Api
 from ..db.session import connect
 from ..metrics import SenderMetrics
 from .recorder import Recorder
@@ -217,8 +219,8 @@ class Sender:
             log.info("polling", every_s=self.config.poll_seconds)
             return None
         listener = conn if url == self.config.database_url else stack.enter_context(connect(url))
-        listener.execute("LISTEN runhub_runs")
-        listener.execute("LISTEN runhub_outbox")
+        listener.execute(queries.LISTEN_RUNS)
+        listener.execute(queries.LISTEN_OUTBOX)
         log.info("listening", separate_connection=listener is not conn)
         return listener
 
@@ -267,11 +269,11 @@ class Sender:
         """Nothing in hand, and nothing due: no run to execute, no message due or being sent."""
         if not self._nothing_in_hand():
             return False
-        return conn.execute("SELECT runhub.sender_idle()").fetchone()[0]
+        return Api(conn).sender_idle()
 
     def _process_runs(self, conn) -> None:
         with self.metrics.timed("process_runs"):
-            done = conn.execute("SELECT runhub.process_runs(10)").fetchone()[0]
+            done = Api(conn).process_runs(10)
         if done:
             log.info("runs_processed", runs=done)
         self._run_due_digests(conn)
@@ -281,7 +283,7 @@ class Sender:
         if time.monotonic() < self._digests_after:
             return
         self._digests_after = time.monotonic() + DIGEST_CATCH_UP_S
-        queued = conn.execute("CALL runhub.run_due_digests(NULL)").fetchone()[0]
+        queued = Api(conn).run_due_digests()
         if queued:
             log.info("digests_queued", digests=queued)
 
@@ -296,15 +298,14 @@ class Sender:
         if room <= 0:
             return
         with self.metrics.timed("claim_messages"):
-            rows = conn.execute("SELECT runhub.claim_messages(%s, %s, %s)",
-                                (self.worker_id, room, self.config.lease_seconds)).fetchall()
-        self._more_due = len(rows) == room
+            messages = Api(conn).claim_messages(self.worker_id, room, self.config.lease_seconds)
+        self._more_due = len(messages) == room
         with self._in_flight_lock:
-            self.in_flight.update(message["id"] for (message,) in rows)
-        for (message,) in rows:
+            self.in_flight.update(message["id"] for message in messages)
+        for message in messages:
             self.work.put(message)
-        if rows:
-            log.info("messages_claimed", count=len(rows), queued_locally=self.work.qsize())
+        if messages:
+            log.info("messages_claimed", count=len(messages), queued_locally=self.work.qsize())
 
     def _release_queued(self) -> None:
         """On shutdown: give back what no worker has started."""
@@ -320,8 +321,7 @@ class Sender:
             self.in_flight.difference_update(unstarted)
         try:
             with connect(self.config.database_url) as conn:
-                released = conn.execute("SELECT runhub.release_messages(%s, %s)",
-                                        (self.worker_id, unstarted)).fetchone()[0]
+                released = Api(conn).release_messages(self.worker_id, unstarted)
             log.info("messages_released", count=released)
         except psycopg.Error as exc:  # their leases lapse and another sender takes them
             log.warning("release_failed", error=str(exc).strip(), count=len(unstarted))
@@ -396,13 +396,13 @@ class Sender:
                 self.metrics.relay_up.set(0)
                 self._relay_down_since = time.monotonic()
         self.metrics.deferred(message["template"])
-        self._database_call("SELECT runhub.defer_messages(%s, %s, %s)",
-                            (self.worker_id, [message["id"]], f"relay unavailable: {exc}"))
+        self._database_call("defer_messages",
+                            lambda api: api.defer_messages(self.worker_id, [message["id"]], f"relay unavailable: {exc}"))
         with self._in_flight_lock:
             self.in_flight.discard(message["id"])
         if first:
             log.error("relay_unreachable", relay=smtp.relay, error=str(exc))
-            self._database_call("SELECT runhub.report_relay(%s, %s, %s)", (self.worker_id, smtp.relay, str(exc)))
+            self._database_call("report_relay", lambda api: api.report_relay(self.worker_id, smtp.relay, str(exc)))
             self._release_queued()
             _thread(self._probe_relay, "relay-probe").start()
 
@@ -418,20 +418,20 @@ class Sender:
                 continue
             down_for = time.monotonic() - (self._relay_down_since or time.monotonic())
             log.error("relay_reachable", relay=probe.relay, down_for_s=round(down_for, 1))
-            self._database_call("SELECT runhub.report_relay(%s, %s, NULL)", (self.worker_id, probe.relay))
+            self._database_call("report_relay", lambda api: api.report_relay(self.worker_id, probe.relay, None))
             self._relay_up.set()
             self.metrics.relay_up.set(1)
             self._wake()  # claim again now
             return
 
-    def _database_call(self, sql: str, params: tuple) -> None:
-        """A rare call of its own (the relay's state): if the database is away too, the message's
-        lease lapses and it comes back by itself."""
+    def _database_call(self, name: str, call) -> None:
+        """A rare call of its own (the relay's state), `call(api)` on a connection of its own: if the
+        database is away too, the message's lease lapses and it comes back by itself."""
         try:
             with connect(self.config.database_url) as conn:
-                conn.execute(sql, params)
+                call(Api(conn))
         except psycopg.Error as exc:
-            log.warning("database_unavailable", error=str(exc).strip(), call=sql.split("(")[0])
+            log.warning("database_unavailable", error=str(exc).strip(), call=f"runhub.{name}")
 
     def _set_busy(self, delta: int) -> None:
         """A worker holds a message, from taking it until its outcome is recorded: the recorder
@@ -504,8 +504,7 @@ class Sender:
                 continue
             try:
                 conn = conn if conn is not None and not conn.closed else connect(self.config.database_url)
-                conn.execute("SELECT runhub.heartbeat_messages(%s, %s, %s)",
-                             (self.worker_id, ids, self.config.lease_seconds))
+                Api(conn).heartbeat_messages(self.worker_id, ids, self.config.lease_seconds)
             except psycopg.Error as exc:
                 log.warning("heartbeat_failed", error=str(exc).strip())
                 conn = None

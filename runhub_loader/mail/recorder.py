@@ -10,6 +10,7 @@ from typing import Callable
 import psycopg
 
 from .. import logs
+from ..db.api import Api
 from ..db import queries
 from ..db.session import connect
 from .smtp import Outcome
@@ -104,9 +105,8 @@ class Recorder:
         accepted = [p for p in batch if p.outcome is not None and p.outcome.accepted]
         for pending in batch:  # refusals (rare): one by one, each a transaction of its own
             if pending.outcome is not None and not pending.outcome.accepted:
-                pending.status = conn.execute(
-                    "SELECT runhub.record_failure(%s, %s, %s, %s)",
-                    (pending.message_id, self.worker_id, pending.outcome.code, pending.outcome.reply)).fetchone()[0]
+                pending.status = Api(conn).record_failure(pending.message_id, self.worker_id,
+                                                          pending.outcome.code, pending.outcome.reply)
         starting = [p.start_id for p in batch if p.start_id is not None]
         params = []
         if accepted:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import secrets
 
+from ..db.api import Api
 from . import queries
 
 
@@ -67,7 +68,7 @@ def rotate_everywhere(proxy_url: str, revoke_previous: bool) -> tuple[int, int]:
     with psycopg.connect(proxy_url, autocommit=True) as proxy:
         partitions = proxy.execute(queries.PARTITIONS).fetchall()
     with connect(partitions[0][1], proxy_url, autocommit=True) as first:
-        rotation = first.execute("SELECT runhub.rotate_unsubscribe_key(%s)", (revoke_previous,)).fetchone()[0]
+        rotation = Api(first).rotate_unsubscribe_key(revoke_previous)
         reference = keys_of(first)
     for partition, connstr in partitions[1:]:
         with connect(connstr, proxy_url, autocommit=True) as conn, conn.transaction():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from contextlib import contextmanager
 
+from runhub_loader.db.api import Api
+
 from helpers.db import ingest
 from helpers.workflows import PROMO, ago, checkout, create_run, preview, process_runs, ready_project
 
@@ -12,10 +14,10 @@ from helpers.workflows import PROMO, ago, checkout, create_run, preview, process
 def deliver(conn, run, worker="w-test") -> list[int]:
     """Claim, start and record as sent every message of the run (as the sender does after a 250);
     returns their outbox ids."""
-    ids = [m["id"] for (m,) in conn.execute("SELECT runhub.claim_messages(%s, 1000, 120)", (worker,)).fetchall()
-           if m["runId"] == str(run)]
-    conn.execute("SELECT runhub.start_messages(%s, %s)", (worker, ids))
-    conn.execute("SELECT * FROM runhub.record_sent_many(%s, %s, %s)", (worker, ids, ["250 ok"] * len(ids)))
+    api = Api(conn)
+    ids = [m["id"] for m in api.claim_messages(worker, 1000, 120) if m["runId"] == str(run)]
+    api.start_messages(worker, ids)
+    api.record_sent_many(worker, ids, ["250 ok"] * len(ids))
     return ids
 
 
@@ -84,11 +86,11 @@ def credit(conn, payment) -> dict | None:
 
 
 def explain(conn, project, actor, payment) -> dict:
-    return conn.execute("SELECT runhub.explain_attribution(%s, %s, %s)", (project, actor, payment)).fetchone()[0]
+    return Api(conn).explain_attribution(project, actor, payment)
 
 
 def outcome(conn, project, actor, run) -> dict | None:
-    return conn.execute("SELECT runhub.workflow_outcome(%s, %s, %s)", (project, actor, run)).fetchone()[0]
+    return Api(conn).workflow_outcome(project, actor, run)
 
 
 @contextmanager

@@ -9,19 +9,19 @@ import time
 import uuid
 
 import pytest
-from psycopg.types.json import Jsonb
+
+from runhub_loader.db.api import Api
 
 # -- calling the API ---------------------------------------------------------------------------
 
 def new_project(conn, owner=None, timezone="Europe/Paris", currency="EUR", locale="en", industry=None):
     owner = owner or uuid.uuid4()
-    project = conn.execute("SELECT runhub.create_project('Shop', %s, %s, %s, %s, %s)",
-                           (owner, timezone, currency, locale, industry)).fetchone()[0]
+    project = Api(conn).create_project("Shop", owner, timezone, currency, locale, industry)
     return project, owner
 
 
 def ingest(conn, project, event: dict) -> dict:
-    return conn.execute("SELECT runhub.ingest_event(%s, %s)", (project, Jsonb(event))).fetchone()[0]
+    return Api(conn).ingest_event(project, event)
 
 
 def event(kind="checkout_started", at="2026-11-20T10:00:00Z", key=None, **extra) -> dict:

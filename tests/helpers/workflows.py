@@ -10,7 +10,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
-from psycopg.types.json import Jsonb
+
+from runhub_loader.db.api import Api
 
 from helpers.db import DEADLINE_SECONDS, ingest, new_project
 
@@ -31,15 +32,14 @@ def connect(db_url, autocommit=True):
 def ready_project(conn, settings=None, **kwargs):
     """A project with the settings every action needs (or the given ones); returns (project, owner)."""
     project, owner = new_project(conn, **kwargs)
-    conn.execute("SELECT runhub.update_project_settings(%s, %s, %s)",
-                 (project, owner, Jsonb(SETTINGS if settings is None else settings)))
+    Api(conn).update_project_settings(project, owner, SETTINGS if settings is None else settings)
     return project, owner
 
 
 def add_member(conn, project, actor, role):
     """A new user with this role, added by actor (an owner, or an admin for admins and members)."""
     user = uuid.uuid4()
-    conn.execute("SELECT runhub.add_member(%s, %s, %s, %s)", (project, actor, user, role))
+    Api(conn).add_member(project, actor, user, role)
     return user
 
 
@@ -79,21 +79,19 @@ def checkouts(conn, project, n, prefix="c", hours=1.0):
 # -- the workflow API --------------------------------------------------------------------------
 
 def preview(conn, project, actor, action, params=None) -> dict:
-    return conn.execute("SELECT runhub.preview(%s, %s, %s, %s)",
-                        (project, actor, action, Jsonb(params or {}))).fetchone()[0]
+    return Api(conn).preview(project, actor, action, params or {})
 
 
 def create_run(conn, project, actor, action, key, params=None, preview_id=None) -> dict:
-    return conn.execute("SELECT runhub.create_run(%s, %s, %s, %s, %s, NULL, %s)",
-                        (project, actor, action, key, Jsonb(params or {}), preview_id)).fetchone()[0]
+    return Api(conn).create_run(project, actor, action, key, params or {}, preview=preview_id)
 
 
 def process_runs(conn, n=10) -> int:
-    return conn.execute("SELECT runhub.process_runs(%s)", (n,)).fetchone()[0]
+    return Api(conn).process_runs(n)
 
 
 def get_run(conn, project, actor, run) -> dict:
-    return conn.execute("SELECT runhub.get_run(%s, %s, %s)", (project, actor, run)).fetchone()[0]
+    return Api(conn).get_run(project, actor, run)
 
 
 def run_status(conn, run) -> str:

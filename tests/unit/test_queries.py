@@ -1,5 +1,6 @@
-"""Every statement runhub_loader sends is a call of runhub's SQL API, written where it is made, or
-a named query of runhub_loader/db/queries.py. No database needed: this reads the sources."""
+"""Every statement runhub_loader sends is a call of runhub's SQL API, written once in
+runhub_loader/db/api.py (a method per function), or a named query of runhub_loader/db/queries.py.
+No database needed: this reads the sources."""
 from __future__ import annotations
 
 import ast
@@ -12,12 +13,13 @@ from runhub_loader.db import queries
 
 PACKAGE = Path(queries.__file__).resolve().parent.parent
 
-# A call of the API, alone: `SELECT runhub.f(...)` (maybe `AS name`), `CALL runhub.p(...)`, `LISTEN channel`.
-API_CALL = re.compile(r"(SELECT|CALL) runhub\.\w+\(.*\)( AS \w+)?|LISTEN \w+", re.S)
+# A call of the API, alone: `SELECT runhub.f(...)`, `SELECT * FROM runhub.f(...)` (a set) or `CALL runhub.p(...)`.
+API_CALL = re.compile(r"(SELECT |SELECT \* FROM |CALL )(runhub\.\w+)\((.*)\)", re.S)
+API_MODULE = "db/api.py"
 NOT_A_CALL_ALONE = re.compile(r"\bFROM\b|;", re.I)  # a read of a table, or a second statement
 
 # The calls that send the statement given as their first argument.
-SENDING_CALLS = ("execute", "_database_call")
+SENDING_CALLS = ("execute", "_value")
 
 # Calls that send something other than a literal or a named query, each for a reason.
 ALLOWED = {
@@ -25,8 +27,8 @@ ALLOWED = {
     ("db/deploy.py", "conn.execute(path.read_text())"),
     # deploy installs the PL/Python bundle: plpy_bundle.bundle_statements(), deployment of files.
     ("db/deploy.py", "conn.execute(statement, params)"),
-    # The sender's _database_call(sql, params): its callers pass API calls (checked here too).
-    ("mail/daemon.py", "conn.execute(sql, params)"),
+    # The typed door's one sending call: its methods pass it their API calls (checked here too).
+    ("db/api.py", "self.conn.execute(statement, params)"),
     # The proxy's deploy applies proxy/sql/ files, and the API functions it generates from a
     # shard's catalog (proxy/deploy.py remote_function, wrapper_function): deployment of code.
     ("proxy/deploy.py", "proxy.execute(path.read_text())"),
@@ -72,15 +74,34 @@ def test_statements_other_than_api_calls_live_in_queries():
     wrong = []
     for name, call, statement in found:
         if isinstance(statement, ast.Constant) and isinstance(statement.value, str):
-            text = statement.value.strip()
-            ok = API_CALL.fullmatch(text) and not NOT_A_CALL_ALONE.search(text)
+            text = statement.value.strip()  # an API call, written in the typed door only
+            call_alone = API_CALL.fullmatch(text)
+            ok = name == API_MODULE and call_alone and not NOT_A_CALL_ALONE.search(call_alone.group(3))
         else:  # a named query (maybe formatted), or one of the allowed exceptions
             ok = _names_a_query(statement) or (name, call) in ALLOWED
         if not ok:
             wrong.append(f"{name}: {call}")
-    assert not wrong, "move these statements into runhub_loader/db/queries.py:\n" + "\n".join(wrong)
+    assert not wrong, ("call the API through runhub_loader/db/api.py, and move other statements into "
+                       "runhub_loader/db/queries.py:\n" + "\n".join(wrong))
+
+
+def test_each_api_call_is_written_once():
+    calls = [statement.value for name, _, statement in _sent_statements()
+             if name == API_MODULE and isinstance(statement, ast.Constant)]
+    functions = [API_CALL.fullmatch(text.strip()).group(2) for text in calls]
+    assert len(functions) > 15 and len(set(functions)) == len(functions), sorted(functions)
 
 
 def test_every_allowed_exception_still_exists():
     found = {(name, call) for name, call, _ in _sent_statements()}
     assert ALLOWED <= found, ALLOWED - found
+
+
+def test_the_test_helpers_call_the_api_through_the_typed_door():
+    """tests/helpers speak to runhub as the package does (runhub_loader/db/api.py); the tests
+    themselves may send any statement: they probe the contract."""
+    helpers = PACKAGE.parent / "tests" / "helpers"
+    public_call = re.compile(r"(SELECT|CALL) (\* FROM )?runhub\.[a-z]\w*\(")
+    written = [f"{path.name}: {m.group(0)}" for path in sorted(helpers.glob("*.py"))
+               for m in public_call.finditer(path.read_text())]
+    assert list(helpers.glob("*.py")) and not written, written
