@@ -25,3 +25,5 @@ ACTION_IDS: tuple[str, ...] = tuple(CONSTANTS["actionIds"])
 MIN_LEASE_SECONDS: int = CONSTANTS["minLeaseSeconds"]
 MAX_MESSAGE_LEASE_SECONDS: int = CONSTANTS["maxMessageLeaseSeconds"]
 MAX_CLAIM_BATCH: int = CONSTANTS["maxClaimBatch"]
+MAX_INGEST_BATCH: int = CONSTANTS["maxIngestBatch"]
+MAX_INGEST_BATCH_BYTES: int = CONSTANTS["maxIngestBatchBytes"]

@@ -12,13 +12,14 @@ from typing import Callable, Iterable
 
 import psycopg
 
+from .constants import MAX_INGEST_BATCH, MAX_INGEST_BATCH_BYTES
 from .db.api import Api
 
-# A batch: at most this many events, and this much JSON text — 4 MiB, a quarter of what
-# ingest_events refuses as held (32 MiB; PostgreSQL holds small numbers' arrays at up to 4x their
-# text), so a batch is never refused whole.
-BATCH_EVENTS = 1000
-BATCH_BYTES = 4 * 1024 * 1024
+# A batch: at most this many events (a fifth of what ingest_events takes), and this much JSON text —
+# an eighth of what it refuses as held (maxIngestBatchBytes; PostgreSQL holds small numbers' arrays at
+# up to 4x their text), so a batch is never refused whole.
+BATCH_EVENTS = MAX_INGEST_BATCH // 5
+BATCH_BYTES = MAX_INGEST_BATCH_BYTES // 8
 NOT_JSON = "import.notJsonObject"  # a line that is no JSON object: refused here, never sent
 LINES_SHOWN = 10  # line numbers listed per reason
 

@@ -20,7 +20,16 @@ AS $body$ SELECT $constants$
     "maxRunLeaseSeconds": 86400,
     "maxMessageLeaseSeconds": 3600,
     "defaultHoldoutPercent": 10,
-    "maxHoldoutPercent": 50
+    "maxHoldoutPercent": 50,
+    "maxIngestBatch": 5000,
+    "maxIngestBatchBytes": 33554432,
+    "maxPayloadBytes": 32768,
+    "maxWorkflowParamsBytes": 32768,
+    "maxPageSize": 500,
+    "createRunsPerMinute": 10,
+    "staleRunMinutes": 30,
+    "digestBatch": 1000,
+    "maxDigestBatch": 10000
 }
 $constants$::jsonb $body$;
 

@@ -267,8 +267,8 @@ BEGIN
         PERFORM runhub._invalid('events.invalid', 'payload', 'must be an object');
     END IF;
     v_bytes := octet_length(v_row.payload::text);
-    IF v_bytes > 32768 THEN
-        PERFORM runhub._raise('events.payloadTooLarge', jsonb_build_object('bytes', v_bytes, 'maxBytes', 32768));
+    IF v_bytes > runhub._constant('maxPayloadBytes') THEN
+        PERFORM runhub._raise('events.payloadTooLarge', jsonb_build_object('bytes', v_bytes, 'maxBytes', runhub._constant('maxPayloadBytes')));
     END IF;
     IF runhub._is_nested_too_deep(v_row.payload) THEN
         PERFORM runhub._invalid('events.invalid', 'payload', 'nests objects and arrays more than 32 levels deep');
@@ -335,7 +335,7 @@ AS $$
             THEN (e -> 'amountCents' IS NULL
                       OR (e -> 'amountCents')::pg_catalog.numeric = pg_catalog.trunc((e -> 'amountCents')::pg_catalog.numeric)
                          AND (e -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND 9007199254740991)
-                 AND pg_catalog.octet_length(coalesce(e -> 'payload', '{}')::text) <= 32768
+                 AND pg_catalog.octet_length(coalesce(e -> 'payload', '{}')::text) <= runhub._constant('maxPayloadBytes')
                  AND NOT runhub._is_nested_too_deep(coalesce(e -> 'payload', '{}'))
             ELSE false END
 $$;
@@ -503,8 +503,8 @@ AS $$
 DECLARE
     p_project ALIAS FOR project;
     p_events ALIAS FOR events;
-    c_max     CONSTANT int := 5000;
-    c_max_bytes CONSTANT int := 32 * 1024 * 1024;
+    c_max     CONSTANT int := runhub._constant('maxIngestBatch');
+    c_max_bytes CONSTANT int := runhub._constant('maxIngestBatchBytes');
     v_bytes   int;
     v_count   int;
     v_keys    text[];   -- each event's idempotency key, in the order given (null where refused)
@@ -707,7 +707,7 @@ DECLARE
     p_order ALIAS FOR sort;
     p_cursor ALIAS FOR cursor;
     p_limit ALIAS FOR page_size;
-    c_max_limit CONSTANT int := 500;
+    c_max_limit CONSTANT int := runhub._constant('maxPageSize');
     v_after_at  timestamptz;
     v_after_id  bigint;
     v_page      runhub.business_events[];

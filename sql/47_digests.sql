@@ -291,7 +291,7 @@ $$;
 -- busy at once. "Now" is the transaction's start on runhub's clock (now() + runhub._clock_offset(),
 -- sql/12_clock.sql): what is due, the next times and the days served all read it. Returns
 -- {jobRun, served, queued, skipped, failed, done, busy}.
-CREATE OR REPLACE FUNCTION runhub.digest_batch(max int DEFAULT 200, job_run bigint DEFAULT NULL)
+CREATE OR REPLACE FUNCTION runhub.digest_batch(max int DEFAULT 1000, job_run bigint DEFAULT NULL)  -- 1000: digestBatch
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -310,8 +310,8 @@ DECLARE
     v_error   text;
     v_run     bigint := p_job_run;
 BEGIN
-    IF p_max IS NULL OR p_max NOT BETWEEN 1 AND 10000 THEN
-        PERFORM runhub._invalid('common.invalidInput', 'max', 'must be 1 to 10000');
+    IF p_max IS NULL OR p_max NOT BETWEEN 1 AND runhub._constant('maxDigestBatch') THEN
+        PERFORM runhub._invalid('common.invalidInput', 'max', format('must be 1 to %s', runhub._constant('maxDigestBatch')));
     END IF;
     IF NOT runhub._try_job_lock('digests') THEN
         RETURN v_counts || jsonb_build_object('jobRun', p_job_run, 'busy', true);
@@ -355,7 +355,10 @@ $$;
 -- and writing a batch costs as much as a few hundred of its projects), or the setting
 -- runhub.digest_batch_size (1 to 10000; e.g. ALTER DATABASE ... SET runhub.digest_batch_size = 200).
 -- A procedure, so that it can commit between batches: that rules out SECURITY DEFINER and a SET
--- clause, so it runs with its caller's rights and does nothing but call digest_batch; with no
+-- clause, so it runs with its caller's rights and does nothing but call digest_batch (so its two
+-- bounds are written here as digits, not read from runhub._constant, which no runhub role may call:
+-- tests/sql/47_digests.sql holds them, and digest_batch's default, to digestBatch and
+-- maxDigestBatch); with no
 -- search_path of its own, every type and operator it names is schema-qualified (a caller's
 -- pg_temp.jsonb, say, comes first in the caller's path).
 CREATE OR REPLACE PROCEDURE runhub.run_due_digests(INOUT queued pg_catalog.int4 DEFAULT NULL)
@@ -364,7 +367,7 @@ AS $$
 DECLARE
     v_size  pg_catalog.text := pg_catalog.current_setting('runhub.digest_batch_size', true);
     c_batch pg_catalog.int4 := CASE WHEN v_size OPERATOR(pg_catalog.~) '^ *[0-9]{1,5} *$'
-                                    THEN least(greatest(v_size::pg_catalog.int4, 1), 10000) ELSE 1000 END;
+                                    THEN least(greatest(v_size::pg_catalog.int4, 1), 10000) ELSE 1000 END;  -- maxDigestBatch, digestBatch
     v_batch pg_catalog.jsonb;
     v_run   pg_catalog.int8;
 BEGIN

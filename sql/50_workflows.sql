@@ -55,7 +55,7 @@ LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c_max_bytes CONSTANT int := 32768;
+    c_max_bytes CONSTANT int := runhub._constant('maxWorkflowParamsBytes');
     v_params jsonb := coalesce(p_params, '{}');
     v_key    text;
     v_bytes  int;
@@ -136,7 +136,7 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    c_limit  CONSTANT int := 10;
+    c_limit  CONSTANT int := runhub._constant('createRunsPerMinute');
     v_epoch  numeric := extract(epoch FROM runhub._now());
     v_minute bigint := floor(v_epoch / 60);
     v_count  int;
@@ -474,7 +474,7 @@ AS $$
                        WHEN r.executed_at IS NOT NULL THEN runhub._run_totals(r.id) END))
         || jsonb_build_object(
         'params', r.params,
-        'stale', r.status = 'running' AND r.started_at < now() - interval '30 minutes',
+        'stale', r.status = 'running' AND r.started_at < now() - make_interval(mins => runhub._constant('staleRunMinutes')),
         'outcome', runhub._outcome(r))
 $$;
 

@@ -366,12 +366,12 @@ BEGIN
 END
 $$;
 
--- Runs that have been running for over 30 minutes: flagged for review.
+-- Runs that have been running for over staleRunMinutes (30, sql/00_constants.sql): flagged for review.
 CREATE OR REPLACE VIEW runhub.stale_runs AS
     SELECT r.id, r.project_id, r.action_id, r.started_at, r.executed_at, r.attempts, r.lease_owner,
            r.lease_expires_at, now() - r.started_at AS running_for
       FROM runhub.workflow_runs r
-     WHERE r.status = 'running' AND r.started_at < now() - interval '30 minutes';
+     WHERE r.status = 'running' AND r.started_at < now() - make_interval(mins => runhub._constant('staleRunMinutes'));
 
 -- Recipients, messages and credits have no foreign keys (see migrations 0003 and 0010): deleting
 -- runs, or a project, deletes them here, set-based.

@@ -28,6 +28,13 @@ SELECT results_eq($$SELECT r FROM unnest(ARRAY['runhub_app', 'runhub_ingest', 'r
 SELECT results_eq($$SELECT schedule, command FROM runhub.cron_jobs() WHERE name = 'run-due-digests'$$,
                   $$VALUES ('5 * * * *', 'CALL runhub.run_due_digests()')$$, 'pg_cron runs the job hourly at minute 5');
 
+-- The job's batch bounds, written as digits where the caller's rights run them, are the constants'.
+SELECT matches(pg_get_function_arguments('runhub.digest_batch(integer,bigint)'::regprocedure),
+               format('max integer DEFAULT %s\M', runhub._constant('digestBatch')), 'digest_batch''s default batch is digestBatch');
+SELECT matches(pg_get_functiondef('runhub.run_due_digests(integer)'::regprocedure),
+               format('1\), %s\) ELSE %s END', runhub._constant('maxDigestBatch'), runhub._constant('digestBatch')),
+               'the job''s batch: runhub.digest_batch_size up to maxDigestBatch, else digestBatch');
+
 -- Settings: turning digests on needs a recipient; the next time is set in the same transaction.
 SELECT runhub.create_project('Digest shop', :owner, 'Europe/Berlin', 'EUR') AS p \gset
 SELECT throws_ok(format($$SELECT runhub.update_project_settings(%L, %L, '{"dailyDigestEnabled": true}')$$, :'p', :owner),
