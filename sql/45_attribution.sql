@@ -182,117 +182,115 @@ AS $$
      LIMIT 1
 $$;
 
--- The decision for one payment: credited (and, with p_record, recorded) or why not, as
--- {attributed, reason, params, text, link?}. Never raises for bad data in the payment: the payment
--- is always kept. Recording logs what did not count where there was something to weigh: a run link
+-- The decision for one payment, read-only: the touch it earns (a method: credited) or why not
+-- (reason: {reason, params}), and why its run link did not decide (link; null when it did, or it
+-- carries none). Never raises for bad data in the payment. The touch is the run link's mail
+-- (_link_mail), else the address's last touch (_address_touch). The trigger and a backfill write
+-- what it decides (_record_attribution); explain_attribution shows it.
+CREATE OR REPLACE FUNCTION runhub._attribution_decision(
+    p_payment runhub.business_events,
+    OUT message_id bigint, OUT run_id uuid, OUT action_id text, OUT sent_at timestamptz, OUT window_hours int,
+    OUT method text, OUT reason jsonb, OUT link jsonb)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_currency   char(3);
+    v_email_only boolean;
+    v_wid        text := runhub._payment_wid(p_payment.payload);
+    v_mails      bigint;
+BEGIN
+    SELECT p.currency, coalesce((p.settings ->> 'emailOnlyAttribution')::boolean, false) INTO v_currency, v_email_only
+      FROM runhub.projects p WHERE p.id = p_payment.project_id;
+    IF p_payment.event_type <> 'payment_succeeded' THEN
+        reason := runhub._attribution_reason('attribution.notAPayment', jsonb_build_object('type', p_payment.event_type));
+        RETURN;
+    ELSIF p_payment.amount_cents IS NULL THEN
+        reason := runhub._attribution_reason('attribution.noAmount');
+        RETURN;
+    ELSIF p_payment.currency <> v_currency THEN
+        reason := runhub._attribution_reason('attribution.currencyMismatch', jsonb_build_object(
+            'paymentCurrency', p_payment.currency, 'projectCurrency', v_currency));
+        RETURN;
+    END IF;
+    IF v_wid IS NOT NULL THEN
+        SELECT l.message_id, l.run_id, l.action_id, l.sent_at, l.window_hours, 'wid_link'
+          INTO message_id, run_id, action_id, sent_at, window_hours, method
+          FROM runhub._link_mail(p_payment.project_id, v_wid, p_payment.customer_email, p_payment.occurred_at) l;
+        IF message_id IS NULL THEN
+            link := runhub._link_why(p_payment.project_id, v_wid, p_payment.occurred_at);
+        END IF;
+    END IF;
+    IF message_id IS NULL AND p_payment.customer_email IS NOT NULL THEN
+        SELECT a.message_id, a.run_id, a.action_id, a.sent_at, a.window_hours, a.method
+          INTO message_id, run_id, action_id, sent_at, window_hours, method
+          FROM runhub._address_touch(p_payment.project_id, p_payment.customer_email, p_payment.occurred_at,
+                                     coalesce(p_payment.payload ->> 'cartId', p_payment.correlation_id),
+                                     p_payment.amount_cents, p_payment.currency, v_email_only) a;
+    END IF;
+    IF method IS NOT NULL THEN
+        RETURN;
+    ELSIF p_payment.customer_email IS NULL THEN
+        reason := runhub._attribution_reason('attribution.noCustomer');
+    ELSIF message_id IS NULL THEN
+        reason := runhub._attribution_reason('attribution.noMailInWindow', jsonb_build_object('email', p_payment.customer_email));
+    ELSE  -- mail went, none matched: how much, for the log
+        SELECT count(*) INTO v_mails
+          FROM runhub._address_mails(p_payment.project_id, p_payment.customer_email, p_payment.occurred_at);
+        reason := runhub._attribution_reason('attribution.noMatch', jsonb_build_object(
+            'email', p_payment.customer_email, 'mails', v_mails));
+    END IF;
+    message_id := NULL;  -- no touch: the mail that matched nothing is not one
+    run_id := NULL;
+    action_id := NULL;
+    sent_at := NULL;
+    window_hours := NULL;
+END
+$$;
+
+-- Write what _attribution_decision decides for a payment (the trigger, a backfill): its credit, if
+-- it earns one; and log what did not count where there was something to weigh — a run link
 -- ignored, another currency, mail in the window that matched neither cart nor amount. A payment
 -- from someone runhub never mailed is most payments: not logged (explain_attribution answers).
--- The touch is the run link's mail (_link_mail), else the address's last touch (_address_touch):
--- read-only decisions; the credit is written here, once.
-CREATE OR REPLACE FUNCTION runhub._attribute(p_payment runhub.business_events, p_record boolean)
-RETURNS jsonb
+-- Returns whether it wrote a credit (not when another session credited the payment meanwhile).
+CREATE OR REPLACE FUNCTION runhub._record_attribution(p_payment runhub.business_events)
+RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_existing   runhub.workflow_attributions;
-    v_currency   char(3);
-    v_email_only boolean;
-    v_wid        text := runhub._payment_wid(p_payment.payload);
-    v_message    bigint;  -- the touch
-    v_run        uuid;
-    v_action     text;
-    v_sent_at    timestamptz;
-    v_window     int;
-    v_method     text;
-    v_link_why   jsonb;   -- why the payment's run link does not count
-    v_mails      bigint;
-    v_decision   jsonb;
+    d          record := runhub._attribution_decision(p_payment);
+    v_existing runhub.workflow_attributions;
+    v_credited boolean := false;
+    v_said     jsonb;
 BEGIN
-    IF NOT p_record THEN  -- recording (the trigger, a backfill) comes to uncredited payments
-        SELECT * INTO v_existing FROM runhub.workflow_attributions WHERE payment_event_id = p_payment.id;
-        IF FOUND THEN  -- credited: say so, and why its run link (if any) did not decide
-            IF v_wid IS NOT NULL AND v_existing.method <> 'wid_link' THEN
-                v_link_why := runhub._link_why(p_payment.project_id, v_wid, p_payment.occurred_at);
-            END IF;
-            RETURN runhub._attribution_json(v_existing)
-                || CASE WHEN v_link_why IS NOT NULL THEN jsonb_build_object('link', v_link_why) ELSE '{}' END;
-        END IF;
-    END IF;
-    SELECT p.currency, coalesce((p.settings ->> 'emailOnlyAttribution')::boolean, false) INTO v_currency, v_email_only
-      FROM runhub.projects p WHERE p.id = p_payment.project_id;
-    IF p_payment.event_type <> 'payment_succeeded' THEN
-        v_decision := runhub._attribution_reason('attribution.notAPayment', jsonb_build_object('type', p_payment.event_type));
-    ELSIF p_payment.amount_cents IS NULL THEN
-        v_decision := runhub._attribution_reason('attribution.noAmount');
-    ELSIF p_payment.currency <> v_currency THEN
-        v_decision := runhub._attribution_reason('attribution.currencyMismatch', jsonb_build_object(
-            'paymentCurrency', p_payment.currency, 'projectCurrency', v_currency));
-    ELSE
-        IF v_wid IS NOT NULL THEN
-            SELECT l.message_id, l.run_id, l.action_id, l.sent_at, l.window_hours, 'wid_link'
-              INTO v_message, v_run, v_action, v_sent_at, v_window, v_method
-              FROM runhub._link_mail(p_payment.project_id, v_wid, p_payment.customer_email, p_payment.occurred_at) l;
-            IF v_message IS NULL THEN
-                v_link_why := runhub._link_why(p_payment.project_id, v_wid, p_payment.occurred_at);
-            END IF;
-        END IF;
-        IF v_message IS NULL AND p_payment.customer_email IS NOT NULL THEN
-            SELECT a.message_id, a.run_id, a.action_id, a.sent_at, a.window_hours, a.method
-              INTO v_message, v_run, v_action, v_sent_at, v_window, v_method
-              FROM runhub._address_touch(p_payment.project_id, p_payment.customer_email, p_payment.occurred_at,
-                                         coalesce(p_payment.payload ->> 'cartId', p_payment.correlation_id),
-                                         p_payment.amount_cents, p_payment.currency, v_email_only) a;
-        END IF;
-        IF v_method IS NOT NULL THEN
-            NULL;  -- credited: below
-        ELSIF p_payment.customer_email IS NULL THEN
-            v_decision := runhub._attribution_reason('attribution.noCustomer');
-        ELSIF v_message IS NULL THEN
-            v_decision := runhub._attribution_reason('attribution.noMailInWindow', jsonb_build_object('email', p_payment.customer_email));
-        ELSE  -- mail went, none matched: how much, for the log
-            SELECT count(*) INTO v_mails
-              FROM runhub._address_mails(p_payment.project_id, p_payment.customer_email, p_payment.occurred_at);
-            v_decision := runhub._attribution_reason('attribution.noMatch', jsonb_build_object(
-                'email', p_payment.customer_email, 'mails', v_mails));
-        END IF;
-    END IF;
-
-    IF v_decision IS NULL AND p_record THEN
+    IF d.method IS NOT NULL THEN
         INSERT INTO runhub.workflow_attributions (project_id, run_id, payment_event_id, message_id, method, confidence,
                                                   window_hours, sent_at, paid_at, amount_cents, currency)
-        VALUES (p_payment.project_id, v_run, p_payment.id, v_message, v_method,
-                runhub._confidence(v_method), v_window, v_sent_at, p_payment.occurred_at,
-                p_payment.amount_cents, p_payment.currency)
+        VALUES (p_payment.project_id, d.run_id, p_payment.id, d.message_id, d.method, runhub._confidence(d.method),
+                d.window_hours, d.sent_at, p_payment.occurred_at, p_payment.amount_cents, p_payment.currency)
         ON CONFLICT (payment_event_id) DO NOTHING;
-        IF NOT FOUND THEN  -- credited meanwhile by another session (a backfill)
+        v_credited := FOUND;
+        IF v_credited AND d.link IS NULL THEN  -- the common case: nothing to log, the row says it all
+            RETURN true;
+        ELSIF v_credited THEN
+            v_said := runhub._attribution_reason('attribution.attributed', jsonb_build_object(
+                'runId', d.run_id, 'actionId', d.action_id, 'method', d.method, 'messageId', d.message_id))
+                || jsonb_build_object('attributed', true, 'recorded', true);
+        ELSE  -- credited meanwhile by another session (a backfill)
             SELECT * INTO v_existing FROM runhub.workflow_attributions WHERE payment_event_id = p_payment.id;
-            v_decision := runhub._attribution_reason('attribution.alreadyAttributed', jsonb_build_object(
+            v_said := runhub._attribution_reason('attribution.alreadyAttributed', jsonb_build_object(
                 'runId', v_existing.run_id, 'method', v_existing.method)) || jsonb_build_object('attributed', true);
-        ELSIF v_link_why IS NULL THEN  -- the common case: nothing to log, the row says it all
-            RETURN '{"reason": "attribution.attributed", "attributed": true, "recorded": true}'::jsonb;
-        ELSE
-            v_decision := runhub._attribution_reason('attribution.attributed', jsonb_build_object(
-                'runId', v_run, 'actionId', v_action, 'method', v_method,
-                'messageId', v_message)) || jsonb_build_object('attributed', true, 'recorded', true);
         END IF;
-    ELSIF v_decision IS NULL THEN  -- a dry run (explain): what recording would credit
-        v_decision := runhub._attribution_reason('attribution.attributed', jsonb_build_object(
-            'runId', v_run, 'actionId', v_action, 'method', v_method,
-            'confidence', runhub._confidence(v_method), 'messageId', v_message,
-            'sentAt', runhub._iso(v_sent_at), 'windowHours', v_window))
-            || jsonb_build_object('attributed', true, 'recorded', false);
     ELSE
-        v_decision := v_decision || jsonb_build_object('attributed', false);
+        v_said := d.reason || jsonb_build_object('attributed', false);
     END IF;
-    IF v_link_why IS NOT NULL THEN
-        v_decision := v_decision || jsonb_build_object('link', v_link_why);
-    END IF;
-    IF p_record AND (v_link_why IS NOT NULL OR v_decision ->> 'reason' IN ('attribution.currencyMismatch', 'attribution.noMatch')) THEN
+    IF d.link IS NOT NULL OR v_said ->> 'reason' IN ('attribution.currencyMismatch', 'attribution.noMatch') THEN
         RAISE LOG 'runhub %', jsonb_build_object('event', 'payment_attribution', 'paymentEventId', p_payment.id,
-                                                 'projectId', p_payment.project_id) || v_decision;
+                                                 'projectId', p_payment.project_id)
+                              || v_said || CASE WHEN d.link IS NOT NULL THEN jsonb_build_object('link', d.link) ELSE '{}' END;
     END IF;
-    RETURN v_decision;
+    RETURN v_credited;
 END
 $$;
 
@@ -349,7 +347,7 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    PERFORM runhub._attribute(NEW, true);
+    PERFORM runhub._record_attribution(NEW);
     RETURN NULL;
 END
 $$;
@@ -389,7 +387,7 @@ BEGIN
            AND NOT EXISTS (SELECT 1 FROM runhub.workflow_attributions a WHERE a.payment_event_id = e.id)
          ORDER BY e.occurred_at, e.id
     LOOP
-        IF (runhub._attribute(v_payment, true) ->> 'reason') = 'attribution.attributed' THEN
+        IF runhub._record_attribution(v_payment) THEN
             v_added := v_added + 1;
         END IF;
     END LOOP;
@@ -409,14 +407,36 @@ DECLARE
     p_project ALIAS FOR project;
     p_actor ALIAS FOR actor;
     p_payment_event_id ALIAS FOR payment_event_id;
-    v_payment runhub.business_events;
+    v_payment  runhub.business_events;
+    v_existing runhub.workflow_attributions;
+    v_wid      text;
+    v_link     jsonb;
+    d          record;
 BEGIN
     PERFORM runhub._authorize(p_project, p_actor);
     SELECT * INTO v_payment FROM runhub.business_events WHERE id = p_payment_event_id AND project_id = p_project;
     IF NOT FOUND THEN
         PERFORM runhub._raise('events.notFound', jsonb_build_object('eventId', p_payment_event_id));
     END IF;
-    RETURN jsonb_build_object('paymentEventId', v_payment.id) || runhub._with_text(runhub._attribute(v_payment, false));
+    SELECT * INTO v_existing FROM runhub.workflow_attributions a WHERE a.payment_event_id = v_payment.id;
+    IF FOUND THEN  -- credited: say so, and why its run link (if any) did not decide
+        v_wid := runhub._payment_wid(v_payment.payload);
+        IF v_wid IS NOT NULL AND v_existing.method <> 'wid_link' THEN
+            v_link := runhub._link_why(v_payment.project_id, v_wid, v_payment.occurred_at);
+        END IF;
+        RETURN jsonb_build_object('paymentEventId', v_payment.id) || runhub._with_text(runhub._attribution_json(v_existing)
+            || CASE WHEN v_link IS NOT NULL THEN jsonb_build_object('link', v_link) ELSE '{}' END);
+    END IF;
+    d := runhub._attribution_decision(v_payment);
+    RETURN jsonb_build_object('paymentEventId', v_payment.id) || runhub._with_text(
+        CASE WHEN d.method IS NOT NULL
+             THEN runhub._attribution_reason('attribution.attributed', jsonb_build_object(
+                      'runId', d.run_id, 'actionId', d.action_id, 'method', d.method,
+                      'confidence', runhub._confidence(d.method), 'messageId', d.message_id,
+                      'sentAt', runhub._iso(d.sent_at), 'windowHours', d.window_hours))
+                  || jsonb_build_object('attributed', true, 'recorded', false)
+             ELSE d.reason || jsonb_build_object('attributed', false) END
+        || CASE WHEN d.link IS NOT NULL THEN jsonb_build_object('link', d.link) ELSE '{}' END);
 END
 $$;
 

@@ -668,7 +668,7 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- constant (_attribution_texts) and runhub's lists and bounds (_constants, _constant, _locales), which
 -- name nothing to look up, attribution's decision by address and its small expressions
 -- (_link_mail, _address_mails, _address_touch, _wid_run, _payment_wid, _confidence: inlined into
--- _attribute's queries), a role's rank (_role_rank, an expression), and the digest job's procedure
+-- _attribution_decision's queries), a role's rank (_role_rank, an expression), and the digest job's procedure
 -- (run_due_digests) and the outbox's purge (purge_finished_mail): one that commits may have no SET
 -- clause; they run with their caller's rights (no runhub role may call the purge).
 SELECT cmp_ok((SELECT count(*) FROM pg_proc WHERE pronamespace = 'runhub'::regnamespace)::int, '>=', 20,
