@@ -15,7 +15,6 @@ METRICS = ("revenue", "leads", "conversion")  # also the tie order for the headl
 ANOMALY_DROP = Decimal(50)  # a metric down more than this % against the same weekday a week before
 ANOMALY_DROP_HIGH = Decimal(75)
 FAILURES_MIN, FAILURES_SHARE, FAILURES_SHARE_HIGH = 3, Decimal(20), Decimal(50)
-RECOMMENDATION_ORDER = ("recover_abandoned", "onboard_users", "send_promo")  # money now, then people waiting
 RECOMMENDATION_KEYS = {"recover_abandoned": "digest.recommend.recoverAbandoned",
                        "onboard_users": "digest.recommend.onboardUsers",
                        "send_promo": "digest.recommend.sendPromo"}
@@ -139,13 +138,13 @@ def anomaly(day: dict, week_before: dict, weekday: int) -> dict | None:
 
 
 def recommended_action(candidates: list[dict]) -> dict | None:
-    """The first action, in RECOMMENDATION_ORDER, that the owner can run now (prerequisites held,
-    not in cooldown) and whose audience is not empty; its reason is how many it would reach."""
-    by_id = {c["id"]: c for c in candidates}
-    for action in RECOMMENDATION_ORDER:
-        c = by_id.get(action)
-        if c and c.get("available") and _number(c.get("reach")) > 0:
-            return {"id": action, "key": RECOMMENDATION_KEYS[action], "params": {"count": int(_number(c["reach"]))}}
+    """The first candidate, in the order the facts list them, that the owner can run now
+    (prerequisites held, not in cooldown) and whose audience is not empty; its reason is how many it
+    would reach. The order is runhub._constants()' recommendationOrder (money now, then people
+    waiting): the SQL that gathers the candidates lists them so (tests/sql/47_digests.sql)."""
+    for c in candidates:
+        if c.get("available") and _number(c.get("reach")) > 0 and c["id"] in RECOMMENDATION_KEYS:
+            return {"id": c["id"], "key": RECOMMENDATION_KEYS[c["id"]], "params": {"count": int(_number(c["reach"]))}}
     return None
 
 

@@ -13,6 +13,7 @@ AS $body$ SELECT $constants$
     "defaultLocale": "en",
     "templates": ["recovery", "promo", "update", "onboarding", "digest"],
     "actionIds": ["recover_abandoned", "send_promo", "onboard_users"],
+    "recommendationOrder": ["recover_abandoned", "onboard_users", "send_promo"],
     "maxSendAttempts": 8,
     "maxExecutionAttempts": 5,
     "maxClaimBatch": 1000,

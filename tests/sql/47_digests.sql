@@ -79,5 +79,29 @@ SELECT is((SELECT digest_next_at FROM runhub.projects WHERE id = :'p'),
           'the next time is the next 07:00 after runhub''s clock');
 SELECT pg_temp.reset_clock() \g /dev/null
 
+-- ---------------------------------------------------------------------------------------------
+-- The recommendation order is runhub._constants()' recommendationOrder: the job's facts list the
+-- candidates in it (and try each only while those before reach nobody), and the digest recommends
+-- the first that can run and reaches someone — with every candidate available, the first.
+SELECT runhub.create_project('Every candidate', :owner, 'UTC', 'EUR') AS ec \gset
+SELECT runhub.update_project_settings(:'ec', :owner,
+       '{"shopUrl": "https://shop.example", "integrations": ["payments", "email"], "holdoutPercent": 0}') IS NOT NULL AS set \gset
+SELECT (now() AT TIME ZONE 'UTC')::date AS ec_day \gset
+SELECT runhub.ingest_event(:'ec', jsonb_build_object('type', t, 'occurredAt', runhub._iso(now()),
+           'idempotencyKey', 'every-' || t, 'customer', jsonb_build_object('email', t || '@shop.example'))
+           || CASE WHEN t = 'checkout_started' THEN '{"correlationId": "cart-ec", "amountCents": 1200, "currency": "EUR"}'::jsonb
+                   ELSE '{}' END)
+  FROM unnest(ARRAY['checkout_started', 'user_signed_up', 'lead_created']) t;
+SELECT is(ARRAY(SELECT c ->> 'id' FROM runhub._digest_facts(ARRAY[:'ec'::uuid], ARRAY[:'ec_day'::date]) f,
+                       jsonb_array_elements(f.facts -> 'candidates') c),
+          ARRAY(SELECT jsonb_array_elements_text(runhub._constants() -> 'recommendationOrder')),
+          'the facts list the candidates in recommendationOrder');
+SELECT is((SELECT (f.facts -> 'candidates' -> 0 ->> 'available')::boolean AND (f.facts -> 'candidates' -> 0 ->> 'reach')::int > 0
+             FROM runhub._digest_facts(ARRAY[:'ec'::uuid], ARRAY[:'ec_day'::date]) f), true,
+          'the first can run and reaches someone');
+SELECT is(runhub.generate_digest(:'ec', :'ec_day') #>> '{recommendedAction,id}',
+          runhub._constants() -> 'recommendationOrder' ->> 0, 'every candidate available: the digest recommends the first');
+SELECT is(runhub.preview(:'ec', :owner, 'onboard_users') ->> 'count', '1', 'the second would have reached someone too');
+
 SELECT * FROM finish();
 ROLLBACK;

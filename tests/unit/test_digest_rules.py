@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plpython.digest import anomaly, compose, headline, kpi_order, kpis, recommended_action
+from runhub_loader.constants import CONSTANTS
 
 
 def day(revenue=0, leads=0, payments=0, checkouts=0, failures=0, events=1, other=0):
@@ -50,11 +51,17 @@ def test_anomalies_pick_the_most_severe():
 
 def test_the_recommendation_is_the_first_that_can_run_and_reaches_someone():
     candidates = [{"id": "recover_abandoned", "available": True, "reach": 0},
-                  {"id": "send_promo", "available": False, "reach": None},
-                  {"id": "onboard_users", "available": True, "reach": 3}]
+                  {"id": "onboard_users", "available": True, "reach": 3},
+                  {"id": "send_promo", "available": False, "reach": None}]
     assert recommended_action(candidates) == {"id": "onboard_users", "key": "digest.recommend.onboardUsers",
                                               "params": {"count": 3}}
     assert recommended_action([{"id": "send_promo", "available": False, "reach": 9}]) is None
+
+
+def test_the_recommendation_follows_the_order_the_facts_give():
+    every = [{"id": a, "available": True, "reach": 5} for a in CONSTANTS["recommendationOrder"]]
+    assert recommended_action(every)["id"] == CONSTANTS["recommendationOrder"][0]
+    assert recommended_action(every[::-1])["id"] == CONSTANTS["recommendationOrder"][-1]  # Python keeps no order of its own
 
 
 def test_industry_decides_which_kpi_leads():
