@@ -44,7 +44,8 @@ $$;
 -- had no activity (no digest), its KPI facts alone. One statement for the whole batch:
 --   day, previous, weekBefore: _digest_day of the day, the day before, the same weekday a week before;
 --   candidates: the actions the digest may recommend, in the order it prefers them (money now, then
---     people waiting: plpython/digest.py's RECOMMENDATION_ORDER), each tried until one reaches
+--     people waiting: runhub._constants()' recommendationOrder, which tests/sql/47_digests.sql holds
+--     this list to), each tried until one reaches
 --     anyone: whether it can run now (_action_ready) and, if it can, how many it would reach (the
 --     recipient builder itself, as its preview counts); those after the first that reaches anyone
 --     are not tried (available and reach null);
