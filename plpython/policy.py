@@ -14,8 +14,9 @@ from ._export import sql_function
 ROLE_RANK = {"member": 1, "admin": 2, "owner": 3}
 
 
-def _refuse(sqlstate: str, reason: str, **params) -> dict:
-    return {"allowed": False, "sqlstate": sqlstate, "reason": reason, "reasonParams": params, "warnings": []}
+def _refuse(reason: str, **params) -> dict:
+    """A refusal: its reason key and params. The SQLSTATE is the error catalog's (sql/00_errors.sql)."""
+    return {"allowed": False, "reason": reason, "reasonParams": params, "warnings": []}
 
 
 def _instant(value) -> datetime | None:
@@ -32,17 +33,17 @@ def _number(value) -> int:
 
 def check_role(role: str | None, required: str) -> dict | None:
     if role is None:  # only at execution: trigger time refuses non-members before policy (PT404)
-        return _refuse("PT403", "workflows.policy.actorNotMember", required=required)
+        return _refuse("workflows.policy.actorNotMember", required=required)
     if ROLE_RANK.get(role, 0) >= ROLE_RANK[required]:
         return None
     if required == "owner":
-        return _refuse("PT403", "workflows.policy.ownerRequired", required=required, role=role)
-    return _refuse("PT403", "auth.roleRequired", required=required, role=role)
+        return _refuse("workflows.policy.ownerRequired", required=required, role=role)
+    return _refuse("auth.roleRequired", required=required, role=role)
 
 
 def check_rate(rate: dict | None) -> dict | None:
     if rate and _number(rate["count"]) > _number(rate["limit"]):
-        return _refuse("PT429", "workflows.policy.rateLimited", limit=_number(rate["limit"]),
+        return _refuse("workflows.policy.rateLimited", limit=_number(rate["limit"]),
                        windowSeconds=_number(rate["windowSeconds"]),
                        retryAfterSeconds=max(1, _number(rate["retryAfterSeconds"])))
     return None
@@ -55,15 +56,15 @@ def check_requirements(requirements: list[dict]) -> dict | None:
             continue
         kind = req["type"]
         if kind == "hasIntegration":
-            return _refuse("PT422", "workflows.requires.integration", integration=req["integration"])
+            return _refuse("workflows.requires.integration", integration=req["integration"])
         if kind == "hasSetting":
-            return _refuse("PT422", "workflows.requires.setting", setting=req["setting"])
+            return _refuse("workflows.requires.setting", setting=req["setting"])
         if kind == "hasEvents":
-            return _refuse("PT422", "workflows.requires.events", eventType=req["eventType"],
+            return _refuse("workflows.requires.events", eventType=req["eventType"],
                            minCount=_number(req.get("minCount", 1)))
         if kind == "hasRecipients":
-            return _refuse("PT422", "workflows.requires.recipients", source=req["source"])
-        return _refuse("PT422", "workflows.requires.unknown", type=kind)
+            return _refuse("workflows.requires.recipients", source=req["source"])
+        return _refuse("workflows.requires.unknown", type=kind)
     return None
 
 
@@ -75,16 +76,16 @@ def check_cooldown(last_run_at, now, cooldown_minutes: int, last_run_queued: boo
     remaining = cooldown_minutes * 60 - (current - last).total_seconds()
     if remaining > 0:
         reason = "workflows.policy.alreadyQueued" if last_run_queued else "workflows.policy.cooldownActive"
-        return _refuse("PT409", reason, minutes=max(1, -(-int(remaining) // 60)), cooldownMinutes=cooldown_minutes)
+        return _refuse(reason, minutes=max(1, -(-int(remaining) // 60)), cooldownMinutes=cooldown_minutes)
     return None
 
 
 def check_recipients(count: int, policy: dict) -> dict | None:
     minimum, maximum = _number(policy["minRecipients"]), _number(policy["maxRecipients"])
     if count < minimum:
-        return _refuse("PT422", "workflows.policy.noRecipients", count=count, min=minimum)
+        return _refuse("workflows.policy.noRecipients", count=count, min=minimum)
     if count > maximum:
-        return _refuse("PT422", "workflows.policy.tooManyRecipients", count=count, max=maximum)
+        return _refuse("workflows.policy.tooManyRecipients", count=count, max=maximum)
     return None
 
 
@@ -113,7 +114,7 @@ def evaluate(facts: dict) -> dict:
         checks.append(lambda: check_cooldown(facts.get("lastRunAt"), facts["now"], _number(policy["cooldownMinutes"]),
                                              bool(facts.get("lastRunQueued"))))
     if facts.get("previewFound") is False:
-        checks.append(lambda: _refuse("PT422", "workflows.policy.previewRequired",
+        checks.append(lambda: _refuse("workflows.policy.previewRequired",
                                       maxAgeMinutes=_number(policy["previewMaxAgeMinutes"])))
     if count is not None:
         checks.append(lambda: check_recipients(count, policy))
