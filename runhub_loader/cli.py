@@ -14,12 +14,13 @@ import click
 
 from . import __version__, logs
 from .db.api import Api
+from .db.roles import LOGIN_TIMEOUTS, NotAComponentLogin, apply_login_role
+from .mail import defaults as sender_defaults
 from .constants import (DEFAULT_LOCALE, LOCALES, MAX_CLAIM_BATCH, MAX_MESSAGE_LEASE_SECONDS, MIN_LEASE_SECONDS,
                         TEMPLATES)
 from .db.embedded import Cluster, EmbeddedError, absolute_home, default_home
 from .proxy.cli import register as register_proxy_commands
 
-DEFAULT_DASHBOARD_URL = "https://localhost/projects/{projectId}/run"  # = mail.daemon.DEFAULT_DASHBOARD_URL
 LOCALE_LIST = ", ".join(LOCALES)
 ENV_HELP = "Defaults to $DATABASE_URL, else the embedded cluster in --home (started with `runhub db start`)."
 
@@ -261,10 +262,6 @@ def rotate_secret(obj: Context, revoke_previous: bool, yes: bool) -> None:
         click.echo(f"revoked keys {_ids(rotation['revokedKeyIds'])}: links signed with them no longer unsubscribe")
 
 
-# What each component's login may spend: a statement (the sender's longest is the digest job over
-# every due project, and the execution of a 1,000-recipient run) and an idle transaction.
-LOGIN_TIMEOUTS = {"app": ("30s", "60s"), "ingest": ("5s", "30s"), "sender": ("10min", "60s"),
-                  "reader": ("30s", "60s"), "analyst": ("5min", "60s")}  # the analyst's: pooled over every shop
 
 
 @main.command("login-role")
@@ -289,13 +286,15 @@ def login_role(obj: Context, name: str, component: str, password_env: str | None
             raise click.ClickException(f"${password_env} is empty or not set")
     try:
         with psycopg.connect(obj.database_url(), autocommit=True) as conn:
-            _apply_login_role(conn, name, component, password)
+            apply_login_role(conn, name, component, password)
             shards = _proxy_partitions(conn)
         for connstr in shards:  # PL/Proxy connects to the shards as the calling login
             from .proxy.shards import connect
 
             with connect(connstr, obj.database_url(), autocommit=True) as shard:
-                _apply_login_role(shard, name, component, password)
+                apply_login_role(shard, name, component, password)
+    except NotAComponentLogin as exc:
+        raise click.ClickException(str(exc)) from exc
     except psycopg.Error as exc:
         raise click.ClickException(f"login-role failed: {str(exc).strip()} (each database it did not "
                                    "reach is unchanged: run it again)") from exc
@@ -312,32 +311,6 @@ def _proxy_partitions(conn) -> list[str]:
     if not conn.execute(queries.IS_PROXY_DATABASE).fetchone()[0]:
         return []
     return [connstr for _, connstr in conn.execute(queries.PARTITIONS).fetchall()]
-
-
-def _apply_login_role(conn, name: str, component: str, password: str | None) -> None:
-    from psycopg import sql
-
-    from .db import queries
-
-    statement, idle = LOGIN_TIMEOUTS[component]
-    role = sql.Identifier(name)
-    with conn.transaction():
-        existing = conn.execute(queries.LOGIN_ROLE_STATE,
-                                (["runhub_owner"] + [f"runhub_{c}" for c in LOGIN_TIMEOUTS], name)).fetchone()
-        if existing and (existing[0] or existing[1]):
-            raise click.ClickException(f"{name} is a superuser or one of runhub's own roles: not a component login")
-        if not existing:
-            conn.execute(queries.CREATE_LOGIN_ROLE.format(role))
-        if password:
-            conn.execute(queries.SET_LOGIN_PASSWORD.format(role, sql.Literal(password)))
-        for other in sorted(LOGIN_TIMEOUTS):
-            if other != component and conn.execute(queries.IS_ROLE_MEMBER, (name, f"runhub_{other}")).fetchone()[0]:
-                conn.execute(queries.REVOKE_ROLE.format(sql.Identifier(f"runhub_{other}"), role))
-        conn.execute(queries.GRANT_ROLE.format(sql.Identifier(f"runhub_{component}"), role))
-        database = sql.Identifier(conn.info.dbname)
-        for setting, value in (("statement_timeout", statement), ("idle_in_transaction_session_timeout", idle)):
-            conn.execute(queries.SET_ROLE_SETTING_IN_DATABASE.format(
-                role, database, sql.Identifier(setting), sql.Literal(value)))
 
 
 def _ids(ids: list[int]) -> str:
@@ -375,7 +348,7 @@ def demo(obj: Context) -> None:
         from .mail.daemon import dashboard_link
         from .mail.preview import write_digest_preview
 
-        content = {**result["digest"], "runHubUrl": dashboard_link(DEFAULT_DASHBOARD_URL, result["project"])}
+        content = {**result["digest"], "runHubUrl": dashboard_link(sender_defaults.DASHBOARD_URL, result["project"])}
         html, text = write_digest_preview(content, content.get("locale"), obj.home / "digests")
         click.echo(f"yesterday's digest: {html} and {text}")
 
@@ -468,28 +441,29 @@ def attribute_payments(obj: Context, since, projects) -> None:
 # -- mail ---------------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--smtp-url", envvar="RUNHUB_SMTP_URL", default="smtp://127.0.0.1:2525", show_default=True,
+@click.option("--smtp-url", envvar="RUNHUB_SMTP_URL", default=sender_defaults.SMTP_URL, show_default=True,
               help="smtp[s]://user:pass@host:port?starttls=true — the relay to send through.")
-@click.option("--from", "from_addr", envvar="RUNHUB_MAIL_FROM", default="Run Hub <runhub@localhost>",
+@click.option("--from", "from_addr", envvar="RUNHUB_MAIL_FROM", default=sender_defaults.FROM_ADDR,
               show_default=True, help="The platform's address all mail comes from: workflow mail under the shop's "
                    "senderName (default its name), with its replyTo; digests under this name. Message-IDs are on its domain.")
 @click.option("--unsubscribe-url", envvar="RUNHUB_UNSUBSCRIBE_URL",
-              default="https://localhost/unsubscribe?token={token}", show_default=True,
+              default=sender_defaults.UNSUBSCRIBE_URL, show_default=True,
               help="One-click unsubscribe link; {token} is replaced by the signed token.")
-@click.option("--dashboard-url", envvar="RUNHUB_DASHBOARD_URL", default=DEFAULT_DASHBOARD_URL, show_default=True,
+@click.option("--dashboard-url", envvar="RUNHUB_DASHBOARD_URL", default=sender_defaults.DASHBOARD_URL, show_default=True,
               help="The dashboard link of a digest; {projectId} is replaced by the project's id.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 64),
+@click.option("--concurrency", default=sender_defaults.CONCURRENCY, show_default=True, type=click.IntRange(1, 64),
               help="Messages sent at once (one SMTP session each).")
 @click.option("--rate", type=click.FloatRange(min=0.1), default=None, help="Messages per second, all projects.")
 @click.option("--project-rate", type=click.FloatRange(min=0.1), default=None, help="Messages per second, per project.")
-@click.option("--batch", default=32, show_default=True, type=click.IntRange(1, MAX_CLAIM_BATCH),
+@click.option("--batch", default=sender_defaults.BATCH, show_default=True, type=click.IntRange(1, MAX_CLAIM_BATCH),
               help="Messages claimed ahead of the workers (the local queue, refilled when half empty).")
-@click.option("--poll-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+@click.option("--poll-seconds", default=sender_defaults.POLL_SECONDS, show_default=True, type=click.FloatRange(min=0.1),
               help="Poll this often even without a NOTIFY.")
-@click.option("--wake-seconds", default=0.2, show_default=True, type=click.FloatRange(min=0.01),
+@click.option("--wake-seconds", default=sender_defaults.WAKE_SECONDS, show_default=True, type=click.FloatRange(min=0.01),
               help="A NOTIFY wakes the sender at most this often (any login can NOTIFY: a flood costs what "
                    "polling this often costs).")
-@click.option("--lease-seconds", default=120, show_default=True, type=click.IntRange(MIN_LEASE_SECONDS, MAX_MESSAGE_LEASE_SECONDS),
+@click.option("--lease-seconds", default=sender_defaults.LEASE_SECONDS, show_default=True,
+              type=click.IntRange(MIN_LEASE_SECONDS, MAX_MESSAGE_LEASE_SECONDS),
               help="How long a claimed message stays ours without a heartbeat (a crashed sender's come back after it).")
 @click.option("--listen-url", envvar="RUNHUB_LISTEN_URL", default=None,
               help="Where to LISTEN for wake-ups [default: the database URL]. Behind a pooler in transaction "
@@ -499,7 +473,7 @@ def attribute_payments(obj: Context, since, projects) -> None:
                    "no message due or being sent): for scripts and one-off catch-ups.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Serve Prometheus metrics on this port (/metrics): the sender's own and the database's.")
-@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+@click.option("--metrics-host", default=sender_defaults.METRICS_HOST, show_default=True,
               help="The address the metrics are served on (0.0.0.0: every interface).")
 @click.option("--processes", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Sender processes. One is bound by one core (rendering and SMTP in Python): for bulk mail, as "
@@ -634,7 +608,7 @@ def digest() -> None:
               help=f"Language tag: {LOCALE_LIST} [default: the project's, as the digest says].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="Folder for the .html and .txt files.")
-@click.option("--dashboard-url", envvar="RUNHUB_DASHBOARD_URL", default=DEFAULT_DASHBOARD_URL, show_default=True,
+@click.option("--dashboard-url", envvar="RUNHUB_DASHBOARD_URL", default=sender_defaults.DASHBOARD_URL, show_default=True,
               help="The dashboard link in the digest; {projectId} is replaced by the project's id.")
 @click.pass_obj
 def digest_preview(obj: Context, project, day, locale: str | None, out_dir: Path, dashboard_url: str) -> None:

@@ -34,6 +34,7 @@ from ..db import queries
 from ..db.api import Api
 from ..db.session import connect
 from ..metrics import SenderMetrics
+from . import defaults
 from .recorder import Recorder
 from .render import envelope_address, on_domain, render_bytes
 from .smtp import Outcome, RelayUnavailable, SmtpConfig, SmtpConnection
@@ -41,9 +42,6 @@ from .smtp import Outcome, RelayUnavailable, SmtpConfig, SmtpConnection
 log = logs.get("sender")
 DIGEST_CATCH_UP_S = 60.0  # how often the sender runs the digest job as a catch-up
 NOTIFY_READ_MAX = 10_000  # NOTIFYs read in one go; more are read at the next wake-up
-
-
-DEFAULT_DASHBOARD_URL = "https://localhost/projects/{projectId}/run"
 
 
 def dashboard_link(template: str, project_id: object) -> str:
@@ -56,25 +54,25 @@ def dashboard_link(template: str, project_id: object) -> str:
 class SenderConfig:
     database_url: str
     smtp: SmtpConfig
-    from_addr: str = "Run Hub <runhub@localhost>"
-    unsubscribe_url: str = "https://localhost/unsubscribe?token={token}"
-    dashboard_url: str = DEFAULT_DASHBOARD_URL  # a digest's link; {projectId} is filled in
-    concurrency: int = 8                # SMTP sessions, one per worker
+    from_addr: str = defaults.FROM_ADDR
+    unsubscribe_url: str = defaults.UNSUBSCRIBE_URL
+    dashboard_url: str = defaults.DASHBOARD_URL  # a digest's link; {projectId} is filled in
+    concurrency: int = defaults.CONCURRENCY  # SMTP sessions, one per worker
     rate: float | None = None          # messages per second, all projects
     project_rate: float | None = None  # messages per second, per project
-    batch: int = 32                    # claimed ahead of the workers (see _claim)
-    lease_seconds: int = 120
-    poll_seconds: float = 5.0
+    batch: int = defaults.BATCH        # claimed ahead of the workers (see _claim)
+    lease_seconds: int = defaults.LEASE_SECONDS
+    poll_seconds: float = defaults.POLL_SECONDS
     # A NOTIFY wakes the sender at most this often (any login may NOTIFY: however many come, they
     # cost what polling this often costs; the ones that come meanwhile are one wake-up).
-    wake_seconds: float = 0.2
+    wake_seconds: float = defaults.WAKE_SECONDS
     exit_when_idle: bool = False       # stop once nothing is due (for the demo and scripts)
     # Where to LISTEN for wake-ups: None, the database URL itself (a direct connection); a URL, a
     # direct connection beside a pooled database URL; "" (none), no LISTEN: poll every poll_seconds.
     listen_url: str | None = None
-    relay_probe_max_s: float = 30.0    # while the relay is down, probe it at most this far apart
+    relay_probe_max_s: float = defaults.RELAY_PROBE_MAX_S
     metrics_port: int | None = None    # serve Prometheus metrics here (runhub_loader/metrics.py)
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = defaults.METRICS_HOST
     # Execute runs and catch up on digests. Under `--processes N` only the first process does: the
     # claims are safe concurrently, but N processes woken by every NOTIFY would each try (processes.py).
     drive_runs: bool = True

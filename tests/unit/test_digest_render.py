@@ -23,6 +23,7 @@ from helpers.digest import (INCREMENTAL, ENGLISH, GENERATOR_ENGLISH, NON_ENGLISH
                             plain, render, visible, with_generator_text)
 from helpers.mail import render_message
 from runhub_loader import cli
+from runhub_loader.mail import defaults as sender_defaults
 from runhub_loader.constants import ACTION_IDS, LOCALES
 from runhub_loader.mail import daemon as sender_module
 from runhub_loader.mail.digest import GREEN, GREY, RED
@@ -487,10 +488,19 @@ def test_the_sender_links_each_digest_to_its_projects_dashboard():
 
 def test_the_dashboard_link_option_and_its_default():
     assert sender_module.SenderConfig("postgresql:///x", SmtpConfig("h", 1)).dashboard_url == \
-        "https://localhost/projects/{projectId}/run" == sender_module.DEFAULT_DASHBOARD_URL == cli.DEFAULT_DASHBOARD_URL
+        "https://localhost/projects/{projectId}/run" == sender_defaults.DASHBOARD_URL
     for command in (cli.main.commands["sender"], cli.main.commands["digest"].commands["preview"]):
         option = next(p for p in command.params if p.name == "dashboard_url")
-        assert option.envvar == "RUNHUB_DASHBOARD_URL" and option.default == sender_module.DEFAULT_DASHBOARD_URL
+        assert option.envvar == "RUNHUB_DASHBOARD_URL" and option.default == sender_defaults.DASHBOARD_URL
+
+
+def test_the_sender_options_default_to_the_configs_defaults():
+    """One place (runhub_loader/mail/defaults.py) for what `runhub sender` and SenderConfig assume."""
+    config = sender_module.SenderConfig("postgresql:///x", SmtpConfig("h", 1))
+    options = {p.name: p.default for p in cli.main.commands["sender"].params}
+    shared = ("from_addr", "unsubscribe_url", "dashboard_url", "concurrency", "batch", "lease_seconds", "poll_seconds",
+              "wake_seconds", "metrics_host")
+    assert {name: options[name] for name in shared} == {name: getattr(config, name) for name in shared}
     assert sender_module.dashboard_link("https://x.example/{projectId}/run", "a b/c") == "https://x.example/a%20b%2Fc/run"
 
 
