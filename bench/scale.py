@@ -60,7 +60,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from runhub_loader.db.assets import CODE_FOLDERS, DEFAULT_SOURCE  # noqa: E402
+from runhub_loader.assets import CODE_FOLDERS, DEFAULT_SOURCE  # noqa: E402
 from runhub_loader.db.deploy import deploy  # noqa: E402
 from runhub_loader.db.embedded import Cluster, pg_bindir  # noqa: E402
 from runhub_loader.db.status import collect  # noqa: E402

@@ -174,7 +174,7 @@ def deploy(obj: Context, source: Path | None, no_cron: bool) -> None:
     upgrade from before migration 0018, it then moves each project's create_run count off its
     sequence, a batch a transaction (progress logged; a stopped deploy's next run goes on).
     """
-    from .db.assets import DEFAULT_SOURCE
+    from .assets import DEFAULT_SOURCE
     from .db.deploy import DeployError, DeployIncomplete, deploy as run_deploy
     from .proxy.status import is_proxy_database
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 
-from .db.assets import DEFAULT_SOURCE
+from .assets import DEFAULT_SOURCE
 
 _BLOCK = re.compile(r"\$constants\$\s*(\{.*?\})\s*\$constants\$", re.S)
 

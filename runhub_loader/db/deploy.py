@@ -15,7 +15,7 @@ from yoyo import get_backend, read_migrations
 
 from .. import __version__, logs
 from ..constants import LOCALES
-from .assets import CODE_FOLDERS, DEFAULT_SOURCE, catalog_folder
+from ..assets import CODE_FOLDERS, DEFAULT_SOURCE, catalog_folder
 from . import queries
 from .cron import CronReport, register_cron_jobs
 from .plpy_bundle import bundle_statements

@@ -7,7 +7,7 @@ from psycopg.rows import dict_row
 
 from . import queries
 from .api import Api
-from .assets import DEFAULT_SOURCE
+from ..assets import DEFAULT_SOURCE
 from .cron import cron_state, job_prefix
 from .deploy import code_checksum, create_run_counters_left, pending_migrations
 

@@ -30,7 +30,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup, escape
 
 from ..constants import TEMPLATES
-from ..db.assets import DEFAULT_SOURCE
+from ..assets import DEFAULT_SOURCE
 from . import mime, values
 from .digest import digest_context
 from .locales import RTL_LOCALES, babel_locale, format_money, isolated, resolve_locale, translator
@@ -38,7 +38,7 @@ from .values import RenderError, clean_line, clean_text
 
 
 def _plpython(name: str) -> ModuleType:
-    """A module of the deployable plpython/ (db/assets.py finds it), imported as `plpython.<name>`
+    """A module of the deployable plpython/ (runhub_loader/assets.py finds it), imported as `plpython.<name>`
     as plain pytest does: so the sender runs the very code the server runs."""
     if "plpython" not in sys.modules:
         folder = DEFAULT_SOURCE / "plpython"

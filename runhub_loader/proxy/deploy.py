@@ -17,7 +17,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from yoyo import get_backend, read_migrations
 
 from .. import __version__, logs
-from ..db.assets import DEFAULT_SOURCE
+from ..assets import DEFAULT_SOURCE
 from ..db.deploy import yoyo_url
 from . import queries
 from .keys import KeyConflict, keys_of, sync_holdout_key, sync_unsubscribe_keys

@@ -256,7 +256,7 @@ def test_the_wheel_deploys_from_outside_the_checkout(fresh_db, tmp_path):
     (venv_site / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run([str(python), "-c", "import runhub_loader, runhub_loader.db.assets as a, "
+    where = subprocess.run([str(python), "-c", "import runhub_loader, runhub_loader.assets as a, "
                             "runhub_loader.proxy.deploy as p; print(runhub_loader.__file__); print(a.DEFAULT_SOURCE); "
                             "print(*sorted(x.name for x in p.PROXY_FOLDER.glob('*/*.sql')))"],
                            check=True, capture_output=True, text=True, cwd=elsewhere).stdout.split()

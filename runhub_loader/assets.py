@@ -7,16 +7,16 @@ CODE_FOLDERS = ("migrations", "sql", "plpython")
 
 
 def _source() -> Path:
-    packaged = Path(__file__).resolve().parent.parent / "deployable"
+    packaged = Path(__file__).resolve().parent / "deployable"
     if all((packaged / folder).is_dir() for folder in CODE_FOLDERS):
         return packaged
-    return Path(__file__).resolve().parents[2]  # the checkout's top level
+    return Path(__file__).resolve().parents[1]  # the checkout's top level
 
 
 # A folder holding migrations/, sql/ and plpython/: what `runhub deploy` deploys by default.
 DEFAULT_SOURCE = _source()
 
-_PACKAGED_CATALOGS = Path(__file__).resolve().parent.parent / "mail" / "templates"
+_PACKAGED_CATALOGS = Path(__file__).resolve().parent / "mail" / "templates"
 
 
 def catalog_folder(source: Path) -> Path:
