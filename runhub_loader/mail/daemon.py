@@ -87,6 +87,24 @@ def _thread(target, name: str) -> threading.Thread:
     return threading.Thread(target=contextvars.copy_context().run, args=(target,), name=name, daemon=True)
 
 
+def compose(config: SenderConfig, message: dict) -> tuple[bytes, str]:
+    """A claimed message as the bytes to send and its envelope recipient: rendered in its locale, its
+    Message-ID on the platform's domain, a digest linked to its project's dashboard, the one-click
+    unsubscribe link where it carries a token. Raises what rendering raises."""
+    envelope_from = parseaddr(config.from_addr)[1] or config.from_addr
+    token = message.get("unsubscribeToken")
+    variables = message["variables"]
+    if message["template"] == "digest":  # the digest links to its project's dashboard
+        variables = {**variables, "runHubUrl": dashboard_link(config.dashboard_url, message["projectId"])}
+    email = render_bytes(
+        message["template"], message["locale"], variables,
+        message_id=on_domain(message["messageId"], envelope_from.rpartition("@")[2] or "localhost"),
+        to_email=message["toEmail"], to_name=message.get("toName"),
+        from_addr=config.from_addr, from_name=message.get("fromName"), reply_to=message.get("replyTo"),
+        unsubscribe_url=config.unsubscribe_url.format(token=token) if token else None)
+    return email, envelope_address(message["toEmail"])
+
+
 class RateLimiter:
     """Spaces sends so that no more than `rate` per second go out (per key)."""
 
@@ -111,7 +129,6 @@ class Sender:
         self.config = config
         self.worker_id = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.envelope_from = parseaddr(config.from_addr)[1] or config.from_addr  # MAIL FROM, once
-        self.message_id_domain = self.envelope_from.rpartition("@")[2] or "localhost"  # the platform's
         self.stopping = threading.Event()
         # A worker that sees the local queue run low, and stop(), write a byte here: the main loop
         # selects on it and on its LISTENing connection at once.
@@ -441,18 +458,8 @@ class Sender:
         """Render and send; what the server said (a message that cannot be rendered never will be:
         a permanent failure)."""
         with logs.bound(run_id=message.get("runId"), message_id=message["messageId"]):
-            token = message.get("unsubscribeToken")
-            variables = message["variables"]
-            if message["template"] == "digest":  # the digest links to its project's dashboard
-                variables = {**variables, "runHubUrl": dashboard_link(self.config.dashboard_url, message["projectId"])}
             try:
-                email = render_bytes(
-                    message["template"], message["locale"], variables,
-                    message_id=on_domain(message["messageId"], self.message_id_domain),
-                    to_email=message["toEmail"], to_name=message.get("toName"),
-                    from_addr=self.config.from_addr, from_name=message.get("fromName"), reply_to=message.get("replyTo"),
-                    unsubscribe_url=self.config.unsubscribe_url.format(token=token) if token else None)
-                recipient = envelope_address(message["toEmail"])
+                email, recipient = compose(self.config, message)
             except Exception as exc:
                 log.error("render_failed", error=repr(exc))
                 return Outcome(False, 554, f"render failed: {exc!r}"[:400])

@@ -31,7 +31,7 @@ from runhub_loader.mail.locales import catalog, format_money
 from runhub_loader.mail.preview import SAMPLES
 
 NON_ARABIC = tuple(locale for locale in LOCALES if locale != "ar")
-from runhub_loader.mail.smtp import Outcome, SmtpConfig
+from runhub_loader.mail.smtp import SmtpConfig
 from runhub_loader.mail.values import RenderError
 
 
@@ -455,31 +455,17 @@ def test_any_numbers_render_in_the_locale_with_no_english(content, locale):
 
 # -- the sender puts the dashboard link in -----------------------------------------------------------
 
-class _Smtp:
-    def __init__(self):
-        self.sent: list[bytes] = []
-
-    def send(self, data: bytes, sender: str, recipient: str) -> Outcome:
-        self.sent.append(data)
-        return Outcome(True, 250, "2.0.0 queued")
-
-
 def test_the_sender_links_each_digest_to_its_projects_dashboard():
     config = sender_module.SenderConfig(database_url="postgresql:///unused", smtp=SmtpConfig("127.0.0.1", 1),
                                         dashboard_url="https://app.example/p/{projectId}/run?from=digest")
-    daemon = sender_module.Sender(config)
-    smtp = _Smtp()
     project = str(uuid.uuid4())
     variables = {k: v for k, v in SAMPLES["digest"].items() if k != "runHubUrl"}
     message = {"id": 1, "messageId": "<digest.1@runhub>", "template": "digest", "locale": "fr",
                "toEmail": "owner@sunrise.example", "toName": None, "projectId": project, "variables": variables}
-    try:
-        assert daemon._attempt(smtp, message).accepted
-        daemon._attempt(smtp, {**message, "variables": {**variables, "runHubUrl": "https://evil.example/"}})
-    finally:
-        daemon._wake_r.close()
-        daemon._wake_w.close()
-    for data in smtp.sent:
+    sent = [sender_module.compose(config, message),
+            sender_module.compose(config, {**message, "variables": {**variables, "runHubUrl": "https://evil.example/"}})]
+    assert [recipient for _, recipient in sent] == ["owner@sunrise.example"] * 2
+    for data in (data for data, _ in sent):
         html = email.message_from_bytes(data, policy=email.policy.default).get_body(("html",)).get_content()
         assert f'href="https://app.example/p/{project}/run?from=digest"' in html
         assert "evil.example" not in html and 'lang="fr"' in html
