@@ -162,8 +162,8 @@ BEGIN
 
     v_value := p_event -> 'type';
     v_row.event_type := CASE WHEN jsonb_typeof(v_value) = 'string' THEN v_value #>> '{}' END;
-    IF v_row.event_type IS NULL OR v_row.event_type !~ '^[a-z][a-z0-9_]*$' OR length(v_row.event_type) > 64 THEN
-        PERFORM runhub._event_string(v_value, 'type', 64);  -- says what is wrong with it, if it can
+    IF v_row.event_type IS NULL OR v_row.event_type !~ '^[a-z][a-z0-9_]*$' OR length(v_row.event_type) > runhub._constant('maxEventTypeLength') THEN
+        PERFORM runhub._event_string(v_value, 'type', runhub._constant('maxEventTypeLength'));  -- says what is wrong with it, if it can
         PERFORM runhub._invalid('events.invalid', 'type', 'is required: lower-case letters, digits and _');
     END IF;
 
@@ -185,8 +185,8 @@ BEGIN
     END IF;
 
     v_value := p_event -> 'idempotencyKey';
-    v_row.idempotency_key := CASE WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 255
-                                  THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'idempotencyKey', 255) END;
+    v_row.idempotency_key := CASE WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND runhub._constant('maxKeyLength')
+                                  THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'idempotencyKey', runhub._constant('maxKeyLength')) END;
     IF v_row.idempotency_key IS NULL THEN
         PERFORM runhub._invalid('events.invalid', 'idempotencyKey', 'is required');
     END IF;
@@ -201,8 +201,8 @@ BEGIN
     END IF;
     v_value := p_event -> 'correlationId';
     v_row.correlation_id := CASE WHEN v_value IS NULL THEN NULL
-                                 WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 255
-                                 THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'correlationId', 255) END;
+                                 WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND runhub._constant('maxKeyLength')
+                                 THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'correlationId', runhub._constant('maxKeyLength')) END;
 
     v_customer := p_event -> 'customer';
     IF v_customer IS NOT NULL AND v_customer <> 'null' THEN
@@ -227,12 +227,12 @@ BEGIN
         v_value := v_customer -> 'name';
         v_row.customer_name := nullif(runhub._trim(
             CASE WHEN v_value IS NULL THEN NULL
-                 WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 200
-                 THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.name', 200) END), '');
+                 WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND runhub._constant('maxCustomerNameLength')
+                 THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.name', runhub._constant('maxCustomerNameLength')) END), '');
         v_value := v_customer -> 'locale';
         v_row.customer_locale := CASE WHEN v_value IS NULL THEN NULL
-                                      WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 35
-                                      THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.locale', 35) END;
+                                      WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND runhub._constant('maxLocaleLength')
+                                      THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.locale', runhub._constant('maxLocaleLength')) END;
         IF v_row.customer_locale !~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$' THEN
             PERFORM runhub._invalid('events.invalid', 'customer.locale', 'is not a language tag such as en or fr-CA');
         END IF;
@@ -244,7 +244,7 @@ BEGIN
         IF jsonb_typeof(v_value) = 'number' THEN
             v_number := v_value::numeric;
         END IF;
-        IF v_number IS NULL OR v_number <> trunc(v_number) OR v_number NOT BETWEEN 0 AND 9007199254740991 THEN
+        IF v_number IS NULL OR v_number <> trunc(v_number) OR v_number NOT BETWEEN 0 AND (runhub._constants() ->> 'maxAmountCents')::pg_catalog.numeric THEN
             PERFORM runhub._invalid('events.invalid', 'amountCents', 'must be a whole number of minor units, 0 or more');
         END IF;
         v_row.amount_cents := v_number;
@@ -303,14 +303,14 @@ AS $$
     SELECT CASE WHEN pg_catalog.jsonb_typeof(e) IS DISTINCT FROM 'object' THEN false  -- before -, which refuses a scalar
                 WHEN (e - '{type,occurredAt,idempotencyKey,correlationId,customer,amountCents,currency,payload}'::text[]) = '{}'
                  AND pg_catalog.jsonb_typeof(e -> 'type') = 'string' AND (e ->> 'type') ~ '^[a-z][a-z0-9_]*$'
-                 AND pg_catalog.length(e ->> 'type') <= 64
+                 AND pg_catalog.length(e ->> 'type') <= runhub._constant('maxEventTypeLength')
                  AND NOT runhub._is_reserved_event_type(e ->> 'type', '{}')
                  AND pg_catalog.jsonb_typeof(e -> 'idempotencyKey') = 'string'
-                 AND pg_catalog.length(e ->> 'idempotencyKey') BETWEEN 1 AND 255
+                 AND pg_catalog.length(e ->> 'idempotencyKey') BETWEEN 1 AND runhub._constant('maxKeyLength')
                  AND NOT runhub._is_system_idempotency_key(e ->> 'idempotencyKey')
                  AND (e -> 'correlationId' IS NULL
                       OR pg_catalog.jsonb_typeof(e -> 'correlationId') = 'string'
-                         AND pg_catalog.length(e ->> 'correlationId') BETWEEN 1 AND 255)
+                         AND pg_catalog.length(e ->> 'correlationId') BETWEEN 1 AND runhub._constant('maxKeyLength'))
                  AND (e -> 'customer' IS NULL
                       OR CASE WHEN pg_catalog.jsonb_typeof(e -> 'customer') = 'object'
                          THEN ((e -> 'customer') - '{email,name,locale}'::text[]) = '{}' ELSE false END
@@ -322,10 +322,10 @@ AS $$
                          AND pg_catalog.strpos(pg_catalog.lower((e -> 'customer' ->> 'email') COLLATE "C"), 'xn--') = 0
                          AND (e -> 'customer' -> 'name' IS NULL
                               OR pg_catalog.jsonb_typeof(e -> 'customer' -> 'name') = 'string'
-                                 AND pg_catalog.length(e -> 'customer' ->> 'name') BETWEEN 1 AND 200)
+                                 AND pg_catalog.length(e -> 'customer' ->> 'name') BETWEEN 1 AND runhub._constant('maxCustomerNameLength'))
                          AND (e -> 'customer' -> 'locale' IS NULL
                               OR pg_catalog.jsonb_typeof(e -> 'customer' -> 'locale') = 'string'
-                                 AND pg_catalog.length(e -> 'customer' ->> 'locale') BETWEEN 1 AND 35
+                                 AND pg_catalog.length(e -> 'customer' ->> 'locale') BETWEEN 1 AND runhub._constant('maxLocaleLength')
                                  AND (e -> 'customer' ->> 'locale') ~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$'))
                  AND (e -> 'amountCents' IS NULL) = (e -> 'currency' IS NULL)
                  AND (e -> 'amountCents' IS NULL
@@ -334,7 +334,7 @@ AS $$
                  AND (e -> 'payload' IS NULL OR pg_catalog.jsonb_typeof(e -> 'payload') = 'object')
             THEN (e -> 'amountCents' IS NULL
                       OR (e -> 'amountCents')::pg_catalog.numeric = pg_catalog.trunc((e -> 'amountCents')::pg_catalog.numeric)
-                         AND (e -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND 9007199254740991)
+                         AND (e -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND (runhub._constants() ->> 'maxAmountCents')::pg_catalog.numeric)
                  AND pg_catalog.octet_length(coalesce(e -> 'payload', '{}')::text) <= runhub._constant('maxPayloadBytes')
                  AND NOT runhub._is_nested_too_deep(coalesce(e -> 'payload', '{}'))
             ELSE false END
@@ -356,7 +356,7 @@ AS $$
            pg_catalog.lower((p_event -> 'customer' ->> 'email') COLLATE "C"),
            nullif(runhub._trim(p_event -> 'customer' ->> 'name'), ''), p_event -> 'customer' ->> 'locale',
            CASE WHEN pg_catalog.jsonb_typeof(p_event -> 'amountCents') = 'number'
-                THEN CASE WHEN (p_event -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND 9007199254740991
+                THEN CASE WHEN (p_event -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND (runhub._constants() ->> 'maxAmountCents')::pg_catalog.numeric
                           THEN (p_event -> 'amountCents')::pg_catalog.numeric::bigint END END,
            (p_event ->> 'currency')::char(3), coalesce(p_event -> 'payload', '{}'),
            i.occurred_at IS NOT NULL AND runhub._is_client_instant(i.occurred_at) AND runhub._is_plain_event(p_event)
