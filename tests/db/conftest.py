@@ -23,7 +23,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from helpers.db import reset_db_clock, set_db_clock
+from helpers.db import reset_clock, set_clock
 from runhub_loader.db.deploy import deploy
 from runhub_loader.db.embedded import Cluster
 
@@ -169,10 +169,10 @@ def login_as(db_url, conn):
 
 @pytest.fixture
 def db_clock(conn):
-    """db_clock(second=0) -> minute: set_db_clock on this test's database; the clock is put back
+    """db_clock(second=0) -> minute: set_clock on this test's database; the clock is put back
     to the real time when the test ends."""
-    yield lambda second=0.0: set_db_clock(conn, second)
-    reset_db_clock(conn)
+    yield lambda second=0.0: set_clock(conn, second)
+    reset_clock(conn)
 
 
 # -- a cluster the fault tests may restart or crash ------------------------------------------------

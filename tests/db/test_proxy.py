@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from psycopg.types.json import Jsonb
 
 from helpers.attribution import deliver, outcome, pay, sent_hours_ago
-from helpers.db import event, ingest, new_project, reset_db_clock, set_db_clock
+from helpers.db import event, ingest, new_project, reset_clock, set_clock
 from helpers.workflows import (add_member, ago, attempt, checkout, checkouts, connect, create_run, get_run, preview,
                                process_runs, race, ready_project)
 from runhub_loader import cli
@@ -215,11 +215,11 @@ def test_the_create_run_rate_limit_holds_through_the_proxy(sharded, proxy_login)
         checkouts(hook, project, 2, hours=2)
         preview(app, project, owner, "recover_abandoned")
         with sharded.shard(sharded.partition_of(project)) as shard:
-            set_db_clock(shard, 0)  # the limiter's minute: all the calls fall in it
+            set_clock(shard, 0)  # the limiter's minute: all the calls fall in it
             try:
                 results = [attempt(create_run, app, project, owner, "recover_abandoned", "one-key") for _ in range(15)]
             finally:
-                reset_db_clock(shard)
+                reset_clock(shard)
     assert [r[0] for r in results] == ["ok"] * 10 + ["err"] * 5
     assert {r[1:3] for r in results[10:]} == {("PT429", "workflows.policy.rateLimited")}
     assert len({r[1]["runId"] for r in results[:10]}) == 1

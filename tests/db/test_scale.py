@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from helpers.db import set_db_clock
+from helpers.db import set_clock
 from helpers.files import REPO
 from runhub_loader.db import queries
 from runhub_loader.db.deploy import RETIRE_BATCH, DeployIncomplete, deploy
@@ -82,7 +82,7 @@ def test_upgrade_moves_a_sequence_per_project_onto_rows_in_batches(small_lock_cl
         assert n > 4 * locks
         projects = _create_projects(conn, n)
         assert conn.execute("SELECT count(*) FROM runhub.projects WHERE create_run_counter IS NOT NULL").fetchone()[0] == n
-        minute = set_db_clock(conn, 0)
+        minute = set_clock(conn, 0)
         _set_counter(conn, projects[0], minute, 9)
         _set_counter(conn, projects[1], minute, 3)
         _set_counter(conn, projects[2], minute - 1, 7)  # an earlier minute: nothing to keep

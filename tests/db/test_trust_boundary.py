@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 from psycopg.types.json import Jsonb
 
 from helpers.db import assert_refused, event, new_project, wait_until
-from helpers.workflows import ago, create_run, db_minute, preview, process_runs, ready_project, run_status, signup
+from helpers.workflows import ago, create_run, clock_minute, preview, process_runs, ready_project, run_status, signup
 from runhub_loader import logs
 from runhub_loader.db.embedded import free_port
 from runhub_loader.mail.daemon import Sender, SenderConfig
@@ -236,7 +236,7 @@ def test_a_client_cannot_move_runhubs_clock_past_the_rate_limit(conn, app, db_cl
     refused(app, "SELECT runhub.create_run(%s, %s, 'onboard_users', 'k')", (project, owner),
             "PT429", "workflows.policy.rateLimited")
     assert conn.execute("SELECT shift FROM runhub.clock_offset").fetchone()[0] == shift
-    assert db_minute(conn) == minute, "the calls must fall in one minute of runhub's clock"
+    assert clock_minute(conn) == minute, "the calls must fall in one minute of runhub's clock"
 
 
 # -- each component works with only its own role ------------------------------------------------------

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from helpers.db import DEADLINE_SECONDS, assert_refused, blocked_by, ingest, set_db_clock, wait_until
+from helpers.db import DEADLINE_SECONDS, assert_refused, blocked_by, ingest, set_clock, wait_until
 from helpers.workflows import (PROMO, SETTINGS, add_member, ago, attempt, checkout, checkouts, connect, create_run,
-                               db_minute, get_run, outbox, preview, process_runs, race, ready_project, recipients,
+                               clock_minute, get_run, outbox, preview, process_runs, race, ready_project, recipients,
                                run_row, runs_of, signup, snapshot)
 
 RECOVER = "recover_abandoned"
@@ -102,7 +102,7 @@ def test_50_concurrent_calls_with_one_key_make_exactly_one_run(conn, open_sessio
     sessions = open_sessions(50)
     minute = db_clock(0)
     results = race(sessions, lambda i, c: create_run(c, project, owner, RECOVER, "one-key"))
-    assert db_minute(conn) == minute, "the calls must fall in one clock minute for the counts below"
+    assert clock_minute(conn) == minute, "the calls must fall in one clock minute for the counts below"
 
     runs = runs_of(conn, project)
     assert len(runs) == 1
@@ -129,7 +129,7 @@ def test_rate_limit_is_exact_under_30_concurrent_calls(conn, open_sessions, db_c
     sessions = open_sessions(30)
     minute = db_clock(0)
     results = race(sessions, lambda i, c: create_run(c, project, owner, RECOVER, "first" if i % 2 else f"key-{i}"))
-    assert db_minute(conn) == minute, "the calls must fall in one clock minute for the counts below"
+    assert clock_minute(conn) == minute, "the calls must fall in one clock minute for the counts below"
 
     replays, new_keys = results[1::2], results[0::2]
     assert sorted(r[0] for r in replays) == ["err"] * 5 + ["ok"] * 10
@@ -164,7 +164,7 @@ def test_refused_calls_are_not_counted(conn, db_clock):
     with pytest.raises(psycopg.Error) as exc:
         create_run(conn, project, owner, RECOVER, "valid")
     assert_refused(exc, "PT429", "workflows.policy.rateLimited")
-    assert db_minute(conn) == minute, "the calls must fall in one clock minute"
+    assert clock_minute(conn) == minute, "the calls must fall in one clock minute"
     assert snapshot(conn) == before
 
 
@@ -186,7 +186,7 @@ def test_calls_that_return_count_and_the_11th_replay_is_limited(conn, db_clock):
     with pytest.raises(psycopg.Error) as exc:
         create_run(conn, project, owner, RECOVER, "k")
     assert_refused(exc, "PT429", "workflows.policy.rateLimited")
-    assert db_minute(conn) == minute, "the calls must fall in one clock minute"
+    assert clock_minute(conn) == minute, "the calls must fall in one clock minute"
     assert runs_of(conn, project) == [uuid.UUID(run)]
 
 
@@ -205,7 +205,7 @@ def test_calls_refused_for_membership_or_role_are_not_counted_and_limits_are_per
     for i in range(11):  # exhaust the other project's limit
         attempt(create_run, conn, other, other_owner, RECOVER, f"o{i}")
     assert create_run(conn, project, owner, RECOVER, "owner")["deduplicated"] is False
-    assert db_minute(conn) == minute, "the calls must fall in one clock minute"
+    assert clock_minute(conn) == minute, "the calls must fall in one clock minute"
 
 
 # -- (d) two policy layers ---------------------------------------------------------------------
@@ -434,7 +434,7 @@ def _bare(conn, settings, events=()):
 
 
 def _setup_rate_limited(conn, w):
-    set_db_clock(conn, 0)  # the test's db_clock fixture puts it back
+    set_clock(conn, 0)  # the test's db_clock fixture puts it back
     preview(conn, w["project"], w["owner"], RECOVER)
     for i in range(10):
         attempt(create_run, conn, w["project"], w["owner"], RECOVER, "k")
@@ -539,7 +539,7 @@ def test_every_refusal_has_its_code_and_key_and_writes_nothing(conn, case, db_cl
         # A valid preview exists, so the rule under test is the only one that refuses.
         preview(conn, w["project"], actor, action, params)
 
-    minute = db_minute(conn)
+    minute = clock_minute(conn)
     before = snapshot(conn)
     with pytest.raises(psycopg.Error) as exc:
         conn.execute("SELECT runhub.create_run(%s, %s, %s, %s, %s)", (w["project"], actor, action, key, Jsonb(params)))
@@ -548,7 +548,7 @@ def test_every_refusal_has_its_code_and_key_and_writes_nothing(conn, case, db_cl
     if detail is not None:
         assert got | detail == got, got
     if case == "rate limited":
-        assert db_minute(conn) == minute, "the calls must fall in one clock minute"
+        assert clock_minute(conn) == minute, "the calls must fall in one clock minute"
     hint = conn.execute("SELECT runhub._hint(%s, %s)", (i18n, Jsonb(got))).fetchone()[0]
     assert exc.value.diag.message_hint == hint
 

@@ -45,12 +45,12 @@ def count_rows(conn, table: str) -> int:
 
 # -- runhub's clock ----------------------------------------------------------------------------
 
-def set_db_clock(conn, second: float = 0.0) -> int:
+def set_clock(conn, second: float = 0.0) -> int:
     """Shift runhub's clock (runhub._now(): clock_timestamp() + runhub.clock_offset, which only the
     owner and superusers may change) so that it reads `second` seconds into the next minute on it:
     a fresh minute for the create_run rate limit, with 60 - second seconds of it left. Needs a
     superuser connection; on an autocommit one every session of the database sees it at once.
-    Returns that minute since the epoch (as db_minute counts). Tests set it rather than sleep."""
+    Returns that minute since the epoch (as clock_minute counts). Tests set it rather than sleep."""
     return conn.execute(
         """WITH t AS (SELECT floor(extract(epoch FROM runhub._now()) / 60)::bigint + 1 AS minute)
            INSERT INTO runhub.clock_offset (shift)
@@ -59,7 +59,7 @@ def set_db_clock(conn, second: float = 0.0) -> int:
            RETURNING (SELECT t.minute FROM t)""", (second,)).fetchone()[0]
 
 
-def reset_db_clock(conn) -> None:
+def reset_clock(conn) -> None:
     """runhub's clock back to the real time (no offset, as in production)."""
     conn.execute("UPDATE runhub.clock_offset SET shift = interval '0'")
 

@@ -145,9 +145,9 @@ def attempt(fn, *args, **kwargs):
 
 # -- runhub's clock ----------------------------------------------------------------------------
 
-def db_minute(conn) -> int:
+def clock_minute(conn) -> int:
     """The minute since the epoch on runhub's clock (runhub._now()): the rate limiter's window. Tests
-    put the clock at the start of a fresh minute with the db_clock fixture / helpers.db.set_db_clock."""
+    put the clock at the start of a fresh minute with the db_clock fixture / helpers.db.set_clock."""
     return conn.execute("SELECT floor(extract(epoch FROM runhub._now()) / 60)::bigint").fetchone()[0]
 
 
