@@ -186,8 +186,10 @@ def test_the_recommendation_prefers_people_waiting_to_a_promotion(conn):
     for email in ("bo@shop.example", "cy@shop.example"):
         ingest(conn, project, {"type": "lead_created", "occurredAt": ago(1), "idempotencyKey": uuid.uuid4().hex,
                                "customer": {"email": email}})
-    today = conn.execute("SELECT (now() AT TIME ZONE 'Europe/Paris')::date").fetchone()[0]
-    assert digest(conn, project, today)["recommendedAction"] == {
+    # The local day of the leads (an hour ago: the day before between midnight and 01:00 in Paris).
+    day = conn.execute("""SELECT (max(occurred_at) AT TIME ZONE 'Europe/Paris')::date FROM runhub.business_events
+                           WHERE project_id = %s AND event_type = 'lead_created'""", (project,)).fetchone()[0]
+    assert digest(conn, project, day)["recommendedAction"] == {
         "id": "onboard_users", "key": "digest.recommend.onboardUsers", "params": {"count": 1}}
 
 
