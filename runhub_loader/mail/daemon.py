@@ -38,6 +38,7 @@ from . import defaults
 from .recorder import Recorder
 from .render import envelope_address, on_domain, render_bytes
 from .smtp import Outcome, RelayUnavailable, SmtpConfig, SmtpConnection
+from .wakeup import Wakeup
 
 log = logs.get("sender")
 DIGEST_CATCH_UP_S = 60.0  # how often the sender runs the digest job as a catch-up
@@ -132,9 +133,7 @@ class Sender:
         self.stopping = threading.Event()
         # A worker that sees the local queue run low, and stop(), write a byte here: the main loop
         # selects on it and on its LISTENing connection at once.
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wakeup = Wakeup()
         self._more_due = False  # the last claim was full: more may be due right now
         self._digests_after = 0.0  # monotonic time of the next digest catch-up
         self._next_wake = 0.0  # monotonic time before which a NOTIFY does not wake the sender
@@ -178,8 +177,7 @@ class Sender:
                 self.recorder.close()
                 recorder.join(timeout=60)
                 self._release_queued()
-                self._wake_r.close()
-                self._wake_w.close()
+                self._wakeup.close()
                 if metrics_server is not None:
                     metrics_server.shutdown()
                     metrics_server.server_close()
@@ -191,10 +189,7 @@ class Sender:
         self._wake()
 
     def _wake(self) -> None:
-        try:
-            self._wake_w.send(b"!")
-        except OSError:  # full of wake-ups already, or closed: the sender has stopped
-            pass
+        self._wakeup.wake()
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -254,10 +249,10 @@ class Sender:
             wake_at = min(deadline, self._next_wake) if notified else deadline
             if now >= wake_at:
                 return True
-            watched = [self._wake_r] + ([wakeups.fileno()] if wakeups is not None and not notified else [])
+            watched = [self._wakeup.fileno()] + ([wakeups.fileno()] if wakeups is not None and not notified else [])
             ready, _, _ = select.select(watched, [], [], wake_at - now)
-            if self._wake_r in ready:
-                self._drain_wakeups()
+            if self._wakeup.fileno() in ready:
+                self._wakeup.drain()
                 if self.config.exit_when_idle and self._nothing_in_hand():
                     return True
             if len(watched) > 1 and watched[1] in ready:
@@ -268,13 +263,6 @@ class Sender:
     def _notified(wakeups) -> bool:
         """Whether NOTIFYs came, reading all that did (up to a bound, so a flood cannot hold the loop)."""
         return sum(1 for _ in wakeups.notifies(timeout=0, stop_after=NOTIFY_READ_MAX)) > 0
-
-    def _drain_wakeups(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _nothing_in_hand(self) -> bool:
         with self._in_flight_lock:

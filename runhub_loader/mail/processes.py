@@ -30,7 +30,6 @@ import json
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +41,7 @@ from .. import logs
 from ..metrics import SenderProcessView, serve_processes
 from .daemon import Sender, SenderConfig
 from .smtp import SmtpConfig
+from .wakeup import Wakeup
 
 log = logs.get("supervisor")
 
@@ -85,10 +85,8 @@ class Supervisor:
         self._stopping_since: float | None = None
         self._selector = selectors.DefaultSelector()
         # A signal handler writes a byte here: the loop's select wakes at once.
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wakeup = Wakeup()
+        self._selector.register(self._wakeup, selectors.EVENT_READ, None)
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
@@ -96,10 +94,7 @@ class Supervisor:
 
     def stop(self, signum: int = signal.SIGTERM, _frame=None) -> None:
         self._stop_signal = signum
-        try:
-            self._wake_w.send(b"!")
-        except OSError:  # full of wake-ups already, or closed: stopped
-            pass
+        self._wakeup.wake()
 
     # -- the loop -------------------------------------------------------------------------------------
     def run(self) -> int:
@@ -116,15 +111,14 @@ class Supervisor:
                 server.shutdown()
                 server.server_close()
             self._selector.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            self._wakeup.close()
         log.info("sender_processes_stopped", exit_code=self.exit_code)
         return self.exit_code
 
     def _step(self) -> None:
         for key, _ in self._selector.select(self._timeout()):
             if key.data is None:
-                self._drain_wakeups()
+                self._wakeup.drain()
             else:
                 self._read(key.data)
         if self._stop_signal is not None and self._stopping_since is None:
@@ -141,13 +135,6 @@ class Supervisor:
 
     def _finished(self) -> bool:
         return all(slot.proc is None and (self._stopping_since is not None or slot.done) for slot in self.slots)
-
-    def _drain_wakeups(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
 
     # -- one sender process ---------------------------------------------------------------------------
     def _config_for(self, index: int) -> SenderConfig:

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from helpers.db import wait_until
 from helpers.workflows import run_status
 from runhub_loader.db.embedded import free_port
-from test_sender_faults import FaultSink, SinkController, backends, onboarding_run, outbox_status
+from helpers.fault_sink import backends, onboarding_run, outbox_status, running_sink
 
 # Sender processes started, stopped and killed.
 pytestmark = pytest.mark.slow
@@ -44,13 +44,8 @@ BATCH = 32  # the CLI's default --batch
 
 @pytest.fixture
 def sink():
-    handler = FaultSink()
-    controller = SinkController(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    handler.port = controller.port
-    yield handler
-    handler.release.set()  # never leave a held reply behind
-    controller.stop()
+    with running_sink() as handler:
+        yield handler
 
 
 class Supervised:
