@@ -61,6 +61,10 @@ class Api:
     def generate_digest(self, project: uuid.UUID | str, day: dt.date) -> dict | None:
         return self._value("SELECT runhub.generate_digest(%s, %s)", (project, day))
 
+    def rebuild_customers(self, project) -> int:
+        """runhub.customers recomputed from a project's events (after a load past ingest)."""
+        return self._value("SELECT runhub.rebuild_customers(%s)", (project,))
+
     def plpython_runtime(self) -> dict:
         return self._value("SELECT runhub._plpython_runtime()")
 

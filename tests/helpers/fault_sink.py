@@ -16,6 +16,7 @@ from aiosmtpd.smtp import SMTP
 
 from helpers.mail import stored_message_id
 from helpers.workflows import create_run, preview, ready_project
+from runhub_loader.db.api import Api
 from runhub_loader.db.embedded import free_port
 from runhub_loader.mail.sink import ehlo_responses
 
@@ -143,7 +144,7 @@ def seed_signups(conn, project, prefix: str, n: int) -> list[str]:
            SELECT %(p)s, 'user_signed_up', now() - interval '1 hour', 'signup-' || i,
                   %(prefix)s || '-' || lpad(i::text, 4, '0') || '@example.com'
              FROM generate_series(1, %(n)s) i""", {"p": project, "prefix": prefix, "n": n})
-    conn.execute("SELECT runhub.rebuild_customers(%s)", (project,))
+    Api(conn).rebuild_customers(project)
     return [f"{prefix}-{i:04d}@example.com" for i in range(1, n + 1)]
 
 
