@@ -178,8 +178,13 @@ def test_two_processes_deliver_every_message_exactly_once_and_one_endpoint_serve
     assert {s[0] for s in outbox_status(conn, runs).values()} == {"sent"}
 
     # Both delivered; only the first executed the runs.
+    # A message's log line follows its record in the database: wait for the last ones to be written.
+    def sent_by_process() -> Counter:
+        return Counter(line["process"] for line in sup.lines() if line.get("event") == "message_sent")
+
+    wait_until(lambda: sum(sent_by_process().values()) >= 600, "the 600 message_sent log lines", 30)
     lines = sup.lines()
-    sent_by = Counter(line["process"] for line in lines if line.get("event") == "message_sent")
+    sent_by = sent_by_process()
     assert sum(sent_by.values()) == 600 and sent_by[0] > 0 and sent_by[1] > 0, sent_by
     assert {line["process"] for line in lines if line.get("event") == "runs_processed"} == {0}
     assert {line["process"]: line["drives_runs"] for line in lines if line.get("event") == "sender_started"} == \
