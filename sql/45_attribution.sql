@@ -71,7 +71,7 @@ $$;
 
 -- The run a payment links to (payload.checkoutMetadata.wid, else payload.wid) as sent, cut to
 -- 100 characters for echoing; null when it carries none. No SET clause: an expression inlined
--- into _attribute.
+-- where it is used.
 CREATE OR REPLACE FUNCTION runhub._payment_wid(p_payload jsonb)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

@@ -200,8 +200,9 @@ DECLARE
     v_bound  text;                 -- the sample is sorted among included addresses below it (null: all)
     v_counts jsonb;
     v_first  text;
-    v_emails text[];               -- the first five included addresses the pass sorted out
+    v_emails text[];               -- a recovery's: its first five included addresses
     v_pairs  text[];               -- a customer audience's: its first five {address, name}
+    v_sorted int;                  -- how many the pass sorted out (at most five)
     v_sample jsonb;
 BEGIN
     IF p_action = 'send_promo' THEN  -- an audience of up to every customer
@@ -231,14 +232,17 @@ BEGIN
     IF (v_counts ->> 'count')::int = 0 THEN
         RETURN v_counts || jsonb_build_object('sample', '[]'::jsonb);
     ELSIF p_action IN ('send_promo', 'onboard_users') THEN
-        v_emails := ARRAY(SELECT v_pairs[i][1] FROM generate_subscripts(v_pairs, 1) i ORDER BY i);
+        v_sorted := coalesce(array_length(v_pairs, 1), 0);
         v_sample := coalesce((SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object('email', v_pairs[i][1], 'name', v_pairs[i][2]))
                                               ORDER BY i)
                                 FROM generate_subscripts(v_pairs, 1) i), '[]');
-    ELSIF coalesce(cardinality(v_emails), 0) >= least(5, (v_counts ->> 'count')::int) THEN
-        v_sample := runhub._audience_names(p_project, p_action, p_params, coalesce(v_emails, '{}'));
+    ELSE
+        v_sorted := coalesce(cardinality(v_emails), 0);
+        IF v_sorted >= least(5, (v_counts ->> 'count')::int) THEN
+            v_sample := runhub._audience_names(p_project, p_action, p_params, v_emails);
+        END IF;
     END IF;
-    IF coalesce(cardinality(v_emails), 0) < least(5, (v_counts ->> 'count')::int) THEN
+    IF v_sorted < least(5, (v_counts ->> 'count')::int) THEN
         v_sample := runhub._audience_sample(p_project, p_action, p_params, v_first);
     END IF;
     RETURN v_counts || jsonb_build_object('sample', v_sample);
