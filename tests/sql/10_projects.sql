@@ -99,6 +99,33 @@ SELECT is(ARRAY(SELECT tz FROM unnest(ARRAY['localtime', 'posixrules', 'Factory'
           '{}'::text[],
           'localtime, posixrules and Factory (zoneinfo files, not zones) are refused');
 
+-- The documented edges, both sides: a name of 1 character (trimmed), an industry tag of 40, each of
+-- the supported locales (and only those), and an id another owner's project has.
+SELECT lives_ok(format($$SELECT runhub.create_project(' x ', %L, 'UTC', 'EUR')$$, :owner),
+                'a 1-character name (once trimmed) is accepted (lower bound)');
+SELECT lives_ok(format($$SELECT runhub.create_project('Shop', %L, 'UTC', 'EUR', 'en', %L)$$, :owner, 'a' || repeat('9', 39)),
+                'a 40-character industry is accepted (upper bound; 41 is refused above)');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'UTC', 'EUR', 'en', '9bakery')$$, :owner)),
+          'PT400 common.invalidInput industry', 'an industry starting with a digit: PT400 common.invalidInput (industry)');
+SELECT is(ARRAY(SELECT l FROM unnest(ARRAY['en', 'ar', 'fr', 'es', 'de']) l
+                 WHERE pg_temp.refusal(format($$SELECT runhub.create_project('Shop', %L, 'UTC', 'EUR', %L)$$, :owner, l)) <> 'no error'),
+          '{}'::text[], 'each documented locale (en ar fr es de) is accepted');
+SELECT is(runhub._locales(), ARRAY['en', 'ar', 'fr', 'es', 'de'], 'and they are runhub''s locales, in order');
+SELECT is(pg_temp.detail(format($$SELECT runhub.create_project('Shop', %L, 'UTC', 'EUR', 'EN')$$, :owner)),
+          '{"locale": "EN", "supported": "en, ar, fr, es, de"}'::jsonb,
+          'a locale in the wrong case: projects.invalidLocale names it and the supported ones');
+SELECT is(runhub.create_project('Chosen', :owner, 'UTC', 'EUR', id => 'aaaaaaaa-0000-4000-8000-00000000c0de'),
+          'aaaaaaaa-0000-4000-8000-00000000c0de'::uuid, 'create_project with a chosen id returns that id');
+SELECT is(runhub.create_project('Chosen again', :owner, 'Asia/Tokyo', 'JPY', id => 'aaaaaaaa-0000-4000-8000-00000000c0de'),
+          'aaaaaaaa-0000-4000-8000-00000000c0de'::uuid, 'the same id by the same owner again: the first project');
+SELECT results_eq($$SELECT name, timezone, currency::text FROM runhub.projects WHERE id = 'aaaaaaaa-0000-4000-8000-00000000c0de'$$,
+                  $$VALUES ('Chosen', 'UTC', 'EUR')$$, '... unchanged: the first write wins, the other arguments are not compared');
+SELECT is(pg_temp.caught(format($$SELECT runhub.create_project('Taken', %L, 'UTC', 'EUR', id => 'aaaaaaaa-0000-4000-8000-00000000c0de')$$, :owner2)) - 'hint',
+          jsonb_build_object('sqlstate', 'PT409', 'message', 'projects.idInUse', 'detail', '{"projectId": "aaaaaaaa-0000-4000-8000-00000000c0de"}'),
+          'the same id by another owner: PT409 projects.idInUse {projectId}');
+SELECT is((SELECT count(*)::int FROM runhub.project_members WHERE project_id = 'aaaaaaaa-0000-4000-8000-00000000c0de'), 1,
+          '... and nothing written: the project keeps its one member');
+
 -- ---------------------------------------------------------------------------------------------
 -- add_member(project, actor, user, role): adds, changes a role, refuses bad input, and never leaves a
 -- project without an owner. Owners manage everyone; admins add and change members and admins but
