@@ -179,6 +179,130 @@ SELECT is((SELECT count(*) FROM runhub.business_events), :'events_before'::bigin
           'other projects'' events are untouched');
 
 -- ---------------------------------------------------------------------------------------------
+-- An event's documented limits (runhub._constants(): maxEventTypeLength, maxKeyLength,
+-- maxCustomerNameLength, maxLocaleLength, maxAmountCents, maxPayloadBytes; the instant's window; 32
+-- levels), both sides: at the limit accepted, one past refused. Each is tried in the common shape,
+-- which one statement takes as it is, and with an internationalized address, which sends the event
+-- field by field (_is_plain_event): the two checks must agree at every edge.
+SELECT runhub.create_project('Bounds shop', :p_owner, 'UTC', 'EUR') AS b \gset
+-- The refusals of an event in both shapes: as given, and with ann@bücher.de as its customer (and
+-- another key of the same length, so that it is no replay of the first).
+CREATE FUNCTION pg_temp.both_shapes(p_project uuid, p_event jsonb)
+RETURNS text[] LANGUAGE sql
+AS $$ SELECT ARRAY[pg_temp.ingest_refusal(p_project, p_event),
+                   pg_temp.ingest_refusal(p_project, p_event || jsonb_build_object(
+                       'customer', coalesce(p_event -> 'customer', '{}') || '{"email": "ann@bücher.de"}',
+                       'idempotencyKey', overlay(p_event ->> 'idempotencyKey' placing '~' from 1 for 1)))] $$;
+CREATE FUNCTION pg_temp.b_event(p_key text, p_fields jsonb DEFAULT '{}')
+RETURNS jsonb LANGUAGE sql
+AS $$ SELECT '{"type": "lead_created", "occurredAt": "2024-05-01T10:00:00Z"}'::jsonb || jsonb_build_object('idempotencyKey', p_key) || p_fields $$;
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('t64', jsonb_build_object('type', 'a' || repeat('b', 63)))),
+          '{no error,no error}', 'a 64-character type is accepted (maxEventTypeLength)');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('t65', jsonb_build_object('type', 'a' || repeat('b', 64)))),
+          '{PT400 events.invalid type,PT400 events.invalid type}', 'a 65-character type: events.invalid (type)');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event(repeat('k', 255))), '{no error,no error}',
+          'a 255-character idempotencyKey is accepted (maxKeyLength)');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event(repeat('k', 256))),
+          '{PT400 events.invalid idempotencyKey,PT400 events.invalid idempotencyKey}', 'a 256-character idempotencyKey: events.invalid');
+SELECT is(pg_temp.ingest_refusal(:'b', pg_temp.b_event('')), 'PT400 events.invalid idempotencyKey', 'an empty idempotencyKey: events.invalid');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('c255', jsonb_build_object('correlationId', repeat('c', 255)))), '{no error,no error}',
+          'a 255-character correlationId is accepted');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('c256', jsonb_build_object('correlationId', repeat('c', 256)))),
+          '{PT400 events.invalid correlationId,PT400 events.invalid correlationId}', 'a 256-character correlationId: events.invalid');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('c0', '{"correlationId": ""}')),
+          '{PT400 events.invalid correlationId,PT400 events.invalid correlationId}', 'an empty correlationId: events.invalid');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('n200', jsonb_build_object('customer', jsonb_build_object('email', 'n@example.com', 'name', repeat('n', 200))))),
+          '{no error,no error}', 'a 200-character customer name is accepted (maxCustomerNameLength)');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('n201', jsonb_build_object('customer', jsonb_build_object('email', 'n@example.com', 'name', repeat('n', 201))))),
+          '{PT400 events.invalid customer.name,PT400 events.invalid customer.name}', 'a 201-character customer name: events.invalid');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('l35', jsonb_build_object('customer', jsonb_build_object('email', 'l@example.com', 'locale', 'en' || repeat('-abcdefgh', 3) || '-abcde')))),
+          '{no error,no error}', 'a 35-character language tag is accepted (maxLocaleLength)');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('l36', jsonb_build_object('customer', jsonb_build_object('email', 'l@example.com', 'locale', 'en' || repeat('-abcdefgh', 3) || '-abcdef')))),
+          '{PT400 events.invalid customer.locale,PT400 events.invalid customer.locale}', 'a 36-character language tag (of the pattern): events.invalid');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('a0', '{"amountCents": 0, "currency": "EUR"}')), '{no error,no error}',
+          'an amount of 0 is accepted');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('amax', '{"amountCents": 9007199254740991, "currency": "EUR"}')), '{no error,no error}',
+          'an amount of 2^53-1 is accepted (maxAmountCents)');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('amax+', '{"amountCents": 9007199254740992, "currency": "EUR"}')),
+          '{PT400 events.invalid amountCents,PT400 events.invalid amountCents}', 'an amount of 2^53: events.invalid (amountCents)');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('aneg', '{"amountCents": -1, "currency": "EUR"}')),
+          '{PT400 events.invalid amountCents,PT400 events.invalid amountCents}', 'an amount of -1: events.invalid (amountCents)');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('o2000', '{"occurredAt": "2000-01-01T00:00:00Z"}')), '{no error,no error}',
+          'occurredAt 2000-01-01T00:00:00Z, the first instant of 2000, is accepted');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('o1999', '{"occurredAt": "1999-12-31T23:59:59.999999Z"}')),
+          '{PT400 events.invalid occurredAt,PT400 events.invalid occurredAt}', 'the microsecond before: events.invalid (occurredAt)');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('o+1d', jsonb_build_object('occurredAt', runhub._iso(now() + interval '1 day')))),
+          '{no error,no error}', 'occurredAt exactly a day ahead of the server is accepted');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('o+1d+', jsonb_build_object('occurredAt', runhub._iso(now() + interval '1 day 1 microsecond')))),
+          '{PT400 events.invalid occurredAt,PT400 events.invalid occurredAt}', 'a microsecond more: events.invalid (occurredAt)');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('p32768', jsonb_build_object('payload', jsonb_build_object('x', repeat('a', 32759))))),
+          '{no error,no error}', 'a payload of exactly 32768 bytes is accepted (maxPayloadBytes)');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('p32769', jsonb_build_object('payload', jsonb_build_object('x', repeat('a', 32760))))),
+          '{PT413 events.payloadTooLarge,PT413 events.payloadTooLarge}', 'a payload of 32769 bytes: PT413 events.payloadTooLarge');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('d32', jsonb_build_object('payload', ('{"d": ' || repeat('[', 31) || '1' || repeat(']', 31) || '}')::jsonb))),
+          '{no error,no error}', 'a payload nested 32 levels deep (itself and 31 arrays) is accepted');
+SELECT is(pg_temp.both_shapes(:'b', pg_temp.b_event('d33', jsonb_build_object('payload', ('{"d": ' || repeat('[', 32) || '1' || repeat(']', 32) || '}')::jsonb))),
+          '{PT400 events.invalid payload,PT400 events.invalid payload}', 'nested 33 levels deep: events.invalid (payload)');
+-- The address: at most 254 characters, each domain label at most 63 (field by field past the common shape's 63 of domain).
+SELECT is(pg_temp.ingest_refusal(:'b', pg_temp.b_event('e254', jsonb_build_object('customer', jsonb_build_object('email', repeat('a', 242) || '@example.com')))),
+          'no error', 'a 254-character address is accepted');
+SELECT is(pg_temp.ingest_refusal(:'b', pg_temp.b_event('e255', jsonb_build_object('customer', jsonb_build_object('email', repeat('a', 243) || '@example.com')))),
+          'PT400 events.invalid customer.email', 'a 255-character address: events.invalid (customer.email)');
+SELECT is(pg_temp.ingest_refusal(:'b', pg_temp.b_event('e63', jsonb_build_object('customer', jsonb_build_object('email', 'ann@' || repeat('a', 63) || '.com')))),
+          'no error', 'a domain label of 63 characters is accepted');
+SELECT is(pg_temp.ingest_refusal(:'b', pg_temp.b_event('e64', jsonb_build_object('customer', jsonb_build_object('email', 'ann@' || repeat('a', 64) || '.com')))),
+          'PT400 events.invalid customer.email', 'a domain label of 64 characters: events.invalid (customer.email)');
+SELECT is(ARRAY(SELECT DISTINCT customer_email COLLATE "C" FROM runhub.business_events WHERE project_id = :'b' AND customer_email LIKE 'ann@%' ORDER BY 1),
+          ARRAY['ann@' || repeat('a', 63) || '.com', 'ann@bücher.de'], 'the accepted addresses are stored (the internationalized one in Unicode)');
+
+-- ---------------------------------------------------------------------------------------------
+-- ingest_events: 1 to 5,000 events (maxIngestBatch) and at most 32 MiB as stored (maxIngestBatchBytes),
+-- each event answered in place. A refusal of the call stores nothing.
+CREATE FUNCTION pg_temp.batch_sql(p_project uuid, p_count int, p_prefix text)
+RETURNS text LANGUAGE sql
+AS $$ SELECT format($f$SELECT runhub.ingest_events(%L, (SELECT coalesce(jsonb_agg(jsonb_build_object('type', 'imported', 'occurredAt', '2024-01-01T00:00:00Z',
+                                                                                       'idempotencyKey', %L || i) ORDER BY i), '[]')
+                                                      FROM generate_series(1, %s) i))$f$, p_project, p_prefix, p_count) $$;
+SELECT runhub.create_project('Import shop', :p_owner, 'UTC', 'EUR') AS imp \gset
+SELECT is(ARRAY(SELECT v::text || ' -> ' || pg_temp.refusal(format('SELECT runhub.ingest_events(%L, %L)', :'imp', v))
+                  FROM unnest(ARRAY['{}', '"events"', '42', 'null']::jsonb[]) v
+                 WHERE pg_temp.refusal(format('SELECT runhub.ingest_events(%L, %L)', :'imp', v)) IS DISTINCT FROM 'PT400 common.invalidInput events'),
+          '{}'::text[], 'events not an array (an object, a string, a number, JSON null): PT400 common.invalidInput (events)');
+SELECT is(pg_temp.refusal(format('SELECT runhub.ingest_events(%L, NULL)', :'imp')), 'PT400 common.invalidInput events',
+          'a null batch: PT400 common.invalidInput (events)');
+SELECT is(pg_temp.refusal(pg_temp.batch_sql(:'imp', 0, 'none-')), 'PT400 common.invalidInput events', 'an empty batch: PT400 common.invalidInput (events)');
+SELECT is(pg_temp.refusal(pg_temp.batch_sql(:'imp', 5001, 'over-')), 'PT400 common.invalidInput events', '5,001 events: PT400 common.invalidInput (events)');
+SELECT is(pg_temp.refusal(pg_temp.batch_sql('cccccccc-0000-4000-8000-0000000000ff', 1, 'lost-')), 'PT404 projects.notFound',
+          'an unknown project: PT404 projects.notFound');
+SELECT is_empty(format('SELECT 1 FROM runhub.business_events WHERE project_id = %L', :'imp'), 'the refused batches stored nothing');
+SELECT is(pg_temp.refusal(pg_temp.batch_sql(:'imp', 5000, 'max-')), 'no error', '5,000 events are accepted (maxIngestBatch)');
+SELECT is((SELECT count(*)::int FROM runhub.business_events WHERE project_id = :'imp'), 5000, '... and stored');
+SELECT is(pg_temp.refusal(pg_temp.batch_sql(:'imp', 1, 'one-')), 'no error', 'one event is accepted');
+-- Each event in place: stored, refused as ingest_event refuses it, or a key already in the batch.
+SELECT is(runhub.ingest_events(:'imp', jsonb_build_array(pg_temp.b_event('in-1'), pg_temp.b_event('in-2', '{"type": "Bad"}'),
+                                                         pg_temp.b_event('in-1'), pg_temp.b_event('max-1'))) #- '{0,eventId}' #- '{2,eventId}' #- '{3,eventId}'
+                                                         #- '{1,error,message}',
+          '[{"inserted": true}, {"error": {"code": "PT400", "key": "events.invalid", "params": {"field": "type", "reason": "is required: lower-case letters, digits and _"}}},
+            {"inserted": false}, {"inserted": false}]'::jsonb,
+          'answers in the order given: stored, refused in place (code, key, params), a key twice in the batch and one stored before: inserted false');
+-- The bytes, as PostgreSQL holds the batch (pg_column_size), are checked before the count: a batch
+-- of 5,001 elements of exactly 32 MiB gets past the bytes to the count's refusal; a byte more is
+-- refused for its bytes.
+CREATE FUNCTION pg_temp.bytes_batch(p_extra int)
+RETURNS jsonb LANGUAGE sql
+AS $$ SELECT (SELECT jsonb_agg(0) FROM generate_series(1, 5000))
+             || jsonb_build_array(repeat('a', runhub._constant('maxIngestBatchBytes') + p_extra
+                                              - pg_column_size((SELECT jsonb_agg(0) FROM generate_series(1, 5000)) || '[""]'::jsonb))) $$;
+SELECT is(pg_column_size(pg_temp.bytes_batch(0)), 33554432, 'fixture: 5,001 elements, exactly 32 MiB as stored');
+SELECT is(pg_temp.refusal(format('SELECT runhub.ingest_events(%L, pg_temp.bytes_batch(0))', :'imp')), 'PT400 common.invalidInput events',
+          'exactly 32 MiB is within maxIngestBatchBytes: the batch is refused for its 5,001 events, not its bytes');
+SELECT pg_temp.caught(format('SELECT runhub.ingest_events(%L, pg_temp.bytes_batch(1))', :'imp')) AS over_bytes \gset
+SELECT is(jsonb_build_array((:'over_bytes'::jsonb) ->> 'sqlstate', (:'over_bytes'::jsonb) ->> 'message', ((:'over_bytes'::jsonb) ->> 'detail')::jsonb),
+          '["PT413", "events.batchTooLarge", {"bytes": 33554433, "maxBytes": 33554432}]'::jsonb,
+          'a byte more: PT413 events.batchTooLarge {bytes, maxBytes}');
+SELECT is((SELECT count(*)::int FROM runhub.business_events WHERE project_id = :'imp'), 5002, 'only the accepted events are stored');
+
+-- ---------------------------------------------------------------------------------------------
 -- list_events: a project with a tie on occurred_at (e3, e4) and a late arrival (e6: oldest
 -- occurredAt, newest id). Timeline = occurred_at DESC, id DESC; ingestion = id DESC.
 SELECT runhub.create_project('List shop', :l_owner, 'UTC', 'EUR') AS l \gset
@@ -279,6 +403,17 @@ SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline',
           'PT400 events.invalidCursor', 'a cursor occurredAt two days ahead: events.invalidCursor');
 SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', '{"id": 5, "occurredAt": "infinity"}')$$, :'l', :l_owner)),
           'PT400 events.invalidCursor', 'a cursor occurredAt of infinity: events.invalidCursor');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'ingestion', '{"id": 0}')$$, :'l', :l_owner)), 'PT400 events.invalidCursor',
+          'a cursor id of 0 (ids are positive): events.invalidCursor');
+SELECT is(runhub.list_events(:'l', :l_owner, 'ingestion', '{"id": 1}'), '{"events": [], "nextCursor": null}'::jsonb,
+          'a cursor id of 1 is accepted (nothing before it)');
+SELECT is(runhub.list_events(:'l', :l_owner, 'timeline', '{"id": 1, "occurredAt": "2000-01-01T00:00:00Z"}'), '{"events": [], "nextCursor": null}'::jsonb,
+          'a cursor occurredAt of 2000-01-01T00:00:00Z, the first instant allowed, is accepted');
+SELECT is(pg_temp.page_keys(runhub.list_events(:'l', :l_owner, 'timeline', jsonb_build_object('id', 1, 'occurredAt', runhub._iso(now() + interval '1 day')), 1)),
+          '{e5}', 'a cursor occurredAt exactly a day ahead is accepted');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(%L, %L, 'timeline', %L)$$, :'l', :l_owner,
+                                 jsonb_build_object('id', 1, 'occurredAt', runhub._iso(now() + interval '1 day 1 microsecond')))),
+          'PT400 events.invalidCursor', 'a microsecond more: events.invalidCursor');
 SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events('cccccccc-0000-4000-8000-0000000000ff', %L)$$, :l_owner)), 'PT404 projects.notFound',
           'an unknown project: PT404 projects.notFound');
 SELECT is(pg_temp.refusal(format($$SELECT runhub.list_events(NULL, %L)$$, :l_owner)), 'PT400 common.invalidInput project',
