@@ -13,6 +13,15 @@ CREATE FUNCTION pg_temp.settings_sql(p_project uuid, p_actor uuid, p_settings js
 RETURNS text LANGUAGE sql
 AS $$ SELECT format('SELECT runhub.update_project_settings(%L, %L, %L)', p_project, p_actor, p_settings) $$;
 
+-- The values of one setting that are not refused as PT400 common.invalidInput of that key, each
+-- with what it got instead ({} when every one is).
+CREATE FUNCTION pg_temp.bad_values(p_project uuid, p_actor uuid, p_key text, p_values jsonb[])
+RETURNS text[] LANGUAGE sql
+AS $$ SELECT ARRAY(SELECT v::text || ' -> ' || pg_temp.refusal(pg_temp.settings_sql(p_project, p_actor, jsonb_build_object(p_key, v)))
+                     FROM unnest(p_values) v
+                    WHERE pg_temp.refusal(pg_temp.settings_sql(p_project, p_actor, jsonb_build_object(p_key, v)))
+                          IS DISTINCT FROM 'PT400 common.invalidInput ' || p_key) $$;
+
 -- An INSERT of a run in a given state (t/f: started_at, lease, executed_at, completed_at, result set).
 CREATE FUNCTION pg_temp.run_insert(p_project uuid, p_status text, p_started boolean, p_lease boolean,
                                    p_executed boolean, p_completed boolean, p_result boolean)
@@ -138,22 +147,13 @@ SELECT is(pg_temp.detail(pg_temp.settings_sql(:'rec', :member, '{"frequencyCapHo
           'the refusal names admin as the required role');
 SELECT is(pg_temp.refusal(pg_temp.settings_sql(:'rec', :stranger, '{"frequencyCapHours": 4}')), 'PT404 projects.notFound',
           'update_project_settings by a non-member: PT404 projects.notFound');
-SELECT is(ARRAY(SELECT v::text || ' -> ' || pg_temp.refusal(pg_temp.settings_sql(:'rec', :admin, jsonb_build_object('shopUrl', v)))
-                  FROM unnest(ARRAY['"ftp://shop.example"', '"https://shop.example/?q=1"', '"https://shop.example/#top"',
+SELECT is(pg_temp.bad_values(:'rec', :admin, 'shopUrl', ARRAY['"ftp://shop.example"', '"https://shop.example/?q=1"', '"https://shop.example/#top"',
                                     '"shop.example"', '""', '42', '"https://shop example.com"', '["https://shop.example"]',
-                                    to_jsonb('https://shop.example/' || repeat('a', 480))]::jsonb[]) v
-                 WHERE pg_temp.refusal(pg_temp.settings_sql(:'rec', :admin, jsonb_build_object('shopUrl', v)))
-                       IS DISTINCT FROM 'PT400 common.invalidInput shopUrl'),
+                                    to_jsonb('https://shop.example/' || repeat('a', 480))]::jsonb[]),
           '{}'::text[], 'bad shopUrl values (scheme, query, fragment, no scheme, empty, number, space, list, 501 chars): PT400 shopUrl');
-SELECT is(ARRAY(SELECT v::text || ' -> ' || pg_temp.refusal(pg_temp.settings_sql(:'rec', :admin, jsonb_build_object('frequencyCapHours', v)))
-                  FROM unnest(ARRAY['169', '-1', '1.5', '"16"', 'true', '1000', '[]']::jsonb[]) v
-                 WHERE pg_temp.refusal(pg_temp.settings_sql(:'rec', :admin, jsonb_build_object('frequencyCapHours', v)))
-                       IS DISTINCT FROM 'PT400 common.invalidInput frequencyCapHours'),
+SELECT is(pg_temp.bad_values(:'rec', :admin, 'frequencyCapHours', ARRAY['169', '-1', '1.5', '"16"', 'true', '1000', '[]']::jsonb[]),
           '{}'::text[], 'bad frequencyCapHours values (169, -1, 1.5, a string, a boolean, 1000, a list): PT400 frequencyCapHours');
-SELECT is(ARRAY(SELECT v::text || ' -> ' || pg_temp.refusal(pg_temp.settings_sql(:'rec', :admin, jsonb_build_object('integrations', v)))
-                  FROM unnest(ARRAY['"payments"', '["sms"]', '[1]', '{"payments": true}', '[null]', '["payments", "Email"]']::jsonb[]) v
-                 WHERE pg_temp.refusal(pg_temp.settings_sql(:'rec', :admin, jsonb_build_object('integrations', v)))
-                       IS DISTINCT FROM 'PT400 common.invalidInput integrations'),
+SELECT is(pg_temp.bad_values(:'rec', :admin, 'integrations', ARRAY['"payments"', '["sms"]', '[1]', '{"payments": true}', '[null]', '["payments", "Email"]']::jsonb[]),
           '{}'::text[], 'bad integrations values (a string, unknown, a number, an object, null, wrong case): PT400 integrations');
 SELECT is(pg_temp.refusal(pg_temp.settings_sql(:'rec', :admin, '{"shopURL": "https://shop.example"}')), 'PT400 common.unknownField shopURL',
           'an unknown key (shopURL): PT400 common.unknownField');
@@ -254,6 +254,33 @@ SELECT is((SELECT jsonb_object_agg(a ->> 'id', a -> 'reasonText') FROM jsonb_arr
 SELECT is(pg_temp.availability(:'rec', :member) -> 'send_promo',
           '{"available": false, "reason": "workflows.policy.ownerRequired", "reasonParams": {"required": "owner", "role": "member"}}'::jsonb,
           'a member still sees send_promo unavailable: workflows.policy.ownerRequired');
+
+-- ---------------------------------------------------------------------------------------------
+-- The settings' documented edges, both sides (the other shop, owned by owner2): holdoutPercent
+-- 0-50, senderName 1-100 characters on one line, replyTo an address, emailOnlyAttribution a
+-- boolean; each refusal names its key, and none writes.
+SELECT is(pg_temp.bad_values(:'other', :owner2, 'holdoutPercent', ARRAY['51', '-1', '10.5', '"10"', 'true', '[]', '100']::jsonb[]),
+          '{}'::text[], 'bad holdoutPercent values (51, -1, 10.5, a string, a boolean, a list, 100): PT400 holdoutPercent');
+SELECT is(pg_temp.bad_values(:'other', :owner2, 'senderName',
+                             ARRAY['""', '"   "', to_jsonb(repeat('s', 101)), to_jsonb(E'Shop\u0001'::text), to_jsonb(E'Shop\u009fx'::text), '42', '["Shop"]']::jsonb[]),
+          '{}'::text[], 'bad senderName values (empty, blank, 101 characters, a C0 and a C1 control character, a number, a list): PT400 senderName');
+SELECT is(pg_temp.bad_values(:'other', :owner2, 'replyTo', ARRAY['"nope"', '""', '42', to_jsonb(repeat('a', 243) || '@example.com')]::jsonb[]),
+          '{}'::text[], 'bad replyTo values (no address, empty, a number, 255 characters): PT400 replyTo');
+SELECT is(pg_temp.bad_values(:'other', :owner2, 'emailOnlyAttribution', ARRAY['"true"', '1', '[]']::jsonb[]),
+          '{}'::text[], 'bad emailOnlyAttribution values (a string, a number, a list): PT400 emailOnlyAttribution');
+SELECT is((SELECT settings FROM runhub.projects WHERE id = :'other'), '{}'::jsonb, 'the refused settings wrote nothing');
+CREATE FUNCTION pg_temp.set_only(p_project uuid, p_actor uuid, p_settings jsonb)
+RETURNS jsonb LANGUAGE sql
+AS $$ SELECT runhub.update_project_settings(p_project, p_actor, p_settings)
+             - ARRAY['timezone', 'dailyDigestEnabled', 'dailyDigestHour', 'dailyDigestRecipient', 'dailyDigestNextAt'] $$;
+SELECT is(pg_temp.set_only(:'other', :owner2, '{"holdoutPercent": 0}'), '{"holdoutPercent": 0}'::jsonb, 'holdoutPercent 0 is accepted');
+SELECT is(pg_temp.set_only(:'other', :owner2, '{"holdoutPercent": 50}'), '{"holdoutPercent": 50}'::jsonb, 'holdoutPercent 50 is accepted (maxHoldoutPercent)');
+SELECT is(pg_temp.set_only(:'other', :owner2, jsonb_build_object('holdoutPercent', NULL, 'senderName', repeat('s', 100))),
+          jsonb_build_object('senderName', repeat('s', 100)), 'a 100-character senderName is accepted; null removes holdoutPercent');
+SELECT is(pg_temp.set_only(:'other', :owner2, jsonb_build_object('senderName', E'  Corner\n\t Café\u00a0 '::text)),
+          '{"senderName": "Corner Café"}'::jsonb, 'a senderName is stored on one line: trimmed, white space runs one space');
+SELECT is(pg_temp.set_only(:'other', :owner2, '{"senderName": null, "replyTo": " Owner@Example.COM ", "emailOnlyAttribution": false}'),
+          '{"replyTo": "owner@example.com", "emailOnlyAttribution": false}'::jsonb, 'replyTo is stored normalized; emailOnlyAttribution false');
 
 SELECT * FROM finish();
 ROLLBACK;
