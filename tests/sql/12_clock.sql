@@ -43,6 +43,30 @@ SELECT throws_ok($$SELECT runhub.next_digest_at('Europe/Paris', 24, now())$$, 'P
 SELECT throws_ok($$SELECT runhub.local_day_range('2026-06-01', 'Mars/Olympus')$$, 'PT400', 'projects.invalidTimezone',
                  'an unknown zone: PT400');
 
+-- The inputs' documented bounds, both sides: an hour 0-23; an instant (after) and a day finite and
+-- in the years 1 to 9999; a zone of runhub.timezones.
+SELECT is(runhub.next_digest_at('UTC', 0, '2026-06-01 00:00+00'), '2026-06-02 00:00+00'::timestamptz, 'hour 0 is accepted (and strictly after)');
+SELECT is(runhub.next_digest_at('UTC', 23, '2026-06-01 00:00+00'), '2026-06-01 23:00+00'::timestamptz, 'hour 23 is accepted');
+SELECT is(ARRAY(SELECT h || ' -> ' || pg_temp.refusal(format('SELECT runhub.next_digest_at(%L, %s, now())', 'UTC', h))
+                  FROM unnest(ARRAY['-1', '24', 'NULL']) h
+                 WHERE pg_temp.refusal(format('SELECT runhub.next_digest_at(%L, %s, now())', 'UTC', h)) IS DISTINCT FROM 'PT400 common.invalidInput hour'),
+          '{}'::text[], 'hour -1, 24 or null: PT400 common.invalidInput (hour)');
+SELECT is(runhub.next_digest_at('UTC', 0, '0001-01-01 00:00+00'), '0001-01-02 00:00+00'::timestamptz, 'after the first instant of year 1: accepted');
+SELECT is(runhub.next_digest_at('UTC', 0, '9999-12-31 23:59:59.999999+00'), '10000-01-01 00:00+00'::timestamptz,
+          'after the last microsecond of 9999: accepted');
+SELECT is(ARRAY(SELECT a || ' -> ' || pg_temp.refusal(format('SELECT runhub.next_digest_at(%L, 7, %s)', 'UTC', a))
+                  FROM unnest(ARRAY['NULL', '''infinity''', '''-infinity''', '''10000-01-01 00:00+00''', '''0001-12-31 23:59:59.999999+00 BC''']) a
+                 WHERE pg_temp.refusal(format('SELECT runhub.next_digest_at(%L, 7, %s)', 'UTC', a)) IS DISTINCT FROM 'PT400 common.invalidInput after'),
+          '{}'::text[], 'after null, infinite, in year 10000 or before year 1: PT400 common.invalidInput (after)');
+SELECT is(pg_temp.refusal($$SELECT runhub.next_digest_at(NULL, 7, now())$$), 'PT400 projects.invalidTimezone', 'a null zone: PT400 projects.invalidTimezone');
+SELECT is(runhub.local_day_range('0001-01-01', 'UTC'), tstzrange('0001-01-01 00:00+00', '0001-01-02 00:00+00', '[)'), 'day 0001-01-01 is accepted');
+SELECT is(runhub.local_day_range('9999-12-31', 'UTC'), tstzrange('9999-12-31 00:00+00', '10000-01-01 00:00+00', '[)'), 'day 9999-12-31 is accepted');
+SELECT is(ARRAY(SELECT d || ' -> ' || pg_temp.refusal(format('SELECT runhub.local_day_range(%s, %L)', d, 'UTC'))
+                  FROM unnest(ARRAY['NULL', '''infinity''', '''-infinity''', '''10000-01-01''', '''0001-12-31 BC''']) d
+                 WHERE pg_temp.refusal(format('SELECT runhub.local_day_range(%s, %L)', d, 'UTC')) IS DISTINCT FROM 'PT400 common.invalidInput day'),
+          '{}'::text[], 'a day null, infinite, in year 10000 or before year 1: PT400 common.invalidInput (day)');
+SELECT is(pg_temp.refusal($$SELECT runhub.local_day_range('2026-06-01', NULL)$$), 'PT400 projects.invalidTimezone', 'a null zone: PT400 projects.invalidTimezone');
+
 -- A digest counts by that day: on the 25-hour day, 23:30 local is that day's, 00:30 the next.
 SELECT runhub.create_project('Clock shop', :owner, 'Europe/Paris', 'EUR') AS p \gset
 SELECT runhub.ingest_event(:'p', jsonb_build_object('type', 'lead_created', 'idempotencyKey', 'l-' || n,

@@ -816,5 +816,15 @@ SELECT lives_ok($$SELECT runhub.report_relay('wr', 'relay.example:25', NULL)$$, 
 SELECT is((SELECT down_since FROM runhub.relay_status WHERE worker = 'wr'), NULL, 'up: no down_since');
 SELECT throws_ok($$SELECT runhub.report_relay('wr', ' ', NULL)$$, 'PT400', 'common.invalidInput', 'a relay must be named');
 
+-- ---------------------------------------------------------------------------------------------
+-- purge-finished-mail keeps at least a day (22023 under it). A day itself gets past the check to
+-- the purge, whose first COMMIT this file's transaction refuses (2D000): the procedure commits its
+-- batches, so a day's purge itself is tested where it can commit (tests/db/test_housekeeping.py).
+SELECT throws_ok($$CALL runhub.purge_finished_mail(NULL, interval '1 day' - interval '1 microsecond')$$, '22023', NULL,
+                 'keep a microsecond under a day: 22023');
+SELECT throws_ok($$CALL runhub.purge_finished_mail(NULL, NULL)$$, '22023', NULL, 'keep null: 22023');
+SELECT throws_ok($$CALL runhub.purge_finished_mail(NULL, interval '1 day')$$, '2D000', NULL,
+                 'keep a day: past the check (to the purge''s COMMIT, which a transaction block refuses)');
+
 SELECT * FROM finish();
 ROLLBACK;

@@ -51,6 +51,24 @@ SELECT is(runhub.update_project_settings(:'p', :owner, '{"dailyDigestEnabled": f
 SELECT is((SELECT digest_next_at FROM runhub.projects WHERE id = :'p'), NULL, 'digest_next_at cleared');
 SELECT throws_ok(format($$SELECT runhub.update_project_settings(%L, %L, '{"timezone": "EST"}')$$, :'p', :owner),
                  'PT400', 'projects.invalidTimezone', 'a timezone as create_project takes them');
+-- The digest settings' edges, both sides: an hour 0-23 (null: 9 again), a boolean, a deliverable address.
+CREATE FUNCTION pg_temp.digest_refusals(p_project uuid, p_actor uuid, p_key text, p_values jsonb[])
+RETURNS text[] LANGUAGE sql
+AS $$ SELECT ARRAY(SELECT v::text || ' -> ' || r
+                     FROM unnest(p_values) v,
+                          pg_temp.refusal(format('SELECT runhub.update_project_settings(%L, %L, %L)', p_project, p_actor,
+                                                 jsonb_build_object(p_key, v))) r
+                    WHERE r IS DISTINCT FROM 'PT400 common.invalidInput ' || p_key) $$;
+SELECT is(pg_temp.digest_refusals(:'p', :owner, 'dailyDigestHour', ARRAY['24', '-1', '7.5', '"7"', 'true', '100']::jsonb[]), '{}'::text[],
+          'dailyDigestHour 24, -1, 7.5, a string, a boolean, 100: PT400 common.invalidInput (dailyDigestHour)');
+SELECT is(pg_temp.digest_refusals(:'p', :owner, 'dailyDigestEnabled', ARRAY['"true"', '1']::jsonb[]), '{}'::text[],
+          'dailyDigestEnabled as a string or a number: PT400 common.invalidInput (dailyDigestEnabled)');
+SELECT is(pg_temp.digest_refusals(:'p', :owner, 'dailyDigestRecipient', ARRAY['"boss"', '42', to_jsonb(repeat('b', 243) || '@example.com')]::jsonb[]),
+          '{}'::text[], 'a dailyDigestRecipient that is no deliverable address (or 255 characters): PT400 common.invalidInput (dailyDigestRecipient)');
+SELECT is(runhub.update_project_settings(:'p', :owner, '{"dailyDigestHour": 0}') -> 'dailyDigestHour', '0'::jsonb, 'dailyDigestHour 0 is accepted');
+SELECT is(runhub.update_project_settings(:'p', :owner, '{"dailyDigestHour": 23}') -> 'dailyDigestHour', '23'::jsonb, 'dailyDigestHour 23 is accepted');
+SELECT is(runhub.update_project_settings(:'p', :owner, '{"dailyDigestHour": null}') -> 'dailyDigestHour', '9'::jsonb, 'null restores the default, 9');
+SELECT runhub.update_project_settings(:'p', :owner, '{"dailyDigestHour": 7}') \g /dev/null
 
 -- A day without activity makes no digest; one with activity does.
 SELECT is(runhub.generate_digest(:'p', '2026-11-29'), NULL, 'no activity: null');
@@ -60,6 +78,17 @@ SELECT is(runhub.generate_digest(:'p', '2026-11-29') #>> '{kpis,leads,value}', '
 SELECT is(runhub.generate_digest(:'p', '2026-11-30'), NULL, 'and not in the next day''s');
 SELECT throws_ok(format($$SELECT runhub.generate_digest(%L, 'infinity')$$, :'p'), 'PT400', 'common.invalidInput',
                  'an infinite day: PT400');
+SELECT is(pg_temp.refusal(format($$SELECT runhub.generate_digest(%L, NULL)$$, :'p')), 'PT400 common.invalidInput day', 'a null day: PT400 (day)');
+SELECT is(pg_temp.refusal($$SELECT runhub.generate_digest('bbbbbbbb-0000-4000-8000-0000000000ff', '2026-11-29')$$), 'PT404 projects.notFound',
+          'an unknown project: PT404 projects.notFound');
+
+-- digest_batch(max): 1 to maxDigestBatch (10,000) projects a batch.
+SELECT is(ARRAY(SELECT m || ' -> ' || pg_temp.refusal(format('SELECT runhub.digest_batch(%s)', m))
+                  FROM unnest(ARRAY['0', '10001', '-1', 'NULL']) m
+                 WHERE pg_temp.refusal(format('SELECT runhub.digest_batch(%s)', m)) IS DISTINCT FROM 'PT400 common.invalidInput max'),
+          '{}'::text[], 'digest_batch of 0, 10001, -1 or null projects: PT400 common.invalidInput (max)');
+SELECT is(ARRAY[pg_temp.refusal('SELECT runhub.digest_batch(1)'), pg_temp.refusal('SELECT runhub.digest_batch(10000)')],
+          '{no error,no error}', 'digest_batch of 1 and of 10000 projects is accepted');
 
 -- The job reads runhub's clock (now() shifted by runhub.clock_offset, as runhub._now() is): what is
 -- due, the day served and the next time all follow it. Not due yet on the real clock; due once the
