@@ -114,5 +114,52 @@ SELECT is(pg_temp.refusal(pg_temp.create_sql(:'promo', :owner, 'send_promo', 'pr
 SELECT is(pg_temp.refusal(pg_temp.create_sql(:'promo', :owner, 'send_promo', 'promo-1', '{"subject": "Spring sale"}')),
           'PT400 workflows.invalidParams content', 'create_run validates params too');
 
+-- ---------------------------------------------------------------------------------------------
+-- The trigger-time edges, both sides, to the microsecond (the ops shop, onboard_users, the member):
+-- a preview counts for 15 minutes (previewMaxAgeMinutes), a run holds the cooldown for 60
+-- (cooldownMinutes); params of at most 32768 bytes (maxWorkflowParamsBytes); an idempotency key of
+-- 1 to 255 characters; clientRequestedAt from 2000 to a day ahead. now() is fixed for the
+-- transaction, so each age is set exactly.
+SELECT pg_temp.ops_shop(:owner, :member) AS ops \gset
+SELECT pg_temp.reset_rate(:'ops') \g /dev/null
+SELECT runhub.preview(:'ops', :member, 'onboard_users') ->> 'previewId' AS ops_pv \gset
+UPDATE runhub.previews SET created_at = now() - interval '15 minutes' WHERE id = :'ops_pv';
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'ops', :member, 'onboard_users', 'ops-1')), 'PT422 workflows.policy.previewRequired',
+          'a preview 15 minutes old to the microsecond no longer counts: previewRequired');
+UPDATE runhub.previews SET created_at = now() - interval '15 minutes' + interval '1 microsecond' WHERE id = :'ops_pv';
+SELECT is(runhub.create_run(:'ops', :member, 'onboard_users', 'ops-1') - 'runId', '{"status": "queued", "deduplicated": false}'::jsonb,
+          'a microsecond younger, it counts: the run is queued');
+SELECT id AS ops1 FROM runhub.workflow_runs WHERE project_id = :'ops' AND idempotency_key = 'ops-1' \gset
+UPDATE runhub.workflow_runs SET requested_at = now() - interval '60 minutes' + interval '1 microsecond' WHERE id = :'ops1';
+SELECT is(pg_temp.caught(pg_temp.create_sql(:'ops', :member, 'onboard_users', 'ops-2')) - 'hint',
+          jsonb_build_object('sqlstate', 'PT409', 'message', 'workflows.policy.alreadyQueued', 'detail', '{"minutes": 1, "cooldownMinutes": 60}'),
+          'a run requested a microsecond less than 60 minutes ago still holds the cooldown (1 minute to wait)');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'ops', :member, 'onboard_users', repeat('k', 255))), 'PT409 workflows.policy.alreadyQueued',
+          'a 255-character idempotency key gets past the key''s check (to the cooldown)');
+UPDATE runhub.workflow_runs SET requested_at = now() - interval '60 minutes' WHERE id = :'ops1';
+SELECT is(runhub.create_run(:'ops', :member, 'onboard_users', 'ops-2') - 'runId', '{"status": "queued", "deduplicated": false}'::jsonb,
+          'requested 60 minutes ago to the microsecond, it no longer does: the next run is queued');
+-- Params: exactly 32768 bytes get past the size to the params' own check; a byte more is PT413.
+SELECT is(octet_length(jsonb_build_object('x', repeat('a', 32759))::text), 32768, 'fixture: params of exactly 32768 bytes as JSON text');
+SELECT is(pg_temp.refusal(pg_temp.create_sql(:'ops', :member, 'onboard_users', 'ops-2', jsonb_build_object('x', repeat('a', 32759)))),
+          'PT400 workflows.unknownParam x', 'params of 32768 bytes are within the limit (refused for the unknown param, not the size)');
+SELECT is(pg_temp.detail(pg_temp.create_sql(:'ops', :member, 'onboard_users', 'ops-2', jsonb_build_object('x', repeat('a', 32760)))),
+          '{"bytes": 32769, "maxBytes": 32768}'::jsonb, 'params of 32769 bytes: PT413 workflows.paramsTooLarge {bytes, maxBytes}');
+SELECT is(pg_temp.refusal(format('SELECT runhub.preview(%L, %L, %L, %L)', :'ops', :member, 'onboard_users', jsonb_build_object('x', repeat('a', 32760)))),
+          'PT413 workflows.paramsTooLarge', 'preview refuses them alike');
+-- clientRequestedAt, checked before the key is looked up: a replay of ops-2 answers when it passes.
+CREATE FUNCTION pg_temp.client_at_sql(p_project uuid, p_actor uuid, p_at text)
+RETURNS text LANGUAGE sql
+AS $$ SELECT format('SELECT runhub.create_run(%L, %L, %L, %L, %L, %L)', p_project, p_actor, 'onboard_users', 'ops-2', '{}', p_at) $$;
+SELECT is(ARRAY(SELECT v.at || ' -> ' || pg_temp.refusal(pg_temp.client_at_sql(:'ops', :member, v.at))
+                  FROM (VALUES ('2000-01-01T00:00:00Z'), (runhub._iso(now() + interval '1 day'))) v(at)),
+          ARRAY['2000-01-01T00:00:00Z -> no error', runhub._iso(now() + interval '1 day') || ' -> no error'],
+          'clientRequestedAt at the first instant of 2000 and exactly a day ahead: accepted');
+SELECT is(ARRAY(SELECT v.at || ' -> ' || r
+                  FROM (VALUES ('1999-12-31T23:59:59.999999Z'), (runhub._iso(now() + interval '1 day 1 microsecond')), ('infinity'), ('-infinity')) v(at),
+                       pg_temp.refusal(pg_temp.client_at_sql(:'ops', :member, v.at)) r
+                 WHERE r IS DISTINCT FROM 'PT400 workflows.invalidParams clientRequestedAt'),
+          '{}'::text[], 'a microsecond before 2000, a microsecond past a day ahead, or infinite: PT400 workflows.invalidParams (clientRequestedAt)');
+
 SELECT * FROM finish();
 ROLLBACK;
