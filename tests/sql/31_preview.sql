@@ -68,6 +68,15 @@ SELECT pg_temp.set_policy('recover_abandoned', '{"warnAtRecipients": 6}') \g /de
 SELECT is(runhub.preview(:'rec', :admin, 'recover_abandoned') -> 'warnings',
           '[{"key": "owner.warning.manyRecipients", "params": {"count": 6}, "text": "Das geht an 6 Personen"}]'::jsonb,
           'a warning from warnAtRecipients recipients on');
+SELECT pg_temp.set_policy('recover_abandoned', '{"warnAtRecipients": 7}') \g /dev/null
+SELECT is(runhub.preview(:'rec', :admin, 'recover_abandoned') -> 'warnings', '[]'::jsonb, 'no warning one recipient under warnAtRecipients');
+-- The recipient bounds (minRecipients, maxRecipients) include their ends: 6 recipients pass 6 to 6.
+SELECT pg_temp.set_policy('recover_abandoned', '{"warnAtRecipients": 500, "minRecipients": 6, "maxRecipients": 6}') \g /dev/null
+SELECT ok(NOT (runhub.preview(:'rec', :admin, 'recover_abandoned') ? 'blocked'), '6 recipients with minRecipients 6 and maxRecipients 6: not blocked');
+SELECT pg_temp.set_policy('recover_abandoned', '{"minRecipients": 7}') \g /dev/null
+SELECT is(runhub.preview(:'rec', :admin, 'recover_abandoned') -> 'blocked' -> 'reasonParams', '{"count": 6, "min": 7}'::jsonb,
+          'one under minRecipients: blocked, workflows.policy.noRecipients');
+SELECT pg_temp.set_policy('recover_abandoned', '{"minRecipients": 1, "maxRecipients": 1000}') \g /dev/null
 SELECT pg_temp.set_policy('recover_abandoned', '{"warnAtRecipients": 500, "maxRecipients": 5}') \g /dev/null
 SELECT runhub.preview(:'rec', :admin, 'recover_abandoned') AS pv_blocked \gset
 SELECT is((:'pv_blocked'::jsonb) -> 'blocked',
@@ -159,6 +168,28 @@ SELECT is((:'opv'::jsonb) - ARRAY['previewId', 'exclusions', 'warnings'],
                           "label": {"key": "owner.exclusion.frequencyCap", "params": {"hours": 16},
                                     "text": "Clients ayant reçu un e-mail automatique ces dernières 16 h"}}]}'::jsonb,
           'a member may preview onboard_users: 3 recipients, xan suppressed');
+
+-- ---------------------------------------------------------------------------------------------
+-- The audiences' windows, to the microsecond: a checkout in the last 24 hours (windowHours), a
+-- sign-up in the last 7 days (windowDays), a customer seen in the last 7 or 30 days (segmentation).
+-- Each window excludes its far end: what happened exactly that long ago is out, a microsecond later in.
+SELECT runhub.create_project('Window shop', :owner, 'UTC', 'EUR') AS win \gset
+SELECT pg_temp.ev(:'win', t, k, ago, jsonb_build_object('email', k || '@example.com'), '{"payload": {"cartId": "c"}}')
+  FROM (VALUES ('checkout_started', 'co-24h', interval '24 hours'), ('checkout_started', 'co-in', interval '24 hours' - interval '1 microsecond'),
+               ('user_signed_up', 'su-7d', interval '7 days'), ('user_signed_up', 'su-in', interval '7 days' - interval '1 microsecond'),
+               ('page_viewed', 'pv-7d', interval '7 days'), ('page_viewed', 'pv-7d-in', interval '7 days' - interval '1 microsecond'),
+               ('page_viewed', 'pv-30d', interval '30 days'), ('page_viewed', 'pv-30d-in', interval '30 days' - interval '1 microsecond')) v(t, k, ago)
+\g /dev/null
+SELECT is(pg_temp.who(:'win', 'recover_abandoned'), '{"co-in@example.com": "included"}'::jsonb,
+          'recover_abandoned: a checkout 24 hours ago is out, a microsecond later in');
+SELECT is(pg_temp.who(:'win', 'onboard_users'), '{"su-in@example.com": "included"}'::jsonb,
+          'onboard_users: a sign-up 7 days ago is out, a microsecond later in');
+SELECT is(ARRAY(SELECT jsonb_object_keys(pg_temp.who(:'win', 'send_promo', '{"segmentation": "recent_7d"}')) ORDER BY 1),
+          '{co-24h@example.com,co-in@example.com,pv-7d-in@example.com,su-in@example.com}', 'recent_7d: seen 7 days ago is out, a microsecond later in');
+SELECT is(ARRAY(SELECT jsonb_object_keys(pg_temp.who(:'win', 'send_promo', '{"segmentation": "recent_30d"}')) ORDER BY 1),
+          '{co-24h@example.com,co-in@example.com,pv-30d-in@example.com,pv-7d-in@example.com,pv-7d@example.com,su-7d@example.com,su-in@example.com}',
+          'recent_30d: seen 30 days ago is out, a microsecond later in');
+SELECT is((SELECT count(*)::int FROM jsonb_object_keys(pg_temp.who(:'win', 'send_promo', '{"segmentation": "all"}'))), 8, 'all: everyone seen');
 
 SELECT * FROM finish();
 ROLLBACK;
