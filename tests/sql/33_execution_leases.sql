@@ -7,27 +7,10 @@
 --
 -- process_runs and claim_runs take every queued run of the database, so each section leaves no
 -- run queued that a later section does not expect. Fixtures pg_temp.recover_queued_run,
--- promo_shop, onboard_shop, ops_shop: helpers.psql.
+-- promo_shop, onboard_shop, ops_shop, refusal_undone: helpers.psql.
 BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();
-
--- pg_temp.refusal, with whatever the statement wrote rolled back.
-CREATE FUNCTION pg_temp.refusal_undone(p_sql text)
-RETURNS text LANGUAGE plpgsql
-AS $$
-DECLARE
-    v_refusal text;
-BEGIN
-    BEGIN
-        v_refusal := pg_temp.refusal(p_sql);
-        RAISE EXCEPTION USING ERRCODE = 'ZZ998', MESSAGE = 'roll back';
-    EXCEPTION WHEN SQLSTATE 'ZZ998' THEN
-        NULL;
-    END;
-    RETURN v_refusal;
-END
-$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- The recover shop's run rec-1, queued (previewed by the admin: 6 recipients).
@@ -123,6 +106,12 @@ SELECT is(runhub.preview(:'rec', :admin, 'recover_abandoned') -> 'excluded' -> 3
             "label": {"key": "owner.exclusion.frequencyCap", "params": {"hours": 4},
                       "text": "Kunden, die in den letzten 4 Std. schon eine Workflow-E-Mail bekommen haben"}}'::jsonb,
           'the preview shows the 4-hour cap and its count');
+UPDATE runhub.workflow_run_recipients SET created_at = now() - interval '4 hours' WHERE run_id = :'rec1';
+SELECT is(pg_temp.who(:'rec', 'recover_abandoned') ->> 'ann@example.com', 'included',
+          'mailed exactly 4 hours ago, cap 4 hours: included (the cap excludes its far end)');
+UPDATE runhub.workflow_run_recipients SET created_at = now() - interval '4 hours' + interval '1 microsecond' WHERE run_id = :'rec1';
+SELECT is(pg_temp.who(:'rec', 'recover_abandoned') ->> 'ann@example.com', 'frequencyCap', 'a microsecond later: frequencyCap');
+UPDATE runhub.workflow_run_recipients SET created_at = now() - interval '3 hours' WHERE run_id = :'rec1';
 
 -- ---------------------------------------------------------------------------------------------
 -- send_promo (the promo shop): the execution-time count check, replays, templates promo and update.
@@ -262,6 +251,19 @@ SELECT is(runhub.execute_run('ffffffff-0000-4000-8000-00000000cccc', 'worker-2')
 SELECT is(pg_temp.refusal($$SELECT runhub.claim_runs('')$$), 'PT400 common.invalidInput worker', 'claim_runs without a worker name: PT400');
 SELECT is(pg_temp.refusal($$SELECT runhub.claim_runs('w', 0)$$), 'PT400 common.invalidInput max', 'claim_runs of 0 runs: PT400');
 SELECT is(pg_temp.refusal($$SELECT runhub.claim_runs('w', 1, 1)$$), 'PT400 common.invalidInput leaseSeconds', 'claim_runs with a 1-second lease: PT400, field leaseSeconds');
+SELECT is(ARRAY(SELECT v.args || ' -> ' || r
+                  FROM (VALUES ('''w'', 1001', 'max'), ('''w'', -1', 'max'), ('''w'', NULL', 'max'),
+                               ('''w'', 1, 4', 'leaseSeconds'), ('''w'', 1, 86401', 'leaseSeconds'), ('''w'', 1, NULL', 'leaseSeconds')) v(args, field),
+                       pg_temp.refusal_undone('SELECT runhub.claim_runs(' || v.args || ')') r
+                 WHERE r IS DISTINCT FROM 'PT400 common.invalidInput ' || v.field),
+          '{}'::text[], 'claim_runs of more than 1000 runs (maxClaimBatch), or a lease outside 5-86400 seconds: PT400 (max, leaseSeconds)');
+SELECT is(ARRAY[pg_temp.refusal_undone($$SELECT runhub.claim_runs('w', 1000, 5)$$), pg_temp.refusal_undone($$SELECT runhub.claim_runs('w', 1, 86400)$$),
+                pg_temp.refusal_undone(format('SELECT runhub.heartbeat_run(%L, %L, 5)', :'ops2', 'worker-2')),
+                pg_temp.refusal_undone(format('SELECT runhub.heartbeat_run(%L, %L, 86400)', :'ops2', 'worker-2'))],
+          '{no error,no error,no error,no error}', 'claim_runs of 1000 runs, leases of 5 and 86400 seconds (claim_runs, heartbeat_run): accepted');
+SELECT is(ARRAY[pg_temp.refusal_undone(format('SELECT runhub.heartbeat_run(%L, %L, 4)', :'ops2', 'worker-2')),
+                pg_temp.refusal_undone(format('SELECT runhub.heartbeat_run(%L, %L, 86401)', :'ops2', 'worker-2'))],
+          '{PT400 common.invalidInput leaseSeconds,PT400 common.invalidInput leaseSeconds}', 'heartbeat_run with a lease of 4 or 86401 seconds: PT400 (leaseSeconds)');
 
 -- ops3 signs up; ops-2 is moved out of the cooldown.
 SELECT pg_temp.ev(:'ops', 'user_signed_up', 'ops3', '1 day', '{"email": "ops3@example.com"}') \g /dev/null

@@ -49,6 +49,13 @@ SELECT results_eq($$SELECT id, action_id, running_for FROM runhub.stale_runs$$,
 UPDATE runhub.workflow_runs SET started_at = now() - interval '29 minutes' WHERE id = :'ops2';
 SELECT is(jsonb_build_array(runhub.get_run(:'ops', :owner, :'ops2') -> 'stale', (SELECT count(*) FROM runhub.stale_runs)), '[false, 0]'::jsonb,
           'at 29 minutes it is not stale');
+UPDATE runhub.workflow_runs SET started_at = now() - interval '30 minutes' WHERE id = :'ops2';
+SELECT is(jsonb_build_array(runhub.get_run(:'ops', :owner, :'ops2') -> 'stale', (SELECT count(*) FROM runhub.stale_runs)), '[false, 0]'::jsonb,
+          'at exactly 30 minutes (staleRunMinutes) it is not stale yet: over 30 is');
+UPDATE runhub.workflow_runs SET started_at = now() - interval '30 minutes 1 microsecond' WHERE id = :'ops2';
+SELECT is(jsonb_build_array(runhub.get_run(:'ops', :owner, :'ops2') -> 'stale', (SELECT count(*) FROM runhub.stale_runs)), '[true, 1]'::jsonb,
+          'a microsecond over 30 minutes: stale, and in runhub.stale_runs');
+UPDATE runhub.workflow_runs SET started_at = now() - interval '29 minutes' WHERE id = :'ops2';
 
 -- ---------------------------------------------------------------------------------------------
 -- get_run / list_runs.
@@ -65,6 +72,8 @@ SELECT is(pg_temp.run_keys(runhub.list_runs(:'ops', :member, '{"status": "cancel
 SELECT is(pg_temp.run_keys(runhub.list_runs(:'ops', :member, '{"actionId": "onboard_users", "limit": 2}')), '{ops-4,ops-3}',
           'list_runs filtered by action, limited');
 SELECT is(runhub.list_runs(:'ops', :member, '{"actionId": "send_promo"}'), '[]'::jsonb, 'list_runs with no match: []');
+SELECT is(pg_temp.run_keys(runhub.list_runs(:'ops', :member, '{"limit": 1}')), '{ops-4}', 'list_runs limit 1 (its lower bound): the newest');
+SELECT is(pg_temp.run_keys(runhub.list_runs(:'ops', :member, '{"limit": 100}')), '{ops-4,ops-3,ops-2,ops-1,ops-5}', 'list_runs limit 100 (its upper bound): all five');
 SELECT is(runhub.list_runs(:'ops', :member) -> 2, runhub.get_run(:'ops', :member, :'ops2'), 'list_runs items are get_run''s WorkflowRun');
 SELECT is(ARRAY(SELECT v.f || ' -> ' || pg_temp.refusal(format('SELECT runhub.list_runs(%L, %L, %L)', :'ops', :member, v.f))
                   FROM (VALUES ('{"limit": 0}', 'PT400 common.invalidInput limit'), ('{"limit": 101}', 'PT400 common.invalidInput limit'),

@@ -142,6 +142,10 @@ SELECT is(ARRAY(SELECT v.args || ' -> ' || pg_temp.refusal('SELECT * FROM runhub
                                ('''w'', 1, 4'), ('''w'', 1, 3601'), ('''w'', 1, 0'), ('''w'', 1, NULL')) v(args)
                  WHERE pg_temp.refusal('SELECT * FROM runhub.claim_messages(' || v.args || ')') !~ '^PT400 common\.invalidInput '),
           '{}'::text[], 'claim_messages with max outside 1-1000 or a lease outside 5-3600 seconds (or null): PT400');
+SELECT is(ARRAY[pg_temp.refusal_undone($$SELECT * FROM runhub.claim_messages('w', 1000, 5)$$),
+                pg_temp.refusal_undone($$SELECT * FROM runhub.claim_messages('w', 1, 3600)$$),
+                pg_temp.refusal_undone(format('SELECT * FROM runhub.claim_messages(%L)', repeat('w', 200)))],
+          '{no error,no error,no error}', 'claim_messages of 1000 messages, leases of 5 and 3600 seconds, a 200-character worker name: accepted');
 SELECT is((SELECT count(*)::int FROM runhub.outbox WHERE status = 'queued' AND attempts = 0 AND lease_owner IS NULL), 6,
           'the refused claims claimed nothing');
 
@@ -263,6 +267,9 @@ SELECT results_eq(format('SELECT * FROM pg_temp.sent_events(%L)', :'proj_b'),
 SELECT results_eq(format($$SELECT status, completed_at, result - 'errorSummary', result ->> 'errorSummary' FROM runhub.workflow_runs WHERE id = %L$$, :'run_b'),
                   $$VALUES ('succeeded', now(), '{"totalRecipients": 1, "successful": 1, "failed": 0, "cancelled": 0}'::jsonb, NULL::text)$$,
                   'run B''s last message is sent: the run succeeded, completed now, with its totals (no errors to summarise)');
+SELECT is(pg_temp.caught(pg_temp.cancel_sql(:'proj_b', :owner, :'run_b')) - 'hint',
+          jsonb_build_object('sqlstate', 'PT409', 'message', 'workflows.runNotCancellable', 'detail', jsonb_build_object('runId', :'run_b', 'status', 'succeeded')::text),
+          'cancelling a succeeded run: PT409 workflows.runNotCancellable, status succeeded');
 SELECT is(runhub.record_sent(pg_temp.msg('owner@example.com'), 'w1'), 'sent', 'the digest (mail of no run) is recorded sent');
 SELECT is((SELECT count(*)::int FROM runhub.business_events WHERE event_type ~ '_email_sent$' AND project_id = :'proj_a'), 1,
           '... and appends no event (it is not workflow mail)');
@@ -429,6 +436,8 @@ SELECT is(ARRAY(SELECT v.code || ' -> ' || pg_temp.refusal(format('SELECT runhub
                                               pg_temp.msg('max@example.com'), 'wc', v.code, v.code || ' x'))
                        IS DISTINCT FROM 'PT400 common.invalidInput smtpCode'),
           '{}'::text[], 'record_failure with a code outside 400-599 (250, 399, 600, 0, -421, 2^31-1): PT400 smtpCode');
+SELECT is(ARRAY[runhub.record_failure(-1, 'wc', 400, '400 x'), runhub.record_failure(-1, 'wc', 599, '599 x')], '{lease_lost,lease_lost}',
+          'codes 400 and 599, the range''s ends, are accepted (an unknown message: lease_lost)');
 SELECT is(pg_temp.row_of('max@example.com'), :'max_row'::jsonb, '... and max''s message is still unchanged');
 
 -- A policy rejection that quotes an IP address is not a bounce: "5.1.2.3" is an address, not an
@@ -709,6 +718,19 @@ SELECT is(ARRAY(SELECT v.args || ' -> ' || pg_temp.refusal('SELECT * FROM runhub
           '{}'::text[], 'record_sent_many with ids and replies of different lengths, a null id, null arrays or over 1000 ids: PT400 ids');
 SELECT is((SELECT array_agg(status ORDER BY to_email) FROM runhub.outbox WHERE run_id = :'run_m'), '{queued,queued,queued}',
           '... and the refused batches recorded nothing');
+-- Every sender call that takes ids takes at most maxClaimBatch (1000), none null.
+SELECT is(ARRAY(SELECT v.call || ' -> ' || r
+                  FROM (VALUES ('SELECT runhub.heartbeat_messages(''wm'', %s, 60)'), ('SELECT * FROM runhub.start_messages(''wm'', %s)'),
+                               ('SELECT runhub.release_messages(''wm'', %s)'), ('SELECT runhub.defer_messages(''wm'', %s, ''relay down'')')) v(call),
+                       unnest(ARRAY['ARRAY(SELECT -i FROM generate_series(1, 1001) i)', 'ARRAY[-1, NULL]::bigint[]', 'ARRAY[[-1, -2], [-3, -4]]::bigint[]']) bad,
+                       pg_temp.refusal_undone(format(v.call, bad)) r
+                 WHERE r IS DISTINCT FROM 'PT400 common.invalidInput ids'),
+          '{}'::text[], 'heartbeat_messages, start_messages, release_messages and defer_messages with 1001 ids, a null id or nested ids: PT400 ids');
+SELECT is(ARRAY(SELECT pg_temp.refusal_undone(format(v.call, 'ARRAY(SELECT -i FROM generate_series(1, 1000) i)'))
+                  FROM (VALUES ('SELECT runhub.heartbeat_messages(''wm'', %s, 60)'), ('SELECT * FROM runhub.start_messages(''wm'', %s)'),
+                               ('SELECT runhub.release_messages(''wm'', %s)'), ('SELECT runhub.defer_messages(''wm'', %s, ''relay down'')'),
+                               ('SELECT * FROM runhub.record_sent_many(''wm'', %1$s, array_fill(''250''::text, ARRAY[1000]))')) v(call)),
+          array_fill('no error'::text, ARRAY[5]), '... and 1000 ids are accepted by each, record_sent_many too');
 -- A sender login cannot mark sent a message it never claimed (its *_email_sent event would be a
 -- touch attribution credits): queued messages answer lease_lost, as an unknown id does.
 SELECT results_eq(format($$SELECT * FROM runhub.record_sent_many('wm', ARRAY[%s, -7], ARRAY['250 forged', '250 forged'])$$,
