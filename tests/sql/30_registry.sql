@@ -2,25 +2,12 @@
 -- lifecycle CHECK constraints of workflow_runs, outbox and suppressions, update_project_settings
 -- (validated key by key) and list_actions (the first refusal among role, prerequisites, cooldown;
 -- list_actions after a run: 32_create_run.sql, 33_execution_leases.sql).
--- Shared helpers and fixtures (pg_temp.recover_checkouts, ...): helpers.psql.
+-- Shared helpers and fixtures (pg_temp.recover_checkouts, settings_sql, bad_values, ...): helpers.psql.
 BEGIN;
 \ir helpers.psql
 SELECT * FROM no_plan();
 
 \set owner2   '''ffffffff-0000-4000-8000-000000000004'''
-
-CREATE FUNCTION pg_temp.settings_sql(p_project uuid, p_actor uuid, p_settings jsonb)
-RETURNS text LANGUAGE sql
-AS $$ SELECT format('SELECT runhub.update_project_settings(%L, %L, %L)', p_project, p_actor, p_settings) $$;
-
--- The values of one setting that are not refused as PT400 common.invalidInput of that key, each
--- with what it got instead ({} when every one is).
-CREATE FUNCTION pg_temp.bad_values(p_project uuid, p_actor uuid, p_key text, p_values jsonb[])
-RETURNS text[] LANGUAGE sql
-AS $$ SELECT ARRAY(SELECT v::text || ' -> ' || pg_temp.refusal(pg_temp.settings_sql(p_project, p_actor, jsonb_build_object(p_key, v)))
-                     FROM unnest(p_values) v
-                    WHERE pg_temp.refusal(pg_temp.settings_sql(p_project, p_actor, jsonb_build_object(p_key, v)))
-                          IS DISTINCT FROM 'PT400 common.invalidInput ' || p_key) $$;
 
 -- An INSERT of a run in a given state (t/f: started_at, lease, executed_at, completed_at, result set).
 CREATE FUNCTION pg_temp.run_insert(p_project uuid, p_status text, p_started boolean, p_lease boolean,

@@ -52,18 +52,11 @@ SELECT is((SELECT digest_next_at FROM runhub.projects WHERE id = :'p'), NULL, 'd
 SELECT throws_ok(format($$SELECT runhub.update_project_settings(%L, %L, '{"timezone": "EST"}')$$, :'p', :owner),
                  'PT400', 'projects.invalidTimezone', 'a timezone as create_project takes them');
 -- The digest settings' edges, both sides: an hour 0-23 (null: 9 again), a boolean, a deliverable address.
-CREATE FUNCTION pg_temp.digest_refusals(p_project uuid, p_actor uuid, p_key text, p_values jsonb[])
-RETURNS text[] LANGUAGE sql
-AS $$ SELECT ARRAY(SELECT v::text || ' -> ' || r
-                     FROM unnest(p_values) v,
-                          pg_temp.refusal(format('SELECT runhub.update_project_settings(%L, %L, %L)', p_project, p_actor,
-                                                 jsonb_build_object(p_key, v))) r
-                    WHERE r IS DISTINCT FROM 'PT400 common.invalidInput ' || p_key) $$;
-SELECT is(pg_temp.digest_refusals(:'p', :owner, 'dailyDigestHour', ARRAY['24', '-1', '7.5', '"7"', 'true', '100']::jsonb[]), '{}'::text[],
+SELECT is(pg_temp.bad_values(:'p', :owner, 'dailyDigestHour', ARRAY['24', '-1', '7.5', '"7"', 'true', '100']::jsonb[]), '{}'::text[],
           'dailyDigestHour 24, -1, 7.5, a string, a boolean, 100: PT400 common.invalidInput (dailyDigestHour)');
-SELECT is(pg_temp.digest_refusals(:'p', :owner, 'dailyDigestEnabled', ARRAY['"true"', '1']::jsonb[]), '{}'::text[],
+SELECT is(pg_temp.bad_values(:'p', :owner, 'dailyDigestEnabled', ARRAY['"true"', '1']::jsonb[]), '{}'::text[],
           'dailyDigestEnabled as a string or a number: PT400 common.invalidInput (dailyDigestEnabled)');
-SELECT is(pg_temp.digest_refusals(:'p', :owner, 'dailyDigestRecipient', ARRAY['"boss"', '42', to_jsonb(repeat('b', 243) || '@example.com')]::jsonb[]),
+SELECT is(pg_temp.bad_values(:'p', :owner, 'dailyDigestRecipient', ARRAY['"boss"', '42', to_jsonb(repeat('b', 243) || '@example.com')]::jsonb[]),
           '{}'::text[], 'a dailyDigestRecipient that is no deliverable address (or 255 characters): PT400 common.invalidInput (dailyDigestRecipient)');
 SELECT is(runhub.update_project_settings(:'p', :owner, '{"dailyDigestHour": 0}') -> 'dailyDigestHour', '0'::jsonb, 'dailyDigestHour 0 is accepted');
 SELECT is(runhub.update_project_settings(:'p', :owner, '{"dailyDigestHour": 23}') -> 'dailyDigestHour', '23'::jsonb, 'dailyDigestHour 23 is accepted');
