@@ -75,6 +75,18 @@ SELECT is_empty($$
         OR e ->> 'hint' ~ '\{\w+\}'
 $$, 'every catalog key raises its SQLSTATE, MESSAGE, DETAIL and a fully filled HINT');
 
+-- DETAIL and HINT echo each parameter cut to 200 characters, marked with what was left out: 200 are
+-- echoed whole, 201 are cut (strings and other JSON values alike).
+SELECT is((pg_temp.caught(format('SELECT runhub._raise(%L, %L)', 'events.invalidSort', jsonb_build_object('sort', repeat('s', 200)))) ->> 'detail')::jsonb,
+          jsonb_build_object('sort', repeat('s', 200)), 'a parameter of 200 characters is echoed whole');
+SELECT is(pg_temp.caught(format('SELECT runhub._raise(%L, %L)', 'events.invalidSort', jsonb_build_object('sort', repeat('s', 201)))) - 'sqlstate' - 'message',
+          jsonb_build_object('detail', jsonb_build_object('sort', repeat('s', 200) || '… (1 more characters)')::text,
+                             'hint', 'sort must be timeline or ingestion, not ' || repeat('s', 200) || '… (1 more characters)'),
+          'one of 201 is cut to 200 in DETAIL and HINT, marked … (1 more characters)');
+SELECT is((pg_temp.caught(format('SELECT runhub._raise(%L, %L)', 'events.invalidCursor',
+                                 jsonb_build_object('sort', 'timeline', 'reason', jsonb_build_array(repeat('r', 300))))) ->> 'detail')::jsonb -> 'reason',
+          to_jsonb(left(jsonb_build_array(repeat('r', 300))::text, 200) || '… (104 more characters)'), 'a JSON value is cut as its text');
+
 -- _invalid: the shorthand for one bad field.
 SELECT throws_ok($$SELECT runhub._invalid('events.invalid', 'type', 'must be a string')$$,
                  'PT400', 'events.invalid', '_invalid raises the key''s SQLSTATE and MESSAGE');

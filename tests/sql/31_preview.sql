@@ -95,6 +95,25 @@ SELECT is(pg_temp.refusal(pg_temp.preview_sql(:'rec', :admin, 'recover_everythin
 SELECT is(pg_temp.refusal(pg_temp.preview_sql(:'rec', :admin, 'recover_abandoned', '{"limit": 5}')), 'PT400 workflows.unknownParam limit',
           'preview with a param the action does not take: PT400 workflows.unknownParam');
 
+-- explain_recipient: admin or owner; an address the sender could not deliver is refused; one that is
+-- no customer of the shop is answered, not refused.
+CREATE FUNCTION pg_temp.explain_sql(p_project uuid, p_actor uuid, p_email text)
+RETURNS text LANGUAGE sql
+AS $$ SELECT format('SELECT runhub.explain_recipient(%L, %L, %L, %L)', p_project, p_actor, 'recover_abandoned', p_email) $$;
+SELECT is(ARRAY(SELECT coalesce(e, 'null') || ' -> ' || r FROM unnest(ARRAY['not-an-email', '', NULL, repeat('a', 243) || '@example.com']) e,
+                       pg_temp.refusal(pg_temp.explain_sql(:'rec', :admin, e)) r
+                 WHERE r IS DISTINCT FROM 'PT400 common.invalidInput email'),
+          '{}'::text[], 'explain_recipient of no deliverable address (or of 255 characters): PT400 common.invalidInput (email)');
+SELECT is((runhub.explain_recipient(:'rec', :admin, 'recover_abandoned', repeat('a', 242) || '@example.com') -> 'customer'), 'false'::jsonb,
+          'a deliverable address of 254 characters that is no customer: customer false');
+SELECT is(pg_temp.refusal(pg_temp.explain_sql(:'rec', :member, 'ann@example.com')), 'PT403 auth.roleRequired',
+          'explain_recipient by a member: PT403 auth.roleRequired');
+SELECT is(pg_temp.refusal(pg_temp.explain_sql(:'rec', :stranger, 'ann@example.com')), 'PT404 projects.notFound',
+          'explain_recipient by a non-member: PT404 projects.notFound');
+SELECT is(runhub.explain_recipient(:'rec', :admin, 'recover_abandoned', ' ANN@Example.com ') - 'text' - 'audience' - 'exclusions',
+          '{"email": "ann@example.com", "actionId": "recover_abandoned", "customer": true, "mailed": true, "excludedBy": null}'::jsonb,
+          'explain_recipient of ann (normalized): a customer the action would mail');
+
 -- ---------------------------------------------------------------------------------------------
 -- send_promo (the promo shop, locale es): segments, params and their defaults, its exclusions.
 SELECT pg_temp.promo_shop(:owner, :admin, :member) AS promo \gset
