@@ -64,29 +64,6 @@ LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$ BEGIN RETURN to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'); END $$;
 
--- A JSON value as text if it is a JSON string, else raise events.invalid for field.
-CREATE OR REPLACE FUNCTION runhub._event_string(p_value jsonb, p_field text, p_max int)
-RETURNS text
-LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_text text;
-BEGIN
-    IF p_value IS NULL OR p_value = 'null' THEN
-        RETURN NULL;
-    END IF;
-    IF jsonb_typeof(p_value) <> 'string' THEN
-        PERFORM runhub._invalid('events.invalid', p_field, 'must be a string');
-    END IF;
-    v_text := p_value #>> '{}';
-    IF length(v_text) NOT BETWEEN 1 AND p_max THEN
-        PERFORM runhub._invalid('events.invalid', p_field, format('must be 1 to %s characters', p_max));
-    END IF;
-    RETURN v_text;
-END
-$$;
-
 -- Whether an instant a client sends is plausible: finite, after 2000, at most a day ahead of the
 -- server (timestamptz also holds infinity and years up to 294276).
 -- No SET clause: an expression inlined where it is used (ingest, create_run), not a function
@@ -110,22 +87,254 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT lower(p_key) LIKE 'mail:%' OR lower(p_key) LIKE 'runhub:%' $$;  -- no SET clause: inlined
 
--- Validate an incoming event and return it as a business_events row (id and received_at unset):
--- one of the common shape as it is (_plain_event, one statement), any other field by field.
-CREATE OR REPLACE FUNCTION runhub._event_from_json(p_project uuid, p_event jsonb)
-RETURNS runhub.business_events
+-- An event's fields, by kind. Each kind's rule is one function that both ways ingest takes an
+-- event read: the set-based check of the common shape (_is_plain_event) asks whether a value
+-- passes; the field-by-field check (_event_field_by_field) takes the value through the kind's
+-- _event_*_field, which calls a refusal (saying why) only for a value the rule does not take.
+-- The rules have no SET clause: inlined where they are used, one expression per event.
+
+-- A JSON string of 1 to p_max characters, as text; null for anything else.
+CREATE OR REPLACE FUNCTION runhub._event_text(p_value jsonb, p_max int)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN pg_catalog.jsonb_typeof(p_value) = 'string' AND pg_catalog.length(p_value #>> '{}') BETWEEN 1 AND p_max
+                THEN p_value #>> '{}' END
+$$;
+
+-- An event type: lower-case letters, digits and _, from a letter (its length: maxEventTypeLength).
+CREATE OR REPLACE FUNCTION runhub._is_event_type(p_type text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT p_type ~ '^[a-z][a-z0-9_]*$' $$;
+
+-- A language tag such as en or fr-CA (its length: maxLocaleLength).
+CREATE OR REPLACE FUNCTION runhub._is_language_tag(p_tag text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT p_tag ~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$' $$;
+
+-- An amount: a JSON whole number of minor units, 0 to 2^53 - 1 (what every JSON reader holds
+-- exactly); null for anything else. CASE before the casts: a string must never reach ::numeric.
+CREATE OR REPLACE FUNCTION runhub._event_amount(p_value jsonb)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN pg_catalog.jsonb_typeof(p_value) = 'number'
+                THEN CASE WHEN p_value::pg_catalog.numeric = pg_catalog.trunc(p_value::pg_catalog.numeric)
+                           AND p_value::pg_catalog.numeric BETWEEN 0 AND (runhub._constants() ->> 'maxAmountCents')::pg_catalog.numeric
+                          THEN p_value::pg_catalog.numeric::bigint END END
+$$;
+
+-- Whether a payload nests objects and arrays more than 32 levels deep (the payload itself is the
+-- first): an object or array at level 33. 5,000 levels fit in 32 KiB and break the readers of
+-- list_events (Python's JSON parser, psycopg's, recurses); no payload a shop sends needs more than a
+-- few. The scan stops at level 33.
+CREATE OR REPLACE FUNCTION runhub._is_nested_too_deep(p_payload jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT pg_catalog.jsonb_path_exists(p_payload, 'strict $.**{32} ? (@.type() == "object" || @.type() == "array")') $$;
+
+-- What is wrong with a payload, or null: it must be an object whose text is at most
+-- maxPayloadBytes and which nests at most 32 levels deep. 'too large' has a refusal of its own.
+CREATE OR REPLACE FUNCTION runhub._payload_fault(p_payload jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE WHEN pg_catalog.jsonb_typeof(p_payload) IS DISTINCT FROM 'object' THEN 'must be an object'
+                WHEN pg_catalog.octet_length(p_payload::text) > runhub._constant('maxPayloadBytes') THEN 'too large'
+                WHEN runhub._is_nested_too_deep(p_payload) THEN 'nests objects and arrays more than 32 levels deep' END
+$$;
+
+-- The fields an event may have, and a customer's.
+CREATE OR REPLACE FUNCTION runhub._event_fields()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT '{type,occurredAt,idempotencyKey,correlationId,customer,amountCents,currency,payload}'::text[] $$;
+
+CREATE OR REPLACE FUNCTION runhub._customer_fields()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT '{email,name,locale}'::text[] $$;
+
+-- The refusals. Each never returns; typed so that a field's CASE can end in it, and VOLATILE so
+-- that no planner evaluates one ahead of its branch.
+
+-- A value of field p_field refused: events.invalid with the reason.
+CREATE OR REPLACE FUNCTION runhub._refuse_field(p_field text, p_reason text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM runhub._invalid('events.invalid', p_field, p_reason);
+    RETURN NULL;
+END
+$$;
+
+-- A text field's value refused: not a string, not 1 to p_max characters, else p_rule (the kind's
+-- own rule; also what an absent required field is told).
+CREATE OR REPLACE FUNCTION runhub._refuse_text(p_value jsonb, p_field text, p_max int, p_rule text)
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT runhub._refuse_field(p_field, CASE WHEN p_value IS NULL OR p_value = 'null' THEN p_rule
+                                              WHEN jsonb_typeof(p_value) <> 'string' THEN 'must be a string'
+                                              WHEN length(p_value #>> '{}') NOT BETWEEN 1 AND p_max
+                                              THEN format('must be 1 to %s characters', p_max)
+                                              ELSE p_rule END)
+$$;
+
+-- An object's first field (by name) not in p_fields refused: events.unknownField.
+CREATE OR REPLACE FUNCTION runhub._refuse_unknown_field(p_object jsonb, p_fields text[], p_prefix text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM runhub._raise('events.unknownField', jsonb_build_object('field', p_prefix || (
+        SELECT min(k) FROM jsonb_object_keys(p_object - p_fields) k)));
+END
+$$;
+
+-- A payload refused, by its fault.
+CREATE OR REPLACE FUNCTION runhub._refuse_payload(p_payload jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF runhub._payload_fault(p_payload) = 'too large' THEN
+        PERFORM runhub._raise('events.payloadTooLarge', jsonb_build_object(
+            'bytes', octet_length(p_payload::text), 'maxBytes', runhub._constant('maxPayloadBytes')));
+    END IF;
+    PERFORM runhub._refuse_field('payload', runhub._payload_fault(p_payload));
+    RETURN NULL;
+END
+$$;
+
+-- The fields, as _event_field_by_field takes them: each is null when absent (or JSON null), its
+-- value when its kind's rule takes it, else refused. No SET clause: inlined into its statements.
+CREATE OR REPLACE FUNCTION runhub._event_text_field(p_value jsonb, p_field text, p_max int)
+RETURNS text
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT CASE WHEN p_value IS NULL OR p_value = 'null' THEN NULL
+                ELSE coalesce(runhub._event_text(p_value, p_max), runhub._refuse_text(p_value, p_field, p_max, NULL)) END
+$$;
+
+-- Required.
+CREATE OR REPLACE FUNCTION runhub._event_type_field(p_value jsonb)
+RETURNS text
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT CASE WHEN runhub._is_event_type(runhub._event_text(p_value, runhub._constant('maxEventTypeLength')))
+                THEN p_value #>> '{}'
+                ELSE runhub._refuse_text(p_value, 'type', runhub._constant('maxEventTypeLength'),
+                                         'is required: lower-case letters, digits and _') END
+$$;
+
+-- Lower-cased and checked by runhub._address, the one rule of a deliverable address.
+CREATE OR REPLACE FUNCTION runhub._event_address_field(p_value jsonb)
+RETURNS text
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT CASE WHEN p_value IS NULL OR p_value = 'null' THEN NULL
+                ELSE coalesce(runhub._address(runhub._event_text(p_value, 1000)),
+                              runhub._refuse_text(p_value, 'customer.email', 1000,
+                                  'is not a deliverable e-mail address (ASCII local part, host name, at most 254 characters)')) END
+$$;
+
+CREATE OR REPLACE FUNCTION runhub._event_locale_field(p_value jsonb)
+RETURNS text
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT CASE WHEN p_value IS NULL OR p_value = 'null' THEN NULL
+                WHEN runhub._is_language_tag(runhub._event_text(p_value, runhub._constant('maxLocaleLength'))) THEN p_value #>> '{}'
+                ELSE runhub._refuse_text(p_value, 'customer.locale', runhub._constant('maxLocaleLength'),
+                                         'is not a language tag such as en or fr-CA') END
+$$;
+
+-- One of runhub.currencies (ISO 4217).
+CREATE OR REPLACE FUNCTION runhub._event_currency_field(p_value jsonb)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_value IS NULL OR p_value = 'null' THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM runhub.currencies k WHERE k.code = runhub._event_text(p_value, 3)) THEN
+        RETURN p_value #>> '{}';
+    END IF;
+    RETURN runhub._refuse_text(p_value, 'currency', 3, 'is not an ISO 4217 currency code');
+END
+$$;
+
+CREATE OR REPLACE FUNCTION runhub._event_amount_field(p_value jsonb)
+RETURNS bigint
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT CASE WHEN p_value IS NULL OR p_value = 'null' THEN NULL
+                ELSE coalesce(runhub._event_amount(p_value),
+                              runhub._refuse_field('amountCents', 'must be a whole number of minor units, 0 or more')::bigint) END
+$$;
+
+-- Absent or JSON null is an empty object.
+CREATE OR REPLACE FUNCTION runhub._event_payload_field(p_value jsonb)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT CASE WHEN runhub._payload_fault(coalesce(nullif(p_value, 'null'), '{}')) IS NULL
+                THEN coalesce(nullif(p_value, 'null'), '{}')
+                ELSE runhub._refuse_payload(coalesce(nullif(p_value, 'null'), '{}')) END
+$$;
+
+-- Required: an ISO 8601 instant with an explicit offset, plausible for a client to send. Its
+-- common shape is cast directly; anything else goes through _parse_instant, which says what it is.
+CREATE OR REPLACE FUNCTION runhub._event_instant_field(p_value jsonb)
+RETURNS timestamptz
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    v_text text := CASE WHEN jsonb_typeof(p_value) = 'string' THEN p_value #>> '{}' END;
+    v_at   timestamptz;
+BEGIN
+    IF runhub._is_plain_instant(v_text) THEN
+        v_at := v_text::timestamptz;
+    ELSE
+        v_at := runhub._parse_instant(runhub._event_text_field(p_value, 'occurredAt', 40));
+    END IF;
+    IF v_at IS NULL AND v_text ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$' THEN
+        PERFORM runhub._refuse_field('occurredAt', 'needs a UTC offset (Z or +hh:mm): without one it could be any of 26 hours');
+    ELSIF v_at IS NULL AND v_text IS NOT NULL THEN
+        PERFORM runhub._refuse_field('occurredAt', 'is not an ISO 8601 instant such as 2026-11-20T10:00:00Z');
+    ELSIF v_at IS NULL THEN
+        PERFORM runhub._refuse_field('occurredAt', 'is required: an ISO 8601 instant with a UTC offset');
+    ELSIF NOT runhub._is_client_instant(v_at) THEN
+        PERFORM runhub._refuse_field('occurredAt', 'must be after 2000 and at most a day ahead of the server');
+    END IF;
+    RETURN v_at;
+END
+$$;
+
+-- Validate an incoming event and return it as a business_events row (id and received_at unset):
+-- one of the common shape as it is (_plain_event, one statement), any other field by field.
+-- Generic plans: a custom plan folds the event into its expressions, so it looks cheaper and would be
+-- chosen, and planned again, for every event (a millisecond each).
+CREATE OR REPLACE FUNCTION runhub._event_from_json(p_project uuid, p_event jsonb)
+RETURNS runhub.business_events
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
     v_row runhub.business_events;
 BEGIN
-    v_row.project_id := p_project;
-    SELECT p.event_type, p.occurred_at, p.idempotency_key, p.correlation_id, p.customer_email, p.customer_name,
-           p.customer_locale, p.amount_cents, p.currency, p.payload
-      INTO v_row.event_type, v_row.occurred_at, v_row.idempotency_key, v_row.correlation_id, v_row.customer_email,
-           v_row.customer_name, v_row.customer_locale, v_row.amount_cents, v_row.currency, v_row.payload
-      FROM runhub._plain_event(p_event) p;
+    SELECT p.* INTO v_row FROM runhub._plain_event(p_project, p_event) p;
     IF FOUND THEN
         RETURN v_row;
     END IF;
@@ -133,62 +342,30 @@ BEGIN
 END
 $$;
 
--- An event validated field by field, or the refusal that says which field and why. Each field's
--- common shape is taken in one expression; _event_string and _parse_instant run only to say what
--- is wrong (a call with a SET clause or a subtransaction per field cost more than the checks).
+-- An event validated field by field, in the order of its fields, or the refusal that says which
+-- field and why.
 CREATE OR REPLACE FUNCTION runhub._event_field_by_field(p_project uuid, p_event jsonb)
 RETURNS runhub.business_events
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan  -- as _event_from_json
 AS $$
 DECLARE
-    c_fields   CONSTANT text[] := '{type,occurredAt,idempotencyKey,correlationId,customer,amountCents,currency,payload}';
     v_row      runhub.business_events;
-    v_key      text;
-    v_customer jsonb;
-    v_value    jsonb;
-    v_text     text;
-    v_number   numeric;
-    v_bytes    int;
+    v_customer jsonb := nullif(p_event -> 'customer', 'null');
 BEGIN
     IF p_event IS NULL OR jsonb_typeof(p_event) <> 'object' THEN
-        PERFORM runhub._invalid('events.invalid', 'event', 'must be a JSON object');
+        PERFORM runhub._refuse_field('event', 'must be a JSON object');
     END IF;
-    IF p_event - c_fields <> '{}' THEN
-        SELECT k INTO v_key FROM jsonb_object_keys(p_event - c_fields) k ORDER BY k LIMIT 1;
-        PERFORM runhub._raise('events.unknownField', jsonb_build_object('field', v_key));
+    IF p_event - runhub._event_fields() <> '{}' THEN
+        PERFORM runhub._refuse_unknown_field(p_event, runhub._event_fields(), '');
     END IF;
     v_row.project_id := p_project;
-
-    v_value := p_event -> 'type';
-    v_row.event_type := CASE WHEN jsonb_typeof(v_value) = 'string' THEN v_value #>> '{}' END;
-    IF v_row.event_type IS NULL OR v_row.event_type !~ '^[a-z][a-z0-9_]*$' OR length(v_row.event_type) > runhub._constant('maxEventTypeLength') THEN
-        PERFORM runhub._event_string(v_value, 'type', runhub._constant('maxEventTypeLength'));  -- says what is wrong with it, if it can
-        PERFORM runhub._invalid('events.invalid', 'type', 'is required: lower-case letters, digits and _');
-    END IF;
-
-    v_value := p_event -> 'occurredAt';
-    v_text := CASE WHEN jsonb_typeof(v_value) = 'string' THEN v_value #>> '{}' END;
-    IF runhub._is_plain_instant(v_text) THEN
-        v_row.occurred_at := v_text::timestamptz;
-    ELSE
-        v_row.occurred_at := runhub._parse_instant(runhub._event_string(v_value, 'occurredAt', 40));
-    END IF;
-    IF v_row.occurred_at IS NULL AND v_text ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$' THEN
-        PERFORM runhub._invalid('events.invalid', 'occurredAt', 'needs a UTC offset (Z or +hh:mm): without one it could be any of 26 hours');
-    ELSIF v_row.occurred_at IS NULL AND v_text IS NOT NULL THEN
-        PERFORM runhub._invalid('events.invalid', 'occurredAt', 'is not an ISO 8601 instant such as 2026-11-20T10:00:00Z');
-    ELSIF v_row.occurred_at IS NULL THEN
-        PERFORM runhub._invalid('events.invalid', 'occurredAt', 'is required: an ISO 8601 instant with a UTC offset');
-    ELSIF NOT runhub._is_client_instant(v_row.occurred_at) THEN
-        PERFORM runhub._invalid('events.invalid', 'occurredAt', 'must be after 2000 and at most a day ahead of the server');
-    END IF;
-
-    v_value := p_event -> 'idempotencyKey';
-    v_row.idempotency_key := CASE WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND runhub._constant('maxKeyLength')
-                                  THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'idempotencyKey', runhub._constant('maxKeyLength')) END;
+    v_row.event_type := runhub._event_type_field(p_event -> 'type');
+    v_row.occurred_at := runhub._event_instant_field(p_event -> 'occurredAt');
+    v_row.idempotency_key := runhub._event_text_field(p_event -> 'idempotencyKey', 'idempotencyKey', runhub._constant('maxKeyLength'));
     IF v_row.idempotency_key IS NULL THEN
-        PERFORM runhub._invalid('events.invalid', 'idempotencyKey', 'is required');
+        PERFORM runhub._refuse_field('idempotencyKey', 'is required');
     END IF;
     -- What runhub records itself (its sends) must never come from a client: a forged send could
     -- earn a workflow money, and a key taken in advance would silence the real one.
@@ -199,200 +376,117 @@ BEGIN
         PERFORM runhub._raise('events.reservedForRunhub', jsonb_build_object(
             'field', 'idempotencyKey', 'value', split_part(v_row.idempotency_key, ':', 1) || ':…'));
     END IF;
-    v_value := p_event -> 'correlationId';
-    v_row.correlation_id := CASE WHEN v_value IS NULL THEN NULL
-                                 WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND runhub._constant('maxKeyLength')
-                                 THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'correlationId', runhub._constant('maxKeyLength')) END;
-
-    v_customer := p_event -> 'customer';
-    IF v_customer IS NOT NULL AND v_customer <> 'null' THEN
+    v_row.correlation_id := runhub._event_text_field(p_event -> 'correlationId', 'correlationId', runhub._constant('maxKeyLength'));
+    IF v_customer IS NOT NULL THEN
         IF jsonb_typeof(v_customer) <> 'object' THEN
-            PERFORM runhub._invalid('events.invalid', 'customer', 'must be an object');
+            PERFORM runhub._refuse_field('customer', 'must be an object');
         END IF;
-        IF v_customer - '{email,name,locale}'::text[] <> '{}' THEN
-            SELECT k INTO v_key FROM jsonb_object_keys(v_customer - '{email,name,locale}'::text[]) k ORDER BY k LIMIT 1;
-            PERFORM runhub._raise('events.unknownField', jsonb_build_object('field', 'customer.' || v_key));
+        IF v_customer - runhub._customer_fields() <> '{}' THEN
+            PERFORM runhub._refuse_unknown_field(v_customer, runhub._customer_fields(), 'customer.');
         END IF;
-        -- Only an address the sender can deliver, by the one rule of runhub._address: trimmed of
-        -- every kind of white space (an address padded with an invisible character would never
-        -- match the same customer's other events), lower-cased, then the grammar.
-        v_value := v_customer -> 'email';
-        v_text := CASE WHEN v_value IS NULL THEN NULL
-                       WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 1000
-                       THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.email', 1000) END;
-        v_row.customer_email := runhub._address(v_text);
-        IF v_text IS NOT NULL AND v_row.customer_email IS NULL THEN
-            PERFORM runhub._invalid('events.invalid', 'customer.email', 'is not a deliverable e-mail address (ASCII local part, host name, at most 254 characters)');
-        END IF;
-        v_value := v_customer -> 'name';
-        v_row.customer_name := nullif(runhub._trim(
-            CASE WHEN v_value IS NULL THEN NULL
-                 WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND runhub._constant('maxCustomerNameLength')
-                 THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.name', runhub._constant('maxCustomerNameLength')) END), '');
-        v_value := v_customer -> 'locale';
-        v_row.customer_locale := CASE WHEN v_value IS NULL THEN NULL
-                                      WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND runhub._constant('maxLocaleLength')
-                                      THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'customer.locale', runhub._constant('maxLocaleLength')) END;
-        IF v_row.customer_locale !~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$' THEN
-            PERFORM runhub._invalid('events.invalid', 'customer.locale', 'is not a language tag such as en or fr-CA');
-        END IF;
+        v_row.customer_email := runhub._event_address_field(v_customer -> 'email');
+        v_row.customer_name := nullif(runhub._trim(runhub._event_text_field(
+            v_customer -> 'name', 'customer.name', runhub._constant('maxCustomerNameLength'))), '');
+        v_row.customer_locale := runhub._event_locale_field(v_customer -> 'locale');
     END IF;
-
-    v_value := p_event -> 'amountCents';
-    IF v_value IS NOT NULL AND v_value <> 'null' THEN
-        -- Nested tests: SQL does not promise to short-circuit OR, and a string must never reach ::numeric.
-        IF jsonb_typeof(v_value) = 'number' THEN
-            v_number := v_value::numeric;
-        END IF;
-        IF v_number IS NULL OR v_number <> trunc(v_number) OR v_number NOT BETWEEN 0 AND (runhub._constants() ->> 'maxAmountCents')::pg_catalog.numeric THEN
-            PERFORM runhub._invalid('events.invalid', 'amountCents', 'must be a whole number of minor units, 0 or more');
-        END IF;
-        v_row.amount_cents := v_number;
-    END IF;
-    v_value := p_event -> 'currency';
-    v_text := CASE WHEN v_value IS NULL THEN NULL
-                   WHEN jsonb_typeof(v_value) = 'string' AND length(v_value #>> '{}') BETWEEN 1 AND 3
-                   THEN v_value #>> '{}' ELSE runhub._event_string(v_value, 'currency', 3) END;
-    IF v_text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM runhub.currencies WHERE code = v_text) THEN
-        PERFORM runhub._invalid('events.invalid', 'currency', 'is not an ISO 4217 currency code');
-    END IF;
-    v_row.currency := v_text;
+    v_row.amount_cents := runhub._event_amount_field(p_event -> 'amountCents');
+    v_row.currency := runhub._event_currency_field(p_event -> 'currency');
     IF (v_row.amount_cents IS NULL) <> (v_row.currency IS NULL) THEN
-        PERFORM runhub._invalid('events.invalid', CASE WHEN v_row.currency IS NULL THEN 'currency' ELSE 'amountCents' END,
-                                'amountCents and currency go together');
+        PERFORM runhub._refuse_field(CASE WHEN v_row.currency IS NULL THEN 'currency' ELSE 'amountCents' END,
+                                     'amountCents and currency go together');
     END IF;
-
-    v_row.payload := coalesce(nullif(p_event -> 'payload', 'null'), '{}');
-    IF jsonb_typeof(v_row.payload) <> 'object' THEN
-        PERFORM runhub._invalid('events.invalid', 'payload', 'must be an object');
-    END IF;
-    v_bytes := octet_length(v_row.payload::text);
-    IF v_bytes > runhub._constant('maxPayloadBytes') THEN
-        PERFORM runhub._raise('events.payloadTooLarge', jsonb_build_object('bytes', v_bytes, 'maxBytes', runhub._constant('maxPayloadBytes')));
-    END IF;
-    IF runhub._is_nested_too_deep(v_row.payload) THEN
-        PERFORM runhub._invalid('events.invalid', 'payload', 'nests objects and arrays more than 32 levels deep');
-    END IF;
+    v_row.payload := runhub._event_payload_field(p_event -> 'payload');
     RETURN v_row;
 END
 $$;
 
--- Whether a payload nests objects and arrays more than 32 levels deep (the payload itself is the
--- first): an object or array at level 33. 5,000 levels fit in 32 KiB and break the readers of
--- list_events (Python's JSON parser, psycopg's, recurses); no payload a shop sends needs more than a
--- few. The scan stops at level 33. No SET clause: inlined where it is used.
-CREATE OR REPLACE FUNCTION runhub._is_nested_too_deep(p_payload jsonb)
-RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT pg_catalog.jsonb_path_exists(p_payload, 'strict $.**{32} ? (@.type() == "object" || @.type() == "array")') $$;
-
 -- Whether an event has the common shape _event_from_json takes as it is, checked in one
--- expression, its instant aside (_event_as_stored reads it once, for the check and the row): an
--- object of known fields; a type of the pattern not named as runhub's own (the actions' sent types
--- aside: _event_as_stored looks them up); a key of 1 to 255 characters outside runhub's namespaces; a
--- correlation id of 1 to 255; no customer, or one with a lower-case-able ASCII address on the fast
--- path of addresses.py, a name of 1 to 200 and a language tag; a whole amount with a currency
--- string; a payload object of at most 32 KiB and 32 levels. False is no verdict: _event_from_json then takes the event field by field, and
--- stores it or says why not. tests/db/test_ingest_plain.py holds the two to that on generated events.
--- No SET clause: inlined where it is used (CASE, not AND, before a cast: SQL does not promise the
--- order of AND).
+-- expression by the field kinds' rules, its instant aside (_event_as_stored reads it once, for the
+-- check and the row): an object of known fields; a type not named as runhub's own (the actions'
+-- sent types aside: _event_as_stored looks them up); a key outside runhub's namespaces; no customer,
+-- or one with an address runhub._is_plain_address takes as it is; a whole amount with a currency;
+-- a payload without fault. False is no verdict: _event_from_json then takes the event field by
+-- field, and stores it or says why not. tests/db/test_ingest_plain.py holds the two to that on
+-- generated events. CASE, not AND, before a cast: SQL does not promise the order of AND.
 CREATE OR REPLACE FUNCTION runhub._is_plain_event(e jsonb)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT CASE WHEN pg_catalog.jsonb_typeof(e) IS DISTINCT FROM 'object' THEN false  -- before -, which refuses a scalar
-                WHEN (e - '{type,occurredAt,idempotencyKey,correlationId,customer,amountCents,currency,payload}'::text[]) = '{}'
-                 AND pg_catalog.jsonb_typeof(e -> 'type') = 'string' AND (e ->> 'type') ~ '^[a-z][a-z0-9_]*$'
-                 AND pg_catalog.length(e ->> 'type') <= runhub._constant('maxEventTypeLength')
+                WHEN (e - runhub._event_fields()) = '{}'
+                 AND runhub._is_event_type(runhub._event_text(e -> 'type', runhub._constant('maxEventTypeLength')))
                  AND NOT runhub._is_reserved_event_type(e ->> 'type', '{}')
-                 AND pg_catalog.jsonb_typeof(e -> 'idempotencyKey') = 'string'
-                 AND pg_catalog.length(e ->> 'idempotencyKey') BETWEEN 1 AND runhub._constant('maxKeyLength')
+                 AND runhub._event_text(e -> 'idempotencyKey', runhub._constant('maxKeyLength')) IS NOT NULL
                  AND NOT runhub._is_system_idempotency_key(e ->> 'idempotencyKey')
-                 AND (e -> 'correlationId' IS NULL
-                      OR pg_catalog.jsonb_typeof(e -> 'correlationId') = 'string'
-                         AND pg_catalog.length(e ->> 'correlationId') BETWEEN 1 AND runhub._constant('maxKeyLength'))
+                 AND (e -> 'correlationId' IS NULL OR runhub._event_text(e -> 'correlationId', runhub._constant('maxKeyLength')) IS NOT NULL)
                  AND (e -> 'customer' IS NULL
                       OR CASE WHEN pg_catalog.jsonb_typeof(e -> 'customer') = 'object'
-                         THEN ((e -> 'customer') - '{email,name,locale}'::text[]) = '{}' ELSE false END
+                         THEN ((e -> 'customer') - runhub._customer_fields()) = '{}' ELSE false END
                          AND pg_catalog.jsonb_typeof(e -> 'customer' -> 'email') = 'string'
-                         -- ASCII_FAST_PATTERN and its lengths, as in runhub._address
-                         AND pg_catalog.lower((e -> 'customer' ->> 'email') COLLATE "C") ~ '^[a-z0-9!#$%&\x27*+/=^_`{|}~-]+(\.[a-z0-9!#$%&\x27*+/=^_`{|}~-]+)*@([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]([a-z0-9-]*[a-z0-9])?$'
-                         AND pg_catalog.length(e -> 'customer' ->> 'email') <= 254
-                         AND pg_catalog.length(pg_catalog.split_part(e -> 'customer' ->> 'email', '@', 2)) <= 63
-                         AND pg_catalog.strpos(pg_catalog.lower((e -> 'customer' ->> 'email') COLLATE "C"), 'xn--') = 0
+                         AND runhub._is_plain_address(pg_catalog.lower((e -> 'customer' ->> 'email') COLLATE "C"))
                          AND (e -> 'customer' -> 'name' IS NULL
-                              OR pg_catalog.jsonb_typeof(e -> 'customer' -> 'name') = 'string'
-                                 AND pg_catalog.length(e -> 'customer' ->> 'name') BETWEEN 1 AND runhub._constant('maxCustomerNameLength'))
+                              OR runhub._event_text(e -> 'customer' -> 'name', runhub._constant('maxCustomerNameLength')) IS NOT NULL)
                          AND (e -> 'customer' -> 'locale' IS NULL
-                              OR pg_catalog.jsonb_typeof(e -> 'customer' -> 'locale') = 'string'
-                                 AND pg_catalog.length(e -> 'customer' ->> 'locale') BETWEEN 1 AND runhub._constant('maxLocaleLength')
-                                 AND (e -> 'customer' ->> 'locale') ~ '^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$'))
+                              OR runhub._is_language_tag(runhub._event_text(e -> 'customer' -> 'locale', runhub._constant('maxLocaleLength')))))
                  AND (e -> 'amountCents' IS NULL) = (e -> 'currency' IS NULL)
                  AND (e -> 'amountCents' IS NULL
-                      OR pg_catalog.jsonb_typeof(e -> 'amountCents') = 'number'
-                         AND pg_catalog.jsonb_typeof(e -> 'currency') = 'string')
+                      OR pg_catalog.jsonb_typeof(e -> 'amountCents') = 'number' AND pg_catalog.jsonb_typeof(e -> 'currency') = 'string')
                  AND (e -> 'payload' IS NULL OR pg_catalog.jsonb_typeof(e -> 'payload') = 'object')
-            THEN (e -> 'amountCents' IS NULL
-                      OR (e -> 'amountCents')::pg_catalog.numeric = pg_catalog.trunc((e -> 'amountCents')::pg_catalog.numeric)
-                         AND (e -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND (runhub._constants() ->> 'maxAmountCents')::pg_catalog.numeric)
-                 AND pg_catalog.octet_length(coalesce(e -> 'payload', '{}')::text) <= runhub._constant('maxPayloadBytes')
-                 AND NOT runhub._is_nested_too_deep(coalesce(e -> 'payload', '{}'))
+            THEN (e -> 'amountCents' IS NULL OR runhub._event_amount(e -> 'amountCents') IS NOT NULL)
+                 AND runhub._payload_fault(coalesce(e -> 'payload', '{}')) IS NULL
             ELSE false END
 $$;
 
--- An event's fields as business_events would store them, and plain: whether it has the common
--- shape taken as it is (_is_plain_event, the actions' sent types, a currency of runhub.currencies).
--- One row; every field expression is safe on any JSON (one not as expected gives null or a value
--- plain refuses, never an error); the fields mean nothing where plain is false. The one definition
--- of the common shape behind _plain_event and _plain_events. No SET clause: inlined into the ingest
+-- An event as a business_events row, id and received_at unset (the table sets them): the one place
+-- that lists its columns in order. No SET clause: inlined where it is used.
+CREATE OR REPLACE FUNCTION runhub._event_row(
+    p_project uuid, p_type text, p_occurred_at timestamptz, p_key text, p_correlation text, p_email text,
+    p_name text, p_locale text, p_amount bigint, p_currency text, p_payload jsonb)
+RETURNS runhub.business_events
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT ROW(NULL, p_project, p_type, p_occurred_at, NULL, p_key, p_correlation, p_email, p_name, p_locale,
+               p_amount, p_currency, p_payload)::runhub.business_events
+$$;
+
+-- An event of project p_project as business_events would store it, and plain: whether it has the
+-- common shape taken as it is (_is_plain_event, the actions' sent types, a known currency). One
+-- row; every field expression is safe on any JSON (one not as expected gives null or a value plain
+-- refuses, never an error); the fields mean nothing where plain is false. The one definition of
+-- the common shape behind _plain_event and _plain_events. No SET clause: inlined into the ingest
 -- statements; every name qualified; it runs only under the pinned search_path of ingest's functions.
-CREATE OR REPLACE FUNCTION runhub._event_as_stored(p_event jsonb)
-RETURNS TABLE (event_type text, occurred_at timestamptz, idempotency_key text, correlation_id text,
-               customer_email text, customer_name text, customer_locale text, amount_cents bigint,
-               currency char(3), payload jsonb, plain boolean)
+CREATE OR REPLACE FUNCTION runhub._event_as_stored(p_project uuid, p_event jsonb)
+RETURNS TABLE (event runhub.business_events, plain boolean)
 LANGUAGE sql STABLE
 AS $$
-    SELECT p_event ->> 'type', i.occurred_at, p_event ->> 'idempotencyKey', p_event ->> 'correlationId',
-           pg_catalog.lower((p_event -> 'customer' ->> 'email') COLLATE "C"),
-           nullif(runhub._trim(p_event -> 'customer' ->> 'name'), ''), p_event -> 'customer' ->> 'locale',
-           CASE WHEN pg_catalog.jsonb_typeof(p_event -> 'amountCents') = 'number'
-                THEN CASE WHEN (p_event -> 'amountCents')::pg_catalog.numeric BETWEEN 0 AND (runhub._constants() ->> 'maxAmountCents')::pg_catalog.numeric
-                          THEN (p_event -> 'amountCents')::pg_catalog.numeric::bigint END END,
-           (p_event ->> 'currency')::char(3), coalesce(p_event -> 'payload', '{}'),
+    SELECT runhub._event_row(p_project, p_event ->> 'type', i.occurred_at, p_event ->> 'idempotencyKey',
+                             p_event ->> 'correlationId', pg_catalog.lower((p_event -> 'customer' ->> 'email') COLLATE "C"),
+                             nullif(runhub._trim(p_event -> 'customer' ->> 'name'), ''), p_event -> 'customer' ->> 'locale',
+                             runhub._event_amount(p_event -> 'amountCents'), p_event ->> 'currency',
+                             coalesce(p_event -> 'payload', '{}')),
            i.occurred_at IS NOT NULL AND runhub._is_client_instant(i.occurred_at) AND runhub._is_plain_event(p_event)
            AND NOT (p_event ->> 'type') = ANY (ARRAY(SELECT a.sent_event_type FROM runhub.actions a))
-           AND (p_event -> 'currency' IS NULL
-                OR EXISTS (SELECT 1 FROM runhub.currencies k WHERE k.code = p_event ->> 'currency'))
+           AND (p_event -> 'currency' IS NULL OR EXISTS (SELECT 1 FROM runhub.currencies k WHERE k.code = p_event ->> 'currency'))
       FROM (SELECT CASE WHEN runhub._is_plain_instant(p_event ->> 'occurredAt')  -- a JSON string's text, or no match
                         THEN (p_event ->> 'occurredAt')::pg_catalog.timestamptz END AS occurred_at
              OFFSET 0) i  -- evaluated once (the regular expression is the check's dearest part), not where used
 $$;
 
 -- An event of the common shape as business_events stores it (one row), or no row.
-CREATE OR REPLACE FUNCTION runhub._plain_event(p_event jsonb)
-RETURNS TABLE (event_type text, occurred_at timestamptz, idempotency_key text, correlation_id text,
-               customer_email text, customer_name text, customer_locale text, amount_cents bigint,
-               currency char(3), payload jsonb)
+CREATE OR REPLACE FUNCTION runhub._plain_event(p_project uuid, p_event jsonb)
+RETURNS SETOF runhub.business_events
 LANGUAGE sql STABLE
-AS $$
-    SELECT f.event_type, f.occurred_at, f.idempotency_key, f.correlation_id, f.customer_email, f.customer_name,
-           f.customer_locale, f.amount_cents, f.currency, f.payload
-      FROM runhub._event_as_stored(p_event) f
-     WHERE f.plain
-$$;
+AS $$ SELECT (f.event).* FROM runhub._event_as_stored(p_project, p_event) f WHERE f.plain $$;
 
 -- _event_as_stored of each element of the JSON array p_events, with its position n: one plan for the
 -- batch (the sent types read once).
-CREATE OR REPLACE FUNCTION runhub._plain_events(p_events jsonb)
-RETURNS TABLE (n bigint, event_type text, occurred_at timestamptz, idempotency_key text, correlation_id text,
-               customer_email text, customer_name text, customer_locale text, amount_cents bigint,
-               currency char(3), payload jsonb, plain boolean)
+CREATE OR REPLACE FUNCTION runhub._plain_events(p_project uuid, p_events jsonb)
+RETURNS TABLE (n bigint, event runhub.business_events, plain boolean)
 LANGUAGE sql STABLE
 AS $$
-    SELECT j.n, f.event_type, f.occurred_at, f.idempotency_key, f.correlation_id, f.customer_email, f.customer_name,
-           f.customer_locale, f.amount_cents, f.currency, f.payload, f.plain
+    SELECT j.n, f.event, f.plain
       FROM pg_catalog.jsonb_array_elements(p_events) WITH ORDINALITY AS j(e, n)
-     CROSS JOIN LATERAL runhub._event_as_stored(j.e) f
+     CROSS JOIN LATERAL runhub._event_as_stored(p_project, j.e) f
 $$;
 
 -- Signals, inside a statement over _plain_events, an event not of the plain shape:
@@ -407,45 +501,55 @@ BEGIN
 END
 $$;
 
--- Append an event, idempotent on (project, idempotencyKey): a replay, even a concurrent one,
--- returns the first event's id with inserted = false and writes nothing. No subtransaction: the
--- project is locked as its foreign key would lock it (FOR KEY SHARE), so one deleted meanwhile is
--- refused up front rather than by a foreign-key error in mid-insert; the customer is kept up in
--- the same statement as the event is stored (not by a trigger, whose transition table cost a
--- single event more than the upsert).
-CREATE OR REPLACE FUNCTION runhub.ingest_event(project uuid, event jsonb)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+-- Store events (business_events rows, id and received_at unset; a null row is skipped) in the
+-- order given, each once per project and idempotency key: a replay, even a concurrent one, writes
+-- nothing; and keep their customers up in the same statement: one upsert per customer, in project
+-- and e-mail order so concurrent batches lock rows in the same order (not a trigger, whose
+-- transition table cost a single event more than the upsert). A name or locale is the latest given,
+-- whatever order events come in (an import of older history keeps the newer name); our own
+-- *_email_sent events are not customer activity. The one INSERT into business_events and into
+-- customers: ingest_event, ingest_events and the sender's record of its mail store through it;
+-- rebuild_customers passes events stored already (p_stored), of which it keeps the customers only.
+-- Returns the keys stored and their ids, in the order given (ids ascend in the order inserted).
+CREATE OR REPLACE FUNCTION runhub._store_events(
+    p_events runhub.business_events[], p_stored boolean DEFAULT false, OUT new_keys text[], OUT new_ids bigint[])
+LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
-DECLARE
-    p_project ALIAS FOR project;
-    p_event ALIAS FOR event;
-    v_row runhub.business_events;
-    v_id  bigint;
 BEGIN
-    -- The common case, one statement: an event of the common shape of a project that exists,
-    -- stored unless a replay, and its customer with it (the merge of _keep_customers, for one event).
     WITH stored AS (
         INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
                                             customer_email, customer_name, customer_locale, amount_cents, currency, payload)
-        SELECT p_project, p.event_type, p.occurred_at, p.idempotency_key, p.correlation_id, p.customer_email,
-               p.customer_name, p.customer_locale, p.amount_cents, p.currency, p.payload
-          FROM runhub._plain_event(p_event) p,
-               (SELECT FROM runhub.projects pr WHERE pr.id = p_project FOR KEY SHARE) locked
+        SELECT e.project_id, e.event_type, e.occurred_at, e.idempotency_key, e.correlation_id,
+               e.customer_email, e.customer_name, e.customer_locale, e.amount_cents, e.currency, e.payload
+          FROM unnest(p_events) WITH ORDINALITY AS e
+         WHERE e.event_type IS NOT NULL AND NOT p_stored
+         ORDER BY e.ordinality
         ON CONFLICT (project_id, idempotency_key) DO NOTHING
-        RETURNING id, event_type, occurred_at, customer_email, customer_name, customer_locale
+        RETURNING id, project_id, idempotency_key, event_type, occurred_at, customer_email, customer_name, customer_locale
+    ), customer_events AS (
+        SELECT s.project_id, s.event_type, s.occurred_at, s.customer_email, s.customer_name, s.customer_locale
+          FROM stored s
+        UNION ALL
+        SELECT e.project_id, e.event_type, e.occurred_at, e.customer_email, e.customer_name, e.customer_locale
+          FROM unnest(p_events) AS e
+         WHERE p_stored
     ), kept AS (
         INSERT INTO runhub.customers AS c (project_id, email, name, name_at, locale, locale_at, first_seen_at,
                                            last_seen_at, signed_up_at, last_engaged_at, last_paid_at)
-        SELECT p_project, e.customer_email, e.customer_name, CASE WHEN e.customer_name IS NOT NULL THEN e.occurred_at END,
-               e.customer_locale, CASE WHEN e.customer_locale IS NOT NULL THEN e.occurred_at END, e.occurred_at, e.occurred_at,
-               CASE WHEN e.event_type = 'user_signed_up' THEN e.occurred_at END,
-               CASE WHEN e.event_type <> 'user_signed_up' THEN e.occurred_at END,
-               CASE WHEN e.event_type = 'payment_succeeded' THEN e.occurred_at END
-          FROM stored e
+        SELECT e.project_id, e.customer_email,
+               (array_agg(e.customer_name ORDER BY e.occurred_at DESC) FILTER (WHERE e.customer_name IS NOT NULL))[1],
+               max(e.occurred_at) FILTER (WHERE e.customer_name IS NOT NULL),
+               (array_agg(e.customer_locale ORDER BY e.occurred_at DESC) FILTER (WHERE e.customer_locale IS NOT NULL))[1],
+               max(e.occurred_at) FILTER (WHERE e.customer_locale IS NOT NULL),
+               min(e.occurred_at), max(e.occurred_at),
+               max(e.occurred_at) FILTER (WHERE e.event_type = 'user_signed_up'),
+               max(e.occurred_at) FILTER (WHERE e.event_type <> 'user_signed_up'),
+               max(e.occurred_at) FILTER (WHERE e.event_type = 'payment_succeeded')
+          FROM customer_events e
          WHERE e.customer_email IS NOT NULL AND e.event_type !~ '_email_sent$'
+         GROUP BY e.project_id, e.customer_email
+         ORDER BY e.project_id, e.customer_email
         ON CONFLICT (project_id, email) DO UPDATE SET
             name            = CASE WHEN excluded.name_at >= coalesce(c.name_at, c.last_seen_at) OR c.name IS NULL
                                    THEN coalesce(excluded.name, c.name) ELSE c.name END,
@@ -461,29 +565,48 @@ BEGIN
             last_engaged_at = greatest(c.last_engaged_at, excluded.last_engaged_at),
             last_paid_at    = greatest(c.last_paid_at, excluded.last_paid_at)
     )
-    SELECT s.id INTO v_id FROM stored s;
+    SELECT coalesce(array_agg(s.idempotency_key ORDER BY s.id), '{}'), coalesce(array_agg(s.id ORDER BY s.id), '{}')
+      INTO new_keys, new_ids
+      FROM stored s;
+END
+$$;
+
+-- Append an event, idempotent on (project, idempotencyKey): a replay, even a concurrent one,
+-- returns the first event's id with inserted = false and writes nothing. The project is locked as
+-- its foreign key would lock it (FOR KEY SHARE), so one deleted meanwhile is refused up front
+-- rather than by a foreign-key error in mid-insert.
+CREATE OR REPLACE FUNCTION runhub.ingest_event(project uuid, event jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    p_project ALIAS FOR project;
+    p_event ALIAS FOR event;
+    v_row runhub.business_events;
+    v_id  bigint;
+BEGIN
+    -- The common case, one statement: an event of the common shape, of a project that exists,
+    -- stored unless a replay.
+    SELECT s.new_ids[1] INTO v_id
+      FROM runhub._store_events(ARRAY(
+               SELECT e FROM runhub._plain_event(p_project, p_event) e,
+                             (SELECT FROM runhub.projects pr WHERE pr.id = p_project FOR KEY SHARE) locked)) s;
     IF v_id IS NOT NULL THEN
         RETURN jsonb_build_object('eventId', v_id, 'inserted', true);
     END IF;
     -- A replay, an unknown project, or an event to take field by field (which says why if it refuses it).
     PERFORM runhub._lock_project(p_project);
     v_row := runhub._event_from_json(p_project, p_event);
-    INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
-                                        customer_email, customer_name, customer_locale, amount_cents, currency, payload)
-    VALUES (v_row.project_id, v_row.event_type, v_row.occurred_at, v_row.idempotency_key, v_row.correlation_id,
-            v_row.customer_email, v_row.customer_name, v_row.customer_locale, v_row.amount_cents, v_row.currency,
-            v_row.payload)
-    ON CONFLICT (project_id, idempotency_key) DO NOTHING
-    RETURNING id INTO v_id;
-    IF v_id IS NULL THEN
-        -- ON CONFLICT waited for the first writer to commit, so a fresh snapshot sees its row.
-        SELECT id INTO v_id FROM runhub.business_events
-         WHERE project_id = p_project AND idempotency_key = v_row.idempotency_key;
-        RETURN jsonb_build_object('eventId', v_id, 'inserted', false);
+    SELECT s.new_ids[1] INTO v_id FROM runhub._store_events(ARRAY[v_row]) s;
+    IF v_id IS NOT NULL THEN
+        RETURN jsonb_build_object('eventId', v_id, 'inserted', true);
     END IF;
-    PERFORM runhub._keep_customers(p_project, ARRAY[v_row.event_type], ARRAY[v_row.occurred_at],
-                                   ARRAY[v_row.customer_email], ARRAY[v_row.customer_name], ARRAY[v_row.customer_locale]);
-    RETURN jsonb_build_object('eventId', v_id, 'inserted', true);
+    -- ON CONFLICT waited for the first writer to commit, so a fresh snapshot sees its row.
+    SELECT id INTO v_id FROM runhub.business_events
+     WHERE project_id = p_project AND idempotency_key = v_row.idempotency_key;
+    RETURN jsonb_build_object('eventId', v_id, 'inserted', false);
 END
 $$;
 
@@ -493,7 +616,7 @@ $$;
 -- in the order given: {eventId, inserted} for each event, or {error: {code, key, params, message}}
 -- for one refused as ingest_event would refuse it (the others are still stored). A refusal of the
 -- call itself (no such project, not an array, none or too many) stores nothing. Payments are
--- attributed as they are one by one (the row trigger), customers kept up (_keep_customers).
+-- attributed as they are one by one (the row trigger), customers kept up (_store_events).
 CREATE OR REPLACE FUNCTION runhub.ingest_events(project uuid, events jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -511,11 +634,6 @@ DECLARE
     v_errors  jsonb[];  -- why each was refused (null where not)
     v_new_keys text[];
     v_new_ids  bigint[];
-    v_types    text[];  -- the stored events with a customer, for _keep_customers
-    v_at       timestamptz[];
-    v_emails   text[];
-    v_names    text[];
-    v_locales  text[];
 BEGIN
     PERFORM runhub._lock_project(p_project);
     IF jsonb_typeof(p_events) IS DISTINCT FROM 'array' THEN
@@ -532,31 +650,14 @@ BEGIN
     IF v_count NOT BETWEEN 1 AND c_max THEN
         PERFORM runhub._invalid('common.invalidInput', 'events', format('holds 1 to %s events, not %s', c_max, v_count));
     END IF;
-    -- The common case, one statement: every event passes the set-based check (an importer's batch
-    -- usually does). The first that does not rolls it back, and they are taken one by one.
+    -- The common case: every event passes the set-based check (an importer's batch usually does).
+    -- The first that does not stops it, and they are taken one by one.
     BEGIN
-        WITH stored AS (
-            INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
-                                                customer_email, customer_name, customer_locale, amount_cents, currency, payload)
-            SELECT p_project, c.event_type, c.occurred_at, c.idempotency_key, c.correlation_id,
-                   c.customer_email, c.customer_name, c.customer_locale, c.amount_cents, c.currency, c.payload
-              FROM runhub._plain_events(p_events) c
-             WHERE CASE WHEN c.plain THEN true ELSE runhub._unchecked_event() END
-             ORDER BY c.n  -- ids in the order given
-            ON CONFLICT (project_id, idempotency_key) DO NOTHING
-            RETURNING id, idempotency_key, event_type, occurred_at, customer_email, customer_name, customer_locale
-        )
-        SELECT coalesce(array_agg(s.idempotency_key), '{}'), coalesce(array_agg(s.id), '{}'),
-               array_agg(s.event_type) FILTER (WHERE s.customer_email IS NOT NULL),
-               array_agg(s.occurred_at) FILTER (WHERE s.customer_email IS NOT NULL),
-               array_agg(s.customer_email) FILTER (WHERE s.customer_email IS NOT NULL),
-               array_agg(s.customer_name) FILTER (WHERE s.customer_email IS NOT NULL),
-               array_agg(s.customer_locale) FILTER (WHERE s.customer_email IS NOT NULL)
-          INTO v_new_keys, v_new_ids, v_types, v_at, v_emails, v_names, v_locales
-          FROM stored s;
-        IF v_emails IS NOT NULL THEN
-            PERFORM runhub._keep_customers(p_project, v_types, v_at, v_emails, v_names, v_locales);
-        END IF;
+        SELECT s.new_keys, s.new_ids INTO v_new_keys, v_new_ids
+          FROM runhub._store_events(ARRAY(
+                   SELECT c.event FROM runhub._plain_events(p_project, p_events) c
+                    WHERE CASE WHEN c.plain THEN true ELSE runhub._unchecked_event() END
+                    ORDER BY c.n)) s;
         IF cardinality(v_new_ids) = v_count THEN  -- each stored, none a replay or twice here: ids in order
             RETURN (SELECT jsonb_agg(jsonb_build_object('eventId', i.id, 'inserted', true) ORDER BY i.id)
                       FROM unnest(v_new_ids) AS i(id));  -- ids ascend in the order inserted, the order given
@@ -573,7 +674,7 @@ $$;
 
 -- ingest_events' way for a batch the set-based check did not wholly accept: each event through
 -- _event_from_json (all in one go while all are valid; at the first refusal, one by one, each in a
--- subtransaction of its own, to say which and why), then the valid ones stored in one statement.
+-- subtransaction of its own, to say which and why), then the valid ones stored.
 -- Returns each event's key (null where refused) and error (null where not), and what was stored.
 CREATE OR REPLACE FUNCTION runhub._ingest_one_by_one(
     p_project uuid, p_events jsonb,
@@ -585,16 +686,10 @@ DECLARE
     v_rows    runhub.business_events[];  -- v_rows[n]: the n-th event validated (null where refused)
     v_errors  jsonb[];
     v_event   jsonb;
-    v_n       int := 0;
     v_state   text;
     v_key     text;
     v_params  text;
     v_message text;
-    v_types   text[];  -- the stored events with a customer, for _keep_customers
-    v_at      timestamptz[];
-    v_emails  text[];
-    v_names   text[];
-    v_locales text[];
 BEGIN
     BEGIN
         SELECT array_agg(runhub._event_from_json(p_project, x.e) ORDER BY x.n) INTO v_rows
@@ -607,7 +702,6 @@ BEGIN
         v_rows := '{}';
         v_errors := '{}';
         FOR v_event IN SELECT x.e FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n) ORDER BY x.n LOOP
-            v_n := v_n + 1;
             BEGIN
                 v_rows := v_rows || runhub._event_from_json(p_project, v_event);
                 v_errors := v_errors || NULL::jsonb;
@@ -625,28 +719,7 @@ BEGIN
     END;
     errors := v_errors;
     keys := ARRAY(SELECT r.idempotency_key FROM unnest(v_rows) WITH ORDINALITY AS r ORDER BY r.ordinality);
-    WITH stored AS (
-        INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
-                                            customer_email, customer_name, customer_locale, amount_cents, currency, payload)
-        SELECT r.project_id, r.event_type, r.occurred_at, r.idempotency_key, r.correlation_id,
-               r.customer_email, r.customer_name, r.customer_locale, r.amount_cents, r.currency, r.payload
-          FROM unnest(v_rows) WITH ORDINALITY AS r
-         WHERE r.event_type IS NOT NULL
-         ORDER BY r.ordinality  -- ids in the order given
-        ON CONFLICT (project_id, idempotency_key) DO NOTHING
-        RETURNING id, idempotency_key, event_type, occurred_at, customer_email, customer_name, customer_locale
-    )
-    SELECT coalesce(array_agg(s.idempotency_key), '{}'), coalesce(array_agg(s.id), '{}'),
-           array_agg(s.event_type) FILTER (WHERE s.customer_email IS NOT NULL),
-           array_agg(s.occurred_at) FILTER (WHERE s.customer_email IS NOT NULL),
-           array_agg(s.customer_email) FILTER (WHERE s.customer_email IS NOT NULL),
-           array_agg(s.customer_name) FILTER (WHERE s.customer_email IS NOT NULL),
-           array_agg(s.customer_locale) FILTER (WHERE s.customer_email IS NOT NULL)
-      INTO new_keys, new_ids, v_types, v_at, v_emails, v_names, v_locales
-      FROM stored s;
-    IF v_emails IS NOT NULL THEN
-        PERFORM runhub._keep_customers(p_project, v_types, v_at, v_emails, v_names, v_locales);
-    END IF;
+    SELECT s.new_keys, s.new_ids INTO new_keys, new_ids FROM runhub._store_events(v_rows) s;
 END
 $$;
 
@@ -783,53 +856,6 @@ BEGIN
 END
 $$;
 
--- Keep runhub.customers in step with events just stored (one array element per event): one upsert
--- per customer, in e-mail order so concurrent batches lock rows in the same order. Every writer of
--- customer events calls it in the transaction that stores them (ingest_event, ingest_events,
--- rebuild_customers) instead of a statement trigger, whose transition table cost a single event
--- more than the upsert. A name or locale is the latest given, whatever order events come in (an
--- import of older history keeps the newer name). Our own *_email_sent events are not customer
--- activity. ingest_event's common case merges its one event in its own statement by the same
--- ON CONFLICT clause (tests/db/test_ingest_plain.py holds the two to the same text).
-CREATE OR REPLACE FUNCTION runhub._keep_customers(
-    p_project uuid, p_types text[], p_at timestamptz[], p_emails text[], p_names text[], p_locales text[])
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    INSERT INTO runhub.customers AS c (project_id, email, name, name_at, locale, locale_at, first_seen_at,
-                                       last_seen_at, signed_up_at, last_engaged_at, last_paid_at)
-    SELECT p_project, e.email,
-           (array_agg(e.name ORDER BY e.at DESC) FILTER (WHERE e.name IS NOT NULL))[1],
-           max(e.at) FILTER (WHERE e.name IS NOT NULL),
-           (array_agg(e.locale ORDER BY e.at DESC) FILTER (WHERE e.locale IS NOT NULL))[1],
-           max(e.at) FILTER (WHERE e.locale IS NOT NULL),
-           min(e.at), max(e.at),
-           max(e.at) FILTER (WHERE e.type = 'user_signed_up'),
-           max(e.at) FILTER (WHERE e.type <> 'user_signed_up'),
-           max(e.at) FILTER (WHERE e.type = 'payment_succeeded')
-      FROM unnest(p_types, p_at, p_emails, p_names, p_locales) AS e(type, at, email, name, locale)
-     WHERE e.email IS NOT NULL AND e.type !~ '_email_sent$'
-     GROUP BY e.email
-     ORDER BY e.email
-    ON CONFLICT (project_id, email) DO UPDATE SET
-        name            = CASE WHEN excluded.name_at >= coalesce(c.name_at, c.last_seen_at) OR c.name IS NULL
-                               THEN coalesce(excluded.name, c.name) ELSE c.name END,
-        name_at         = CASE WHEN excluded.name_at >= coalesce(c.name_at, c.last_seen_at) OR c.name IS NULL
-                               THEN coalesce(excluded.name_at, c.name_at) ELSE c.name_at END,
-        locale          = CASE WHEN excluded.locale_at >= coalesce(c.locale_at, c.last_seen_at) OR c.locale IS NULL
-                               THEN coalesce(excluded.locale, c.locale) ELSE c.locale END,
-        locale_at       = CASE WHEN excluded.locale_at >= coalesce(c.locale_at, c.last_seen_at) OR c.locale IS NULL
-                               THEN coalesce(excluded.locale_at, c.locale_at) ELSE c.locale_at END,
-        first_seen_at   = least(c.first_seen_at, excluded.first_seen_at),
-        last_seen_at    = greatest(c.last_seen_at, excluded.last_seen_at),
-        signed_up_at    = greatest(c.signed_up_at, excluded.signed_up_at),
-        last_engaged_at = greatest(c.last_engaged_at, excluded.last_engaged_at),
-        last_paid_at    = greatest(c.last_paid_at, excluded.last_paid_at);
-END
-$$;
-
 -- Bring a project's customers up to date with all its stored events (idempotent): for events
 -- written past ingest (a bulk load, a restore of business_events alone). For operators and
 -- loaders; no runhub role may call it. Returns the number of events read; 100,000 a statement.
@@ -840,28 +866,22 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     c_chunk CONSTANT int := 100000;
-    v_after bigint := 0;
-    v_last  bigint;
-    v_read  bigint := 0;
-    v_count int;
-    v_types text[];
-    v_at    timestamptz[];
-    v_emails text[];
-    v_names text[];
-    v_locales text[];
+    v_after  bigint := 0;
+    v_read   bigint := 0;
+    v_events runhub.business_events[];
 BEGIN
     PERFORM runhub._lock_project(p_project);
     LOOP
-        SELECT max(e.id), count(*), array_agg(e.event_type), array_agg(e.occurred_at), array_agg(e.customer_email),
-               array_agg(e.customer_name), array_agg(e.customer_locale)
-          INTO v_last, v_count, v_types, v_at, v_emails, v_names, v_locales
+        -- What keeping customers reads, without the payload (up to 32 KiB an event, in memory).
+        SELECT array_agg(runhub._event_row(e.project_id, e.event_type, e.occurred_at, NULL, NULL, e.customer_email,
+                                           e.customer_name, e.customer_locale, NULL, NULL, NULL)), max(e.id)
+          INTO v_events, v_after
           FROM (SELECT * FROM runhub.business_events
                  WHERE project_id = p_project AND id > v_after AND customer_email IS NOT NULL
                  ORDER BY id LIMIT c_chunk) e;
-        EXIT WHEN v_count = 0;
-        PERFORM runhub._keep_customers(p_project, v_types, v_at, v_emails, v_names, v_locales);
-        v_read := v_read + v_count;
-        v_after := v_last;
+        EXIT WHEN v_events IS NULL;
+        PERFORM runhub._store_events(v_events, p_stored => true);
+        v_read := v_read + cardinality(v_events);
     END LOOP;
     RETURN v_read;
 END

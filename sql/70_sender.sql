@@ -408,9 +408,10 @@ DECLARE
     p_worker ALIAS FOR worker;
     p_ids ALIAS FOR ids;
     p_replies ALIAS FOR replies;
-    v_runs uuid[];
-    v_run  uuid;
-    v_sent bigint[];
+    v_runs   uuid[];
+    v_run    uuid;
+    v_sent   bigint[];
+    v_events runhub.business_events[];
 BEGIN
     PERFORM runhub._check_worker(p_worker);
     PERFORM runhub._check_ids(p_ids);
@@ -433,25 +434,26 @@ BEGIN
         UPDATE runhub.workflow_run_recipients rc SET status = 'sent', updated_at = now()
           FROM sent WHERE rc.id = sent.recipient_id
         RETURNING rc.*, sent.message_id
-    ), events AS (
-        -- What attribution needs, once per message however often it went out.
-        INSERT INTO runhub.business_events (project_id, event_type, occurred_at, idempotency_key, correlation_id,
-                                            customer_email, customer_name, amount_cents, currency, payload)
-        SELECT rc.project_id, a.sent_event_type, now(), 'mail:' || rc.message_id, rc.cart_id,
-               rc.email, rc.name, rc.amount_cents, rc.currency,
-               jsonb_strip_nulls(jsonb_build_object(
-                   'workflowRunId', rc.run_id, 'recipientEmail', rc.email, 'cartId', rc.cart_id,
-                   'abandonedAmountCents', rc.amount_cents, 'currency', rc.currency,
-                   'recoveryLink', rc.link, 'messageId', rc.message_id))
+    ), sent_events AS (
+        -- What attribution needs, once per message however often it went out (_store_events).
+        SELECT array_agg(runhub._event_row(
+                   rc.project_id, a.sent_event_type, now(), 'mail:' || rc.message_id, rc.cart_id, rc.email, rc.name,
+                   NULL, rc.amount_cents, rc.currency,
+                   jsonb_strip_nulls(jsonb_build_object(
+                       'workflowRunId', rc.run_id, 'recipientEmail', rc.email, 'cartId', rc.cart_id,
+                       'abandonedAmountCents', rc.amount_cents, 'currency', rc.currency,
+                       'recoveryLink', rc.link, 'messageId', rc.message_id)))) AS events
           FROM recipients rc
           JOIN runhub.workflow_runs r ON r.id = rc.run_id
           JOIN runhub.actions a ON a.id = r.action_id
-        ON CONFLICT (project_id, idempotency_key) DO NOTHING
     )
     SELECT array_agg(DISTINCT sent.run_id ORDER BY sent.run_id) FILTER (WHERE sent.run_id IS NOT NULL),
-           coalesce(array_agg(sent.id), '{}')
-      INTO v_runs, v_sent
+           coalesce(array_agg(sent.id), '{}'), (SELECT e.events FROM sent_events e)
+      INTO v_runs, v_sent, v_events
       FROM sent;
+    IF v_events IS NOT NULL THEN
+        PERFORM runhub._store_events(v_events);
+    END IF;
     -- After the recipients are updated: each run's lock is taken in id order, once per batch.
     FOREACH v_run IN ARRAY coalesce(v_runs, '{}') LOOP
         PERFORM runhub._complete_run_if_done(v_run);

@@ -662,42 +662,43 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- job's batch query), and the execution lock's key, a client's plausible instant, runhub's own
 -- idempotency keys and a cancelled message's reason for the counters (_cancellation_reason)
 -- (expressions), an action's holdout percent and who a run holds out (_holdout_percent, _held_out:
--- expressions of the execution's one statement), and ingest's checks of an event's common shape and its fields (_trim,
--- _is_plain_instant, _is_reserved_event_type, _is_nested_too_deep, _is_plain_event,
--- _event_as_stored, _plain_event, _plain_events: one plan for a batch). So is the attribution texts'
+-- expressions of the execution's one statement), and ingest's checks of an event's common shape and its fields (the
+-- field kinds' rules and _event_*_field, _is_plain_event, _event_as_stored, _plain_event, _plain_events, _event_row,
+-- _is_plain_address: one plan for a batch). So is the attribution texts'
 -- constant (_attribution_texts) and runhub's lists and bounds (_constants, _constant, _locales), which
 -- name nothing to look up, attribution's decision by address and its small expressions
 -- (_link_mail, _address_mails, _address_touch, _wid_run, _payment_wid, _confidence: inlined into
 -- _attribution_decision's queries), a role's rank (_role_rank, an expression), and the digest job's procedure
 -- (run_due_digests) and the outbox's purge (purge_finished_mail): one that commits may have no SET
 -- clause; they run with their caller's rights (no runhub role may call the purge).
+CREATE TEMP TABLE unpinned (name text PRIMARY KEY, inlined boolean NOT NULL);
+INSERT INTO unpinned
+SELECT name, true FROM unnest(ARRAY[
+    '_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours', '_holdout_percent', '_held_out',
+    '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
+    '_is_client_instant', '_is_system_idempotency_key', '_cancellation_reason',
+    '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event',
+    '_owner_text', '_plural_category', '_format_number',
+    '_event_as_stored', '_plain_event', '_plain_events', '_event_row', '_is_plain_address',
+    '_event_text', '_is_event_type', '_is_language_tag', '_event_amount', '_payload_fault', '_event_fields', '_customer_fields',
+    '_event_text_field', '_event_type_field', '_event_address_field', '_event_locale_field', '_event_amount_field',
+    '_event_payload_field',
+    '_constants', '_constant', '_locales',
+    '_payment_wid', '_confidence', '_wid_run', '_role_rank', '_link_mail', '_address_mails', '_address_touch']) AS name
+UNION ALL
+SELECT name, false FROM unnest(ARRAY['_attribution_texts', 'run_due_digests', 'purge_finished_mail']) AS name;
 SELECT cmp_ok((SELECT count(*) FROM pg_proc WHERE pronamespace = 'runhub'::regnamespace)::int, '>=', 20,
               'schema runhub has its functions (so the next check is not vacuous)');
 SELECT is_empty($$SELECT p.oid::regprocedure, p.proconfig FROM pg_proc p
                    WHERE p.pronamespace = 'runhub'::regnamespace
                      AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)
-                     AND p.proname NOT IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
-                                           '_holdout_percent', '_held_out',
-                                           '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
-                                           '_is_client_instant', '_is_system_idempotency_key', '_cancellation_reason',
-                                           '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event', '_owner_text', '_plural_category', '_format_number',
-                                           '_event_as_stored', '_plain_event', '_plain_events',
-                                           '_attribution_texts', '_constants', '_constant', '_locales',
-                                           '_payment_wid', '_confidence', '_wid_run', '_role_rank', '_link_mail', '_address_mails', '_address_touch',
-                                           'run_due_digests', 'purge_finished_mail')$$,
+                     AND p.proname NOT IN (SELECT name FROM pg_temp.unpinned)$$,
                 'every function in schema runhub but the inlined helpers, the attribution texts (a constant, folded into plans) and the digest job (a procedure that commits) has SET search_path = pg_catalog, pg_temp');
 SELECT is_empty($$SELECT p.oid::regprocedure, r.rolname FROM pg_proc p
                     LEFT JOIN pg_roles r ON r.rolname IN ('runhub_app', 'runhub_ingest', 'runhub_sender', 'runhub_reader')
                                         AND has_function_privilege(r.oid, p.oid, 'EXECUTE')
                    WHERE p.pronamespace = 'runhub'::regnamespace
-                     AND p.proname IN ('_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours',
-                                       '_holdout_percent', '_held_out',
-                                       '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
-                                       '_is_client_instant', '_is_system_idempotency_key', '_cancellation_reason',
-                                       '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event', '_owner_text', '_plural_category', '_format_number',
-                                       '_event_as_stored', '_plain_event', '_plain_events',
-                                       '_constants', '_constant', '_locales',
-                                       '_payment_wid', '_confidence', '_wid_run', '_role_rank', '_link_mail', '_address_mails', '_address_touch')
+                     AND p.proname IN (SELECT name FROM pg_temp.unpinned WHERE inlined)
                      AND (p.prosecdef OR r.rolname IS NOT NULL
                           OR EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
                                       WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE'))$$,
