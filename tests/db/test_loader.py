@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from helpers.db import event, ingest, new_project
-from helpers.files import REPO, checkout_copy
+from helpers.files import REPO, checkout_copy, older_checkout
 from runhub_loader.cli import main as cli
 from runhub_loader.db.deploy import DeployError, deploy
 
@@ -56,13 +56,7 @@ def test_deploying_twice_changes_nothing(fresh_db):
 
 
 def test_upgrade_from_an_older_checkout(fresh_db, cluster, tmp_path):
-    old = tmp_path / "old"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", FOUNDATION_COMMIT, "migrations", "sql", "plpython"],
-                             capture_output=True)
-    if archive.returncode != 0:
-        pytest.skip(f"this clone lacks the foundation commit's history: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    old = older_checkout(tmp_path, FOUNDATION_COMMIT, "old")
     assert deploy(fresh_db, old).applied_migrations == ["0001_foundation"]
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         project, owner = new_project(conn)

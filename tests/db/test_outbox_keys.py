@@ -3,7 +3,6 @@ id, so the outbox needs no index of its own on recipient_id. Upgraded from a che
 the outbox's rows are renumbered, and the attributions and digests that named them follow."""
 from __future__ import annotations
 
-import subprocess
 import uuid
 
 import psycopg
@@ -11,24 +10,12 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from helpers.attribution import credit, deliver, pay
-from helpers.files import REPO
+from helpers.files import older_checkout
 from helpers.workflows import checkout, create_run, preview, process_runs, ready_project
 from runhub_loader.db.deploy import DeployError, deploy
 
 # The last commit before migration 0026: the outbox had ids of its own.
 BEFORE_0026 = "6777321"
-
-
-def older_checkout(tmp_path):
-    """This repository's deployable folders at BEFORE_0026 (skips on a clone without its history)."""
-    old = tmp_path / "before-0026"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", BEFORE_0026, "migrations", "sql", "plpython"],
-                             capture_output=True)
-    if archive.returncode != 0:
-        pytest.skip(f"this clone lacks commit {BEFORE_0026}: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
-    return old
 
 
 def recovery(conn, carts: int):
@@ -59,7 +46,7 @@ def by_message_id(conn) -> dict:
 
 
 def test_an_upgraded_outbox_is_keyed_by_recipient_and_its_references_follow(fresh_db, tmp_path):
-    deploy(fresh_db, older_checkout(tmp_path), schedule_cron=False)
+    deploy(fresh_db, older_checkout(tmp_path, BEFORE_0026, "before-0026"), schedule_cron=False)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         project, owner, sent_run = recovery(conn, carts=3)
         delivered = deliver(conn, sent_run)
@@ -104,7 +91,7 @@ def test_an_upgraded_outbox_is_keyed_by_recipient_and_its_references_follow(fres
 def test_the_upgrade_waits_for_every_sender_to_stop(fresh_db, tmp_path):
     """A message being sent under its old id could not be recorded (and would go out twice): the
     upgrade refuses, saying what to do, and changes nothing; once the sender let go, it goes through."""
-    deploy(fresh_db, older_checkout(tmp_path), schedule_cron=False)
+    deploy(fresh_db, older_checkout(tmp_path, BEFORE_0026, "before-0026"), schedule_cron=False)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         recovery(conn, carts=2)
         claimed = [m["id"] for (m,) in conn.execute("SELECT runhub.claim_messages('w-old', 10, 120)").fetchall()]

@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 
 from helpers.db import set_clock
-from helpers.files import REPO
+from helpers.files import older_checkout
 from runhub_loader.db import queries
 from runhub_loader.db.deploy import RETIRE_BATCH, DeployIncomplete, deploy
 from runhub_loader.db.status import collect
@@ -46,17 +46,6 @@ def test_creating_1000_projects_adds_no_relation(conn):
     assert _relations(conn) == before
 
 
-def _old_checkout(tmp_path):
-    old = tmp_path / "sequence-per-project"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", SEQUENCE_PER_PROJECT_COMMIT,
-                              "migrations", "sql", "plpython"], capture_output=True)
-    if archive.returncode != 0:
-        pytest.skip(f"this clone lacks commit {SEQUENCE_PER_PROJECT_COMMIT}: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
-    return old
-
-
 def _set_counter(conn, project, minute: int, calls: int) -> None:
     """What `calls` create_run calls in `minute` left in a pre-0018 project's sequence."""
     conn.execute("SELECT setval(create_run_counter, (%s::bigint << 20) + %s) FROM runhub.projects WHERE id = %s",
@@ -73,7 +62,7 @@ def test_upgrade_moves_a_sequence_per_project_onto_rows_in_batches(small_lock_cl
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
         admin.execute("CREATE DATABASE runhub_upgrade")
     url = cluster.url("runhub_upgrade")
-    assert deploy(url, _old_checkout(tmp_path), schedule_cron=False).applied_migrations[-1] == "0017_create_run_counter"
+    assert deploy(url, older_checkout(tmp_path, SEQUENCE_PER_PROJECT_COMMIT, "sequence-per-project"), schedule_cron=False).applied_migrations[-1] == "0017_create_run_counter"
 
     with psycopg.connect(url, autocommit=True) as conn:
         locks = conn.execute("SELECT current_setting('max_locks_per_transaction')::int"

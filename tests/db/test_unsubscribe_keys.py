@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers.db import assert_refused, new_project
-from helpers.files import REPO
+from helpers.files import older_checkout
 from helpers.tokens import legacy_v1_token, single_edits
 from helpers.workflows import create_run, preview, process_runs, ready_project, signup
 from runhub_loader.cli import main as cli
@@ -131,13 +131,7 @@ def test_a_v1_token_verifies_with_key_1_until_it_is_revoked(conn):
 def test_links_sent_before_the_upgrade_keep_working(fresh_db, tmp_path):
     """A database deployed from a checkout with v1 tokens, upgraded: its v1 links (minted by
     the old code itself) still unsubscribe, verified with the old secret, now key 1."""
-    old = tmp_path / "old"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", V1_COMMIT, "migrations", "sql", "plpython"],
-                             capture_output=True)
-    if archive.returncode != 0:
-        pytest.skip(f"this clone lacks the v1 commit: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    old = older_checkout(tmp_path, V1_COMMIT, "old")
     deploy(fresh_db, old, schedule_cron=False)
     with psycopg.connect(fresh_db, autocommit=True) as conn:
         project, _ = new_project(conn)
