@@ -35,6 +35,11 @@ class CallLog:
             self._calls.append((name, args))
             self._changed.notify_all()
 
+    def names(self) -> list[str]:
+        """The methods called, in order."""
+        with self._changed:
+            return [called for called, _ in self._calls]
+
     def of(self, name: str) -> list[tuple]:
         """The arguments of each call of `name`."""
         with self._changed:

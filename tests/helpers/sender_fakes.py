@@ -1,11 +1,13 @@
 """Stand-ins for the sender's parts' other collaborators: an SMTP session that answers from a
-script, a recorder that answers as the database would, and the sender's log lines, read back.
+script, a recorder that answers as the database would, a connection that takes NOTIFYs, and the
+sender's log lines, read back.
 (tests/unit/test_sender_fakes.py holds their methods' signatures to the real ones'.)"""
 from __future__ import annotations
 
 import io
 import json
 import logging
+import socket
 import threading
 
 from helpers.fake_api import CallLog
@@ -68,6 +70,39 @@ class FakeRecorder:
             if message_id is not None:
                 recorded.setdefault(message_id, []).append(outcome)
         return recorded
+
+
+class FakeConnection:
+    """A connection as the sender's loop uses it: its statements kept (the LISTENs), select()-able,
+    and notified by notify(). (The API calls go through the fake typed door.)"""
+
+    def __init__(self):
+        self.statements: list[str] = []
+        self._incoming, self._notifier = socket.socketpair()
+        self._incoming.setblocking(False)
+
+    def __enter__(self) -> "FakeConnection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._incoming.close()
+        self._notifier.close()
+
+    def execute(self, statement, params=None) -> None:
+        self.statements.append(statement)
+
+    def notify(self) -> None:
+        self._notifier.send(b"!")
+
+    def fileno(self) -> int:
+        return self._incoming.fileno()
+
+    def notifies(self, timeout: float = 0, stop_after: int = 1):
+        try:
+            arrived = len(self._incoming.recv(stop_after))
+        except BlockingIOError:
+            arrived = 0
+        yield from range(arrived)
 
 
 class SenderLog:
