@@ -94,14 +94,13 @@ def compose(config: SenderConfig, message: dict) -> tuple[bytes, str]:
     """A claimed message as the bytes to send and its envelope recipient: rendered in its locale, its
     Message-ID on the platform's domain, a digest linked to its project's dashboard, the one-click
     unsubscribe link where it carries a token. Raises what rendering raises."""
-    envelope_from = config.envelope_from
     token = message.get("unsubscribeToken")
     variables = message["variables"]
     if message["template"] == "digest":  # the digest links to its project's dashboard
         variables = {**variables, "runHubUrl": dashboard_link(config.dashboard_url, message["projectId"])}
     email = render_bytes(
         message["template"], message["locale"], variables,
-        message_id=on_domain(message["messageId"], envelope_from.rpartition("@")[2] or "localhost"),
+        message_id=on_domain(message["messageId"], config.envelope_from.rpartition("@")[2] or "localhost"),
         to_email=message["toEmail"], to_name=message.get("toName"),
         from_addr=config.from_addr, from_name=message.get("fromName"), reply_to=message.get("replyTo"),
         unsubscribe_url=config.unsubscribe_url.format(token=token) if token else None)
@@ -120,17 +119,17 @@ class Sender:
         self._wakeup = Wakeup()
         self.metrics = SenderMetrics(config.database_url if config.metrics_port is not None else None)
         own_connection = functools.partial(open_api, config.database_url)
+        new_smtp = functools.partial(SmtpConnection, config.smtp)
         self.local_queue = LocalQueue(self.worker_id, config.batch, config.lease_seconds, own_connection, self.metrics)
         self.metrics.local_queue.set_function(self.local_queue.size)
-        self.relay_gate = RelayGate(self.worker_id, self.local_queue, own_connection,
-                                    functools.partial(SmtpConnection, config.smtp), self.stopping,
+        self.relay_gate = RelayGate(self.worker_id, self.local_queue, own_connection, new_smtp, self.stopping,
                                     self._wakeup.wake, self.metrics, config.relay_probe_max_s)
+        # The recorder lingers for the busy workers' outcomes; the workers record through it.
         self.recorder = Recorder(config.database_url, self.worker_id, self.stopping, lambda: self.workers.busy)
         delivery = Delivery(functools.partial(compose, config), config.envelope_from,
                             RateLimiter(config.rate), RateLimiter(config.project_rate), self.metrics)
-        self.workers = Workers(self.local_queue, self.relay_gate, self.recorder, delivery,
-                               functools.partial(SmtpConnection, config.smtp), self.stopping, self._wakeup.wake,
-                               self.metrics, config.exit_when_idle)
+        self.workers = Workers(self.local_queue, self.relay_gate, self.recorder, delivery, new_smtp, self.stopping,
+                               self._wakeup.wake, self.metrics, config.exit_when_idle)
         self.heartbeat = Heartbeat(self.worker_id, self.local_queue, own_connection, self.stopping,
                                    config.lease_seconds)
         self.loop = Loop(config, self.stopping, self._wakeup, self.local_queue, self.relay_gate,
