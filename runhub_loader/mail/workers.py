@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from .. import logs
 from ..metrics import SenderMetrics
-from .local_queue import LocalQueue
+from .local_queue import TAKE_WAIT_S, LocalQueue
 from .rate_limit import RateLimiter
 from .recorder import Recorder
 from .relay_gate import RelayGate
@@ -124,7 +124,7 @@ class Workers:
             return None
         if not self._relay_gate.is_open():
             if block:
-                self._relay_gate.wait_open(0.5)
+                self._relay_gate.wait_open(TAKE_WAIT_S)
             return None
         message = self._local_queue.take(block)
         if message is not None and self._stopping.is_set():

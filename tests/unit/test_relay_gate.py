@@ -62,7 +62,7 @@ def test_a_failure_while_closed_defers_its_message_and_says_nothing_more(sender)
     gate.message_failed(probe.relay, message(2), DOWN)
     assert [ids for _, ids, _ in api.calls.of("defer_messages")] == [[1], [2]]
     assert len(api.calls.of("release_messages")) == 1 and len(log.events("relay_unreachable")) == 1
-    assert [error for *_, error in api.calls.of("report_relay")][:1] == [str(DOWN)]
+    assert api.calls.of("report_relay") == [("w1", probe.relay, str(DOWN))]
 
 
 def test_the_probe_reopens_the_gate_once_the_relay_answers_and_wakes_the_loop(sender):
