@@ -5,6 +5,7 @@ import contextvars
 import json
 import logging
 import sys
+import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
@@ -22,6 +23,11 @@ def bound(**fields):
         yield
     finally:
         _context.reset(token)
+
+
+def thread(target, name: str) -> threading.Thread:
+    """A daemon thread whose lines carry its starter's bound fields (a sender's worker id)."""
+    return threading.Thread(target=contextvars.copy_context().run, args=(target,), name=name, daemon=True)
 
 
 class JsonFormatter(logging.Formatter):
