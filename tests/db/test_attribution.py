@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from helpers.attribution import attribution_off, credit, explain, outcome, pay, promo_run, recovery_run, sent_hours_ago
 from helpers.db import assert_refused, count_rows, ingest, new_project
-from helpers.workflows import ago, connect, get_run, ready_project
+from helpers.workflows import ago, connect, get_run, ready_shop
 
 
 # -- the plan's checklist -------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_another_projects_run_link_is_ignored_and_the_cart_still_counts(conn):
 
 
 def test_a_run_that_never_mailed_is_no_link(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     ingest(conn, project, {"type": "user_signed_up", "occurredAt": ago(1), "idempotencyKey": "s1",
                            "customer": {"email": "new@shop.example"}})
     conn.execute("SELECT runhub.preview(%s, %s, 'recover_abandoned', '{}')", (project, owner))
@@ -168,7 +168,7 @@ def test_an_address_only_match_counts_only_where_the_project_turns_it_on(conn):
 def test_a_forged_send_is_refused_and_could_never_have_counted(conn):
     """A client cannot ingest a send; and a *_email_sent row that exists anyway (written before the
     refusal, or by hand) is no touch: touches are the outbox's sent mail."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     with pytest.raises(psycopg.Error) as excinfo:
         ingest(conn, project, {"type": "recovery_email_sent", "occurredAt": ago(1), "idempotencyKey": "x",
                                "customer": {"email": "ann@shop.example"}, "amountCents": 4200, "currency": "EUR"})
@@ -230,7 +230,7 @@ def test_the_outcome_is_final_once_the_window_closed_on_a_settled_run(conn):
 
 
 def test_onboarding_has_no_money_outcome(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     ingest(conn, project, {"type": "user_signed_up", "occurredAt": ago(1), "idempotencyKey": "s1",
                            "customer": {"email": "new@shop.example"}})
     conn.execute("SELECT runhub.preview(%s, %s, 'onboard_users', '{}')", (project, owner))

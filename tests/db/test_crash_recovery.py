@@ -14,7 +14,7 @@ import pytest
 
 from helpers.attribution import deliver
 from helpers.db import blocked_by, durable_commits, wait_until
-from helpers.workflows import connect, create_run, preview, process_runs, ready_project, run_row, run_status
+from helpers.workflows import connect, create_run, preview, process_runs, ready_shop, run_row, run_status
 from test_digests import digest_project, run_job, small_batches, yesterday
 
 # Crash tests: fault_cluster, a cluster of their own, crashed under real sessions.
@@ -49,7 +49,7 @@ def test_a_crash_during_an_execution_leaves_the_run_to_be_executed_again(fault_c
     the run is queued as before. A worker that claimed first (claim_runs, committed) and died in
     execute_run leaves a lease: once it lapses the run is claimed again, an attempt spent."""
     durable_commits(fault_conn)
-    project, owner = ready_project(fault_conn)
+    project, owner = ready_shop(fault_conn)
     fault_conn.execute("""SELECT runhub.ingest_event(%s, jsonb_build_object(
                               'type', 'user_signed_up', 'occurredAt', to_char(now() - interval '1 hour', 'YYYY-MM-DD"T"HH24:MI:SSOF'),
                               'idempotencyKey', 'signup-' || g, 'customer', jsonb_build_object('email', 'user' || g || '@example.com')))

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from helpers.attribution import pay, recovery_run
 from helpers.db import assert_refused, blocked_by, ingest, new_project, wait_until
-from helpers.workflows import ago, checkout, connect, ready_project, signup
+from helpers.workflows import ago, checkout, connect, ready_shop, signup
 
 DIGEST_ON = {"dailyDigestEnabled": True, "dailyDigestHour": 9, "dailyDigestRecipient": "Owner@Shop.example"}
 
@@ -177,7 +177,7 @@ def test_the_recommended_action_and_the_proof_point(conn):
 def test_the_recommendation_prefers_people_waiting_to_a_promotion(conn):
     """Recovery first (money now), then onboarding (people waiting), then a promotion: with every
     abandoned checkout converted, the new sign-up is recommended although a promotion reaches more."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     cart = checkout(conn, project, "ann@shop.example", hours=2)
     ingest(conn, project, {"type": "payment_succeeded", "occurredAt": ago(1), "idempotencyKey": uuid.uuid4().hex,
                            "customer": {"email": "ann@shop.example"}, "amountCents": 4200, "currency": "EUR",

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from psycopg.types.json import Jsonb
 
 from helpers.db import assert_refused, ingest
-from helpers.workflows import PROMO, ago, add_member, checkout, create_run, preview, process_runs, ready_project
+from helpers.workflows import PROMO, ago, add_member, checkout, create_run, preview, process_runs, ready_shop
 from runhub_loader.constants import ACTION_IDS
 from test_workflows_consistency import BUSY_SHOP, EXCLUSIONS, _build, _model, history_st
 
@@ -57,7 +57,7 @@ def test_explain_agrees_with_preview_for_every_customer(conn, hist):
 
 def test_an_excluded_customer_is_told_why_with_the_value_that_decided(conn):
     """Mailed by a recovery an hour ago: the frequency cap names the action, when, and the cap."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkout(conn, project, "ann@example.com", hours=2, cart="cart-1")
     checkout(conn, project, "bob@example.com", hours=3, cart="cart-2")
     preview(conn, project, owner, "recover_abandoned")
@@ -75,7 +75,7 @@ def test_an_excluded_customer_is_told_why_with_the_value_that_decided(conn):
 
 
 def test_it_answers_in_the_projects_language(conn):
-    project, owner = ready_project(conn, locale="de")
+    project, owner = ready_shop(conn, locale="de")
     ingest(conn, project, {"type": "user_signed_up", "occurredAt": ago(2), "idempotencyKey": "s1",
                            "customer": {"email": "neu@example.com"}})
     x = explain(conn, project, owner, "onboard_users", "neu@example.com")
@@ -91,7 +91,7 @@ def test_it_answers_in_the_projects_language(conn):
 
 
 def test_only_an_admin_may_ask_and_bad_input_is_refused(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     member = add_member(conn, project, owner, "member")
     with pytest.raises(psycopg.Error) as excinfo:
         explain(conn, project, member, "send_promo", "a@example.com", PROMO)

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from helpers.attribution import deliver, sent_hours_ago
 from helpers.db import assert_refused
 from helpers.workflows import (PROMO, SETTINGS, checkouts, create_run, get_run, preview, process_runs,
-                               ready_project, signup)
+                               ready_shop, signup)
 
 RECOVER = "recover_abandoned"
 
@@ -22,7 +22,7 @@ RECOVER = "recover_abandoned"
 def held_out_project(conn, percent: int | None):
     """A project ready for actions, holding out percent (None: the default)."""
     settings = {k: v for k, v in SETTINGS.items() if k != "holdoutPercent"}
-    return ready_project(conn, settings=settings | ({} if percent is None else {"holdoutPercent": percent}))
+    return ready_shop(conn, settings=settings | ({} if percent is None else {"holdoutPercent": percent}))
 
 
 def recipients_by_status(conn, run) -> dict[str, set[str]]:

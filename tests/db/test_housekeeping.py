@@ -10,13 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from helpers.attribution import deliver, sent_hours_ago
-from helpers.workflows import create_run, preview, process_runs, ready_project, signup
+from helpers.workflows import create_run, preview, process_runs, ready_shop, signup
 from runhub_loader.cli import main as cli
 from runhub_loader.db.deploy import deploy
 
 
 def _run_with_mail(conn, n: int, key: str):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     for i in range(n):
         signup(conn, project, f"{key}{i}@example.com")
     preview(conn, project, owner, "onboard_users")

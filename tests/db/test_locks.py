@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from helpers.workflows import checkouts, create_run, preview, ready_project
+from helpers.workflows import checkouts, create_run, preview, ready_shop
 
 ROLES = ["runhub_reader", "runhub_app", "runhub_ingest", "runhub_sender"]
 # Every advisory lock key runhub ever took, and the project-less family a guess would try.
@@ -25,7 +25,7 @@ def _attacker(login_as, role):
 
 def _queued_run_and_due_digest(conn):
     """A project with a run queued, and digests on and due."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 2)
     preview(conn, project, owner, "recover_abandoned")
     run = create_run(conn, project, owner, "recover_abandoned", "k")["runId"]

@@ -16,7 +16,7 @@ from hypothesis import event as note_outcome
 
 from helpers.addresses import GOOD, INJECTING_NAME, PROPERTY, RENDER_FAILURES, STRICT, candidates
 from helpers.db import assert_refused, count_rows, event, ingest, new_project
-from helpers.workflows import ago, create_run, preview, process_runs, ready_project
+from helpers.workflows import ago, create_run, preview, process_runs, ready_shop
 from plpython import addresses
 from runhub_loader.mail.render import envelope_address, render_bytes
 
@@ -188,7 +188,7 @@ def test_sql_agrees_with_the_grammar(conn, project, address):
 def test_an_ingested_customer_is_mailed_at_the_address_and_under_the_name_given(conn):
     """From ingest to the wire, as the sender does it: an internationalized address and a name that
     looks like an encoded word (names are not refused: a person may be called anything)."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     ingest(conn, project, {"type": "user_signed_up", "occurredAt": ago(1), "idempotencyKey": uuid.uuid4().hex,
                            "customer": {"email": " Ann@Bücher.de ", "name": INJECTING_NAME}})
     assert preview(conn, project, owner, "onboard_users")["count"] == 1

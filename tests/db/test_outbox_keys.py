@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 
 from helpers.attribution import credit, deliver, pay
 from helpers.files import older_checkout
-from helpers.workflows import checkout, create_run, preview, process_runs, ready_project
+from helpers.workflows import checkout, create_run, preview, process_runs, ready_shop
 from runhub_loader.db.deploy import DeployError, deploy
 
 # The last commit before migration 0026: the outbox had ids of its own.
@@ -20,7 +20,7 @@ BEFORE_0026 = "6777321"
 
 def recovery(conn, carts: int):
     """A recovery run to `carts` customers, executed (its messages queued); returns (project, owner, run)."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     for i in range(carts):
         checkout(conn, project, f"c{i}@shop.example", hours=2, cart=f"cart-{i}", amount=1000 + i)
     preview(conn, project, owner, "recover_abandoned")
@@ -51,7 +51,7 @@ def test_an_upgraded_outbox_is_keyed_by_recipient_and_its_references_follow(fres
         project, owner, sent_run = recovery(conn, carts=3)
         delivered = deliver(conn, sent_run)
         payment = pay(conn, project, "c1@shop.example", cart="cart-1", amount=1001, hours_ago=0)
-        digest_project, _ = ready_project(conn)
+        digest_project, _ = ready_shop(conn)
         digest = queue_digest(conn, digest_project)  # the outbox's own ids now run ahead of the recipients'
         _, _, queued_run = recovery(conn, carts=4)  # its messages stay queued
         before = by_message_id(conn)

@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 from helpers.attribution import deliver, outcome, pay, sent_hours_ago
 from helpers.db import event, ingest, new_project, reset_clock, set_clock
 from helpers.workflows import (add_member, ago, attempt, checkout, checkouts, connect, create_run, get_run, preview,
-                               process_runs, race, ready_project)
+                               process_runs, race, ready_shop)
 from runhub_loader import cli
 from runhub_loader.proxy import queries as proxy_queries
 from runhub_loader.proxy.deploy import ANY_PARTITION, ApiFunction, ProxyError
@@ -211,7 +211,7 @@ def test_concurrent_idempotent_ingest_through_the_proxy_stores_each_event_once(s
 
 def test_the_create_run_rate_limit_holds_through_the_proxy(sharded, proxy_login):
     with connect(proxy_login("app")) as app, connect(proxy_login("ingest")) as hook:
-        project, owner = ready_project(app)
+        project, owner = ready_shop(app)
         checkouts(hook, project, 2, hours=2)
         preview(app, project, owner, "recover_abandoned")
         with sharded.shard(sharded.partition_of(project)) as shard:
@@ -227,7 +227,7 @@ def test_the_create_run_rate_limit_holds_through_the_proxy(sharded, proxy_login)
 
 def test_attribution_through_the_proxy_credits_the_run_on_its_shard(sharded, proxy_login):
     with connect(proxy_login("app")) as app, connect(proxy_login("ingest")) as hook:
-        project, owner = ready_project(app)
+        project, owner = ready_shop(app)
         checkout(hook, project, "buyer@example.com", hours=2, cart="cart-7", amount=1800)
         preview(app, project, owner, "recover_abandoned")
         run = create_run(app, project, owner, "recover_abandoned", "attr-1")["runId"]
@@ -242,7 +242,7 @@ def test_attribution_through_the_proxy_credits_the_run_on_its_shard(sharded, pro
 
 def test_a_digest_is_made_on_the_shard_that_owns_the_project(sharded, proxy_login):
     with connect(proxy_login("app")) as app:
-        project, owner = ready_project(app)
+        project, owner = ready_shop(app)
         got = app.execute("SELECT runhub.update_project_settings(%s, %s, %s)", (project, owner, Jsonb(
             {"dailyDigestEnabled": True, "dailyDigestRecipient": "owner@shop.example"}))).fetchone()[0]
         assert got["dailyDigestEnabled"] and got["dailyDigestNextAt"]

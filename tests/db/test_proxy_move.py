@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from helpers.attribution import outcome, pay, recovery_run
 from helpers.db import blocked_by, event, ingest, new_project, wait_until
-from helpers.workflows import attempt, connect, ready_project
+from helpers.workflows import attempt, connect, ready_shop
 from runhub_loader import cli
 from runhub_loader.proxy import move as mover
 from runhub_loader.proxy.deploy import add_shard, deploy_proxy
@@ -100,7 +100,7 @@ def test_a_shop_moves_across_clusters_under_continuous_ingest_with_no_event_lost
 
 def test_a_shop_with_its_history_moves_whole_and_answers_the_same(sharded, proxy_login):
     with connect(proxy_login("app")) as app, connect(proxy_login("ingest")) as hook:
-        project, owner = ready_project(app)
+        project, owner = ready_shop(app)
         source = sharded.partition_of(project)
         with sharded.shard(source) as shard:
             _, _, run = recovery_run(shard, {"ann@example.com": ("cart-1", 2500), "bob@example.com": ("cart-2", 900)},
@@ -132,7 +132,7 @@ def test_a_shop_with_its_history_moves_whole_and_answers_the_same(sharded, proxy
 
 def test_a_message_being_sent_holds_the_move_until_it_is_recorded(sharded, proxy_login):
     with connect(proxy_login("app")) as app, connect(proxy_login("ingest")) as hook:
-        project, owner = ready_project(app)
+        project, owner = ready_shop(app)
         for email in ("a@example.com", "b@example.com"):
             ingest(hook, project, event(kind="lead_created", at=_hours_ago(3), customer={"email": email}))
         app.execute("SELECT runhub.preview(%s, %s, 'send_promo', %s)",

@@ -12,7 +12,7 @@ from aiosmtpd.controller import Controller
 
 from helpers.db import wait_until
 from helpers.smtp import RefusingRelay, Sink
-from helpers.workflows import checkouts, create_run, preview, process_runs, ready_project, run_status, signup
+from helpers.workflows import checkouts, create_run, preview, process_runs, ready_shop, run_status, signup
 from runhub_loader import logs
 from runhub_loader.db.embedded import free_port
 from runhub_loader.db.status import collect, render
@@ -31,7 +31,7 @@ def test_a_relay_down_longer_than_the_retry_schedule_fails_nothing_and_stale_mai
     message failed or charged for the outage, the recovery mail cancelled as expired (its run's
     result says so), and the outage logged once each way and shown by `runhub status`."""
     logs.setup("text")
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     for i in range(5):
         signup(conn, project, f"new{i}@example.com")
     preview(conn, project, owner, "onboard_users")

@@ -8,11 +8,11 @@ import uuid
 
 import psycopg
 
-from helpers.workflows import checkout, create_run, preview, process_runs, ready_project, run_status
+from helpers.workflows import checkout, create_run, preview, process_runs, ready_shop, run_status
 
 
 def executed_recovery(conn, carts: int):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     for i in range(carts):
         checkout(conn, project, f"c{i}@shop.example", hours=2, cart=f"cart-{i}")
     preview(conn, project, owner, "recover_abandoned")

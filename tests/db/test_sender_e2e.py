@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from helpers.db import wait_until
 from helpers.mail import stored_message_id
-from helpers.workflows import create_run, preview, process_runs, ready_project, run_status, signup
+from helpers.workflows import create_run, preview, process_runs, ready_shop, run_status, signup
 from runhub_loader import logs
 from runhub_loader.db.embedded import free_port
 from runhub_loader.mail.daemon import Sender, SenderConfig
@@ -84,7 +84,7 @@ def run_sender(db_url):
 
 
 def onboarding_run(conn, emails):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     for address in emails:
         signup(conn, project, address)
     shown = preview(conn, project, owner, "onboard_users")

@@ -35,7 +35,7 @@ import pytest
 
 from helpers.db import durable_commits, wait_until
 from helpers.fault_sink import backends, onboarding_run, outbox_status, running_sink, seed_signups
-from helpers.workflows import connect, create_run, preview, ready_project, run_status
+from helpers.workflows import connect, create_run, preview, ready_shop, run_status
 
 # Fault tests: sender subprocesses killed, stopped, paused; fault_cluster restarted.
 pytestmark = pytest.mark.slow
@@ -252,7 +252,7 @@ def test_the_sender_reconnects_after_a_database_restart_and_hears_new_runs(fault
     arrive within 45 s of the restart's start, which only the re-established LISTEN can explain (the
     next poll is due 60 s after the reconnection at the earliest, and that follows the restart)."""
     with connect(fault_db_url) as conn:
-        project, owner = ready_project(conn)
+        project, owner = ready_shop(conn)
         emails = seed_signups(conn, project, "restart", 3)
         booted = conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0]
     proc = senders(fault_db_url, sink.port, poll_seconds=POLL_SECONDS, name="restart")

@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 from psycopg.types.json import Jsonb
 
 from helpers.db import assert_refused, event, new_project, wait_until
-from helpers.workflows import ago, create_run, clock_minute, preview, process_runs, ready_project, run_status, signup
+from helpers.workflows import ago, create_run, clock_minute, preview, process_runs, ready_shop, run_status, signup
 from runhub_loader import logs
 from runhub_loader.db.embedded import free_port
 from runhub_loader.mail.daemon import Sender, SenderConfig
@@ -190,7 +190,7 @@ def test_a_huge_value_is_echoed_cut_to_200_characters(app, shops):
 @pytest.mark.parametrize("at", ["infinity", "-infinity", "294276-12-31 23:59:59+00", "1999-12-31 23:59:59+00",
                                 "2999-01-01 00:00:00+00"])
 def test_create_run_refuses_an_implausible_client_time(conn, app, at):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     before = conn.execute("SELECT count(*) FROM runhub.workflow_runs").fetchone()[0]
     detail = refused(app, "SELECT runhub.create_run(%s, %s, 'onboard_users', 'k', '{}', %s::timestamptz)",
                      (project, owner, at), "PT400", "workflows.invalidParams")
@@ -199,7 +199,7 @@ def test_create_run_refuses_an_implausible_client_time(conn, app, at):
 
 
 def test_create_run_keeps_a_plausible_client_time(conn, app):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     conn.execute("SELECT runhub.ingest_event(%s, %s)",
                  (project, Jsonb(event("user_signed_up", at=ago(1), customer={"email": "s@shop.example"}))))
     preview(app, project, owner, "onboard_users")
@@ -214,7 +214,7 @@ def test_a_client_cannot_move_runhubs_clock_past_the_rate_limit(conn, app, db_cl
     """The create_run rate limit counts per minute of runhub's clock (runhub._now()), whose shift is a
     row only the owner and superusers may change: no privilege on it, no function to call, and no
     setting a session could SET. The 11th call of a minute stays refused whatever the client tries."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     signup(conn, project, "new@example.com")
     preview(app, project, owner, "onboard_users")
     minute = db_clock(0)

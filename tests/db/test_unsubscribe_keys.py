@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from helpers.db import assert_refused, new_project
 from helpers.files import older_checkout
 from helpers.tokens import legacy_v1_token, single_edits
-from helpers.workflows import create_run, preview, process_runs, ready_project, signup
+from helpers.workflows import create_run, preview, process_runs, ready_shop, signup
 from runhub_loader.cli import main as cli
 from runhub_loader.db.deploy import deploy
 
@@ -104,7 +104,7 @@ def test_no_runhub_role_may_rotate(conn, login_as, role):
 
 
 def test_a_claim_after_rotation_hands_out_links_under_the_new_key(conn, db_url):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     signup(conn, project, "dan@example.com")
     assert preview(conn, project, owner, "onboard_users")["count"] == 1
     create_run(conn, project, owner, "onboard_users", "k")

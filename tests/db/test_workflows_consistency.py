@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from helpers.db import assert_refused, ingest
-from helpers.workflows import (PROMO, SETTINGS, ago, checkout, create_run, outbox, preview, process_runs, ready_project,
+from helpers.workflows import (PROMO, SETTINGS, ago, checkout, create_run, outbox, preview, process_runs, ready_shop,
                                recipients, runs_of)
 from runhub_loader.constants import ACTION_IDS
 
@@ -107,7 +107,7 @@ def _build(conn, hist) -> World:
     settings_ = dict(SETTINGS, shopUrl=hist["shop"])
     if hist["cap"] is not None:
         settings_["frequencyCapHours"] = hist["cap"]
-    project, owner = ready_project(conn, settings=settings_)
+    project, owner = ready_shop(conn, settings=settings_)
     w = World(project, owner, 16 if hist["cap"] is None else hist["cap"], hist["shop"])
     base = dt.datetime.now(dt.timezone.utc)
     mailed = []
@@ -348,7 +348,7 @@ def test_preview_is_what_execution_writes(conn, hist):
                                        ("https://shop.example/", "https://shop.example"),
                                        ("http://shop.example:8080/store/", "http://shop.example:8080/store")])
 def test_recovery_link_is_shop_checkout_with_run_and_cart(conn, shop, base):
-    project, owner = ready_project(conn, settings=dict(SETTINGS, shopUrl=shop))
+    project, owner = ready_shop(conn, settings=dict(SETTINGS, shopUrl=shop))
     checkout(conn, project, "ann@ex.com", cart="cart-123")
     checkout(conn, project, "bob@ex.com", cart="basket-9", correlation="corr-9")
     ingest(conn, project, {"type": "checkout_started", "occurredAt": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -366,7 +366,7 @@ def test_recovery_link_is_shop_checkout_with_run_and_cart(conn, shop, base):
 @pytest.mark.parametrize("cart", ["a&b=c", "50%off", "x#y", "a+b", "a b", "a/b?c"])
 def test_recovery_link_carries_any_cart_id_intact(conn, cart):
     """The shop reads the cart back from the link's query string: it must decode to the same id."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkout(conn, project, "ann@ex.com", cart=cart, correlation="corr-1")
     preview(conn, project, owner, "recover_abandoned")
     run = create_run(conn, project, owner, "recover_abandoned", "k")["runId"]
@@ -381,7 +381,7 @@ def test_recovery_link_carries_any_cart_id_intact(conn, cart):
 # -- execution reads fresh data ----------------------------------------------------------------
 
 def test_an_address_suppressed_after_the_preview_gets_nothing_and_later_suppression_cancels(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     for email in ("ann@ex.com", "bob@ex.com", "cy@ex.com"):
         checkout(conn, project, email)
     assert preview(conn, project, owner, "recover_abandoned")["count"] == 3
@@ -391,7 +391,7 @@ def test_an_address_suppressed_after_the_preview_gets_nothing_and_later_suppress
     assert [r[0] for r in recipients(conn, run)] == ["ann@ex.com", "cy@ex.com"]
 
     # Suppressed once written: the queued message and its recipient are cancelled, nobody else's.
-    other, other_owner = ready_project(conn)
+    other, other_owner = ready_shop(conn)
     checkout(conn, other, "ann@ex.com")
     preview(conn, other, other_owner, "recover_abandoned")
     other_run = create_run(conn, other, other_owner, "recover_abandoned", "k")["runId"]
@@ -414,7 +414,7 @@ def test_the_sample_of_a_big_audience_is_its_first_five_in_email_order(conn, rec
     """600 customers (more than the sample's first window of 256): those seen this week make
     send_promo recent_7d's audience; one of them suppressed. The sample is the first five included
     in e-mail order, as a plain read of the builder says."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     emails = [f"a{i:03d}@ex.com" for i in range(600)]
     events = [{"type": "lead_created", "occurredAt": ago(24 * (1 if i in recent else 40)),
                "idempotencyKey": f"lead-{i}", "customer": {"email": e}} for i, e in enumerate(emails)]

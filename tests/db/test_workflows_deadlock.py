@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from helpers.db import blocked_by, wait_until
-from helpers.workflows import checkouts, connect, create_run, preview, process_runs, ready_project, run_row, signup
+from helpers.workflows import checkouts, connect, create_run, preview, process_runs, ready_shop, run_row, signup
 
 # Deadlock races between real concurrent sessions.
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ RECOVER, ONBOARD = "recover_abandoned", "onboard_users"
 
 def _project_with_runs(conn, shoppers: int, newcomers: int, prefix: str):
     """A project with a queued recovery run (shoppers) and a queued onboarding run (newcomers)."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, shoppers, prefix=prefix)
     for i in range(newcomers):
         signup(conn, project, f"{prefix}-new{i}@ex.com")

@@ -12,14 +12,14 @@ import pytest
 
 from helpers.db import DEADLINE_SECONDS, assert_refused, blocked_by, wait_until
 from helpers.workflows import (attempt, checkouts, connect, create_run, get_run, outbox, preview, process_runs,
-                               ready_project, recipients, run_row, signup)
+                               ready_shop, recipients, run_row, signup)
 
 RECOVER = "recover_abandoned"
 
 
 def _queued_run(conn, n=3, prefix="c"):
     """(project, owner, run): a queued recover_abandoned run for n customers."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, n, prefix=prefix)
     preview(conn, project, owner, RECOVER)
     return project, owner, create_run(conn, project, owner, RECOVER, "k")["runId"]
@@ -179,7 +179,7 @@ def test_executions_in_one_project_are_serialized_so_the_frequency_cap_holds(db_
     """Two workers execute two actions of one project at once: the second waits for the first
     (the project's execution lock), then sees its recipients and caps the shared customers."""
     _, b = workers
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     shared = checkouts(conn, project, 3, prefix="both", hours=2)
     for email in shared + ["signup-only@ex.com"]:
         signup(conn, project, email, hours=1)  # signed up after their checkout: nothing since
@@ -209,7 +209,7 @@ def test_executions_in_one_project_are_serialized_so_the_frequency_cap_holds(db_
 def _twenty_queued_runs(conn):
     runs = []
     for i in range(20):
-        project, owner = ready_project(conn)
+        project, owner = ready_shop(conn)
         checkouts(conn, project, 2, prefix=f"p{i}-")
         preview(conn, project, owner, RECOVER)
         runs.append(create_run(conn, project, owner, RECOVER, "k")["runId"])

@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 
 from helpers.db import DEADLINE_SECONDS, assert_refused, blocked_by, ingest, set_clock, wait_until
 from helpers.workflows import (PROMO, SETTINGS, add_member, ago, attempt, checkout, checkouts, connect, create_run,
-                               clock_minute, get_run, outbox, preview, process_runs, race, ready_project, recipients,
+                               clock_minute, get_run, outbox, preview, process_runs, race, ready_shop, recipients,
                                run_row, runs_of, signup, snapshot)
 
 RECOVER = "recover_abandoned"
@@ -21,7 +21,7 @@ RECOVER = "recover_abandoned"
 
 def _recover_ready(conn, n=3):
     """A project whose owner has previewed recover_abandoned for n fresh checkouts."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, n)
     p = preview(conn, project, owner, RECOVER)
     assert p["count"] == n and "blocked" not in p, p
@@ -72,7 +72,7 @@ def test_replay_is_answered_before_the_cooldown_and_preview_rules(conn):
 
 
 def test_replay_with_other_params_is_refused_and_equal_params_with_defaults_are_a_replay(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 2)
     preview(conn, project, owner, "send_promo", PROMO)
     run = create_run(conn, project, owner, "send_promo", "promo-1", PROMO)["runId"]
@@ -148,7 +148,7 @@ def test_rate_limit_is_exact_under_30_concurrent_calls(conn, open_sessions, db_c
 def test_refused_calls_are_not_counted(conn, db_clock):
     """A refused call rolls back whole, its count with it: twenty calls refused by another rule leave
     the project its ten; the 11th that returns is the one rate limited, and writes nothing."""
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 2)
     minute = db_clock(0)
     refusals = []
@@ -169,7 +169,7 @@ def test_refused_calls_are_not_counted(conn, db_clock):
 
 
 def test_calls_that_return_count_and_the_11th_replay_is_limited(conn, db_clock):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 2)
     minute = db_clock(0)
     outcomes = [attempt(create_run, conn, project, owner, RECOVER, "")[2],                    # bad key
@@ -254,7 +254,7 @@ PREVIEW_MISMATCHES = {
 
 @pytest.mark.parametrize("case", sorted(PREVIEW_MISMATCHES))
 def test_trigger_time_preview_required(conn, case):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 2)
     signup(conn, project, "s@ex.com")
     other_owner = add_member(conn, project, owner, "owner")
@@ -270,7 +270,7 @@ def test_trigger_time_preview_required(conn, case):
 
 
 def test_trigger_time_preview_accepted_by_id_with_defaults_and_when_recent(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 2)
     p = preview(conn, project, owner, "send_promo", PROMO)
     conn.execute("UPDATE runhub.previews SET created_at = now() - interval '14 minutes'")
@@ -281,7 +281,7 @@ def test_trigger_time_preview_accepted_by_id_with_defaults_and_when_recent(conn)
 
 
 def test_trigger_time_no_recipients_is_decided_on_the_previews_count(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkout(conn, project, "old@ex.com", hours=30)  # outside the 24 h window: prerequisite met, nobody to mail
     p = preview(conn, project, owner, RECOVER)
     assert p["count"] == 0 and p["sample"] == []
@@ -301,7 +301,7 @@ def test_trigger_time_no_recipients_is_decided_on_the_previews_count(conn):
 
 def test_trigger_time_too_many_recipients_is_decided_on_the_previews_count(conn):
     conn.execute("""UPDATE runhub.actions SET policy = policy || '{"maxRecipients": 2}' WHERE id = %s""", (RECOVER,))
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 3)
     p = preview(conn, project, owner, RECOVER)
     assert p["count"] == 3
@@ -316,7 +316,7 @@ def test_trigger_time_too_many_recipients_is_decided_on_the_previews_count(conn)
 
 def test_preview_warns_from_the_threshold_without_blocking(conn):
     conn.execute("""UPDATE runhub.actions SET policy = policy || '{"warnAtRecipients": 3}' WHERE id = %s""", (RECOVER,))
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 2)
     assert preview(conn, project, owner, RECOVER)["warnings"] == []
     checkouts(conn, project, 1, prefix="third")
@@ -329,7 +329,7 @@ def test_preview_warns_from_the_threshold_without_blocking(conn):
 def test_execution_time_recipients_grew_past_the_maximum_after_the_preview(conn):
     conn.execute("UPDATE runhub.actions SET policy = jsonb_set(policy, '{maxRecipients}', '5') WHERE id = %s",
                  (RECOVER,))
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 5)
     p = preview(conn, project, owner, RECOVER)
     assert p["count"] == 5 and "blocked" not in p
@@ -347,7 +347,7 @@ def test_execution_time_recipients_grew_past_the_maximum_after_the_preview(conn)
 
 
 def test_execution_time_audience_emptied_after_the_preview(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     cart = checkout(conn, project, "ann@ex.com", hours=2)
     assert preview(conn, project, owner, RECOVER)["count"] == 1
     run = create_run(conn, project, owner, RECOVER, "k")["runId"]
@@ -358,7 +358,7 @@ def test_execution_time_audience_emptied_after_the_preview(conn):
 
 
 def test_execution_time_owner_demoted_after_create_run(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 2)
     other_owner = add_member(conn, project, owner, "owner")  # someone else keeps the project owned
     preview(conn, project, owner, "send_promo", PROMO)
@@ -370,7 +370,7 @@ def test_execution_time_owner_demoted_after_create_run(conn):
 
 
 def test_execution_time_admin_demoted_to_member_after_create_run(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 2)
     admin = add_member(conn, project, owner, "admin")
     preview(conn, project, admin, RECOVER)
@@ -381,7 +381,7 @@ def test_execution_time_admin_demoted_to_member_after_create_run(conn):
 
 
 def test_execution_time_actor_removed_after_create_run(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 2)
     admin = add_member(conn, project, owner, "admin")
     preview(conn, project, admin, RECOVER)
@@ -405,7 +405,7 @@ def test_execution_never_writes_a_recovery_message_without_its_link(conn):
 
 
 def test_execution_time_actor_promoted_still_runs(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 2)
     admin = add_member(conn, project, owner, "admin")
     preview(conn, project, admin, RECOVER)
@@ -418,7 +418,7 @@ def test_execution_time_actor_promoted_still_runs(conn):
 # -- (e) every refusal: its SQLSTATE, its i18n key, and nothing written ------------------------
 
 def _world(conn):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     checkouts(conn, project, 3)
     signup(conn, project, "s@ex.com")
     return {"project": project, "owner": owner, "admin": add_member(conn, project, owner, "admin"),
@@ -427,7 +427,7 @@ def _world(conn):
 
 def _bare(conn, settings, events=()):
     """A project with these settings and events only."""
-    project, owner = ready_project(conn, settings=settings)
+    project, owner = ready_shop(conn, settings=settings)
     for body in events:
         ingest(conn, project, body)
     return {"project": project, "owner": owner}

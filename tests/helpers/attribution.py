@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from runhub_loader.db.api import Api
 
 from helpers.db import ingest
-from helpers.workflows import PROMO, ago, checkout, create_run, preview, process_runs, ready_project
+from helpers.workflows import PROMO, ago, checkout, create_run, preview, process_runs, ready_shop
 
 
 def deliver(conn, run, worker="w-test") -> list[int]:
@@ -35,7 +35,7 @@ def sent_hours_ago(conn, run, hours: float, email: str | None = None) -> None:
 def recovery_run(conn, carts: dict[str, tuple[str, int]], project=None, owner=None, key=None, hours_ago=1.0):
     """A recovery run to {email: (cart, amountCents)}, its mail sent `hours_ago`; returns (project, owner, run)."""
     if project is None:
-        project, owner = ready_project(conn)
+        project, owner = ready_shop(conn)
     for email, (cart, amount) in carts.items():
         checkout(conn, project, email, hours=2, cart=cart, amount=amount)
     preview(conn, project, owner, "recover_abandoned")
@@ -49,7 +49,7 @@ def recovery_run(conn, carts: dict[str, tuple[str, int]], project=None, owner=No
 def promo_run(conn, emails: list[str], project=None, owner=None, hours_ago=1.0):
     """A promotion to customers seen lately, sent `hours_ago`; returns (project, owner, run)."""
     if project is None:
-        project, owner = ready_project(conn)
+        project, owner = ready_shop(conn)
     for email in emails:
         ingest(conn, project, {"type": "lead_created", "occurredAt": ago(3), "idempotencyKey": uuid.uuid4().hex,
                                "customer": {"email": email}})

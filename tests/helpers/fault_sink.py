@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
 from helpers.mail import stored_message_id
-from helpers.workflows import create_run, preview, ready_project
+from helpers.workflows import create_run, preview, ready_shop
 from runhub_loader.db.api import Api
 from runhub_loader.db.embedded import free_port
 from runhub_loader.mail.sink import ehlo_responses
@@ -149,7 +149,7 @@ def seed_signups(conn, project, prefix: str, n: int) -> list[str]:
 
 
 def onboarding_run(conn, prefix: str, n: int):
-    project, owner = ready_project(conn)
+    project, owner = ready_shop(conn)
     emails = seed_signups(conn, project, prefix, n)
     shown = preview(conn, project, owner, "onboard_users")
     assert shown["count"] == n, shown

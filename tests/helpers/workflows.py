@@ -29,8 +29,9 @@ def connect(db_url, autocommit=True):
 
 # -- projects and events -----------------------------------------------------------------------
 
-def ready_project(conn, settings=None, **kwargs):
-    """A project with the settings every action needs (or the given ones); returns (project, owner)."""
+def ready_shop(conn, settings=None, **kwargs):
+    """A shop ready for every action, as pgTAP's pg_temp.ready_shop: a project with the settings every
+    action needs (or the given ones); returns (project, owner)."""
     project, owner = new_project(conn, **kwargs)
     Api(conn).update_project_settings(project, owner, SETTINGS if settings is None else settings)
     return project, owner

@@ -27,12 +27,10 @@ RETURNS uuid LANGUAGE plpgsql
 AS $$
 DECLARE
     c_owner   CONSTANT uuid := 'eeeeeeee-0000-4000-8000-000000000001';
-    v_project uuid := runhub.create_project(p_name, c_owner, 'UTC', 'EUR', 'de');
+    v_project uuid := pg_temp.ready_shop(p_name, c_owner, 'de');
     v_run     uuid;
     v_person  jsonb;
 BEGIN
-    PERFORM runhub.update_project_settings(v_project, c_owner,
-        '{"integrations": ["payments", "email"], "shopUrl": "https://shop.example/", "holdoutPercent": 0}');
     FOR v_person IN SELECT * FROM jsonb_array_elements(p_people) LOOP
         PERFORM runhub.ingest_event(v_project, jsonb_build_object(
             'type', 'checkout_started', 'idempotencyKey', 'checkout:' || (v_person ->> 'email'),
