@@ -26,6 +26,7 @@ AS $body$ SELECT $constants$
     "maxKeyLength": 255,
     "maxCustomerNameLength": 200,
     "maxLocaleLength": 35,
+    "maxAddressInputLength": 1000,
     "maxAmountCents": 9007199254740991,
     "maxIngestBatch": 5000,
     "maxIngestBatchBytes": 33554432,

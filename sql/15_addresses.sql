@@ -30,5 +30,5 @@ AS $$
                 WHEN runhub._is_plain_address(t.address) THEN t.address
                 ELSE runhub._mailbox(t.address) END
       FROM (SELECT pg_catalog.lower(runhub._trim(p_text) COLLATE "C") AS address
-             WHERE pg_catalog.length(p_text) <= 1000) t
+             WHERE pg_catalog.length(p_text) <= runhub._constant('maxAddressInputLength')) t
 $$;

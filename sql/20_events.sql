@@ -241,8 +241,8 @@ RETURNS text
 LANGUAGE sql VOLATILE
 AS $$
     SELECT CASE WHEN p_value IS NULL OR p_value = 'null' THEN NULL
-                ELSE coalesce(runhub._address(runhub._event_text(p_value, 1000)),
-                              runhub._refuse_text(p_value, 'customer.email', 1000,
+                ELSE coalesce(runhub._address(runhub._event_text(p_value, runhub._constant('maxAddressInputLength'))),
+                              runhub._refuse_text(p_value, 'customer.email', runhub._constant('maxAddressInputLength'),
                                   'is not a deliverable e-mail address (ASCII local part, host name, at most 254 characters)')) END
 $$;
 

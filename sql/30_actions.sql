@@ -134,6 +134,18 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT s.value FROM runhub.secrets s WHERE s.name = 'holdout' $$;
 
+-- Since when a customer must have been seen to be in send_promo's segmentation (recent_7d,
+-- recent_30d, or all): the one definition, for the recipient builder, explain_recipient and the
+-- hasRecipients prerequisite. No SET clause: inlined where it is used.
+CREATE OR REPLACE FUNCTION runhub._segment_since(p_segmentation text, p_at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE p_segmentation WHEN 'recent_7d' THEN p_at - interval '7 days'
+                               WHEN 'recent_30d' THEN p_at - interval '30 days'
+                               ELSE '-infinity' END
+$$;
+
 -- Each prerequisite of an action (its registry `requires`) with whether the project meets it, in
 -- the registry's order: the one definition, for the preview's checks (_requirements) and the
 -- digest's whole batch of projects at once. No SET clause, so that it inlines into the calling
@@ -151,7 +163,7 @@ AS $$
                  LIMIT coalesce((x.r ->> 'minCount')::int, 1)) n) >= coalesce((x.r ->> 'minCount')::int, 1)
         WHEN 'hasRecipients' THEN EXISTS (
                 SELECT 1 FROM runhub.customers c
-                 WHERE c.project_id = p_project AND c.last_seen_at > now() - interval '30 days')
+                 WHERE c.project_id = p_project AND c.last_seen_at > runhub._segment_since('recent_30d', now()))
         ELSE false END
       FROM jsonb_array_elements(p_requires) WITH ORDINALITY AS x(r, ord)
 $$;

@@ -29,10 +29,7 @@ AS $$
     SELECT c.email, c.name, c.locale, NULL, NULL, NULL, NULL, c.last_seen_at
       FROM runhub.customers c
      WHERE p_action = 'send_promo' AND c.project_id = p_project
-       AND c.last_seen_at > CASE p_params ->> 'segmentation'
-                                WHEN 'recent_7d' THEN p_at - interval '7 days'
-                                WHEN 'recent_30d' THEN p_at - interval '30 days'
-                                ELSE '-infinity' END
+       AND c.last_seen_at > runhub._segment_since(p_params ->> 'segmentation', p_at)
     UNION ALL
     -- onboard_users: sign-ups in the window with nothing else from them since.
     SELECT c.email, c.name, c.locale, NULL, NULL, NULL, NULL, c.signed_up_at

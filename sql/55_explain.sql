@@ -42,8 +42,7 @@ BEGIN
                                   'value', jsonb_build_object('checkoutAt', runhub._iso(v_event.occurred_at)),
                                   'text', runhub._owner_text(p_project.locale, v_key, v_params));
     ELSIF p_action.id = 'send_promo' THEN
-        v_since := CASE p_params ->> 'segmentation' WHEN 'recent_7d' THEN p_at - interval '7 days'
-                                                    WHEN 'recent_30d' THEN p_at - interval '30 days' ELSE '-infinity' END;
+        v_since := runhub._segment_since(p_params ->> 'segmentation', p_at);
         v_passed := v_customer.last_seen_at > v_since;
         RETURN jsonb_build_object('rule', 'seenInSegment', 'passed', coalesce(v_passed, false),
                                   'value', jsonb_build_object('lastSeenAt', runhub._iso(v_customer.last_seen_at),

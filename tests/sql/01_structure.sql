@@ -682,7 +682,7 @@ SELECT name, true FROM unnest(ARRAY[
     '_event_as_stored', '_plain_event', '_plain_events', '_event_row', '_is_plain_address',
     '_event_text', '_is_event_type', '_is_language_tag', '_event_amount', '_payload_fault', '_event_fields', '_customer_fields',
     '_event_text_field', '_event_type_field', '_event_address_field', '_event_locale_field', '_event_amount_field',
-    '_event_payload_field',
+    '_event_payload_field', '_segment_since',
     '_constants', '_constant', '_locales',
     '_payment_wid', '_confidence', '_wid_run', '_role_rank', '_link_mail', '_address_mails', '_address_touch']) AS name
 UNION ALL
