@@ -37,20 +37,22 @@ from .locales import RTL_LOCALES, babel_locale, format_money, isolated, resolve_
 from .values import RenderError, clean_line, clean_text
 
 
+_PLPYTHON = f"{__package__.partition('.')[0]}._plpython"  # a name of our own, not a top-level `plpython`
+
+
+@functools.cache
 def _plpython(name: str) -> ModuleType:
-    """A module of the deployable plpython/ (runhub_loader/assets.py finds it), imported as `plpython.<name>`
-    as plain pytest does: so the sender runs the very code the server runs."""
-    if "plpython" not in sys.modules:
+    """A module of the deployable plpython/ (runhub_loader/assets.py finds it), loaded on first use as
+    a package of runhub_loader's own, so that the sender runs the very code the server runs. Its
+    modules import each other relatively: the package must be in sys.modules, under its own name."""
+    if _PLPYTHON not in sys.modules:
         folder = DEFAULT_SOURCE / "plpython"
-        spec = importlib.util.spec_from_file_location("plpython", folder / "__init__.py",
+        spec = importlib.util.spec_from_file_location(_PLPYTHON, folder / "__init__.py",
                                                       submodule_search_locations=[str(folder)])
         package = importlib.util.module_from_spec(spec)
-        sys.modules["plpython"] = package
+        sys.modules[_PLPYTHON] = package
         spec.loader.exec_module(package)
-    return importlib.import_module(f"plpython.{name}")
-
-
-addresses = _plpython("addresses")
+    return importlib.import_module(f"{_PLPYTHON}.{name}")
 
 WORKFLOW_TEMPLATES = frozenset(TEMPLATES) - {"digest"}
 
@@ -269,7 +271,7 @@ def envelope_address(to_email: str) -> str:
     """The address as it goes on the wire (RCPT TO and To): lower-case ASCII, an internationalized
     domain as A-labels. RenderError unless it is a mailbox by the grammar ingest enforces
     (plpython/addresses.py): what ingest accepts renders, what it refuses does not."""
-    wire = addresses.ascii_mailbox(to_email)
+    wire = _plpython("addresses").ascii_mailbox(to_email)
     if wire is None:
         raise RenderError(f"to_email: not an address runhub delivers to: {to_email!r}")
     return wire
