@@ -478,13 +478,13 @@ RETURNS SETOF runhub.business_events
 LANGUAGE sql STABLE
 AS $$ SELECT (f.event).* FROM runhub._event_as_stored(p_project, p_event) f WHERE f.plain $$;
 
--- _event_as_stored of each element of the JSON array p_events, with its position n: one plan for the
--- batch (the sent types read once).
+-- _event_as_stored of each element of the JSON array p_events (given), with its position n: one plan
+-- for the batch (the sent types read once).
 CREATE OR REPLACE FUNCTION runhub._plain_events(p_project uuid, p_events jsonb)
-RETURNS TABLE (n bigint, event runhub.business_events, plain boolean)
+RETURNS TABLE (n bigint, event runhub.business_events, plain boolean, given jsonb)
 LANGUAGE sql STABLE
 AS $$
-    SELECT j.n, f.event, f.plain
+    SELECT j.n, f.event, f.plain, j.e
       FROM pg_catalog.jsonb_array_elements(p_events) WITH ORDINALITY AS j(e, n)
      CROSS JOIN LATERAL runhub._event_as_stored(p_project, j.e) f
 $$;
@@ -672,9 +672,9 @@ BEGIN
 END
 $$;
 
--- ingest_events' way for a batch the set-based check did not wholly accept: each event through
--- _event_from_json (all in one go while all are valid; at the first refusal, one by one, each in a
--- subtransaction of its own, to say which and why), then the valid ones stored.
+-- ingest_events' way for a batch the set-based check did not wholly accept: those it did not, field by
+-- field (all in one statement while all are valid; at the first refusal, one by one through
+-- _event_from_json, each in a subtransaction of its own, to say which and why), then the valid ones stored.
 -- Returns each event's key (null where refused) and error (null where not), and what was stored.
 CREATE OR REPLACE FUNCTION runhub._ingest_one_by_one(
     p_project uuid, p_events jsonb,
@@ -692,8 +692,9 @@ DECLARE
     v_message text;
 BEGIN
     BEGIN
-        SELECT array_agg(runhub._event_from_json(p_project, x.e) ORDER BY x.n) INTO v_rows
-          FROM jsonb_array_elements(p_events) WITH ORDINALITY AS x(e, n);
+        SELECT array_agg(CASE WHEN c.plain THEN c.event ELSE runhub._event_field_by_field(p_project, c.given) END ORDER BY c.n)
+          INTO v_rows
+          FROM runhub._plain_events(p_project, p_events) c;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE;
         IF v_state NOT LIKE 'PT4%' THEN
