@@ -1,6 +1,13 @@
 """The database room's fixtures: a real PostgreSQL 15 cluster (pg_cron, plpython3u), runhub deployed
 once into a template database, and a fresh clone of it for every test that asks for one.
 
+The template and the clones are pytest-postgresql's: `postgresql_noproc` (no process of its own: it
+points at a cluster runhub's embedded `Cluster` runs) makes the template database and fills it with
+its `load` step, runhub's deploy; `postgresql` clones it for each test (a connection to the clone,
+dropped afterwards); its `DatabaseJanitor` makes and drops the other databases the tests ask for. The
+clusters stay runhub's own (see tests/README.md): the server must run as the `postgres` OS user,
+and the fault tests restart and crash theirs.
+
 Everything is lazy: importing this file starts nothing. The first test that needs the cluster takes
 the one `scripts/test` started (RUNHUB_TEST_HOME), or starts a throwaway one of its own (destroyed
 when the session ends); the first test that needs a database deploys runhub into the template.
@@ -10,7 +17,6 @@ The fault tests that restart or crash PostgreSQL use `fault_cluster` / `fault_db
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import tempfile
@@ -22,13 +28,18 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from pytest_postgresql import factories
+from pytest_postgresql.janitor import DatabaseJanitor
 
 from helpers.db import reset_clock, set_clock
 from runhub_loader.db.deploy import deploy
-from runhub_loader.db.embedded import Cluster
+from runhub_loader.db.embedded import SUPERUSER, Cluster
 
-# One template per pytest-xdist worker (scripts/test runs two): each deploys and clones its own.
-TEMPLATE = "runhub_test_template" + (f"_{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else "")
+# pytest-postgresql's names: the template is DBNAME_tmpl and each test's clone DBNAME, with the
+# pytest-xdist worker's id after DBNAME (runhub_testgw0_tmpl, runhub_testgw0): one of each per worker.
+DBNAME = "runhub_test"
+# Held (pg_advisory_lock, in the cluster's `postgres` database) by the deploy into a template.
+DEPLOY_LOCK = 0x72756E68
 
 
 def _throwaway_cluster(prefix: str, fast: bool):
@@ -48,39 +59,46 @@ def _admin(cluster: Cluster):
     return psycopg.connect(cluster.url("postgres"), autocommit=True)
 
 
-def _create_database(cluster: Cluster, name: str, template: str | None = None) -> None:
-    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-    if template:
-        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
-    with _admin(cluster) as admin:
-        admin.execute(statement)
+@dataclass(frozen=True)
+class Server:
+    """One of runhub's clusters as pytest-postgresql reads a server: postgresql_noproc(depends_on=...)
+    takes these attributes from the fixture it names (the socket folder as host, the port, the
+    superuser). template_dbname is None: the template database it makes is a plain CREATE DATABASE."""
+    host: str
+    port: int
+    user: str = SUPERUSER
+    password: str | None = None
+    options: str = ""
+    maintenance_dbname: str = "postgres"
+    template_dbname: str | None = None
+
+    @classmethod
+    def of(cls, cluster: Cluster) -> "Server":
+        return cls(host=str(cluster.socketdir), port=cluster.port)
+
+    def janitor(self, dbname: str, template: str | None = None) -> DatabaseJanitor:
+        """pytest-postgresql's janitor of one database: init() creates it (a clone of `template`, if
+        given), drop() drops it, closing its connections first."""
+        return DatabaseJanitor(user=self.user, host=self.host, port=self.port, dbname=dbname,
+                               template_dbname=template, maintenance_dbname=self.maintenance_dbname)
 
 
-def _drop_database(cluster: Cluster, name: str) -> None:
-    with _admin(cluster) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+def deploy_template(*, host, port, user, dbname, **_) -> None:
+    """postgresql_noproc's load step: runhub deployed (without cron jobs) into the template database.
+    One deploy at a time per cluster: the first deploys of two databases (two pytest-xdist workers'
+    templates) would both create runhub's roles, which belong to the cluster (the second fails on them)."""
+    with psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True) as lock:
+        lock.execute("SELECT pg_advisory_lock(%s)", (DEPLOY_LOCK,))
+        deploy(make_conninfo(host=host, port=port, user=user, dbname=dbname), schedule_cron=False)
 
 
-def _deploy_template(cluster: Cluster) -> str:
-    """runhub deployed (without cron jobs) into the template database, made anew. One deploy at a
-    time per cluster: the first deploys of two databases would both create runhub's roles, which
-    belong to the cluster (the second fails on them)."""
-    with open(cluster.root / "test-deploy.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        _drop_database(cluster, TEMPLATE)
-        _create_database(cluster, TEMPLATE)
-        deploy(cluster.url(TEMPLATE), schedule_cron=False)
-    return TEMPLATE
+def _clone_url(cluster: Cluster, connection: psycopg.Connection) -> str:
+    return cluster.url(connection.info.dbname)
 
 
-def _clone(cluster: Cluster, template: str):
-    """A database of its own for one test, cloned from the template; dropped afterwards."""
-    name = f"runhub_test_{uuid.uuid4().hex[:12]}"
-    _create_database(cluster, name, template)
-    try:
-        yield cluster.url(name)
-    finally:
-        _drop_database(cluster, name)
+def _autocommit(connection: psycopg.Connection) -> psycopg.Connection:
+    connection.autocommit = True
+    return connection
 
 
 # -- the shared cluster ----------------------------------------------------------------------------
@@ -96,37 +114,43 @@ def cluster():
 
 
 @pytest.fixture(scope="session")
-def template_db(cluster) -> str:
+def cluster_server(cluster) -> Server:
+    """The shared cluster, as pytest-postgresql's fixtures reach it."""
+    return Server.of(cluster)
+
+
+# The template (runhub deployed once per worker) and each test's clone of it, as a connection.
+postgresql_noproc = factories.postgresql_noproc(dbname=DBNAME, load=[deploy_template], depends_on="cluster_server")
+postgresql = factories.postgresql("postgresql_noproc")
+
+
+@pytest.fixture(scope="session")
+def template_db(postgresql_noproc) -> str:
     """The name of the template database: runhub deployed once, cloned by every db_url."""
-    name = _deploy_template(cluster)
-    yield name
-    _drop_database(cluster, name)
+    return postgresql_noproc.template_dbname
 
 
 @pytest.fixture
-def db_url(cluster, template_db) -> str:
+def db_url(cluster, postgresql) -> str:
     """URL of this test's own freshly deployed database."""
-    yield from _clone(cluster, template_db)
+    return _clone_url(cluster, postgresql)
 
 
 @pytest.fixture
-def conn(db_url):
+def conn(postgresql):
     """An autocommit connection to this test's database, as the deploying superuser."""
-    with psycopg.connect(db_url, autocommit=True) as c:
-        yield c
+    return _autocommit(postgresql)
 
 
 @pytest.fixture
-def fresh_db(cluster, template_db):
+def fresh_db(cluster, cluster_server, template_db):
     """An empty database with nothing deployed, dropped afterwards (with its cron jobs). After the
     template's deploy (template_db): runhub's roles, the cluster's, exist before a test deploys here."""
-    name = f"runhub_empty_{uuid.uuid4().hex[:10]}"
-    _create_database(cluster, name)
-    yield cluster.url(name)
     from runhub_loader.db.cron import unschedule_cron_jobs
 
-    unschedule_cron_jobs(cluster.url(name))
-    _drop_database(cluster, name)
+    with cluster_server.janitor(f"runhub_empty_{uuid.uuid4().hex[:10]}") as janitor:
+        yield cluster.url(janitor.dbname)
+        unschedule_cron_jobs(cluster.url(janitor.dbname))
 
 
 @pytest.fixture
@@ -186,21 +210,24 @@ def fault_cluster():
 
 
 @pytest.fixture(scope="session")
-def fault_template_db(fault_cluster) -> str:
-    yield _deploy_template(fault_cluster)  # the cluster and its databases go with fault_cluster
+def fault_cluster_server(fault_cluster) -> Server:
+    return Server.of(fault_cluster)
+
+
+fault_postgresql_noproc = factories.postgresql_noproc(dbname=DBNAME, load=[deploy_template], depends_on="fault_cluster_server")
+fault_postgresql = factories.postgresql("fault_postgresql_noproc")
 
 
 @pytest.fixture
-def fault_db_url(fault_cluster, fault_template_db) -> str:
+def fault_db_url(fault_cluster, fault_postgresql) -> str:
     """URL of this test's own freshly deployed database on fault_cluster."""
-    yield from _clone(fault_cluster, fault_template_db)
+    return _clone_url(fault_cluster, fault_postgresql)
 
 
 @pytest.fixture
-def fault_conn(fault_db_url):
+def fault_conn(fault_postgresql):
     """An autocommit connection to this test's database on fault_cluster."""
-    with psycopg.connect(fault_db_url, autocommit=True) as c:
-        yield c
+    return _autocommit(fault_postgresql)
 
 
 # -- a cluster with a small lock table --------------------------------------------------------------
@@ -243,16 +270,17 @@ def _rollback_prepared(url: str) -> None:
 
 
 def new_database(cluster: Cluster, template: str | None, dropped: list) -> str:
-    name = f"runhub_shard_{uuid.uuid4().hex[:10]}"
-    _create_database(cluster, name, template)
-    dropped.append((cluster, name))
-    return cluster.url(name)
+    """A new database on `cluster` (a clone of `template`, if given), noted in `dropped`."""
+    janitor = Server.of(cluster).janitor(f"runhub_shard_{uuid.uuid4().hex[:10]}", template)
+    janitor.init()
+    dropped.append((cluster, janitor))
+    return cluster.url(janitor.dbname)
 
 
 def drop_databases(dropped: list) -> None:
-    for cluster, name in reversed(dropped):
-        _rollback_prepared(cluster.url(name))  # a database with a prepared transaction cannot be dropped
-        _drop_database(cluster, name)
+    for cluster, janitor in reversed(dropped):
+        _rollback_prepared(cluster.url(janitor.dbname))  # a database with a prepared transaction cannot be dropped
+        janitor.drop()
 
 
 @pytest.fixture(scope="session")
@@ -262,8 +290,16 @@ def shard_cluster():
 
 
 @pytest.fixture(scope="session")
-def shard_template_db(shard_cluster) -> str:
-    yield _deploy_template(shard_cluster)
+def shard_cluster_server(shard_cluster) -> Server:
+    return Server.of(shard_cluster)
+
+
+shard_postgresql_noproc = factories.postgresql_noproc(dbname=DBNAME, load=[deploy_template], depends_on="shard_cluster_server")
+
+
+@pytest.fixture(scope="session")
+def shard_template_db(shard_postgresql_noproc) -> str:
+    return shard_postgresql_noproc.template_dbname
 
 
 @pytest.fixture(scope="session")

@@ -55,20 +55,14 @@ def project(conn):
 
 
 @pytest.fixture(scope="module")
-def shared(cluster, template_db):
+def shared(cluster, cluster_server, template_db):
     """(connection, project) in one deployed database for the whole module: cloning a database per
     case would dominate this file's run time, and every refusal test checks that it wrote nothing."""
-    name = f"runhub_events_input_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    try:
-        with psycopg.connect(cluster.url(name), autocommit=True) as c:
+    with cluster_server.janitor(f"runhub_events_input_{uuid.uuid4().hex[:10]}", template_db) as database:
+        with psycopg.connect(cluster.url(database.dbname), autocommit=True) as c:
             project, _ = new_project(c)
             ingest(c, project, event(key="already-there"))
             yield c, project
-    finally:
-        with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_base_event_is_accepted_and_round_trips(conn, project):

@@ -58,18 +58,12 @@ def existing(conn):
 
 
 @pytest.fixture(scope="module")
-def shared(cluster, template_db):
+def shared(cluster, cluster_server, template_db):
     """(connection, (project, owner)) in one deployed database for the module's refusal tables:
     cloning a database per case would dominate the run time, and every refusal checks it wrote nothing."""
-    name = f"runhub_projects_input_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    try:
-        with psycopg.connect(cluster.url(name), autocommit=True) as c:
+    with cluster_server.janitor(f"runhub_projects_input_{uuid.uuid4().hex[:10]}", template_db) as database:
+        with psycopg.connect(cluster.url(database.dbname), autocommit=True) as c:
             yield c, new_project(c)
-    finally:
-        with psycopg.connect(cluster.url("postgres"), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_valid_project_is_created_with_its_owner(conn, existing):
