@@ -283,6 +283,15 @@ def drop_databases(dropped: list) -> None:
         janitor.drop()
 
 
+@pytest.fixture
+def scratch_database():
+    """scratch_database(cluster, template=None) -> the URL of a new database on cluster (a clone of
+    template, if given), dropped when the test ends."""
+    dropped: list = []
+    yield lambda cluster, template=None: new_database(cluster, template, dropped)
+    drop_databases(dropped)
+
+
 @pytest.fixture(scope="session")
 def shard_cluster():
     """The second cluster of the sharded tests (two of the four partitions live there)."""
@@ -345,3 +354,14 @@ def proxy_login(sharded, cluster, shard_cluster):
             for name in made.values():
                 admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
                 admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+# -- an SMTP sink for the sender's process and fault tests -----------------------------------------
+
+@pytest.fixture
+def sink():
+    """A real SMTP sink on loopback (helpers/fault_sink.py) that keeps what it accepts."""
+    from helpers.fault_sink import running_sink
+
+    with running_sink() as handler:
+        yield handler

@@ -255,51 +255,39 @@ def test_a_move_to_a_partition_that_does_not_exist_is_refused(sharded, proxy_log
 
 
 def test_one_database_grows_into_two_partitions_and_its_shops_keep_working(cluster, template_db, shard_cluster,
-                                                                           shard_template_db):
-    from conftest import drop_databases, new_database
-
-    dropped: list = []
-    try:
-        first = new_database(cluster, template_db, dropped)
-        with psycopg.connect(first, autocommit=True) as direct:  # a shop made before there was a proxy
-            old, owner = new_project(direct)
-            ingest(direct, old, event(key="before"))
-        proxy_url = new_database(cluster, None, dropped)
-        deploy_proxy(proxy_url, [first])
-        second = new_database(shard_cluster, shard_template_db, dropped)
-        assert add_shard(proxy_url, second) == 1
-        with psycopg.connect(proxy_url, autocommit=True) as proxy:
-            news = [new_project(proxy)[0] for _ in range(12)]
-            placed = [proxy.execute("SELECT runhub_proxy.partition_of(%s)", (p,)).fetchone()[0] for p in news]
-            assert set(placed) == {0, 1} and proxy.execute("SELECT runhub_proxy.partition_of(%s)", (old,)).fetchone()[0] == 0
-            assert ingest(proxy, old, event(key="before"))["inserted"] is False
-            move_project(proxy_url, str(old), 1)
-            stored = ingest(proxy, old, event(key="after"))
-            assert stored["inserted"] and stored["eventId"] > ID_BLOCK  # partition 1's ids
-            events = proxy.execute("SELECT runhub.list_events(project => %s, actor => %s)", (old, owner)).fetchone()[0]
-            assert [e["idempotencyKey"] for e in events["events"]] == ["after", "before"]
-    finally:
-        drop_databases(dropped)
+                                                                           shard_template_db, scratch_database):
+    first = scratch_database(cluster, template_db)
+    with psycopg.connect(first, autocommit=True) as direct:  # a shop made before there was a proxy
+        old, owner = new_project(direct)
+        ingest(direct, old, event(key="before"))
+    proxy_url = scratch_database(cluster)
+    deploy_proxy(proxy_url, [first])
+    second = scratch_database(shard_cluster, shard_template_db)
+    assert add_shard(proxy_url, second) == 1
+    with psycopg.connect(proxy_url, autocommit=True) as proxy:
+        news = [new_project(proxy)[0] for _ in range(12)]
+        placed = [proxy.execute("SELECT runhub_proxy.partition_of(%s)", (p,)).fetchone()[0] for p in news]
+        assert set(placed) == {0, 1} and proxy.execute("SELECT runhub_proxy.partition_of(%s)", (old,)).fetchone()[0] == 0
+        assert ingest(proxy, old, event(key="before"))["inserted"] is False
+        move_project(proxy_url, str(old), 1)
+        stored = ingest(proxy, old, event(key="after"))
+        assert stored["inserted"] and stored["eventId"] > ID_BLOCK  # partition 1's ids
+        events = proxy.execute("SELECT runhub.list_events(project => %s, actor => %s)", (old, owner)).fetchone()[0]
+        assert [e["idempotencyKey"] for e in events["events"]] == ["after", "before"]
 
 
-def test_a_shard_with_shops_of_its_own_cannot_join_as_another_partition(cluster, template_db):
-    from conftest import drop_databases, new_database
-
+def test_a_shard_with_shops_of_its_own_cannot_join_as_another_partition(cluster, template_db, scratch_database):
     from runhub_loader.proxy.deploy import ProxyError
 
-    dropped: list = []
-    try:
-        first, busy = new_database(cluster, template_db, dropped), new_database(cluster, template_db, dropped)
-        with psycopg.connect(busy, autocommit=True) as direct:
-            new_project(direct)
-        proxy_url = new_database(cluster, None, dropped)
-        with pytest.raises(ProxyError, match="has projects"):
-            deploy_proxy(proxy_url, [first, busy])
-        deploy_proxy(proxy_url, [first])
-        with pytest.raises(ProxyError, match="a new partition starts empty"):
-            add_shard(proxy_url, busy)
-    finally:
-        drop_databases(dropped)
+    first, busy = scratch_database(cluster, template_db), scratch_database(cluster, template_db)
+    with psycopg.connect(busy, autocommit=True) as direct:
+        new_project(direct)
+    proxy_url = scratch_database(cluster)
+    with pytest.raises(ProxyError, match="has projects"):
+        deploy_proxy(proxy_url, [first, busy])
+    deploy_proxy(proxy_url, [first])
+    with pytest.raises(ProxyError, match="a new partition starts empty"):
+        add_shard(proxy_url, busy)
 
 
 def test_an_event_whose_transaction_was_open_when_the_events_were_copied_still_moves(sharded, proxy_login):

@@ -34,23 +34,13 @@ from pathlib import Path
 import pytest
 
 from helpers.db import durable_commits, wait_until
-from helpers.fault_sink import backends, onboarding_run, outbox_status, running_sink, seed_signups
+from helpers.fault_sink import BATCH, CONCURRENCY, backends, onboarding_run, outbox_status, seed_signups
 from helpers.workflows import connect, create_run, preview, ready_shop, run_status
 
 # Fault tests: sender subprocesses killed, stopped, paused; fault_cluster restarted.
 pytestmark = pytest.mark.slow
 
 RUNHUB = Path(sys.executable).parent / "runhub"
-CONCURRENCY = 4
-BATCH = 32  # the CLI's default --batch
-
-
-# -- the SMTP sink: helpers/fault_sink.py ------------------------------------------------------------
-
-@pytest.fixture
-def sink():
-    with running_sink() as handler:
-        yield handler
 
 
 # -- the sender as a subprocess ---------------------------------------------------------------------

@@ -31,21 +31,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from helpers.db import wait_until
 from helpers.workflows import run_status
 from runhub_loader.db.embedded import free_port
-from helpers.fault_sink import backends, onboarding_run, outbox_status, running_sink
+from helpers.fault_sink import BATCH, CONCURRENCY, backends, onboarding_run, outbox_status
 
 # Sender processes started, stopped and killed.
 pytestmark = pytest.mark.slow
 
 RUNHUB = Path(sys.executable).parent / "runhub"
 PROCESSES = 2
-CONCURRENCY = 4
-BATCH = 32  # the CLI's default --batch
-
-
-@pytest.fixture
-def sink():
-    with running_sink() as handler:
-        yield handler
 
 
 class Supervised:

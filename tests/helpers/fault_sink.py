@@ -18,7 +18,12 @@ from helpers.mail import stored_message_id
 from helpers.workflows import create_run, preview, ready_shop
 from runhub_loader.db.api import Api
 from runhub_loader.db.embedded import free_port
+from runhub_loader.mail import defaults
 from runhub_loader.mail.sink import ehlo_responses
+
+CONCURRENCY = 4  # the process tests' senders run with 4 workers,
+BATCH = defaults.BATCH  # and claim the CLI's default batch
+
 
 class FaultSink:
     """An aiosmtpd handler that records (generation, Message-ID, RCPT, To) of every mail it accepts,
