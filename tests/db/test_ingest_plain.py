@@ -164,15 +164,32 @@ def test_an_event_that_changes_nothing_of_its_customer_rewrites_no_row(conn):
 # -- customers, kept by ingest's own statements ---------------------------------------------------
 
 def test_one_statement_stores_events_and_keeps_their_customers(conn):
-    """ingest_event, ingest_events, the sender and rebuild_customers all store through
-    _store_events: no other function writes business_events or customers' facts."""
+    """ingest_events, the sender, the field-by-field path and rebuild_customers store through
+    _store_events; ingest_event's common case alone has a statement of its own (speed: one
+    statement a webhook), held to the same merge below. No other function writes either table."""
     writers = conn.execute(
         r"""SELECT p.proname, regexp_count(p.prosrc, 'INSERT INTO runhub.business_events'),
                   regexp_count(p.prosrc, 'INSERT INTO runhub.customers')
              FROM pg_proc p
             WHERE p.pronamespace = 'runhub'::regnamespace
-              AND p.prosrc ~ 'INSERT INTO runhub\.(business_events|customers)'""").fetchall()
-    assert writers == [("_store_events", 1, 1)]
+              AND p.prosrc ~ 'INSERT INTO runhub\.(business_events|customers)'
+            ORDER BY p.proname""").fetchall()
+    assert writers == [("_store_events", 1, 1), ("ingest_event", 1, 1)]
+
+
+def _merge_clause(conn, function: str) -> str:
+    """The ON CONFLICT clause by which a function merges a customer row, white space folded."""
+    source = conn.execute("SELECT prosrc FROM pg_proc WHERE oid = %s::regprocedure", (function,)).fetchone()[0]
+    clause = source[source.index("ON CONFLICT (project_id, email) DO UPDATE SET"):]
+    clause = clause[:clause.index("last_paid_at)") + len("last_paid_at)")]
+    return " ".join(clause.split())
+
+
+def test_one_event_and_a_batch_merge_a_customer_by_the_same_clause(conn):
+    """ingest_event merges its one event into the customer row in its own statement (no call, no
+    aggregate); _store_events merges a batch's: the rule is one text in two places."""
+    assert _merge_clause(conn, "runhub.ingest_event(uuid, jsonb)") == \
+        _merge_clause(conn, "runhub._store_events(runhub.business_events[], boolean)")
 
 
 def test_ingest_event_opens_no_subtransaction(conn):
