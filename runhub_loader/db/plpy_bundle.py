@@ -9,12 +9,13 @@ checksum baked into the wrappers, so every session picks up the new code on its 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import re
-import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..assets import import_plpython
 
 SIGNATURE = re.compile(r"^\s*(?P<name>[\w.]+)\s*\((?P<args>[^)]*)\)\s+RETURNS\s+(?P<returns>.+?)\s*$", re.I | re.S)
 
@@ -53,12 +54,7 @@ def bundle_sha(modules: list[Module]) -> str:
 def _import_locally(source_dir: Path, modules: list[Module]) -> dict[str, types.ModuleType]:
     """Import the bundle in this process under a private name, to read its exports."""
     package = f"_runhub_scan_{bundle_sha(modules)[:16]}"
-    folder = source_dir / "plpython"
-    spec = importlib.util.spec_from_file_location(package, folder / "__init__.py",
-                                                  submodule_search_locations=[str(folder)])
-    pkg = importlib.util.module_from_spec(spec)
-    sys.modules[package] = pkg
-    spec.loader.exec_module(pkg)
+    import_plpython(source_dir, package)
     return {m.name: importlib.import_module(f"{package}.{m.name}") for m in modules if m.name != "__init__"}
 
 

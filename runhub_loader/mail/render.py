@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import json
 import re
 import secrets
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.headerregistry import Address
@@ -30,7 +28,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup, escape
 
 from ..constants import TEMPLATES
-from ..assets import DEFAULT_SOURCE
+from ..assets import DEFAULT_SOURCE, import_plpython
 from . import mime, values
 from .digest import digest_context
 from .locales import RTL_LOCALES, babel_locale, format_money, isolated, resolve_locale, translator
@@ -43,15 +41,8 @@ _PLPYTHON = f"{__package__.partition('.')[0]}._plpython"  # a name of our own, n
 @functools.cache
 def _plpython(name: str) -> ModuleType:
     """A module of the deployable plpython/ (runhub_loader/assets.py finds it), loaded on first use as
-    a package of runhub_loader's own, so that the sender runs the very code the server runs. Its
-    modules import each other relatively: the package must be in sys.modules, under its own name."""
-    if _PLPYTHON not in sys.modules:
-        folder = DEFAULT_SOURCE / "plpython"
-        spec = importlib.util.spec_from_file_location(_PLPYTHON, folder / "__init__.py",
-                                                      submodule_search_locations=[str(folder)])
-        package = importlib.util.module_from_spec(spec)
-        sys.modules[_PLPYTHON] = package
-        spec.loader.exec_module(package)
+    a package of runhub_loader's own, so that the sender runs the very code the server runs."""
+    import_plpython(DEFAULT_SOURCE, _PLPYTHON)
     return importlib.import_module(f"{_PLPYTHON}.{name}")
 
 WORKFLOW_TEMPLATES = frozenset(TEMPLATES) - {"digest"}

@@ -32,6 +32,7 @@ from pytest_postgresql import factories
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from helpers.db import reset_clock, set_clock
+from helpers.scratch import fast_cluster_parent
 from runhub_loader.db.deploy import deploy
 from runhub_loader.db.embedded import SUPERUSER, Cluster
 
@@ -43,8 +44,10 @@ DEPLOY_LOCK = 0x72756E68
 
 
 def _throwaway_cluster(prefix: str, fast: bool):
-    """A new cluster in a temporary folder, started; yields it, then destroys it and the folder."""
-    home = Path(tempfile.mkdtemp(prefix=prefix))
+    """A new cluster in a temporary folder, started; yields it, then destroys it and the folder. A
+    fast one (fsync off) lives on a tmpfs where there is one (helpers/scratch.py: clones cost a
+    tenth there); the others on disk."""
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir=fast_cluster_parent() if fast else None))
     home.chmod(0o755)  # the server runs as another user (postgres) when the tests run as root
     cluster = Cluster(home)
     try:

@@ -354,10 +354,16 @@ def test_a_flood_of_forged_wakeups_costs_the_sender_no_more_than_polling(conn, l
             "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND state = 'idle'"
             " AND query LIKE '%%claim_messages%%'", (sender_role,)).fetchone()[0] == 1, "the sender to wait")
         started = time.monotonic()
+        flood_began = conn.execute("SELECT clock_timestamp()").fetchone()[0]
         with psycopg.connect(login_as("runhub_reader"), autocommit=True) as forger:
             for i in range(3000):
                 forger.execute("SELECT pg_notify(%s, %s)", (channel, str(i)))
         flooded = time.monotonic() - started
+        # Woken, it catches up once its wake_seconds have passed: maybe after the flood ends (a
+        # flood shorter than that); stopped before then, it would have had no reason to.
+        wait_until(lambda: conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND query LIKE '%%claim_messages%%'"
+            " AND query_start > %s", (sender_role, flood_began)).fetchone()[0] >= 1, "the sender to catch up")
     finally:
         daemon.stop()
         thread.join(timeout=30)
