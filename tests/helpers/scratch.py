@@ -1,7 +1,7 @@
 """Where the tests' throwaway clusters live: a tmpfs (/dev/shm) when the machine has one with room,
 else the usual temporary folder.
 
-A test clones runhub's template database (CREATE DATABASE ... TEMPLATE): ~500 files made and
+A test clones runhub's template database (CREATE DATABASE ... TEMPLATE): ~440 files made and
 written. On a disk that is a few hundred milliseconds a clone, nearly all of it creating files; on a
 tmpfs a few dozen. A fast cluster (fsync off) loses nothing by living in memory, which the test
 command throws away anyway. The fault tests' cluster (fsync on, as in production) stays on disk.
