@@ -14,6 +14,18 @@ AS $$
                 ELSE 'run_cancelled' END
 $$;
 
+-- The one rule of a message's lease: p_worker holds p_message while it is sending under p_worker's
+-- lease and the lease has not lapsed (a lapsed one is anyone's: claim_messages takes it back). Every
+-- call that acts on claimed messages acts only on those its worker holds. No SET clause: an
+-- expression inlined where it is used (the planner turns p_message.status into the column).
+CREATE OR REPLACE FUNCTION runhub._holds_message(p_message runhub.outbox, p_worker text)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT p_message.status = 'sending' AND p_message.lease_owner = p_worker
+       AND p_message.lease_expires_at > pg_catalog.clock_timestamp()
+$$;
+
 -- The key new unsubscribe tokens are signed with: the newest one not revoked (rotation adds it
 -- before revoking any other, so there always is one).
 CREATE OR REPLACE FUNCTION runhub._unsubscribe_signing_key()
@@ -276,8 +288,8 @@ DECLARE
 BEGIN
     PERFORM runhub._check_lease(p_worker, p_lease_seconds, 'maxMessageLeaseSeconds');
     PERFORM runhub._check_ids(p_ids);
-    UPDATE runhub.outbox SET lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds)
-     WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker AND lease_expires_at > clock_timestamp();
+    UPDATE runhub.outbox o SET lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds)
+     WHERE o.id = ANY (p_ids) AND runhub._holds_message(o, p_worker);
     GET DIAGNOSTICS v_held = ROW_COUNT;
     RETURN v_held;
 END
@@ -304,8 +316,7 @@ BEGIN
     PERFORM runhub._check_ids(p_ids);
     RETURN QUERY
     UPDATE runhub.outbox o SET started_at = clock_timestamp(), attempts = o.attempts + 1
-     WHERE o.id = ANY (p_ids) AND o.status = 'sending' AND o.lease_owner = p_worker
-       AND o.lease_expires_at > clock_timestamp()
+     WHERE o.id = ANY (p_ids) AND runhub._holds_message(o, p_worker)
     RETURNING o.id;
 END
 $$;
@@ -324,10 +335,10 @@ DECLARE
 BEGIN
     PERFORM runhub._check_worker(p_worker);
     PERFORM runhub._check_ids(p_ids);
-    UPDATE runhub.outbox
+    UPDATE runhub.outbox o
        SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL,
            next_attempt_at = clock_timestamp(), started_at = NULL
-     WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker AND lease_expires_at > clock_timestamp();
+     WHERE o.id = ANY (p_ids) AND runhub._holds_message(o, p_worker);
     GET DIAGNOSTICS v_released = ROW_COUNT;
     RETURN v_released;  -- a released message of a cancelled run is cancelled by the next claim
 END
@@ -350,11 +361,11 @@ DECLARE
 BEGIN
     PERFORM runhub._check_worker(p_worker);
     PERFORM runhub._check_ids(p_ids);
-    UPDATE runhub.outbox
+    UPDATE runhub.outbox o
        SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = clock_timestamp(),
-           attempts = CASE WHEN started_at IS NOT NULL THEN greatest(attempts - 1, 0) ELSE attempts END,
+           attempts = CASE WHEN o.started_at IS NOT NULL THEN greatest(o.attempts - 1, 0) ELSE o.attempts END,
            started_at = NULL, last_error = left(p_reason, 500)
-     WHERE id = ANY (p_ids) AND status = 'sending' AND lease_owner = p_worker AND lease_expires_at > clock_timestamp();
+     WHERE o.id = ANY (p_ids) AND runhub._holds_message(o, p_worker);
     GET DIAGNOSTICS v_deferred = ROW_COUNT;
     RETURN v_deferred;
 END
@@ -427,8 +438,7 @@ BEGIN
            SET status = 'sent', sent_at = now(), smtp_code = 250, smtp_reply = left(i.reply, 500),
                lease_owner = NULL, lease_expires_at = NULL
           FROM input i
-         WHERE o.id = i.id AND o.status = 'sending' AND o.lease_owner = p_worker
-           AND o.lease_expires_at > clock_timestamp()
+         WHERE o.id = i.id AND runhub._holds_message(o, p_worker)
         RETURNING o.id, o.recipient_id, o.run_id, o.message_id
     ), recipients AS (
         UPDATE runhub.workflow_run_recipients rc SET status = 'sent', updated_at = now()
@@ -502,8 +512,7 @@ BEGIN
         PERFORM runhub._invalid('common.invalidInput', 'smtpCode', 'a failure is a 4xx or 5xx reply, or null');
     END IF;
     SELECT * INTO v_message FROM runhub.outbox WHERE id = p_id FOR UPDATE;
-    IF NOT FOUND OR v_message.status <> 'sending' OR v_message.lease_owner IS DISTINCT FROM p_worker
-       OR v_message.lease_expires_at <= clock_timestamp() THEN
+    IF NOT FOUND OR runhub._holds_message(v_message, p_worker) IS NOT TRUE THEN
         RETURN 'lease_lost';  -- unknown, not sending, another worker's or lapsed: one answer for all
     END IF;
     v_status := CASE WHEN v_permanent OR v_message.attempts >= c_max_attempts THEN 'failed'

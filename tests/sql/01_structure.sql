@@ -660,8 +660,8 @@ SELECT is_empty($$SELECT p.oid::regprocedure FROM pg_proc p
 -- the frequency cap and a run's settled state (expressions), a local day's range without its
 -- checks, a day's KPI facts, whether an action can run and a run's outcome as a row (the digest
 -- job's batch query), and the execution lock's key, a client's plausible instant, runhub's own
--- idempotency keys and a cancelled message's reason for the counters (_cancellation_reason)
--- (expressions), an action's holdout percent and who a run holds out (_holdout_percent, _held_out:
+-- idempotency keys, a cancelled message's reason for the counters (_cancellation_reason) and whether
+-- a worker holds a message's lease (_holds_message) (expressions), an action's holdout percent and who a run holds out (_holdout_percent, _held_out:
 -- expressions of the execution's one statement), and ingest's checks of an event's common shape and its fields (the
 -- field kinds' rules and _event_*_field, _is_plain_event, _event_as_stored, _plain_event, _plain_events, _event_row,
 -- _is_plain_address: one plan for a batch). So is the attribution texts'
@@ -676,7 +676,7 @@ INSERT INTO unpinned
 SELECT name, true FROM unnest(ARRAY[
     '_audience', '_recipients', '_requirement_checks', '_frequency_cap_hours', '_holdout_percent', '_held_out',
     '_run_settled', '_run_outcome', '_action_ready', '_local_day_range', '_digest_day',
-    '_is_client_instant', '_is_system_idempotency_key', '_cancellation_reason',
+    '_is_client_instant', '_is_system_idempotency_key', '_cancellation_reason', '_holds_message',
     '_trim', '_is_plain_instant', '_is_reserved_event_type', '_is_nested_too_deep', '_is_plain_event',
     '_owner_text', '_plural_category', '_format_number',
     '_event_as_stored', '_plain_event', '_plain_events', '_event_row', '_is_plain_address',
