@@ -1,4 +1,4 @@
--- The error contract (DESIGN.md, "Errors"): every refusal is raised through runhub._raise with a key
+-- The error contract (docs/sql-contract.md, "Errors"): every refusal is raised through runhub._raise with a key
 -- of runhub.error_catalog(); SQLSTATE is the catalog's PTxyz, MESSAGE the key, DETAIL the params as
 -- JSON and HINT the catalog's English text with the params filled in.
 BEGIN;
@@ -25,7 +25,7 @@ SELECT is_empty($$SELECT key FROM runhub.error_catalog()
                 'every key is an i18n key such as workflows.policy.cooldownActive');
 SELECT is_empty($$SELECT key FROM runhub.error_catalog() WHERE coalesce(btrim(hint), '') = ''$$,
                 'every key has an English hint');
--- The SQLSTATEs DESIGN.md gives by name.
+-- The SQLSTATEs docs/sql-contract.md gives by name.
 SELECT set_has($$SELECT key, sqlstate FROM runhub.error_catalog()$$,
                $$VALUES ('common.invalidInput', 'PT400'), ('projects.notFound', 'PT404'),
                         ('auth.roleRequired', 'PT403'), ('projects.lastOwner', 'PT409'),
