@@ -636,16 +636,15 @@ BEGIN
     PERFORM runhub._lock_project(p_project);
     v_row := runhub._event_from_json(p_project, p_event);
     SELECT s.new_ids[1] INTO v_id FROM runhub._store_events(ARRAY[v_row]) s;
-    IF v_id IS NULL THEN
-        -- ON CONFLICT waited for the first writer to commit, so a fresh snapshot sees its row.
-        SELECT id INTO v_id FROM runhub.business_events
-         WHERE project_id = p_project AND idempotency_key = v_row.idempotency_key;
-        RETURN jsonb_build_object('eventId', v_id, 'inserted', false);
+    IF v_id IS NOT NULL THEN
+        RETURN jsonb_build_object('eventId', v_id, 'inserted', true);
     END IF;
-    RETURN jsonb_build_object('eventId', v_id, 'inserted', true);
+    -- ON CONFLICT waited for the first writer to commit, so a fresh snapshot sees its row.
+    SELECT id INTO v_id FROM runhub.business_events
+     WHERE project_id = p_project AND idempotency_key = v_row.idempotency_key;
+    RETURN jsonb_build_object('eventId', v_id, 'inserted', false);
 END
 $$;
-
 
 -- Many events at once, for imports (a shop backfilling its history): p_events is a JSON array of
 -- 1 to 5,000 events (at most 32 MiB as stored), each validated exactly as ingest_event validates one and stored idempotently

@@ -359,8 +359,8 @@ def test_a_flood_of_forged_wakeups_costs_the_sender_no_more_than_polling(conn, l
             for i in range(3000):
                 forger.execute("SELECT pg_notify(%s, %s)", (channel, str(i)))
         flooded = time.monotonic() - started
-        # Woken, it catches up once its wake_seconds have passed: maybe after the flood ends (a
-        # flood shorter than that); stopped before then, it would have had no reason to.
+        # Woken, it catches up once wake_seconds have passed since its last catch-up: maybe after a
+        # short flood has ended. Stopped before then, it would not catch up at all.
         wait_until(lambda: conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE usename = %s AND query LIKE '%%claim_messages%%'"
             " AND query_start > %s", (sender_role, flood_began)).fetchone()[0] >= 1, "the sender to catch up")
